@@ -1,0 +1,141 @@
+//! `shmlink`: the demo, segment listing and cleanup.
+
+mod demo;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use shmlink::segment::{self, Kind, Status};
+
+#[derive(Parser)]
+#[command(
+    name = "shmlink",
+    version,
+    about = "Inter-process communication over named shared memory"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Two processes talking over a named segment: what they did and how fast.
+    Demo {
+        /// Ping-pong round trips to time.
+        #[arg(long, default_value_t = 200_000)]
+        round_trips: u32,
+    },
+    /// List every shmlink segment: name, kind, size, creator, alive/idle/stale.
+    Ls,
+    /// Remove a segment by name (processes attached keep their mapping).
+    Rm {
+        /// Segment names.
+        names: Vec<String>,
+        /// Remove only if stale; with no names, remove every stale segment.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Internal: the child side of `demo`.
+    #[command(hide = true)]
+    DemoChild {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        round_trips: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo { round_trips } => demo::parent(round_trips),
+        Command::DemoChild { name, round_trips } => demo::child(&name, round_trips),
+        Command::Ls => ls(),
+        Command::Rm { names, stale } => rm(&names, stale),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shmlink: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn ls() -> Result {
+    let all = segment::list()?;
+    if all.is_empty() {
+        println!("no shmlink segments in /dev/shm");
+        return Ok(());
+    }
+    println!(
+        "{:<32} {:>6} {:<8} {:>12} {:>8} {:>8}  STATUS",
+        "NAME", "OWNER", "KIND", "BYTES", "CREATOR", "ATTACHED"
+    );
+    for info in all {
+        let (kind, creator, attached) = match &info.header {
+            Some(h) => (
+                Kind::from_code(h.kind).map_or_else(|| format!("#{}", h.kind), |k| k.to_string()),
+                h.creator.pid.to_string(),
+                h.attached.to_string(),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        let status = match &info.status {
+            Status::Stale(s) => format!("stale ({s})"),
+            Status::Invalid(e) => format!("invalid ({e})"),
+            other => other.label().to_owned(),
+        };
+        println!(
+            "{:<32} {:>6} {:<8} {:>12} {:>8} {:>8}  {status}",
+            info.name.as_str(),
+            info.owner_uid,
+            kind,
+            info.file_size,
+            creator,
+            attached
+        );
+    }
+    Ok(())
+}
+
+fn rm(names: &[String], stale_only: bool) -> Result {
+    if names.is_empty() {
+        if !stale_only {
+            return Err(
+                "name a segment to remove, or pass --stale to remove every stale one".into(),
+            );
+        }
+        let mut removed = 0;
+        for info in segment::list()? {
+            if matches!(info.status, Status::Stale(_)) && segment::remove_stale(info.name.as_str())?
+            {
+                println!("removed stale {}", info.name);
+                removed += 1;
+            }
+        }
+        println!("{removed} stale segment(s) removed");
+        return Ok(());
+    }
+    for name in names {
+        if stale_only {
+            if segment::remove_stale(name)? {
+                println!("removed stale {name}");
+            } else {
+                println!("kept {name}: not stale");
+            }
+        } else {
+            let alive = matches!(segment::inspect(name).map(|i| i.status), Ok(Status::Alive));
+            segment::unlink(name)?;
+            if alive {
+                println!("removed {name} (still attached processes keep their mapping)");
+            } else {
+                println!("removed {name}");
+            }
+        }
+    }
+    Ok(())
+}

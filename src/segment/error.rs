@@ -1,0 +1,343 @@
+//! Typed errors of the segment operations.
+
+use core::fmt;
+use std::time::Duration;
+
+use super::header::{Kind, ProcessId};
+
+/// Why a segment name was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NameError {
+    /// The name is empty.
+    Empty,
+    /// Longer than [`MAX_NAME_LEN`](super::MAX_NAME_LEN) bytes.
+    TooLong {
+        /// Length given.
+        len: usize,
+    },
+    /// A byte outside `[A-Za-z0-9._-]`.
+    InvalidByte {
+        /// The byte.
+        byte: u8,
+        /// Where it is.
+        index: usize,
+    },
+    /// Starts with `.` (hidden, and `.`/`..` are not names).
+    LeadingDot,
+}
+
+impl fmt::Display for NameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NameError::Empty => f.write_str("segment name is empty"),
+            NameError::TooLong { len } => write!(
+                f,
+                "segment name is {len} bytes long, at most {} allowed",
+                super::MAX_NAME_LEN
+            ),
+            NameError::InvalidByte { byte, index } => write!(
+                f,
+                "segment name has byte {byte:#04x} at {index}; allowed are A-Z a-z 0-9 . _ -"
+            ),
+            NameError::LeadingDot => f.write_str("segment name starts with '.'"),
+        }
+    }
+}
+
+impl std::error::Error for NameError {}
+
+/// An operating-system error: the failing call and its errno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OsError {
+    /// The call that failed (`"shm_open"`, `"mmap"`, ...).
+    pub op: &'static str,
+    /// The raw errno.
+    pub errno: i32,
+}
+
+impl OsError {
+    #[cfg(not(shmlink_loom))]
+    pub(crate) fn new(op: &'static str, errno: nix::errno::Errno) -> Self {
+        Self {
+            op,
+            errno: errno as i32,
+        }
+    }
+
+    #[cfg(not(shmlink_loom))]
+    pub(crate) fn from_io(op: &'static str, e: &std::io::Error) -> Self {
+        Self {
+            op,
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+        }
+    }
+
+    /// The error as a `std::io::Error`.
+    pub fn to_io_error(&self) -> std::io::Error {
+        std::io::Error::from_raw_os_error(self.errno)
+    }
+}
+
+impl fmt::Display for OsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} failed: {}", self.op, self.to_io_error())
+    }
+}
+
+impl std::error::Error for OsError {}
+
+/// Why a segment counts as stale: left behind by a process that died.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleReason {
+    /// The creator died before it published the ready flag.
+    DiedBeforeReady,
+    /// Nobody is attached, but `attached` processes never detached cleanly: they died
+    /// while attached, so the contents may be half-updated.
+    CrashedWhileAttached {
+        /// Attachments that were never released.
+        attached: u32,
+    },
+}
+
+/// A stale segment: no live process holds it and a crash left it behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaleInfo {
+    /// Who created it (`None` if it died before recording itself).
+    pub creator: Option<ProcessId>,
+    /// Why it is stale.
+    pub reason: StaleReason,
+}
+
+impl fmt::Display for StaleInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.creator {
+            Some(c) => write!(f, "creator pid {}", c.pid)?,
+            None => f.write_str("unknown creator")?,
+        }
+        match self.reason {
+            StaleReason::DiedBeforeReady => f.write_str(" died before publishing it"),
+            StaleReason::CrashedWhileAttached { attached } => write!(
+                f,
+                "; nobody is attached but {attached} attachment(s) ended without detaching"
+            ),
+        }
+    }
+}
+
+/// Errors of [`SegmentBuilder::create`](super::SegmentBuilder::create).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CreateError {
+    /// The name is not valid.
+    InvalidName(NameError),
+    /// A segment of that name exists.
+    AlreadyExists,
+    /// The OS refused access (EACCES/EPERM).
+    PermissionDenied,
+    /// The payload is larger than the crate allows.
+    TooLarge {
+        /// Bytes requested.
+        requested: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// Another system call failed.
+    Os(OsError),
+}
+
+impl fmt::Display for CreateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CreateError::InvalidName(e) => write!(f, "cannot create segment: {e}"),
+            CreateError::AlreadyExists => f.write_str("cannot create segment: it already exists"),
+            CreateError::PermissionDenied => {
+                f.write_str("cannot create segment: permission denied")
+            }
+            CreateError::TooLarge { requested, max } => write!(
+                f,
+                "cannot create segment: payload of {requested} bytes exceeds the limit of {max}"
+            ),
+            CreateError::Os(e) => write!(f, "cannot create segment: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CreateError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CreateError::InvalidName(e) => Some(e),
+            CreateError::Os(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Errors of [`SegmentBuilder::open`](super::SegmentBuilder::open) and
+/// [`SegmentBuilder::open_or_create`](super::SegmentBuilder::open_or_create).
+///
+/// Whatever bytes a segment holds, opening it ends in one of these, never in a panic
+/// or undefined behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The name is not valid.
+    InvalidName(NameError),
+    /// No segment of that name exists.
+    NotFound,
+    /// The OS refused access (EACCES/EPERM).
+    PermissionDenied,
+    /// The segment belongs to another user (possible squatting).
+    ForeignOwner {
+        /// Owner of the segment.
+        owner_uid: u32,
+        /// Our effective uid.
+        expected_uid: u32,
+    },
+    /// Its creator is alive but did not publish the ready flag within the timeout.
+    NotInitialized {
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// Another process kept the segment locked exclusively (a cleanup in progress)
+    /// for the whole timeout.
+    Busy {
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The segment was left behind by a process that died; see
+    /// [`SegmentBuilder::open`](super::SegmentBuilder::open) for what is done with it.
+    Stale(StaleInfo),
+    /// The header is not one this build understands (wrong magic, layout version,
+    /// header size or payload offset).
+    IncompatibleLayout {
+        /// Which field.
+        field: &'static str,
+        /// What this build expects.
+        expected: u64,
+        /// What the segment holds.
+        found: u64,
+    },
+    /// The segment holds a different kind of object.
+    WrongKind {
+        /// Kind asked for.
+        expected: Kind,
+        /// Kind code found.
+        found: u32,
+    },
+    /// The payload type's fingerprint differs (another type or layout version).
+    TypeMismatch {
+        /// Fingerprint asked for.
+        expected: u64,
+        /// Fingerprint found.
+        found: u64,
+    },
+    /// A size disagrees: the file against the header, or the payload against what the
+    /// opener asked for.
+    SizeMismatch {
+        /// Which size.
+        what: &'static str,
+        /// Size expected.
+        expected: u64,
+        /// Size found.
+        found: u64,
+    },
+    /// A header field holds a value no writer produces.
+    Corrupt {
+        /// Which field.
+        field: &'static str,
+        /// The value found.
+        found: u64,
+    },
+    /// `open_or_create` had to create the segment, and that failed.
+    Create(CreateError),
+    /// Another system call failed.
+    Os(OsError),
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("cannot open segment: ")?;
+        match self {
+            OpenError::InvalidName(e) => write!(f, "{e}"),
+            OpenError::NotFound => f.write_str("no such segment"),
+            OpenError::PermissionDenied => f.write_str("permission denied"),
+            OpenError::ForeignOwner {
+                owner_uid,
+                expected_uid,
+            } => write!(
+                f,
+                "owned by uid {owner_uid}, not by us (uid {expected_uid})"
+            ),
+            OpenError::NotInitialized { waited } => {
+                write!(
+                    f,
+                    "creator did not finish initialising it within {waited:?}"
+                )
+            }
+            OpenError::Busy { waited } => {
+                write!(f, "locked by a cleanup for longer than {waited:?}")
+            }
+            OpenError::Stale(info) => write!(f, "stale segment: {info}"),
+            OpenError::IncompatibleLayout {
+                field,
+                expected,
+                found,
+            } => write!(
+                f,
+                "incompatible layout: {field} is {found:#x}, expected {expected:#x}"
+            ),
+            OpenError::WrongKind { expected, found } => match Kind::from_code(*found) {
+                Some(k) => write!(f, "holds a {k} object, expected {expected}"),
+                None => write!(f, "holds unknown kind {found}, expected {expected}"),
+            },
+            OpenError::TypeMismatch { expected, found } => write!(
+                f,
+                "type fingerprint {found:#018x} differs from expected {expected:#018x}"
+            ),
+            OpenError::SizeMismatch {
+                what,
+                expected,
+                found,
+            } => write!(f, "{what} is {found}, expected {expected}"),
+            OpenError::Corrupt { field, found } => {
+                write!(f, "corrupt header: {field} = {found:#x}")
+            }
+            OpenError::Create(e) => write!(f, "{e}"),
+            OpenError::Os(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpenError::InvalidName(e) => Some(e),
+            OpenError::Create(e) => Some(e),
+            OpenError::Os(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<NameError> for OpenError {
+    fn from(e: NameError) -> Self {
+        OpenError::InvalidName(e)
+    }
+}
+
+impl From<NameError> for CreateError {
+    fn from(e: NameError) -> Self {
+        CreateError::InvalidName(e)
+    }
+}
+
+impl From<CreateError> for OpenError {
+    fn from(e: CreateError) -> Self {
+        match e {
+            CreateError::InvalidName(n) => OpenError::InvalidName(n),
+            CreateError::PermissionDenied => OpenError::PermissionDenied,
+            other => OpenError::Create(other),
+        }
+    }
+}

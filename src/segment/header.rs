@@ -1,0 +1,530 @@
+//! The segment header: the first [`HEADER_SIZE`] bytes of every shmlink segment.
+//!
+//! Byte layout (all fields little-endian, all accessed as atomics because another
+//! process may write them at any time):
+//!
+//! | offset | size | field            | meaning                                              |
+//! |-------:|-----:|------------------|------------------------------------------------------|
+//! | 0      | 8    | `magic`          | [`MAGIC`], `b"shmlink\0"`                            |
+//! | 8      | 4    | `layout_version` | [`LAYOUT_VERSION`] of this header                    |
+//! | 12     | 4    | `state`          | 0 = being created, 1 = ready (published with Release) |
+//! | 16     | 4    | `header_size`    | [`HEADER_SIZE`]                                      |
+//! | 20     | 4    | `kind`           | [`Kind`] code of the object in the payload           |
+//! | 24     | 8    | `fingerprint`    | type fingerprint of the payload                      |
+//! | 32     | 8    | `total_size`     | header + payload bytes; must equal the file size     |
+//! | 40     | 8    | `payload_offset` | [`HEADER_SIZE`]                                      |
+//! | 48     | 8    | `payload_len`    | payload bytes                                        |
+//! | 56     | 4    | `creator_pid`    | pid of the creator (written first)                   |
+//! | 60     | 4    | `creator_uid`    | effective uid of the creator                         |
+//! | 64     | 8    | `creator_start`  | creator's start time, clock ticks after boot         |
+//! | 72     | 8    | `created_unix_ns`| creation wall-clock time                             |
+//! | 80     | 4    | `attached`       | processes attached and not yet cleanly detached      |
+//! | 84     | 44   | reserved         | zero                                                 |
+//!
+//! Protocol: the creator writes `creator_*` first, then every other field with Relaxed
+//! stores, then `state = READY` with a **Release** store. An opener loads `state` with
+//! **Acquire**; once it reads READY, every field written before is visible, and it
+//! [`snapshot`](SegmentHeader::snapshot)s each field exactly once and validates the
+//! snapshot, never the live header.
+
+use core::fmt;
+
+use super::error::OpenError;
+use super::region::ShmSafe;
+use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// `b"shmlink\0"` read as a little-endian u64.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"shmlink\0");
+/// Version of the header layout described in this module.
+pub const LAYOUT_VERSION: u32 = 1;
+/// Size of the header; the payload starts right after it (128-byte aligned).
+pub const HEADER_SIZE: usize = 128;
+
+const STATE_CREATING: u32 = 0;
+const STATE_READY: u32 = 1;
+
+/// What a segment holds. Stored as a `u32` code in the header and checked on open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Kind {
+    /// Untyped bytes managed by the user.
+    Raw,
+    /// A [`ShmSafe`] control block plus a byte area ([`ShmRegion`](super::ShmRegion)).
+    Typed,
+}
+
+impl Kind {
+    /// The code stored in the header.
+    pub const fn code(self) -> u32 {
+        match self {
+            Kind::Raw => 1,
+            Kind::Typed => 2,
+        }
+    }
+
+    /// The kind for a header code, if it is one this build knows.
+    pub const fn from_code(code: u32) -> Option<Kind> {
+        match code {
+            1 => Some(Kind::Raw),
+            2 => Some(Kind::Typed),
+            _ => None,
+        }
+    }
+
+    /// Short lowercase name, as `shmlink ls` prints it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Kind::Raw => "raw",
+            Kind::Typed => "typed",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Identity of a process: pid, effective uid and start time (clock ticks after boot,
+/// field 22 of `/proc/PID/stat`). Pid plus start time tells a live process from a
+/// different one that reused the pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessId {
+    /// Process id.
+    pub pid: u32,
+    /// Effective user id.
+    pub uid: u32,
+    /// Start time in clock ticks after boot.
+    pub start_ticks: u64,
+}
+
+/// What the creator writes into a new header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderSpec {
+    /// Object kind.
+    pub kind: Kind,
+    /// Type fingerprint of the payload.
+    pub fingerprint: u64,
+    /// Payload length in bytes.
+    pub payload_len: u64,
+    /// Creation time, nanoseconds since the Unix epoch.
+    pub created_unix_ns: u64,
+}
+
+impl HeaderSpec {
+    /// Header plus payload, or `None` if it overflows a u64.
+    pub const fn total_size(&self) -> Option<u64> {
+        self.payload_len.checked_add(HEADER_SIZE as u64)
+    }
+}
+
+/// The header as it sits in shared memory.
+#[repr(C)]
+pub struct SegmentHeader {
+    magic: AtomicU64,
+    layout_version: AtomicU32,
+    state: AtomicU32,
+    header_size: AtomicU32,
+    kind: AtomicU32,
+    fingerprint: AtomicU64,
+    total_size: AtomicU64,
+    payload_offset: AtomicU64,
+    payload_len: AtomicU64,
+    creator_pid: AtomicU32,
+    creator_uid: AtomicU32,
+    creator_start: AtomicU64,
+    created_unix_ns: AtomicU64,
+    attached: AtomicU32,
+    _reserved0: AtomicU32,
+    _reserved: [AtomicU64; 5],
+}
+
+#[cfg(not(shmlink_loom))]
+const _: () = {
+    assert!(size_of::<SegmentHeader>() == HEADER_SIZE);
+    assert!(align_of::<SegmentHeader>() == 8);
+    assert!(core::mem::offset_of!(SegmentHeader, state) == 12);
+    assert!(core::mem::offset_of!(SegmentHeader, creator_pid) == 56);
+    assert!(core::mem::offset_of!(SegmentHeader, attached) == 80);
+};
+
+// SAFETY: repr(C), only integer atomics (any bit pattern valid, interior-mutable), no
+// pointers, align 8, size asserted above.
+unsafe impl ShmSafe for SegmentHeader {
+    const TYPE_NAME: &'static str = "shmlink::SegmentHeader";
+    const VERSION: u32 = LAYOUT_VERSION;
+    fn new_zeroed() -> Self {
+        Self {
+            magic: AtomicU64::new(0),
+            layout_version: AtomicU32::new(0),
+            state: AtomicU32::new(0),
+            header_size: AtomicU32::new(0),
+            kind: AtomicU32::new(0),
+            fingerprint: AtomicU64::new(0),
+            total_size: AtomicU64::new(0),
+            payload_offset: AtomicU64::new(0),
+            payload_len: AtomicU64::new(0),
+            creator_pid: AtomicU32::new(0),
+            creator_uid: AtomicU32::new(0),
+            creator_start: AtomicU64::new(0),
+            created_unix_ns: AtomicU64::new(0),
+            attached: AtomicU32::new(0),
+            _reserved0: AtomicU32::new(0),
+            _reserved: core::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+/// Publication state of a header as seen by an opener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderState {
+    /// The creator has not published the header yet.
+    Creating,
+    /// Published: every field is initialised and visible.
+    Ready,
+}
+
+impl SegmentHeader {
+    /// Creator, step 1: records who creates the segment, so that an opener waiting for
+    /// the ready flag can tell a slow creator from a dead one.
+    pub fn write_creator(&self, creator: &ProcessId) {
+        self.creator_uid.store(creator.uid, Ordering::Relaxed);
+        self.creator_start
+            .store(creator.start_ticks, Ordering::Relaxed);
+        self.creator_pid.store(creator.pid, Ordering::Relaxed);
+    }
+
+    /// Creator, step 2: writes the layout. Relaxed: made visible by [`publish`](Self::publish).
+    pub fn write_layout(&self, spec: &HeaderSpec) {
+        self.magic.store(MAGIC, Ordering::Relaxed);
+        self.layout_version.store(LAYOUT_VERSION, Ordering::Relaxed);
+        self.header_size
+            .store(HEADER_SIZE as u32, Ordering::Relaxed);
+        self.kind.store(spec.kind.code(), Ordering::Relaxed);
+        self.fingerprint.store(spec.fingerprint, Ordering::Relaxed);
+        self.total_size
+            .store(spec.total_size().unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.payload_offset
+            .store(HEADER_SIZE as u64, Ordering::Relaxed);
+        self.payload_len.store(spec.payload_len, Ordering::Relaxed);
+        self.created_unix_ns
+            .store(spec.created_unix_ns, Ordering::Relaxed);
+        // The creator counts as attached from the start.
+        self.attached.store(1, Ordering::Relaxed);
+    }
+
+    /// Creator, last step: publishes the header and everything the creator wrote into
+    /// the payload before it.
+    pub fn publish(&self) {
+        // SYNC: Release pairs with the Acquire load in `state()`: an opener that reads
+        // READY sees every field written above and the initialised payload.
+        self.state.store(STATE_READY, Ordering::Release);
+    }
+
+    /// Opener: the publication state.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError::IncompatibleLayout`] if a non-zero magic is wrong (not a shmlink
+    /// segment), [`OpenError::Corrupt`] if the state word holds an unknown value.
+    pub fn state(&self) -> Result<HeaderState, OpenError> {
+        // SYNC: Acquire pairs with the Release store in `publish()`.
+        let state = self.state.load(Ordering::Acquire);
+        let magic = self.magic.load(Ordering::Relaxed);
+        if magic != 0 && magic != MAGIC {
+            return Err(OpenError::IncompatibleLayout {
+                field: "magic",
+                expected: MAGIC,
+                found: magic,
+            });
+        }
+        match state {
+            STATE_CREATING => Ok(HeaderState::Creating),
+            STATE_READY => Ok(HeaderState::Ready),
+            other => Err(OpenError::Corrupt {
+                field: "state",
+                found: u64::from(other),
+            }),
+        }
+    }
+
+    /// The creator as recorded so far (`None` until the creator wrote its pid).
+    pub fn creator(&self) -> Option<ProcessId> {
+        let pid = self.creator_pid.load(Ordering::Relaxed);
+        (pid != 0).then(|| ProcessId {
+            pid,
+            uid: self.creator_uid.load(Ordering::Relaxed),
+            start_ticks: self.creator_start.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Reads every field once. Validate the snapshot, never the live header.
+    pub fn snapshot(&self) -> HeaderSnapshot {
+        HeaderSnapshot {
+            magic: self.magic.load(Ordering::Relaxed),
+            layout_version: self.layout_version.load(Ordering::Relaxed),
+            header_size: self.header_size.load(Ordering::Relaxed),
+            kind: self.kind.load(Ordering::Relaxed),
+            fingerprint: self.fingerprint.load(Ordering::Relaxed),
+            total_size: self.total_size.load(Ordering::Relaxed),
+            payload_offset: self.payload_offset.load(Ordering::Relaxed),
+            payload_len: self.payload_len.load(Ordering::Relaxed),
+            creator: ProcessId {
+                pid: self.creator_pid.load(Ordering::Relaxed),
+                uid: self.creator_uid.load(Ordering::Relaxed),
+                start_ticks: self.creator_start.load(Ordering::Relaxed),
+            },
+            created_unix_ns: self.created_unix_ns.load(Ordering::Relaxed),
+            attached: self.attached.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Records one more attached process.
+    pub fn attach(&self) {
+        // Relaxed: a statistic read by stale detection only while nobody is attached
+        // (under the exclusive file lock, which orders it).
+        self.attached.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a clean detach; never underflows, even over a corrupted count.
+    pub fn detach(&self) {
+        let _ = self
+            .attached
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Number of processes attached and not cleanly detached.
+    pub fn attached(&self) -> u32 {
+        self.attached.load(Ordering::Relaxed)
+    }
+}
+
+impl fmt::Debug for SegmentHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.snapshot(), f)
+    }
+}
+
+/// Every header field, read once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderSnapshot {
+    /// Magic number.
+    pub magic: u64,
+    /// Header layout version.
+    pub layout_version: u32,
+    /// Header size.
+    pub header_size: u32,
+    /// Raw kind code.
+    pub kind: u32,
+    /// Type fingerprint.
+    pub fingerprint: u64,
+    /// Header plus payload.
+    pub total_size: u64,
+    /// Offset of the payload.
+    pub payload_offset: u64,
+    /// Payload length.
+    pub payload_len: u64,
+    /// The creator.
+    pub creator: ProcessId,
+    /// Creation time, nanoseconds since the Unix epoch.
+    pub created_unix_ns: u64,
+    /// Attached processes that have not detached cleanly.
+    pub attached: u32,
+}
+
+/// What an opener requires of a segment; `None` accepts anything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expect {
+    /// Required kind.
+    pub kind: Option<Kind>,
+    /// Required type fingerprint.
+    pub fingerprint: Option<u64>,
+    /// Required payload length.
+    pub payload_len: Option<u64>,
+}
+
+impl HeaderSnapshot {
+    /// Checks a published header against the format, the file it was read from and
+    /// the opener's expectations. Pure: touches nothing but `self`.
+    ///
+    /// # Errors
+    ///
+    /// The first mismatch found, in this order: magic, layout version, header size,
+    /// payload offset ([`OpenError::IncompatibleLayout`]); payload end and file size
+    /// ([`OpenError::SizeMismatch`], [`OpenError::Corrupt`] on overflow); kind
+    /// ([`OpenError::WrongKind`]); fingerprint ([`OpenError::TypeMismatch`]); payload
+    /// length ([`OpenError::SizeMismatch`]).
+    pub fn validate(&self, expect: &Expect, file_size: u64) -> Result<(), OpenError> {
+        let layout = |field, expected: u64, found: u64| {
+            if expected == found {
+                Ok(())
+            } else {
+                Err(OpenError::IncompatibleLayout {
+                    field,
+                    expected,
+                    found,
+                })
+            }
+        };
+        layout("magic", MAGIC, self.magic)?;
+        layout(
+            "layout_version",
+            LAYOUT_VERSION.into(),
+            self.layout_version.into(),
+        )?;
+        layout("header_size", HEADER_SIZE as u64, self.header_size.into())?;
+        layout("payload_offset", HEADER_SIZE as u64, self.payload_offset)?;
+        let end = self
+            .payload_offset
+            .checked_add(self.payload_len)
+            .ok_or(OpenError::Corrupt {
+                field: "payload_len",
+                found: self.payload_len,
+            })?;
+        if end != self.total_size {
+            return Err(OpenError::SizeMismatch {
+                what: "header total_size",
+                expected: end,
+                found: self.total_size,
+            });
+        }
+        if self.total_size != file_size {
+            return Err(OpenError::SizeMismatch {
+                what: "file size",
+                expected: self.total_size,
+                found: file_size,
+            });
+        }
+        if let Some(kind) = expect.kind
+            && kind.code() != self.kind
+        {
+            return Err(OpenError::WrongKind {
+                expected: kind,
+                found: self.kind,
+            });
+        }
+        if let Some(fp) = expect.fingerprint
+            && fp != self.fingerprint
+        {
+            return Err(OpenError::TypeMismatch {
+                expected: fp,
+                found: self.fingerprint,
+            });
+        }
+        if let Some(len) = expect.payload_len
+            && len != self.payload_len
+        {
+            return Err(OpenError::SizeMismatch {
+                what: "payload length",
+                expected: len,
+                found: self.payload_len,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn published(spec: &HeaderSpec) -> SegmentHeader {
+        let h = SegmentHeader::new_zeroed();
+        h.write_creator(&ProcessId {
+            pid: 42,
+            uid: 1000,
+            start_ticks: 7,
+        });
+        h.write_layout(spec);
+        h.publish();
+        h
+    }
+
+    const SPEC: HeaderSpec = HeaderSpec {
+        kind: Kind::Typed,
+        fingerprint: 0xfeed,
+        payload_len: 4096,
+        created_unix_ns: 1,
+    };
+
+    #[test]
+    fn round_trip() {
+        let h = published(&SPEC);
+        assert_eq!(h.state().unwrap(), HeaderState::Ready);
+        let s = h.snapshot();
+        let expect = Expect {
+            kind: Some(Kind::Typed),
+            fingerprint: Some(0xfeed),
+            payload_len: Some(4096),
+        };
+        s.validate(&expect, 4096 + 128).unwrap();
+        assert_eq!(s.creator.pid, 42);
+        assert_eq!(s.attached, 1);
+        h.detach();
+        h.detach();
+        assert_eq!(h.attached(), 0, "detach saturates at zero");
+    }
+
+    #[test]
+    fn mismatches_are_typed() {
+        let s = published(&SPEC).snapshot();
+        let e = |x: Expect, size| s.validate(&x, size).unwrap_err();
+        assert!(matches!(
+            e(Expect::default(), 100),
+            OpenError::SizeMismatch {
+                what: "file size",
+                ..
+            }
+        ));
+        assert!(matches!(
+            e(
+                Expect {
+                    kind: Some(Kind::Raw),
+                    ..Expect::default()
+                },
+                4224
+            ),
+            OpenError::WrongKind { found: 2, .. }
+        ));
+        assert!(matches!(
+            e(
+                Expect {
+                    fingerprint: Some(1),
+                    ..Expect::default()
+                },
+                4224
+            ),
+            OpenError::TypeMismatch {
+                expected: 1,
+                found: 0xfeed
+            }
+        ));
+        let mut bad = s;
+        bad.payload_len = u64::MAX;
+        assert!(matches!(
+            bad.validate(&Expect::default(), 4224),
+            Err(OpenError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn unpublished_and_garbage_states() {
+        let h = SegmentHeader::new_zeroed();
+        assert_eq!(h.state().unwrap(), HeaderState::Creating);
+        assert_eq!(h.creator(), None);
+        h.state.store(7, Ordering::Relaxed);
+        assert!(matches!(
+            h.state(),
+            Err(OpenError::Corrupt {
+                field: "state",
+                found: 7
+            })
+        ));
+        h.magic.store(1, Ordering::Relaxed);
+        assert!(matches!(
+            h.state(),
+            Err(OpenError::IncompatibleLayout { field: "magic", .. })
+        ));
+    }
+}

@@ -1,0 +1,47 @@
+//! Layer 1: named shared-memory segments, the only code in the crate that maps memory.
+//!
+//! A segment is a POSIX shared-memory object `/dev/shm/shmlink.<uid>.<name>` holding a
+//! [`SegmentHeader`] and a payload. One process [creates](SegmentBuilder::create) it,
+//! others [open](SegmentBuilder::open) it by name; both sides check the header's magic,
+//! layout version, kind, type fingerprint and sizes, and every way this can fail is an
+//! [`OpenError`] or [`CreateError`].
+//!
+//! Algorithms do not use segments directly: they run on a [`Region`] (a [`ShmSafe`]
+//! control block plus a [`RawArea`]), which is either a [`ShmRegion`] in a segment or a
+//! [`HeapRegion`] on the heap (in-process use, loom, Miri).
+//!
+//! Liveness: every process that has a segment open holds a shared `flock` on it, which
+//! the kernel releases when the process exits or is killed. A segment nobody holds,
+//! whose creator died before publishing it or whose users died while attached, is
+//! **stale** ([`Status::Stale`]); see [`SegmentBuilder::open`] for what `open` and
+//! `open_or_create` do with it.
+//!
+//! In loom builds (`--cfg shmlink_loom`) only the region and header types exist: loom's
+//! atomics cannot be laid over mapped bytes.
+
+mod error;
+pub mod header;
+mod name;
+mod region;
+
+#[cfg(not(shmlink_loom))]
+mod shm;
+#[cfg(not(shmlink_loom))]
+mod sys;
+#[cfg(not(shmlink_loom))]
+mod typed;
+
+pub use error::{CreateError, NameError, OpenError, OsError, StaleInfo, StaleReason};
+pub use header::{Kind, ProcessId, SegmentHeader};
+pub use name::{MAX_NAME_LEN, PREFIX, SegmentName};
+pub use region::{
+    AREA_ALIGN, HeapRegion, OutOfBounds, RawArea, Region, ShmSafe, area_offset,
+    combine_fingerprints, fingerprint,
+};
+#[cfg(not(shmlink_loom))]
+pub use shm::{
+    DEFAULT_TIMEOUT, Disposition, MAX_PAYLOAD, Segment, SegmentBuilder, SegmentInfo, Status,
+    inspect, list, remove_stale, unlink,
+};
+#[cfg(not(shmlink_loom))]
+pub use typed::ShmRegion;

@@ -1,0 +1,150 @@
+//! Segment names and their place in the shared-memory namespace.
+
+use core::fmt;
+
+use super::error::NameError;
+
+/// Prefix of every shmlink object in `/dev/shm`.
+pub const PREFIX: &str = "shmlink.";
+/// Longest user-visible name, in bytes (the OS name adds the prefix and the uid).
+pub const MAX_NAME_LEN: usize = 200;
+
+/// A validated segment name.
+///
+/// Names are 1 to [`MAX_NAME_LEN`] bytes of `[A-Za-z0-9._-]`, not starting with `.`.
+/// The OS object is `/shmlink.<euid>.<name>`: each user has a namespace of its own, so
+/// another user cannot squat on (or collide with) our names, and every shmlink segment
+/// can be listed by its prefix.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::SegmentName;
+///
+/// let n = SegmentName::new("prices.v1")?;
+/// assert_eq!(n.as_str(), "prices.v1");
+/// assert!(n.os_name().starts_with("/shmlink."));
+/// assert!(SegmentName::new("../etc/passwd").is_err());
+/// # Ok::<(), shmlink::segment::NameError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SegmentName {
+    name: String,
+    os_name: String,
+}
+
+impl SegmentName {
+    /// Validates `name` and places it in the current user's namespace.
+    ///
+    /// # Errors
+    ///
+    /// [`NameError`] saying what is wrong with it.
+    pub fn new(name: &str) -> Result<Self, NameError> {
+        Self::for_uid(name, nix::unistd::geteuid().as_raw())
+    }
+
+    /// Validates `name` and places it in the namespace of `uid`.
+    ///
+    /// # Errors
+    ///
+    /// [`NameError`] saying what is wrong with it.
+    pub fn for_uid(name: &str, uid: u32) -> Result<Self, NameError> {
+        validate(name)?;
+        Ok(Self {
+            name: name.to_owned(),
+            os_name: format!("/{PREFIX}{uid}.{name}"),
+        })
+    }
+
+    /// Parses a `/dev/shm` file name (`shmlink.<uid>.<name>`) back into the owner uid
+    /// and the name; `None` for anything else.
+    pub fn parse_file_name(file_name: &str) -> Option<(u32, SegmentName)> {
+        let rest = file_name.strip_prefix(PREFIX)?;
+        let (uid, name) = rest.split_once('.')?;
+        let uid: u32 = uid.parse().ok()?;
+        let parsed = Self::for_uid(name, uid).ok()?;
+        Some((uid, parsed))
+    }
+
+    /// The name as the user gave it.
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+
+    /// The POSIX shared-memory object name (`/shmlink.<uid>.<name>`).
+    pub fn os_name(&self) -> &str {
+        &self.os_name
+    }
+
+    /// Path of the object in the tmpfs that backs POSIX shared memory on Linux.
+    pub fn path(&self) -> std::path::PathBuf {
+        std::path::Path::new("/dev/shm").join(&self.os_name[1..])
+    }
+}
+
+fn validate(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(NameError::TooLong { len: name.len() });
+    }
+    if name.starts_with('.') {
+        return Err(NameError::LeadingDot);
+    }
+    for (index, &byte) in name.as_bytes().iter().enumerate() {
+        if !(byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-')) {
+            return Err(NameError::InvalidByte { byte, index });
+        }
+    }
+    Ok(())
+}
+
+impl fmt::Debug for SegmentName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SegmentName({:?})", self.os_name)
+    }
+}
+
+impl fmt::Display for SegmentName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation() {
+        assert_eq!(SegmentName::new(""), Err(NameError::Empty));
+        assert_eq!(SegmentName::new(".x"), Err(NameError::LeadingDot));
+        assert_eq!(
+            SegmentName::new("a/b"),
+            Err(NameError::InvalidByte {
+                byte: b'/',
+                index: 1
+            })
+        );
+        assert_eq!(
+            SegmentName::new(&"x".repeat(MAX_NAME_LEN + 1)),
+            Err(NameError::TooLong {
+                len: MAX_NAME_LEN + 1
+            })
+        );
+        assert!(SegmentName::new(&"x".repeat(MAX_NAME_LEN)).is_ok());
+        assert!(SegmentName::new("A-z_0.9").is_ok());
+    }
+
+    #[test]
+    fn file_name_round_trip() {
+        let n = SegmentName::for_uid("ring.1", 1000).unwrap();
+        assert_eq!(n.os_name(), "/shmlink.1000.ring.1");
+        let (uid, back) = SegmentName::parse_file_name(&n.os_name()[1..]).unwrap();
+        assert_eq!((uid, back), (1000, n));
+        assert!(SegmentName::parse_file_name("shmlink.x.y").is_none());
+        assert!(SegmentName::parse_file_name("other.1.y").is_none());
+        assert!(SegmentName::parse_file_name("shmlink.1.").is_none());
+    }
+}

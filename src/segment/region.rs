@@ -1,0 +1,419 @@
+//! Memory regions: where an algorithm's shared state lives.
+//!
+//! Algorithms in the higher layers (rings, locks, seqlocks) are written once against
+//! [`Region`] and run unchanged on the heap ([`HeapRegion`]: in-process use, loom models,
+//! Miri) and in a named segment ([`ShmRegion`](crate::segment::ShmRegion)).
+//!
+//! A region holds one control block of a [`ShmSafe`] type (all interior-mutable atomics,
+//! so a `&T` to it is sound even while another process writes it) followed by a raw byte
+//! area ([`RawArea`]) that is only ever reached through raw pointers and copies.
+
+use core::fmt;
+use core::ptr::NonNull;
+use std::alloc::{self, Layout};
+
+use crate::sync::atomic::{AtomicU32, AtomicU64};
+
+/// Alignment of the byte area that follows a region's control block: one cache-line
+/// pair, so slot arrays never share a line with the control block.
+pub const AREA_ALIGN: usize = 128;
+
+/// Types that may be placed in memory shared with other processes.
+///
+/// # Safety
+///
+/// An implementor guarantees that the type
+/// - is `#[repr(C)]` (or a primitive atomic), and every field is itself `ShmSafe`;
+/// - is valid for **every** bit pattern, including all zeroes, because another process
+///   may write anything into it (integer atomics qualify; `bool`, enums, references do
+///   not);
+/// - is interior-mutable in every byte (only atomics, no plain integers), so that a
+///   `&Self` to memory another process writes is sound;
+/// - contains no pointers, no `Drop` glue, and has an alignment of at most
+///   [`AREA_ALIGN`];
+/// - has the same layout in every process using the same `TYPE_NAME` and `VERSION`.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::ShmSafe;
+/// use shmlink::sync::atomic::AtomicU64;
+///
+/// #[repr(C)]
+/// struct Counters {
+///     hits: AtomicU64,
+///     misses: AtomicU64,
+/// }
+///
+/// // SAFETY: repr(C), only integer atomics, valid for any bit pattern, no pointers.
+/// unsafe impl ShmSafe for Counters {
+///     const TYPE_NAME: &'static str = "example::Counters";
+///     fn new_zeroed() -> Self {
+///         Counters { hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
+///     }
+/// }
+/// ```
+pub unsafe trait ShmSafe: Sized + Send + Sync + 'static {
+    /// A name that identifies the layout across processes (part of the fingerprint).
+    const TYPE_NAME: &'static str;
+    /// Bump when the layout changes incompatibly (part of the fingerprint).
+    const VERSION: u32 = 1;
+    /// The value whose bytes are all zero: what a freshly created segment holds.
+    /// Used to build the control block on the heap (and under loom).
+    fn new_zeroed() -> Self;
+}
+
+// SAFETY: a primitive integer atomic: any bit pattern is valid, interior-mutable,
+// no pointers, align 4.
+unsafe impl ShmSafe for AtomicU32 {
+    const TYPE_NAME: &'static str = "AtomicU32";
+    fn new_zeroed() -> Self {
+        AtomicU32::new(0)
+    }
+}
+
+// SAFETY: a primitive integer atomic: any bit pattern is valid, interior-mutable,
+// no pointers, align 8.
+unsafe impl ShmSafe for AtomicU64 {
+    const TYPE_NAME: &'static str = "AtomicU64";
+    fn new_zeroed() -> Self {
+        AtomicU64::new(0)
+    }
+}
+
+// SAFETY: an array of ShmSafe elements is laid out contiguously with no extra
+// padding and inherits every property of its element.
+unsafe impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {
+    const TYPE_NAME: &'static str = T::TYPE_NAME;
+    const VERSION: u32 = T::VERSION ^ (N as u32).rotate_left(16);
+    fn new_zeroed() -> Self {
+        core::array::from_fn(|_| T::new_zeroed())
+    }
+}
+
+/// FNV-1a over `bytes`, continuing from `hash`.
+const fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+    let mut i = 0;
+    while i < bytes.len() {
+        hash ^= bytes[i] as u64;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        i += 1;
+    }
+    hash
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Fingerprint of a [`ShmSafe`] type: a hash of its name, version, size and alignment.
+///
+/// It is stored in the segment header by the creator and compared by every opener, so
+/// a process built with a different layout gets
+/// [`OpenError::TypeMismatch`](crate::segment::OpenError::TypeMismatch) instead of
+/// reading garbage.
+///
+/// ```
+/// use shmlink::segment::fingerprint;
+/// use shmlink::sync::atomic::{AtomicU32, AtomicU64};
+///
+/// assert_ne!(fingerprint::<AtomicU64>(), fingerprint::<AtomicU32>());
+/// assert_eq!(fingerprint::<AtomicU64>(), fingerprint::<AtomicU64>());
+/// ```
+pub const fn fingerprint<T: ShmSafe>() -> u64 {
+    let mut h = fnv1a(FNV_OFFSET, T::TYPE_NAME.as_bytes());
+    h = fnv1a(h, &T::VERSION.to_le_bytes());
+    h = fnv1a(h, &(size_of::<T>() as u64).to_le_bytes());
+    fnv1a(h, &(align_of::<T>() as u64).to_le_bytes())
+}
+
+/// Combines two fingerprints (e.g. a ring's with its element type's), order-sensitive.
+pub const fn combine_fingerprints(a: u64, b: u64) -> u64 {
+    fnv1a(fnv1a(FNV_OFFSET, &a.to_le_bytes()), &b.to_le_bytes())
+}
+
+/// Offset of the byte area behind a control block of type `T`.
+pub const fn area_offset<T>() -> usize {
+    size_of::<T>().next_multiple_of(AREA_ALIGN)
+}
+
+/// A raw byte area inside a region: a pointer and a length, never a reference.
+///
+/// Another process may write these bytes at any time, so the area hands out raw
+/// pointers and bounds-checked copies only; making a `&[u8]` over it would be unsound.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct RawArea {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: RawArea is a pointer + length with no ownership; all access through it is
+// via unsafe methods whose contracts the caller upholds.
+unsafe impl Send for RawArea {}
+// SAFETY: as above; sharing the descriptor shares nothing but the address.
+unsafe impl Sync for RawArea {}
+
+/// An access outside a [`RawArea`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutOfBounds {
+    /// Requested start offset.
+    pub offset: usize,
+    /// Requested length.
+    pub len: usize,
+    /// Length of the area.
+    pub area_len: usize,
+}
+
+impl fmt::Display for OutOfBounds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "access of {} bytes at offset {} is outside an area of {} bytes",
+            self.len, self.offset, self.area_len
+        )
+    }
+}
+
+impl std::error::Error for OutOfBounds {}
+
+impl RawArea {
+    /// # Safety
+    ///
+    /// `ptr..ptr+len` must stay valid for reads and writes, aligned to [`AREA_ALIGN`],
+    /// for as long as any copy of the returned value is used.
+    pub(crate) unsafe fn new(ptr: NonNull<u8>, len: usize) -> Self {
+        debug_assert_eq!(ptr.as_ptr() as usize % AREA_ALIGN, 0);
+        Self { ptr, len }
+    }
+
+    /// Base address of the area.
+    #[inline]
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Length in bytes.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// `true` for an area of zero bytes.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Checks that `offset..offset+len` is inside the area and returns its address.
+    #[inline]
+    pub fn range(&self, offset: usize, len: usize) -> Result<*mut u8, OutOfBounds> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => {
+                // SAFETY: offset <= end <= self.len, so the result stays inside (or one
+                // past the end of) the area's allocation.
+                Ok(unsafe { self.ptr.as_ptr().add(offset) })
+            }
+            _ => Err(OutOfBounds {
+                offset,
+                len,
+                area_len: self.len,
+            }),
+        }
+    }
+
+    /// Copies `dst.len()` bytes starting at `offset` out of the area.
+    ///
+    /// # Errors
+    ///
+    /// [`OutOfBounds`] if the range does not fit in the area.
+    ///
+    /// # Safety
+    ///
+    /// No one may write the range while it is copied (the protocol that owns the area
+    /// must hand this range to the caller, e.g. a slot between the ring's positions).
+    pub unsafe fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), OutOfBounds> {
+        let src = self.range(offset, dst.len())?;
+        // SAFETY: src..src+len is inside the area (checked above), dst is a distinct
+        // private buffer, and the caller guarantees no concurrent writer.
+        unsafe { core::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) };
+        Ok(())
+    }
+
+    /// Copies `src` into the area at `offset`.
+    ///
+    /// # Errors
+    ///
+    /// [`OutOfBounds`] if the range does not fit in the area.
+    ///
+    /// # Safety
+    ///
+    /// No one else may read or write the range while it is copied.
+    pub unsafe fn write(&self, offset: usize, src: &[u8]) -> Result<(), OutOfBounds> {
+        let dst = self.range(offset, src.len())?;
+        // SAFETY: dst..dst+len is inside the area (checked above), src is a distinct
+        // private buffer, and the caller guarantees exclusive access to the range.
+        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RawArea {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawArea")
+            .field("ptr", &self.ptr)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// Memory that holds an algorithm's shared state: a control block and a byte area.
+///
+/// # Safety
+///
+/// An implementor guarantees that [`Region::shared`] and the memory behind
+/// [`Region::area`] stay valid (mapped, aligned, not overlapping each other) for as long
+/// as the region value lives, and that the area is aligned to [`AREA_ALIGN`].
+pub unsafe trait Region: Send + Sync {
+    /// The control block's type.
+    type Shared: ShmSafe;
+
+    /// The control block.
+    fn shared(&self) -> &Self::Shared;
+
+    /// The byte area behind the control block.
+    fn area(&self) -> RawArea;
+}
+
+/// A [`Region`] on the heap: for in-process use, loom models and Miri.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::{HeapRegion, Region};
+/// use shmlink::sync::atomic::{AtomicU64, Ordering};
+///
+/// let region = HeapRegion::<AtomicU64>::new(256);
+/// region.shared().store(7, Ordering::Release);
+/// assert_eq!(region.area().len(), 256);
+/// assert_eq!(region.shared().load(Ordering::Acquire), 7);
+/// ```
+pub struct HeapRegion<T: ShmSafe> {
+    shared: Box<T>,
+    area: NonNull<u8>,
+    area_len: usize,
+}
+
+// SAFETY: the control block is Send + Sync (ShmSafe bound) and the area is a private
+// allocation only reached through RawArea's unsafe, contract-bearing methods.
+unsafe impl<T: ShmSafe> Send for HeapRegion<T> {}
+// SAFETY: as above.
+unsafe impl<T: ShmSafe> Sync for HeapRegion<T> {}
+
+impl<T: ShmSafe> HeapRegion<T> {
+    /// A zeroed control block and a zeroed byte area of `area_len` bytes.
+    ///
+    /// # Panics
+    ///
+    /// If the allocation fails or `area_len` overflows the address space (like `Vec`).
+    pub fn new(area_len: usize) -> Self {
+        let area = if area_len == 0 {
+            // An aligned dangling pointer: never dereferenced (every range check fails
+            // for a non-empty access).
+            NonNull::<u8>::dangling()
+                .with_addr(const { core::num::NonZeroUsize::new(AREA_ALIGN).unwrap() })
+        } else {
+            let layout = Self::area_layout(area_len);
+            // SAFETY: layout has a non-zero size.
+            let ptr = unsafe { alloc::alloc_zeroed(layout) };
+            NonNull::new(ptr).unwrap_or_else(|| alloc::handle_alloc_error(layout))
+        };
+        Self {
+            shared: Box::new(T::new_zeroed()),
+            area,
+            area_len,
+        }
+    }
+
+    fn area_layout(area_len: usize) -> Layout {
+        Layout::from_size_align(area_len, AREA_ALIGN).expect("area length overflows isize")
+    }
+}
+
+impl<T: ShmSafe> Drop for HeapRegion<T> {
+    fn drop(&mut self) {
+        if self.area_len != 0 {
+            // SAFETY: allocated in `new` with exactly this layout and not freed before.
+            unsafe { alloc::dealloc(self.area.as_ptr(), Self::area_layout(self.area_len)) };
+        }
+    }
+}
+
+// SAFETY: `shared` lives in a Box owned by self; the area is owned by self, aligned
+// to AREA_ALIGN, and freed only on drop.
+unsafe impl<T: ShmSafe> Region for HeapRegion<T> {
+    type Shared = T;
+
+    fn shared(&self) -> &T {
+        &self.shared
+    }
+
+    fn area(&self) -> RawArea {
+        // SAFETY: the allocation lives as long as self and is AREA_ALIGN-aligned.
+        unsafe { RawArea::new(self.area, self.area_len) }
+    }
+}
+
+impl<T: ShmSafe> fmt::Debug for HeapRegion<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeapRegion")
+            .field("type", &T::TYPE_NAME)
+            .field("area_len", &self.area_len)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_area_bounds() {
+        let r = HeapRegion::<AtomicU64>::new(16);
+        let a = r.area();
+        let mut buf = [0u8; 4];
+        // SAFETY: single-threaded test, nobody else touches the area.
+        unsafe {
+            a.write(12, &[1, 2, 3, 4]).unwrap();
+            a.read(12, &mut buf).unwrap();
+            assert_eq!(buf, [1, 2, 3, 4]);
+            assert_eq!(
+                a.read(13, &mut buf),
+                Err(OutOfBounds {
+                    offset: 13,
+                    len: 4,
+                    area_len: 16
+                })
+            );
+            assert!(a.write(usize::MAX, &[1]).is_err());
+        }
+    }
+
+    #[test]
+    fn empty_area_rejects_access() {
+        let r = HeapRegion::<AtomicU32>::new(0);
+        assert!(r.area().is_empty());
+        assert_eq!(r.area().as_ptr() as usize % AREA_ALIGN, 0);
+        assert!(r.area().range(0, 1).is_err());
+        assert!(r.area().range(0, 0).is_ok());
+    }
+
+    #[test]
+    fn fingerprints_differ_by_layout() {
+        assert_ne!(
+            fingerprint::<[AtomicU64; 2]>(),
+            fingerprint::<[AtomicU64; 3]>()
+        );
+        assert_ne!(fingerprint::<AtomicU64>(), fingerprint::<[AtomicU64; 1]>());
+        assert_ne!(combine_fingerprints(1, 2), combine_fingerprints(2, 1));
+        assert_eq!(area_offset::<AtomicU64>(), 128);
+        assert_eq!(area_offset::<[AtomicU64; 17]>(), 256);
+    }
+}

@@ -1,0 +1,851 @@
+//! Named segments: create, open, open-or-create, inspect, unlink.
+
+use core::fmt;
+use core::ptr::NonNull;
+use std::fs::File;
+use std::time::{Duration, Instant};
+
+use memmap2::MmapRaw;
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
+use super::error::{CreateError, OpenError, OsError, StaleInfo, StaleReason};
+use super::header::{
+    Expect, HEADER_SIZE, HeaderSnapshot, HeaderSpec, HeaderState, Kind, ProcessId, SegmentHeader,
+};
+use super::name::SegmentName;
+use super::region::RawArea;
+use super::sys::{self, FileInfo};
+
+/// Largest payload a segment may have (1 TiB).
+pub const MAX_PAYLOAD: u64 = 1 << 40;
+
+/// Default time `open` waits for a creator to publish, or for a cleanup to finish.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A zero-length object that nobody has locked is only judged abandoned after this
+/// long: its creator may be between `shm_open` and `flock`.
+const EMPTY_GRACE: Duration = Duration::from_secs(5);
+
+/// How [`SegmentBuilder::open_or_create`] obtained the segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// This call created it.
+    Created,
+    /// It existed and was opened.
+    Opened,
+}
+
+/// Configures and then creates or opens a named [`Segment`].
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::{Disposition, Kind, Segment};
+///
+/// # let name = format!("doc-builder-{}", std::process::id());
+/// let builder = Segment::builder(&name).kind(Kind::Raw).payload_len(4096).unlink_on_drop(true);
+/// let (created, how) = builder.open_or_create()?;
+/// assert_eq!(how, Disposition::Created);
+/// let opened = builder.open()?; // e.g. in another process
+/// assert_eq!(opened.payload_len(), 4096);
+/// # drop(opened);
+/// # drop(created);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct SegmentBuilder {
+    name: String,
+    kind: Option<Kind>,
+    fingerprint: Option<u64>,
+    payload_len: Option<u64>,
+    timeout: Duration,
+    unlink_on_drop: bool,
+}
+
+impl SegmentBuilder {
+    /// A builder for the segment `name` (validated when used, see [`SegmentName`]).
+    /// Defaults: kind [`Kind::Raw`], fingerprint 0, payload 0 bytes, timeout
+    /// [`DEFAULT_TIMEOUT`], no unlink on drop.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            kind: None,
+            fingerprint: None,
+            payload_len: None,
+            timeout: DEFAULT_TIMEOUT,
+            unlink_on_drop: false,
+        }
+    }
+
+    /// The kind of object the segment holds; checked on open.
+    pub fn kind(mut self, kind: Kind) -> Self {
+        self.kind = Some(kind);
+        self
+    }
+
+    /// The payload's type fingerprint; checked on open.
+    pub fn fingerprint(mut self, fingerprint: u64) -> Self {
+        self.fingerprint = Some(fingerprint);
+        self
+    }
+
+    /// Payload length: the size to create, and (when set) the size required on open.
+    pub fn payload_len(mut self, len: u64) -> Self {
+        self.payload_len = Some(len);
+        self
+    }
+
+    /// How long `open` waits for the creator to publish (and for a cleanup holding the
+    /// segment to finish) before it gives up.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Whether the creating handle removes the name when dropped. Handles that opened
+    /// an existing segment never unlink on drop.
+    pub fn unlink_on_drop(mut self, yes: bool) -> Self {
+        self.unlink_on_drop = yes;
+        self
+    }
+
+    /// Sets kind and fingerprint where the user did not.
+    pub(crate) fn typed_defaults(mut self, kind: Kind, fingerprint: u64) -> Self {
+        self.kind.get_or_insert(kind);
+        self.fingerprint.get_or_insert(fingerprint);
+        self
+    }
+
+    fn expect(&self) -> Expect {
+        Expect {
+            kind: Some(self.kind.unwrap_or(Kind::Raw)),
+            fingerprint: Some(self.fingerprint.unwrap_or(0)),
+            payload_len: self.payload_len,
+        }
+    }
+
+    /// Creates the segment; fails if the name exists.
+    ///
+    /// The object is created with `O_EXCL` and mode 0600 (whatever the umask), sized,
+    /// mapped, its header written, and then the ready flag is published with Release.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateError`]: invalid name, already exists, permission denied, too large, or
+    /// an OS error with its errno.
+    pub fn create(&self) -> Result<Segment, CreateError> {
+        self.create_with(|_| ())
+    }
+
+    /// Like [`create`](Self::create), but runs `init` on the segment before it is
+    /// published, so no opener ever sees the payload before `init` is done.
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create).
+    pub fn create_with(&self, init: impl FnOnce(&Segment)) -> Result<Segment, CreateError> {
+        let name = SegmentName::new(&self.name)?;
+        let payload_len = self.payload_len.unwrap_or(0);
+        if payload_len > MAX_PAYLOAD {
+            return Err(CreateError::TooLarge {
+                requested: payload_len,
+                max: MAX_PAYLOAD,
+            });
+        }
+        let spec = HeaderSpec {
+            kind: self.kind.unwrap_or(Kind::Raw),
+            fingerprint: self.fingerprint.unwrap_or(0),
+            payload_len,
+            created_unix_ns: sys::unix_now_ns(),
+        };
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            match create_once(&name, &spec, deadline, self.unlink_on_drop)? {
+                Some(segment) => {
+                    init(&segment);
+                    segment.header().publish();
+                    return Ok(segment);
+                }
+                // A cleanup judged our fresh object abandoned and removed it: retry.
+                None => continue,
+            }
+        }
+    }
+
+    /// Opens an existing segment and checks it against this builder.
+    ///
+    /// Steps: `shm_open`; `fstat` (owner must be us); wait, at most the timeout, until
+    /// the creator has sized the object and published the ready flag (Acquire); take a
+    /// shared file lock that marks us attached (the kernel drops it if we die); check
+    /// the object was not unlinked meanwhile; then validate one snapshot of the header:
+    /// magic, layout version, sizes (against the mapped file), kind, fingerprint and,
+    /// if set, payload length.
+    ///
+    /// **Stale segments.** A segment is stale when no live process holds it and a crash
+    /// left it behind: its creator died before publishing it, or a process attached to
+    /// it died without detaching (the contents may be half-updated). `open` never
+    /// attaches to a stale segment: it returns [`OpenError::Stale`] and leaves it in
+    /// place for inspection ([`inspect`], `shmlink ls`); [`remove_stale`] or
+    /// [`open_or_create`](Self::open_or_create) clear it. A segment whose processes all
+    /// detached cleanly is not stale and opens normally.
+    ///
+    /// # Errors
+    ///
+    /// Every [`OpenError`] variant but `Create`.
+    pub fn open(&self) -> Result<Segment, OpenError> {
+        let name = SegmentName::new(&self.name)?;
+        open_validated(&name, &self.expect(), Instant::now() + self.timeout)
+    }
+
+    /// Opens the segment, or creates it if it does not exist. When several processes
+    /// race, exactly one creates (`O_EXCL`) and the others open what it publishes.
+    ///
+    /// A **stale** segment of that name (see [`open`](Self::open)) is removed and a
+    /// fresh one created in its place: its contents came from a crash and are not
+    /// trusted. A live segment that does not match the builder (kind, fingerprint,
+    /// size) is an error, never silently replaced.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError`], with [`OpenError::Create`] if the create step failed.
+    pub fn open_or_create(&self) -> Result<(Segment, Disposition), OpenError> {
+        let name = SegmentName::new(&self.name)?;
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            match self.create() {
+                Ok(segment) => return Ok((segment, Disposition::Created)),
+                Err(CreateError::AlreadyExists) => {}
+                Err(e) => return Err(e.into()),
+            }
+            match open_validated(&name, &self.expect(), deadline) {
+                Ok(segment) => return Ok((segment, Disposition::Opened)),
+                // Removed between our create and open: try to create again.
+                Err(OpenError::NotFound) if Instant::now() < deadline => {}
+                Err(OpenError::Stale(_)) if Instant::now() < deadline => {
+                    remove_stale_named(&name)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// One creation attempt. `Ok(None)`: our object was removed by a concurrent cleanup
+/// before we locked it; the caller retries.
+fn create_once(
+    name: &SegmentName,
+    spec: &HeaderSpec,
+    deadline: Instant,
+    unlink_on_drop: bool,
+) -> Result<Option<Segment>, CreateError> {
+    let file = sys::create_exclusive(name).map_err(|e| match e {
+        Errno::EEXIST => CreateError::AlreadyExists,
+        Errno::EACCES | Errno::EPERM => CreateError::PermissionDenied,
+        e => CreateError::Os(OsError::new("shm_open", e)),
+    })?;
+    // From here on the name is ours: remove it again if anything below fails.
+    let fail = |e: OsError| {
+        let _ = sys::unlink(name);
+        CreateError::Os(e)
+    };
+    let lock = lock_shared(file, deadline).map_err(|e| fail(OsError::new("flock", e)))?;
+    let info = sys::file_info(&lock).map_err(|e| fail(OsError::new("fstat", e)))?;
+    if info.nlink == 0 {
+        return Ok(None);
+    }
+    let total = spec.total_size().expect("payload bounded by MAX_PAYLOAD");
+    sys::truncate(&lock, total).map_err(|e| fail(OsError::new("ftruncate", e)))?;
+    let len = usize::try_from(total).map_err(|_| fail(OsError::new("mmap", Errno::EFBIG)))?;
+    let map = sys::map(&lock, len).map_err(|e| fail(OsError::from_io("mmap", &e)))?;
+    let header = header_of(&map);
+    header.write_creator(&sys::current_process());
+    header.write_layout(spec);
+    let snapshot = header.snapshot();
+    Ok(Some(Segment {
+        map,
+        lock,
+        name: name.clone(),
+        snapshot,
+        identity: (info.dev, info.ino),
+        unlink_on_drop,
+        created: true,
+    }))
+}
+
+/// Takes the shared (attached) lock, waiting out an exclusive lock held by a cleanup.
+fn lock_shared(file: File, deadline: Instant) -> Result<Flock<File>, Errno> {
+    let mut file = file;
+    let mut backoff = Backoff::new();
+    loop {
+        match sys::try_lock(file, false) {
+            Ok(lock) => return Ok(lock),
+            Err((f, Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                file = f;
+                backoff.sleep();
+            }
+            Err((_, e)) => return Err(e),
+        }
+    }
+}
+
+/// Sleep-based backoff for waits on another process: 20 µs doubling to 2 ms.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Self(Duration::from_micros(20))
+    }
+    fn sleep(&mut self) {
+        std::thread::sleep(self.0);
+        self.0 = (self.0 * 2).min(Duration::from_millis(2));
+    }
+}
+
+fn open_error(op: &'static str, e: Errno) -> OpenError {
+    match e {
+        Errno::ENOENT => OpenError::NotFound,
+        Errno::EACCES | Errno::EPERM => OpenError::PermissionDenied,
+        e => OpenError::Os(OsError::new(op, e)),
+    }
+}
+
+/// What [`open_mapped`] found.
+struct Mapped {
+    file: File,
+    map: MmapRaw,
+}
+
+/// Opens `name` and waits until its header is published; no lock taken yet.
+fn open_mapped(name: &SegmentName, deadline: Instant) -> Result<Mapped, OpenError> {
+    let started = Instant::now();
+    let file = sys::open_existing(name).map_err(|e| open_error("shm_open", e))?;
+    let mut backoff = Backoff::new();
+    let mut map: Option<MmapRaw> = None;
+    loop {
+        let info = sys::file_info(&file).map_err(|e| open_error("fstat", e))?;
+        let me = sys::euid();
+        if info.uid != me {
+            return Err(OpenError::ForeignOwner {
+                owner_uid: info.uid,
+                expected_uid: me,
+            });
+        }
+        if info.nlink == 0 {
+            return Err(OpenError::NotFound);
+        }
+        if info.size == 0 {
+            // The creator has not sized it yet (or died before doing so).
+            if Instant::now() >= deadline {
+                return Err(judge_unpublished(file, &info, None, started.elapsed()));
+            }
+            backoff.sleep();
+            continue;
+        }
+        if info.size < HEADER_SIZE as u64 {
+            // Creators size the object in one step; a shorter file was truncated.
+            return Err(OpenError::SizeMismatch {
+                what: "file size",
+                expected: HEADER_SIZE as u64,
+                found: info.size,
+            });
+        }
+        let len = usize::try_from(info.size).map_err(|_| OpenError::SizeMismatch {
+            what: "file size",
+            expected: MAX_PAYLOAD + HEADER_SIZE as u64,
+            found: info.size,
+        })?;
+        let mapping = match map.take() {
+            Some(m) if m.len() == len => m,
+            _ => sys::map(&file, len).map_err(|e| OpenError::Os(OsError::from_io("mmap", &e)))?,
+        };
+        let header = header_of(&mapping);
+        match header.state()? {
+            HeaderState::Ready => return Ok(Mapped { file, map: mapping }),
+            HeaderState::Creating => {
+                if let Some(creator) = header.creator()
+                    && !sys::is_alive(&creator)
+                {
+                    return Err(OpenError::Stale(StaleInfo {
+                        creator: Some(creator),
+                        reason: StaleReason::DiedBeforeReady,
+                    }));
+                }
+                if Instant::now() >= deadline {
+                    let creator = header.creator();
+                    return Err(judge_unpublished(file, &info, creator, started.elapsed()));
+                }
+            }
+        }
+        map = Some(mapping);
+        backoff.sleep();
+    }
+}
+
+/// The creator did not publish in time: stale if nobody holds the object, otherwise a
+/// live creator is just slow.
+fn judge_unpublished(
+    file: File,
+    info: &FileInfo,
+    creator: Option<ProcessId>,
+    waited: Duration,
+) -> OpenError {
+    let nobody = sys::try_lock(file, true).is_ok();
+    let abandoned = nobody && (info.size > 0 || info.age > EMPTY_GRACE);
+    if abandoned {
+        OpenError::Stale(StaleInfo {
+            creator,
+            reason: StaleReason::DiedBeforeReady,
+        })
+    } else {
+        OpenError::NotInitialized { waited }
+    }
+}
+
+fn header_of(map: &MmapRaw) -> &SegmentHeader {
+    debug_assert!(map.len() >= HEADER_SIZE);
+    // SAFETY: the mapping is at least HEADER_SIZE bytes (checked by every caller) and
+    // page-aligned; SegmentHeader is ShmSafe (repr(C), only integer atomics, valid for
+    // any bit pattern, interior-mutable), so a shared reference to bytes that other
+    // processes write concurrently is sound. The reference borrows `map`, which keeps
+    // the mapping alive.
+    unsafe { &*map.as_ptr().cast::<SegmentHeader>() }
+}
+
+fn open_validated(
+    name: &SegmentName,
+    expect: &Expect,
+    deadline: Instant,
+) -> Result<Segment, OpenError> {
+    let started = Instant::now();
+    loop {
+        let Mapped { file, map } = open_mapped(name, deadline)?;
+        let header = header_of(&map);
+        // Attach: an exclusive lock that succeeds means nobody else holds the
+        // segment, which is when staleness is decided; otherwise a shared lock.
+        let lock = match sys::try_lock(file, true) {
+            Ok(lock) => {
+                let snap = header.snapshot();
+                if snap.attached > 0 {
+                    return Err(OpenError::Stale(StaleInfo {
+                        creator: Some(snap.creator),
+                        reason: StaleReason::CrashedWhileAttached {
+                            attached: snap.attached,
+                        },
+                    }));
+                }
+                match lock.relock(FlockArg::LockSharedNonblock) {
+                    Ok(()) => lock,
+                    // Conversion is unlock-then-lock; someone slipped in: start over.
+                    Err(_) if Instant::now() < deadline => continue,
+                    Err(_) => {
+                        return Err(OpenError::Busy {
+                            waited: started.elapsed(),
+                        });
+                    }
+                }
+            }
+            Err((file, Errno::EWOULDBLOCK)) => match lock_shared(file, deadline) {
+                Ok(lock) => lock,
+                Err(Errno::EWOULDBLOCK) => {
+                    return Err(OpenError::Busy {
+                        waited: started.elapsed(),
+                    });
+                }
+                Err(e) => return Err(OpenError::Os(OsError::new("flock", e))),
+            },
+            Err((_, e)) => return Err(OpenError::Os(OsError::new("flock", e))),
+        };
+        let info = sys::file_info(&lock).map_err(|e| open_error("fstat", e))?;
+        if info.nlink == 0 {
+            // Removed (by a cleanup) while we were opening: look the name up again.
+            if Instant::now() >= deadline {
+                return Err(OpenError::NotFound);
+            }
+            continue;
+        }
+        let snapshot = header.snapshot();
+        snapshot.validate(expect, map.len() as u64)?;
+        header.attach();
+        return Ok(Segment {
+            map,
+            lock,
+            name: name.clone(),
+            snapshot,
+            identity: (info.dev, info.ino),
+            unlink_on_drop: false,
+            created: false,
+        });
+    }
+}
+
+/// A named shared-memory segment, mapped and attached.
+///
+/// The segment is a header ([`SegmentHeader`]) followed by a payload of
+/// [`payload_len`](Self::payload_len) bytes, reached only through raw pointers
+/// ([`payload`](Self::payload)); no reference to bytes another process may write is
+/// ever handed out. While the handle lives, this process holds a shared `flock` on the
+/// object, which the kernel releases if the process dies: that is how stale segments
+/// are told from live ones.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::Segment;
+///
+/// # let name = format!("doc-segment-{}", std::process::id());
+/// let created = Segment::builder(&name).payload_len(64).unlink_on_drop(true).create()?;
+/// let opened = Segment::builder(&name).payload_len(64).open()?;
+/// // SAFETY: no other party writes these bytes concurrently in this example.
+/// unsafe {
+///     created.payload().write(0, b"hello")?;
+///     let mut buf = [0u8; 5];
+///     opened.payload().read(0, &mut buf)?;
+///     assert_eq!(&buf, b"hello");
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Segment {
+    map: MmapRaw,
+    lock: Flock<File>,
+    name: SegmentName,
+    snapshot: HeaderSnapshot,
+    identity: (u64, u64),
+    unlink_on_drop: bool,
+    created: bool,
+}
+
+impl Segment {
+    /// Starts configuring a segment named `name`.
+    pub fn builder(name: &str) -> SegmentBuilder {
+        SegmentBuilder::new(name)
+    }
+
+    /// The segment's name.
+    pub fn name(&self) -> &SegmentName {
+        &self.name
+    }
+
+    /// The header in shared memory.
+    pub fn header(&self) -> &SegmentHeader {
+        header_of(&self.map)
+    }
+
+    /// The kind recorded in the header when the segment was opened.
+    pub fn kind(&self) -> Option<Kind> {
+        Kind::from_code(self.snapshot.kind)
+    }
+
+    /// The payload's type fingerprint.
+    pub fn fingerprint(&self) -> u64 {
+        self.snapshot.fingerprint
+    }
+
+    /// Payload length in bytes.
+    pub fn payload_len(&self) -> usize {
+        // Validated against the mapping's length on open, so it fits a usize.
+        self.snapshot.payload_len as usize
+    }
+
+    /// The payload, as a raw area (128-byte aligned).
+    pub fn payload(&self) -> RawArea {
+        // SAFETY: the mapping is page-aligned and HEADER_SIZE + payload_len bytes long
+        // (validated on open, set on create), so base + HEADER_SIZE is in bounds and
+        // non-null.
+        let ptr = unsafe { NonNull::new_unchecked(self.map.as_mut_ptr().add(HEADER_SIZE)) };
+        // SAFETY: the payload lies inside the mapping, which lives as long as self, and
+        // HEADER_SIZE (128) keeps it 128-byte aligned.
+        unsafe { RawArea::new(ptr, self.payload_len()) }
+    }
+
+    /// Who created the segment.
+    pub fn creator(&self) -> ProcessId {
+        self.snapshot.creator
+    }
+
+    /// `true` if this handle created the segment.
+    pub fn is_creator(&self) -> bool {
+        self.created
+    }
+
+    /// Changes whether dropping this handle removes the name (creator handles only;
+    /// ignored for handles that opened an existing segment).
+    pub fn set_unlink_on_drop(&mut self, yes: bool) {
+        self.unlink_on_drop = yes && self.created;
+    }
+
+    /// Removes the name now, if it still refers to this segment. Mappings stay valid;
+    /// new `open`s get [`OpenError::NotFound`].
+    ///
+    /// # Errors
+    ///
+    /// The OS error of `shm_unlink`.
+    pub fn unlink(&self) -> Result<(), OsError> {
+        if sys::name_identity(&self.name) != Some(self.identity) {
+            return Ok(());
+        }
+        match sys::unlink(&self.name) {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(e) => Err(OsError::new("shm_unlink", e)),
+        }
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        self.header().detach();
+        if self.unlink_on_drop {
+            let _ = self.unlink();
+        }
+        // Fields drop next: the mapping, then the lock (LOCK_UN, close).
+        let _ = &self.lock;
+    }
+}
+
+impl fmt::Debug for Segment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Segment")
+            .field("name", &self.name)
+            .field("kind", &self.snapshot.kind)
+            .field("payload_len", &self.snapshot.payload_len)
+            .field("created", &self.created)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The state of a named segment, as [`inspect`] sees it without attaching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// At least one live process has it open.
+    Alive,
+    /// Being created by a live process.
+    Initializing,
+    /// Published, nobody attached, every process detached cleanly.
+    Idle,
+    /// Left behind by a crash.
+    Stale(StaleInfo),
+    /// Not a valid segment (the error says why).
+    Invalid(OpenError),
+}
+
+impl Status {
+    /// One word for `shmlink ls`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Status::Alive => "alive",
+            Status::Initializing => "initializing",
+            Status::Idle => "idle",
+            Status::Stale(_) => "stale",
+            Status::Invalid(_) => "invalid",
+        }
+    }
+}
+
+/// What [`inspect`] and [`list`] report about a segment.
+#[derive(Debug, Clone)]
+pub struct SegmentInfo {
+    /// The name.
+    pub name: SegmentName,
+    /// Owner uid.
+    pub owner_uid: u32,
+    /// File size in bytes.
+    pub file_size: u64,
+    /// The header, if it was published and readable.
+    pub header: Option<HeaderSnapshot>,
+    /// Live, idle, stale, ...
+    pub status: Status,
+}
+
+/// Looks at a segment without attaching to it (the `shmlink ls` view).
+///
+/// # Errors
+///
+/// [`OpenError::NotFound`], [`OpenError::PermissionDenied`], invalid name or an OS
+/// error; a segment with a bad header is reported as [`Status::Invalid`].
+pub fn inspect(name: &str) -> Result<SegmentInfo, OpenError> {
+    let name = SegmentName::new(name)?;
+    inspect_named(&name)
+}
+
+fn inspect_named(name: &SegmentName) -> Result<SegmentInfo, OpenError> {
+    let file = sys::open_existing(name).map_err(|e| open_error("shm_open", e))?;
+    let info = sys::file_info(&file).map_err(|e| open_error("fstat", e))?;
+    let mut out = SegmentInfo {
+        name: name.clone(),
+        owner_uid: info.uid,
+        file_size: info.size,
+        header: None,
+        status: Status::Initializing,
+    };
+    let map = if info.size >= HEADER_SIZE as u64 {
+        Some(
+            sys::map(&file, HEADER_SIZE)
+                .map_err(|e| OpenError::Os(OsError::from_io("mmap", &e)))?,
+        )
+    } else {
+        None
+    };
+    let held = match sys::try_lock(file, true) {
+        Ok(_lock) => false,
+        Err((_, Errno::EWOULDBLOCK)) => true,
+        Err((_, e)) => return Err(OpenError::Os(OsError::new("flock", e))),
+    };
+    out.status = judge(map.as_ref(), &info, held, &mut out.header);
+    Ok(out)
+}
+
+/// Classifies a segment. `held`: someone else holds its file lock.
+fn judge(
+    map: Option<&MmapRaw>,
+    info: &FileInfo,
+    held: bool,
+    header_out: &mut Option<HeaderSnapshot>,
+) -> Status {
+    let Some(map) = map else {
+        return if info.size > 0 {
+            Status::Invalid(OpenError::SizeMismatch {
+                what: "file size",
+                expected: HEADER_SIZE as u64,
+                found: info.size,
+            })
+        } else if held || info.age <= EMPTY_GRACE {
+            Status::Initializing
+        } else {
+            Status::Stale(StaleInfo {
+                creator: None,
+                reason: StaleReason::DiedBeforeReady,
+            })
+        };
+    };
+    let header = header_of(map);
+    let state = match header.state() {
+        Ok(s) => s,
+        Err(e) => return Status::Invalid(e),
+    };
+    let snap = header.snapshot();
+    match state {
+        HeaderState::Creating => {
+            let creator = header.creator();
+            if held && creator.is_none_or(|c| sys::is_alive(&c)) {
+                Status::Initializing
+            } else {
+                Status::Stale(StaleInfo {
+                    creator,
+                    reason: StaleReason::DiedBeforeReady,
+                })
+            }
+        }
+        HeaderState::Ready => {
+            *header_out = Some(snap);
+            if let Err(e) = snap.validate(&Expect::default(), info.size) {
+                Status::Invalid(e)
+            } else if held {
+                Status::Alive
+            } else if snap.attached > 0 {
+                Status::Stale(StaleInfo {
+                    creator: Some(snap.creator),
+                    reason: StaleReason::CrashedWhileAttached {
+                        attached: snap.attached,
+                    },
+                })
+            } else {
+                Status::Idle
+            }
+        }
+    }
+}
+
+/// Every shmlink segment in `/dev/shm` (of every user), sorted by name.
+///
+/// # Errors
+///
+/// The OS error of reading `/dev/shm`.
+pub fn list() -> Result<Vec<SegmentInfo>, OsError> {
+    let dir = std::fs::read_dir("/dev/shm").map_err(|e| OsError::from_io("read_dir", &e))?;
+    let mut out = Vec::new();
+    for entry in dir.flatten() {
+        let file_name = entry.file_name();
+        let Some((_, name)) = file_name.to_str().and_then(SegmentName::parse_file_name) else {
+            continue;
+        };
+        match inspect_named(&name) {
+            Ok(info) => out.push(info),
+            Err(OpenError::NotFound) => {}
+            Err(e) => {
+                use std::os::unix::fs::MetadataExt;
+                let meta = entry.metadata().ok();
+                out.push(SegmentInfo {
+                    name,
+                    owner_uid: meta.as_ref().map_or(0, |m| m.uid()),
+                    file_size: meta.as_ref().map_or(0, |m| m.size()),
+                    header: None,
+                    status: Status::Invalid(e),
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.os_name().cmp(b.name.os_name()));
+    Ok(out)
+}
+
+/// Removes the name `name` whatever its state (like `rm`): processes attached keep
+/// their mapping, new opens fail with [`OpenError::NotFound`].
+///
+/// # Errors
+///
+/// [`OpenError::NotFound`], [`OpenError::PermissionDenied`], invalid name, or an OS
+/// error.
+pub fn unlink(name: &str) -> Result<(), OpenError> {
+    let name = SegmentName::new(name)?;
+    sys::unlink(&name).map_err(|e| open_error("shm_unlink", e))
+}
+
+/// Removes `name` if, and only if, it is stale; returns whether it did.
+///
+/// The check and the unlink happen under an exclusive file lock, so a process that is
+/// attaching concurrently either keeps the segment alive or sees it removed and
+/// starts over.
+///
+/// # Errors
+///
+/// As [`inspect`]; a missing segment is `Ok(false)`.
+pub fn remove_stale(name: &str) -> Result<bool, OpenError> {
+    let name = SegmentName::new(name)?;
+    remove_stale_named(&name)
+}
+
+fn remove_stale_named(name: &SegmentName) -> Result<bool, OpenError> {
+    let file = match sys::open_existing(name) {
+        Ok(f) => f,
+        Err(Errno::ENOENT) => return Ok(false),
+        Err(e) => return Err(open_error("shm_open", e)),
+    };
+    let lock = match sys::try_lock(file, true) {
+        Ok(lock) => lock,
+        Err((_, Errno::EWOULDBLOCK)) => return Ok(false),
+        Err((_, e)) => return Err(OpenError::Os(OsError::new("flock", e))),
+    };
+    let info = sys::file_info(&lock).map_err(|e| open_error("fstat", e))?;
+    let map = if info.size >= HEADER_SIZE as u64 {
+        Some(
+            sys::map(&lock, HEADER_SIZE)
+                .map_err(|e| OpenError::Os(OsError::from_io("mmap", &e)))?,
+        )
+    } else {
+        None
+    };
+    let mut header = None;
+    if !matches!(
+        judge(map.as_ref(), &info, false, &mut header),
+        Status::Stale(_)
+    ) {
+        return Ok(false);
+    }
+    if sys::name_identity(name) != Some((info.dev, info.ino)) {
+        return Ok(false);
+    }
+    match sys::unlink(name) {
+        Ok(()) | Err(Errno::ENOENT) => Ok(true),
+        Err(e) => Err(open_error("shm_unlink", e)),
+    }
+}

@@ -1,0 +1,185 @@
+//! Thin wrappers over the system calls behind named segments (POSIX shm, flock, mmap,
+//! /proc). The only file of the crate besides `sync` that talks to the OS for segments.
+
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, SystemTime};
+
+use memmap2::{MmapOptions, MmapRaw};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::sys::stat::{Mode, fchmod, fstat};
+
+use super::header::ProcessId;
+use super::name::SegmentName;
+
+/// The result of `fstat` on a segment's descriptor.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FileInfo {
+    pub size: u64,
+    pub uid: u32,
+    pub nlink: u64,
+    pub dev: u64,
+    pub ino: u64,
+    /// Time since the last status change (creation or truncation).
+    pub age: Duration,
+}
+
+fn owner_only() -> Mode {
+    Mode::S_IRUSR | Mode::S_IWUSR
+}
+
+/// `shm_open(O_CREAT | O_EXCL | O_RDWR, 0600)`, then `fchmod(0600)` so the mode does not
+/// depend on the umask.
+pub(crate) fn create_exclusive(name: &SegmentName) -> Result<File, Errno> {
+    let fd: OwnedFd = nix::sys::mman::shm_open(
+        name.os_name(),
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        owner_only(),
+    )?;
+    fchmod(fd.as_fd(), owner_only())?;
+    Ok(File::from(fd))
+}
+
+/// `shm_open(O_RDWR)` of an existing object.
+pub(crate) fn open_existing(name: &SegmentName) -> Result<File, Errno> {
+    let fd = nix::sys::mman::shm_open(
+        name.os_name(),
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(File::from(fd))
+}
+
+pub(crate) fn unlink(name: &SegmentName) -> Result<(), Errno> {
+    nix::sys::mman::shm_unlink(name.os_name())
+}
+
+pub(crate) fn file_info(file: &File) -> Result<FileInfo, Errno> {
+    let st = fstat(file.as_fd())?;
+    let ctime = SystemTime::UNIX_EPOCH
+        + Duration::new(
+            u64::try_from(st.st_ctime).unwrap_or(0),
+            u32::try_from(st.st_ctime_nsec).unwrap_or(0),
+        );
+    Ok(FileInfo {
+        size: u64::try_from(st.st_size).unwrap_or(0),
+        uid: st.st_uid,
+        nlink: st.st_nlink,
+        dev: st.st_dev,
+        ino: st.st_ino,
+        age: SystemTime::now().duration_since(ctime).unwrap_or_default(),
+    })
+}
+
+/// `(dev, ino)` of the object the name refers to right now, if any.
+pub(crate) fn name_identity(name: &SegmentName) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(name.path())
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+pub(crate) fn truncate(file: &File, len: u64) -> Result<(), Errno> {
+    let len = i64::try_from(len).map_err(|_| Errno::EFBIG)?;
+    nix::unistd::ftruncate(file.as_fd(), len)
+}
+
+/// Maps `len` bytes of `file`, shared and read-write.
+pub(crate) fn map(file: &File, len: usize) -> std::io::Result<MmapRaw> {
+    MmapOptions::new().len(len).map_raw(file)
+}
+
+/// Non-blocking `flock`. `Err((file, EWOULDBLOCK))` means someone holds a conflicting
+/// lock.
+pub(crate) fn try_lock(file: File, exclusive: bool) -> Result<Flock<File>, (File, Errno)> {
+    let arg = if exclusive {
+        FlockArg::LockExclusiveNonblock
+    } else {
+        FlockArg::LockSharedNonblock
+    };
+    let mut file = file;
+    loop {
+        match Flock::lock(file, arg) {
+            Err((f, Errno::EINTR)) => file = f,
+            other => return other,
+        }
+    }
+}
+
+pub(crate) fn euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// Wall-clock nanoseconds since the Unix epoch.
+pub(crate) fn unix_now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Fields of `/proc/PID/stat` after the command name: (state, start time in ticks).
+fn proc_stat(pid: u32) -> std::io::Result<Option<(u8, u64)>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name is in parentheses and may itself contain ") ", so split at the
+    // last one. Field 3 (state) follows; field 22 (starttime) is 19 fields later.
+    let Some((_, rest)) = text.rsplit_once(')') else {
+        return Ok(None);
+    };
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next().and_then(|s| s.bytes().next());
+    let start = fields.nth(18).and_then(|s| s.parse().ok());
+    Ok(state.zip(start))
+}
+
+/// Identity of the calling process.
+pub(crate) fn current_process() -> ProcessId {
+    let pid = std::process::id();
+    let start_ticks = proc_stat(pid).ok().flatten().map_or(0, |(_, t)| t);
+    ProcessId {
+        pid,
+        uid: euid(),
+        start_ticks,
+    }
+}
+
+/// Whether the process `id` names still runs (same pid *and* start time; a zombie
+/// counts as dead).
+pub(crate) fn is_alive(id: &ProcessId) -> bool {
+    match proc_stat(id.pid) {
+        Ok(Some((state, start))) => {
+            !matches!(state, b'Z' | b'X') && (id.start_ticks == 0 || start == id.start_ticks)
+        }
+        Ok(None) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        // /proc unreadable for another reason: fall back to signal 0.
+        Err(_) => {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(id.pid).unwrap_or(i32::MAX));
+            !matches!(nix::sys::signal::kill(pid, None), Err(Errno::ESRCH))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg_attr(miri, ignore = "reads /proc")]
+    fn self_is_alive_and_pid_reuse_is_seen() {
+        let me = current_process();
+        assert!(me.start_ticks > 0);
+        assert!(is_alive(&me));
+        let reused = ProcessId {
+            start_ticks: me.start_ticks + 1,
+            ..me
+        };
+        assert!(!is_alive(&reused));
+        let gone = ProcessId {
+            pid: u32::MAX - 1,
+            ..me
+        };
+        assert!(!is_alive(&gone));
+    }
+}

@@ -1,0 +1,259 @@
+//! Layer 0: the memory-model facade and the synchronization primitives built on it.
+//!
+//! Every atomic, cell, fence and spin hint in the crate comes from here. Under
+//! `--cfg shmlink_loom` the same names resolve to [loom]'s model-checked types, so the
+//! algorithms in the higher layers run unchanged inside `loom::model`. Nothing else in
+//! the crate names `std::sync::atomic` or `std::cell::UnsafeCell` (clippy's
+//! `disallowed-types`, see `clippy.toml`).
+//!
+//! Types that live in shared memory (see [`ShmSafe`](crate::segment::ShmSafe)) are built
+//! from the atomics in [`atomic`]. Under loom those are loom's types, which are not
+//! layout-compatible with the real ones, so the code that reinterprets mapped bytes as
+//! atomics (`segment`'s mapping) is compiled out in loom builds and models run on the
+//! heap instead ([`HeapRegion`](crate::segment::HeapRegion)).
+//!
+//! [loom]: https://docs.rs/loom
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
+pub mod cell;
+
+/// Atomics and fences: thin `#[repr(transparent)]` wrappers over `core::sync::atomic`,
+/// or over loom's atomics under `--cfg shmlink_loom`.
+///
+/// They are newtypes (not re-exports) so that clippy's `disallowed-types` can tell them
+/// from the std types, which only this module may name. In normal builds each wrapper
+/// has exactly the size, alignment and bit validity of its integer, which is what lets
+/// [`ShmSafe`](crate::segment::ShmSafe) types built from them live in shared memory.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::sync::atomic::{AtomicU64, Ordering};
+///
+/// let counter = AtomicU64::new(0);
+/// counter.fetch_add(1, Ordering::Relaxed);
+/// assert_eq!(counter.load(Ordering::Relaxed), 1);
+/// ```
+pub mod atomic {
+    #[cfg(not(shmlink_loom))]
+    use core::sync::atomic as imp;
+    #[cfg(shmlink_loom)]
+    use loom::sync::atomic as imp;
+
+    pub use core::sync::atomic::Ordering;
+
+    /// A memory fence (`core::sync::atomic::fence`, or loom's).
+    #[inline]
+    pub fn fence(order: Ordering) {
+        imp::fence(order)
+    }
+
+    /// A compiler-only fence. loom has none (tokio-rs/loom#117); there a full fence
+    /// stands in, which is stronger and keeps the model sound.
+    #[inline]
+    pub fn compiler_fence(order: Ordering) {
+        #[cfg(not(shmlink_loom))]
+        core::sync::atomic::compiler_fence(order);
+        #[cfg(shmlink_loom)]
+        imp::fence(order);
+    }
+
+    macro_rules! common_ops {
+        ($name:ident, $t:ty) => {
+            /// Loads the value.
+            #[inline]
+            pub fn load(&self, order: Ordering) -> $t {
+                self.0.load(order)
+            }
+            /// Stores `val`.
+            #[inline]
+            pub fn store(&self, val: $t, order: Ordering) {
+                self.0.store(val, order)
+            }
+            /// Stores `val`, returning the previous value.
+            #[inline]
+            pub fn swap(&self, val: $t, order: Ordering) -> $t {
+                self.0.swap(val, order)
+            }
+            /// Stores `new` if the value is `current`; returns the previous value.
+            #[inline]
+            pub fn compare_exchange(
+                &self,
+                current: $t,
+                new: $t,
+                success: Ordering,
+                failure: Ordering,
+            ) -> Result<$t, $t> {
+                self.0.compare_exchange(current, new, success, failure)
+            }
+            /// Like `compare_exchange`, but may fail spuriously.
+            #[inline]
+            pub fn compare_exchange_weak(
+                &self,
+                current: $t,
+                new: $t,
+                success: Ordering,
+                failure: Ordering,
+            ) -> Result<$t, $t> {
+                self.0.compare_exchange_weak(current, new, success, failure)
+            }
+            /// Applies `f` in a CAS loop until it returns `None` or the CAS succeeds.
+            #[inline]
+            pub fn fetch_update(
+                &self,
+                set_order: Ordering,
+                fetch_order: Ordering,
+                f: impl FnMut($t) -> Option<$t>,
+            ) -> Result<$t, $t> {
+                self.0.fetch_update(set_order, fetch_order, f)
+            }
+            /// Bitwise and; returns the previous value.
+            #[inline]
+            pub fn fetch_and(&self, val: $t, order: Ordering) -> $t {
+                self.0.fetch_and(val, order)
+            }
+            /// Bitwise or; returns the previous value.
+            #[inline]
+            pub fn fetch_or(&self, val: $t, order: Ordering) -> $t {
+                self.0.fetch_or(val, order)
+            }
+            /// Bitwise xor; returns the previous value.
+            #[inline]
+            pub fn fetch_xor(&self, val: $t, order: Ordering) -> $t {
+                self.0.fetch_xor(val, order)
+            }
+        };
+    }
+
+    macro_rules! atomic_type {
+        ($(#[$doc:meta])* $name:ident, $t:ty, int) => {
+            atomic_type!(@def $(#[$doc])* $name, $t);
+            impl $name {
+                common_ops!($name, $t);
+                /// Wrapping add; returns the previous value.
+                #[inline]
+                pub fn fetch_add(&self, val: $t, order: Ordering) -> $t {
+                    self.0.fetch_add(val, order)
+                }
+                /// Wrapping subtract; returns the previous value.
+                #[inline]
+                pub fn fetch_sub(&self, val: $t, order: Ordering) -> $t {
+                    self.0.fetch_sub(val, order)
+                }
+                /// Maximum; returns the previous value.
+                #[inline]
+                pub fn fetch_max(&self, val: $t, order: Ordering) -> $t {
+                    self.0.fetch_max(val, order)
+                }
+                /// Minimum; returns the previous value.
+                #[inline]
+                pub fn fetch_min(&self, val: $t, order: Ordering) -> $t {
+                    self.0.fetch_min(val, order)
+                }
+            }
+        };
+        ($(#[$doc:meta])* $name:ident, $t:ty, bool) => {
+            atomic_type!(@def $(#[$doc])* $name, $t);
+            impl $name {
+                common_ops!($name, $t);
+            }
+        };
+        (@def $(#[$doc:meta])* $name:ident, $t:ty) => {
+            $(#[$doc])*
+            #[repr(transparent)]
+            #[derive(Default)]
+            pub struct $name(imp::$name);
+
+            impl $name {
+                /// A new atomic holding `val`.
+                #[cfg(not(shmlink_loom))]
+                #[inline]
+                pub const fn new(val: $t) -> Self {
+                    Self(imp::$name::new(val))
+                }
+
+                /// A new atomic holding `val`.
+                #[cfg(shmlink_loom)]
+                #[track_caller]
+                pub fn new(val: $t) -> Self {
+                    Self(imp::$name::new(val))
+                }
+
+                /// Address of the value, e.g. for a futex call. Normal builds only.
+                #[cfg(not(shmlink_loom))]
+                #[inline]
+                pub const fn as_ptr(&self) -> *mut $t {
+                    self.0.as_ptr()
+                }
+            }
+
+            impl core::fmt::Debug for $name {
+                fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                    core::fmt::Debug::fmt(&self.0, f)
+                }
+            }
+
+            #[cfg(not(shmlink_loom))]
+            const _: () = {
+                assert!(size_of::<$name>() == size_of::<$t>());
+                assert!(align_of::<$name>() == size_of::<$t>());
+            };
+        };
+    }
+
+    atomic_type!(
+        /// An atomic `bool`.
+        AtomicBool, bool, bool
+    );
+    atomic_type!(
+        /// An atomic `u8`.
+        AtomicU8, u8, int
+    );
+    atomic_type!(
+        /// An atomic `u16`.
+        AtomicU16, u16, int
+    );
+    atomic_type!(
+        /// An atomic `u32` (also the futex word type).
+        AtomicU32, u32, int
+    );
+    atomic_type!(
+        /// An atomic `u64`.
+        AtomicU64, u64, int
+    );
+    atomic_type!(
+        /// An atomic `i32`.
+        AtomicI32, i32, int
+    );
+    atomic_type!(
+        /// An atomic `i64`.
+        AtomicI64, i64, int
+    );
+    atomic_type!(
+        /// An atomic `usize` (process-local use only: its width is not fixed).
+        AtomicUsize, usize, int
+    );
+}
+
+/// Spin-loop hint: `core::hint::spin_loop`, or a loom yield point under the loom cfg
+/// (loom's scheduler must see every spin iteration or it explores forever).
+#[inline]
+pub fn spin_loop() {
+    #[cfg(not(shmlink_loom))]
+    core::hint::spin_loop();
+    #[cfg(shmlink_loom)]
+    loom::thread::yield_now();
+}
+
+/// Give the CPU away: `std::thread::yield_now`, or loom's yield under the loom cfg.
+#[inline]
+pub fn yield_now() {
+    #[cfg(not(shmlink_loom))]
+    std::thread::yield_now();
+    #[cfg(shmlink_loom)]
+    loom::thread::yield_now();
+}
+
+/// Pads and aligns a value to the length of a cache line (128 bytes on x86_64 and
+/// aarch64, where the adjacent-line prefetcher and big cores work in 128-byte units).
+pub use crossbeam_utils::CachePadded;

@@ -1,0 +1,347 @@
+//! Named segments within one process: every typed error `open` can return, produced on
+//! purpose, and random bytes over the header.
+
+mod support;
+
+use std::fs::OpenOptions;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use shmlink::segment::{
+    self, CreateError, Disposition, HeapRegion, Kind, NameError, OpenError, Region, Segment,
+    SegmentBuilder, SegmentName, ShmRegion, Status, fingerprint,
+};
+use shmlink::sync::atomic::{AtomicU64, Ordering};
+use support::unique_name;
+
+fn builder(name: &str) -> SegmentBuilder {
+    Segment::builder(name)
+        .payload_len(256)
+        .fingerprint(0xabcd)
+        .timeout(Duration::from_millis(200))
+}
+
+/// Overwrites bytes of the segment file through the filesystem, as a hostile or buggy
+/// process would.
+fn poke(name: &str, offset: u64, bytes: &[u8]) {
+    let path = SegmentName::new(name).unwrap().path();
+    let mut f = OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+fn truncate_file(name: &str, len: u64) {
+    let path = SegmentName::new(name).unwrap().path();
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+#[test]
+fn create_open_round_trip_and_mode() {
+    let name = unique_name("rt");
+    let a = builder(&name).unlink_on_drop(true).create().unwrap();
+    assert!(a.is_creator());
+    let path = a.name().path();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "mode is 0600 whatever the umask");
+    let b = builder(&name).open().unwrap();
+    assert!(!b.is_creator());
+    assert_eq!(b.payload_len(), 256);
+    assert_eq!(b.kind(), Some(Kind::Raw));
+    assert_eq!(b.creator().pid, std::process::id());
+    // SAFETY: single-threaded; nobody else touches the payload.
+    unsafe {
+        a.payload().write(250, b"tail!!").unwrap();
+        let mut buf = [0u8; 6];
+        b.payload().read(250, &mut buf).unwrap();
+        assert_eq!(&buf, b"tail!!");
+        assert!(b.payload().read(251, &mut buf).is_err());
+    }
+    assert_eq!(a.header().attached(), 2);
+    drop(b);
+    assert_eq!(a.header().attached(), 1);
+    drop(a);
+    assert!(!path.exists(), "creator unlinked on drop");
+}
+
+#[test]
+fn already_exists_not_found_invalid_name() {
+    let name = unique_name("exists");
+    let _a = builder(&name).unlink_on_drop(true).create().unwrap();
+    assert_eq!(
+        builder(&name).create().unwrap_err(),
+        CreateError::AlreadyExists
+    );
+    assert_eq!(
+        builder(&unique_name("missing")).open().unwrap_err(),
+        OpenError::NotFound
+    );
+    assert_eq!(
+        builder("no/slashes").open().unwrap_err(),
+        OpenError::InvalidName(NameError::InvalidByte {
+            byte: b'/',
+            index: 2
+        })
+    );
+    assert_eq!(
+        builder("").create().unwrap_err(),
+        CreateError::InvalidName(NameError::Empty)
+    );
+    assert!(matches!(
+        builder(&unique_name("big"))
+            .payload_len(u64::MAX)
+            .create()
+            .unwrap_err(),
+        CreateError::TooLarge { .. }
+    ));
+}
+
+#[test]
+fn wrong_fingerprint_kind_or_size_is_refused() {
+    let name = unique_name("fp");
+    let _a = builder(&name).unlink_on_drop(true).create().unwrap();
+    assert_eq!(
+        builder(&name).fingerprint(0x1234).open().unwrap_err(),
+        OpenError::TypeMismatch {
+            expected: 0x1234,
+            found: 0xabcd
+        }
+    );
+    assert_eq!(
+        builder(&name).kind(Kind::Typed).open().unwrap_err(),
+        OpenError::WrongKind {
+            expected: Kind::Typed,
+            found: Kind::Raw.code()
+        }
+    );
+    assert!(matches!(
+        builder(&name).payload_len(512).open().unwrap_err(),
+        OpenError::SizeMismatch {
+            what: "payload length",
+            expected: 512,
+            found: 256
+        }
+    ));
+    // A typed region of another type: refused by fingerprint.
+    let typed = unique_name("typed");
+    let _r =
+        ShmRegion::<AtomicU64>::create(Segment::builder(&typed).unlink_on_drop(true), 0).unwrap();
+    let err = ShmRegion::<[AtomicU64; 2]>::open(Segment::builder(&typed)).unwrap_err();
+    assert_eq!(
+        err,
+        OpenError::TypeMismatch {
+            expected: fingerprint::<[AtomicU64; 2]>(),
+            found: fingerprint::<AtomicU64>()
+        }
+    );
+}
+
+#[test]
+fn corrupted_magic_version_and_state_are_typed_errors() {
+    let name = unique_name("magic");
+    let _a = builder(&name).unlink_on_drop(true).create().unwrap();
+    poke(&name, 0, b"garbage!");
+    assert!(matches!(
+        builder(&name).open().unwrap_err(),
+        OpenError::IncompatibleLayout { field: "magic", .. }
+    ));
+    assert!(matches!(
+        segment::inspect(&name).unwrap().status,
+        Status::Invalid(OpenError::IncompatibleLayout { field: "magic", .. })
+    ));
+    poke(&name, 0, b"shmlink\0");
+    poke(&name, 8, &99u32.to_le_bytes());
+    assert_eq!(
+        builder(&name).open().unwrap_err(),
+        OpenError::IncompatibleLayout {
+            field: "layout_version",
+            expected: 1,
+            found: 99
+        }
+    );
+    poke(&name, 8, &1u32.to_le_bytes());
+    poke(&name, 12, &0xdead_beefu32.to_le_bytes());
+    assert_eq!(
+        builder(&name).open().unwrap_err(),
+        OpenError::Corrupt {
+            field: "state",
+            found: 0xdead_beef
+        }
+    );
+    poke(&name, 12, &1u32.to_le_bytes());
+    builder(&name).open().expect("repaired header opens again");
+}
+
+#[test]
+fn truncated_file_is_a_size_mismatch() {
+    let name = unique_name("trunc");
+    let a = builder(&name).create().unwrap();
+    // The creator must not touch the payload after this: its pages are gone (SIGBUS).
+    truncate_file(&name, 128 + 100);
+    assert_eq!(
+        builder(&name).open().unwrap_err(),
+        OpenError::SizeMismatch {
+            what: "file size",
+            expected: 128 + 256,
+            found: 128 + 100
+        }
+    );
+    truncate_file(&name, 64);
+    assert_eq!(
+        builder(&name).open().unwrap_err(),
+        OpenError::SizeMismatch {
+            what: "file size",
+            expected: 128,
+            found: 64
+        }
+    );
+    assert!(matches!(
+        segment::inspect(&name).unwrap().status,
+        Status::Invalid(OpenError::SizeMismatch { .. })
+    ));
+    a.unlink().unwrap();
+    std::mem::forget(a); // its mapping is partly past EOF; never touch it again
+}
+
+#[test]
+fn foreign_owner_is_refused() {
+    let name = unique_name("owner");
+    let a = builder(&name).unlink_on_drop(true).create().unwrap();
+    let path = a.name().path();
+    // Only root can hand a file to another user; elsewhere this case cannot be built.
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::chown(&path, Some(4242), None).unwrap();
+        assert_eq!(
+            builder(&name).open().unwrap_err(),
+            OpenError::ForeignOwner {
+                owner_uid: 4242,
+                expected_uid: 0
+            }
+        );
+    } else {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
+        assert_eq!(
+            builder(&name).open().unwrap_err(),
+            OpenError::PermissionDenied
+        );
+    }
+}
+
+#[test]
+fn open_or_create_creates_then_opens_and_never_replaces_a_live_mismatch() {
+    let name = unique_name("ooc");
+    let (a, how) = builder(&name)
+        .unlink_on_drop(true)
+        .open_or_create()
+        .unwrap();
+    assert_eq!(how, Disposition::Created);
+    let (_b, how) = builder(&name).open_or_create().unwrap();
+    assert_eq!(how, Disposition::Opened);
+    assert!(matches!(
+        builder(&name).fingerprint(1).open_or_create().unwrap_err(),
+        OpenError::TypeMismatch { .. }
+    ));
+    assert!(a.name().path().exists());
+}
+
+#[test]
+fn list_shows_our_segment_alive() {
+    let name = unique_name("ls");
+    let _a = builder(&name).unlink_on_drop(true).create().unwrap();
+    let all = segment::list().unwrap();
+    let me = all.iter().find(|i| i.name.as_str() == name).unwrap();
+    assert_eq!(me.status, Status::Alive);
+    assert_eq!(me.file_size, 128 + 256);
+    let h = me.header.unwrap();
+    assert_eq!(
+        (h.kind, h.payload_len, h.attached),
+        (Kind::Raw.code(), 256, 1)
+    );
+}
+
+/// One algorithm, two kinds of memory.
+fn bump<R: Region<Shared = AtomicU64>>(region: &R, times: u64) -> u64 {
+    for _ in 0..times {
+        region.shared().fetch_add(1, Ordering::AcqRel);
+    }
+    // SAFETY: the caller runs this single-threaded over the area.
+    unsafe { region.area().write(0, &times.to_le_bytes()).unwrap() };
+    region.shared().load(Ordering::Acquire)
+}
+
+#[test]
+fn same_code_on_heap_and_segment_regions() {
+    let heap = HeapRegion::<AtomicU64>::new(8);
+    let name = unique_name("region");
+    let shm =
+        ShmRegion::<AtomicU64>::create(Segment::builder(&name).unlink_on_drop(true), 8).unwrap();
+    assert_eq!(bump(&heap, 5), 5);
+    assert_eq!(bump(&shm, 5), 5);
+    let other = ShmRegion::<AtomicU64>::open(Segment::builder(&name)).unwrap();
+    assert_eq!(other.shared().load(Ordering::Acquire), 5);
+    let mut buf = [0u8; 8];
+    // SAFETY: nobody writes the area now.
+    unsafe { other.area().read(0, &mut buf).unwrap() };
+    assert_eq!(u64::from_le_bytes(buf), 5);
+}
+
+fn any_header() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        // Pure noise.
+        proptest::collection::vec(any::<u8>(), 128),
+        // Valid magic and version, ready, noise elsewhere: reaches the deeper checks.
+        (proptest::collection::vec(any::<u8>(), 128), 0u8..4).prop_map(|(mut v, mode)| {
+            v[0..8].copy_from_slice(b"shmlink\0");
+            v[8..12].copy_from_slice(&1u32.to_le_bytes());
+            v[12..16].copy_from_slice(&1u32.to_le_bytes());
+            if mode > 0 {
+                v[16..20].copy_from_slice(&128u32.to_le_bytes());
+                v[40..48].copy_from_slice(&128u64.to_le_bytes());
+            }
+            if mode > 1 {
+                v[32..40].copy_from_slice(&(128u64 + 256).to_le_bytes());
+            }
+            if mode > 2 {
+                v[48..56].copy_from_slice(&256u64.to_le_bytes());
+            }
+            v
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
+
+    /// Whatever the header holds, open returns a typed result: no panic, no hang, no
+    /// out-of-bounds access.
+    #[test]
+    fn random_header_bytes_give_typed_errors(bytes in any_header()) {
+        let name = unique_name("prop");
+        let a = builder(&name).unlink_on_drop(true).create().unwrap();
+        poke(&name, 0, &bytes);
+        let b = builder(&name).timeout(Duration::from_millis(20));
+        match b.open() {
+            Ok(seg) => {
+                // Only a header that passes every check opens; then the sizes agree.
+                prop_assert_eq!(seg.payload_len(), 256);
+            }
+            Err(
+                OpenError::IncompatibleLayout { .. }
+                | OpenError::Corrupt { .. }
+                | OpenError::SizeMismatch { .. }
+                | OpenError::WrongKind { .. }
+                | OpenError::TypeMismatch { .. }
+                | OpenError::NotInitialized { .. },
+            ) => {}
+            Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+        }
+        let _ = segment::inspect(&name).unwrap();
+        drop(a);
+    }
+}
