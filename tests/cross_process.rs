@@ -132,7 +132,7 @@ fn racing_open_or_create_creates_exactly_once() {
     let rounds = if cfg!(debug_assertions) { 4 } else { 12 };
     for round in 0..rounds {
         let name = unique_name("race");
-        let start_at = now_ns() + 300_000_000;
+        let start_at = now_ns() + 500_000_000;
         let children: Vec<_> = (0..RACERS)
             .map(|_| {
                 Scenario::new("race_open_or_create")

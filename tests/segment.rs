@@ -291,28 +291,38 @@ fn same_code_on_heap_and_segment_regions() {
     assert_eq!(u64::from_le_bytes(buf), 5);
 }
 
+/// Header bytes: pure noise, or a valid header with one more field left random at
+/// each level, so every check (and the success path) is reached.
 fn any_header() -> impl Strategy<Value = Vec<u8>> {
-    prop_oneof![
-        // Pure noise.
-        proptest::collection::vec(any::<u8>(), 128),
-        // Valid magic and version, ready, noise elsewhere: reaches the deeper checks.
-        (proptest::collection::vec(any::<u8>(), 128), 0u8..4).prop_map(|(mut v, mode)| {
-            v[0..8].copy_from_slice(b"shmlink\0");
-            v[8..12].copy_from_slice(&1u32.to_le_bytes());
-            v[12..16].copy_from_slice(&1u32.to_le_bytes());
-            if mode > 0 {
-                v[16..20].copy_from_slice(&128u32.to_le_bytes());
-                v[40..48].copy_from_slice(&128u64.to_le_bytes());
-            }
-            if mode > 1 {
-                v[32..40].copy_from_slice(&(128u64 + 256).to_le_bytes());
-            }
-            if mode > 2 {
-                v[48..56].copy_from_slice(&256u64.to_le_bytes());
-            }
-            v
-        }),
-    ]
+    (proptest::collection::vec(any::<u8>(), 128), 0u8..8).prop_map(|(mut v, level)| {
+        let mut put = |range: std::ops::Range<usize>, bytes: &[u8]| v[range].copy_from_slice(bytes);
+        if level >= 1 {
+            put(0..8, b"shmlink\0");
+            put(8..12, &1u32.to_le_bytes());
+            put(12..16, &1u32.to_le_bytes()); // ready
+        }
+        if level >= 2 {
+            put(16..20, &128u32.to_le_bytes());
+            put(40..48, &128u64.to_le_bytes());
+        }
+        if level >= 3 {
+            put(32..40, &(128u64 + 256).to_le_bytes());
+        }
+        if level >= 4 {
+            put(48..56, &256u64.to_le_bytes());
+        }
+        if level >= 5 {
+            put(20..24, &Kind::Raw.code().to_le_bytes());
+        }
+        if level >= 6 {
+            put(24..32, &0xabcdu64.to_le_bytes());
+        }
+        if level == 7 {
+            // Still being created, by a random "creator".
+            put(12..16, &0u32.to_le_bytes());
+        }
+        v
+    })
 }
 
 proptest! {
@@ -321,10 +331,19 @@ proptest! {
     /// Whatever the header holds, open returns a typed result: no panic, no hang, no
     /// out-of-bounds access.
     #[test]
-    fn random_header_bytes_give_typed_errors(bytes in any_header()) {
+    fn random_header_bytes_give_typed_errors(bytes in any_header(), creator_stays in any::<bool>()) {
         let name = unique_name("prop");
         let a = builder(&name).unlink_on_drop(true).create().unwrap();
         poke(&name, 0, &bytes);
+        // With the creator gone nobody holds the segment: the stale checks run too.
+        let a = if creator_stays {
+            Some(a)
+        } else {
+            let mut a = a;
+            a.set_unlink_on_drop(false);
+            drop(a);
+            None
+        };
         let b = builder(&name).timeout(Duration::from_millis(20));
         match b.open() {
             Ok(seg) => {
@@ -337,11 +356,13 @@ proptest! {
                 | OpenError::SizeMismatch { .. }
                 | OpenError::WrongKind { .. }
                 | OpenError::TypeMismatch { .. }
-                | OpenError::NotInitialized { .. },
+                | OpenError::NotInitialized { .. }
+                | OpenError::Stale(_),
             ) => {}
             Err(other) => prop_assert!(false, "unexpected error {other:?}"),
         }
         let _ = segment::inspect(&name).unwrap();
         drop(a);
+        let _ = segment::unlink(&name);
     }
 }

@@ -59,7 +59,8 @@ fn micros(d: Duration) -> String {
 }
 
 /// Spins until `word` holds `want`; errors out if the peer stops answering.
-fn spin_until(word: &AtomicU64, want: u64, started: Instant) -> Result {
+fn spin_until(word: &AtomicU64, want: u64) -> Result {
+    let started = Instant::now();
     let mut spins = 0u32;
     while word.load(Ordering::Acquire) != want {
         std::hint::spin_loop();
@@ -133,7 +134,7 @@ pub fn parent(round_trips: u32) -> Result {
     for i in 1..=u64::from(round_trips) {
         let t = Instant::now();
         shared.ping.store(i, Ordering::Release);
-        if let Err(e) = spin_until(&shared.pong, i, started) {
+        if let Err(e) = spin_until(&shared.pong, i) {
             let _ = child.kill();
             return Err(e);
         }
@@ -189,12 +190,11 @@ pub fn child(name: &str, round_trips: u32) -> Result {
         micros(opened),
         String::from_utf8_lossy(&msg)
     );
-    shared.reply.store(value * 2, Ordering::Relaxed);
+    shared.reply.store(value.wrapping_mul(2), Ordering::Relaxed);
     shared.child_pid.store(u64::from(me), Ordering::Release);
 
-    let started = Instant::now();
     for i in 1..=u64::from(round_trips) {
-        spin_until(&shared.ping, i, started)?;
+        spin_until(&shared.ping, i)?;
         shared.pong.store(i, Ordering::Release);
     }
     Ok(())

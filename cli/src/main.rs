@@ -23,7 +23,7 @@ enum Command {
     /// Two processes talking over a named segment: what they did and how fast.
     Demo {
         /// Ping-pong round trips to time.
-        #[arg(long, default_value_t = 200_000)]
+        #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u32).range(1..))]
         round_trips: u32,
     },
     /// List every shmlink segment: name, kind, size, creator, alive/idle/stale.
@@ -102,6 +102,13 @@ fn ls() -> Result {
     Ok(())
 }
 
+fn nix_euid() -> u32 {
+    // Segment names live in the namespace of the effective uid.
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .unwrap_or(u32::MAX)
+}
+
 fn rm(names: &[String], stale_only: bool) -> Result {
     if names.is_empty() {
         if !stale_only {
@@ -109,12 +116,23 @@ fn rm(names: &[String], stale_only: bool) -> Result {
                 "name a segment to remove, or pass --stale to remove every stale one".into(),
             );
         }
+        let me = nix_euid();
         let mut removed = 0;
         for info in segment::list()? {
-            if matches!(info.status, Status::Stale(_)) && segment::remove_stale(info.name.as_str())?
-            {
-                println!("removed stale {}", info.name);
-                removed += 1;
+            if !matches!(info.status, Status::Stale(_)) {
+                continue;
+            }
+            if info.owner_uid != me {
+                println!("skipped stale {} of uid {}", info.name, info.owner_uid);
+                continue;
+            }
+            match segment::remove_stale(info.name.as_str()) {
+                Ok(true) => {
+                    println!("removed stale {}", info.name);
+                    removed += 1;
+                }
+                Ok(false) => println!("kept {}: no longer stale", info.name),
+                Err(e) => eprintln!("shmlink: {}: {e}", info.name),
             }
         }
         println!("{removed} stale segment(s) removed");

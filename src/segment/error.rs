@@ -135,6 +135,11 @@ pub enum CreateError {
     AlreadyExists,
     /// The OS refused access (EACCES/EPERM).
     PermissionDenied,
+    /// Not enough room in `/dev/shm` for the segment (ENOSPC).
+    NoSpace {
+        /// Bytes requested (header included).
+        requested: u64,
+    },
     /// The payload is larger than the crate allows.
     TooLarge {
         /// Bytes requested.
@@ -154,6 +159,10 @@ impl fmt::Display for CreateError {
             CreateError::PermissionDenied => {
                 f.write_str("cannot create segment: permission denied")
             }
+            CreateError::NoSpace { requested } => write!(
+                f,
+                "cannot create segment: no room for {requested} bytes in /dev/shm"
+            ),
             CreateError::TooLarge { requested, max } => write!(
                 f,
                 "cannot create segment: payload of {requested} bytes exceeds the limit of {max}"

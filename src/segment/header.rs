@@ -51,6 +51,8 @@ pub enum Kind {
     Raw,
     /// A [`ShmSafe`] control block plus a byte area ([`ShmRegion`](super::ShmRegion)).
     Typed,
+    /// A single-producer single-consumer ring ([`crate::ring::spsc`]).
+    SpscRing,
 }
 
 impl Kind {
@@ -59,6 +61,7 @@ impl Kind {
         match self {
             Kind::Raw => 1,
             Kind::Typed => 2,
+            Kind::SpscRing => 3,
         }
     }
 
@@ -67,6 +70,7 @@ impl Kind {
         match code {
             1 => Some(Kind::Raw),
             2 => Some(Kind::Typed),
+            3 => Some(Kind::SpscRing),
             _ => None,
         }
     }
@@ -76,6 +80,7 @@ impl Kind {
         match self {
             Kind::Raw => "raw",
             Kind::Typed => "typed",
+            Kind::SpscRing => "spsc",
         }
     }
 }
@@ -251,7 +256,8 @@ impl SegmentHeader {
 
     /// The creator as recorded so far (`None` until the creator wrote its pid).
     pub fn creator(&self) -> Option<ProcessId> {
-        let pid = self.creator_pid.load(Ordering::Relaxed);
+        // SYNC: Acquire pairs with the Release in `write_creator`.
+        let pid = self.creator_pid.load(Ordering::Acquire);
         (pid != 0).then(|| ProcessId {
             pid,
             uid: self.creator_uid.load(Ordering::Relaxed),

@@ -22,6 +22,7 @@
 mod error;
 pub mod header;
 mod name;
+pub mod process;
 mod region;
 
 #[cfg(not(shmlink_loom))]
@@ -35,8 +36,8 @@ pub use error::{CreateError, NameError, OpenError, OsError, StaleInfo, StaleReas
 pub use header::{Kind, ProcessId, SegmentHeader};
 pub use name::{MAX_NAME_LEN, PREFIX, SegmentName};
 pub use region::{
-    AREA_ALIGN, HeapRegion, OutOfBounds, RawArea, Region, ShmSafe, area_offset,
-    combine_fingerprints, fingerprint,
+    AREA_ALIGN, CacheLine, HeapRegion, OutOfBounds, RawArea, Region, ShmSafe, area_offset,
+    combine_fingerprints, fingerprint, layout_fingerprint,
 };
 #[cfg(not(shmlink_loom))]
 pub use shm::{

@@ -119,10 +119,15 @@ const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 /// assert_eq!(fingerprint::<AtomicU64>(), fingerprint::<AtomicU64>());
 /// ```
 pub const fn fingerprint<T: ShmSafe>() -> u64 {
-    let mut h = fnv1a(FNV_OFFSET, T::TYPE_NAME.as_bytes());
-    h = fnv1a(h, &T::VERSION.to_le_bytes());
-    h = fnv1a(h, &(size_of::<T>() as u64).to_le_bytes());
-    fnv1a(h, &(align_of::<T>() as u64).to_le_bytes())
+    layout_fingerprint(T::TYPE_NAME, T::VERSION, size_of::<T>(), align_of::<T>())
+}
+
+/// Fingerprint of a layout given by name, version, size and alignment.
+pub const fn layout_fingerprint(name: &str, version: u32, size: usize, align: usize) -> u64 {
+    let mut h = fnv1a(FNV_OFFSET, name.as_bytes());
+    h = fnv1a(h, &version.to_le_bytes());
+    h = fnv1a(h, &(size as u64).to_le_bytes());
+    fnv1a(h, &(align as u64).to_le_bytes())
 }
 
 /// Combines two fingerprints (e.g. a ring's with its element type's), order-sensitive.
@@ -135,14 +140,61 @@ pub const fn area_offset<T>() -> usize {
     size_of::<T>().next_multiple_of(AREA_ALIGN)
 }
 
+/// A value alone on its own 128-byte line pair (no false sharing), for [`ShmSafe`]
+/// control blocks. `#[repr(C, align(128))]`: the padding after the value is never read.
+///
+/// ```
+/// use shmlink::segment::CacheLine;
+/// use shmlink::sync::atomic::AtomicU64;
+///
+/// assert_eq!(size_of::<CacheLine<AtomicU64>>(), 128);
+/// ```
+#[repr(C, align(128))]
+#[derive(Debug, Default)]
+pub struct CacheLine<T>(pub T);
+
+impl<T> core::ops::Deref for CacheLine<T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+// SAFETY: repr(C) around one ShmSafe field, aligned to 128 (== AREA_ALIGN); the
+// padding is never read, so any bytes there are fine.
+unsafe impl<T: ShmSafe> ShmSafe for CacheLine<T> {
+    const TYPE_NAME: &'static str = T::TYPE_NAME;
+    const VERSION: u32 = T::VERSION ^ 0x1280_0000;
+    fn new_zeroed() -> Self {
+        CacheLine(T::new_zeroed())
+    }
+}
+
 /// A raw byte area inside a region: a pointer and a length, never a reference.
 ///
 /// Another process may write these bytes at any time, so the area hands out raw
 /// pointers and bounds-checked copies only; making a `&[u8]` over it would be unsound.
+/// A `RawArea` does not keep its region alive: every unsafe method requires that the
+/// region (heap allocation or mapping) it came from is still alive.
+///
+/// Copies are plain `memcpy`s. That is race-free between peers that follow the
+/// owning protocol (a ring only hands a slot to one side at a time); against a peer
+/// that writes a range *while* it is copied on purpose, the bytes read are garbage
+/// (element types are [`Pod`](crate::ring::Pod), so garbage is still a valid value) and
+/// every index or length derived from them must be validated, as the rings do.
+///
+/// Under `--cfg shmlink_loom` a heap area also carries one loom cell per 8-byte granule,
+/// and every copy through [`read`](Self::read), [`write`](Self::write),
+/// [`read_value`](Self::read_value) and [`write_value`](Self::write_value) is reported
+/// to loom, which then checks that the protocol orders it against the other side's
+/// accesses.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct RawArea {
     ptr: NonNull<u8>,
     len: usize,
+    #[cfg(shmlink_loom)]
+    shadow: Option<NonNull<[crate::sync::cell::UnsafeCell<()>]>>,
 }
 
 // SAFETY: RawArea is a pointer + length with no ownership; all access through it is
@@ -181,7 +233,106 @@ impl RawArea {
     /// for as long as any copy of the returned value is used.
     pub(crate) unsafe fn new(ptr: NonNull<u8>, len: usize) -> Self {
         debug_assert_eq!(ptr.as_ptr() as usize % AREA_ALIGN, 0);
-        Self { ptr, len }
+        Self {
+            ptr,
+            len,
+            #[cfg(shmlink_loom)]
+            shadow: None,
+        }
+    }
+
+    /// Reports an access of `offset..offset+len` to loom (no-op in normal builds).
+    #[inline(always)]
+    fn track(&self, offset: usize, len: usize, write: bool) {
+        #[cfg(shmlink_loom)]
+        if let Some(shadow) = self.shadow
+            && len > 0
+        {
+            // SAFETY: the shadow slice lives as long as the HeapRegion that made this
+            // area, which outlives every use of the area (Region contract).
+            let cells = unsafe { shadow.as_ref() };
+            for cell in &cells[offset / 8..(offset + len).div_ceil(8).min(cells.len())] {
+                if write {
+                    cell.with_mut(|_| ());
+                } else {
+                    cell.with(|_| ());
+                }
+            }
+        }
+        #[cfg(not(shmlink_loom))]
+        let _ = (offset, len, write);
+    }
+
+    /// Reads a `T` at `offset` (unaligned reads are fine).
+    ///
+    /// # Safety
+    ///
+    /// The region is alive; `offset + size_of::<T>() <= self.len()`; any bit pattern must be a valid `T`;
+    /// and no one writes the range concurrently (the owning protocol hands it to the
+    /// caller).
+    #[inline(always)]
+    pub unsafe fn read_value<T: Copy>(&self, offset: usize) -> T {
+        debug_assert!(
+            offset
+                .checked_add(size_of::<T>())
+                .is_some_and(|e| e <= self.len)
+        );
+        self.track(offset, size_of::<T>(), false);
+        // SAFETY: in bounds and unshared per the caller's contract; every bit pattern
+        // is a valid T.
+        unsafe { self.ptr.as_ptr().add(offset).cast::<T>().read_unaligned() }
+    }
+
+    /// Writes a `T` at `offset` (unaligned writes are fine).
+    ///
+    /// # Safety
+    ///
+    /// The region is alive; `offset + size_of::<T>() <= self.len()`, and no one else reads or writes the
+    /// range concurrently.
+    #[inline(always)]
+    pub unsafe fn write_value<T: Copy>(&self, offset: usize, value: T) {
+        debug_assert!(
+            offset
+                .checked_add(size_of::<T>())
+                .is_some_and(|e| e <= self.len)
+        );
+        self.track(offset, size_of::<T>(), true);
+        // SAFETY: in bounds and exclusively ours per the caller's contract.
+        unsafe {
+            self.ptr
+                .as_ptr()
+                .add(offset)
+                .cast::<T>()
+                .write_unaligned(value)
+        }
+    }
+
+    /// Copies `len` bytes from the area at `offset` to `dst`.
+    ///
+    /// # Safety
+    ///
+    /// As [`read`](Self::read), with `offset + len <= self.len()` and `dst` valid for
+    /// `len` bytes of writes, not overlapping the area.
+    #[inline(always)]
+    pub unsafe fn copy_out(&self, offset: usize, dst: *mut u8, len: usize) {
+        debug_assert!(offset.checked_add(len).is_some_and(|e| e <= self.len));
+        self.track(offset, len, false);
+        // SAFETY: per the caller's contract.
+        unsafe { core::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), dst, len) }
+    }
+
+    /// Copies `len` bytes from `src` into the area at `offset`.
+    ///
+    /// # Safety
+    ///
+    /// As [`write`](Self::write), with `offset + len <= self.len()` and `src` valid
+    /// for `len` bytes of reads, not overlapping the area.
+    #[inline(always)]
+    pub unsafe fn copy_in(&self, offset: usize, src: *const u8, len: usize) {
+        debug_assert!(offset.checked_add(len).is_some_and(|e| e <= self.len));
+        self.track(offset, len, true);
+        // SAFETY: per the caller's contract.
+        unsafe { core::ptr::copy_nonoverlapping(src, self.ptr.as_ptr().add(offset), len) }
     }
 
     /// Base address of the area.
@@ -206,11 +357,9 @@ impl RawArea {
     #[inline]
     pub fn range(&self, offset: usize, len: usize) -> Result<*mut u8, OutOfBounds> {
         match offset.checked_add(len) {
-            Some(end) if end <= self.len => {
-                // SAFETY: offset <= end <= self.len, so the result stays inside (or one
-                // past the end of) the area's allocation.
-                Ok(unsafe { self.ptr.as_ptr().add(offset) })
-            }
+            // wrapping_add: computing the address is safe arithmetic even if the
+            // memory behind the area is gone; only dereferencing needs it alive.
+            Some(end) if end <= self.len => Ok(self.ptr.as_ptr().wrapping_add(offset)),
             _ => Err(OutOfBounds {
                 offset,
                 len,
@@ -227,13 +376,13 @@ impl RawArea {
     ///
     /// # Safety
     ///
-    /// No one may write the range while it is copied (the protocol that owns the area
+    /// The region is alive, and no one may write the range while it is copied (the protocol that owns the area
     /// must hand this range to the caller, e.g. a slot between the ring's positions).
     pub unsafe fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), OutOfBounds> {
-        let src = self.range(offset, dst.len())?;
-        // SAFETY: src..src+len is inside the area (checked above), dst is a distinct
+        self.range(offset, dst.len())?;
+        // SAFETY: the range is inside the area (checked above), dst is a distinct
         // private buffer, and the caller guarantees no concurrent writer.
-        unsafe { core::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) };
+        unsafe { self.copy_out(offset, dst.as_mut_ptr(), dst.len()) };
         Ok(())
     }
 
@@ -245,12 +394,13 @@ impl RawArea {
     ///
     /// # Safety
     ///
-    /// No one else may read or write the range while it is copied.
+    /// The region is alive, and no one else may read or write the range while it is
+    /// copied.
     pub unsafe fn write(&self, offset: usize, src: &[u8]) -> Result<(), OutOfBounds> {
-        let dst = self.range(offset, src.len())?;
-        // SAFETY: dst..dst+len is inside the area (checked above), src is a distinct
+        self.range(offset, src.len())?;
+        // SAFETY: the range is inside the area (checked above), src is a distinct
         // private buffer, and the caller guarantees exclusive access to the range.
-        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
+        unsafe { self.copy_in(offset, src.as_ptr(), src.len()) };
         Ok(())
     }
 }
@@ -299,6 +449,8 @@ pub struct HeapRegion<T: ShmSafe> {
     shared: Box<T>,
     area: NonNull<u8>,
     area_len: usize,
+    #[cfg(shmlink_loom)]
+    shadow: Box<[crate::sync::cell::UnsafeCell<()>]>,
 }
 
 // SAFETY: the control block is Send + Sync (ShmSafe bound) and the area is a private
@@ -329,6 +481,10 @@ impl<T: ShmSafe> HeapRegion<T> {
             shared: Box::new(T::new_zeroed()),
             area,
             area_len,
+            #[cfg(shmlink_loom)]
+            shadow: (0..area_len.div_ceil(8))
+                .map(|_| crate::sync::cell::UnsafeCell::new(()))
+                .collect(),
         }
     }
 
@@ -357,7 +513,13 @@ unsafe impl<T: ShmSafe> Region for HeapRegion<T> {
 
     fn area(&self) -> RawArea {
         // SAFETY: the allocation lives as long as self and is AREA_ALIGN-aligned.
-        unsafe { RawArea::new(self.area, self.area_len) }
+        #[allow(unused_mut)]
+        let mut area = unsafe { RawArea::new(self.area, self.area_len) };
+        #[cfg(shmlink_loom)]
+        {
+            area.shadow = Some(NonNull::from(&*self.shadow));
+        }
+        area
     }
 }
 

@@ -168,7 +168,8 @@ impl SegmentBuilder {
                     return Ok(segment);
                 }
                 // A cleanup judged our fresh object abandoned and removed it: retry.
-                None => continue,
+                None if Instant::now() < deadline => continue,
+                None => return Err(CreateError::Os(OsError::new("flock", Errno::EWOULDBLOCK))),
             }
         }
     }
@@ -212,6 +213,7 @@ impl SegmentBuilder {
     pub fn open_or_create(&self) -> Result<(Segment, Disposition), OpenError> {
         let name = SegmentName::new(&self.name)?;
         let deadline = Instant::now() + self.timeout;
+        let mut backoff = Backoff::new();
         loop {
             match self.create() {
                 Ok(segment) => return Ok((segment, Disposition::Created)),
@@ -223,7 +225,9 @@ impl SegmentBuilder {
                 // Removed between our create and open: try to create again.
                 Err(OpenError::NotFound) if Instant::now() < deadline => {}
                 Err(OpenError::Stale(_)) if Instant::now() < deadline => {
-                    remove_stale_named(&name)?;
+                    if !remove_stale_named(&name)? {
+                        backoff.sleep();
+                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -244,24 +248,51 @@ fn create_once(
         Errno::EACCES | Errno::EPERM => CreateError::PermissionDenied,
         e => CreateError::Os(OsError::new("shm_open", e)),
     })?;
-    // From here on the name is ours: remove it again if anything below fails.
-    let fail = |e: OsError| {
+    // From here on the name is ours: remove it again if anything below fails, but
+    // only while it still names this object (a cleanup may have replaced it).
+    let identity = sys::file_info(&file).map(|i| (i.dev, i.ino)).map_err(|e| {
         let _ = sys::unlink(name);
-        CreateError::Os(e)
+        CreateError::Os(OsError::new("fstat", e))
+    })?;
+    let fail = |e: CreateError| {
+        if sys::name_identity(name) == Some(identity) {
+            let _ = sys::unlink(name);
+        }
+        e
     };
-    let lock = lock_shared(file, deadline).map_err(|e| fail(OsError::new("flock", e)))?;
-    let info = sys::file_info(&lock).map_err(|e| fail(OsError::new("fstat", e)))?;
+    let os = |op, e| fail(CreateError::Os(OsError::new(op, e)));
+    let lock = lock_shared(file, deadline).map_err(|e| os("flock", e))?;
+    let info = sys::file_info(&lock).map_err(|e| os("fstat", e))?;
     if info.nlink == 0 {
         return Ok(None);
     }
     let total = spec.total_size().expect("payload bounded by MAX_PAYLOAD");
-    sys::truncate(&lock, total).map_err(|e| fail(OsError::new("ftruncate", e)))?;
-    let len = usize::try_from(total).map_err(|_| fail(OsError::new("mmap", Errno::EFBIG)))?;
-    let map = sys::map(&lock, len).map_err(|e| fail(OsError::from_io("mmap", &e)))?;
+    sys::size_and_reserve(&lock, total).map_err(|e| match e {
+        Errno::ENOSPC => fail(CreateError::NoSpace { requested: total }),
+        e => os("ftruncate", e),
+    })?;
+    let len = usize::try_from(total).map_err(|_| os("mmap", Errno::EFBIG))?;
+    let map =
+        sys::map(&lock, len).map_err(|e| fail(CreateError::Os(OsError::from_io("mmap", &e))))?;
+    let creator = sys::current_process();
     let header = header_of(&map);
-    header.write_creator(&sys::current_process());
+    header.write_creator(&creator);
     header.write_layout(spec);
-    let snapshot = header.snapshot();
+    // The creator's view comes from what it wrote, never from reading the shared
+    // header back (another process could change it before we publish).
+    let snapshot = HeaderSnapshot {
+        magic: super::header::MAGIC,
+        layout_version: super::header::LAYOUT_VERSION,
+        header_size: HEADER_SIZE as u32,
+        kind: spec.kind.code(),
+        fingerprint: spec.fingerprint,
+        total_size: total,
+        payload_offset: HEADER_SIZE as u64,
+        payload_len: spec.payload_len,
+        creator,
+        created_unix_ns: spec.created_unix_ns,
+        attached: 1,
+    };
     Ok(Some(Segment {
         map,
         lock,
@@ -365,6 +396,7 @@ fn open_mapped(name: &SegmentName, deadline: Instant) -> Result<Mapped, OpenErro
             HeaderState::Creating => {
                 if let Some(creator) = header.creator()
                     && !sys::is_alive(&creator)
+                    && nobody_holds(&file)
                 {
                     return Err(OpenError::Stale(StaleInfo {
                         creator: Some(creator),
@@ -380,6 +412,12 @@ fn open_mapped(name: &SegmentName, deadline: Instant) -> Result<Mapped, OpenErro
         map = Some(mapping);
         backoff.sleep();
     }
+}
+
+/// Whether no process holds `file`'s lock (we hold none on this description).
+fn nobody_holds(file: &File) -> bool {
+    file.try_clone()
+        .is_ok_and(|dup| sys::try_lock(dup, true).is_ok())
 }
 
 /// The creator did not publish in time: stale if nobody holds the object, otherwise a
@@ -437,12 +475,13 @@ fn open_validated(
                 match lock.relock(FlockArg::LockSharedNonblock) {
                     Ok(()) => lock,
                     // Conversion is unlock-then-lock; someone slipped in: start over.
-                    Err(_) if Instant::now() < deadline => continue,
-                    Err(_) => {
+                    Err(Errno::EWOULDBLOCK) if Instant::now() < deadline => continue,
+                    Err(Errno::EWOULDBLOCK) => {
                         return Err(OpenError::Busy {
                             waited: started.elapsed(),
                         });
                     }
+                    Err(e) => return Err(OpenError::Os(OsError::new("flock", e))),
                 }
             }
             Err((file, Errno::EWOULDBLOCK)) => match lock_shared(file, deadline) {
@@ -685,9 +724,11 @@ fn inspect_named(name: &SegmentName) -> Result<SegmentInfo, OpenError> {
     } else {
         None
     };
-    let held = match sys::try_lock(file, true) {
-        Ok(_lock) => false,
-        Err((_, Errno::EWOULDBLOCK)) => true,
+    // Hold the exclusive lock (if we get it) while judging, so nobody attaches
+    // between "nobody holds it" and reading `attached`.
+    let (held, _lock) = match sys::try_lock(file, true) {
+        Ok(lock) => (false, Some(lock)),
+        Err((_, Errno::EWOULDBLOCK)) => (true, None),
         Err((_, e)) => return Err(OpenError::Os(OsError::new("flock", e))),
     };
     out.status = judge(map.as_ref(), &info, held, &mut out.header);
@@ -725,12 +766,13 @@ fn judge(
     let snap = header.snapshot();
     match state {
         HeaderState::Creating => {
-            let creator = header.creator();
-            if held && creator.is_none_or(|c| sys::is_alive(&c)) {
+            // A live process holds it (a creator's lock dies with it): still being
+            // created. Nobody holds a sized, unpublished object: its creator died.
+            if held {
                 Status::Initializing
             } else {
                 Status::Stale(StaleInfo {
-                    creator,
+                    creator: header.creator(),
                     reason: StaleReason::DiedBeforeReady,
                 })
             }

@@ -37,7 +37,10 @@ pub(crate) fn create_exclusive(name: &SegmentName) -> Result<File, Errno> {
         OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_CLOEXEC,
         owner_only(),
     )?;
-    fchmod(fd.as_fd(), owner_only())?;
+    if let Err(e) = fchmod(fd.as_fd(), owner_only()) {
+        let _ = unlink(name);
+        return Err(e);
+    }
     Ok(File::from(fd))
 }
 
@@ -80,9 +83,19 @@ pub(crate) fn name_identity(name: &SegmentName) -> Option<(u64, u64)> {
         .map(|m| (m.dev(), m.ino()))
 }
 
-pub(crate) fn truncate(file: &File, len: u64) -> Result<(), Errno> {
+/// Sizes the object and reserves its pages, so that a full `/dev/shm` is an `ENOSPC`
+/// here rather than a SIGBUS at the first write.
+pub(crate) fn size_and_reserve(file: &File, len: u64) -> Result<(), Errno> {
     let len = i64::try_from(len).map_err(|_| Errno::EFBIG)?;
-    nix::unistd::ftruncate(file.as_fd(), len)
+    nix::unistd::ftruncate(file.as_fd(), len)?;
+    if len > 0 {
+        match nix::fcntl::posix_fallocate(file.as_fd(), 0, len) {
+            // Filesystems without fallocate: keep the (lazily backed) size.
+            Ok(()) | Err(Errno::EOPNOTSUPP) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Maps `len` bytes of `file`, shared and read-write.
@@ -141,6 +154,14 @@ pub(crate) fn current_process() -> ProcessId {
         pid,
         uid: euid(),
         start_ticks,
+    }
+}
+
+/// Start time of a running (non-zombie) process, `None` if it is gone.
+pub(crate) fn start_ticks_of(pid: u32) -> Option<u64> {
+    match proc_stat(pid) {
+        Ok(Some((state, start))) if !matches!(state, b'Z' | b'X') => Some(start),
+        _ => None,
     }
 }
 

@@ -15,7 +15,11 @@
 //! [loom]: https://docs.rs/loom
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
+mod backoff;
 pub mod cell;
+pub mod futex;
+
+pub use backoff::Backoff;
 
 /// Atomics and fences: thin `#[repr(transparent)]` wrappers over `core::sync::atomic`,
 /// or over loom's atomics under `--cfg shmlink_loom`.

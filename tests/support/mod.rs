@@ -29,8 +29,9 @@ macro_rules! scenarios {
         #[test]
         #[ignore = "entry point of child processes; see tests/support"]
         fn __shmlink_scenario() {
+            // Outside a child (e.g. `--include-ignored`) there is nothing to run.
             let Ok(scenario) = std::env::var($crate::support::SCENARIO_ENV) else {
-                panic!("run by support::Scenario only");
+                return;
             };
             match scenario.as_str() {
                 $(stringify!($name) => $name(),)*

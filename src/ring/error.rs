@@ -1,0 +1,198 @@
+//! Errors of the ring operations.
+
+use core::fmt;
+
+use crate::segment::{CreateError, OpenError};
+
+/// A value read from shared memory that no correct peer writes: the ring is corrupt
+/// (or the peer hostile). The operation is refused; nothing out of bounds is touched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Corruption {
+    /// What was read.
+    pub what: &'static str,
+    /// The value found.
+    pub found: u64,
+}
+
+impl fmt::Display for Corruption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ring corrupted: {} = {}", self.what, self.found)
+    }
+}
+
+impl std::error::Error for Corruption {}
+
+/// Errors of creating or opening a ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// Capacity must be a power of two from 1 to 2^32.
+    InvalidCapacity(u64),
+    /// The ring's segment could not be created.
+    Create(CreateError),
+    /// The ring's segment could not be opened.
+    Open(OpenError),
+    /// The ring's configuration in shared memory is invalid or does not match the
+    /// element type.
+    BadConfig(Corruption),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::InvalidCapacity(c) => write!(
+                f,
+                "ring capacity {c} is not a power of two between 1 and 2^32"
+            ),
+            BuildError::Create(e) => write!(f, "{e}"),
+            BuildError::Open(e) => write!(f, "{e}"),
+            BuildError::BadConfig(c) => write!(f, "bad ring configuration: {c}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BuildError::Create(e) => Some(e),
+            BuildError::Open(e) => Some(e),
+            BuildError::BadConfig(e) => Some(e),
+            BuildError::InvalidCapacity(_) => None,
+        }
+    }
+}
+
+impl From<CreateError> for BuildError {
+    fn from(e: CreateError) -> Self {
+        BuildError::Create(e)
+    }
+}
+
+impl From<OpenError> for BuildError {
+    fn from(e: OpenError) -> Self {
+        BuildError::Open(e)
+    }
+}
+
+/// Errors of claiming a producer or consumer role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClaimError {
+    /// A live process (possibly this one) holds the role.
+    Taken {
+        /// Its pid.
+        pid: u32,
+    },
+    /// The ring's positions are inconsistent.
+    Corrupted(Corruption),
+}
+
+impl fmt::Display for ClaimError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClaimError::Taken { pid } => write!(f, "role held by live process {pid}"),
+            ClaimError::Corrupted(c) => write!(f, "{c}"),
+        }
+    }
+}
+
+impl std::error::Error for ClaimError {}
+
+/// Errors of pushing; each gives the value back.
+///
+/// `try_push` returns `Full`; `push_timeout` returns `Timeout`; all return
+/// `Disconnected` once the consumer has left or died, and `Corrupted` when the
+/// consumer's position is impossible.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum PushError<T> {
+    /// The ring is full.
+    Full(T),
+    /// The ring stayed full until the deadline.
+    Timeout(T),
+    /// The consumer left or died.
+    Disconnected(T),
+    /// The consumer's position is impossible.
+    Corrupted(T, Corruption),
+}
+
+impl<T> PushError<T> {
+    /// The value that was not pushed.
+    pub fn into_inner(self) -> T {
+        match self {
+            PushError::Full(v)
+            | PushError::Timeout(v)
+            | PushError::Disconnected(v)
+            | PushError::Corrupted(v, _) => v,
+        }
+    }
+}
+
+impl<T> fmt::Debug for PushError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PushError::Full(_) => f.write_str("Full(..)"),
+            PushError::Timeout(_) => f.write_str("Timeout(..)"),
+            PushError::Disconnected(_) => f.write_str("Disconnected(..)"),
+            PushError::Corrupted(_, c) => write!(f, "Corrupted(.., {c:?})"),
+        }
+    }
+}
+
+impl<T> fmt::Display for PushError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PushError::Full(_) => f.write_str("ring is full"),
+            PushError::Timeout(_) => f.write_str("ring stayed full until the deadline"),
+            PushError::Disconnected(_) => f.write_str("consumer disconnected"),
+            PushError::Corrupted(_, c) => write!(f, "{c}"),
+        }
+    }
+}
+
+impl<T> std::error::Error for PushError<T> {}
+
+/// Errors of popping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PopError {
+    /// The ring is empty.
+    Empty,
+    /// The ring stayed empty until the deadline.
+    Timeout,
+    /// The ring is empty and the producer left or died: nothing more will come.
+    Disconnected,
+    /// The producer's position is impossible.
+    Corrupted(Corruption),
+}
+
+impl fmt::Display for PopError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PopError::Empty => f.write_str("ring is empty"),
+            PopError::Timeout => f.write_str("ring stayed empty until the deadline"),
+            PopError::Disconnected => f.write_str("ring is empty and the producer is gone"),
+            PopError::Corrupted(c) => write!(f, "{c}"),
+        }
+    }
+}
+
+impl std::error::Error for PopError {}
+
+/// Not enough slots for a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkError {
+    /// Only this many slots are available.
+    TooFewSlots(usize),
+    /// The peer's position is impossible.
+    Corrupted(Corruption),
+}
+
+impl fmt::Display for ChunkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChunkError::TooFewSlots(n) => write!(f, "only {n} slots available"),
+            ChunkError::Corrupted(c) => write!(f, "{c}"),
+        }
+    }
+}
+
+impl std::error::Error for ChunkError {}

@@ -1,0 +1,57 @@
+//! [`Pod`]: element types that can be copied through shared memory as raw bytes.
+
+use crate::segment::{combine_fingerprints, layout_fingerprint};
+
+/// Plain old data: a `Copy` type with no padding, no pointers and no invalid bit
+/// patterns, so it can be copied byte for byte into shared memory and back, and any
+/// bytes a peer writes read back as *some* valid value.
+///
+/// # Safety
+///
+/// An implementor guarantees that every bit pattern of `size_of::<Self>()` bytes is a
+/// valid value, that the type has no padding and holds no pointers or references, that
+/// its layout is the same in every process that uses the same `FINGERPRINT`, and that
+/// its alignment is at most 128.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::ring::Pod;
+/// use shmlink::segment::layout_fingerprint;
+///
+/// #[derive(Clone, Copy)]
+/// #[repr(C)]
+/// struct Tick {
+///     price: u64,
+///     qty: u32,
+///     venue: u32,
+/// }
+///
+/// // SAFETY: repr(C), integer fields only, no padding (8 + 4 + 4), no pointers.
+/// unsafe impl Pod for Tick {
+///     const FINGERPRINT: u64 = layout_fingerprint("example::Tick", 1, 16, 8);
+/// }
+/// ```
+pub unsafe trait Pod: Copy + Send + 'static {
+    /// Identifies the layout across processes; checked when a ring is opened.
+    const FINGERPRINT: u64;
+}
+
+macro_rules! pod {
+    ($($t:ty),*) => {$(
+        // SAFETY: a primitive number: every bit pattern is valid, no padding, no
+        // pointers, fixed layout.
+        unsafe impl Pod for $t {
+            const FINGERPRINT: u64 =
+                layout_fingerprint(stringify!($t), 1, size_of::<$t>(), align_of::<$t>());
+        }
+    )*};
+}
+
+pod!(u8, u16, u32, u64, u128, i8, i16, i32, i64, i128, f32, f64);
+
+// SAFETY: an array of Pod elements has no padding between elements and inherits every
+// property of the element.
+unsafe impl<T: Pod, const N: usize> Pod for [T; N] {
+    const FINGERPRINT: u64 = combine_fingerprints(T::FINGERPRINT, N as u64);
+}

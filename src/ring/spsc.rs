@@ -1,0 +1,1143 @@
+//! A lock-free single-producer single-consumer ring of [`Pod`] elements, on the heap or
+//! in a named segment (the same code).
+//!
+//! Design (see `docs/orderings.md` for every atomic and what it pairs with):
+//! - power-of-two capacity; `tail` (elements ever pushed) and `head` (ever popped) are
+//!   monotonic `u64` positions, each on its own 128-byte line; slot = position & mask;
+//! - each handle keeps its own position and a cached copy of the other side's, and
+//!   re-reads the shared one (Acquire) only when the cache says full/empty
+//!   (rigtorp/SPSCQueue, rtrb);
+//! - the producer writes a slot, then publishes `tail` with Release; the consumer reads
+//!   `tail` with Acquire, copies the slot out, then publishes `head` with Release;
+//! - every position read from shared memory is read once and checked
+//!   (`head <= tail <= head + capacity`, monotonic) before it is used;
+//! - roles are claimed at run time with a CAS on a role word holding the holder's
+//!   process token; a role whose holder died can be claimed again;
+//! - blocking waits spin, yield, then sleep on a shared futex ([`WaitMode`]).
+
+use core::fmt;
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::error::{BuildError, ChunkError, ClaimError, Corruption, PopError, PushError};
+use super::pod::Pod;
+use super::wait::{WaitError, WaitMode, WaitWord};
+use crate::segment::process::{current_token, token_alive, token_pid};
+use crate::segment::{CacheLine, HeapRegion, RawArea, Region, ShmSafe};
+use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// Largest capacity (slots).
+pub const MAX_CAPACITY: u64 = 1 << 32;
+
+/// Role word value of a holder that left cleanly.
+const CLOSED: u64 = u64::MAX;
+
+/// Configuration written once by the creator, copied and validated by every handle.
+#[repr(C)]
+#[derive(Debug)]
+pub struct RingConfig {
+    capacity: AtomicU64,
+    elem_size: AtomicU64,
+    elem_fingerprint: AtomicU64,
+    mode: AtomicU32,
+    _reserved: AtomicU32,
+}
+
+// SAFETY: repr(C), integer atomics only, no pointers.
+unsafe impl ShmSafe for RingConfig {
+    const TYPE_NAME: &'static str = "shmlink::ring::RingConfig";
+    fn new_zeroed() -> Self {
+        Self {
+            capacity: AtomicU64::new(0),
+            elem_size: AtomicU64::new(0),
+            elem_fingerprint: AtomicU64::new(0),
+            mode: AtomicU32::new(0),
+            _reserved: AtomicU32::new(0),
+        }
+    }
+}
+
+/// Who holds the producer and consumer roles: 0 nobody yet, a process token, or
+/// `u64::MAX` (left cleanly).
+#[repr(C)]
+#[derive(Debug)]
+pub struct Roles {
+    producer: AtomicU64,
+    consumer: AtomicU64,
+}
+
+// SAFETY: repr(C), integer atomics only, no pointers.
+unsafe impl ShmSafe for Roles {
+    const TYPE_NAME: &'static str = "shmlink::ring::Roles";
+    fn new_zeroed() -> Self {
+        Self {
+            producer: AtomicU64::new(0),
+            consumer: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The control block of an SPSC ring (768 bytes, six 128-byte lines).
+#[repr(C)]
+#[derive(Debug)]
+pub struct SpscHeader {
+    config: CacheLine<RingConfig>,
+    roles: CacheLine<Roles>,
+    /// Elements ever pushed. Written by the producer only (Release).
+    tail: CacheLine<AtomicU64>,
+    /// Elements ever popped. Written by the consumer only (Release).
+    head: CacheLine<AtomicU64>,
+    /// The consumer sleeps here waiting for data; the producer notifies.
+    data: CacheLine<WaitWord>,
+    /// The producer sleeps here waiting for space; the consumer notifies.
+    space: CacheLine<WaitWord>,
+}
+
+#[cfg(not(shmlink_loom))]
+const _: () = assert!(size_of::<SpscHeader>() == 768 && align_of::<SpscHeader>() == 128);
+
+// SAFETY: repr(C) of ShmSafe fields (CacheLine of atomics-only structs), no pointers.
+unsafe impl ShmSafe for SpscHeader {
+    const TYPE_NAME: &'static str = "shmlink::ring::SpscHeader";
+    fn new_zeroed() -> Self {
+        Self {
+            config: CacheLine::new_zeroed(),
+            roles: CacheLine::new_zeroed(),
+            tail: CacheLine::new_zeroed(),
+            head: CacheLine::new_zeroed(),
+            data: CacheLine::new_zeroed(),
+            space: CacheLine::new_zeroed(),
+        }
+    }
+}
+
+fn check_capacity(capacity: u64) -> Result<(), BuildError> {
+    if capacity == 0 || capacity > MAX_CAPACITY || !capacity.is_power_of_two() {
+        Err(BuildError::InvalidCapacity(capacity))
+    } else {
+        Ok(())
+    }
+}
+
+fn init_header<T: Pod>(h: &SpscHeader, capacity: u64, mode: WaitMode) {
+    // Relaxed: published by the segment's ready flag (Release) or, on the heap, by
+    // the Arc that hands the region to other threads.
+    h.config.capacity.store(capacity, Ordering::Relaxed);
+    h.config
+        .elem_size
+        .store(size_of::<T>() as u64, Ordering::Relaxed);
+    h.config
+        .elem_fingerprint
+        .store(T::FINGERPRINT, Ordering::Relaxed);
+    h.config.mode.store(mode.code(), Ordering::Relaxed);
+}
+
+/// An SPSC ring of `T` in region `R`: a cheap, clonable reference from which the
+/// producer and consumer roles are claimed.
+///
+/// # Examples
+///
+/// In-process, on the heap:
+///
+/// ```
+/// use shmlink::ring::{Spsc, WaitMode};
+///
+/// let ring = Spsc::<u64, _>::new(8, WaitMode::Blocking)?;
+/// let mut tx = ring.producer()?;
+/// let mut rx = ring.consumer()?;
+/// tx.try_push(1).unwrap();
+/// tx.push_slice(&[2, 3]);
+/// assert_eq!(rx.try_pop(), Ok(1));
+/// let mut out = [0; 4];
+/// assert_eq!(rx.pop_slice(&mut out), 2);
+/// assert_eq!(&out[..2], &[2, 3]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// Across processes, in a named segment:
+///
+/// ```
+/// use shmlink::ring::{Spsc, WaitMode};
+/// use shmlink::segment::Segment;
+/// # let name = format!("doc-spsc-{}", std::process::id());
+///
+/// // Process A
+/// let ring = Spsc::<u64, _>::create(Segment::builder(&name).unlink_on_drop(true), 1024, WaitMode::Blocking)?;
+/// let mut tx = ring.producer()?;
+/// tx.try_push(7).unwrap();
+///
+/// // Process B
+/// let ring_b = Spsc::<u64, _>::open(Segment::builder(&name))?;
+/// let mut rx = ring_b.consumer()?;
+/// assert_eq!(rx.pop_timeout(std::time::Duration::from_secs(1)), Ok(7));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Spsc<T: Pod, R: Region<Shared = SpscHeader>> {
+    region: Arc<R>,
+    capacity: u64,
+    mode: WaitMode,
+    _elem: PhantomData<fn() -> T>,
+}
+
+impl<T: Pod, R: Region<Shared = SpscHeader>> Clone for Spsc<T, R> {
+    fn clone(&self) -> Self {
+        Self {
+            region: self.region.clone(),
+            capacity: self.capacity,
+            mode: self.mode,
+            _elem: PhantomData,
+        }
+    }
+}
+
+impl<T: Pod> Spsc<T, HeapRegion<SpscHeader>> {
+    /// A ring on the heap, for use between threads.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::InvalidCapacity`] unless `capacity` is a power of two in
+    /// `1..=2^32`.
+    pub fn new(capacity: usize, mode: WaitMode) -> Result<Self, BuildError> {
+        const { assert!(align_of::<T>() <= 128) };
+        let capacity = capacity as u64;
+        check_capacity(capacity)?;
+        let area = usize::try_from(capacity)
+            .ok()
+            .and_then(|c| c.checked_mul(size_of::<T>()))
+            .ok_or(BuildError::InvalidCapacity(capacity))?;
+        let region = HeapRegion::<SpscHeader>::new(area);
+        init_header::<T>(region.shared(), capacity, mode);
+        Self::from_region(Arc::new(region))
+    }
+}
+
+#[cfg(not(shmlink_loom))]
+impl<T: Pod> Spsc<T, crate::segment::ShmRegion<SpscHeader>> {
+    fn configure(builder: crate::segment::SegmentBuilder) -> crate::segment::SegmentBuilder {
+        builder.kind(crate::segment::Kind::SpscRing).fingerprint(
+            crate::segment::combine_fingerprints(
+                crate::segment::fingerprint::<SpscHeader>(),
+                T::FINGERPRINT,
+            ),
+        )
+    }
+
+    /// Creates a ring in the named segment that `builder` describes.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::InvalidCapacity`], or [`BuildError::Create`] with the segment
+    /// error.
+    pub fn create(
+        builder: crate::segment::SegmentBuilder,
+        capacity: usize,
+        mode: WaitMode,
+    ) -> Result<Self, BuildError> {
+        const { assert!(align_of::<T>() <= 128) };
+        let capacity = capacity as u64;
+        check_capacity(capacity)?;
+        let area = usize::try_from(capacity)
+            .ok()
+            .and_then(|c| c.checked_mul(size_of::<T>()))
+            .ok_or(BuildError::InvalidCapacity(capacity))?;
+        let region = crate::segment::ShmRegion::<SpscHeader>::create_with(
+            Self::configure(builder),
+            area,
+            |h, _| init_header::<T>(h, capacity, mode),
+        )?;
+        Self::from_region(Arc::new(region))
+    }
+
+    /// Opens the ring in the named segment that `builder` describes; the segment's
+    /// kind and element type are checked.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::Open`] with the segment error (e.g. `TypeMismatch` for another
+    /// element type), or [`BuildError::BadConfig`].
+    pub fn open(builder: crate::segment::SegmentBuilder) -> Result<Self, BuildError> {
+        const { assert!(align_of::<T>() <= 128) };
+        let region = crate::segment::ShmRegion::<SpscHeader>::open(Self::configure(builder))?;
+        Self::from_region(Arc::new(region))
+    }
+}
+
+impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
+    /// Wraps a region whose header was initialised for `T`, validating it.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::BadConfig`] if the configuration is not one for `T` or does not
+    /// fit the region.
+    pub fn from_region(region: Arc<R>) -> Result<Self, BuildError> {
+        let cfg = &region.shared().config;
+        let bad = |what, found| BuildError::BadConfig(Corruption { what, found });
+        // Read each field once, then validate the copies.
+        let capacity = cfg.capacity.load(Ordering::Relaxed);
+        let elem_size = cfg.elem_size.load(Ordering::Relaxed);
+        let fp = cfg.elem_fingerprint.load(Ordering::Relaxed);
+        let mode = cfg.mode.load(Ordering::Relaxed);
+        if check_capacity(capacity).is_err() {
+            return Err(bad("capacity", capacity));
+        }
+        if elem_size != size_of::<T>() as u64 {
+            return Err(bad("element size", elem_size));
+        }
+        if fp != T::FINGERPRINT {
+            return Err(bad("element fingerprint", fp));
+        }
+        let mode = WaitMode::from_code(mode).ok_or(bad("wait mode", u64::from(mode)))?;
+        let need = capacity.checked_mul(elem_size);
+        if need.is_none_or(|n| n > region.area().len() as u64) {
+            return Err(bad("capacity for the area", capacity));
+        }
+        Ok(Self {
+            region,
+            capacity,
+            mode,
+            _elem: PhantomData,
+        })
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> usize {
+        self.capacity as usize
+    }
+
+    /// The wait mode chosen at creation.
+    pub fn wait_mode(&self) -> WaitMode {
+        self.mode
+    }
+
+    /// Elements in the ring right now (a snapshot; clamped to the capacity).
+    pub fn len(&self) -> usize {
+        let h = self.region.shared();
+        let head = h.head.load(Ordering::Acquire);
+        let tail = h.tail.load(Ordering::Acquire);
+        tail.wrapping_sub(head).min(self.capacity) as usize
+    }
+
+    /// `true` if [`len`](Self::len) is 0.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn claim(&self, word: &AtomicU64) -> Result<u64, ClaimError> {
+        let me = current_token();
+        let mut current = word.load(Ordering::Acquire);
+        loop {
+            let free = current == 0 || current == CLOSED || !token_alive(current);
+            if !free {
+                return Err(ClaimError::Taken {
+                    pid: token_pid(current),
+                });
+            }
+            // SYNC: AcqRel: Acquire pairs with the Release with which the previous
+            // holder left (its last position store happened before); Release
+            // publishes our claim.
+            match word.compare_exchange(current, me, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(me),
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// Reads both positions once and checks them.
+    fn positions(&self) -> Result<(u64, u64), Corruption> {
+        let h = self.region.shared();
+        // SYNC: Acquire pairs with the peers' Release stores of their positions.
+        let head = h.head.load(Ordering::Acquire);
+        let tail = h.tail.load(Ordering::Acquire);
+        if tail.wrapping_sub(head) > self.capacity {
+            return Err(Corruption {
+                what: "tail - head",
+                found: tail.wrapping_sub(head),
+            });
+        }
+        Ok((head, tail))
+    }
+
+    /// Claims the producer role. A role whose holder died is taken over; the new
+    /// producer continues after the last element the dead one committed.
+    ///
+    /// # Errors
+    ///
+    /// [`ClaimError::Taken`] while a live process (this one included) holds it.
+    pub fn producer(&self) -> Result<Producer<T, R>, ClaimError> {
+        let token = self.claim(&self.region.shared().roles.producer)?;
+        let (head, tail) = self.positions().map_err(|c| {
+            self.region
+                .shared()
+                .roles
+                .producer
+                .store(CLOSED, Ordering::Release);
+            ClaimError::Corrupted(c)
+        })?;
+        Ok(Producer {
+            raw: RawHandle::new(self, token),
+            tail,
+            cached_head: head,
+            ring: self.clone(),
+        })
+    }
+
+    /// Claims the consumer role. A role whose holder died is taken over; the new
+    /// consumer continues after the last element the dead one released.
+    ///
+    /// # Errors
+    ///
+    /// [`ClaimError::Taken`] while a live process (this one included) holds it.
+    pub fn consumer(&self) -> Result<Consumer<T, R>, ClaimError> {
+        let token = self.claim(&self.region.shared().roles.consumer)?;
+        let (head, tail) = self.positions().map_err(|c| {
+            self.region
+                .shared()
+                .roles
+                .consumer
+                .store(CLOSED, Ordering::Release);
+            ClaimError::Corrupted(c)
+        })?;
+        Ok(Consumer {
+            raw: RawHandle::new(self, token),
+            head,
+            cached_tail: tail,
+            ring: self.clone(),
+        })
+    }
+}
+
+impl<T: Pod, R: Region<Shared = SpscHeader>> fmt::Debug for Spsc<T, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Spsc")
+            .field("capacity", &self.capacity)
+            .field("mode", &self.mode)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+/// What both handles cache: the header pointer, the area, capacity, mask, modes.
+struct RawHandle {
+    header: NonNull<SpscHeader>,
+    area: RawArea,
+    capacity: u64,
+    mask: u64,
+    /// Whether the ring's mode makes publications notify sleepers.
+    notify: bool,
+    /// How this handle waits.
+    wait_mode: WaitMode,
+    token: u64,
+    #[cfg(not(shmlink_loom))]
+    next_liveness: Option<Instant>,
+}
+
+impl RawHandle {
+    fn new<T: Pod, R: Region<Shared = SpscHeader>>(ring: &Spsc<T, R>, token: u64) -> Self {
+        Self {
+            header: NonNull::from(ring.region.shared()),
+            area: ring.region.area(),
+            capacity: ring.capacity,
+            mask: ring.capacity - 1,
+            notify: ring.mode == WaitMode::Blocking,
+            wait_mode: ring.mode,
+            token,
+            #[cfg(not(shmlink_loom))]
+            next_liveness: None,
+        }
+    }
+
+    #[inline(always)]
+    fn header(&self) -> &SpscHeader {
+        // SAFETY: the header lives in the region, which the handle's `ring` (an Arc)
+        // keeps alive for as long as this RawHandle (both are fields of the handle).
+        unsafe { self.header.as_ref() }
+    }
+
+    /// Byte offset of the slot of `pos`.
+    #[inline(always)]
+    fn offset<T>(&self, pos: u64) -> usize {
+        // (pos & mask) < capacity, and capacity * size_of::<T>() <= area length
+        // (validated in from_region), so this is in bounds and fits a usize.
+        ((pos & self.mask) as usize) * size_of::<T>()
+    }
+
+    /// Whether the peer holding `role` left or (checked at most every 10 ms, or
+    /// always when `thorough`) died.
+    fn peer_gone(&mut self, role: &AtomicU64, thorough: bool) -> bool {
+        let holder = role.load(Ordering::Acquire);
+        if holder == CLOSED {
+            return true;
+        }
+        if holder == 0 {
+            return false; // not attached yet: wait for it
+        }
+        #[cfg(not(shmlink_loom))]
+        {
+            let now = Instant::now();
+            if !thorough && self.next_liveness.is_some_and(|t| now < t) {
+                return false;
+            }
+            self.next_liveness = Some(now + Duration::from_millis(10));
+        }
+        let _ = thorough;
+        !token_alive(holder)
+    }
+
+    fn release_role(&self, role: &AtomicU64) {
+        // SYNC: Release: our last position store happens before a new holder's
+        // Acquire of the role word.
+        let _ = role.compare_exchange(self.token, CLOSED, Ordering::Release, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: a RawHandle is only a cache of pointers into a region that is Send + Sync
+// (Region: Send + Sync), kept alive by the Arc next to it; moving it to another thread
+// moves exclusive use of the role with it.
+unsafe impl Send for RawHandle {}
+
+fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+/// The producer end. `Send`, used through `&mut self`.
+pub struct Producer<T: Pod, R: Region<Shared = SpscHeader>> {
+    raw: RawHandle,
+    /// Our position (authoritative: only we write `tail`).
+    tail: u64,
+    /// Last `head` we read; the real one is never behind it.
+    cached_head: u64,
+    ring: Spsc<T, R>,
+}
+
+impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
+    /// Re-reads `head`, validating it: `cached_head <= head <= tail`.
+    #[cold]
+    fn refresh_head(&mut self) -> Result<(), Corruption> {
+        // SYNC: Acquire pairs with the consumer's Release store of `head`: the slots
+        // it released are no longer read.
+        let head = self.raw.header().head.load(Ordering::Acquire);
+        if head < self.cached_head || head > self.tail {
+            return Err(Corruption {
+                what: "consumer position (head)",
+                found: head,
+            });
+        }
+        self.cached_head = head;
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn free(&self) -> u64 {
+        self.raw.capacity - (self.tail - self.cached_head)
+    }
+
+    #[cold]
+    fn full_error(&mut self, value: T) -> PushError<T> {
+        let role = NonNull::from(&self.raw.header().roles.consumer);
+        // SAFETY: the role word lives in the header, alive while self is.
+        if self.raw.peer_gone(unsafe { role.as_ref() }, false) {
+            PushError::Disconnected(value)
+        } else {
+            PushError::Full(value)
+        }
+    }
+
+    #[inline(always)]
+    fn publish(&mut self, n: u64) {
+        self.tail += n;
+        let h = self.raw.header();
+        // SYNC: Release pairs with the consumer's Acquire load of `tail`: the slot
+        // writes above are visible to it before the new tail is.
+        h.tail.store(self.tail, Ordering::Release);
+        if self.raw.notify {
+            h.data.notify();
+        }
+    }
+
+    /// Pushes `value` if there is room.
+    ///
+    /// # Errors
+    ///
+    /// `Full` (value returned), `Disconnected` if the consumer left or died,
+    /// `Corrupted` if its position is impossible.
+    #[inline]
+    pub fn try_push(&mut self, value: T) -> Result<(), PushError<T>> {
+        if self.free() == 0 {
+            if let Err(c) = self.refresh_head() {
+                return Err(PushError::Corrupted(value, c));
+            }
+            if self.free() == 0 {
+                return Err(self.full_error(value));
+            }
+        }
+        let off = self.raw.offset::<T>(self.tail);
+        // SAFETY: the slot of `tail` is free (tail - head < capacity) so the consumer
+        // does not read it, it is in bounds (offset), and T is Pod.
+        unsafe { self.raw.area.write_value(off, value) };
+        self.publish(1);
+        Ok(())
+    }
+
+    /// Pushes `value`, waiting for room until `timeout` passes.
+    ///
+    /// # Errors
+    ///
+    /// `Timeout`, `Disconnected`, `Corrupted`, each with the value.
+    pub fn push_timeout(&mut self, value: T, timeout: Duration) -> Result<(), PushError<T>> {
+        self.push_until(value, deadline_after(timeout))
+    }
+
+    /// Pushes `value`, waiting for room as long as the consumer is alive.
+    ///
+    /// # Errors
+    ///
+    /// `Disconnected` once the consumer left or died, `Corrupted`.
+    pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
+        self.push_until(value, None)
+    }
+
+    fn push_until(&mut self, value: T, deadline: Option<Instant>) -> Result<(), PushError<T>> {
+        match self.try_push(value) {
+            Err(PushError::Full(v)) => match self.wait_for_space(1, deadline) {
+                Ok(()) => self.try_push(v),
+                Err(WaitError::Timeout) => Err(PushError::Timeout(v)),
+                Err(WaitError::Disconnected) => Err(PushError::Disconnected(v)),
+            },
+            other => other,
+        }
+    }
+
+    #[cold]
+    fn wait_for_space(&mut self, n: u64, deadline: Option<Instant>) -> Result<(), WaitError> {
+        let header = self.raw.header;
+        let mode = self.raw.wait_mode;
+        let mut corrupt = false;
+        // SAFETY: the header lives while self does (see RawHandle::header).
+        let h = unsafe { header.as_ref() };
+        let result = {
+            let this = &mut *self;
+            let ready = || -> Option<()> {
+                // Re-read head through the raw pointer; validation as in refresh_head.
+                let head = h.head.load(Ordering::Acquire);
+                if head < this.cached_head || head > this.tail {
+                    corrupt = true;
+                    return Some(());
+                }
+                this.cached_head = head;
+                (this.free() >= n).then_some(())
+            };
+            let mut raw_gone = RawGone {
+                next: None,
+                role: &h.roles.consumer,
+            };
+            h.space
+                .wait_until(mode, deadline, ready, |t| raw_gone.gone(t))
+        };
+        if corrupt {
+            // Surface the corruption through the next try_push.
+            return Ok(());
+        }
+        result
+    }
+
+    /// Pushes as many of `items` as fit, with one publication; returns how many.
+    pub fn push_slice(&mut self, items: &[T]) -> usize {
+        if (self.free() as usize) < items.len() {
+            let _ = self.refresh_head();
+        }
+        let n = items.len().min(self.free() as usize);
+        if n == 0 {
+            return 0;
+        }
+        self.copy_in(items.as_ptr(), n);
+        self.publish(n as u64);
+        n
+    }
+
+    /// Copies `n` items (n <= free) into the slots from `tail` on, in up to two runs.
+    fn copy_in(&mut self, src: *const T, n: usize) {
+        let size = size_of::<T>();
+        let start = (self.tail & self.raw.mask) as usize;
+        let first = n.min(self.raw.capacity as usize - start);
+        // SAFETY: the n slots from tail are free (n <= free), the runs are in bounds
+        // (start + first <= capacity, n - first <= start), and `src` holds n items.
+        unsafe {
+            self.raw
+                .area
+                .copy_in(start * size, src.cast::<u8>(), first * size);
+            if n > first {
+                self.raw
+                    .area
+                    .copy_in(0, src.add(first).cast::<u8>(), (n - first) * size);
+            }
+        }
+    }
+
+    /// Reserves `n` free slots to be written in place and then committed together.
+    ///
+    /// # Errors
+    ///
+    /// [`ChunkError::TooFewSlots`] with the number available.
+    pub fn write_chunk(&mut self, n: usize) -> Result<WriteChunk<'_, T, R>, ChunkError> {
+        if (self.free() as usize) < n {
+            self.refresh_head().map_err(ChunkError::Corrupted)?;
+        }
+        let free = self.free() as usize;
+        if free < n {
+            return Err(ChunkError::TooFewSlots(free));
+        }
+        Ok(WriteChunk { producer: self, n })
+    }
+
+    /// Free slots right now.
+    pub fn slots(&mut self) -> usize {
+        let _ = self.refresh_head();
+        self.free() as usize
+    }
+
+    /// `true` if the consumer left or its process died.
+    pub fn is_abandoned(&mut self) -> bool {
+        let role = NonNull::from(&self.raw.header().roles.consumer);
+        // SAFETY: the role word lives in the header, alive while self is.
+        self.raw.peer_gone(unsafe { role.as_ref() }, true)
+    }
+
+    /// The ring.
+    pub fn ring(&self) -> &Spsc<T, R> {
+        &self.ring
+    }
+
+    /// Chooses how this handle waits. A ring created in [`WaitMode::Spin`] never
+    /// sleeps (nobody would wake it), so there this is a no-op.
+    pub fn set_wait_mode(&mut self, mode: WaitMode) {
+        if self.ring.mode == WaitMode::Blocking {
+            self.raw.wait_mode = mode;
+        }
+    }
+}
+
+/// The consumer-side liveness check used inside waits (no borrow of the handle).
+struct RawGone<'a> {
+    next: Option<Instant>,
+    role: &'a AtomicU64,
+}
+
+impl RawGone<'_> {
+    fn gone(&mut self, thorough: bool) -> bool {
+        let holder = self.role.load(Ordering::Acquire);
+        if holder == CLOSED {
+            return true;
+        }
+        if holder == 0 || !thorough {
+            return false;
+        }
+        let _ = &mut self.next;
+        !token_alive(holder)
+    }
+}
+
+impl<T: Pod, R: Region<Shared = SpscHeader>> Drop for Producer<T, R> {
+    fn drop(&mut self) {
+        let h = self.raw.header();
+        self.raw.release_role(&h.roles.producer);
+        // A sleeping consumer must learn that nothing more will come.
+        h.data.wake_all();
+    }
+}
+
+impl<T: Pod, R: Region<Shared = SpscHeader>> fmt::Debug for Producer<T, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Producer")
+            .field("tail", &self.tail)
+            .field("capacity", &self.raw.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `n` reserved slots, written in place, then published with one store.
+pub struct WriteChunk<'a, T: Pod, R: Region<Shared = SpscHeader>> {
+    producer: &'a mut Producer<T, R>,
+    n: usize,
+}
+
+impl<T: Pod, R: Region<Shared = SpscHeader>> WriteChunk<'_, T, R> {
+    /// Slots in the chunk.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// `true` for an empty chunk.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Writes slot `i` of the chunk.
+    ///
+    /// # Panics
+    ///
+    /// If `i >= len()`.
+    pub fn write(&mut self, i: usize, value: T) {
+        assert!(i < self.n, "chunk index {i} out of range 0..{}", self.n);
+        let p = &mut *self.producer;
+        let off = p.raw.offset::<T>(p.tail + i as u64);
+        // SAFETY: slot tail + i is reserved (i < n <= free): the consumer does not
+        // read it until commit; in bounds by `offset`.
+        unsafe { p.raw.area.write_value(off, value) };
+    }
+
+    /// Raw pointer to slot `i`, to build a message in place (zero-copy).
+    ///
+    /// # Safety
+    ///
+    /// Write through it only before `commit`, at most `size_of::<T>()` bytes, and do
+    /// not create a reference to the slot (another process maps it).
+    ///
+    /// # Panics
+    ///
+    /// If `i >= len()`.
+    pub unsafe fn slot_ptr(&mut self, i: usize) -> *mut T {
+        assert!(i < self.n, "chunk index {i} out of range 0..{}", self.n);
+        let p = &*self.producer;
+        let off = p.raw.offset::<T>(p.tail + i as u64);
+        // SAFETY: in bounds by `offset`.
+        unsafe { p.raw.area.as_ptr().add(off).cast::<T>() }
+    }
+
+    /// Publishes the first `k` slots (`k <= len()`).
+    ///
+    /// # Panics
+    ///
+    /// If `k > len()`.
+    pub fn commit(self, k: usize) {
+        assert!(k <= self.n, "commit of {k} slots, chunk has {}", self.n);
+        if k > 0 {
+            self.producer.publish(k as u64);
+        }
+    }
+
+    /// Publishes every slot of the chunk.
+    pub fn commit_all(self) {
+        let n = self.n;
+        self.commit(n);
+    }
+}
+
+impl<T: Pod, R: Region<Shared = SpscHeader>> fmt::Debug for WriteChunk<'_, T, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteChunk").field("len", &self.n).finish()
+    }
+}
+
+/// The consumer end. `Send`, used through `&mut self`.
+pub struct Consumer<T: Pod, R: Region<Shared = SpscHeader>> {
+    raw: RawHandle,
+    /// Our position (authoritative: only we write `head`).
+    head: u64,
+    /// Last `tail` we read; the real one is never behind it.
+    cached_tail: u64,
+    ring: Spsc<T, R>,
+}
+
+impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
+    /// Re-reads `tail`, validating it: `cached_tail <= tail <= head + capacity`.
+    #[cold]
+    fn refresh_tail(&mut self) -> Result<(), Corruption> {
+        // SYNC: Acquire pairs with the producer's Release store of `tail`: the slots
+        // it published are visible.
+        let tail = self.raw.header().tail.load(Ordering::Acquire);
+        validate_tail(tail, self.cached_tail, self.head, self.raw.capacity)?;
+        self.cached_tail = tail;
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn available(&self) -> u64 {
+        self.cached_tail - self.head
+    }
+
+    #[inline(always)]
+    fn release(&mut self, n: u64) {
+        self.head += n;
+        let h = self.raw.header();
+        // SYNC: Release pairs with the producer's Acquire load of `head`: our reads
+        // of the released slots happen before it overwrites them.
+        h.head.store(self.head, Ordering::Release);
+        if self.raw.notify {
+            h.space.notify();
+        }
+    }
+
+    #[cold]
+    fn empty_error(&mut self) -> PopError {
+        let role = NonNull::from(&self.raw.header().roles.producer);
+        // SAFETY: the role word lives in the header, alive while self is.
+        if self.raw.peer_gone(unsafe { role.as_ref() }, false) {
+            // Take anything committed before the producer left.
+            match self.refresh_tail() {
+                Err(c) => PopError::Corrupted(c),
+                Ok(()) if self.available() > 0 => PopError::Empty,
+                Ok(()) => PopError::Disconnected,
+            }
+        } else {
+            PopError::Empty
+        }
+    }
+
+    /// Pops the oldest element if there is one.
+    ///
+    /// # Errors
+    ///
+    /// `Empty`, `Disconnected` (empty and the producer left or died), `Corrupted`.
+    #[inline]
+    pub fn try_pop(&mut self) -> Result<T, PopError> {
+        if self.available() == 0 {
+            self.refresh_tail().map_err(PopError::Corrupted)?;
+            if self.available() == 0 {
+                return Err(self.empty_error());
+            }
+        }
+        let off = self.raw.offset::<T>(self.head);
+        // SAFETY: the slot of `head` was published (head < tail, read with Acquire)
+        // and the producer does not write it until we release it; in bounds; T is
+        // Pod, so whatever bytes are there form a valid T.
+        let value = unsafe { self.raw.area.read_value::<T>(off) };
+        self.release(1);
+        Ok(value)
+    }
+
+    /// Pops, waiting until `timeout` passes.
+    ///
+    /// # Errors
+    ///
+    /// `Timeout`, `Disconnected`, `Corrupted`.
+    pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopError> {
+        self.pop_until(deadline_after(timeout))
+    }
+
+    /// Pops, waiting as long as the producer is alive.
+    ///
+    /// # Errors
+    ///
+    /// `Disconnected` once the ring is empty and the producer left or died;
+    /// `Corrupted`.
+    pub fn pop(&mut self) -> Result<T, PopError> {
+        self.pop_until(None)
+    }
+
+    fn pop_until(&mut self, deadline: Option<Instant>) -> Result<T, PopError> {
+        match self.try_pop() {
+            Err(PopError::Empty) => match self.wait_for_data(1, deadline) {
+                Ok(()) => self.try_pop(),
+                Err(WaitError::Timeout) => Err(PopError::Timeout),
+                Err(WaitError::Disconnected) => Err(PopError::Disconnected),
+            },
+            other => other,
+        }
+    }
+
+    #[cold]
+    fn wait_for_data(&mut self, n: u64, deadline: Option<Instant>) -> Result<(), WaitError> {
+        let header = self.raw.header;
+        let mode = self.raw.wait_mode;
+        // SAFETY: the header lives while self does (see RawHandle::header).
+        let h = unsafe { header.as_ref() };
+        let mut corrupt = false;
+        let result = {
+            let this = &mut *self;
+            let ready = || -> Option<()> {
+                let tail = h.tail.load(Ordering::Acquire);
+                if validate_tail(tail, this.cached_tail, this.head, this.raw.capacity).is_err() {
+                    corrupt = true;
+                    return Some(());
+                }
+                this.cached_tail = tail;
+                (this.available() >= n).then_some(())
+            };
+            let mut raw_gone = RawGone {
+                next: None,
+                role: &h.roles.producer,
+            };
+            h.data
+                .wait_until(mode, deadline, ready, |t| raw_gone.gone(t))
+        };
+        if corrupt {
+            return Ok(()); // surfaced by the next try_pop
+        }
+        result
+    }
+
+    /// Pops up to `out.len()` elements with one release; returns how many.
+    pub fn pop_slice(&mut self, out: &mut [T]) -> usize {
+        if (self.available() as usize) < out.len() {
+            let _ = self.refresh_tail();
+        }
+        let n = out.len().min(self.available() as usize);
+        if n == 0 {
+            return 0;
+        }
+        let size = size_of::<T>();
+        let start = (self.head & self.raw.mask) as usize;
+        let first = n.min(self.raw.capacity as usize - start);
+        // SAFETY: the n slots from head are published and not written by the producer
+        // until released; the runs are in bounds; `out` holds n elements; T is Pod.
+        unsafe {
+            self.raw
+                .area
+                .copy_out(start * size, out.as_mut_ptr().cast::<u8>(), first * size);
+            if n > first {
+                self.raw.area.copy_out(
+                    0,
+                    out.as_mut_ptr().add(first).cast::<u8>(),
+                    (n - first) * size,
+                );
+            }
+        }
+        self.release(n as u64);
+        n
+    }
+
+    /// Borrows `n` published elements to read in place, released together.
+    ///
+    /// # Errors
+    ///
+    /// [`ChunkError::TooFewSlots`] with the number available.
+    pub fn read_chunk(&mut self, n: usize) -> Result<ReadChunk<'_, T, R>, ChunkError> {
+        if (self.available() as usize) < n {
+            self.refresh_tail().map_err(ChunkError::Corrupted)?;
+        }
+        let avail = self.available() as usize;
+        if avail < n {
+            return Err(ChunkError::TooFewSlots(avail));
+        }
+        Ok(ReadChunk { consumer: self, n })
+    }
+
+    /// Elements ready right now.
+    pub fn slots(&mut self) -> usize {
+        let _ = self.refresh_tail();
+        self.available() as usize
+    }
+
+    /// `true` if the producer left or its process died (there may still be elements
+    /// to pop).
+    pub fn is_abandoned(&mut self) -> bool {
+        let role = NonNull::from(&self.raw.header().roles.producer);
+        // SAFETY: the role word lives in the header, alive while self is.
+        self.raw.peer_gone(unsafe { role.as_ref() }, true)
+    }
+
+    /// The ring.
+    pub fn ring(&self) -> &Spsc<T, R> {
+        &self.ring
+    }
+
+    /// Chooses how this handle waits (see [`Producer::set_wait_mode`]).
+    pub fn set_wait_mode(&mut self, mode: WaitMode) {
+        if self.ring.mode == WaitMode::Blocking {
+            self.raw.wait_mode = mode;
+        }
+    }
+}
+
+fn validate_tail(tail: u64, cached_tail: u64, head: u64, capacity: u64) -> Result<(), Corruption> {
+    if tail < cached_tail || tail.wrapping_sub(head) > capacity {
+        Err(Corruption {
+            what: "producer position (tail)",
+            found: tail,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+impl<T: Pod, R: Region<Shared = SpscHeader>> Drop for Consumer<T, R> {
+    fn drop(&mut self) {
+        let h = self.raw.header();
+        self.raw.release_role(&h.roles.consumer);
+        h.space.wake_all();
+    }
+}
+
+impl<T: Pod, R: Region<Shared = SpscHeader>> fmt::Debug for Consumer<T, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consumer")
+            .field("head", &self.head)
+            .field("capacity", &self.raw.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `n` published elements, read in place, then released with one store.
+pub struct ReadChunk<'a, T: Pod, R: Region<Shared = SpscHeader>> {
+    consumer: &'a mut Consumer<T, R>,
+    n: usize,
+}
+
+impl<T: Pod, R: Region<Shared = SpscHeader>> ReadChunk<'_, T, R> {
+    /// Elements in the chunk.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// `true` for an empty chunk.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Copies element `i` out.
+    ///
+    /// # Panics
+    ///
+    /// If `i >= len()`.
+    pub fn get(&self, i: usize) -> T {
+        assert!(i < self.n, "chunk index {i} out of range 0..{}", self.n);
+        let c = &*self.consumer;
+        let off = c.raw.offset::<T>(c.head + i as u64);
+        // SAFETY: slot head + i is published and ours until released; in bounds; Pod.
+        unsafe { c.raw.area.read_value::<T>(off) }
+    }
+
+    /// Raw pointer to element `i`, to read it in place (zero-copy).
+    ///
+    /// # Safety
+    ///
+    /// Read through it only before the chunk is released, and do not create a
+    /// reference to the slot (another process maps it).
+    ///
+    /// # Panics
+    ///
+    /// If `i >= len()`.
+    pub unsafe fn slot_ptr(&self, i: usize) -> *const T {
+        assert!(i < self.n, "chunk index {i} out of range 0..{}", self.n);
+        let c = &*self.consumer;
+        let off = c.raw.offset::<T>(c.head + i as u64);
+        // SAFETY: in bounds by `offset`.
+        unsafe { c.raw.area.as_ptr().add(off).cast::<T>().cast_const() }
+    }
+
+    /// Releases the first `k` elements (`k <= len()`).
+    ///
+    /// # Panics
+    ///
+    /// If `k > len()`.
+    pub fn release(self, k: usize) {
+        assert!(k <= self.n, "release of {k} slots, chunk has {}", self.n);
+        if k > 0 {
+            self.consumer.release(k as u64);
+        }
+    }
+
+    /// Releases every element of the chunk.
+    pub fn release_all(self) {
+        let n = self.n;
+        self.release(n);
+    }
+}
+
+impl<T: Pod, R: Region<Shared = SpscHeader>> fmt::Debug for ReadChunk<'_, T, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadChunk").field("len", &self.n).finish()
+    }
+}

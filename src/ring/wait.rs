@@ -1,0 +1,176 @@
+//! Waiting for the other side of a ring: spin, yield, then sleep on a shared futex,
+//! with a sleepers count so that the waking side makes no system call while nobody
+//! sleeps.
+//!
+//! The handshake (an "eventcount"):
+//!
+//! | waiter | waker |
+//! |--------|-------|
+//! | `seq0 = seq.load(Acquire)` | publish (e.g. `tail.store(Release)`) |
+//! | `sleepers.fetch_add(1)` | `fence(SeqCst)` |
+//! | `fence(SeqCst)` | `if sleepers.load() != 0 {` |
+//! | re-check the condition; if met, leave | `seq.fetch_add(1, Release); futex_wake(seq)` `}` |
+//! | `futex_wait(seq, seq0, slice)` | |
+//! | `sleepers.fetch_sub(1)` | |
+//!
+//! The two SeqCst fences order "announce sleeping, then check" against "publish, then
+//! check sleepers" (a store-buffering pattern): either the waiter's re-check sees the
+//! publication, or the waker sees the sleeper and bumps `seq`, which makes the futex
+//! wait return (or not start). The loom model `loom_ring` checks that no wake-up is
+//! lost.
+
+use std::time::{Duration, Instant};
+
+use crate::segment::ShmSafe;
+use crate::sync::atomic::{AtomicU32, Ordering, fence};
+use crate::sync::{Backoff, futex};
+
+/// How a ring handle waits when it has to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WaitMode {
+    /// Spin briefly, yield, then sleep on a futex (the default). Costs the publishing
+    /// side one fence per publication.
+    #[default]
+    Blocking,
+    /// Never sleep: spin (with `spin_loop` hints) until the deadline. Lowest latency;
+    /// burns a core while waiting. A ring created in this mode never pays for
+    /// wake-ups.
+    Spin,
+}
+
+impl WaitMode {
+    pub(crate) const fn code(self) -> u32 {
+        match self {
+            WaitMode::Blocking => 0,
+            WaitMode::Spin => 1,
+        }
+    }
+
+    pub(crate) const fn from_code(code: u32) -> Option<Self> {
+        match code {
+            0 => Some(WaitMode::Blocking),
+            1 => Some(WaitMode::Spin),
+            _ => None,
+        }
+    }
+}
+
+/// A futex word and the count of processes sleeping on it.
+#[repr(C)]
+#[derive(Debug)]
+pub struct WaitWord {
+    /// Bumped by the waker when it wakes; the futex word.
+    seq: AtomicU32,
+    /// Waiters announced on `seq`.
+    sleepers: AtomicU32,
+}
+
+// SAFETY: repr(C), two u32 atomics, no pointers, any bit pattern valid.
+unsafe impl ShmSafe for WaitWord {
+    const TYPE_NAME: &'static str = "shmlink::ring::WaitWord";
+    fn new_zeroed() -> Self {
+        Self {
+            seq: AtomicU32::new(0),
+            sleepers: AtomicU32::new(0),
+        }
+    }
+}
+
+/// How often a waiter checks that its peer process is still alive.
+#[cfg(not(shmlink_loom))]
+const LIVENESS_PERIOD: Duration = Duration::from_millis(10);
+/// Longest single futex sleep, so liveness is re-checked even if nobody wakes us.
+const SLEEP_SLICE: Duration = Duration::from_millis(10);
+
+/// Why a wait ended without its condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WaitError {
+    Timeout,
+    Disconnected,
+}
+
+impl WaitWord {
+    /// Called by the publishing side after it published. No system call unless
+    /// someone sleeps.
+    #[inline]
+    pub(crate) fn notify(&self) {
+        // SYNC: SeqCst fence pairs with the waiter's fence after it announced itself
+        // (store-buffering: publish; fence; load sleepers  vs  announce; fence; load).
+        fence(Ordering::SeqCst);
+        if self.sleepers.load(Ordering::Relaxed) != 0 {
+            self.wake_all();
+        }
+    }
+
+    /// Wakes every sleeper unconditionally (after a disconnect, say).
+    #[cold]
+    pub(crate) fn wake_all(&self) {
+        // SYNC: Release orders our publication before the new seq a sleeper's futex
+        // check compares against.
+        self.seq.fetch_add(1, Ordering::Release);
+        futex::wake(&self.seq, u32::MAX);
+    }
+
+    /// Waits until `ready` yields a value, the peer is gone, or `deadline` passes.
+    ///
+    /// `gone(thorough)`: `false` asks for the cheap check (a closed flag in shared
+    /// memory), `true` also checks that the peer process is alive (a `/proc` read,
+    /// done every 10 ms at most). After the peer is seen gone, `ready` is tried once
+    /// more, so nothing published before the peer left is lost.
+    #[cold]
+    pub(crate) fn wait_until<X>(
+        &self,
+        mode: WaitMode,
+        deadline: Option<Instant>,
+        mut ready: impl FnMut() -> Option<X>,
+        mut gone: impl FnMut(bool) -> bool,
+    ) -> Result<X, WaitError> {
+        let mut backoff = Backoff::new();
+        #[cfg(not(shmlink_loom))]
+        let mut next_liveness = Instant::now() + LIVENESS_PERIOD;
+        loop {
+            if let Some(x) = ready() {
+                return Ok(x);
+            }
+            if gone(false) {
+                return ready().ok_or(WaitError::Disconnected);
+            }
+            #[cfg(not(shmlink_loom))]
+            {
+                let now = Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    return ready().ok_or(WaitError::Timeout);
+                }
+                if now >= next_liveness {
+                    next_liveness = now + LIVENESS_PERIOD;
+                    if gone(true) {
+                        return ready().ok_or(WaitError::Disconnected);
+                    }
+                }
+            }
+            if !backoff.is_completed() {
+                backoff.snooze();
+                continue;
+            }
+            match mode {
+                WaitMode::Spin => crate::sync::spin_loop(),
+                WaitMode::Blocking => {
+                    let seq = self.seq.load(Ordering::Acquire);
+                    self.sleepers.fetch_add(1, Ordering::Relaxed);
+                    // SYNC: pairs with the fence in `notify` (see module docs).
+                    fence(Ordering::SeqCst);
+                    if let Some(x) = ready() {
+                        self.sleepers.fetch_sub(1, Ordering::Relaxed);
+                        return Ok(x);
+                    }
+                    let slice = match deadline {
+                        Some(d) => d.saturating_duration_since(Instant::now()).min(SLEEP_SLICE),
+                        None => SLEEP_SLICE,
+                    };
+                    futex::wait(&self.seq, seq, slice);
+                    self.sleepers.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}

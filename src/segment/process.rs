@@ -1,0 +1,63 @@
+//! Process tokens: a process identity packed in one `u64`, for role words in shared
+//! memory (who holds the producer role, ...), with a liveness check.
+//!
+//! A token holds the pid in its low 32 bits and the low 32 bits of the process start
+//! time (clock ticks after boot) in the high 32, so a recycled pid does not pass for
+//! the process that died. `0` means "nobody".
+
+/// The calling process's token (never 0).
+#[cfg(not(shmlink_loom))]
+pub fn current_token() -> u64 {
+    let me = super::sys::current_process();
+    token_of(me.pid, me.start_ticks)
+}
+
+/// Packs a pid and a start time into a token.
+pub const fn token_of(pid: u32, start_ticks: u64) -> u64 {
+    ((start_ticks & 0xffff_ffff) << 32) | pid as u64 | if pid == 0 { 1 << 63 } else { 0 }
+}
+
+/// The pid in a token.
+pub const fn token_pid(token: u64) -> u32 {
+    token as u32
+}
+
+/// Whether the process a token names is still running (a zombie counts as dead).
+#[cfg(not(shmlink_loom))]
+pub fn token_alive(token: u64) -> bool {
+    let pid = token_pid(token);
+    if pid == 0 {
+        return false;
+    }
+    match super::sys::start_ticks_of(pid) {
+        Some(start) => start & 0xffff_ffff == token >> 32,
+        None => false,
+    }
+}
+
+/// Under loom there is one "process": token 1, always alive.
+#[cfg(shmlink_loom)]
+pub fn current_token() -> u64 {
+    1
+}
+
+/// Under loom there is one "process", always alive.
+#[cfg(shmlink_loom)]
+pub fn token_alive(token: u64) -> bool {
+    token != 0
+}
+
+#[cfg(all(test, not(shmlink_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg_attr(miri, ignore = "reads /proc")]
+    fn own_token_is_alive_and_others_are_not() {
+        let t = current_token();
+        assert_eq!(token_pid(t), std::process::id());
+        assert!(token_alive(t));
+        assert!(!token_alive(t ^ (1 << 40)), "other start time: pid reused");
+        assert!(!token_alive(0));
+    }
+}

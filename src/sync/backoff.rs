@@ -1,0 +1,67 @@
+//! Bounded spinning before blocking (after crossbeam's `Backoff` and parking_lot's
+//! `SpinWait`), built on the facade so loom sees every spin as a yield point.
+
+use super::{spin_loop, yield_now};
+
+#[cfg(not(shmlink_loom))]
+const SPIN_LIMIT: u32 = 6;
+#[cfg(not(shmlink_loom))]
+const YIELD_LIMIT: u32 = 10;
+// Under loom every spin is a scheduling point: keep the model small.
+#[cfg(shmlink_loom)]
+const SPIN_LIMIT: u32 = 0;
+#[cfg(shmlink_loom)]
+const YIELD_LIMIT: u32 = 1;
+
+/// Exponential spinning, then yielding, then "go block".
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::sync::Backoff;
+///
+/// let mut backoff = Backoff::new();
+/// while !backoff.is_completed() {
+///     backoff.snooze(); // condition not met yet
+/// }
+/// // Now sleep on a futex instead of burning the core.
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct Backoff {
+    step: u32,
+}
+
+impl Backoff {
+    /// A fresh backoff.
+    #[inline]
+    pub const fn new() -> Self {
+        Self { step: 0 }
+    }
+
+    /// Starts over (after progress was made).
+    #[inline]
+    pub fn reset(&mut self) {
+        self.step = 0;
+    }
+
+    /// Spins (2^step times) while short, then yields the CPU.
+    #[inline]
+    pub fn snooze(&mut self) {
+        if self.step <= SPIN_LIMIT {
+            for _ in 0..1u32 << self.step {
+                spin_loop();
+            }
+        } else {
+            yield_now();
+        }
+        if self.step <= YIELD_LIMIT {
+            self.step += 1;
+        }
+    }
+
+    /// `true` once spinning and yielding stopped paying: the caller should block.
+    #[inline]
+    pub fn is_completed(&self) -> bool {
+        self.step > YIELD_LIMIT
+    }
+}

@@ -1,0 +1,161 @@
+//! Process-shared futex wait and wake on an [`AtomicU32`] in shared memory.
+//!
+//! These use the **shared** futex operations (no `FUTEX_PRIVATE_FLAG`): the kernel keys
+//! the word by its physical page, so a waiter in one process is woken by a waker in
+//! another. (std and parking_lot use the private ops, which only work in-process.)
+//!
+//! A wait returns on a wake, on a signal, spuriously, or when the word no longer holds
+//! `expected`: callers always loop and re-check their condition. Every wait takes a
+//! timeout, because the process that should wake us may be dead.
+//!
+//! Under `--cfg shmlink_loom` the pair is modelled with one loom mutex and condvar:
+//! the check of the word and the sleep are atomic with respect to `wake` (as in the
+//! kernel), and the timeout is ignored, so a lost wake-up shows up as a deadlock.
+
+use std::time::Duration;
+
+use super::atomic::AtomicU32;
+
+/// Why [`wait`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitResult {
+    /// Woken, interrupted, spurious, or the word had already changed: re-check.
+    Woken,
+    /// The timeout elapsed.
+    TimedOut,
+}
+
+/// Sleeps while `word` holds `expected`, for at most `timeout`.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::sync::atomic::AtomicU32;
+/// use shmlink::sync::futex;
+/// use std::time::Duration;
+///
+/// let word = AtomicU32::new(1);
+/// // The word is not 0, so this returns at once.
+/// assert_eq!(futex::wait(&word, 0, Duration::from_secs(1)), futex::WaitResult::Woken);
+/// assert_eq!(futex::wait(&word, 1, Duration::from_millis(1)), futex::WaitResult::TimedOut);
+/// ```
+#[cfg(not(shmlink_loom))]
+pub fn wait(word: &AtomicU32, expected: u32, timeout: Duration) -> WaitResult {
+    let ts = libc::timespec {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        // Always below 1e9, so it fits a c_long.
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `word` is a live, 4-byte aligned u32 for the duration of the call; the
+    // timespec lives on our stack; FUTEX_WAIT reads only those two and the kernel
+    // checks the word's value atomically with going to sleep.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+            core::ptr::null::<u32>(),
+            0u32,
+        )
+    };
+    if r == 0 {
+        return WaitResult::Woken;
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::ETIMEDOUT) => WaitResult::TimedOut,
+        // EAGAIN: the word changed before we slept; EINTR: a signal. Both: re-check.
+        errno => {
+            debug_assert!(
+                matches!(errno, Some(libc::EAGAIN | libc::EINTR)),
+                "futex wait: {errno:?}"
+            );
+            WaitResult::Woken
+        }
+    }
+}
+
+/// Wakes at most `n` waiters sleeping on `word`; returns how many were woken.
+#[cfg(not(shmlink_loom))]
+pub fn wake(word: &AtomicU32, n: u32) -> usize {
+    let n = i32::try_from(n).unwrap_or(i32::MAX);
+    // SAFETY: FUTEX_WAKE only uses the address as a key (it never dereferences it in a
+    // way that can fault for a live word); `word` is live and aligned.
+    let r = unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
+    usize::try_from(r).unwrap_or(0)
+}
+
+#[cfg(shmlink_loom)]
+mod model {
+    use loom::sync::{Condvar, Mutex};
+
+    pub(super) struct Futexes {
+        pub lock: Mutex<()>,
+        pub cv: Condvar,
+    }
+
+    loom::lazy_static! {
+        pub(super) static ref FUTEXES: Futexes = Futexes { lock: Mutex::new(()), cv: Condvar::new() };
+    }
+}
+
+/// Sleeps while `word` holds `expected` (loom model: until woken; no timeout).
+#[cfg(shmlink_loom)]
+pub fn wait(word: &AtomicU32, expected: u32, _timeout: Duration) -> WaitResult {
+    use super::atomic::Ordering;
+    let f = &*model::FUTEXES;
+    let guard = f.lock.lock().unwrap();
+    // The kernel reads the word with a full barrier, atomically with queueing us.
+    if word.load(Ordering::SeqCst) != expected {
+        return WaitResult::Woken;
+    }
+    drop(f.cv.wait(guard).unwrap());
+    WaitResult::Woken
+}
+
+/// Wakes waiters (loom model: all of them; extra wake-ups count as spurious).
+#[cfg(shmlink_loom)]
+pub fn wake(_word: &AtomicU32, _n: u32) -> usize {
+    let f = &*model::FUTEXES;
+    let _guard = f.lock.lock().unwrap();
+    f.cv.notify_all();
+    1
+}
+
+#[cfg(all(test, not(shmlink_loom)))]
+mod tests {
+    use super::*;
+    use crate::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    #[test]
+    #[cfg_attr(miri, ignore = "slow under miri")]
+    fn wake_reaches_a_sleeper() {
+        let word = Arc::new(AtomicU32::new(0));
+        let w = word.clone();
+        let t = std::thread::spawn(move || {
+            let start = Instant::now();
+            while w.load(Ordering::Acquire) == 0 {
+                assert!(start.elapsed() < Duration::from_secs(10));
+                let _ = wait(&w, 0, Duration::from_secs(1));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        word.store(1, Ordering::Release);
+        wake(&word, 1);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn wait_times_out_and_returns_on_mismatch() {
+        let word = AtomicU32::new(5);
+        assert_eq!(wait(&word, 4, Duration::from_secs(5)), WaitResult::Woken);
+        assert_eq!(
+            wait(&word, 5, Duration::from_millis(2)),
+            WaitResult::TimedOut
+        );
+        assert_eq!(wake(&word, 1), 0);
+    }
+}
