@@ -9,7 +9,7 @@
 //! | `seq0 = seq.load(Acquire)` | publish (e.g. `tail.store(Release)`) |
 //! | `sleepers.fetch_add(1)` | `fence(SeqCst)` |
 //! | `fence(SeqCst)` | `if sleepers.load() != 0 {` |
-//! | re-check the condition; if met, leave | `seq.fetch_add(1, Release); futex_wake(seq)` `}` |
+//! | re-check the condition and the peer; if met or gone, leave | `seq.fetch_add(1, Release); futex_wake(seq)` `}` |
 //! | `futex_wait(seq, seq0, slice)` | |
 //! | `sleepers.fetch_sub(1)` | |
 //!
@@ -84,6 +84,7 @@ const SLEEP_SLICE: Duration = Duration::from_millis(10);
 
 /// Why a wait ended without its condition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(shmlink_loom, allow(dead_code))]
 pub(crate) enum WaitError {
     Timeout,
     Disconnected,
@@ -162,6 +163,15 @@ impl WaitWord {
                     if let Some(x) = ready() {
                         self.sleepers.fetch_sub(1, Ordering::Relaxed);
                         return Ok(x);
+                    }
+                    // A peer that leaves marks itself gone, then bumps `seq` and wakes.
+                    // If `seq0` above already saw that bump, its Acquire makes the mark
+                    // visible here; otherwise the futex wait sees the new `seq` and
+                    // returns. Checking only `ready` here would sleep through a
+                    // disconnect (found by the loom model).
+                    if gone(false) {
+                        self.sleepers.fetch_sub(1, Ordering::Relaxed);
+                        return ready().ok_or(WaitError::Disconnected);
                     }
                     let slice = match deadline {
                         Some(d) => d.saturating_duration_since(Instant::now()).min(SLEEP_SLICE),
