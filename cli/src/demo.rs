@@ -4,6 +4,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use shmlink::ring::{Spsc, WaitMode};
 use shmlink::segment::header::HEADER_SIZE;
 use shmlink::segment::{Region, Segment, SegmentBuilder, ShmRegion, ShmSafe};
 use shmlink::sync::atomic::{AtomicU64, Ordering};
@@ -72,7 +73,7 @@ fn spin_until(word: &AtomicU64, want: u64) -> Result {
     Ok(())
 }
 
-pub fn parent(round_trips: u32) -> Result {
+pub fn parent(round_trips: u32, stream_items: u64) -> Result {
     let me = std::process::id();
     let name = format!("demo-{me}");
     println!("shmlink demo: two processes over the named segment {name:?}");
@@ -99,6 +100,10 @@ pub fn parent(round_trips: u32) -> Result {
         micros(created)
     );
 
+    let rings = create_rings(&name)?;
+    println!(
+        "[parent {me}] created five SPSC rings for the child: a 4096-slot stream and two request/reply pairs (spin, blocking)"
+    );
     let t = Instant::now();
     let mut child = Command::new(std::env::current_exe()?)
         .args([
@@ -107,6 +112,8 @@ pub fn parent(round_trips: u32) -> Result {
             &name,
             "--round-trips",
             &round_trips.to_string(),
+            "--stream-items",
+            &stream_items.to_string(),
         ])
         .spawn()?;
     // Wait for the child to attach (it stores its pid), bounded.
@@ -141,27 +148,20 @@ pub fn parent(round_trips: u32) -> Result {
         samples.push(t.elapsed());
     }
     let total = started.elapsed();
+
+    print_latency(
+        &format!("[parent {me}] ping-pong over two atomics in the segment (the cache-line floor)"),
+        &mut samples,
+        total,
+    );
+
+    ring_phases_parent(rings, stream_items, round_trips, &mut child)?;
     let status = child.wait()?;
     if !status.success() {
         return Err(format!("child failed: {status}").into());
     }
-    let reply = shared.reply.load(Ordering::Acquire);
+    let reply = board.shared().reply.load(Ordering::Acquire);
     println!("[parent {me}] child replied {reply} (42 x 2) and exited: {status}");
-
-    samples.sort_unstable();
-    let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p) as usize];
-    println!(
-        "[parent {me}] ping-pong over two atomics in the segment, {round_trips} round trips in {:.1} ms:",
-        total.as_secs_f64() * 1e3
-    );
-    println!(
-        "    round trip median {} ns, p99 {} ns, p99.9 {} ns, min {} ns ({} round trips/s)",
-        pct(0.5).as_nanos(),
-        pct(0.99).as_nanos(),
-        pct(0.999).as_nanos(),
-        samples[0].as_nanos(),
-        (f64::from(round_trips) / total.as_secs_f64()) as u64
-    );
     drop(board);
     println!(
         "[parent {me}] dropped the segment; its name is removed (creator asked for unlink-on-drop)"
@@ -169,7 +169,7 @@ pub fn parent(round_trips: u32) -> Result {
     Ok(())
 }
 
-pub fn child(name: &str, round_trips: u32) -> Result {
+pub fn child(name: &str, round_trips: u32, stream_items: u64) -> Result {
     let me = std::process::id();
     let t = Instant::now();
     let board = ShmRegion::<Board>::open(builder(name))?;
@@ -196,6 +196,194 @@ pub fn child(name: &str, round_trips: u32) -> Result {
     for i in 1..=u64::from(round_trips) {
         spin_until(&shared.ping, i)?;
         shared.pong.store(i, Ordering::Release);
+    }
+    ring_phases_child(name, stream_items, round_trips)
+}
+
+fn print_latency(title: &str, samples: &mut [Duration], total: Duration) {
+    if samples.is_empty() {
+        return;
+    }
+    samples.sort_unstable();
+    let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p) as usize].as_nanos();
+    println!(
+        "{title}: {} round trips in {:.1} ms",
+        samples.len(),
+        total.as_secs_f64() * 1e3
+    );
+    println!(
+        "    round trip median {} ns, p99 {} ns, p99.9 {} ns, min {} ns",
+        pct(0.5),
+        pct(0.99),
+        pct(0.999),
+        samples[0].as_nanos()
+    );
+}
+
+/// Names of the demo's rings.
+fn ring_names(base: &str) -> [String; 5] {
+    [
+        format!("{base}.stream"),
+        format!("{base}.req-spin"),
+        format!("{base}.rep-spin"),
+        format!("{base}.req-block"),
+        format!("{base}.rep-block"),
+    ]
+}
+
+const BATCH: usize = 256;
+
+type ShmSpsc = Spsc<u64, ShmRegion<shmlink::ring::SpscHeader>>;
+
+/// The demo's rings, created by the parent before the child starts.
+struct DemoRings {
+    stream: ShmSpsc,
+    spin: (ShmSpsc, ShmSpsc),
+    block: (ShmSpsc, ShmSpsc),
+}
+
+fn create_rings(base: &str) -> Result<DemoRings> {
+    let [stream, req_s, rep_s, req_b, rep_b] = ring_names(base);
+    let ring = |name: &str, cap, mode| {
+        Spsc::<u64, _>::create(builder(name).unlink_on_drop(true), cap, mode)
+    };
+    Ok(DemoRings {
+        stream: ring(&stream, 4096, WaitMode::Blocking)?,
+        spin: (
+            ring(&req_s, 64, WaitMode::Spin)?,
+            ring(&rep_s, 64, WaitMode::Spin)?,
+        ),
+        block: (
+            ring(&req_b, 64, WaitMode::Blocking)?,
+            ring(&rep_b, 64, WaitMode::Blocking)?,
+        ),
+    })
+}
+
+fn ring_phases_parent(
+    rings: DemoRings,
+    items: u64,
+    round_trips: u32,
+    child: &mut std::process::Child,
+) -> Result {
+    let me = std::process::id();
+    let DemoRings {
+        stream: stream_ring,
+        spin,
+        block,
+    } = rings;
+    let mut ready = |what| -> Result {
+        // The child attaches to each ring in turn; fail fast if it died.
+        if let Some(status) = child.try_wait()? {
+            return Err(format!("child exited early ({status}) before {what}").into());
+        }
+        Ok(())
+    };
+
+    // 1. Stream: child produces `items` sequence numbers in batches, we check them.
+    ready("the stream")?;
+    let mut rx = stream_ring.consumer()?;
+    let mut buf = vec![0u64; BATCH];
+    let mut next = 0u64;
+    let mut started = None;
+    while next < items {
+        let n = rx.pop_slice(&mut buf);
+        if n == 0 {
+            let v = rx.pop_timeout(SPIN_LIMIT)?;
+            started.get_or_insert_with(Instant::now);
+            if v != next {
+                return Err(format!("stream: got {v}, expected {next}").into());
+            }
+            next += 1;
+            continue;
+        }
+        started.get_or_insert_with(Instant::now);
+        for &v in &buf[..n] {
+            if v != next {
+                return Err(format!("stream: got {v}, expected {next}").into());
+            }
+            next += 1;
+        }
+    }
+    let elapsed = started.map_or(Duration::ZERO, |s| s.elapsed());
+    println!(
+        "[parent {me}] SPSC ring (4096 x u64, blocking): received {items} sequence numbers from the child, in order, none lost: {:.1} M msgs/s ({:.0} MB/s)",
+        items as f64 / elapsed.as_secs_f64() / 1e6,
+        (items * 8) as f64 / elapsed.as_secs_f64() / 1e6,
+    );
+
+    // 2. Round trips over a pair of rings, spinning and then blocking on futexes.
+    for (label, (req, rep), count) in [
+        ("spin", spin, round_trips),
+        (
+            "blocking (futex sleep/wake)",
+            block,
+            (round_trips / 10).max(1),
+        ),
+    ] {
+        let mut tx = req.producer()?;
+        let mut rx = rep.consumer()?;
+        let mut samples = Vec::with_capacity(count as usize);
+        let started = Instant::now();
+        for i in 0..u64::from(count) {
+            let t = Instant::now();
+            tx.push_timeout(i, SPIN_LIMIT)
+                .map_err(|e| format!("request {i}: {e}"))?;
+            let v = rx.pop_timeout(SPIN_LIMIT)?;
+            samples.push(t.elapsed());
+            if v != i {
+                return Err(format!("reply {v} to request {i}").into());
+            }
+        }
+        let total = started.elapsed();
+        print_latency(
+            &format!("[parent {me}] 8-byte round trips over two SPSC rings, {label}"),
+            &mut samples,
+            total,
+        );
+    }
+    Ok(())
+}
+
+fn ring_phases_child(base: &str, items: u64, round_trips: u32) -> Result {
+    let [stream, req_s, rep_s, req_b, rep_b] = ring_names(base);
+    let open = |name: &str| Spsc::<u64, _>::open(builder(name));
+    let stream_ring = open(&stream)?;
+    let mut tx = stream_ring.producer()?;
+    let batch: Vec<u64> = (0..BATCH as u64).collect();
+    let mut sent = 0u64;
+    let mut chunk = batch.clone();
+    while sent < items {
+        let want = (items - sent).min(BATCH as u64) as usize;
+        for (slot, k) in chunk[..want].iter_mut().zip(&batch) {
+            *slot = sent + k;
+        }
+        let mut done = 0;
+        while done < want {
+            let n = tx.push_slice(&chunk[done..want]);
+            if n == 0 {
+                // Full: block until there is room (or the parent is gone).
+                tx.push_timeout(chunk[done], SPIN_LIMIT)
+                    .map_err(|e| format!("stream: {e}"))?;
+                done += 1;
+            }
+            done += n;
+        }
+        sent += want as u64;
+    }
+    drop(tx);
+    for (req, rep, count) in [
+        (&req_s, &rep_s, round_trips),
+        (&req_b, &rep_b, (round_trips / 10).max(1)),
+    ] {
+        let (req, rep) = (open(req)?, open(rep)?);
+        let mut rx = req.consumer()?;
+        let mut tx = rep.producer()?;
+        for _ in 0..count {
+            let v = rx.pop_timeout(SPIN_LIMIT)?;
+            tx.push_timeout(v, SPIN_LIMIT)
+                .map_err(|e| format!("reply: {e}"))?;
+        }
     }
     Ok(())
 }

@@ -25,6 +25,9 @@ enum Command {
         /// Ping-pong round trips to time.
         #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u32).range(1..))]
         round_trips: u32,
+        /// Sequence numbers to stream through the SPSC ring.
+        #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+        stream_items: u64,
     },
     /// List every shmlink segment: name, kind, size, creator, alive/idle/stale.
     Ls,
@@ -43,14 +46,23 @@ enum Command {
         name: String,
         #[arg(long)]
         round_trips: u32,
+        #[arg(long)]
+        stream_items: u64,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo { round_trips } => demo::parent(round_trips),
-        Command::DemoChild { name, round_trips } => demo::child(&name, round_trips),
+        Command::Demo {
+            round_trips,
+            stream_items,
+        } => demo::parent(round_trips, stream_items),
+        Command::DemoChild {
+            name,
+            round_trips,
+            stream_items,
+        } => demo::child(&name, round_trips, stream_items),
         Command::Ls => ls(),
         Command::Rm { names, stale } => rm(&names, stale),
     };

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::segment::ShmSafe;
 use crate::sync::atomic::{AtomicU32, Ordering, fence};
-use crate::sync::{Backoff, futex};
+use crate::sync::futex;
 
 /// How a ring handle waits when it has to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -81,6 +81,10 @@ unsafe impl ShmSafe for WaitWord {
 const LIVENESS_PERIOD: Duration = Duration::from_millis(10);
 /// Longest single futex sleep, so liveness is re-checked even if nobody wakes us.
 const SLEEP_SLICE: Duration = Duration::from_millis(10);
+/// How long a blocking waiter polls before it starts yielding, then sleeping.
+pub const SPIN_FOR: Duration = Duration::from_micros(20);
+/// Yields between spinning and sleeping.
+const YIELDS: u32 = 4;
 
 /// Why a wait ended without its condition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +122,10 @@ impl WaitWord {
     /// memory), `true` also checks that the peer process is alive (a `/proc` read,
     /// done every 10 ms at most). After the peer is seen gone, `ready` is tried once
     /// more, so nothing published before the peer left is lost.
+    ///
+    /// Polling is tight (one `spin_loop` hint between polls) so a spinning waiter sees
+    /// a publication within a cache-line transfer; in [`WaitMode::Blocking`] it polls
+    /// for [`SPIN_FOR`], yields a few times, then sleeps on the futex.
     #[cold]
     pub(crate) fn wait_until<X>(
         &self,
@@ -126,61 +134,77 @@ impl WaitWord {
         mut ready: impl FnMut() -> Option<X>,
         mut gone: impl FnMut(bool) -> bool,
     ) -> Result<X, WaitError> {
-        let mut backoff = Backoff::new();
         #[cfg(not(shmlink_loom))]
-        let mut next_liveness = Instant::now() + LIVENESS_PERIOD;
+        let started = Instant::now();
+        #[cfg(not(shmlink_loom))]
+        let mut next_liveness = started + LIVENESS_PERIOD;
+        let mut polls: u32 = 0;
+        let mut yields: u32 = 0;
         loop {
             if let Some(x) = ready() {
                 return Ok(x);
             }
-            if gone(false) {
-                return ready().ok_or(WaitError::Disconnected);
-            }
-            #[cfg(not(shmlink_loom))]
-            {
-                let now = Instant::now();
-                if deadline.is_some_and(|d| now >= d) {
-                    return ready().ok_or(WaitError::Timeout);
+            polls = polls.wrapping_add(1);
+            // Clock, peer and deadline checks every 256 polls (and on every pass once
+            // sleeping, where a pass is already a system call).
+            if polls % 256 == 0 || yields > 0 || cfg!(shmlink_loom) {
+                if gone(false) {
+                    return ready().ok_or(WaitError::Disconnected);
                 }
-                if now >= next_liveness {
-                    next_liveness = now + LIVENESS_PERIOD;
-                    if gone(true) {
-                        return ready().ok_or(WaitError::Disconnected);
+                #[cfg(not(shmlink_loom))]
+                {
+                    let now = Instant::now();
+                    if deadline.is_some_and(|d| now >= d) {
+                        return ready().ok_or(WaitError::Timeout);
+                    }
+                    if now >= next_liveness {
+                        next_liveness = now + LIVENESS_PERIOD;
+                        if gone(true) {
+                            return ready().ok_or(WaitError::Disconnected);
+                        }
+                    }
+                    if mode == WaitMode::Blocking && yields == 0 && now - started >= SPIN_FOR {
+                        yields = 1;
                     }
                 }
+                #[cfg(shmlink_loom)]
+                if mode == WaitMode::Blocking {
+                    // Under loom, go straight to the sleep handshake.
+                    yields = YIELDS;
+                }
             }
-            if !backoff.is_completed() {
-                backoff.snooze();
+            if mode == WaitMode::Spin || yields == 0 {
+                crate::sync::spin_loop();
                 continue;
             }
-            match mode {
-                WaitMode::Spin => crate::sync::spin_loop(),
-                WaitMode::Blocking => {
-                    let seq = self.seq.load(Ordering::Acquire);
-                    self.sleepers.fetch_add(1, Ordering::Relaxed);
-                    // SYNC: pairs with the fence in `notify` (see module docs).
-                    fence(Ordering::SeqCst);
-                    if let Some(x) = ready() {
-                        self.sleepers.fetch_sub(1, Ordering::Relaxed);
-                        return Ok(x);
-                    }
-                    // A peer that leaves marks itself gone, then bumps `seq` and wakes.
-                    // If `seq0` above already saw that bump, its Acquire makes the mark
-                    // visible here; otherwise the futex wait sees the new `seq` and
-                    // returns. Checking only `ready` here would sleep through a
-                    // disconnect (found by the loom model).
-                    if gone(false) {
-                        self.sleepers.fetch_sub(1, Ordering::Relaxed);
-                        return ready().ok_or(WaitError::Disconnected);
-                    }
-                    let slice = match deadline {
-                        Some(d) => d.saturating_duration_since(Instant::now()).min(SLEEP_SLICE),
-                        None => SLEEP_SLICE,
-                    };
-                    futex::wait(&self.seq, seq, slice);
-                    self.sleepers.fetch_sub(1, Ordering::Relaxed);
-                }
+            if yields < YIELDS {
+                yields += 1;
+                crate::sync::yield_now();
+                continue;
             }
+            let seq = self.seq.load(Ordering::Acquire);
+            self.sleepers.fetch_add(1, Ordering::Relaxed);
+            // SYNC: pairs with the fence in `notify` (see module docs).
+            fence(Ordering::SeqCst);
+            if let Some(x) = ready() {
+                self.sleepers.fetch_sub(1, Ordering::Relaxed);
+                return Ok(x);
+            }
+            // A peer that leaves marks itself gone, then bumps `seq` and wakes. If
+            // `seq` above already saw that bump, its Acquire makes the mark visible
+            // here; otherwise the futex wait sees the new `seq` and returns. Checking
+            // only `ready` here would sleep through a disconnect (found by the loom
+            // model).
+            if gone(false) {
+                self.sleepers.fetch_sub(1, Ordering::Relaxed);
+                return ready().ok_or(WaitError::Disconnected);
+            }
+            let slice = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()).min(SLEEP_SLICE),
+                None => SLEEP_SLICE,
+            };
+            futex::wait(&self.seq, seq, slice);
+            self.sleepers.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
