@@ -5,6 +5,7 @@ mod support;
 
 use std::time::Duration;
 
+use shmlink::ring::{PopError, Spsc, WaitMode};
 use shmlink::segment::{
     self, Disposition, OpenError, Region, Segment, SegmentBuilder, ShmRegion, ShmSafe, StaleReason,
     Status,
@@ -18,6 +19,8 @@ scenarios!(
     create_then_hang_in_init,
     create_then_hang,
     create_then_exit_cleanly,
+    spsc_produce_sequence,
+    spsc_produce_until_killed,
 );
 
 const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -271,4 +274,109 @@ fn segment_left_by_a_clean_exit_is_idle_and_opens() {
     assert_eq!(board.shared().value.load(Ordering::Acquire), 99);
     drop(board);
     segment::unlink(&name).unwrap();
+}
+
+// ---- SPSC ring between processes ----
+
+/// Items streamed through the ring: 10 million in release, fewer in debug builds.
+const STREAM: u64 = if cfg!(debug_assertions) {
+    200_000
+} else {
+    10_000_000
+};
+
+fn spsc_produce_sequence() {
+    let ring = Spsc::<u64, _>::open(builder(&arg("name"))).expect("open ring");
+    let count: u64 = arg("count").parse().unwrap();
+    let mut tx = ring.producer().expect("claim producer");
+    for i in 0..count {
+        tx.push(i).expect("push");
+    }
+    report("done");
+}
+
+#[test]
+fn spsc_streams_a_sequence_between_processes_without_loss() {
+    for mode in [WaitMode::Blocking, WaitMode::Spin] {
+        let name = unique_name("spsc-stream");
+        let ring = Spsc::<u64, _>::create(builder(&name).unlink_on_drop(true), 4096, mode).unwrap();
+        let mut rx = ring.consumer().unwrap();
+        let child = Scenario::new("spsc_produce_sequence")
+            .arg("name", &name)
+            .arg("count", STREAM)
+            .spawn();
+        let mut expected = 0u64;
+        let mut buf = vec![0u64; 512];
+        while expected < STREAM {
+            let n = rx.pop_slice(&mut buf);
+            if n == 0 {
+                // Nothing ready: block for the next one (or learn the producer died).
+                let v = rx
+                    .pop_timeout(Duration::from_secs(20))
+                    .unwrap_or_else(|e| panic!("{mode:?}: stalled at {expected}: {e}"));
+                assert_eq!(v, expected, "{mode:?}");
+                expected += 1;
+                continue;
+            }
+            for &v in &buf[..n] {
+                assert_eq!(v, expected, "{mode:?}: lost, duplicated or reordered");
+                expected += 1;
+            }
+        }
+        child.success(CHILD_TIMEOUT);
+        assert_eq!(rx.pop(), Err(PopError::Disconnected), "{mode:?}");
+    }
+}
+
+fn spsc_produce_until_killed() {
+    let ring = Spsc::<u64, _>::open(builder(&arg("name"))).expect("open ring");
+    let mut tx = ring.producer().expect("claim producer");
+    report("producing");
+    for i in 0.. {
+        if tx.push(i).is_err() {
+            break;
+        }
+    }
+}
+
+#[test]
+fn spsc_producer_killed_mid_stream_leaves_committed_items_then_disconnect() {
+    let name = unique_name("spsc-kill");
+    let ring = Spsc::<u64, _>::create(
+        builder(&name).unlink_on_drop(true),
+        1024,
+        WaitMode::Blocking,
+    )
+    .unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let mut child = Scenario::new("spsc_produce_until_killed")
+        .arg("name", &name)
+        .spawn();
+    child.wait_for("producing", CHILD_TIMEOUT);
+    let mut expected = 0u64;
+    while expected < 50_000 {
+        assert_eq!(rx.pop_timeout(Duration::from_secs(20)), Ok(expected));
+        expected += 1;
+    }
+    // The producer keeps the ring (about) full; kill it mid-stream.
+    child.kill();
+    let before = expected;
+    loop {
+        match rx.pop_timeout(Duration::from_secs(20)) {
+            Ok(v) => {
+                assert_eq!(v, expected, "committed items arrive in order, once");
+                expected += 1;
+            }
+            Err(PopError::Disconnected) => break,
+            Err(e) => panic!("expected Disconnected after the kill, got {e}"),
+        }
+    }
+    assert!(
+        expected - before <= 1024,
+        "at most a ringful was committed after we stopped popping"
+    );
+    // A new producer can take over the dead one's role and continue the sequence.
+    let mut tx = ring.producer().expect("reclaim the dead producer's role");
+    tx.try_push(expected).unwrap();
+    assert_eq!(rx.try_pop(), Ok(expected));
 }
