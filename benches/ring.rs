@@ -10,11 +10,11 @@ use shmlink::ring::{Spsc, WaitMode};
 const ITEMS: u64 = 1 << 20;
 const CAPACITY: usize = 4096;
 
+/// The producer and consumer bodies of one run.
+type Pair = (Box<dyn FnOnce() + Send>, Box<dyn FnOnce() + Send>);
+
 /// Runs `produce` and `consume` on two threads `iters` times; returns the time spent.
-fn two_threads(
-    iters: u64,
-    mut make: impl FnMut() -> (Box<dyn FnOnce() + Send>, Box<dyn FnOnce() + Send>),
-) -> Duration {
+fn two_threads(iters: u64, mut make: impl FnMut() -> Pair) -> Duration {
     let mut total = Duration::ZERO;
     for _ in 0..iters {
         let (produce, consume) = make();
@@ -28,7 +28,7 @@ fn two_threads(
     total
 }
 
-fn shmlink_single(mode: WaitMode) -> (Box<dyn FnOnce() + Send>, Box<dyn FnOnce() + Send>) {
+fn shmlink_single(mode: WaitMode) -> Pair {
     let ring = Spsc::<u64, _>::new(CAPACITY, mode).unwrap();
     let mut tx = ring.producer().unwrap();
     let mut rx = ring.consumer().unwrap();
@@ -56,7 +56,7 @@ fn shmlink_single(mode: WaitMode) -> (Box<dyn FnOnce() + Send>, Box<dyn FnOnce()
     )
 }
 
-fn shmlink_batched(batch: usize) -> (Box<dyn FnOnce() + Send>, Box<dyn FnOnce() + Send>) {
+fn shmlink_batched(batch: usize) -> Pair {
     let ring = Spsc::<u64, _>::new(CAPACITY, WaitMode::Spin).unwrap();
     let mut tx = ring.producer().unwrap();
     let mut rx = ring.consumer().unwrap();
@@ -88,7 +88,7 @@ fn shmlink_batched(batch: usize) -> (Box<dyn FnOnce() + Send>, Box<dyn FnOnce() 
     )
 }
 
-fn rtrb_single() -> (Box<dyn FnOnce() + Send>, Box<dyn FnOnce() + Send>) {
+fn rtrb_single() -> Pair {
     let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(CAPACITY);
     (
         Box::new(move || {
@@ -114,7 +114,7 @@ fn rtrb_single() -> (Box<dyn FnOnce() + Send>, Box<dyn FnOnce() + Send>) {
     )
 }
 
-fn crossbeam_bounded() -> (Box<dyn FnOnce() + Send>, Box<dyn FnOnce() + Send>) {
+fn crossbeam_bounded() -> Pair {
     let (tx, rx) = crossbeam_channel::bounded::<u64>(CAPACITY);
     (
         Box::new(move || {

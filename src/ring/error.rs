@@ -35,6 +35,11 @@ pub enum BuildError {
     /// The ring's configuration in shared memory is invalid or does not match the
     /// element type.
     BadConfig(Corruption),
+    /// The heap allocation for the slots failed.
+    OutOfMemory {
+        /// Bytes requested.
+        bytes: usize,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -47,6 +52,9 @@ impl fmt::Display for BuildError {
             BuildError::Create(e) => write!(f, "{e}"),
             BuildError::Open(e) => write!(f, "{e}"),
             BuildError::BadConfig(c) => write!(f, "bad ring configuration: {c}"),
+            BuildError::OutOfMemory { bytes } => {
+                write!(f, "cannot allocate {bytes} bytes for the ring")
+            }
         }
     }
 }
@@ -57,7 +65,7 @@ impl std::error::Error for BuildError {
             BuildError::Create(e) => Some(e),
             BuildError::Open(e) => Some(e),
             BuildError::BadConfig(e) => Some(e),
-            BuildError::InvalidCapacity(_) => None,
+            BuildError::InvalidCapacity(_) | BuildError::OutOfMemory { .. } => None,
         }
     }
 }

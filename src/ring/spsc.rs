@@ -207,7 +207,8 @@ impl<T: Pod> Spsc<T, HeapRegion<SpscHeader>> {
             .ok()
             .and_then(|c| c.checked_mul(size_of::<T>()))
             .ok_or(BuildError::InvalidCapacity(capacity))?;
-        let region = HeapRegion::<SpscHeader>::new(area);
+        let region = HeapRegion::<SpscHeader>::try_new(area)
+            .ok_or(BuildError::OutOfMemory { bytes: area })?;
         init_header::<T>(region.shared(), capacity, mode);
         Self::from_region(Arc::new(region))
     }
@@ -558,9 +559,13 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
 
     /// Pushes `value` if there is room.
     ///
+    /// While there is room a push succeeds even if no consumer is attached (one may
+    /// claim the role later and read it); once the ring is full and the consumer left
+    /// or died, pushes fail with `Disconnected`.
+    ///
     /// # Errors
     ///
-    /// `Full` (value returned), `Disconnected` if the consumer left or died,
+    /// `Full` (value returned), `Disconnected` (full, and the consumer left or died),
     /// `Corrupted` if its position is impossible.
     #[inline]
     pub fn try_push(&mut self, value: T) -> Result<(), PushError<T>> {
@@ -869,19 +874,22 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
         }
     }
 
+    /// The ring looked empty: `Ok(())` if elements arrived after all (published just
+    /// before the producer left), else why not.
     #[cold]
-    fn empty_error(&mut self) -> PopError {
+    fn empty_error(&mut self) -> Result<(), PopError> {
         let role = NonNull::from(&self.raw.header().roles.producer);
         // SAFETY: the role word lives in the header, alive while self is.
         if self.raw.peer_gone(unsafe { role.as_ref() }, false) {
             // Take anything committed before the producer left.
-            match self.refresh_tail() {
-                Err(c) => PopError::Corrupted(c),
-                Ok(()) if self.available() > 0 => PopError::Empty,
-                Ok(()) => PopError::Disconnected,
+            self.refresh_tail().map_err(PopError::Corrupted)?;
+            if self.available() > 0 {
+                Ok(())
+            } else {
+                Err(PopError::Disconnected)
             }
         } else {
-            PopError::Empty
+            Err(PopError::Empty)
         }
     }
 
@@ -895,7 +903,7 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
         if self.available() == 0 {
             self.refresh_tail().map_err(PopError::Corrupted)?;
             if self.available() == 0 {
-                return Err(self.empty_error());
+                self.empty_error()?;
             }
         }
         let off = self.raw.offset::<T>(self.head);

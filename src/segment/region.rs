@@ -464,20 +464,26 @@ impl<T: ShmSafe> HeapRegion<T> {
     ///
     /// # Panics
     ///
-    /// If the allocation fails or `area_len` overflows the address space (like `Vec`).
+    /// If `area_len` overflows `isize`; aborts if the allocation fails (like `Vec`).
+    /// [`try_new`](Self::try_new) returns `None` instead.
     pub fn new(area_len: usize) -> Self {
+        Self::try_new(area_len)
+            .unwrap_or_else(|| alloc::handle_alloc_error(Self::area_layout(area_len.max(1))))
+    }
+
+    /// Like [`new`](Self::new), but `None` if the area cannot be allocated.
+    pub fn try_new(area_len: usize) -> Option<Self> {
         let area = if area_len == 0 {
             // An aligned dangling pointer: never dereferenced (every range check fails
             // for a non-empty access).
             NonNull::<u8>::dangling()
                 .with_addr(const { core::num::NonZeroUsize::new(AREA_ALIGN).unwrap() })
         } else {
-            let layout = Self::area_layout(area_len);
+            let layout = Layout::from_size_align(area_len, AREA_ALIGN).ok()?;
             // SAFETY: layout has a non-zero size.
-            let ptr = unsafe { alloc::alloc_zeroed(layout) };
-            NonNull::new(ptr).unwrap_or_else(|| alloc::handle_alloc_error(layout))
+            NonNull::new(unsafe { alloc::alloc_zeroed(layout) })?
         };
-        Self {
+        Some(Self {
             shared: Box::new(T::new_zeroed()),
             area,
             area_len,
@@ -485,7 +491,7 @@ impl<T: ShmSafe> HeapRegion<T> {
             shadow: (0..area_len.div_ceil(8))
                 .map(|_| crate::sync::cell::UnsafeCell::new(()))
                 .collect(),
-        }
+        })
     }
 
     fn area_layout(area_len: usize) -> Layout {
