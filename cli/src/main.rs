@@ -1,5 +1,6 @@
 //! `shmlink`: the demo, segment listing and cleanup.
 
+mod bench;
 mod demo;
 
 use std::process::ExitCode;
@@ -39,6 +40,27 @@ enum Command {
         #[arg(long)]
         stale: bool,
     },
+    /// Cross-process measurements with same-run baselines.
+    Bench {
+        /// The suite: `rings`.
+        suite: String,
+        /// Print a JSON array of {name, metric, value, baseline, ratio}.
+        #[arg(long)]
+        json: bool,
+        /// A tenth of the iterations (smoke runs).
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Internal: the child side of `bench`.
+    #[command(hide = true)]
+    BenchChild {
+        #[arg(long)]
+        case: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        iters: u64,
+    },
     /// Internal: the child side of `demo`.
     #[command(hide = true)]
     DemoChild {
@@ -63,6 +85,11 @@ fn main() -> ExitCode {
             round_trips,
             stream_items,
         } => demo::child(&name, round_trips, stream_items),
+        Command::Bench { suite, json, quick } => match suite.as_str() {
+            "rings" => bench::rings(json, quick),
+            other => Err(format!("unknown bench suite {other:?} (available: rings)").into()),
+        },
+        Command::BenchChild { case, name, iters } => bench::child(&case, &name, iters),
         Command::Ls => ls(),
         Command::Rm { names, stale } => rm(&names, stale),
     };
