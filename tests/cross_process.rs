@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use shmlink::ring::{PopError, Spsc, WaitMode};
+use shmlink::ring::{Mpmc, PopError, Spsc, WaitMode};
 use shmlink::segment::{
     self, Disposition, OpenError, Region, Segment, SegmentBuilder, ShmRegion, ShmSafe, StaleReason,
     Status,
@@ -21,6 +21,8 @@ scenarios!(
     create_then_exit_cleanly,
     spsc_produce_sequence,
     spsc_produce_until_killed,
+    mpmc_produce_range,
+    mpmc_consume_into_bitmap,
 );
 
 const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -379,4 +381,114 @@ fn spsc_producer_killed_mid_stream_leaves_committed_items_then_disconnect() {
     let mut tx = ring.producer().expect("reclaim the dead producer's role");
     tx.try_push(expected).unwrap();
     assert_eq!(rx.try_pop(), Ok(expected));
+}
+
+// ---- MPMC ring between processes ----
+
+/// Items per producer process.
+const MPMC_ITEMS: u64 = if cfg!(debug_assertions) {
+    50_000
+} else {
+    1_000_000
+};
+
+fn mpmc_produce_range() {
+    let ring = Mpmc::<u64, _>::open(builder(&arg("name"))).expect("open ring");
+    let first: u64 = arg("first").parse().unwrap();
+    let count: u64 = arg("count").parse().unwrap();
+    let mut tx = ring.producer().expect("register producer");
+    for v in first..first + count {
+        tx.push_timeout(v, Duration::from_secs(20)).expect("push");
+    }
+}
+
+fn mpmc_consume_into_bitmap() {
+    let ring = Mpmc::<u64, _>::open(builder(&arg("name"))).expect("open ring");
+    let seen = ShmRegion::<AtomicU64>::open(builder(&arg("bitmap"))).expect("open bitmap");
+    let total: u64 = arg("total").parse().unwrap();
+    let mut rx = ring.consumer().expect("register consumer");
+    let area = seen.area();
+    report("consuming");
+    let mut got = 0u64;
+    loop {
+        match rx.pop_timeout(Duration::from_secs(20)) {
+            Ok(v) => {
+                assert!(v < total, "value {v} out of range");
+                let word = (v / 64) as usize * 8;
+                // SAFETY: word < bitmap length (checked by the range assert above and
+                // the bitmap's size); bitmap words are only accessed atomically.
+                let bits = unsafe { area.atomic_u64(word) };
+                let bit = 1u64 << (v % 64);
+                let before = bits.fetch_or(bit, Ordering::AcqRel);
+                assert_eq!(before & bit, 0, "{v} delivered twice");
+                got += 1;
+            }
+            Err(PopError::Disconnected) => break,
+            Err(e) => panic!("pop: {e}"),
+        }
+    }
+    report(format!("got={got}"));
+}
+
+#[test]
+fn mpmc_two_producer_and_two_consumer_processes_deliver_each_item_once() {
+    let name = unique_name("mpmc");
+    let bitmap = unique_name("mpmc-bits");
+    let total = 2 * MPMC_ITEMS;
+    let ring = Mpmc::<u64, _>::create(
+        builder(&name).unlink_on_drop(true),
+        1024,
+        WaitMode::Blocking,
+    )
+    .unwrap();
+    let bits = ShmRegion::<AtomicU64>::create(
+        builder(&bitmap).unlink_on_drop(true),
+        (total.div_ceil(64) * 8) as usize,
+    )
+    .unwrap();
+    let mut consumers: Vec<_> = (0..2)
+        .map(|_| {
+            Scenario::new("mpmc_consume_into_bitmap")
+                .arg("name", &name)
+                .arg("bitmap", &bitmap)
+                .arg("total", total)
+                .spawn()
+        })
+        .collect();
+    for c in &mut consumers {
+        c.wait_for("consuming", CHILD_TIMEOUT);
+    }
+    let producers: Vec<_> = (0..2)
+        .map(|p| {
+            Scenario::new("mpmc_produce_range")
+                .arg("name", &name)
+                .arg("first", p * MPMC_ITEMS)
+                .arg("count", MPMC_ITEMS)
+                .spawn()
+        })
+        .collect();
+    for p in producers {
+        p.success(CHILD_TIMEOUT);
+    }
+    let got: u64 = consumers
+        .into_iter()
+        .map(|c| {
+            c.success(CHILD_TIMEOUT).values()["got"]
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(got, total, "consumers together got every item");
+    let area = bits.area();
+    let mut delivered = 0u64;
+    for w in 0..total.div_ceil(64) as usize {
+        // SAFETY: w * 8 + 8 <= area length; words are only accessed atomically.
+        delivered += u64::from(
+            unsafe { area.atomic_u64(w * 8) }
+                .load(Ordering::Acquire)
+                .count_ones(),
+        );
+    }
+    assert_eq!(delivered, total, "every item exactly once");
+    assert_eq!(ring.repairs().lost + ring.repairs().holes, 0);
 }

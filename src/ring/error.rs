@@ -93,6 +93,11 @@ pub enum ClaimError {
     },
     /// The ring's positions are inconsistent.
     Corrupted(Corruption),
+    /// Every participant slot of an MPMC ring is held by a live process.
+    NoFreeSlot {
+        /// How many participants a ring has room for.
+        max: usize,
+    },
 }
 
 impl fmt::Display for ClaimError {
@@ -100,6 +105,9 @@ impl fmt::Display for ClaimError {
         match self {
             ClaimError::Taken { pid } => write!(f, "role held by live process {pid}"),
             ClaimError::Corrupted(c) => write!(f, "{c}"),
+            ClaimError::NoFreeSlot { max } => {
+                write!(f, "all {max} participant slots are held by live processes")
+            }
         }
     }
 }

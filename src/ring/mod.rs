@@ -3,17 +3,21 @@
 //!
 //! - [`spsc`]: single producer, single consumer, fixed-size [`Pod`] elements, with
 //!   batches that are written or read in place and published with one store.
+//! - [`mpmc`]: bounded multi-producer multi-consumer (per-slot stamps), which repairs
+//!   slots left unfinished by participants that died.
 //!
 //! Waiting is chosen per ring ([`WaitMode`]): spin, or spin-then-sleep on a shared
 //! futex with a sleepers count, so that nobody makes a system call while nobody
 //! sleeps. Every wait has a deadline or ends when the peer process is gone.
 
 mod error;
+pub mod mpmc;
 mod pod;
 pub mod spsc;
 mod wait;
 
 pub use error::{BuildError, ChunkError, ClaimError, Corruption, PopError, PushError};
+pub use mpmc::{Mpmc, MpmcConsumer, MpmcHeader, MpmcProducer, RepairStats};
 pub use pod::Pod;
 pub use spsc::{Consumer, Producer, ReadChunk, Spsc, SpscHeader, WriteChunk};
 pub use wait::{WaitMode, WaitWord};

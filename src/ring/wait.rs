@@ -82,6 +82,7 @@ const LIVENESS_PERIOD: Duration = Duration::from_millis(10);
 /// Longest single futex sleep, so liveness is re-checked even if nobody wakes us.
 const SLEEP_SLICE: Duration = Duration::from_millis(10);
 /// How long a blocking waiter polls before it starts yielding, then sleeping.
+#[cfg_attr(shmlink_loom, allow(dead_code))]
 pub const SPIN_FOR: Duration = Duration::from_micros(20);
 /// Yields between spinning and sleeping.
 const YIELDS: u32 = 4;

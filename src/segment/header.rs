@@ -53,6 +53,8 @@ pub enum Kind {
     Typed,
     /// A single-producer single-consumer ring ([`crate::ring::spsc`]).
     SpscRing,
+    /// A multi-producer multi-consumer ring ([`crate::ring::mpmc`]).
+    MpmcRing,
 }
 
 impl Kind {
@@ -62,6 +64,7 @@ impl Kind {
             Kind::Raw => 1,
             Kind::Typed => 2,
             Kind::SpscRing => 3,
+            Kind::MpmcRing => 4,
         }
     }
 
@@ -71,6 +74,7 @@ impl Kind {
             1 => Some(Kind::Raw),
             2 => Some(Kind::Typed),
             3 => Some(Kind::SpscRing),
+            4 => Some(Kind::MpmcRing),
             _ => None,
         }
     }
@@ -81,6 +85,7 @@ impl Kind {
             Kind::Raw => "raw",
             Kind::Typed => "typed",
             Kind::SpscRing => "spsc",
+            Kind::MpmcRing => "mpmc",
         }
     }
 }

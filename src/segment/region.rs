@@ -195,6 +195,8 @@ pub struct RawArea {
     len: usize,
     #[cfg(shmlink_loom)]
     shadow: Option<NonNull<[crate::sync::cell::UnsafeCell<()>]>>,
+    #[cfg(shmlink_loom)]
+    shadow_atomics: Option<NonNull<[crate::sync::atomic::AtomicU64]>>,
 }
 
 // SAFETY: RawArea is a pointer + length with no ownership; all access through it is
@@ -238,6 +240,43 @@ impl RawArea {
             len,
             #[cfg(shmlink_loom)]
             shadow: None,
+            #[cfg(shmlink_loom)]
+            shadow_atomics: None,
+        }
+    }
+
+    /// The 8-byte word at `offset` as an atomic (stamps, sequence words in slots).
+    ///
+    /// Under loom a heap area hands out a loom atomic kept beside the bytes instead
+    /// (loom atomics cannot be laid over memory), so algorithms must not also copy
+    /// those bytes as plain data.
+    ///
+    /// # Safety
+    ///
+    /// The region is alive for `'a`; `offset` is a multiple of 8 and
+    /// `offset + 8 <= self.len()`; the word is only ever accessed atomically (by every
+    /// process).
+    #[inline(always)]
+    #[allow(clippy::needless_lifetimes)] // the lifetime is the point of the contract
+    pub unsafe fn atomic_u64<'a>(&'a self, offset: usize) -> &'a crate::sync::atomic::AtomicU64 {
+        debug_assert!(offset % 8 == 0 && offset + 8 <= self.len);
+        #[cfg(shmlink_loom)]
+        if let Some(atomics) = self.shadow_atomics {
+            // SAFETY: the shadow array lives as long as the HeapRegion, which outlives
+            // 'a by the caller's contract; offset / 8 is in bounds because the array
+            // has one atomic per 8-byte granule of the area.
+            return unsafe { &atomics.as_ref()[offset / 8] };
+        }
+        // SAFETY: in bounds and 8-aligned (area base is 128-aligned, offset % 8 == 0);
+        // the facade's AtomicU64 is repr(transparent) over a u64-sized atomic, every
+        // bit pattern is valid, and all accesses to the word are atomic, so a shared
+        // reference is sound even while other processes write it.
+        unsafe {
+            &*self
+                .ptr
+                .as_ptr()
+                .add(offset)
+                .cast::<crate::sync::atomic::AtomicU64>()
         }
     }
 
@@ -451,6 +490,8 @@ pub struct HeapRegion<T: ShmSafe> {
     area_len: usize,
     #[cfg(shmlink_loom)]
     shadow: Box<[crate::sync::cell::UnsafeCell<()>]>,
+    #[cfg(shmlink_loom)]
+    shadow_atomics: Box<[crate::sync::atomic::AtomicU64]>,
 }
 
 // SAFETY: the control block is Send + Sync (ShmSafe bound) and the area is a private
@@ -491,6 +532,10 @@ impl<T: ShmSafe> HeapRegion<T> {
             shadow: (0..area_len.div_ceil(8))
                 .map(|_| crate::sync::cell::UnsafeCell::new(()))
                 .collect(),
+            #[cfg(shmlink_loom)]
+            shadow_atomics: (0..area_len.div_ceil(8))
+                .map(|_| crate::sync::atomic::AtomicU64::new(0))
+                .collect(),
         })
     }
 
@@ -524,6 +569,7 @@ unsafe impl<T: ShmSafe> Region for HeapRegion<T> {
         #[cfg(shmlink_loom)]
         {
             area.shadow = Some(NonNull::from(&*self.shadow));
+            area.shadow_atomics = Some(NonNull::from(&*self.shadow_atomics));
         }
         area
     }

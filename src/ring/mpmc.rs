@@ -1,0 +1,974 @@
+//! A bounded multi-producer multi-consumer ring of [`Pod`] elements (Vyukov's bounded
+//! queue with per-slot stamps, as in crossbeam's `ArrayQueue`), on the heap or in a
+//! named segment, that survives participants dying mid-operation.
+//!
+//! Slots hold an atomic *stamp* and the value. With monotonic `u64` positions:
+//! - slot of position `p` is free for a push when `stamp == p`;
+//! - it holds a published value for the pop at `p` when `stamp == p + 1`;
+//! - the pop at `p` frees it for the next lap with `stamp = p + capacity`.
+//!
+//! A producer claims `p` by a CAS on `tail`, writes the value, then publishes with a
+//! Release store of the stamp; a consumer claims `p` by a CAS on `head`, copies the value
+//! out, then frees the slot with a Release store.
+//!
+//! **Dying participants** (documented choice: *repair*, not fail). Each handle owns a
+//! participant record holding its process token and the position it is claiming
+//! (`pending_push`/`pending_pop`, written *before* the claiming CAS). A claimed but never
+//! finished slot blocks the ring at that slot; whoever gets stuck behind it for a while
+//! looks for the claimant and, only if its process is definitively dead (pid and start
+//! time, never a timeout alone) and no live participant claims the same position:
+//! - a push that was claimed but never published becomes a **hole** (tombstone) that
+//!   consumers skip: nothing was lost, because that push never returned `Ok`;
+//! - a pop that was claimed but never finished has its slot freed: the value went down
+//!   with the consumer that had taken it, and is counted in [`RepairStats::lost`].
+//!
+//! Repairs are CASes on the stamp, so concurrent repairers cannot both act.
+
+use core::fmt;
+use core::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::error::{BuildError, ClaimError, Corruption, PopError, PushError};
+use super::pod::Pod;
+use super::wait::{WaitError, WaitMode, WaitWord};
+use crate::segment::process::{current_token, token_alive, token_pid};
+use crate::segment::{CacheLine, HeapRegion, RawArea, Region, ShmSafe};
+use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+
+/// Largest capacity (slots).
+pub const MAX_CAPACITY: u64 = 1 << 32;
+/// How many handles (producers and consumers together) a ring has room for.
+#[cfg(not(shmlink_loom))]
+pub const MAX_PARTICIPANTS: usize = 32;
+/// How many handles a ring has room for (small under loom to keep models small).
+#[cfg(shmlink_loom)]
+pub const MAX_PARTICIPANTS: usize = 4;
+
+/// Stamp bit marking a hole left by a producer that died before publishing.
+const HOLE: u64 = 1 << 63;
+/// Role bits of a participant.
+const ROLE_PRODUCER: u64 = 1;
+const ROLE_CONSUMER: u64 = 2;
+/// Spins on an unfinished slot before looking for a dead claimant.
+#[cfg(not(shmlink_loom))]
+const STUCK_SPINS: u32 = 1 << 10;
+#[cfg(shmlink_loom)]
+const STUCK_SPINS: u32 = 1;
+
+/// Configuration written once by the creator.
+#[repr(C)]
+#[derive(Debug)]
+pub struct MpmcConfig {
+    capacity: AtomicU64,
+    elem_size: AtomicU64,
+    elem_fingerprint: AtomicU64,
+    slot_size: AtomicU64,
+    mode: AtomicU32,
+    _reserved: AtomicU32,
+}
+
+// SAFETY: repr(C), integer atomics only, no pointers.
+unsafe impl ShmSafe for MpmcConfig {
+    const TYPE_NAME: &'static str = "shmlink::ring::MpmcConfig";
+    fn new_zeroed() -> Self {
+        Self {
+            capacity: AtomicU64::new(0),
+            elem_size: AtomicU64::new(0),
+            elem_fingerprint: AtomicU64::new(0),
+            slot_size: AtomicU64::new(0),
+            mode: AtomicU32::new(0),
+            _reserved: AtomicU32::new(0),
+        }
+    }
+}
+
+/// One handle's record: who it is and what it is in the middle of.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Participant {
+    /// Process token of the holder, 0 if free.
+    token: AtomicU64,
+    /// Role bits (producer 1, consumer 2).
+    role: AtomicU64,
+    /// `p + 1` while claiming or filling the push at position `p`, else 0.
+    pending_push: AtomicU64,
+    /// `p + 1` while claiming or draining the pop at position `p`, else 0.
+    pending_pop: AtomicU64,
+}
+
+// SAFETY: repr(C), integer atomics only, no pointers.
+unsafe impl ShmSafe for Participant {
+    const TYPE_NAME: &'static str = "shmlink::ring::Participant";
+    fn new_zeroed() -> Self {
+        Self {
+            token: AtomicU64::new(0),
+            role: AtomicU64::new(0),
+            pending_push: AtomicU64::new(0),
+            pending_pop: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Repair counters.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Repairs {
+    holes: AtomicU64,
+    lost: AtomicU64,
+    /// Role bits of every participant that ever registered.
+    roles_seen: AtomicU64,
+}
+
+// SAFETY: repr(C), integer atomics only, no pointers.
+unsafe impl ShmSafe for Repairs {
+    const TYPE_NAME: &'static str = "shmlink::ring::Repairs";
+    fn new_zeroed() -> Self {
+        Self {
+            holes: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            roles_seen: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The control block of an MPMC ring.
+#[repr(C)]
+#[derive(Debug)]
+pub struct MpmcHeader {
+    config: CacheLine<MpmcConfig>,
+    /// Next position to push. CAS by producers.
+    tail: CacheLine<AtomicU64>,
+    /// Next position to pop. CAS by consumers.
+    head: CacheLine<AtomicU64>,
+    not_empty: CacheLine<WaitWord>,
+    not_full: CacheLine<WaitWord>,
+    repairs: CacheLine<Repairs>,
+    participants: [CacheLine<Participant>; MAX_PARTICIPANTS],
+}
+
+#[cfg(not(shmlink_loom))]
+const _: () = assert!(size_of::<MpmcHeader>() == 128 * (6 + MAX_PARTICIPANTS));
+
+// SAFETY: repr(C) of ShmSafe fields, no pointers.
+unsafe impl ShmSafe for MpmcHeader {
+    const TYPE_NAME: &'static str = "shmlink::ring::MpmcHeader";
+    fn new_zeroed() -> Self {
+        Self {
+            config: CacheLine::new_zeroed(),
+            tail: CacheLine::new_zeroed(),
+            head: CacheLine::new_zeroed(),
+            not_empty: CacheLine::new_zeroed(),
+            not_full: CacheLine::new_zeroed(),
+            repairs: CacheLine::new_zeroed(),
+            participants: core::array::from_fn(|_| CacheLine::new_zeroed()),
+        }
+    }
+}
+
+/// What repairs found so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RepairStats {
+    /// Pushes claimed by a dead producer and turned into holes (nothing lost).
+    pub holes: u64,
+    /// Values taken by a consumer that died before finishing its pop.
+    pub lost: u64,
+}
+
+const fn slot_size<T>() -> usize {
+    (8 + size_of::<T>()).next_multiple_of(8)
+}
+
+/// Capacity must be at least 2: with one slot, "published for position p" (`p + 1`)
+/// and "free for the next lap" (`p + capacity`) would be the same stamp (the loom
+/// model found this).
+fn check_capacity(capacity: u64) -> Result<(), BuildError> {
+    if !(2..=MAX_CAPACITY).contains(&capacity) || !capacity.is_power_of_two() {
+        Err(BuildError::InvalidCapacity(capacity))
+    } else {
+        Ok(())
+    }
+}
+
+fn area_len<T>(capacity: u64) -> Result<usize, BuildError> {
+    usize::try_from(capacity)
+        .ok()
+        .and_then(|c| c.checked_mul(slot_size::<T>()))
+        .ok_or(BuildError::InvalidCapacity(capacity))
+}
+
+/// Writes the configuration and the initial stamps (`stamp[i] = i`).
+fn init<T: Pod>(h: &MpmcHeader, area: RawArea, capacity: u64, mode: WaitMode) {
+    h.config.capacity.store(capacity, Ordering::Relaxed);
+    h.config
+        .elem_size
+        .store(size_of::<T>() as u64, Ordering::Relaxed);
+    h.config
+        .elem_fingerprint
+        .store(T::FINGERPRINT, Ordering::Relaxed);
+    h.config
+        .slot_size
+        .store(slot_size::<T>() as u64, Ordering::Relaxed);
+    h.config.mode.store(mode.code(), Ordering::Relaxed);
+    for i in 0..capacity {
+        // SAFETY: i < capacity and the area holds capacity slots (sized by the
+        // caller); stamps are only accessed atomically; the area is alive.
+        unsafe { area.atomic_u64(i as usize * slot_size::<T>()) }.store(i, Ordering::Relaxed);
+    }
+}
+
+/// A bounded MPMC ring of `T` in region `R`; producers and consumers are handles
+/// registered in the ring's participant table.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::ring::{Mpmc, WaitMode};
+///
+/// let ring = Mpmc::<u64, _>::new(8, WaitMode::Blocking)?;
+/// let mut tx1 = ring.producer()?;
+/// let mut tx2 = ring.producer()?;
+/// let mut rx = ring.consumer()?;
+/// tx1.try_push(1).unwrap();
+/// tx2.try_push(2).unwrap();
+/// assert_eq!(rx.try_pop(), Ok(1));
+/// assert_eq!(rx.try_pop(), Ok(2));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Mpmc<T: Pod, R: Region<Shared = MpmcHeader>> {
+    region: Arc<R>,
+    capacity: u64,
+    mode: WaitMode,
+    _elem: PhantomData<fn() -> T>,
+}
+
+impl<T: Pod, R: Region<Shared = MpmcHeader>> Clone for Mpmc<T, R> {
+    fn clone(&self) -> Self {
+        Self {
+            region: self.region.clone(),
+            capacity: self.capacity,
+            mode: self.mode,
+            _elem: PhantomData,
+        }
+    }
+}
+
+impl<T: Pod> Mpmc<T, HeapRegion<MpmcHeader>> {
+    /// A ring on the heap, for threads.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::InvalidCapacity`] unless `capacity` is a power of two in
+    /// `2..=2^32`; [`BuildError::OutOfMemory`].
+    pub fn new(capacity: usize, mode: WaitMode) -> Result<Self, BuildError> {
+        const { assert!(align_of::<T>() <= 128) };
+        let capacity = capacity as u64;
+        check_capacity(capacity)?;
+        let bytes = area_len::<T>(capacity)?;
+        let region =
+            HeapRegion::<MpmcHeader>::try_new(bytes).ok_or(BuildError::OutOfMemory { bytes })?;
+        init::<T>(region.shared(), region.area(), capacity, mode);
+        Self::from_region(Arc::new(region))
+    }
+}
+
+#[cfg(not(shmlink_loom))]
+impl<T: Pod> Mpmc<T, crate::segment::ShmRegion<MpmcHeader>> {
+    fn configure(builder: crate::segment::SegmentBuilder) -> crate::segment::SegmentBuilder {
+        builder.kind(crate::segment::Kind::MpmcRing).fingerprint(
+            crate::segment::combine_fingerprints(
+                crate::segment::fingerprint::<MpmcHeader>(),
+                T::FINGERPRINT,
+            ),
+        )
+    }
+
+    /// Creates a ring in the named segment `builder` describes.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::InvalidCapacity`] or [`BuildError::Create`].
+    pub fn create(
+        builder: crate::segment::SegmentBuilder,
+        capacity: usize,
+        mode: WaitMode,
+    ) -> Result<Self, BuildError> {
+        const { assert!(align_of::<T>() <= 128) };
+        let capacity = capacity as u64;
+        check_capacity(capacity)?;
+        let bytes = area_len::<T>(capacity)?;
+        let region = crate::segment::ShmRegion::<MpmcHeader>::create_with(
+            Self::configure(builder),
+            bytes,
+            |h, area| init::<T>(h, area, capacity, mode),
+        )?;
+        Self::from_region(Arc::new(region))
+    }
+
+    /// Opens the ring in the named segment `builder` describes.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::Open`] (e.g. `TypeMismatch` for another element type) or
+    /// [`BuildError::BadConfig`].
+    pub fn open(builder: crate::segment::SegmentBuilder) -> Result<Self, BuildError> {
+        const { assert!(align_of::<T>() <= 128) };
+        let region = crate::segment::ShmRegion::<MpmcHeader>::open(Self::configure(builder))?;
+        Self::from_region(Arc::new(region))
+    }
+}
+
+impl<T: Pod, R: Region<Shared = MpmcHeader>> Mpmc<T, R> {
+    /// Wraps a region initialised for `T`, validating its configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::BadConfig`].
+    pub fn from_region(region: Arc<R>) -> Result<Self, BuildError> {
+        let cfg = &region.shared().config;
+        let bad = |what, found| BuildError::BadConfig(Corruption { what, found });
+        let capacity = cfg.capacity.load(Ordering::Relaxed);
+        let elem_size = cfg.elem_size.load(Ordering::Relaxed);
+        let fp = cfg.elem_fingerprint.load(Ordering::Relaxed);
+        let slot = cfg.slot_size.load(Ordering::Relaxed);
+        let mode = cfg.mode.load(Ordering::Relaxed);
+        if check_capacity(capacity).is_err() {
+            return Err(bad("capacity", capacity));
+        }
+        if elem_size != size_of::<T>() as u64 {
+            return Err(bad("element size", elem_size));
+        }
+        if fp != T::FINGERPRINT {
+            return Err(bad("element fingerprint", fp));
+        }
+        if slot != slot_size::<T>() as u64 {
+            return Err(bad("slot size", slot));
+        }
+        let mode = WaitMode::from_code(mode).ok_or(bad("wait mode", u64::from(mode)))?;
+        if capacity
+            .checked_mul(slot)
+            .is_none_or(|n| n > region.area().len() as u64)
+        {
+            return Err(bad("capacity for the area", capacity));
+        }
+        Ok(Self {
+            region,
+            capacity,
+            mode,
+            _elem: PhantomData,
+        })
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> usize {
+        self.capacity as usize
+    }
+
+    /// Elements in the ring right now (a snapshot, clamped to the capacity).
+    pub fn len(&self) -> usize {
+        let h = self.region.shared();
+        let head = h.head.load(Ordering::Acquire);
+        let tail = h.tail.load(Ordering::Acquire);
+        tail.saturating_sub(head).min(self.capacity) as usize
+    }
+
+    /// `true` if [`len`](Self::len) is 0.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// What repairs of dead participants found so far.
+    pub fn repairs(&self) -> RepairStats {
+        let r = &self.region.shared().repairs;
+        RepairStats {
+            holes: r.holes.load(Ordering::Relaxed),
+            lost: r.lost.load(Ordering::Relaxed),
+        }
+    }
+
+    fn register(&self, role: u64) -> Result<Core<T, R>, ClaimError> {
+        let me = current_token();
+        let h = self.region.shared();
+        let mut core = Core {
+            ring: self.clone(),
+            area: self.region.area(),
+            index: usize::MAX,
+            mask: self.capacity - 1,
+        };
+        for (i, p) in h.participants.iter().enumerate() {
+            let cur = p.token.load(Ordering::Acquire);
+            let free = cur == 0 || !token_alive(cur);
+            if !free {
+                continue;
+            }
+            if cur != 0 {
+                // A dead holder's unfinished operation must be repaired first.
+                let _ = core.repair_participant(p);
+                if p.pending_push.load(Ordering::Acquire) != 0
+                    || p.pending_pop.load(Ordering::Acquire) != 0
+                {
+                    continue;
+                }
+            }
+            // SYNC: AcqRel: see the previous holder's records; publish our claim.
+            if p.token
+                .compare_exchange(cur, me, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                p.role.store(role, Ordering::Relaxed);
+                p.pending_push.store(0, Ordering::Relaxed);
+                p.pending_pop.store(0, Ordering::Relaxed);
+                h.repairs.roles_seen.fetch_or(role, Ordering::Release);
+                core.index = i;
+                return Ok(core);
+            }
+        }
+        Err(ClaimError::NoFreeSlot {
+            max: MAX_PARTICIPANTS,
+        })
+    }
+
+    /// Registers a producer.
+    ///
+    /// # Errors
+    ///
+    /// [`ClaimError::NoFreeSlot`] when [`MAX_PARTICIPANTS`] live handles exist.
+    pub fn producer(&self) -> Result<MpmcProducer<T, R>, ClaimError> {
+        Ok(MpmcProducer {
+            core: self.register(ROLE_PRODUCER)?,
+        })
+    }
+
+    /// Registers a consumer.
+    ///
+    /// # Errors
+    ///
+    /// [`ClaimError::NoFreeSlot`] when [`MAX_PARTICIPANTS`] live handles exist.
+    pub fn consumer(&self) -> Result<MpmcConsumer<T, R>, ClaimError> {
+        Ok(MpmcConsumer {
+            core: self.register(ROLE_CONSUMER)?,
+        })
+    }
+}
+
+impl<T: Pod, R: Region<Shared = MpmcHeader>> fmt::Debug for Mpmc<T, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mpmc")
+            .field("capacity", &self.capacity)
+            .field("mode", &self.mode)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+/// What both handle kinds share.
+struct Core<T: Pod, R: Region<Shared = MpmcHeader>> {
+    ring: Mpmc<T, R>,
+    area: RawArea,
+    index: usize,
+    mask: u64,
+}
+
+/// Outcome of one push attempt.
+enum TryPush {
+    Done,
+    Full,
+    Stuck(u64),
+}
+
+/// Outcome of one pop attempt.
+enum TryPop<T> {
+    Value(T),
+    Empty,
+    Stuck(u64),
+}
+
+impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
+    #[inline(always)]
+    fn header(&self) -> &MpmcHeader {
+        self.ring.region.shared()
+    }
+
+    #[inline(always)]
+    fn me(&self) -> &Participant {
+        &self.header().participants[self.index]
+    }
+
+    #[inline(always)]
+    fn stamp(&self, pos: u64) -> &AtomicU64 {
+        let off = (pos & self.mask) as usize * slot_size::<T>();
+        // SAFETY: (pos & mask) < capacity and the area holds capacity slots
+        // (validated in from_region); slot offsets are multiples of 8; stamps are only
+        // accessed atomically; the region lives as long as self (Arc in `ring`).
+        unsafe { self.area.atomic_u64(off) }
+    }
+
+    #[inline(always)]
+    fn value_offset(&self, pos: u64) -> usize {
+        (pos & self.mask) as usize * slot_size::<T>() + 8
+    }
+
+    fn try_push_once(&self, value: T) -> TryPush {
+        let h = self.header();
+        let me = self.me();
+        let mut pos = h.tail.load(Ordering::Relaxed);
+        let mut spins = 0u32;
+        loop {
+            // SYNC: Acquire pairs with the Release store that freed the slot (a pop's
+            // `stamp = p + capacity`), so its read of the old value is done.
+            let stamp = self.stamp(pos).load(Ordering::Acquire);
+            if stamp == pos {
+                // Announce the claim before making it, so a repairer can find it.
+                me.pending_push.store(pos + 1, Ordering::Relaxed);
+                // SYNC: SeqCst CAS (Release part publishes the announcement to anyone
+                // who later reads `tail`; SeqCst orders it against the full check).
+                match h.tail.compare_exchange_weak(
+                    pos,
+                    pos + 1,
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        // SAFETY: we own the slot of `pos` until we publish it; the
+                        // value bytes are in bounds; T is Pod.
+                        unsafe { self.area.write_value(self.value_offset(pos), value) };
+                        // SYNC: Release pairs with a consumer's Acquire stamp load.
+                        self.stamp(pos).store(pos + 1, Ordering::Release);
+                        me.pending_push.store(0, Ordering::Relaxed);
+                        return TryPush::Done;
+                    }
+                    Err(current) => {
+                        me.pending_push.store(0, Ordering::Relaxed);
+                        pos = current;
+                    }
+                }
+            } else if stamp.wrapping_add(self.ring.capacity) == pos + 1
+                || stamp & HOLE != 0 && (stamp & !HOLE).wrapping_add(self.ring.capacity) == pos + 1
+            {
+                // The slot still holds the value (or hole) of the previous lap.
+                // SYNC: SeqCst fence, as in crossbeam, orders this check of `head`
+                // after the stamp load.
+                fence(Ordering::SeqCst);
+                let head = h.head.load(Ordering::Relaxed);
+                if head.wrapping_add(self.ring.capacity) == pos {
+                    return TryPush::Full;
+                }
+                // A consumer claimed that value and has not finished: wait a bit,
+                // then suspect it.
+                spins += 1;
+                if spins >= STUCK_SPINS {
+                    return TryPush::Stuck(pos - self.ring.capacity);
+                }
+                crate::sync::spin_loop();
+                pos = h.tail.load(Ordering::Relaxed);
+            } else {
+                // Another producer got there first: catch up. A stamp that never
+                // matches (a corrupted ring) must not spin forever: report full.
+                spins += 1;
+                if spins >= STUCK_SPINS * 64 {
+                    return TryPush::Full;
+                }
+                crate::sync::spin_loop();
+                pos = h.tail.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn try_pop_once(&self) -> TryPop<T> {
+        let h = self.header();
+        let me = self.me();
+        let mut pos = h.head.load(Ordering::Relaxed);
+        let mut spins = 0u32;
+        loop {
+            // SYNC: Acquire pairs with the producer's Release stamp store: the value
+            // bytes are visible.
+            let stamp = self.stamp(pos).load(Ordering::Acquire);
+            if stamp & !HOLE == pos + 1 {
+                me.pending_pop.store(pos + 1, Ordering::Relaxed);
+                // SYNC: SeqCst CAS, as for push.
+                match h.head.compare_exchange_weak(
+                    pos,
+                    pos + 1,
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        let value = (stamp & HOLE == 0).then(|| {
+                            // SAFETY: we own the published slot of `pos` until we free
+                            // it; in bounds; T is Pod (any bytes are a valid T).
+                            unsafe { self.area.read_value::<T>(self.value_offset(pos)) }
+                        });
+                        // SYNC: Release pairs with a producer's Acquire stamp load: our
+                        // read of the value happens before it is overwritten.
+                        self.stamp(pos)
+                            .store(pos + self.ring.capacity, Ordering::Release);
+                        me.pending_pop.store(0, Ordering::Relaxed);
+                        match value {
+                            Some(v) => return TryPop::Value(v),
+                            // A hole: skip it and try the next position.
+                            None => {
+                                pos = h.head.load(Ordering::Relaxed);
+                                continue;
+                            }
+                        }
+                    }
+                    Err(current) => {
+                        me.pending_pop.store(0, Ordering::Relaxed);
+                        pos = current;
+                    }
+                }
+            } else if stamp == pos {
+                // Not published yet: empty, or a producer is filling it.
+                // SYNC: SeqCst fence, as in crossbeam, before checking `tail`.
+                fence(Ordering::SeqCst);
+                let tail = h.tail.load(Ordering::Relaxed);
+                if tail == pos {
+                    return TryPop::Empty;
+                }
+                spins += 1;
+                if spins >= STUCK_SPINS {
+                    return TryPop::Stuck(pos);
+                }
+                crate::sync::spin_loop();
+                pos = h.head.load(Ordering::Relaxed);
+            } else {
+                // Another consumer got there first: catch up (bounded, as for push).
+                spins += 1;
+                if spins >= STUCK_SPINS * 64 {
+                    return TryPop::Empty;
+                }
+                crate::sync::spin_loop();
+                pos = h.head.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Looks for a dead participant that claimed `pos` (as push or pop) and repairs
+    /// the slot. Returns whether anything was repaired.
+    #[cold]
+    fn repair_position(&self, pos: u64, pop: bool) -> bool {
+        // Under loom no participant can die, and scanning the table at every stuck
+        // poll multiplies the states to explore: skip it.
+        if cfg!(shmlink_loom) {
+            return false;
+        }
+        let h = self.header();
+        let dead = h.participants.iter().find(|p| {
+            let token = p.token.load(Ordering::Acquire);
+            let pending = if pop { &p.pending_pop } else { &p.pending_push };
+            token != 0 && pending.load(Ordering::Acquire) == pos + 1 && !token_alive(token)
+        });
+        match dead {
+            Some(p) => self.repair_participant(p),
+            None => false,
+        }
+    }
+
+    /// Whether a live participant has announced `pending` (`pos + 1`) for a push
+    /// (`pop == false`) or a pop: then that position is its to finish.
+    fn live_claim(&self, pending: u64, pop: bool) -> bool {
+        self.header().participants.iter().any(|p| {
+            let token = p.token.load(Ordering::Acquire);
+            let field = if pop { &p.pending_pop } else { &p.pending_push };
+            token != 0 && field.load(Ordering::Acquire) == pending && token_alive(token)
+        })
+    }
+
+    /// Finishes (or undoes) the unfinished operations of a dead participant `p`;
+    /// returns whether a slot was repaired. Positions that a live participant also
+    /// announced are left alone (the live one may be the real claimant).
+    #[cold]
+    fn repair_participant(&self, p: &Participant) -> bool {
+        let h = self.header();
+        let cap = self.ring.capacity;
+        let mut repaired = false;
+        let push = p.pending_push.load(Ordering::Acquire);
+        if push != 0 && !self.live_claim(push, false) {
+            let pos = push - 1;
+            // Only if the claim was made (tail moved past pos); otherwise the dead
+            // producer died before its CAS and the slot is simply free.
+            if h.tail.load(Ordering::Acquire) > pos
+                && self
+                    .stamp(pos)
+                    .compare_exchange(pos, (pos + 1) | HOLE, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                h.repairs.holes.fetch_add(1, Ordering::Relaxed);
+                h.not_empty.wake_all();
+                repaired = true;
+            }
+            let _ = p
+                .pending_push
+                .compare_exchange(push, 0, Ordering::AcqRel, Ordering::Relaxed);
+        }
+        let pop = p.pending_pop.load(Ordering::Acquire);
+        if pop != 0 && !self.live_claim(pop, true) {
+            let pos = pop - 1;
+            // Only if the claim was made (head moved past pos): otherwise the value is
+            // still there for the next consumer.
+            if h.head.load(Ordering::Acquire) > pos {
+                let stamp = self.stamp(pos).load(Ordering::Acquire);
+                if stamp & !HOLE == pos + 1
+                    && self
+                        .stamp(pos)
+                        .compare_exchange(stamp, pos + cap, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    if stamp & HOLE == 0 {
+                        h.repairs.lost.fetch_add(1, Ordering::Relaxed);
+                    }
+                    h.not_full.wake_all();
+                    repaired = true;
+                }
+            }
+            let _ = p
+                .pending_pop
+                .compare_exchange(pop, 0, Ordering::AcqRel, Ordering::Relaxed);
+        }
+        repaired
+    }
+
+    /// Whether the other side is gone: a participant with `role` registered once, and
+    /// none is registered now (`thorough`: none is alive). Before the first one
+    /// registers, waiters wait for it.
+    fn none_with(&self, role: u64, thorough: bool) -> bool {
+        let h = self.header();
+        if h.repairs.roles_seen.load(Ordering::Acquire) & role == 0 {
+            return false;
+        }
+        h.participants.iter().all(|p| {
+            let token = p.token.load(Ordering::Acquire);
+            token == 0
+                || p.role.load(Ordering::Relaxed) & role == 0
+                || (thorough && !token_alive(token))
+        })
+    }
+
+    fn release(&self) {
+        let me = self.me();
+        me.pending_push.store(0, Ordering::Relaxed);
+        me.pending_pop.store(0, Ordering::Relaxed);
+        me.role.store(0, Ordering::Relaxed);
+        // SYNC: Release: a new holder of this record sees it cleared.
+        me.token.store(0, Ordering::Release);
+        // Sleepers re-check whether the other side still has live members.
+        self.header().not_empty.wake_all();
+        self.header().not_full.wake_all();
+    }
+}
+
+fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+/// A producer handle of an MPMC ring.
+pub struct MpmcProducer<T: Pod, R: Region<Shared = MpmcHeader>> {
+    core: Core<T, R>,
+}
+
+impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcProducer<T, R> {
+    /// Pushes `value` if there is room.
+    ///
+    /// # Errors
+    ///
+    /// `Full` (value returned; the blocking variants report `Disconnected` once every
+    /// consumer is gone). A slot held up by a consumer that died mid-pop is repaired
+    /// here, then the push is retried.
+    pub fn try_push(&mut self, value: T) -> Result<(), PushError<T>> {
+        loop {
+            match self.core.try_push_once(value) {
+                TryPush::Done => {
+                    if self.core.ring.mode == WaitMode::Blocking {
+                        self.core.header().not_empty.notify();
+                    }
+                    return Ok(());
+                }
+                TryPush::Full => return Err(PushError::Full(value)),
+                TryPush::Stuck(pos) => {
+                    if !self.core.repair_position(pos, true) {
+                        return Err(PushError::Full(value));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pushes, waiting for room until `timeout` passes.
+    ///
+    /// # Errors
+    ///
+    /// `Timeout`, or `Disconnected` when no live consumer is registered and the ring is
+    /// full.
+    pub fn push_timeout(&mut self, value: T, timeout: Duration) -> Result<(), PushError<T>> {
+        self.push_until(value, deadline_after(timeout))
+    }
+
+    /// Pushes, waiting for room while a live consumer is registered.
+    ///
+    /// # Errors
+    ///
+    /// `Disconnected` when no live consumer is registered and the ring is full.
+    pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
+        self.push_until(value, None)
+    }
+
+    fn push_until(&mut self, value: T, deadline: Option<Instant>) -> Result<(), PushError<T>> {
+        let mode = self.core.ring.mode;
+        let core = &self.core;
+        let mut attempt = || match core.try_push_once(value) {
+            TryPush::Done => Some(()),
+            TryPush::Full => None,
+            TryPush::Stuck(pos) => {
+                core.repair_position(pos, true);
+                None
+            }
+        };
+        let result = core
+            .header()
+            .not_full
+            .wait_until(mode, deadline, &mut attempt, |thorough| {
+                core.none_with(ROLE_CONSUMER, thorough)
+            });
+        match result {
+            Ok(()) => {
+                if mode == WaitMode::Blocking {
+                    core.header().not_empty.notify();
+                }
+                Ok(())
+            }
+            Err(WaitError::Timeout) => Err(PushError::Timeout(value)),
+            Err(WaitError::Disconnected) => Err(PushError::Disconnected(value)),
+        }
+    }
+
+    /// The ring.
+    pub fn ring(&self) -> &Mpmc<T, R> {
+        &self.core.ring
+    }
+}
+
+impl<T: Pod, R: Region<Shared = MpmcHeader>> Drop for MpmcProducer<T, R> {
+    fn drop(&mut self) {
+        self.core.release();
+    }
+}
+
+impl<T: Pod, R: Region<Shared = MpmcHeader>> fmt::Debug for MpmcProducer<T, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MpmcProducer")
+            .field("participant", &self.core.index)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A consumer handle of an MPMC ring.
+pub struct MpmcConsumer<T: Pod, R: Region<Shared = MpmcHeader>> {
+    core: Core<T, R>,
+}
+
+impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcConsumer<T, R> {
+    /// Pops the oldest element if there is one.
+    ///
+    /// # Errors
+    ///
+    /// `Empty` (the blocking variants report `Disconnected` once every producer is
+    /// gone). A slot held up by a producer that died mid-push is repaired (it becomes a hole
+    /// that is skipped), then the pop is retried.
+    pub fn try_pop(&mut self) -> Result<T, PopError> {
+        loop {
+            match self.core.try_pop_once() {
+                TryPop::Value(v) => {
+                    if self.core.ring.mode == WaitMode::Blocking {
+                        self.core.header().not_full.notify();
+                    }
+                    return Ok(v);
+                }
+                TryPop::Empty => {
+                    return Err(PopError::Empty);
+                }
+                TryPop::Stuck(pos) => {
+                    if !self.core.repair_position(pos, false) {
+                        return Err(PopError::Empty);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pops, waiting until `timeout` passes.
+    ///
+    /// # Errors
+    ///
+    /// `Timeout`, or `Disconnected` when empty and no live producer is registered.
+    pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopError> {
+        self.pop_until(deadline_after(timeout))
+    }
+
+    /// Pops, waiting while a live producer is registered.
+    ///
+    /// # Errors
+    ///
+    /// `Disconnected` when empty and no live producer is registered.
+    pub fn pop(&mut self) -> Result<T, PopError> {
+        self.pop_until(None)
+    }
+
+    fn pop_until(&mut self, deadline: Option<Instant>) -> Result<T, PopError> {
+        let mode = self.core.ring.mode;
+        let core = &self.core;
+        let mut attempt = || match core.try_pop_once() {
+            TryPop::Value(v) => Some(v),
+            TryPop::Empty => None,
+            TryPop::Stuck(pos) => {
+                core.repair_position(pos, false);
+                None
+            }
+        };
+        let result = core
+            .header()
+            .not_empty
+            .wait_until(mode, deadline, &mut attempt, |thorough| {
+                core.none_with(ROLE_PRODUCER, thorough)
+            });
+        match result {
+            Ok(v) => {
+                if mode == WaitMode::Blocking {
+                    core.header().not_full.notify();
+                }
+                Ok(v)
+            }
+            Err(WaitError::Timeout) => Err(PopError::Timeout),
+            Err(WaitError::Disconnected) => Err(PopError::Disconnected),
+        }
+    }
+
+    /// The ring.
+    pub fn ring(&self) -> &Mpmc<T, R> {
+        &self.core.ring
+    }
+}
+
+impl<T: Pod, R: Region<Shared = MpmcHeader>> Drop for MpmcConsumer<T, R> {
+    fn drop(&mut self) {
+        self.core.release();
+    }
+}
+
+impl<T: Pod, R: Region<Shared = MpmcHeader>> fmt::Debug for MpmcConsumer<T, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MpmcConsumer")
+            .field("participant", &self.core.index)
+            .finish_non_exhaustive()
+    }
+}
+
+// SAFETY: a Core caches a RawArea into the region that its own `ring` (an Arc) keeps
+// alive; the region is Send + Sync; handles are used through &mut self.
+unsafe impl<T: Pod, R: Region<Shared = MpmcHeader>> Send for Core<T, R> {}
+
+#[allow(dead_code)]
+fn _assert_send() {
+    fn is_send<X: Send>() {}
+    is_send::<MpmcProducer<u64, HeapRegion<MpmcHeader>>>();
+    let _ = token_pid(0);
+}

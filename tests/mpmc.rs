@@ -1,0 +1,273 @@
+//! The MPMC ring in one process: API, exactly-once delivery between threads, and the
+//! repair of slots left unfinished by dead participants (simulated by writing a dead
+//! process's claim into a named ring's segment).
+
+use std::fs::OpenOptions;
+use std::io::{Seek, SeekFrom, Write};
+use std::time::{Duration, Instant};
+
+use shmlink::ring::{BuildError, ClaimError, Mpmc, PopError, PushError, WaitMode};
+use shmlink::segment::{Segment, SegmentName};
+use shmlink::sync::atomic::{AtomicU64, Ordering};
+
+fn name(tag: &str) -> String {
+    format!("t-mpmc-{}-{tag}", std::process::id())
+}
+
+#[test]
+fn capacity_must_be_a_power_of_two_of_at_least_two() {
+    for bad in [0usize, 1, 3, 6] {
+        assert!(matches!(
+            Mpmc::<u64, _>::new(bad, WaitMode::Spin),
+            Err(BuildError::InvalidCapacity(_))
+        ));
+    }
+    assert_eq!(
+        Mpmc::<u64, _>::new(2, WaitMode::Spin).unwrap().capacity(),
+        2
+    );
+}
+
+#[test]
+fn fifo_full_empty_and_handles() {
+    let ring = Mpmc::<u64, _>::new(4, WaitMode::Blocking).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    assert_eq!(rx.try_pop(), Err(PopError::Empty));
+    for lap in 0..10u64 {
+        for i in 0..4 {
+            tx.try_push(lap * 4 + i).unwrap();
+        }
+        assert_eq!(tx.try_push(99), Err(PushError::Full(99)));
+        assert_eq!(ring.len(), 4);
+        for i in 0..4 {
+            assert_eq!(rx.try_pop(), Ok(lap * 4 + i));
+        }
+        assert!(ring.is_empty());
+    }
+    // Participants: many handles per process, up to the table size.
+    let mut more = Vec::new();
+    loop {
+        match ring.producer() {
+            Ok(p) => more.push(p),
+            Err(ClaimError::NoFreeSlot { max }) => {
+                assert_eq!(more.len() + 2, max);
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    more.pop();
+    assert!(ring.consumer().is_ok(), "a dropped handle frees its slot");
+}
+
+#[test]
+fn blocking_waits_time_out_and_see_disconnects() {
+    let ring = Mpmc::<u64, _>::new(2, WaitMode::Blocking).unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let t = Instant::now();
+    assert_eq!(
+        rx.pop_timeout(Duration::from_millis(30)),
+        Err(PopError::Timeout)
+    );
+    assert!(t.elapsed() >= Duration::from_millis(30));
+    let mut tx = ring.producer().unwrap();
+    tx.try_push(5).unwrap();
+    drop(tx);
+    assert_eq!(rx.pop_timeout(Duration::from_secs(5)), Ok(5));
+    assert_eq!(
+        rx.pop_timeout(Duration::from_secs(5)),
+        Err(PopError::Disconnected)
+    );
+
+    let mut tx = ring.producer().unwrap();
+    drop(rx);
+    tx.try_push(1).unwrap();
+    tx.try_push(2).unwrap();
+    assert_eq!(
+        tx.push_timeout(3, Duration::from_secs(5)),
+        Err(PushError::Disconnected(3))
+    );
+}
+
+/// Producers and consumers on threads: every item exactly once, each producer's items
+/// in order as seen by any one consumer.
+fn stress(mode: WaitMode, producers: u64, consumers: usize, per_producer: u64) {
+    let ring = Mpmc::<u64, _>::new(64, mode).unwrap();
+    let total = producers * per_producer;
+    let seen: Vec<AtomicU64> = (0..total.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+    std::thread::scope(|s| {
+        for p in 0..producers {
+            let mut tx = ring.producer().unwrap();
+            s.spawn(move || {
+                for i in 0..per_producer {
+                    tx.push_timeout(p * per_producer + i, Duration::from_secs(30))
+                        .expect("push");
+                }
+            });
+        }
+        for _ in 0..consumers {
+            let mut rx = ring.consumer().unwrap();
+            let seen = &seen;
+            s.spawn(move || {
+                let mut last = vec![None::<u64>; producers as usize];
+                loop {
+                    match rx.pop_timeout(Duration::from_secs(30)) {
+                        Ok(v) => {
+                            let bit = 1u64 << (v % 64);
+                            let before = seen[(v / 64) as usize].fetch_or(bit, Ordering::Relaxed);
+                            assert_eq!(before & bit, 0, "{v} delivered twice");
+                            let p = (v / per_producer) as usize;
+                            assert!(last[p] < Some(v), "producer {p} reordered");
+                            last[p] = Some(v);
+                        }
+                        Err(PopError::Disconnected) => break,
+                        Err(e) => panic!("pop: {e}"),
+                    }
+                }
+            });
+        }
+    });
+    let delivered: u64 = seen
+        .iter()
+        .map(|w| u64::from(w.load(Ordering::Relaxed).count_ones()))
+        .sum();
+    assert_eq!(delivered, total, "{mode:?}: every item delivered");
+}
+
+#[test]
+fn threads_deliver_every_item_exactly_once() {
+    let n = if cfg!(debug_assertions) {
+        20_000
+    } else {
+        400_000
+    };
+    stress(WaitMode::Blocking, 2, 2, n);
+    stress(WaitMode::Spin, 2, 2, n);
+    stress(WaitMode::Blocking, 3, 1, n / 2);
+}
+
+// ---- repairs, with a dead participant's claim written into the segment ----
+
+/// Layout of an MPMC ring segment of u64 (see src/ring/mpmc.rs): segment header 128 B,
+/// then MpmcHeader lines: config, tail, head, not_empty, not_full, repairs, then
+/// 32 participants of 128 B (token, role, pending_push, pending_pop); then the area of
+/// 16-byte slots (stamp, value).
+const PAYLOAD: u64 = 128;
+const TAIL: u64 = PAYLOAD + 128;
+const HEAD: u64 = PAYLOAD + 256;
+const PARTICIPANTS: u64 = PAYLOAD + 768;
+const AREA: u64 = PAYLOAD + 128 * (6 + 32);
+
+fn poke_u64(name: &str, offset: u64, value: u64) {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .open(SegmentName::new(name).unwrap().path())
+        .unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(&value.to_le_bytes()).unwrap();
+}
+
+fn read_u64(name: &str, offset: u64) -> u64 {
+    let bytes = std::fs::read(SegmentName::new(name).unwrap().path()).unwrap();
+    u64::from_le_bytes(
+        bytes[offset as usize..offset as usize + 8]
+            .try_into()
+            .unwrap(),
+    )
+}
+
+/// A token whose process does not exist.
+const DEAD: u64 = 0x0000_0001_7fff_fff0;
+
+#[test]
+fn a_push_claimed_by_a_dead_producer_becomes_a_hole() {
+    let n = name("hole");
+    let ring = Mpmc::<u64, _>::create(Segment::builder(&n).unlink_on_drop(true), 4, WaitMode::Spin)
+        .unwrap();
+    let mut tx = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    tx.try_push(10).unwrap(); // position 0
+    // A producer (participant 31) claimed position 1 and died before publishing.
+    let rec = PARTICIPANTS + 31 * 128;
+    poke_u64(&n, rec, DEAD);
+    poke_u64(&n, rec + 8, 1);
+    poke_u64(&n, rec + 16, 2); // pending_push = position 1 + 1
+    poke_u64(&n, TAIL, 2);
+    assert_eq!(read_u64(&n, AREA + 16), 1, "slot 1 still free-stamped");
+    tx.try_push(12).unwrap(); // position 2
+    assert_eq!(rx.try_pop(), Ok(10));
+    // Position 1 is stuck; the consumer finds the dead claimant, makes a hole, skips it.
+    assert_eq!(rx.try_pop(), Ok(12));
+    assert_eq!(ring.repairs().holes, 1);
+    assert_eq!(ring.repairs().lost, 0);
+    assert_eq!(read_u64(&n, rec + 16), 0, "the dead claim is cleared");
+    // The ring keeps working across laps.
+    for i in 0..20 {
+        tx.try_push(i).unwrap();
+        assert_eq!(rx.try_pop(), Ok(i));
+    }
+}
+
+#[test]
+fn a_live_claimant_is_never_repaired() {
+    let n = name("live");
+    let ring = Mpmc::<u64, _>::create(Segment::builder(&n).unlink_on_drop(true), 4, WaitMode::Spin)
+        .unwrap();
+    let mut rx = ring.consumer().unwrap();
+    // Position 0 claimed by a *live* participant (this process) that has not published.
+    let me = {
+        // Our own token is in the consumer's record (participant 0).
+        read_u64(&n, PARTICIPANTS)
+    };
+    let rec = PARTICIPANTS + 30 * 128;
+    poke_u64(&n, rec, me);
+    poke_u64(&n, rec + 8, 1);
+    poke_u64(&n, rec + 16, 1);
+    poke_u64(&n, TAIL, 1);
+    assert_eq!(
+        rx.try_pop(),
+        Err(PopError::Empty),
+        "waits for the live claimant"
+    );
+    assert_eq!(ring.repairs().holes, 0);
+    assert_eq!(read_u64(&n, AREA), 0, "slot untouched");
+}
+
+#[test]
+fn a_pop_claimed_by_a_dead_consumer_frees_the_slot_and_counts_the_loss() {
+    let n = name("lost");
+    let ring = Mpmc::<u64, _>::create(Segment::builder(&n).unlink_on_drop(true), 2, WaitMode::Spin)
+        .unwrap();
+    let mut tx = ring.producer().unwrap();
+    tx.try_push(1).unwrap();
+    tx.try_push(2).unwrap();
+    // A consumer (participant 31) claimed position 0 (head moved) and died mid-read.
+    let rec = PARTICIPANTS + 31 * 128;
+    poke_u64(&n, rec, DEAD);
+    poke_u64(&n, rec + 8, 2);
+    poke_u64(&n, rec + 24, 1); // pending_pop = position 0 + 1
+    poke_u64(&n, HEAD, 1);
+    // The ring looks full; the push finds the dead consumer's slot and frees it.
+    tx.try_push(3).unwrap();
+    assert_eq!(ring.repairs().lost, 1);
+    let mut rx = ring.consumer().unwrap();
+    assert_eq!(rx.try_pop(), Ok(2));
+    assert_eq!(rx.try_pop(), Ok(3));
+}
+
+#[test]
+fn named_ring_checks_the_element_type() {
+    let n = name("type");
+    let _ring =
+        Mpmc::<u64, _>::create(Segment::builder(&n).unlink_on_drop(true), 8, WaitMode::Spin)
+            .unwrap();
+    assert!(matches!(
+        Mpmc::<u32, _>::open(Segment::builder(&n)),
+        Err(BuildError::Open(
+            shmlink::segment::OpenError::TypeMismatch { .. }
+        ))
+    ));
+    let other = Mpmc::<u64, _>::open(Segment::builder(&n)).unwrap();
+    assert_eq!(other.capacity(), 8);
+}
