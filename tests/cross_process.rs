@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use shmlink::ring::{Mpmc, PopError, Spsc, WaitMode};
+use shmlink::ring::{FrameRing, Mpmc, PopError, RecvError, Spsc, WaitMode};
 use shmlink::segment::{
     self, Disposition, OpenError, Region, Segment, SegmentBuilder, ShmRegion, ShmSafe, StaleReason,
     Status,
@@ -23,6 +23,7 @@ scenarios!(
     spsc_produce_until_killed,
     mpmc_produce_range,
     mpmc_consume_into_bitmap,
+    frames_send_random,
 );
 
 const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -491,4 +492,75 @@ fn mpmc_two_producer_and_two_consumer_processes_deliver_each_item_once() {
     }
     assert_eq!(delivered, total, "every item exactly once");
     assert_eq!(ring.repairs().lost + ring.repairs().holes, 0);
+}
+
+// ---- frame ring between processes ----
+
+const FRAMES: u64 = if cfg!(debug_assertions) {
+    20_000
+} else {
+    300_000
+};
+
+/// FNV-1a of `data`.
+fn checksum(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn frames_send_random() {
+    let ring = FrameRing::open(builder(&arg("name"))).expect("open frame ring");
+    let mut tx = ring.producer().expect("claim producer");
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut frame = Vec::new();
+    for i in 0..FRAMES {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = 16 + (x % 2000) as usize;
+        frame.clear();
+        frame.extend_from_slice(&i.to_le_bytes());
+        frame.extend_from_slice(&[0; 8]);
+        frame.extend((0..len - 16).map(|k| (x >> (k % 56)) as u8));
+        let sum = checksum(&frame[16..]);
+        frame[8..16].copy_from_slice(&sum.to_le_bytes());
+        tx.send_timeout(&frame, Duration::from_secs(20))
+            .expect("send");
+    }
+}
+
+#[test]
+fn frame_ring_carries_random_sized_messages_with_checksums() {
+    let name = unique_name("frames");
+    let ring = FrameRing::create(
+        builder(&name).unlink_on_drop(true),
+        1 << 16,
+        4096,
+        WaitMode::Blocking,
+    )
+    .unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let child = Scenario::new("frames_send_random")
+        .arg("name", &name)
+        .spawn();
+    let mut buf = Vec::new();
+    for i in 0..FRAMES {
+        let len = rx
+            .recv_timeout(&mut buf, Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("frame {i}: {e}"));
+        assert!((16..2016).contains(&len));
+        assert_eq!(
+            u64::from_le_bytes(buf[..8].try_into().unwrap()),
+            i,
+            "in order"
+        );
+        let sum = u64::from_le_bytes(buf[8..16].try_into().unwrap());
+        assert_eq!(checksum(&buf[16..]), sum, "frame {i} intact");
+    }
+    child.success(CHILD_TIMEOUT);
+    assert_eq!(
+        rx.recv_timeout(&mut buf, Duration::from_secs(20)),
+        Err(RecvError::Disconnected)
+    );
 }

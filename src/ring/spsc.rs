@@ -42,7 +42,8 @@ pub struct RingConfig {
     elem_size: AtomicU64,
     elem_fingerprint: AtomicU64,
     mode: AtomicU32,
-    _reserved: AtomicU32,
+    /// Kind-specific: the maximum frame length of a frame ring.
+    aux: AtomicU32,
 }
 
 // SAFETY: repr(C), integer atomics only, no pointers.
@@ -54,7 +55,7 @@ unsafe impl ShmSafe for RingConfig {
             elem_size: AtomicU64::new(0),
             elem_fingerprint: AtomicU64::new(0),
             mode: AtomicU32::new(0),
-            _reserved: AtomicU32::new(0),
+            aux: AtomicU32::new(0),
         }
     }
 }
@@ -121,7 +122,8 @@ fn check_capacity(capacity: u64) -> Result<(), BuildError> {
     }
 }
 
-fn init_header<T: Pod>(h: &SpscHeader, capacity: u64, mode: WaitMode) {
+fn init_header<T: Pod>(h: &SpscHeader, capacity: u64, mode: WaitMode, aux: u32) {
+    h.config.aux.store(aux, Ordering::Relaxed);
     // Relaxed: published by the segment's ready flag (Release) or, on the heap, by
     // the Arc that hands the region to other threads.
     h.config.capacity.store(capacity, Ordering::Relaxed);
@@ -200,6 +202,15 @@ impl<T: Pod> Spsc<T, HeapRegion<SpscHeader>> {
     /// [`BuildError::InvalidCapacity`] unless `capacity` is a power of two in
     /// `1..=2^32`.
     pub fn new(capacity: usize, mode: WaitMode) -> Result<Self, BuildError> {
+        Self::new_tagged(capacity, mode, 0)
+    }
+
+    /// `new` for rings built on this one (aux word).
+    pub(crate) fn new_tagged(
+        capacity: usize,
+        mode: WaitMode,
+        aux: u32,
+    ) -> Result<Self, BuildError> {
         const { assert!(align_of::<T>() <= 128) };
         let capacity = capacity as u64;
         check_capacity(capacity)?;
@@ -209,20 +220,27 @@ impl<T: Pod> Spsc<T, HeapRegion<SpscHeader>> {
             .ok_or(BuildError::InvalidCapacity(capacity))?;
         let region = HeapRegion::<SpscHeader>::try_new(area)
             .ok_or(BuildError::OutOfMemory { bytes: area })?;
-        init_header::<T>(region.shared(), capacity, mode);
+        init_header::<T>(region.shared(), capacity, mode, aux);
         Self::from_region(Arc::new(region))
     }
 }
 
 #[cfg(not(shmlink_loom))]
 impl<T: Pod> Spsc<T, crate::segment::ShmRegion<SpscHeader>> {
-    fn configure(builder: crate::segment::SegmentBuilder) -> crate::segment::SegmentBuilder {
-        builder.kind(crate::segment::Kind::SpscRing).fingerprint(
-            crate::segment::combine_fingerprints(
-                crate::segment::fingerprint::<SpscHeader>(),
-                T::FINGERPRINT,
-            ),
-        )
+    fn configure(
+        builder: crate::segment::SegmentBuilder,
+        kind: crate::segment::Kind,
+        tag: u64,
+    ) -> crate::segment::SegmentBuilder {
+        builder
+            .kind(kind)
+            .fingerprint(crate::segment::combine_fingerprints(
+                crate::segment::combine_fingerprints(
+                    crate::segment::fingerprint::<SpscHeader>(),
+                    T::FINGERPRINT,
+                ),
+                tag,
+            ))
     }
 
     /// Creates a ring in the named segment that `builder` describes.
@@ -236,6 +254,25 @@ impl<T: Pod> Spsc<T, crate::segment::ShmRegion<SpscHeader>> {
         capacity: usize,
         mode: WaitMode,
     ) -> Result<Self, BuildError> {
+        Self::create_tagged(
+            builder,
+            capacity,
+            mode,
+            crate::segment::Kind::SpscRing,
+            0,
+            0,
+        )
+    }
+
+    /// `create` for rings built on this one (kind, fingerprint tag, aux word).
+    pub(crate) fn create_tagged(
+        builder: crate::segment::SegmentBuilder,
+        capacity: usize,
+        mode: WaitMode,
+        kind: crate::segment::Kind,
+        tag: u64,
+        aux: u32,
+    ) -> Result<Self, BuildError> {
         const { assert!(align_of::<T>() <= 128) };
         let capacity = capacity as u64;
         check_capacity(capacity)?;
@@ -244,9 +281,9 @@ impl<T: Pod> Spsc<T, crate::segment::ShmRegion<SpscHeader>> {
             .and_then(|c| c.checked_mul(size_of::<T>()))
             .ok_or(BuildError::InvalidCapacity(capacity))?;
         let region = crate::segment::ShmRegion::<SpscHeader>::create_with(
-            Self::configure(builder),
+            Self::configure(builder, kind, tag),
             area,
-            |h, _| init_header::<T>(h, capacity, mode),
+            |h, _| init_header::<T>(h, capacity, mode, aux),
         )?;
         Self::from_region(Arc::new(region))
     }
@@ -259,8 +296,18 @@ impl<T: Pod> Spsc<T, crate::segment::ShmRegion<SpscHeader>> {
     /// [`BuildError::Open`] with the segment error (e.g. `TypeMismatch` for another
     /// element type), or [`BuildError::BadConfig`].
     pub fn open(builder: crate::segment::SegmentBuilder) -> Result<Self, BuildError> {
+        Self::open_tagged(builder, crate::segment::Kind::SpscRing, 0)
+    }
+
+    /// `open` for rings built on this one.
+    pub(crate) fn open_tagged(
+        builder: crate::segment::SegmentBuilder,
+        kind: crate::segment::Kind,
+        tag: u64,
+    ) -> Result<Self, BuildError> {
         const { assert!(align_of::<T>() <= 128) };
-        let region = crate::segment::ShmRegion::<SpscHeader>::open(Self::configure(builder))?;
+        let region =
+            crate::segment::ShmRegion::<SpscHeader>::open(Self::configure(builder, kind, tag))?;
         Self::from_region(Arc::new(region))
     }
 }
@@ -310,6 +357,12 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
     /// The wait mode chosen at creation.
     pub fn wait_mode(&self) -> WaitMode {
         self.mode
+    }
+
+    /// The kind-specific configuration word (read once; validate before use).
+    #[cfg_attr(shmlink_loom, allow(dead_code))]
+    pub(crate) fn aux(&self) -> u32 {
+        self.region.shared().config.aux.load(Ordering::Relaxed)
     }
 
     /// Elements in the ring right now (a snapshot; clamped to the capacity).
@@ -614,7 +667,11 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
     }
 
     #[cold]
-    fn wait_for_space(&mut self, n: u64, deadline: Option<Instant>) -> Result<(), WaitError> {
+    pub(crate) fn wait_for_space(
+        &mut self,
+        n: u64,
+        deadline: Option<Instant>,
+    ) -> Result<(), WaitError> {
         let header = self.raw.header;
         let mode = self.raw.wait_mode;
         let mut corrupt = false;
@@ -699,6 +756,14 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
     pub fn slots(&mut self) -> usize {
         let _ = self.refresh_head();
         self.free() as usize
+    }
+
+    /// Cheap, rate-limited form of [`is_abandoned`](Self::is_abandoned) for polling
+    /// paths.
+    pub(crate) fn peer_left(&mut self) -> bool {
+        let role = NonNull::from(&self.raw.header().roles.consumer);
+        // SAFETY: the role word lives in the header, alive while self is.
+        self.raw.peer_gone(unsafe { role.as_ref() }, false)
     }
 
     /// `true` if the consumer left or its process died.
@@ -945,7 +1010,11 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
     }
 
     #[cold]
-    fn wait_for_data(&mut self, n: u64, deadline: Option<Instant>) -> Result<(), WaitError> {
+    pub(crate) fn wait_for_data(
+        &mut self,
+        n: u64,
+        deadline: Option<Instant>,
+    ) -> Result<(), WaitError> {
         let header = self.raw.header;
         let mode = self.raw.wait_mode;
         // SAFETY: the header lives while self does (see RawHandle::header).
@@ -1025,6 +1094,14 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
     pub fn slots(&mut self) -> usize {
         let _ = self.refresh_tail();
         self.available() as usize
+    }
+
+    /// Cheap, rate-limited form of [`is_abandoned`](Self::is_abandoned) for polling
+    /// paths.
+    pub(crate) fn peer_left(&mut self) -> bool {
+        let role = NonNull::from(&self.raw.header().roles.producer);
+        // SAFETY: the role word lives in the header, alive while self is.
+        self.raw.peer_gone(unsafe { role.as_ref() }, false)
     }
 
     /// `true` if the producer left or its process died (there may still be elements

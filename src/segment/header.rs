@@ -55,6 +55,8 @@ pub enum Kind {
     SpscRing,
     /// A multi-producer multi-consumer ring ([`crate::ring::mpmc`]).
     MpmcRing,
+    /// A ring of variable-length frames ([`crate::ring::frame`]).
+    FrameRing,
 }
 
 impl Kind {
@@ -65,6 +67,7 @@ impl Kind {
             Kind::Typed => 2,
             Kind::SpscRing => 3,
             Kind::MpmcRing => 4,
+            Kind::FrameRing => 5,
         }
     }
 
@@ -75,6 +78,7 @@ impl Kind {
             2 => Some(Kind::Typed),
             3 => Some(Kind::SpscRing),
             4 => Some(Kind::MpmcRing),
+            5 => Some(Kind::FrameRing),
             _ => None,
         }
     }
@@ -86,6 +90,7 @@ impl Kind {
             Kind::Typed => "typed",
             Kind::SpscRing => "spsc",
             Kind::MpmcRing => "mpmc",
+            Kind::FrameRing => "frames",
         }
     }
 }
