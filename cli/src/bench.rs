@@ -12,7 +12,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use shmlink::ring::{PopError, PushError, Spsc, SpscHeader, WaitMode};
+use shmlink::ring::{Mpmc, MpmcHeader, PopError, PushError, Spsc, SpscHeader, WaitMode};
 use shmlink::segment::{Region, Segment, SegmentBuilder, ShmRegion, ShmSafe};
 use shmlink::sync::atomic::{AtomicU64, Ordering};
 
@@ -468,6 +468,61 @@ fn ring_throughput_child(name: &str, batched: bool, items: u64) -> Result {
     Ok(())
 }
 
+/// Messages per second through an MPMC ring from a producing child.
+fn mpmc_throughput(r: &mut Runner, items: u64) -> Result<f64> {
+    let name = r.name("mpmc");
+    let ring = Mpmc::<u64, ShmRegion<MpmcHeader>>::create(
+        builder(&name).unlink_on_drop(true),
+        4096,
+        WaitMode::Spin,
+    )?;
+    let mut rx = ring.consumer()?;
+    let child = r.child("mpmc-produce", &name, items)?;
+    let mut got = 0u64;
+    let mut started = None;
+    let deadline = Instant::now() + LIMIT;
+    while got < items {
+        match rx.try_pop() {
+            Ok(v) => {
+                started.get_or_insert_with(Instant::now);
+                if v != got {
+                    return Err("mpmc throughput: sequence broken".into());
+                }
+                got += 1;
+            }
+            Err(PopError::Empty) => {
+                std::hint::spin_loop();
+                if got % 4096 == 0 && Instant::now() > deadline {
+                    return Err("mpmc throughput: stalled".into());
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let secs = started.map_or(f64::NAN, |s| s.elapsed().as_secs_f64());
+    finish(child)?;
+    Ok(items as f64 / secs)
+}
+
+fn mpmc_produce_child(name: &str, items: u64) -> Result {
+    let ring = Mpmc::<u64, ShmRegion<MpmcHeader>>::open(builder(name))?;
+    let mut tx = ring.producer()?;
+    for i in 0..items {
+        let mut v = i;
+        loop {
+            match tx.try_push(v) {
+                Ok(()) => break,
+                Err(PushError::Full(back)) => {
+                    v = back;
+                    std::hint::spin_loop();
+                }
+                Err(e) => return Err(format!("push: {e}").into()),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// In-process two-thread throughput of a baseline queue (pinned like the processes).
 fn in_process(items: u64, run: fn(u64) -> Box<dyn FnOnce() + Send>) -> f64 {
     let consumer = run(items);
@@ -633,13 +688,19 @@ pub fn rings(json: bool, quick: bool) -> Result {
         ring_throughput(&mut r, true, batched)?,
     )
     .against(&rtrb);
+    let mpmc = Measurement::new(
+        "mpmc throughput 8 B (1 producer, 1 consumer process)",
+        "msgs/s",
+        mpmc_throughput(&mut r, single)?,
+    )
+    .against(&xbeam);
     let heap = Measurement::new(
         "spsc in-process (heap) 8 B single",
         "msgs/s",
         in_process(single, shmlink_heap_run),
     )
     .against(&rtrb);
-    out.extend([rtrb, xbeam, heap, tput_single, tput_batch]);
+    out.extend([rtrb, xbeam, heap, tput_single, tput_batch, mpmc]);
 
     if json {
         print_json(&out);
@@ -670,6 +731,7 @@ pub fn child(case: &str, name: &str, iters: u64) -> Result {
         "uds-1k" => uds_child(name, 1024, iters),
         "tput-single" => ring_throughput_child(name, false, iters),
         "tput-batch" => ring_throughput_child(name, true, iters),
+        "mpmc-produce" => mpmc_produce_child(name, iters),
         other => Err(format!("unknown bench case {other}").into()),
     }
 }
