@@ -113,8 +113,13 @@ fn poke(name: &str, offset: u64, value: u64) {
     f.write_all(&value.to_le_bytes()).unwrap();
 }
 
-/// Segment header (128) + SpscHeader (768): the first word slot of the area.
+/// Segment header (128) + SpscHeader (768): the first slot of the area. Slots are
+/// 16 bytes: a stamp, then the word.
 const AREA: u64 = 128 + 768;
+
+fn word_offset(k: u64) -> u64 {
+    AREA + (k % 32) * 16 + 8
+}
 const TAG: u64 = 0x314d_5246 << 32;
 
 #[test]
@@ -141,13 +146,13 @@ fn corrupted_headers_are_typed_errors() {
         // lap is wherever the consumer is; the ring is empty before each send, and
         // each frame takes 2 words, so its header is at word (2 * k) % 32).
         let k = cases.iter().position(|c| c.1 == what).unwrap() as u64;
-        poke(&n, AREA + ((2 * k) % 32) * 8, header);
+        poke(&n, word_offset(2 * k), header);
         match rx.try_recv(&mut buf) {
             Err(RecvError::Corrupted(c)) => assert_eq!(c.what, what),
             other => panic!("{what}: expected Corrupted, got {other:?}"),
         }
         // Repair and drain, so the next case starts clean.
-        poke(&n, AREA + ((2 * k) % 32) * 8, TAG | 4);
+        poke(&n, word_offset(2 * k), TAG | 4);
         assert_eq!(rx.try_recv(&mut buf), Ok(4));
         assert_eq!(buf, b"abcd");
     }

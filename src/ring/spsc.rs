@@ -102,6 +102,8 @@ const _: () = assert!(size_of::<SpscHeader>() == 768 && align_of::<SpscHeader>()
 // SAFETY: repr(C) of ShmSafe fields (CacheLine of atomics-only structs), no pointers.
 unsafe impl ShmSafe for SpscHeader {
     const TYPE_NAME: &'static str = "shmlink::ring::SpscHeader";
+    // 2: slots carry a stamp word before the value.
+    const VERSION: u32 = 2;
     fn new_zeroed() -> Self {
         Self {
             config: CacheLine::new_zeroed(),
@@ -112,6 +114,15 @@ unsafe impl ShmSafe for SpscHeader {
             space: CacheLine::new_zeroed(),
         }
     }
+}
+
+/// Bytes per slot: an 8-byte stamp, then the value, rounded up to 8.
+///
+/// The stamp of position `p` reads `p + 1` once the value is published, so a consumer
+/// that finds its cached view empty polls the slot itself: stamp and value arrive in
+/// one cache-line transfer instead of two (`tail`, then the slot).
+pub(crate) const fn slot_size<T>() -> usize {
+    (8 + size_of::<T>()).next_multiple_of(8)
 }
 
 fn check_capacity(capacity: u64) -> Result<(), BuildError> {
@@ -216,7 +227,7 @@ impl<T: Pod> Spsc<T, HeapRegion<SpscHeader>> {
         check_capacity(capacity)?;
         let area = usize::try_from(capacity)
             .ok()
-            .and_then(|c| c.checked_mul(size_of::<T>()))
+            .and_then(|c| c.checked_mul(slot_size::<T>()))
             .ok_or(BuildError::InvalidCapacity(capacity))?;
         let region = HeapRegion::<SpscHeader>::try_new(area)
             .ok_or(BuildError::OutOfMemory { bytes: area })?;
@@ -278,7 +289,7 @@ impl<T: Pod> Spsc<T, crate::segment::ShmRegion<SpscHeader>> {
         check_capacity(capacity)?;
         let area = usize::try_from(capacity)
             .ok()
-            .and_then(|c| c.checked_mul(size_of::<T>()))
+            .and_then(|c| c.checked_mul(slot_size::<T>()))
             .ok_or(BuildError::InvalidCapacity(capacity))?;
         let region = crate::segment::ShmRegion::<SpscHeader>::create_with(
             Self::configure(builder, kind, tag),
@@ -337,7 +348,7 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
             return Err(bad("element fingerprint", fp));
         }
         let mode = WaitMode::from_code(mode).ok_or(bad("wait mode", u64::from(mode)))?;
-        let need = capacity.checked_mul(elem_size);
+        let need = capacity.checked_mul(slot_size::<T>() as u64);
         if need.is_none_or(|n| n > region.area().len() as u64) {
             return Err(bad("capacity for the area", capacity));
         }
@@ -511,12 +522,22 @@ impl RawHandle {
         unsafe { self.header.as_ref() }
     }
 
-    /// Byte offset of the slot of `pos`.
+    /// Byte offset of the value in the slot of `pos`.
     #[inline(always)]
     fn offset<T>(&self, pos: u64) -> usize {
-        // (pos & mask) < capacity, and capacity * size_of::<T>() <= area length
+        // (pos & mask) < capacity, and capacity * slot_size::<T>() <= area length
         // (validated in from_region), so this is in bounds and fits a usize.
-        ((pos & self.mask) as usize) * size_of::<T>()
+        ((pos & self.mask) as usize) * slot_size::<T>() + 8
+    }
+
+    /// The stamp word of the slot of `pos`.
+    #[inline(always)]
+    fn stamp<T>(&self, pos: u64) -> &AtomicU64 {
+        let off = ((pos & self.mask) as usize) * slot_size::<T>();
+        // SAFETY: in bounds (as for `offset`) and 8-aligned (slot sizes are multiples
+        // of 8, the area is 128-aligned); stamps are only accessed atomically; the
+        // region lives as long as this handle (see `header`).
+        unsafe { self.area.atomic_u64(off) }
     }
 
     /// Whether the peer holding `role` left or died. The liveness check (a `/proc`
@@ -599,6 +620,13 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
 
     #[inline(always)]
     fn publish(&mut self, n: u64) {
+        // Last slot first: a consumer that sees the first slot's stamp then sees every
+        // stamp of the batch (a chunk or frame is never seen half published).
+        for pos in (self.tail..self.tail + n).rev() {
+            // SYNC: Release pairs with the consumer's Acquire load of the stamp: the
+            // value written before is visible once the stamp reads `pos + 1`.
+            self.raw.stamp::<T>(pos).store(pos + 1, Ordering::Release);
+        }
         self.tail += n;
         let h = self.raw.header();
         // SYNC: Release pairs with the consumer's Acquire load of `tail`: the slot
@@ -717,22 +745,13 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
         n
     }
 
-    /// Copies `n` items (n <= free) into the slots from `tail` on, in up to two runs.
+    /// Copies `n` items (n <= free) into the slots from `tail` on.
     fn copy_in(&mut self, src: *const T, n: usize) {
-        let size = size_of::<T>();
-        let start = (self.tail & self.raw.mask) as usize;
-        let first = n.min(self.raw.capacity as usize - start);
-        // SAFETY: the n slots from tail are free (n <= free), the runs are in bounds
-        // (start + first <= capacity, n - first <= start), and `src` holds n items.
-        unsafe {
-            self.raw
-                .area
-                .copy_in(start * size, src.cast::<u8>(), first * size);
-            if n > first {
-                self.raw
-                    .area
-                    .copy_in(0, src.add(first).cast::<u8>(), (n - first) * size);
-            }
+        for i in 0..n {
+            let off = self.raw.offset::<T>(self.tail + i as u64);
+            // SAFETY: the n slots from tail are free (n <= free) and in bounds; `src`
+            // holds n items; T is Pod.
+            unsafe { self.raw.area.write_value(off, src.add(i).read()) };
         }
     }
 
@@ -910,20 +929,52 @@ pub struct Consumer<T: Pod, R: Region<Shared = SpscHeader>> {
 }
 
 impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
-    /// Re-reads `tail`, validating it: `cached_tail <= tail <= head + capacity`.
+    /// Re-reads `tail`, validating it (`tail <= head + capacity`; a stale, smaller
+    /// value keeps the cached one).
     #[cold]
     fn refresh_tail(&mut self) -> Result<(), Corruption> {
         // SYNC: Acquire pairs with the producer's Release store of `tail`: the slots
         // it published are visible.
         let tail = self.raw.header().tail.load(Ordering::Acquire);
-        validate_tail(tail, self.cached_tail, self.head, self.raw.capacity)?;
-        self.cached_tail = tail;
+        self.cached_tail = validate_tail(tail, self.cached_tail, self.head, self.raw.capacity)?;
         Ok(())
     }
 
     #[inline(always)]
     fn available(&self) -> u64 {
         self.cached_tail - self.head
+    }
+
+    /// Counts slots as available by their stamps, up to `want` (the `tail` store that
+    /// follows the stamps may not be visible yet).
+    fn extend_by_stamps(&mut self, want: u64) {
+        let limit = self.head + want.min(self.raw.capacity);
+        while self.cached_tail < limit {
+            // SYNC: Acquire pairs with the producer's Release stamp store.
+            if self
+                .raw
+                .stamp::<T>(self.cached_tail)
+                .load(Ordering::Acquire)
+                != self.cached_tail + 1
+            {
+                break;
+            }
+            self.cached_tail += 1;
+        }
+    }
+
+    /// Polls the stamp of the slot at `head` (one cache line, with the value in it);
+    /// if it is published, counts it as available without reading `tail`.
+    #[inline(always)]
+    fn next_is_published(&mut self) -> bool {
+        // SYNC: Acquire pairs with the producer's Release store of the stamp.
+        if self.raw.stamp::<T>(self.head).load(Ordering::Acquire) == self.head + 1 {
+            // The producer stores the stamp before `tail`, so tail >= head + 1.
+            self.cached_tail = self.cached_tail.max(self.head + 1);
+            true
+        } else {
+            false
+        }
     }
 
     #[inline(always)]
@@ -964,7 +1015,7 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
     /// `Empty`, `Disconnected` (empty and the producer left or died), `Corrupted`.
     #[inline]
     pub fn try_pop(&mut self) -> Result<T, PopError> {
-        if self.available() == 0 {
+        if self.available() == 0 && !self.next_is_published() {
             self.refresh_tail().map_err(PopError::Corrupted)?;
             if self.available() == 0 {
                 self.empty_error()?;
@@ -1023,12 +1074,18 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
         let result = {
             let this = &mut *self;
             let ready = || -> Option<()> {
-                let tail = h.tail.load(Ordering::Acquire);
-                if validate_tail(tail, this.cached_tail, this.head, this.raw.capacity).is_err() {
-                    corrupt = true;
+                // One element: poll the slot's stamp (stamp and value share a line).
+                if n == 1 && this.next_is_published() {
                     return Some(());
                 }
-                this.cached_tail = tail;
+                let tail = h.tail.load(Ordering::Acquire);
+                match validate_tail(tail, this.cached_tail, this.head, this.raw.capacity) {
+                    Ok(t) => this.cached_tail = t,
+                    Err(_) => {
+                        corrupt = true;
+                        return Some(());
+                    }
+                }
                 (this.available() >= n).then_some(())
             };
             let mut raw_gone = RawGone {
@@ -1048,27 +1105,19 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
     pub fn pop_slice(&mut self, out: &mut [T]) -> usize {
         if (self.available() as usize) < out.len() {
             let _ = self.refresh_tail();
+            if self.available() == 0 {
+                self.extend_by_stamps(out.len() as u64);
+            }
         }
         let n = out.len().min(self.available() as usize);
         if n == 0 {
             return 0;
         }
-        let size = size_of::<T>();
-        let start = (self.head & self.raw.mask) as usize;
-        let first = n.min(self.raw.capacity as usize - start);
-        // SAFETY: the n slots from head are published and not written by the producer
-        // until released; the runs are in bounds; `out` holds n elements; T is Pod.
-        unsafe {
-            self.raw
-                .area
-                .copy_out(start * size, out.as_mut_ptr().cast::<u8>(), first * size);
-            if n > first {
-                self.raw.area.copy_out(
-                    0,
-                    out.as_mut_ptr().add(first).cast::<u8>(),
-                    (n - first) * size,
-                );
-            }
+        for (i, slot) in out[..n].iter_mut().enumerate() {
+            let off = self.raw.offset::<T>(self.head + i as u64);
+            // SAFETY: the n slots from head are published and not written by the
+            // producer until released; in bounds; T is Pod.
+            *slot = unsafe { self.raw.area.read_value::<T>(off) };
         }
         self.release(n as u64);
         n
@@ -1082,6 +1131,7 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
     pub fn read_chunk(&mut self, n: usize) -> Result<ReadChunk<'_, T, R>, ChunkError> {
         if (self.available() as usize) < n {
             self.refresh_tail().map_err(ChunkError::Corrupted)?;
+            self.extend_by_stamps(n as u64);
         }
         let avail = self.available() as usize;
         if avail < n {
@@ -1125,14 +1175,20 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
     }
 }
 
-fn validate_tail(tail: u64, cached_tail: u64, head: u64, capacity: u64) -> Result<(), Corruption> {
-    if tail < cached_tail || tail.wrapping_sub(head) > capacity {
+/// Checks a `tail` read from shared memory and returns the new cached tail.
+///
+/// A `tail` behind what we know is not corruption: the stamps can show a slot as
+/// published before the producer's later `tail` store is visible, so a stale read is
+/// normal and we keep the larger value. A `tail` more than a ring ahead of `head` is
+/// impossible.
+fn validate_tail(tail: u64, cached_tail: u64, head: u64, capacity: u64) -> Result<u64, Corruption> {
+    if tail > head && tail - head > capacity {
         Err(Corruption {
             what: "producer position (tail)",
             found: tail,
         })
     } else {
-        Ok(())
+        Ok(tail.max(cached_tail))
     }
 }
 
