@@ -19,6 +19,8 @@ use shmlink::sync::atomic::{AtomicU64, Ordering};
 use crate::Result;
 
 const LIMIT: Duration = Duration::from_secs(20);
+/// Messages per batch in the batched throughput case.
+const BATCH: usize = 1024;
 
 /// One result line.
 pub struct Measurement {
@@ -392,7 +394,7 @@ fn ring_throughput(r: &mut Runner, batched: bool, items: u64) -> Result<f64> {
     )?;
     let mut got = 0u64;
     let mut started = None;
-    let mut buf = vec![0u64; 256];
+    let mut buf = vec![0u64; BATCH];
     let deadline = Instant::now() + LIMIT;
     while got < items {
         if batched {
@@ -433,10 +435,10 @@ fn ring_throughput_child(name: &str, batched: bool, items: u64) -> Result {
     let ring = ShmSpsc::<u64>::open(builder(name))?;
     let mut tx = ring.producer()?;
     if batched {
-        let mut chunk = vec![0u64; 256];
+        let mut chunk = vec![0u64; BATCH];
         let mut sent = 0u64;
         while sent < items {
-            let want = (items - sent).min(256) as usize;
+            let want = (items - sent).min(BATCH as u64) as usize;
             for (k, slot) in chunk[..want].iter_mut().enumerate() {
                 *slot = sent + k as u64;
             }
@@ -683,7 +685,7 @@ pub fn rings(json: bool, quick: bool) -> Result {
     )
     .against(&rtrb);
     let tput_batch = Measurement::new(
-        "spsc throughput 8 B batched (256)",
+        format!("spsc throughput 8 B batched ({BATCH})"),
         "msgs/s",
         ring_throughput(&mut r, true, batched)?,
     )

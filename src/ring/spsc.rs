@@ -740,19 +740,25 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
         if n == 0 {
             return 0;
         }
-        self.copy_in(items.as_ptr(), n);
-        self.publish(n as u64);
-        n
-    }
-
-    /// Copies `n` items (n <= free) into the slots from `tail` on.
-    fn copy_in(&mut self, src: *const T, n: usize) {
-        for i in 0..n {
-            let off = self.raw.offset::<T>(self.tail + i as u64);
-            // SAFETY: the n slots from tail are free (n <= free) and in bounds; `src`
-            // holds n items; T is Pod.
-            unsafe { self.raw.area.write_value(off, src.add(i).read()) };
+        // One pass: each element is published by its own stamp as soon as it is
+        // written (elements of a slice need not become visible together), then one
+        // `tail` store for readers of batches.
+        for (i, item) in items[..n].iter().enumerate() {
+            let pos = self.tail + i as u64;
+            // SAFETY: the n slots from tail are free (n <= free) and in bounds; T is
+            // Pod.
+            unsafe { self.raw.area.write_value(self.raw.offset::<T>(pos), *item) };
+            // SYNC: Release pairs with the consumer's Acquire stamp load.
+            self.raw.stamp::<T>(pos).store(pos + 1, Ordering::Release);
         }
+        self.tail += n as u64;
+        let h = self.raw.header();
+        // SYNC: Release pairs with the consumer's Acquire load of `tail`.
+        h.tail.store(self.tail, Ordering::Release);
+        if self.raw.notify {
+            h.data.notify();
+        }
+        n
     }
 
     /// Reserves `n` free slots to be written in place and then committed together.
