@@ -24,6 +24,7 @@ scenarios!(
     mpmc_produce_range,
     mpmc_consume_into_bitmap,
     frames_send_random,
+    mpmc_produce_forever,
 );
 
 const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -563,4 +564,67 @@ fn frame_ring_carries_random_sized_messages_with_checksums() {
         rx.recv_timeout(&mut buf, Duration::from_secs(20)),
         Err(RecvError::Disconnected)
     );
+}
+
+fn mpmc_produce_forever() {
+    let ring = Mpmc::<u64, _>::open(builder(&arg("name"))).expect("open ring");
+    let base: u64 = arg("base").parse().unwrap();
+    let mut tx = ring.producer().expect("register producer");
+    report("producing");
+    for i in 0.. {
+        if tx.push_timeout(base + i, Duration::from_secs(20)).is_err() {
+            break;
+        }
+    }
+}
+
+#[test]
+fn mpmc_producer_killed_mid_stream_leaves_no_stuck_slot() {
+    const BASE: u64 = 1 << 40;
+    let name = unique_name("mpmc-kill");
+    let ring = Mpmc::<u64, _>::create(builder(&name).unlink_on_drop(true), 256, WaitMode::Blocking)
+        .unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let mut victim = Scenario::new("mpmc_produce_forever")
+        .arg("name", &name)
+        .arg("base", 0)
+        .spawn();
+    victim.wait_for("producing", CHILD_TIMEOUT);
+    let survivor = Scenario::new("mpmc_produce_range")
+        .arg("name", &name)
+        .arg("first", BASE)
+        .arg("count", MPMC_ITEMS)
+        .spawn();
+    let (mut next_victim, mut next_survivor) = (0u64, BASE);
+    let check = |v: u64, nv: &mut u64, ns: &mut u64| {
+        if v >= BASE {
+            assert_eq!(v, *ns, "survivor's items once, in order");
+            *ns += 1;
+        } else {
+            assert_eq!(v, *nv, "victim's items once, in order, no gap");
+            *nv += 1;
+        }
+    };
+    while next_victim < 20_000 {
+        let v = rx.pop_timeout(Duration::from_secs(20)).unwrap();
+        check(v, &mut next_victim, &mut next_survivor);
+    }
+    victim.kill();
+    loop {
+        match rx.pop_timeout(Duration::from_secs(20)) {
+            Ok(v) => check(v, &mut next_victim, &mut next_survivor),
+            Err(PopError::Disconnected) => break,
+            Err(e) => panic!("after the kill: {e} (a stuck slot would time out here)"),
+        }
+    }
+    survivor.success(CHILD_TIMEOUT);
+    assert_eq!(
+        next_survivor,
+        BASE + MPMC_ITEMS,
+        "every survivor item arrived"
+    );
+    // The victim may have died between claiming a slot and publishing it: that slot
+    // became a hole, and its value was never acknowledged.
+    assert!(ring.repairs().holes <= 1, "{:?}", ring.repairs());
+    assert_eq!(ring.repairs().lost, 0);
 }
