@@ -25,6 +25,7 @@ scenarios!(
     mpmc_consume_into_bitmap,
     frames_send_random,
     mpmc_produce_forever,
+    open_without_file_descriptors,
 );
 
 const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -627,4 +628,48 @@ fn mpmc_producer_killed_mid_stream_leaves_no_stuck_slot() {
     // became a hole, and its value was never acknowledged.
     assert!(ring.repairs().holes <= 1, "{:?}", ring.repairs());
     assert_eq!(ring.repairs().lost, 0);
+}
+
+// ---- OS errors keep their errno ----
+
+fn open_without_file_descriptors() {
+    let name = arg("name");
+    // Allow no new descriptor at all (existing ones keep working), so shm_open fails
+    // with EMFILE.
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we pass; setrlimit reads it; lowering our
+    // own soft limit (keeping the hard one) is always allowed.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = 0;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+    let err = Segment::builder(&name).open().unwrap_err();
+    report(format!("err={err:?}"));
+}
+
+#[test]
+fn os_errors_keep_their_errno() {
+    let name = unique_name("emfile");
+    let _seg = Segment::builder(&name)
+        .unlink_on_drop(true)
+        .create()
+        .unwrap();
+    let done = Scenario::new("open_without_file_descriptors")
+        .arg("name", &name)
+        .spawn()
+        .success(CHILD_TIMEOUT);
+    assert_eq!(
+        done.values()["err"],
+        format!(
+            "{:?}",
+            OpenError::Os(shmlink::segment::OsError {
+                op: "shm_open",
+                errno: libc::EMFILE
+            })
+        )
+    );
 }

@@ -366,3 +366,37 @@ proptest! {
         let _ = segment::unlink(&name);
     }
 }
+
+#[test]
+fn exclusive_lock_held_by_a_cleanup_is_busy() {
+    // An idle segment (nobody attached), locked exclusively, as a stale-segment
+    // cleanup does while it decides.
+    let other = unique_name("busy");
+    let mut b = builder(&other).create().unwrap();
+    b.set_unlink_on_drop(false);
+    drop(b);
+    let file = std::fs::File::open(SegmentName::new(&other).unwrap().path()).unwrap();
+    let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    let err = builder(&other)
+        .timeout(Duration::from_millis(50))
+        .open()
+        .unwrap_err();
+    assert!(matches!(err, OpenError::Busy { .. }), "{err:?}");
+    drop(lock);
+    builder(&other).open().expect("opens once the lock is gone");
+    segment::unlink(&other).unwrap();
+}
+
+#[test]
+fn open_or_create_reports_a_failed_create() {
+    let err = builder(&unique_name("ooc-big"))
+        .payload_len(u64::MAX)
+        .open_or_create()
+        .unwrap_err();
+    assert!(
+        matches!(err, OpenError::Create(CreateError::TooLarge { .. })),
+        "{err:?}"
+    );
+}
