@@ -6,6 +6,15 @@ use crate::segment::{CreateError, OpenError};
 
 /// A value read from shared memory that no correct peer writes: the ring is corrupt
 /// (or the peer hostile). The operation is refused; nothing out of bounds is touched.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::ring::Corruption;
+///
+/// let c = Corruption { what: "tail - head", found: 99 };
+/// assert_eq!(c.to_string(), "ring corrupted: tail - head = 99");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Corruption {
     /// What was read.
@@ -23,10 +32,19 @@ impl fmt::Display for Corruption {
 impl std::error::Error for Corruption {}
 
 /// Errors of creating or opening a ring.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::ring::{BuildError, Spsc, WaitMode};
+///
+/// let err = Spsc::<u64, _>::new(100, WaitMode::Spin).unwrap_err();
+/// assert_eq!(err, BuildError::InvalidCapacity(100));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum BuildError {
-    /// Capacity must be a power of two from 1 to 2^32.
+    /// Capacity must be a power of two from 1 (2 for MPMC rings) to 2^32.
     InvalidCapacity(u64),
     /// The ring's segment could not be created.
     Create(CreateError),
@@ -83,6 +101,20 @@ impl From<OpenError> for BuildError {
 }
 
 /// Errors of claiming a producer or consumer role.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::ring::{ClaimError, Spsc, WaitMode};
+///
+/// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+/// let _tx = ring.producer()?;
+/// match ring.producer() {
+///     Err(ClaimError::Taken { pid }) => assert_eq!(pid, std::process::id()),
+///     other => panic!("unexpected: {other:?}"),
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ClaimError {
@@ -119,6 +151,21 @@ impl std::error::Error for ClaimError {}
 /// `try_push` returns `Full`; `push_timeout` returns `Timeout`; all return
 /// `Disconnected` once the consumer has left or died, and `Corrupted` when the
 /// consumer's position is impossible.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::ring::{PushError, Spsc, WaitMode};
+///
+/// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+/// # let mut tx = ring.producer()?;
+/// tx.push_slice(&[0; 8]);
+/// match tx.try_push(42) {
+///     Err(PushError::Full(v)) => assert_eq!(v, 42), // the value comes back
+///     other => panic!("unexpected: {other:?}"),
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum PushError<T> {
     /// The ring is full.
@@ -133,6 +180,18 @@ pub enum PushError<T> {
 
 impl<T> PushError<T> {
     /// The value that was not pushed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let mut tx = ring.producer()?;
+    /// tx.push_slice(&[0; 8]);
+    /// let err = tx.try_push(42).unwrap_err();
+    /// assert_eq!(err.into_inner(), 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn into_inner(self) -> T {
         match self {
             PushError::Full(v)
@@ -168,6 +227,19 @@ impl<T> fmt::Display for PushError<T> {
 impl<T> std::error::Error for PushError<T> {}
 
 /// Errors of popping.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::ring::{PopError, Spsc, WaitMode};
+///
+/// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+/// # let (tx, mut rx) = (ring.producer()?, ring.consumer()?);
+/// assert_eq!(rx.try_pop(), Err(PopError::Empty));
+/// drop(tx);
+/// assert_eq!(rx.try_pop(), Err(PopError::Disconnected));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PopError {
     /// The ring is empty.
@@ -194,6 +266,18 @@ impl fmt::Display for PopError {
 impl std::error::Error for PopError {}
 
 /// Not enough slots for a chunk.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::ring::{ChunkError, Spsc, WaitMode};
+///
+/// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+/// # let mut tx = ring.producer()?;
+/// tx.push_slice(&[0; 5]);
+/// assert!(matches!(tx.write_chunk(4), Err(ChunkError::TooFewSlots(3))));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChunkError {
     /// Only this many slots are available.

@@ -29,6 +29,19 @@ const fn words(len: usize) -> usize {
 }
 
 /// Errors of sending a frame.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::ring::{FrameRing, SendError, WaitMode};
+///
+/// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
+/// # let mut tx = ring.producer()?;
+/// let err = tx.try_send(&[0; 300]).unwrap_err();
+/// assert_eq!(err, SendError::TooLarge { len: 300, max: 256 });
+/// assert_eq!(err.to_string(), "frame of 300 bytes exceeds the maximum of 256");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SendError {
@@ -66,6 +79,20 @@ impl fmt::Display for SendError {
 impl std::error::Error for SendError {}
 
 /// Errors of receiving a frame.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::ring::{FrameRing, RecvError, WaitMode};
+///
+/// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
+/// # let (tx, mut rx) = (ring.producer()?, ring.consumer()?);
+/// let mut buf = Vec::new();
+/// assert_eq!(rx.try_recv(&mut buf), Err(RecvError::Empty));
+/// drop(tx);
+/// assert_eq!(rx.try_recv(&mut buf), Err(RecvError::Disconnected));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RecvError {
@@ -152,6 +179,19 @@ impl FrameRing<HeapRegion<SpscHeader>> {
     ///
     /// [`BuildError::InvalidCapacity`], or [`BuildError::BadConfig`] if a frame of
     /// `max_frame` bytes cannot fit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{FrameRing, WaitMode};
+    ///
+    /// let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
+    /// assert_eq!((ring.capacity_bytes(), ring.max_frame()), (4096, 256));
+    /// // Not a power of two; a maximal frame that cannot fit.
+    /// assert!(FrameRing::new(4000, 256, WaitMode::Spin).is_err());
+    /// assert!(FrameRing::new(256, 4096, WaitMode::Spin).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(
         capacity_bytes: usize,
         max_frame: usize,
@@ -170,6 +210,19 @@ impl FrameRing<crate::segment::ShmRegion<SpscHeader>> {
     /// # Errors
     ///
     /// As [`FrameRing::new`], or [`BuildError::Create`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{FrameRing, WaitMode};
+    /// use shmlink::segment::Segment;
+    /// # let name = format!("doc-frame-create-{}", std::process::id());
+    ///
+    /// let builder = Segment::builder(&name).unlink_on_drop(true);
+    /// let ring = FrameRing::create(builder, 64 * 1024, 4096, WaitMode::Blocking)?;
+    /// ring.producer()?.try_send(b"hello")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn create(
         builder: crate::segment::SegmentBuilder,
         capacity_bytes: usize,
@@ -193,6 +246,26 @@ impl FrameRing<crate::segment::ShmRegion<SpscHeader>> {
     /// # Errors
     ///
     /// [`BuildError::Open`] or [`BuildError::BadConfig`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{FrameRing, Spsc, WaitMode};
+    /// use shmlink::segment::Segment;
+    /// # let name = format!("doc-frame-open-{}", std::process::id());
+    /// # let a = FrameRing::create(Segment::builder(&name).unlink_on_drop(true), 4096, 256, WaitMode::Spin)?;
+    /// # a.producer()?.try_send(b"hello")?;
+    ///
+    /// // In another process: attach by name; the maximum comes from the segment.
+    /// let ring = FrameRing::open(Segment::builder(&name))?;
+    /// assert_eq!(ring.max_frame(), 256);
+    /// let mut buf = Vec::new();
+    /// ring.consumer()?.try_recv(&mut buf)?;
+    /// assert_eq!(buf, b"hello");
+    /// // A frame ring is not a plain ring of words.
+    /// assert!(Spsc::<u64, _>::open(Segment::builder(&name)).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open(builder: crate::segment::SegmentBuilder) -> Result<Self, BuildError> {
         let words =
             Spsc::<u64, _>::open_tagged(builder, crate::segment::Kind::FrameRing, RING_TAG)?;
@@ -204,12 +277,32 @@ impl FrameRing<crate::segment::ShmRegion<SpscHeader>> {
 
 impl<R: Region<Shared = SpscHeader>> FrameRing<R> {
     /// Longest frame, in bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{FrameRing, WaitMode};
+    ///
+    /// let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
+    /// assert_eq!(ring.max_frame(), 256);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn max_frame(&self) -> usize {
         self.max_frame
     }
 
     /// Capacity in bytes (frames take 8 bytes of header plus their length rounded up
     /// to 8).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{FrameRing, WaitMode};
+    ///
+    /// let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
+    /// assert_eq!(ring.capacity_bytes(), 4096);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn capacity_bytes(&self) -> usize {
         self.words.capacity() * 8
     }
@@ -218,7 +311,20 @@ impl<R: Region<Shared = SpscHeader>> FrameRing<R> {
     ///
     /// # Errors
     ///
-    /// [`ClaimError::Taken`] while a live process holds it.
+    /// [`ClaimError::Taken`] while a live process holds it;
+    /// [`ClaimError::Corrupted`] if the ring's positions are impossible.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{ClaimError, FrameRing, WaitMode};
+    ///
+    /// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
+    /// let mut tx = ring.producer()?;
+    /// tx.try_send(b"hi")?;
+    /// assert!(matches!(ring.producer(), Err(ClaimError::Taken { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn producer(&self) -> Result<FrameProducer<R>, ClaimError> {
         Ok(FrameProducer {
             inner: self.words.producer()?,
@@ -230,7 +336,22 @@ impl<R: Region<Shared = SpscHeader>> FrameRing<R> {
     ///
     /// # Errors
     ///
-    /// [`ClaimError::Taken`] while a live process holds it.
+    /// [`ClaimError::Taken`] while a live process holds it;
+    /// [`ClaimError::Corrupted`] if the ring's positions are impossible.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{ClaimError, FrameRing, WaitMode};
+    ///
+    /// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
+    /// # ring.producer()?.try_send(b"hi")?;
+    /// let mut rx = ring.consumer()?;
+    /// let mut buf = Vec::new();
+    /// assert_eq!(rx.try_recv(&mut buf)?, 2);
+    /// assert!(matches!(ring.consumer(), Err(ClaimError::Taken { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn consumer(&self) -> Result<FrameConsumer<R>, ClaimError> {
         Ok(FrameConsumer {
             inner: self.words.consumer()?,
@@ -249,6 +370,23 @@ impl<R: Region<Shared = SpscHeader>> fmt::Debug for FrameRing<R> {
 }
 
 /// Sends frames.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::ring::{FrameRing, WaitMode};
+///
+/// let ring = FrameRing::new(4096, 256, WaitMode::Blocking)?;
+/// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+/// // 100 frames of 200 bytes: more than the ring holds at once.
+/// let sender = std::thread::spawn(move || (0..100).try_for_each(|_| tx.send(&[1; 200])));
+/// let mut buf = Vec::new();
+/// for _ in 0..100 {
+///     assert_eq!(rx.recv(&mut buf)?, 200);
+/// }
+/// sender.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct FrameProducer<R: Region<Shared = SpscHeader>> {
     inner: Producer<u64, R>,
     max_frame: usize,
@@ -261,6 +399,21 @@ impl<R: Region<Shared = SpscHeader>> FrameProducer<R> {
     ///
     /// `TooLarge`, `Full`, `Disconnected` (full, and the consumer is gone),
     /// `Corrupted`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{FrameRing, SendError, WaitMode};
+    ///
+    /// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
+    /// # let mut tx = ring.producer()?;
+    /// // A 256-byte frame takes 33 of the ring's 512 words: 15 fit.
+    /// for _ in 0..15 {
+    ///     tx.try_send(&[0; 256])?;
+    /// }
+    /// assert_eq!(tx.try_send(&[0; 256]), Err(SendError::Full));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn try_send(&mut self, frame: &[u8]) -> Result<(), SendError> {
         if frame.len() > self.max_frame {
             return Err(SendError::TooLarge {
@@ -295,6 +448,22 @@ impl<R: Region<Shared = SpscHeader>> FrameProducer<R> {
     /// # Errors
     ///
     /// As [`try_send`](Self::try_send), with `Timeout` instead of `Full`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{FrameRing, SendError, WaitMode};
+    /// use std::time::Duration;
+    ///
+    /// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
+    /// # let (mut tx, _rx) = (ring.producer()?, ring.consumer()?);
+    /// let wait = Duration::from_millis(1);
+    /// for _ in 0..15 {
+    ///     tx.send_timeout(&[0; 256], wait)?;
+    /// }
+    /// assert_eq!(tx.send_timeout(&[0; 256], wait), Err(SendError::Timeout));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn send_timeout(&mut self, frame: &[u8], timeout: Duration) -> Result<(), SendError> {
         self.send_until(frame, deadline_after(timeout))
     }
@@ -304,6 +473,21 @@ impl<R: Region<Shared = SpscHeader>> FrameProducer<R> {
     /// # Errors
     ///
     /// `TooLarge`, `Disconnected`, `Corrupted`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{FrameRing, SendError, WaitMode};
+    ///
+    /// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
+    /// # let (mut tx, rx) = (ring.producer()?, ring.consumer()?);
+    /// tx.send(b"hello")?; // there is room: returns at once
+    /// drop(rx);
+    /// while tx.try_send(&[0; 256]).is_ok() {}
+    /// // Full, and the consumer is gone: waiting would never end.
+    /// assert_eq!(tx.send(&[0; 256]), Err(SendError::Disconnected));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
         self.send_until(frame, None)
     }
@@ -326,6 +510,17 @@ impl<R: Region<Shared = SpscHeader>> FrameProducer<R> {
     }
 
     /// Longest frame, in bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{FrameRing, WaitMode};
+    /// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
+    ///
+    /// let tx = ring.producer()?;
+    /// assert_eq!(tx.max_frame(), 256);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn max_frame(&self) -> usize {
         self.max_frame
     }
@@ -340,6 +535,24 @@ impl<R: Region<Shared = SpscHeader>> fmt::Debug for FrameProducer<R> {
 }
 
 /// Receives frames.
+///
+/// # Examples
+///
+/// ```
+/// # use shmlink::ring::{FrameRing, WaitMode};
+/// let ring = FrameRing::new(4096, 256, WaitMode::Blocking)?;
+/// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+/// let receiver = std::thread::spawn(move || {
+///     let mut buf = Vec::new();
+///     // Frame lengths, until `recv` fails with `Disconnected` (the producer left).
+///     std::iter::from_fn(|| rx.recv(&mut buf).ok()).sum::<usize>()
+/// });
+/// tx.send(b"one")?;
+/// tx.send(b"three")?;
+/// drop(tx);
+/// assert_eq!(receiver.join().unwrap(), 8);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct FrameConsumer<R: Region<Shared = SpscHeader>> {
     inner: Consumer<u64, R>,
     max_frame: usize,
@@ -354,6 +567,21 @@ impl<R: Region<Shared = SpscHeader>> FrameConsumer<R> {
     /// `Empty`, `Disconnected` (no frame and the producer is gone), `Corrupted` for a
     /// header with a bad tag, a length over the maximum, or a frame that is not wholly
     /// published.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{FrameRing, RecvError, WaitMode};
+    ///
+    /// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
+    /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    /// let mut buf = Vec::new();
+    /// assert_eq!(rx.try_recv(&mut buf), Err(RecvError::Empty));
+    /// tx.try_send(b"ping")?;
+    /// assert_eq!(rx.try_recv(&mut buf), Ok(4));
+    /// assert_eq!(buf, b"ping");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
         let header = match self.inner.read_chunk(1) {
             Ok(chunk) => chunk.get(0),
@@ -400,6 +628,22 @@ impl<R: Region<Shared = SpscHeader>> FrameConsumer<R> {
     /// # Errors
     ///
     /// As [`try_recv`](Self::try_recv), with `Timeout` instead of `Empty`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{FrameRing, RecvError, WaitMode};
+    /// use std::time::Duration;
+    ///
+    /// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
+    /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    /// let mut buf = Vec::new();
+    /// let wait = Duration::from_millis(1);
+    /// assert_eq!(rx.recv_timeout(&mut buf, wait), Err(RecvError::Timeout));
+    /// tx.try_send(b"ping")?;
+    /// assert_eq!(rx.recv_timeout(&mut buf, wait), Ok(4));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn recv_timeout(
         &mut self,
         buf: &mut Vec<u8>,
@@ -413,6 +657,21 @@ impl<R: Region<Shared = SpscHeader>> FrameConsumer<R> {
     /// # Errors
     ///
     /// `Disconnected`, `Corrupted`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{FrameRing, RecvError, WaitMode};
+    ///
+    /// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
+    /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    /// tx.try_send(b"last")?;
+    /// drop(tx);
+    /// let mut buf = Vec::new();
+    /// assert_eq!(rx.recv(&mut buf), Ok(4)); // sent before the producer left
+    /// assert_eq!(rx.recv(&mut buf), Err(RecvError::Disconnected));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn recv(&mut self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
         self.recv_until(buf, None)
     }
@@ -436,6 +695,17 @@ impl<R: Region<Shared = SpscHeader>> FrameConsumer<R> {
     }
 
     /// Longest frame, in bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{FrameRing, WaitMode};
+    /// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
+    ///
+    /// let rx = ring.consumer()?;
+    /// assert_eq!(rx.max_frame(), 256);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn max_frame(&self) -> usize {
         self.max_frame
     }

@@ -37,8 +37,35 @@ use crate::segment::{CacheLine, HeapRegion, RawArea, Region, ShmSafe};
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 /// Largest capacity (slots).
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::ring::mpmc::MAX_CAPACITY;
+/// use shmlink::ring::{BuildError, Mpmc, WaitMode};
+///
+/// let too_big = MAX_CAPACITY * 2;
+/// let err = Mpmc::<u64, _>::new(too_big as usize, WaitMode::Spin).unwrap_err();
+/// assert_eq!(err, BuildError::InvalidCapacity(too_big));
+/// ```
 pub const MAX_CAPACITY: u64 = 1 << 32;
 /// How many handles (producers and consumers together) a ring has room for.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::ring::mpmc::MAX_PARTICIPANTS;
+/// use shmlink::ring::{ClaimError, Mpmc, WaitMode};
+///
+/// let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
+/// let producers = (0..MAX_PARTICIPANTS)
+///     .map(|_| ring.producer())
+///     .collect::<Result<Vec<_>, _>>()?;
+/// let err = ring.consumer().unwrap_err();
+/// assert_eq!(err, ClaimError::NoFreeSlot { max: MAX_PARTICIPANTS });
+/// # drop(producers);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[cfg(not(shmlink_loom))]
 pub const MAX_PARTICIPANTS: usize = 32;
 /// How many handles a ring has room for (small under loom to keep models small).
@@ -57,6 +84,17 @@ const STUCK_SPINS: u32 = 1 << 10;
 const STUCK_SPINS: u32 = 1;
 
 /// Configuration written once by the creator.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::ring::mpmc::MpmcConfig;
+/// use shmlink::segment::ShmSafe;
+///
+/// // Part of every MPMC header; all zeroes until the creator fills it in.
+/// let config = MpmcConfig::new_zeroed();
+/// assert_eq!(size_of_val(&config), 40);
+/// ```
 #[repr(C)]
 #[derive(Debug)]
 pub struct MpmcConfig {
@@ -84,6 +122,17 @@ unsafe impl ShmSafe for MpmcConfig {
 }
 
 /// One handle's record: who it is and what it is in the middle of.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::ring::mpmc::Participant;
+/// use shmlink::segment::ShmSafe;
+///
+/// // A free record: no holder, nothing pending.
+/// let record = Participant::new_zeroed();
+/// assert_eq!(size_of_val(&record), 32);
+/// ```
 #[repr(C)]
 #[derive(Debug)]
 pub struct Participant {
@@ -111,6 +160,16 @@ unsafe impl ShmSafe for Participant {
 }
 
 /// Repair counters.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::ring::mpmc::Repairs;
+/// use shmlink::segment::ShmSafe;
+///
+/// let counters = Repairs::new_zeroed();
+/// assert_eq!(size_of_val(&counters), 24);
+/// ```
 #[repr(C)]
 #[derive(Debug)]
 pub struct Repairs {
@@ -133,6 +192,16 @@ unsafe impl ShmSafe for Repairs {
 }
 
 /// The control block of an MPMC ring.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::ring::MpmcHeader;
+/// use shmlink::ring::mpmc::MAX_PARTICIPANTS;
+///
+/// // Six 128-byte lines, then one line per participant.
+/// assert_eq!(size_of::<MpmcHeader>(), 128 * (6 + MAX_PARTICIPANTS));
+/// ```
 #[repr(C)]
 #[derive(Debug)]
 pub struct MpmcHeader {
@@ -167,6 +236,19 @@ unsafe impl ShmSafe for MpmcHeader {
 }
 
 /// What repairs found so far.
+///
+/// # Examples
+///
+/// ```
+/// # use shmlink::ring::{Mpmc, WaitMode};
+///
+/// use shmlink::ring::RepairStats;
+///
+/// let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
+/// // Nobody died: nothing to repair.
+/// assert_eq!(ring.repairs(), RepairStats { holes: 0, lost: 0 });
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RepairStats {
     /// Pushes claimed by a dead producer and turned into holes (nothing lost).
@@ -260,6 +342,19 @@ impl<T: Pod> Mpmc<T, HeapRegion<MpmcHeader>> {
     ///
     /// [`BuildError::InvalidCapacity`] unless `capacity` is a power of two in
     /// `2..=2^32`; [`BuildError::OutOfMemory`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{BuildError, Mpmc, WaitMode};
+    ///
+    /// let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// assert_eq!(ring.capacity(), 8);
+    /// // One slot is not enough for an MPMC ring.
+    /// let err = Mpmc::<u64, _>::new(1, WaitMode::Spin).unwrap_err();
+    /// assert_eq!(err, BuildError::InvalidCapacity(1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(capacity: usize, mode: WaitMode) -> Result<Self, BuildError> {
         const { assert!(align_of::<T>() <= 128) };
         let capacity = capacity as u64;
@@ -288,6 +383,20 @@ impl<T: Pod> Mpmc<T, crate::segment::ShmRegion<MpmcHeader>> {
     /// # Errors
     ///
     /// [`BuildError::InvalidCapacity`] or [`BuildError::Create`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{Mpmc, WaitMode};
+    /// use shmlink::segment::Segment;
+    /// # let name = format!("doc-mpmc-create-{}", std::process::id());
+    ///
+    /// let builder = Segment::builder(&name).unlink_on_drop(true);
+    /// let ring = Mpmc::<u64, _>::create(builder, 1024, WaitMode::Blocking)?;
+    /// ring.producer()?.try_push(1)?;
+    /// assert_eq!(ring.len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn create(
         builder: crate::segment::SegmentBuilder,
         capacity: usize,
@@ -311,6 +420,24 @@ impl<T: Pod> Mpmc<T, crate::segment::ShmRegion<MpmcHeader>> {
     ///
     /// [`BuildError::Open`] (e.g. `TypeMismatch` for another element type) or
     /// [`BuildError::BadConfig`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{BuildError, Mpmc, WaitMode};
+    /// use shmlink::segment::Segment;
+    /// # let name = format!("doc-mpmc-open-{}", std::process::id());
+    /// # let a = Mpmc::<u64, _>::create(Segment::builder(&name).unlink_on_drop(true), 64, WaitMode::Spin)?;
+    /// # a.producer()?.try_push(5)?;
+    ///
+    /// // In another process: attach by name.
+    /// let ring = Mpmc::<u64, _>::open(Segment::builder(&name))?;
+    /// assert_eq!(ring.consumer()?.try_pop(), Ok(5));
+    /// // The element type is checked.
+    /// let wrong = Mpmc::<u32, _>::open(Segment::builder(&name));
+    /// assert!(matches!(wrong, Err(BuildError::Open(_))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open(builder: crate::segment::SegmentBuilder) -> Result<Self, BuildError> {
         const { assert!(align_of::<T>() <= 128) };
         let region = crate::segment::ShmRegion::<MpmcHeader>::open(Self::configure(builder))?;
@@ -324,6 +451,19 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Mpmc<T, R> {
     /// # Errors
     ///
     /// [`BuildError::BadConfig`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use shmlink::ring::{BuildError, Mpmc, MpmcHeader};
+    /// use shmlink::segment::HeapRegion;
+    ///
+    /// // A zeroed header holds no ring configuration: it is rejected, not trusted.
+    /// let region = Arc::new(HeapRegion::<MpmcHeader>::new(16 * 8));
+    /// let err = Mpmc::<u64, _>::from_region(region).unwrap_err();
+    /// assert!(matches!(err, BuildError::BadConfig(_)));
+    /// ```
     pub fn from_region(region: Arc<R>) -> Result<Self, BuildError> {
         let cfg = &region.shared().config;
         let bad = |what, found| BuildError::BadConfig(Corruption { what, found });
@@ -360,11 +500,34 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Mpmc<T, R> {
     }
 
     /// Number of slots.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Mpmc, WaitMode};
+    ///
+    /// let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// assert_eq!(ring.capacity(), 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn capacity(&self) -> usize {
         self.capacity as usize
     }
 
     /// Elements in the ring right now (a snapshot, clamped to the capacity).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Mpmc, WaitMode};
+    /// # let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
+    ///
+    /// let mut tx = ring.producer()?;
+    /// tx.try_push(1)?;
+    /// tx.try_push(2)?;
+    /// assert_eq!(ring.len(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn len(&self) -> usize {
         let h = self.region.shared();
         let head = h.head.load(Ordering::Acquire);
@@ -373,11 +536,34 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Mpmc<T, R> {
     }
 
     /// `true` if [`len`](Self::len) is 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Mpmc, WaitMode};
+    /// # let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
+    ///
+    /// assert!(ring.is_empty());
+    /// ring.producer()?.try_push(1)?;
+    /// assert!(!ring.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// What repairs of dead participants found so far.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Mpmc, WaitMode};
+    /// # let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
+    ///
+    /// let stats = ring.repairs();
+    /// assert_eq!((stats.holes, stats.lost), (0, 0));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn repairs(&self) -> RepairStats {
         let r = &self.region.shared().repairs;
         RepairStats {
@@ -433,6 +619,21 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Mpmc<T, R> {
     /// # Errors
     ///
     /// [`ClaimError::NoFreeSlot`] when [`MAX_PARTICIPANTS`] live handles exist.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Mpmc, WaitMode};
+    /// # let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
+    ///
+    /// // Any number of producers, up to the participant table's size.
+    /// let mut a = ring.producer()?;
+    /// let mut b = ring.producer()?;
+    /// a.try_push(1)?;
+    /// b.try_push(2)?;
+    /// assert_eq!(ring.len(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn producer(&self) -> Result<MpmcProducer<T, R>, ClaimError> {
         Ok(MpmcProducer {
             core: self.register(ROLE_PRODUCER)?,
@@ -444,6 +645,20 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Mpmc<T, R> {
     /// # Errors
     ///
     /// [`ClaimError::NoFreeSlot`] when [`MAX_PARTICIPANTS`] live handles exist.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Mpmc, WaitMode};
+    /// # let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
+    ///
+    /// ring.producer()?.try_push(1)?;
+    /// let mut a = ring.consumer()?;
+    /// let mut b = ring.consumer()?;
+    /// assert_eq!(a.try_pop(), Ok(1));
+    /// assert!(b.try_pop().is_err()); // each element goes to one consumer
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn consumer(&self) -> Result<MpmcConsumer<T, R>, ClaimError> {
         Ok(MpmcConsumer {
             core: self.register(ROLE_CONSUMER)?,
@@ -762,6 +977,21 @@ fn deadline_after(timeout: Duration) -> Option<Instant> {
 }
 
 /// A producer handle of an MPMC ring.
+///
+/// # Examples
+///
+/// ```
+/// # use shmlink::ring::{Mpmc, WaitMode};
+/// let ring = Mpmc::<u64, _>::new(8, WaitMode::Blocking)?;
+/// let mut rx = ring.consumer()?;
+/// let (mut tx1, mut tx2) = (ring.producer()?, ring.producer()?);
+/// let t1 = std::thread::spawn(move || tx1.push(1));
+/// let t2 = std::thread::spawn(move || tx2.push(2));
+/// assert_eq!(rx.pop()? + rx.pop()?, 3); // in whichever order they came
+/// t1.join().unwrap()?;
+/// t2.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct MpmcProducer<T: Pod, R: Region<Shared = MpmcHeader>> {
     core: Core<T, R>,
 }
@@ -774,6 +1004,20 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcProducer<T, R> {
     /// `Full` (value returned; the blocking variants report `Disconnected` once every
     /// consumer is gone). A slot held up by a consumer that died mid-pop is repaired
     /// here, then the push is retried.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{Mpmc, PushError, WaitMode};
+    ///
+    /// # let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// let mut tx = ring.producer()?;
+    /// for i in 0..8 {
+    ///     tx.try_push(i)?;
+    /// }
+    /// assert_eq!(tx.try_push(8), Err(PushError::Full(8)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn try_push(&mut self, value: T) -> Result<(), PushError<T>> {
         loop {
             match self.core.try_push_once(value) {
@@ -799,6 +1043,22 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcProducer<T, R> {
     ///
     /// `Timeout`, or `Disconnected` when no live consumer is registered and the ring is
     /// full.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{Mpmc, PushError, WaitMode};
+    /// use std::time::Duration;
+    ///
+    /// # let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let (mut tx, _rx) = (ring.producer()?, ring.consumer()?);
+    /// for i in 0..8 {
+    ///     tx.push_timeout(i, Duration::from_millis(10))?;
+    /// }
+    /// let err = tx.push_timeout(8, Duration::from_millis(1)).unwrap_err();
+    /// assert_eq!(err, PushError::Timeout(8));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn push_timeout(&mut self, value: T, timeout: Duration) -> Result<(), PushError<T>> {
         self.push_until(value, deadline_after(timeout))
     }
@@ -808,6 +1068,23 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcProducer<T, R> {
     /// # Errors
     ///
     /// `Disconnected` when no live consumer is registered and the ring is full.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{Mpmc, PushError, WaitMode};
+    ///
+    /// # let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let (mut tx, rx) = (ring.producer()?, ring.consumer()?);
+    /// tx.push(1)?; // there is room: returns at once
+    /// drop(rx);
+    /// for i in 0..7 {
+    ///     tx.push(i)?;
+    /// }
+    /// // Full, and no consumer is left: waiting would never end.
+    /// assert_eq!(tx.push(9), Err(PushError::Disconnected(9)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
         self.push_until(value, None)
     }
@@ -842,6 +1119,17 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcProducer<T, R> {
     }
 
     /// The ring.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Mpmc, WaitMode};
+    /// # let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
+    ///
+    /// let tx = ring.producer()?;
+    /// assert_eq!(tx.ring().capacity(), 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn ring(&self) -> &Mpmc<T, R> {
         &self.core.ring
     }
@@ -862,6 +1150,22 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> fmt::Debug for MpmcProducer<T, R> {
 }
 
 /// A consumer handle of an MPMC ring.
+///
+/// # Examples
+///
+/// ```
+/// # use shmlink::ring::{Mpmc, WaitMode};
+/// let ring = Mpmc::<u64, _>::new(8, WaitMode::Blocking)?;
+/// let mut tx = ring.producer()?;
+/// let (mut rx1, mut rx2) = (ring.consumer()?, ring.consumer()?);
+/// let t1 = std::thread::spawn(move || rx1.pop());
+/// let t2 = std::thread::spawn(move || rx2.pop());
+/// tx.push(1)?;
+/// tx.push(2)?;
+/// // Each consumer got one of the two, in either order.
+/// assert_eq!(t1.join().unwrap()? + t2.join().unwrap()?, 3);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct MpmcConsumer<T: Pod, R: Region<Shared = MpmcHeader>> {
     core: Core<T, R>,
 }
@@ -874,6 +1178,19 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcConsumer<T, R> {
     /// `Empty` (the blocking variants report `Disconnected` once every producer is
     /// gone). A slot held up by a producer that died mid-push is repaired (it becomes a hole
     /// that is skipped), then the pop is retried.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{Mpmc, PopError, WaitMode};
+    ///
+    /// # let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    /// assert_eq!(rx.try_pop(), Err(PopError::Empty));
+    /// tx.try_push(5)?;
+    /// assert_eq!(rx.try_pop(), Ok(5));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn try_pop(&mut self) -> Result<T, PopError> {
         loop {
             match self.core.try_pop_once() {
@@ -900,6 +1217,20 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcConsumer<T, R> {
     /// # Errors
     ///
     /// `Timeout`, or `Disconnected` when empty and no live producer is registered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{Mpmc, PopError, WaitMode};
+    /// use std::time::Duration;
+    ///
+    /// # let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    /// assert_eq!(rx.pop_timeout(Duration::from_millis(1)), Err(PopError::Timeout));
+    /// tx.try_push(5)?;
+    /// assert_eq!(rx.pop_timeout(Duration::from_secs(1)), Ok(5));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopError> {
         self.pop_until(deadline_after(timeout))
     }
@@ -909,6 +1240,21 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcConsumer<T, R> {
     /// # Errors
     ///
     /// `Disconnected` when empty and no live producer is registered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{Mpmc, PopError, WaitMode};
+    ///
+    /// let ring = Mpmc::<u64, _>::new(8, WaitMode::Blocking)?;
+    /// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    /// let sender = std::thread::spawn(move || tx.push(7));
+    /// assert_eq!(rx.pop(), Ok(7)); // waits for the other thread
+    /// sender.join().unwrap()?;
+    /// // Empty, and every producer is gone: nothing more will come.
+    /// assert_eq!(rx.pop(), Err(PopError::Disconnected));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn pop(&mut self) -> Result<T, PopError> {
         self.pop_until(None)
     }
@@ -943,6 +1289,17 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcConsumer<T, R> {
     }
 
     /// The ring.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Mpmc, WaitMode};
+    /// # let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
+    ///
+    /// let rx = ring.consumer()?;
+    /// assert_eq!(rx.ring().capacity(), 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn ring(&self) -> &Mpmc<T, R> {
         &self.core.ring
     }

@@ -29,12 +29,34 @@ use crate::segment::{CacheLine, HeapRegion, RawArea, Region, ShmSafe};
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Largest capacity (slots).
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::ring::spsc::MAX_CAPACITY;
+/// use shmlink::ring::{BuildError, Spsc, WaitMode};
+///
+/// let too_big = MAX_CAPACITY * 2;
+/// let err = Spsc::<u64, _>::new(too_big as usize, WaitMode::Spin).unwrap_err();
+/// assert_eq!(err, BuildError::InvalidCapacity(too_big));
+/// ```
 pub const MAX_CAPACITY: u64 = 1 << 32;
 
 /// Role word value of a holder that left cleanly.
 const CLOSED: u64 = u64::MAX;
 
 /// Configuration written once by the creator, copied and validated by every handle.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::ring::spsc::RingConfig;
+/// use shmlink::segment::ShmSafe;
+///
+/// // Part of every SPSC header; all zeroes until the creator fills it in.
+/// let config = RingConfig::new_zeroed();
+/// assert_eq!(size_of_val(&config), 32);
+/// ```
 #[repr(C)]
 #[derive(Debug)]
 pub struct RingConfig {
@@ -62,6 +84,17 @@ unsafe impl ShmSafe for RingConfig {
 
 /// Who holds the producer and consumer roles: 0 nobody yet, a process token, or
 /// `u64::MAX` (left cleanly).
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::ring::spsc::Roles;
+/// use shmlink::segment::ShmSafe;
+///
+/// // Part of every SPSC header: one role word per end, 0 while nobody holds it.
+/// let roles = Roles::new_zeroed();
+/// assert_eq!(size_of_val(&roles), 16);
+/// ```
 #[repr(C)]
 #[derive(Debug)]
 pub struct Roles {
@@ -81,6 +114,15 @@ unsafe impl ShmSafe for Roles {
 }
 
 /// The control block of an SPSC ring (768 bytes, six 128-byte lines).
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::ring::SpscHeader;
+///
+/// assert_eq!(size_of::<SpscHeader>(), 768);
+/// assert_eq!(align_of::<SpscHeader>(), 128);
+/// ```
 #[repr(C)]
 #[derive(Debug)]
 pub struct SpscHeader {
@@ -212,6 +254,18 @@ impl<T: Pod> Spsc<T, HeapRegion<SpscHeader>> {
     ///
     /// [`BuildError::InvalidCapacity`] unless `capacity` is a power of two in
     /// `1..=2^32`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{BuildError, Spsc, WaitMode};
+    ///
+    /// let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// assert_eq!(ring.capacity(), 8);
+    /// let err = Spsc::<u64, _>::new(6, WaitMode::Spin).unwrap_err();
+    /// assert_eq!(err, BuildError::InvalidCapacity(6));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(capacity: usize, mode: WaitMode) -> Result<Self, BuildError> {
         Self::new_tagged(capacity, mode, 0)
     }
@@ -260,6 +314,19 @@ impl<T: Pod> Spsc<T, crate::segment::ShmRegion<SpscHeader>> {
     ///
     /// [`BuildError::InvalidCapacity`], or [`BuildError::Create`] with the segment
     /// error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{Spsc, WaitMode};
+    /// use shmlink::segment::Segment;
+    /// # let name = format!("doc-spsc-create-{}", std::process::id());
+    ///
+    /// let builder = Segment::builder(&name).unlink_on_drop(true);
+    /// let ring = Spsc::<u64, _>::create(builder, 1024, WaitMode::Blocking)?;
+    /// assert_eq!(ring.capacity(), 1024);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn create(
         builder: crate::segment::SegmentBuilder,
         capacity: usize,
@@ -306,6 +373,23 @@ impl<T: Pod> Spsc<T, crate::segment::ShmRegion<SpscHeader>> {
     ///
     /// [`BuildError::Open`] with the segment error (e.g. `TypeMismatch` for another
     /// element type), or [`BuildError::BadConfig`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{BuildError, Spsc, WaitMode};
+    /// use shmlink::segment::Segment;
+    /// # let name = format!("doc-spsc-open-{}", std::process::id());
+    /// # let _a = Spsc::<u64, _>::create(Segment::builder(&name).unlink_on_drop(true), 64, WaitMode::Spin)?;
+    ///
+    /// // In another process: attach by name.
+    /// let ring = Spsc::<u64, _>::open(Segment::builder(&name))?;
+    /// assert_eq!(ring.capacity(), 64);
+    /// // The element type is checked.
+    /// let wrong = Spsc::<u32, _>::open(Segment::builder(&name));
+    /// assert!(matches!(wrong, Err(BuildError::Open(_))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open(builder: crate::segment::SegmentBuilder) -> Result<Self, BuildError> {
         Self::open_tagged(builder, crate::segment::Kind::SpscRing, 0)
     }
@@ -330,6 +414,19 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
     ///
     /// [`BuildError::BadConfig`] if the configuration is not one for `T` or does not
     /// fit the region.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use shmlink::ring::{BuildError, Spsc, SpscHeader};
+    /// use shmlink::segment::HeapRegion;
+    ///
+    /// // A zeroed header holds no ring configuration: it is rejected, not trusted.
+    /// let region = Arc::new(HeapRegion::<SpscHeader>::new(16 * 8));
+    /// let err = Spsc::<u64, _>::from_region(region).unwrap_err();
+    /// assert!(matches!(err, BuildError::BadConfig(_)));
+    /// ```
     pub fn from_region(region: Arc<R>) -> Result<Self, BuildError> {
         let cfg = &region.shared().config;
         let bad = |what, found| BuildError::BadConfig(Corruption { what, found });
@@ -361,11 +458,31 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
     }
 
     /// Number of slots.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Spsc, WaitMode};
+    ///
+    /// let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// assert_eq!(ring.capacity(), 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn capacity(&self) -> usize {
         self.capacity as usize
     }
 
     /// The wait mode chosen at creation.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Spsc, WaitMode};
+    ///
+    /// let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// assert_eq!(ring.wait_mode(), WaitMode::Spin);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn wait_mode(&self) -> WaitMode {
         self.mode
     }
@@ -377,6 +494,18 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
     }
 
     /// Elements in the ring right now (a snapshot; clamped to the capacity).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let mut tx = ring.producer()?;
+    ///
+    /// tx.push_slice(&[1, 2, 3]);
+    /// assert_eq!(ring.len(), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn len(&self) -> usize {
         let h = self.region.shared();
         let head = h.head.load(Ordering::Acquire);
@@ -385,6 +514,18 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
     }
 
     /// `true` if [`len`](Self::len) is 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    ///
+    /// assert!(ring.is_empty());
+    /// ring.producer()?.try_push(1)?;
+    /// assert!(!ring.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -429,7 +570,22 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
     ///
     /// # Errors
     ///
-    /// [`ClaimError::Taken`] while a live process (this one included) holds it.
+    /// [`ClaimError::Taken`] while a live process (this one included) holds it;
+    /// [`ClaimError::Corrupted`] if the ring's positions are impossible.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{ClaimError, Spsc, WaitMode};
+    ///
+    /// let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// let tx = ring.producer()?;
+    /// // One producer at a time: the role is taken until `tx` is dropped.
+    /// assert!(matches!(ring.producer(), Err(ClaimError::Taken { .. })));
+    /// drop(tx);
+    /// assert!(ring.producer().is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn producer(&self) -> Result<Producer<T, R>, ClaimError> {
         let token = self.claim(&self.region.shared().roles.producer)?;
         let (head, tail) = self.positions().map_err(|c| {
@@ -453,7 +609,21 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
     ///
     /// # Errors
     ///
-    /// [`ClaimError::Taken`] while a live process (this one included) holds it.
+    /// [`ClaimError::Taken`] while a live process (this one included) holds it;
+    /// [`ClaimError::Corrupted`] if the ring's positions are impossible.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{ClaimError, Spsc, WaitMode};
+    ///
+    /// let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// ring.producer()?.try_push(7)?;
+    /// let mut rx = ring.consumer()?;
+    /// assert_eq!(rx.try_pop(), Ok(7));
+    /// assert!(matches!(ring.consumer(), Err(ClaimError::Taken { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn consumer(&self) -> Result<Consumer<T, R>, ClaimError> {
         let token = self.claim(&self.region.shared().roles.consumer)?;
         let (head, tail) = self.positions().map_err(|c| {
@@ -576,6 +746,22 @@ fn deadline_after(timeout: Duration) -> Option<Instant> {
 }
 
 /// The producer end. `Send`, used through `&mut self`.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::ring::{Spsc, WaitMode};
+///
+/// let ring = Spsc::<u64, _>::new(8, WaitMode::Blocking)?;
+/// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+/// // 100 elements through 8 slots: each side waits for the other.
+/// let sender = std::thread::spawn(move || (0..100).try_for_each(|i| tx.push(i)));
+/// for i in 0..100 {
+///     assert_eq!(rx.pop()?, i);
+/// }
+/// sender.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Producer<T: Pod, R: Region<Shared = SpscHeader>> {
     raw: RawHandle,
     /// Our position (authoritative: only we write `tail`).
@@ -647,6 +833,20 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
     ///
     /// `Full` (value returned), `Disconnected` (full, and the consumer left or died),
     /// `Corrupted` if its position is impossible.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{PushError, Spsc, WaitMode};
+    ///
+    /// let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// let mut tx = ring.producer()?;
+    /// for i in 0..8 {
+    ///     tx.try_push(i)?;
+    /// }
+    /// assert_eq!(tx.try_push(8), Err(PushError::Full(8)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[inline]
     pub fn try_push(&mut self, value: T) -> Result<(), PushError<T>> {
         if self.free() == 0 {
@@ -670,6 +870,21 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
     /// # Errors
     ///
     /// `Timeout`, `Disconnected`, `Corrupted`, each with the value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{PushError, Spsc, WaitMode};
+    /// use std::time::Duration;
+    ///
+    /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let (mut tx, _rx) = (ring.producer()?, ring.consumer()?);
+    /// tx.push_timeout(1, Duration::from_millis(10))?;
+    /// tx.push_slice(&[0; 7]); // now full, and nobody pops
+    /// let err = tx.push_timeout(2, Duration::from_millis(1)).unwrap_err();
+    /// assert_eq!(err, PushError::Timeout(2));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn push_timeout(&mut self, value: T, timeout: Duration) -> Result<(), PushError<T>> {
         self.push_until(value, deadline_after(timeout))
     }
@@ -679,6 +894,21 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
     /// # Errors
     ///
     /// `Disconnected` once the consumer left or died, `Corrupted`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{PushError, Spsc, WaitMode};
+    ///
+    /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let (mut tx, rx) = (ring.producer()?, ring.consumer()?);
+    /// tx.push(1)?; // there is room: returns at once
+    /// drop(rx);
+    /// tx.push_slice(&[0; 7]);
+    /// // Full, and the consumer is gone: waiting would never end.
+    /// assert_eq!(tx.push(2), Err(PushError::Disconnected(2)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
         self.push_until(value, None)
     }
@@ -732,6 +962,18 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
     }
 
     /// Pushes as many of `items` as fit, with one publication; returns how many.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let mut tx = ring.producer()?;
+    ///
+    /// assert_eq!(tx.push_slice(&[1, 2, 3]), 3);
+    /// assert_eq!(tx.push_slice(&[0; 10]), 5); // only 5 slots were left
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn push_slice(&mut self, items: &[T]) -> usize {
         if (self.free() as usize) < items.len() {
             let _ = self.refresh_head();
@@ -766,6 +1008,23 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
     /// # Errors
     ///
     /// [`ChunkError::TooFewSlots`] with the number available.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{ChunkError, Spsc, WaitMode};
+    ///
+    /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    /// let mut chunk = tx.write_chunk(3)?;
+    /// for i in 0..3 {
+    ///     chunk.write(i, 10 * i as u64);
+    /// }
+    /// chunk.commit_all();
+    /// assert_eq!(rx.try_pop(), Ok(0));
+    /// assert!(matches!(tx.write_chunk(7), Err(ChunkError::TooFewSlots(6))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn write_chunk(&mut self, n: usize) -> Result<WriteChunk<'_, T, R>, ChunkError> {
         if (self.free() as usize) < n {
             self.refresh_head().map_err(ChunkError::Corrupted)?;
@@ -778,6 +1037,19 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
     }
 
     /// Free slots right now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let mut tx = ring.producer()?;
+    ///
+    /// assert_eq!(tx.slots(), 8);
+    /// tx.try_push(1)?;
+    /// assert_eq!(tx.slots(), 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn slots(&mut self) -> usize {
         let _ = self.refresh_head();
         self.free() as usize
@@ -792,6 +1064,19 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
     }
 
     /// `true` if the consumer left or its process died.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    ///
+    /// assert!(!tx.is_abandoned());
+    /// drop(rx);
+    /// assert!(tx.is_abandoned());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_abandoned(&mut self) -> bool {
         let role = NonNull::from(&self.raw.header().roles.consumer);
         // SAFETY: the role word lives in the header, alive while self is.
@@ -799,12 +1084,38 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
     }
 
     /// The ring.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    ///
+    /// let tx = ring.producer()?;
+    /// assert_eq!(tx.ring().capacity(), 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn ring(&self) -> &Spsc<T, R> {
         &self.ring
     }
 
     /// Chooses how this handle waits. A ring created in [`WaitMode::Spin`] never
     /// sleeps (nobody would wake it), so there this is a no-op.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{PushError, Spsc, WaitMode};
+    /// use std::time::Duration;
+    ///
+    /// let ring = Spsc::<u64, _>::new(8, WaitMode::Blocking)?;
+    /// let mut tx = ring.producer()?;
+    /// tx.set_wait_mode(WaitMode::Spin); // this handle polls instead of sleeping
+    /// tx.push_slice(&[0; 8]);
+    /// let full = tx.push_timeout(1, Duration::from_millis(1));
+    /// assert_eq!(full, Err(PushError::Timeout(1)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_wait_mode(&mut self, mode: WaitMode) {
         if self.ring.mode == WaitMode::Blocking {
             self.raw.wait_mode = mode;
@@ -851,6 +1162,23 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> fmt::Debug for Producer<T, R> {
 }
 
 /// `n` reserved slots, written in place, then published with one store.
+///
+/// # Examples
+///
+/// ```
+/// # use shmlink::ring::{Spsc, WaitMode};
+/// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+/// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+///
+/// let mut chunk = tx.write_chunk(2)?;
+/// chunk.write(0, 1);
+/// chunk.write(1, 2);
+/// chunk.commit_all(); // both become visible at once
+/// let mut out = [0; 2];
+/// assert_eq!(rx.pop_slice(&mut out), 2);
+/// assert_eq!(out, [1, 2]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct WriteChunk<'a, T: Pod, R: Region<Shared = SpscHeader>> {
     producer: &'a mut Producer<T, R>,
     n: usize,
@@ -858,11 +1186,35 @@ pub struct WriteChunk<'a, T: Pod, R: Region<Shared = SpscHeader>> {
 
 impl<T: Pod, R: Region<Shared = SpscHeader>> WriteChunk<'_, T, R> {
     /// Slots in the chunk.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let mut tx = ring.producer()?;
+    ///
+    /// let chunk = tx.write_chunk(4)?;
+    /// assert_eq!(chunk.len(), 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.n
     }
 
     /// `true` for an empty chunk.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let mut tx = ring.producer()?;
+    ///
+    /// assert!(tx.write_chunk(0)?.is_empty());
+    /// assert!(!tx.write_chunk(1)?.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.n == 0
     }
@@ -872,6 +1224,20 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> WriteChunk<'_, T, R> {
     /// # Panics
     ///
     /// If `i >= len()`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    ///
+    /// let mut chunk = tx.write_chunk(1)?;
+    /// chunk.write(0, 42);
+    /// chunk.commit_all();
+    /// assert_eq!(rx.try_pop(), Ok(42));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn write(&mut self, i: usize, value: T) {
         assert!(i < self.n, "chunk index {i} out of range 0..{}", self.n);
         let p = &mut *self.producer;
@@ -891,6 +1257,21 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> WriteChunk<'_, T, R> {
     /// # Panics
     ///
     /// If `i >= len()`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    ///
+    /// let mut chunk = tx.write_chunk(1)?;
+    /// // SAFETY: slot 0 is ours until `commit`; one `u64` is written, no reference made.
+    /// unsafe { chunk.slot_ptr(0).write(99) };
+    /// chunk.commit_all();
+    /// assert_eq!(rx.try_pop(), Ok(99));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub unsafe fn slot_ptr(&mut self, i: usize) -> *mut T {
         assert!(i < self.n, "chunk index {i} out of range 0..{}", self.n);
         let p = &*self.producer;
@@ -904,6 +1285,21 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> WriteChunk<'_, T, R> {
     /// # Panics
     ///
     /// If `k > len()`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let mut tx = ring.producer()?;
+    ///
+    /// let mut chunk = tx.write_chunk(3)?;
+    /// chunk.write(0, 1);
+    /// chunk.write(1, 2);
+    /// chunk.commit(2); // the third slot stays free
+    /// assert_eq!(ring.len(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn commit(self, k: usize) {
         assert!(k <= self.n, "commit of {k} slots, chunk has {}", self.n);
         if k > 0 {
@@ -912,6 +1308,21 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> WriteChunk<'_, T, R> {
     }
 
     /// Publishes every slot of the chunk.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let mut tx = ring.producer()?;
+    ///
+    /// let mut chunk = tx.write_chunk(2)?;
+    /// chunk.write(0, 1);
+    /// chunk.write(1, 2);
+    /// chunk.commit_all();
+    /// assert_eq!(ring.len(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn commit_all(self) {
         let n = self.n;
         self.commit(n);
@@ -925,6 +1336,25 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> fmt::Debug for WriteChunk<'_, T, R>
 }
 
 /// The consumer end. `Send`, used through `&mut self`.
+///
+/// # Examples
+///
+/// ```
+/// # use shmlink::ring::{Spsc, WaitMode};
+/// let ring = Spsc::<u64, _>::new(8, WaitMode::Blocking)?;
+/// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+/// let receiver = std::thread::spawn(move || {
+///     let mut sum = 0;
+///     while let Ok(v) = rx.pop() {
+///         sum += v;
+///     }
+///     sum // `pop` failed with `Disconnected`: the producer is gone
+/// });
+/// (1..=100).try_for_each(|i| tx.push(i))?;
+/// drop(tx);
+/// assert_eq!(receiver.join().unwrap(), 5050);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Consumer<T: Pod, R: Region<Shared = SpscHeader>> {
     raw: RawHandle,
     /// Our position (authoritative: only we write `head`).
@@ -1019,6 +1449,19 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
     /// # Errors
     ///
     /// `Empty`, `Disconnected` (empty and the producer left or died), `Corrupted`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{PopError, Spsc, WaitMode};
+    ///
+    /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    /// assert_eq!(rx.try_pop(), Err(PopError::Empty));
+    /// tx.try_push(5)?;
+    /// assert_eq!(rx.try_pop(), Ok(5));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[inline]
     pub fn try_pop(&mut self) -> Result<T, PopError> {
         if self.available() == 0 && !self.next_is_published() {
@@ -1041,6 +1484,20 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
     /// # Errors
     ///
     /// `Timeout`, `Disconnected`, `Corrupted`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{PopError, Spsc, WaitMode};
+    /// use std::time::Duration;
+    ///
+    /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    /// assert_eq!(rx.pop_timeout(Duration::from_millis(1)), Err(PopError::Timeout));
+    /// tx.try_push(5)?;
+    /// assert_eq!(rx.pop_timeout(Duration::from_secs(1)), Ok(5));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopError> {
         self.pop_until(deadline_after(timeout))
     }
@@ -1051,6 +1508,21 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
     ///
     /// `Disconnected` once the ring is empty and the producer left or died;
     /// `Corrupted`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{PopError, Spsc, WaitMode};
+    ///
+    /// let ring = Spsc::<u64, _>::new(8, WaitMode::Blocking)?;
+    /// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    /// let sender = std::thread::spawn(move || tx.push(7));
+    /// assert_eq!(rx.pop(), Ok(7)); // waits for the other thread
+    /// sender.join().unwrap()?;
+    /// // Empty, and the producer is gone: nothing more will come.
+    /// assert_eq!(rx.pop(), Err(PopError::Disconnected));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn pop(&mut self) -> Result<T, PopError> {
         self.pop_until(None)
     }
@@ -1108,6 +1580,20 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
     }
 
     /// Pops up to `out.len()` elements with one release; returns how many.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    ///
+    /// tx.push_slice(&[1, 2, 3]);
+    /// let mut out = [0; 8];
+    /// let n = rx.pop_slice(&mut out);
+    /// assert_eq!(&out[..n], &[1, 2, 3]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn pop_slice(&mut self, out: &mut [T]) -> usize {
         if (self.available() as usize) < out.len() {
             let _ = self.refresh_tail();
@@ -1134,6 +1620,22 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
     /// # Errors
     ///
     /// [`ChunkError::TooFewSlots`] with the number available.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{ChunkError, Spsc, WaitMode};
+    ///
+    /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    /// tx.push_slice(&[1, 2, 3]);
+    /// let chunk = rx.read_chunk(2)?;
+    /// assert_eq!((chunk.get(0), chunk.get(1)), (1, 2));
+    /// chunk.release_all();
+    /// assert_eq!(rx.try_pop(), Ok(3));
+    /// assert!(matches!(rx.read_chunk(1), Err(ChunkError::TooFewSlots(0))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn read_chunk(&mut self, n: usize) -> Result<ReadChunk<'_, T, R>, ChunkError> {
         if (self.available() as usize) < n {
             self.refresh_tail().map_err(ChunkError::Corrupted)?;
@@ -1147,6 +1649,19 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
     }
 
     /// Elements ready right now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    ///
+    /// assert_eq!(rx.slots(), 0);
+    /// tx.push_slice(&[1, 2]);
+    /// assert_eq!(rx.slots(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn slots(&mut self) -> usize {
         let _ = self.refresh_tail();
         self.available() as usize
@@ -1162,6 +1677,21 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
 
     /// `true` if the producer left or its process died (there may still be elements
     /// to pop).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    ///
+    /// tx.try_push(1)?;
+    /// assert!(!rx.is_abandoned());
+    /// drop(tx);
+    /// assert!(rx.is_abandoned());
+    /// assert_eq!(rx.try_pop(), Ok(1)); // what was pushed before is still there
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_abandoned(&mut self) -> bool {
         let role = NonNull::from(&self.raw.header().roles.producer);
         // SAFETY: the role word lives in the header, alive while self is.
@@ -1169,11 +1699,35 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
     }
 
     /// The ring.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    ///
+    /// let rx = ring.consumer()?;
+    /// assert_eq!(rx.ring().capacity(), 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn ring(&self) -> &Spsc<T, R> {
         &self.ring
     }
 
     /// Chooses how this handle waits (see [`Producer::set_wait_mode`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{PopError, Spsc, WaitMode};
+    /// use std::time::Duration;
+    ///
+    /// let ring = Spsc::<u64, _>::new(8, WaitMode::Blocking)?;
+    /// let mut rx = ring.consumer()?;
+    /// rx.set_wait_mode(WaitMode::Spin); // this handle polls instead of sleeping
+    /// assert_eq!(rx.pop_timeout(Duration::from_millis(1)), Err(PopError::Timeout));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_wait_mode(&mut self, mode: WaitMode) {
         if self.ring.mode == WaitMode::Blocking {
             self.raw.wait_mode = mode;
@@ -1216,6 +1770,21 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> fmt::Debug for Consumer<T, R> {
 }
 
 /// `n` published elements, read in place, then released with one store.
+///
+/// # Examples
+///
+/// ```
+/// # use shmlink::ring::{Spsc, WaitMode};
+/// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+/// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+///
+/// tx.push_slice(&[10, 20, 30]);
+/// let chunk = rx.read_chunk(3)?;
+/// let sum: u64 = (0..chunk.len()).map(|i| chunk.get(i)).sum();
+/// chunk.release_all(); // one store frees all three slots
+/// assert_eq!(sum, 60);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct ReadChunk<'a, T: Pod, R: Region<Shared = SpscHeader>> {
     consumer: &'a mut Consumer<T, R>,
     n: usize,
@@ -1223,11 +1792,36 @@ pub struct ReadChunk<'a, T: Pod, R: Region<Shared = SpscHeader>> {
 
 impl<T: Pod, R: Region<Shared = SpscHeader>> ReadChunk<'_, T, R> {
     /// Elements in the chunk.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    ///
+    /// tx.push_slice(&[1, 2, 3]);
+    /// assert_eq!(rx.read_chunk(2)?.len(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.n
     }
 
     /// `true` for an empty chunk.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    ///
+    /// assert!(rx.read_chunk(0)?.is_empty());
+    /// tx.try_push(1)?;
+    /// assert!(!rx.read_chunk(1)?.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.n == 0
     }
@@ -1237,6 +1831,19 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> ReadChunk<'_, T, R> {
     /// # Panics
     ///
     /// If `i >= len()`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    ///
+    /// tx.push_slice(&[4, 5]);
+    /// let chunk = rx.read_chunk(2)?;
+    /// assert_eq!(chunk.get(1), 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get(&self, i: usize) -> T {
         assert!(i < self.n, "chunk index {i} out of range 0..{}", self.n);
         let c = &*self.consumer;
@@ -1255,6 +1862,22 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> ReadChunk<'_, T, R> {
     /// # Panics
     ///
     /// If `i >= len()`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    ///
+    /// tx.try_push(7)?;
+    /// let chunk = rx.read_chunk(1)?;
+    /// // SAFETY: the chunk is not released yet; the value is copied out, no reference made.
+    /// let v = unsafe { chunk.slot_ptr(0).read() };
+    /// chunk.release_all();
+    /// assert_eq!(v, 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub unsafe fn slot_ptr(&self, i: usize) -> *const T {
         assert!(i < self.n, "chunk index {i} out of range 0..{}", self.n);
         let c = &*self.consumer;
@@ -1268,6 +1891,20 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> ReadChunk<'_, T, R> {
     /// # Panics
     ///
     /// If `k > len()`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    ///
+    /// tx.push_slice(&[1, 2, 3]);
+    /// let chunk = rx.read_chunk(3)?;
+    /// chunk.release(1); // 2 and 3 stay in the ring
+    /// assert_eq!(rx.try_pop(), Ok(2));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn release(self, k: usize) {
         assert!(k <= self.n, "release of {k} slots, chunk has {}", self.n);
         if k > 0 {
@@ -1276,6 +1913,19 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> ReadChunk<'_, T, R> {
     }
 
     /// Releases every element of the chunk.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+    /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    ///
+    /// tx.push_slice(&[1, 2]);
+    /// rx.read_chunk(2)?.release_all();
+    /// assert!(ring.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn release_all(self) {
         let n = self.n;
         self.release(n);

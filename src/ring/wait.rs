@@ -26,6 +26,18 @@ use crate::sync::atomic::{AtomicU32, Ordering, fence};
 use crate::sync::futex;
 
 /// How a ring handle waits when it has to.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::ring::{Spsc, WaitMode};
+///
+/// assert_eq!(WaitMode::default(), WaitMode::Blocking);
+/// // Lowest latency, at the price of a busy core while waiting:
+/// let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
+/// assert_eq!(ring.wait_mode(), WaitMode::Spin);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WaitMode {
     /// Spin briefly, yield, then sleep on a futex (the default). Costs the publishing
@@ -56,6 +68,17 @@ impl WaitMode {
 }
 
 /// A futex word and the count of processes sleeping on it.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::ring::WaitWord;
+/// use shmlink::segment::ShmSafe;
+///
+/// // Ring headers hold one per direction, each on its own cache line.
+/// let word = WaitWord::new_zeroed();
+/// assert_eq!(size_of_val(&word), 8);
+/// ```
 #[repr(C)]
 #[derive(Debug)]
 pub struct WaitWord {

@@ -33,18 +33,54 @@ pub struct Backoff {
 
 impl Backoff {
     /// A fresh backoff.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::Backoff;
+    ///
+    /// let backoff = Backoff::new();
+    /// assert!(!backoff.is_completed());
+    /// ```
     #[inline]
     pub const fn new() -> Self {
         Self { step: 0 }
     }
 
     /// Starts over (after progress was made).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::Backoff;
+    ///
+    /// let mut backoff = Backoff::new();
+    /// while !backoff.is_completed() {
+    ///     backoff.snooze();
+    /// }
+    /// backoff.reset(); // progress was made: spin again before blocking
+    /// assert!(!backoff.is_completed());
+    /// ```
     #[inline]
     pub fn reset(&mut self) {
         self.step = 0;
     }
 
     /// Spins (2^step times) while short, then yields the CPU.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::Backoff;
+    /// use shmlink::sync::atomic::{AtomicBool, Ordering};
+    ///
+    /// let ready = AtomicBool::new(false); // set by another thread, say
+    /// let mut backoff = Backoff::new();
+    /// while !ready.load(Ordering::Acquire) && !backoff.is_completed() {
+    ///     backoff.snooze();
+    /// }
+    /// // Either `ready`, or time to block instead of spinning.
+    /// ```
     #[inline]
     pub fn snooze(&mut self) {
         if self.step <= SPIN_LIMIT {
@@ -60,6 +96,20 @@ impl Backoff {
     }
 
     /// `true` once spinning and yielding stopped paying: the caller should block.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::Backoff;
+    ///
+    /// let mut backoff = Backoff::new();
+    /// let mut snoozes = 0;
+    /// while !backoff.is_completed() {
+    ///     backoff.snooze();
+    ///     snoozes += 1;
+    /// }
+    /// assert!(snoozes > 0); // spun and yielded a bounded number of times first
+    /// ```
     #[inline]
     pub fn is_completed(&self) -> bool {
         // Under loom, go straight to blocking: the model then explores the sleep

@@ -17,6 +17,20 @@ use std::time::Duration;
 use super::atomic::AtomicU32;
 
 /// Why [`wait`] returned.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::sync::atomic::AtomicU32;
+/// use shmlink::sync::futex::{self, WaitResult};
+/// use std::time::Duration;
+///
+/// let word = AtomicU32::new(0);
+/// match futex::wait(&word, 0, Duration::from_millis(1)) {
+///     WaitResult::Woken => {}    // woken, or spurious: re-check the condition
+///     WaitResult::TimedOut => {} // nobody woke us in time
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitResult {
     /// Woken, interrupted, spurious, or the word had already changed: re-check.
@@ -77,6 +91,24 @@ pub fn wait(word: &AtomicU32, expected: u32, timeout: Duration) -> WaitResult {
 }
 
 /// Wakes at most `n` waiters sleeping on `word`; returns how many were woken.
+///
+/// # Examples
+///
+/// ```
+/// # use shmlink::sync::atomic::{AtomicU32, Ordering};
+/// # use shmlink::sync::futex;
+/// # use std::{sync::Arc, time::Duration};
+/// let word = Arc::new(AtomicU32::new(0));
+/// let w = word.clone();
+/// let sleeper = std::thread::spawn(move || {
+///     while w.load(Ordering::Acquire) == 0 {
+///         futex::wait(&w, 0, Duration::from_secs(1));
+///     }
+/// });
+/// word.store(1, Ordering::Release);
+/// futex::wake(&word, u32::MAX);
+/// sleeper.join().unwrap();
+/// ```
 #[cfg(not(shmlink_loom))]
 pub fn wake(word: &AtomicU32, n: u32) -> usize {
     let n = i32::try_from(n).unwrap_or(i32::MAX);
