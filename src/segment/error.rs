@@ -6,6 +6,19 @@ use std::time::Duration;
 use super::header::{Kind, ProcessId};
 
 /// Why a segment name was refused.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::{NameError, SegmentName};
+///
+/// match SegmentName::new("a/b") {
+///     Err(NameError::InvalidByte { byte, index }) => assert_eq!((byte, index), (b'/', 1)),
+///     other => panic!("unexpected: {other:?}"),
+/// }
+/// assert_eq!(SegmentName::new(""), Err(NameError::Empty));
+/// assert_eq!(SegmentName::new(".hidden"), Err(NameError::LeadingDot));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum NameError {
@@ -48,6 +61,16 @@ impl fmt::Display for NameError {
 impl std::error::Error for NameError {}
 
 /// An operating-system error: the failing call and its errno.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::OsError;
+///
+/// let e = OsError { op: "ftruncate", errno: 28 }; // ENOSPC
+/// assert_eq!(e.to_io_error().kind(), std::io::ErrorKind::StorageFull);
+/// assert!(e.to_string().starts_with("ftruncate failed: "));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OsError {
     /// The call that failed (`"shm_open"`, `"mmap"`, ...).
@@ -74,6 +97,19 @@ impl OsError {
     }
 
     /// The error as a `std::io::Error`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::list;
+    ///
+    /// // Fit into code that speaks `std::io`.
+    /// fn segment_count() -> std::io::Result<usize> {
+    ///     Ok(list().map_err(|e| e.to_io_error())?.len())
+    /// }
+    /// # segment_count()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn to_io_error(&self) -> std::io::Error {
         std::io::Error::from_raw_os_error(self.errno)
     }
@@ -88,6 +124,26 @@ impl fmt::Display for OsError {
 impl std::error::Error for OsError {}
 
 /// Why a segment counts as stale: left behind by a process that died.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::{OpenError, Segment, StaleReason};
+///
+/// # let name = format!("doc-error-stale-reason-{}", std::process::id());
+/// let seg = Segment::builder(&name).create()?;
+/// seg.header().attach(); // as if a second process had attached and then crashed
+/// drop(seg);
+/// match Segment::builder(&name).open() {
+///     Err(OpenError::Stale(info)) => match info.reason {
+///         StaleReason::CrashedWhileAttached { attached } => assert_eq!(attached, 1),
+///         StaleReason::DiedBeforeReady => panic!("the creator did publish it"),
+///     },
+///     other => panic!("unexpected: {other:?}"),
+/// }
+/// # shmlink::segment::remove_stale(&name)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StaleReason {
     /// The creator died before it published the ready flag.
@@ -101,6 +157,22 @@ pub enum StaleReason {
 }
 
 /// A stale segment: no live process holds it and a crash left it behind.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::{OpenError, Segment, remove_stale};
+///
+/// # let name = format!("doc-error-stale-info-{}", std::process::id());
+/// let seg = Segment::builder(&name).create()?;
+/// seg.header().attach(); // as if a second process had attached and then crashed
+/// drop(seg);
+/// let Err(OpenError::Stale(info)) = Segment::builder(&name).open() else { panic!("not stale") };
+/// assert_eq!(info.creator.map(|c| c.pid), Some(std::process::id()));
+/// eprintln!("removing stale segment {name}: {info}");
+/// assert!(remove_stale(&name)?);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StaleInfo {
     /// Who created it (`None` if it died before recording itself).
@@ -126,6 +198,23 @@ impl fmt::Display for StaleInfo {
 }
 
 /// Errors of [`SegmentBuilder::create`](super::SegmentBuilder::create).
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::{CreateError, Segment};
+///
+/// # let name = format!("doc-error-create-{}", std::process::id());
+/// let _first = Segment::builder(&name).unlink_on_drop(true).create()?;
+/// match Segment::builder(&name).create() {
+///     Err(CreateError::AlreadyExists) => {} // someone else was first: open it instead
+///     Err(CreateError::NoSpace { requested }) => panic!("/dev/shm is full ({requested} B)"),
+///     Err(e) => return Err(e.into()),
+///     Ok(_) => unreachable!("the name is taken"),
+/// }
+/// assert!(matches!(Segment::builder("a/b").create(), Err(CreateError::InvalidName(_))));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CreateError {
@@ -187,6 +276,24 @@ impl std::error::Error for CreateError {
 ///
 /// Whatever bytes a segment holds, opening it ends in one of these, never in a panic
 /// or undefined behaviour.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::{OpenError, Segment};
+///
+/// # let name = format!("doc-error-open-{}", std::process::id());
+/// match Segment::builder(&name).open() {
+///     Ok(segment) => println!("opened {}", segment.name()),
+///     Err(OpenError::NotFound) => println!("not created yet: try again later"),
+///     Err(OpenError::Stale(info)) => println!("left behind by a crash: {info}"),
+///     Err(e @ (OpenError::WrongKind { .. } | OpenError::TypeMismatch { .. })) => {
+///         println!("built from another version: {e}")
+///     }
+///     Err(e) => return Err(e.into()),
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OpenError {

@@ -34,16 +34,55 @@ use super::region::ShmSafe;
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// `b"shmlink\0"` read as a little-endian u64.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::header::MAGIC;
+///
+/// assert_eq!(&MAGIC.to_le_bytes(), b"shmlink\0");
+/// ```
 pub const MAGIC: u64 = u64::from_le_bytes(*b"shmlink\0");
 /// Version of the header layout described in this module.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::Segment;
+/// use shmlink::segment::header::LAYOUT_VERSION;
+///
+/// # let name = format!("doc-header-layout-version-{}", std::process::id());
+/// let seg = Segment::builder(&name).unlink_on_drop(true).create()?;
+/// assert_eq!(seg.header().snapshot().layout_version, LAYOUT_VERSION);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub const LAYOUT_VERSION: u32 = 1;
 /// Size of the header; the payload starts right after it (128-byte aligned).
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::header::{HEADER_SIZE, SegmentHeader};
+///
+/// assert_eq!(size_of::<SegmentHeader>(), HEADER_SIZE);
+/// assert_eq!(HEADER_SIZE % 128, 0); // keeps the payload 128-byte aligned
+/// ```
 pub const HEADER_SIZE: usize = 128;
 
 const STATE_CREATING: u32 = 0;
 const STATE_READY: u32 = 1;
 
 /// What a segment holds. Stored as a `u32` code in the header and checked on open.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::Kind;
+///
+/// let kind = Kind::SpscRing;
+/// assert_eq!(Kind::from_code(kind.code()), Some(kind));
+/// assert_eq!(kind.to_string(), "spsc");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Kind {
@@ -61,6 +100,15 @@ pub enum Kind {
 
 impl Kind {
     /// The code stored in the header.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::Kind;
+    ///
+    /// assert_eq!(Kind::Raw.code(), 1);
+    /// assert_eq!(Kind::Typed.code(), 2); // 0 is never a kind: a zeroed header has none
+    /// ```
     pub const fn code(self) -> u32 {
         match self {
             Kind::Raw => 1,
@@ -72,6 +120,16 @@ impl Kind {
     }
 
     /// The kind for a header code, if it is one this build knows.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::Kind;
+    ///
+    /// assert_eq!(Kind::from_code(4), Some(Kind::MpmcRing));
+    /// assert_eq!(Kind::from_code(0), None);
+    /// assert_eq!(Kind::from_code(999), None); // e.g. written by a newer build
+    /// ```
     pub const fn from_code(code: u32) -> Option<Kind> {
         match code {
             1 => Some(Kind::Raw),
@@ -84,6 +142,15 @@ impl Kind {
     }
 
     /// Short lowercase name, as `shmlink ls` prints it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::Kind;
+    ///
+    /// assert_eq!(Kind::FrameRing.name(), "frames");
+    /// assert_eq!(Kind::Typed.to_string(), Kind::Typed.name()); // Display prints the name
+    /// ```
     pub const fn name(self) -> &'static str {
         match self {
             Kind::Raw => "raw",
@@ -104,6 +171,20 @@ impl fmt::Display for Kind {
 /// Identity of a process: pid, effective uid and start time (clock ticks after boot,
 /// field 22 of `/proc/PID/stat`). Pid plus start time tells a live process from a
 /// different one that reused the pid.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::Segment;
+/// use shmlink::segment::process::{current_token, token_of};
+///
+/// # let name = format!("doc-header-process-id-{}", std::process::id());
+/// let seg = Segment::builder(&name).unlink_on_drop(true).create()?;
+/// let creator = seg.creator();
+/// assert_eq!(creator.pid, std::process::id());
+/// assert_eq!(token_of(creator.pid, creator.start_ticks), current_token());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcessId {
     /// Process id.
@@ -115,6 +196,18 @@ pub struct ProcessId {
 }
 
 /// What the creator writes into a new header.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::header::{HeaderSpec, SegmentHeader};
+/// use shmlink::segment::{Kind, ShmSafe};
+///
+/// let spec = HeaderSpec { kind: Kind::Raw, fingerprint: 0, payload_len: 64, created_unix_ns: 0 };
+/// let header = SegmentHeader::new_zeroed();
+/// header.write_layout(&spec);
+/// assert_eq!(header.snapshot().payload_len, 64);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeaderSpec {
     /// Object kind.
@@ -129,12 +222,44 @@ pub struct HeaderSpec {
 
 impl HeaderSpec {
     /// Header plus payload, or `None` if it overflows a u64.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::Kind;
+    /// use shmlink::segment::header::{HEADER_SIZE, HeaderSpec};
+    ///
+    /// let mut spec =
+    ///     HeaderSpec { kind: Kind::Raw, fingerprint: 0, payload_len: 64, created_unix_ns: 0 };
+    /// assert_eq!(spec.total_size(), Some(HEADER_SIZE as u64 + 64));
+    /// spec.payload_len = u64::MAX;
+    /// assert_eq!(spec.total_size(), None);
+    /// ```
     pub const fn total_size(&self) -> Option<u64> {
         self.payload_len.checked_add(HEADER_SIZE as u64)
     }
 }
 
 /// The header as it sits in shared memory.
+///
+/// # Examples
+///
+/// The creator's protocol, on a header on the heap (in a segment it is the first
+/// [`HEADER_SIZE`] bytes of the mapping, see [`Segment::header`](super::Segment::header)):
+///
+/// ```
+/// use shmlink::segment::header::{HeaderSpec, HeaderState, SegmentHeader};
+/// use shmlink::segment::{Kind, ProcessId, ShmSafe};
+///
+/// let header = SegmentHeader::new_zeroed();
+/// header.write_creator(&ProcessId { pid: 42, uid: 1000, start_ticks: 7 });
+/// let spec = HeaderSpec { kind: Kind::Raw, fingerprint: 0, payload_len: 64, created_unix_ns: 0 };
+/// header.write_layout(&spec);
+/// assert_eq!(header.state()?, HeaderState::Creating);
+/// header.publish();
+/// assert_eq!(header.state()?, HeaderState::Ready);
+/// # Ok::<(), shmlink::segment::OpenError>(())
+/// ```
 #[repr(C)]
 pub struct SegmentHeader {
     magic: AtomicU64,
@@ -192,6 +317,20 @@ unsafe impl ShmSafe for SegmentHeader {
 }
 
 /// Publication state of a header as seen by an opener.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::header::{HeaderState, SegmentHeader};
+/// use shmlink::segment::ShmSafe;
+///
+/// let header = SegmentHeader::new_zeroed();
+/// match header.state()? {
+///     HeaderState::Creating => {} // an opener waits, or judges the creator dead
+///     HeaderState::Ready => unreachable!("nobody published it"),
+/// }
+/// # Ok::<(), shmlink::segment::OpenError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeaderState {
     /// The creator has not published the header yet.
@@ -203,6 +342,19 @@ pub enum HeaderState {
 impl SegmentHeader {
     /// Creator, step 1: records who creates the segment, so that an opener waiting for
     /// the ready flag can tell a slow creator from a dead one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::header::SegmentHeader;
+    /// use shmlink::segment::{ProcessId, ShmSafe};
+    ///
+    /// let header = SegmentHeader::new_zeroed();
+    /// assert_eq!(header.creator(), None);
+    /// let me = ProcessId { pid: 42, uid: 1000, start_ticks: 7 };
+    /// header.write_creator(&me);
+    /// assert_eq!(header.creator(), Some(me));
+    /// ```
     pub fn write_creator(&self, creator: &ProcessId) {
         self.creator_uid.store(creator.uid, Ordering::Relaxed);
         self.creator_start
@@ -211,6 +363,22 @@ impl SegmentHeader {
     }
 
     /// Creator, step 2: writes the layout. Relaxed: made visible by [`publish`](Self::publish).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::header::{HeaderSpec, SegmentHeader};
+    /// use shmlink::segment::{Kind, ShmSafe};
+    ///
+    /// let header = SegmentHeader::new_zeroed();
+    /// let spec =
+    ///     HeaderSpec { kind: Kind::Typed, fingerprint: 0xab, payload_len: 64, created_unix_ns: 1 };
+    /// header.write_layout(&spec);
+    /// let snap = header.snapshot();
+    /// assert_eq!((snap.kind, snap.fingerprint), (Kind::Typed.code(), 0xab));
+    /// assert_eq!(snap.total_size, 128 + 64); // header + payload
+    /// assert_eq!(snap.attached, 1); // the creator counts as attached
+    /// ```
     pub fn write_layout(&self, spec: &HeaderSpec) {
         self.magic.store(MAGIC, Ordering::Relaxed);
         self.layout_version.store(LAYOUT_VERSION, Ordering::Relaxed);
@@ -231,6 +399,19 @@ impl SegmentHeader {
 
     /// Creator, last step: publishes the header and everything the creator wrote into
     /// the payload before it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::header::{HeaderState, SegmentHeader};
+    /// use shmlink::segment::ShmSafe;
+    ///
+    /// let header = SegmentHeader::new_zeroed();
+    /// // ... write_creator, write_layout, initialise the payload ...
+    /// header.publish();
+    /// assert_eq!(header.state()?, HeaderState::Ready);
+    /// # Ok::<(), shmlink::segment::OpenError>(())
+    /// ```
     pub fn publish(&self) {
         // SYNC: Release pairs with the Acquire load in `state()`: an opener that reads
         // READY sees every field written above and the initialised payload.
@@ -243,6 +424,19 @@ impl SegmentHeader {
     ///
     /// [`OpenError::IncompatibleLayout`] if a non-zero magic is wrong (not a shmlink
     /// segment), [`OpenError::Corrupt`] if the state word holds an unknown value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::header::{HeaderState, SegmentHeader};
+    /// use shmlink::segment::{Segment, ShmSafe};
+    ///
+    /// # let name = format!("doc-header-state-{}", std::process::id());
+    /// let seg = Segment::builder(&name).unlink_on_drop(true).create()?;
+    /// assert_eq!(seg.header().state()?, HeaderState::Ready);
+    /// assert_eq!(SegmentHeader::new_zeroed().state()?, HeaderState::Creating);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn state(&self) -> Result<HeaderState, OpenError> {
         // SYNC: Acquire pairs with the Release store in `publish()`.
         let state = self.state.load(Ordering::Acquire);
@@ -265,6 +459,19 @@ impl SegmentHeader {
     }
 
     /// The creator as recorded so far (`None` until the creator wrote its pid).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::header::SegmentHeader;
+    /// use shmlink::segment::{Segment, ShmSafe};
+    ///
+    /// # let name = format!("doc-header-creator-{}", std::process::id());
+    /// let seg = Segment::builder(&name).unlink_on_drop(true).create()?;
+    /// assert_eq!(seg.header().creator().map(|c| c.pid), Some(std::process::id()));
+    /// assert_eq!(SegmentHeader::new_zeroed().creator(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn creator(&self) -> Option<ProcessId> {
         // SYNC: Acquire pairs with the Release in `write_creator`.
         let pid = self.creator_pid.load(Ordering::Acquire);
@@ -276,6 +483,21 @@ impl SegmentHeader {
     }
 
     /// Reads every field once. Validate the snapshot, never the live header.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::header::HEADER_SIZE;
+    /// use shmlink::segment::{Kind, Segment};
+    ///
+    /// # let name = format!("doc-header-snapshot-{}", std::process::id());
+    /// let builder = Segment::builder(&name).kind(Kind::Typed).payload_len(64);
+    /// let seg = builder.unlink_on_drop(true).create()?;
+    /// let snap = seg.header().snapshot(); // a plain copy: later writes do not change it
+    /// assert_eq!(Kind::from_code(snap.kind), Some(Kind::Typed));
+    /// assert_eq!(snap.total_size, HEADER_SIZE as u64 + 64);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn snapshot(&self) -> HeaderSnapshot {
         HeaderSnapshot {
             magic: self.magic.load(Ordering::Relaxed),
@@ -297,6 +519,18 @@ impl SegmentHeader {
     }
 
     /// Records one more attached process.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::header::SegmentHeader;
+    /// use shmlink::segment::ShmSafe;
+    ///
+    /// let header = SegmentHeader::new_zeroed();
+    /// header.attach();
+    /// header.attach();
+    /// assert_eq!(header.attached(), 2);
+    /// ```
     pub fn attach(&self) {
         // Relaxed: a statistic read by stale detection only while nobody is attached
         // (under the exclusive file lock, which orders it).
@@ -304,6 +538,19 @@ impl SegmentHeader {
     }
 
     /// Records a clean detach; never underflows, even over a corrupted count.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::header::SegmentHeader;
+    /// use shmlink::segment::ShmSafe;
+    ///
+    /// let header = SegmentHeader::new_zeroed();
+    /// header.attach();
+    /// header.detach();
+    /// header.detach(); // saturates at zero
+    /// assert_eq!(header.attached(), 0);
+    /// ```
     pub fn detach(&self) {
         let _ = self
             .attached
@@ -311,6 +558,20 @@ impl SegmentHeader {
     }
 
     /// Number of processes attached and not cleanly detached.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::Segment;
+    ///
+    /// # let name = format!("doc-header-attached-{}", std::process::id());
+    /// let a = Segment::builder(&name).unlink_on_drop(true).create()?;
+    /// let b = Segment::builder(&name).open()?;
+    /// assert_eq!(a.header().attached(), 2);
+    /// drop(b); // a clean detach
+    /// assert_eq!(a.header().attached(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn attached(&self) -> u32 {
         self.attached.load(Ordering::Relaxed)
     }
@@ -323,6 +584,19 @@ impl fmt::Debug for SegmentHeader {
 }
 
 /// Every header field, read once.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::{Segment, inspect};
+///
+/// # let name = format!("doc-header-header-snapshot-{}", std::process::id());
+/// let _seg = Segment::builder(&name).payload_len(64).unlink_on_drop(true).create()?;
+/// let snap = inspect(&name)?.header.expect("published");
+/// assert_eq!(snap.payload_len, 64);
+/// assert_eq!(snap.creator.pid, std::process::id());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeaderSnapshot {
     /// Magic number.
@@ -350,6 +624,22 @@ pub struct HeaderSnapshot {
 }
 
 /// What an opener requires of a segment; `None` accepts anything.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::header::Expect;
+/// use shmlink::segment::{Kind, Segment};
+///
+/// # let name = format!("doc-header-expect-{}", std::process::id());
+/// let builder = Segment::builder(&name).kind(Kind::Typed).payload_len(64);
+/// let seg = builder.unlink_on_drop(true).create()?;
+/// let snap = seg.header().snapshot();
+/// snap.validate(&Expect::default(), snap.total_size)?; // accepts any kind and size
+/// let typed = Expect { kind: Some(Kind::Typed), payload_len: Some(64), ..Expect::default() };
+/// snap.validate(&typed, snap.total_size)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Expect {
     /// Required kind.
@@ -371,6 +661,24 @@ impl HeaderSnapshot {
     /// ([`OpenError::SizeMismatch`], [`OpenError::Corrupt`] on overflow); kind
     /// ([`OpenError::WrongKind`]); fingerprint ([`OpenError::TypeMismatch`]); payload
     /// length ([`OpenError::SizeMismatch`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::header::Expect;
+    /// use shmlink::segment::{Kind, OpenError, Segment};
+    ///
+    /// # let name = format!("doc-header-validate-{}", std::process::id());
+    /// let seg = Segment::builder(&name).kind(Kind::Typed).unlink_on_drop(true).create()?;
+    /// let snap = seg.header().snapshot();
+    /// let raw = Expect { kind: Some(Kind::Raw), ..Expect::default() };
+    /// let err = snap.validate(&raw, snap.total_size).unwrap_err();
+    /// assert_eq!(err, OpenError::WrongKind { expected: Kind::Raw, found: Kind::Typed.code() });
+    /// // A file shorter than the header claims is refused too.
+    /// let err = snap.validate(&Expect::default(), 100).unwrap_err();
+    /// assert!(matches!(err, OpenError::SizeMismatch { what: "file size", .. }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn validate(&self, expect: &Expect, file_size: u64) -> Result<(), OpenError> {
         let layout = |field, expected: u64, found: u64| {
             if expected == found {

@@ -5,8 +5,28 @@ use core::fmt;
 use super::error::NameError;
 
 /// Prefix of every shmlink object in `/dev/shm`.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::{PREFIX, SegmentName};
+///
+/// let name = SegmentName::for_uid("orders", 1000)?;
+/// assert_eq!(name.os_name(), format!("/{PREFIX}1000.orders"));
+/// # Ok::<(), shmlink::segment::NameError>(())
+/// ```
 pub const PREFIX: &str = "shmlink.";
 /// Longest user-visible name, in bytes (the OS name adds the prefix and the uid).
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::{MAX_NAME_LEN, NameError, SegmentName};
+///
+/// assert!(SegmentName::new(&"x".repeat(MAX_NAME_LEN)).is_ok());
+/// let too_long = SegmentName::new(&"x".repeat(MAX_NAME_LEN + 1));
+/// assert_eq!(too_long, Err(NameError::TooLong { len: MAX_NAME_LEN + 1 }));
+/// ```
 pub const MAX_NAME_LEN: usize = 200;
 
 /// A validated segment name.
@@ -39,6 +59,18 @@ impl SegmentName {
     /// # Errors
     ///
     /// [`NameError`] saying what is wrong with it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{NameError, SegmentName};
+    ///
+    /// let name = SegmentName::new("orders.v2")?;
+    /// assert_eq!(name.as_str(), "orders.v2");
+    /// let err = SegmentName::new("a b").unwrap_err();
+    /// assert_eq!(err, NameError::InvalidByte { byte: b' ', index: 1 });
+    /// # Ok::<(), shmlink::segment::NameError>(())
+    /// ```
     pub fn new(name: &str) -> Result<Self, NameError> {
         Self::for_uid(name, nix::unistd::geteuid().as_raw())
     }
@@ -48,6 +80,18 @@ impl SegmentName {
     /// # Errors
     ///
     /// [`NameError`] saying what is wrong with it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::SegmentName;
+    ///
+    /// let mine = SegmentName::for_uid("orders", 1000)?;
+    /// let theirs = SegmentName::for_uid("orders", 1001)?;
+    /// assert_eq!(mine.as_str(), theirs.as_str());
+    /// assert_ne!(mine.os_name(), theirs.os_name()); // one namespace per user
+    /// # Ok::<(), shmlink::segment::NameError>(())
+    /// ```
     pub fn for_uid(name: &str, uid: u32) -> Result<Self, NameError> {
         validate(name)?;
         Ok(Self {
@@ -58,6 +102,16 @@ impl SegmentName {
 
     /// Parses a `/dev/shm` file name (`shmlink.<uid>.<name>`) back into the owner uid
     /// and the name; `None` for anything else.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::SegmentName;
+    ///
+    /// let (uid, name) = SegmentName::parse_file_name("shmlink.1000.orders").expect("ours");
+    /// assert_eq!((uid, name.as_str()), (1000, "orders"));
+    /// assert!(SegmentName::parse_file_name("sem.other").is_none());
+    /// ```
     pub fn parse_file_name(file_name: &str) -> Option<(u32, SegmentName)> {
         let rest = file_name.strip_prefix(PREFIX)?;
         let (uid, name) = rest.split_once('.')?;
@@ -67,16 +121,47 @@ impl SegmentName {
     }
 
     /// The name as the user gave it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::SegmentName;
+    ///
+    /// let name = SegmentName::new("orders")?;
+    /// assert_eq!(name.as_str(), "orders");
+    /// assert_eq!(name.to_string(), "orders"); // Display prints the same
+    /// # Ok::<(), shmlink::segment::NameError>(())
+    /// ```
     pub fn as_str(&self) -> &str {
         &self.name
     }
 
     /// The POSIX shared-memory object name (`/shmlink.<uid>.<name>`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::SegmentName;
+    ///
+    /// let name = SegmentName::for_uid("orders", 1000)?;
+    /// assert_eq!(name.os_name(), "/shmlink.1000.orders"); // what `shm_open` gets
+    /// # Ok::<(), shmlink::segment::NameError>(())
+    /// ```
     pub fn os_name(&self) -> &str {
         &self.os_name
     }
 
     /// Path of the object in the tmpfs that backs POSIX shared memory on Linux.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::SegmentName;
+    ///
+    /// let name = SegmentName::for_uid("orders", 1000)?;
+    /// assert_eq!(name.path(), std::path::Path::new("/dev/shm/shmlink.1000.orders"));
+    /// # Ok::<(), shmlink::segment::NameError>(())
+    /// ```
     pub fn path(&self) -> std::path::PathBuf {
         std::path::Path::new("/dev/shm").join(&self.os_name[1..])
     }

@@ -6,6 +6,17 @@
 //! the process that died. `0` means "nobody".
 
 /// The calling process's token (never 0).
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::process::{current_token, token_alive, token_pid};
+///
+/// let me = current_token();
+/// assert_ne!(me, 0);
+/// assert_eq!(token_pid(me), std::process::id());
+/// assert!(token_alive(me));
+/// ```
 #[cfg(not(shmlink_loom))]
 pub fn current_token() -> u64 {
     let me = super::sys::current_process();
@@ -13,16 +24,46 @@ pub fn current_token() -> u64 {
 }
 
 /// Packs a pid and a start time into a token.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::process::{token_of, token_pid};
+///
+/// let token = token_of(4242, 123_456);
+/// assert_eq!(token_pid(token), 4242);
+/// assert_ne!(token_of(4242, 999), token); // same pid, another process
+/// assert_ne!(token_of(0, 0), 0); // never mistaken for "nobody"
+/// ```
 pub const fn token_of(pid: u32, start_ticks: u64) -> u64 {
     ((start_ticks & 0xffff_ffff) << 32) | pid as u64 | if pid == 0 { 1 << 63 } else { 0 }
 }
 
 /// The pid in a token.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::process::{current_token, token_pid};
+///
+/// assert_eq!(token_pid(current_token()), std::process::id());
+/// ```
 pub const fn token_pid(token: u64) -> u32 {
     token as u32
 }
 
 /// Whether the process a token names is still running (a zombie counts as dead).
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::process::{current_token, token_alive};
+///
+/// let me = current_token();
+/// assert!(token_alive(me));
+/// assert!(!token_alive(me ^ (1 << 40))); // same pid, other start time: a reused pid
+/// assert!(!token_alive(0)); // nobody
+/// ```
 #[cfg(not(shmlink_loom))]
 pub fn token_alive(token: u64) -> bool {
     let pid = token_pid(token);
@@ -36,12 +77,29 @@ pub fn token_alive(token: u64) -> bool {
 }
 
 /// Under loom there is one "process": token 1, always alive.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::process::{current_token, token_alive};
+///
+/// assert!(token_alive(current_token()));
+/// ```
 #[cfg(shmlink_loom)]
 pub fn current_token() -> u64 {
     1
 }
 
 /// Under loom there is one "process", always alive.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::process::{current_token, token_alive};
+///
+/// assert!(token_alive(current_token()));
+/// assert!(!token_alive(0));
+/// ```
 #[cfg(shmlink_loom)]
 pub fn token_alive(token: u64) -> bool {
     token != 0

@@ -16,6 +16,16 @@ use crate::sync::atomic::{AtomicU32, AtomicU64};
 
 /// Alignment of the byte area that follows a region's control block: one cache-line
 /// pair, so slot arrays never share a line with the control block.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::{AREA_ALIGN, area_offset};
+/// use shmlink::sync::atomic::AtomicU64;
+///
+/// // An 8-byte control block still has its area start one line pair later.
+/// assert_eq!(area_offset::<AtomicU64>(), AREA_ALIGN);
+/// ```
 pub const AREA_ALIGN: usize = 128;
 
 /// Types that may be placed in memory shared with other processes.
@@ -60,6 +70,16 @@ pub unsafe trait ShmSafe: Sized + Send + Sync + 'static {
     const VERSION: u32 = 1;
     /// The value whose bytes are all zero: what a freshly created segment holds.
     /// Used to build the control block on the heap (and under loom).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::ShmSafe;
+    /// use shmlink::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// let counters = <[AtomicU64; 4]>::new_zeroed();
+    /// assert!(counters.iter().all(|c| c.load(Ordering::Relaxed) == 0));
+    /// ```
     fn new_zeroed() -> Self;
 }
 
@@ -111,6 +131,8 @@ const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 /// [`OpenError::TypeMismatch`](crate::segment::OpenError::TypeMismatch) instead of
 /// reading garbage.
 ///
+/// # Examples
+///
 /// ```
 /// use shmlink::segment::fingerprint;
 /// use shmlink::sync::atomic::{AtomicU32, AtomicU64};
@@ -123,6 +145,17 @@ pub const fn fingerprint<T: ShmSafe>() -> u64 {
 }
 
 /// Fingerprint of a layout given by name, version, size and alignment.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::{fingerprint, layout_fingerprint};
+/// use shmlink::sync::atomic::AtomicU64;
+///
+/// // Name, version, size and alignment: what `fingerprint` hashes for a type.
+/// assert_eq!(layout_fingerprint("AtomicU64", 1, 8, 8), fingerprint::<AtomicU64>());
+/// assert_ne!(layout_fingerprint("AtomicU64", 2, 8, 8), fingerprint::<AtomicU64>());
+/// ```
 pub const fn layout_fingerprint(name: &str, version: u32, size: usize, align: usize) -> u64 {
     let mut h = fnv1a(FNV_OFFSET, name.as_bytes());
     h = fnv1a(h, &version.to_le_bytes());
@@ -131,11 +164,34 @@ pub const fn layout_fingerprint(name: &str, version: u32, size: usize, align: us
 }
 
 /// Combines two fingerprints (e.g. a ring's with its element type's), order-sensitive.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::{combine_fingerprints, fingerprint};
+/// use shmlink::sync::atomic::{AtomicU32, AtomicU64};
+///
+/// let ring = fingerprint::<AtomicU64>();
+/// let element = fingerprint::<AtomicU32>();
+/// let both = combine_fingerprints(ring, element);
+/// assert_eq!(both, combine_fingerprints(ring, element));
+/// assert_ne!(both, combine_fingerprints(element, ring)); // order matters
+/// ```
 pub const fn combine_fingerprints(a: u64, b: u64) -> u64 {
     fnv1a(fnv1a(FNV_OFFSET, &a.to_le_bytes()), &b.to_le_bytes())
 }
 
 /// Offset of the byte area behind a control block of type `T`.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::area_offset;
+/// use shmlink::sync::atomic::AtomicU64;
+///
+/// assert_eq!(area_offset::<AtomicU64>(), 128); // 8 bytes, padded to 128
+/// assert_eq!(area_offset::<[AtomicU64; 17]>(), 256); // 136 bytes, padded to 256
+/// ```
 pub const fn area_offset<T>() -> usize {
     size_of::<T>().next_multiple_of(AREA_ALIGN)
 }
@@ -143,11 +199,15 @@ pub const fn area_offset<T>() -> usize {
 /// A value alone on its own 128-byte line pair (no false sharing), for [`ShmSafe`]
 /// control blocks. `#[repr(C, align(128))]`: the padding after the value is never read.
 ///
+/// # Examples
+///
 /// ```
 /// use shmlink::segment::CacheLine;
-/// use shmlink::sync::atomic::AtomicU64;
+/// use shmlink::sync::atomic::{AtomicU64, Ordering};
 ///
 /// assert_eq!(size_of::<CacheLine<AtomicU64>>(), 128);
+/// let head = CacheLine(AtomicU64::new(3));
+/// assert_eq!(head.load(Ordering::Relaxed), 3); // derefs to the value
 /// ```
 #[repr(C, align(128))]
 #[derive(Debug, Default)]
@@ -189,6 +249,24 @@ unsafe impl<T: ShmSafe> ShmSafe for CacheLine<T> {
 /// [`read_value`](Self::read_value) and [`write_value`](Self::write_value) is reported
 /// to loom, which then checks that the protocol orders it against the other side's
 /// accesses.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::{HeapRegion, Region};
+/// use shmlink::sync::atomic::AtomicU64;
+///
+/// let region = HeapRegion::<AtomicU64>::new(64);
+/// let area = region.area(); // a copyable pointer and length
+/// let mut out = [0u8; 3];
+/// // SAFETY: `region` is alive and no other thread touches the area.
+/// unsafe {
+///     area.write(10, b"abc")?;
+///     area.read(10, &mut out)?;
+/// }
+/// assert_eq!(&out, b"abc");
+/// # Ok::<(), shmlink::segment::OutOfBounds>(())
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct RawArea {
     ptr: NonNull<u8>,
@@ -206,6 +284,18 @@ unsafe impl Send for RawArea {}
 unsafe impl Sync for RawArea {}
 
 /// An access outside a [`RawArea`].
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::{HeapRegion, OutOfBounds, Region};
+/// use shmlink::sync::atomic::AtomicU64;
+///
+/// let region = HeapRegion::<AtomicU64>::new(16);
+/// let err = region.area().range(12, 8).unwrap_err();
+/// assert_eq!(err, OutOfBounds { offset: 12, len: 8, area_len: 16 });
+/// assert_eq!(err.to_string(), "access of 8 bytes at offset 12 is outside an area of 16 bytes");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutOfBounds {
     /// Requested start offset.
@@ -256,6 +346,22 @@ impl RawArea {
     /// The region is alive for `'a`; `offset` is a multiple of 8 and
     /// `offset + 8 <= self.len()`; the word is only ever accessed atomically (by every
     /// process).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{HeapRegion, Region};
+    /// use shmlink::sync::atomic::AtomicU64;
+    /// use shmlink::sync::atomic::Ordering;
+    ///
+    /// let region = HeapRegion::<AtomicU64>::new(64);
+    /// let area = region.area();
+    /// // SAFETY: `region` outlives `stamp`; offset 8 is a multiple of 8 and 8 + 8 <= 64; the
+    /// // word is only ever accessed atomically.
+    /// let stamp = unsafe { area.atomic_u64(8) };
+    /// stamp.store(5, Ordering::Release);
+    /// assert_eq!(stamp.fetch_add(1, Ordering::AcqRel), 5);
+    /// ```
     #[inline(always)]
     #[allow(clippy::needless_lifetimes)] // the lifetime is the point of the contract
     pub unsafe fn atomic_u64<'a>(&'a self, offset: usize) -> &'a crate::sync::atomic::AtomicU64 {
@@ -309,6 +415,23 @@ impl RawArea {
     /// The region is alive; `offset + size_of::<T>() <= self.len()`; any bit pattern must be a valid `T`;
     /// and no one writes the range concurrently (the owning protocol hands it to the
     /// caller).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{HeapRegion, Region};
+    /// use shmlink::sync::atomic::AtomicU64;
+    ///
+    /// let region = HeapRegion::<AtomicU64>::new(16);
+    /// let area = region.area();
+    /// // SAFETY: `region` is alive, 3 + 4 <= 16 (unaligned is fine), every bit pattern is a
+    /// // valid u32, and no other thread touches the area.
+    /// let value = unsafe {
+    ///     area.write_value(3, 0x0102_0304_u32);
+    ///     area.read_value::<u32>(3)
+    /// };
+    /// assert_eq!(value, 0x0102_0304);
+    /// ```
     #[inline(always)]
     pub unsafe fn read_value<T: Copy>(&self, offset: usize) -> T {
         debug_assert!(
@@ -328,6 +451,24 @@ impl RawArea {
     ///
     /// The region is alive; `offset + size_of::<T>() <= self.len()`, and no one else reads or writes the
     /// range concurrently.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{HeapRegion, Region};
+    /// use shmlink::sync::atomic::AtomicU64;
+    ///
+    /// let region = HeapRegion::<AtomicU64>::new(16);
+    /// let area = region.area();
+    /// let mut bytes = [0u8; 8];
+    /// // SAFETY: `region` is alive, 8 + 8 <= 16, and no other thread touches the area.
+    /// unsafe {
+    ///     area.write_value(8, u64::MAX);
+    ///     area.read(8, &mut bytes)?;
+    /// }
+    /// assert_eq!(bytes, [0xff; 8]);
+    /// # Ok::<(), shmlink::segment::OutOfBounds>(())
+    /// ```
     #[inline(always)]
     pub unsafe fn write_value<T: Copy>(&self, offset: usize, value: T) {
         debug_assert!(
@@ -352,6 +493,25 @@ impl RawArea {
     ///
     /// As [`read`](Self::read), with `offset + len <= self.len()` and `dst` valid for
     /// `len` bytes of writes, not overlapping the area.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{HeapRegion, Region};
+    /// use shmlink::sync::atomic::AtomicU64;
+    ///
+    /// let region = HeapRegion::<AtomicU64>::new(32);
+    /// let area = region.area();
+    /// let mut dst = [0u8; 4];
+    /// // SAFETY: `region` is alive, 4 + 4 <= 32, `dst` is a private 4-byte buffer, and no
+    /// // other thread touches the area.
+    /// unsafe {
+    ///     area.write(4, &[9, 8, 7, 6])?;
+    ///     area.copy_out(4, dst.as_mut_ptr(), dst.len());
+    /// }
+    /// assert_eq!(dst, [9, 8, 7, 6]);
+    /// # Ok::<(), shmlink::segment::OutOfBounds>(())
+    /// ```
     #[inline(always)]
     pub unsafe fn copy_out(&self, offset: usize, dst: *mut u8, len: usize) {
         debug_assert!(offset.checked_add(len).is_some_and(|e| e <= self.len));
@@ -366,6 +526,25 @@ impl RawArea {
     ///
     /// As [`write`](Self::write), with `offset + len <= self.len()` and `src` valid
     /// for `len` bytes of reads, not overlapping the area.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{HeapRegion, Region};
+    /// use shmlink::sync::atomic::AtomicU64;
+    ///
+    /// let region = HeapRegion::<AtomicU64>::new(32);
+    /// let area = region.area();
+    /// let (src, mut dst) = ([7u8; 8], [0u8; 8]);
+    /// // SAFETY: `region` is alive, 16 + 8 <= 32, `src` is a private 8-byte buffer, and no
+    /// // other thread touches the area.
+    /// unsafe {
+    ///     area.copy_in(16, src.as_ptr(), src.len());
+    ///     area.read(16, &mut dst)?;
+    /// }
+    /// assert_eq!(dst, src);
+    /// # Ok::<(), shmlink::segment::OutOfBounds>(())
+    /// ```
     #[inline(always)]
     pub unsafe fn copy_in(&self, offset: usize, src: *const u8, len: usize) {
         debug_assert!(offset.checked_add(len).is_some_and(|e| e <= self.len));
@@ -375,24 +554,75 @@ impl RawArea {
     }
 
     /// Base address of the area.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{AREA_ALIGN, HeapRegion, Region};
+    /// use shmlink::sync::atomic::AtomicU64;
+    ///
+    /// let region = HeapRegion::<AtomicU64>::new(64);
+    /// let area = region.area();
+    /// assert_eq!(area.as_ptr() as usize % AREA_ALIGN, 0);
+    /// assert_eq!(area.range(8, 8), Ok(area.as_ptr().wrapping_add(8)));
+    /// ```
     #[inline]
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
 
     /// Length in bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{HeapRegion, Region};
+    /// use shmlink::sync::atomic::AtomicU64;
+    ///
+    /// let region = HeapRegion::<AtomicU64>::new(64);
+    /// assert_eq!(region.area().len(), 64);
+    /// ```
     #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// `true` for an area of zero bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{HeapRegion, Region};
+    /// use shmlink::sync::atomic::AtomicU64;
+    ///
+    /// assert!(HeapRegion::<AtomicU64>::new(0).area().is_empty());
+    /// assert!(!HeapRegion::<AtomicU64>::new(8).area().is_empty());
+    /// ```
     #[inline]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// Checks that `offset..offset+len` is inside the area and returns its address.
+    ///
+    /// # Errors
+    ///
+    /// [`OutOfBounds`] if `offset + len` overflows or exceeds [`len`](Self::len).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{HeapRegion, Region};
+    /// use shmlink::sync::atomic::AtomicU64;
+    ///
+    /// let region = HeapRegion::<AtomicU64>::new(16);
+    /// let area = region.area();
+    /// let p = area.range(8, 8)?; // the address of bytes 8..16
+    /// assert_eq!(p, area.as_ptr().wrapping_add(8));
+    /// assert!(area.range(9, 8).is_err());
+    /// assert!(area.range(usize::MAX, 2).is_err()); // overflow is caught too
+    /// # Ok::<(), shmlink::segment::OutOfBounds>(())
+    /// ```
     #[inline]
     pub fn range(&self, offset: usize, len: usize) -> Result<*mut u8, OutOfBounds> {
         match offset.checked_add(len) {
@@ -417,6 +647,25 @@ impl RawArea {
     ///
     /// The region is alive, and no one may write the range while it is copied (the protocol that owns the area
     /// must hand this range to the caller, e.g. a slot between the ring's positions).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{HeapRegion, Region};
+    /// use shmlink::sync::atomic::AtomicU64;
+    ///
+    /// let region = HeapRegion::<AtomicU64>::new(16);
+    /// let area = region.area();
+    /// let mut buf = [0u8; 4];
+    /// // SAFETY: `region` is alive and no other thread touches the area.
+    /// unsafe {
+    ///     area.write(12, &[1, 2, 3, 4])?;
+    ///     area.read(12, &mut buf)?;
+    ///     assert!(area.read(13, &mut buf).is_err()); // 13 + 4 > 16
+    /// }
+    /// assert_eq!(buf, [1, 2, 3, 4]);
+    /// # Ok::<(), shmlink::segment::OutOfBounds>(())
+    /// ```
     pub unsafe fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), OutOfBounds> {
         self.range(offset, dst.len())?;
         // SAFETY: the range is inside the area (checked above), dst is a distinct
@@ -435,6 +684,22 @@ impl RawArea {
     ///
     /// The region is alive, and no one else may read or write the range while it is
     /// copied.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{HeapRegion, Region};
+    /// use shmlink::sync::atomic::AtomicU64;
+    ///
+    /// let region = HeapRegion::<AtomicU64>::new(8);
+    /// let area = region.area();
+    /// // SAFETY: `region` is alive and no other thread touches the area.
+    /// unsafe {
+    ///     area.write(0, b"12345678")?;
+    ///     assert!(area.write(4, b"12345678").is_err()); // nothing is written
+    /// }
+    /// # Ok::<(), shmlink::segment::OutOfBounds>(())
+    /// ```
     pub unsafe fn write(&self, offset: usize, src: &[u8]) -> Result<(), OutOfBounds> {
         self.range(offset, src.len())?;
         // SAFETY: the range is inside the area (checked above), src is a distinct
@@ -460,14 +725,52 @@ impl fmt::Debug for RawArea {
 /// An implementor guarantees that [`Region::shared`] and the memory behind
 /// [`Region::area`] stay valid (mapped, aligned, not overlapping each other) for as long
 /// as the region value lives, and that the area is aligned to [`AREA_ALIGN`].
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::{HeapRegion, Region};
+/// use shmlink::sync::atomic::{AtomicU64, Ordering};
+///
+/// // Written once, runs on the heap and in a named segment alike.
+/// fn bump<R: Region<Shared = AtomicU64>>(region: &R) -> u64 {
+///     region.shared().fetch_add(1, Ordering::AcqRel) + 1
+/// }
+///
+/// let region = HeapRegion::<AtomicU64>::new(0);
+/// assert_eq!(bump(&region), 1);
+/// assert_eq!(bump(&region), 2);
+/// ```
 pub unsafe trait Region: Send + Sync {
     /// The control block's type.
     type Shared: ShmSafe;
 
     /// The control block.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{HeapRegion, Region};
+    /// use shmlink::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// let region = HeapRegion::<[AtomicU64; 2]>::new(0);
+    /// region.shared()[1].store(5, Ordering::Relaxed);
+    /// assert_eq!(region.shared()[1].load(Ordering::Relaxed), 5);
+    /// ```
     fn shared(&self) -> &Self::Shared;
 
     /// The byte area behind the control block.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{HeapRegion, Region};
+    /// use shmlink::sync::atomic::AtomicU64;
+    ///
+    /// let region = HeapRegion::<AtomicU64>::new(4096);
+    /// let area = region.area();
+    /// assert_eq!(area.len(), 4096);
+    /// ```
     fn area(&self) -> RawArea;
 }
 
@@ -507,12 +810,33 @@ impl<T: ShmSafe> HeapRegion<T> {
     ///
     /// If `area_len` overflows `isize`; aborts if the allocation fails (like `Vec`).
     /// [`try_new`](Self::try_new) returns `None` instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{HeapRegion, Region};
+    /// use shmlink::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// let region = HeapRegion::<AtomicU64>::new(1024);
+    /// assert_eq!(region.area().len(), 1024);
+    /// assert_eq!(region.shared().load(Ordering::Relaxed), 0); // zeroed
+    /// ```
     pub fn new(area_len: usize) -> Self {
         Self::try_new(area_len)
             .unwrap_or_else(|| alloc::handle_alloc_error(Self::area_layout(area_len.max(1))))
     }
 
     /// Like [`new`](Self::new), but `None` if the area cannot be allocated.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::HeapRegion;
+    /// use shmlink::sync::atomic::AtomicU64;
+    ///
+    /// assert!(HeapRegion::<AtomicU64>::try_new(64).is_some());
+    /// assert!(HeapRegion::<AtomicU64>::try_new(usize::MAX).is_none()); // too large
+    /// ```
     pub fn try_new(area_len: usize) -> Option<Self> {
         let area = if area_len == 0 {
             // An aligned dangling pointer: never dereferenced (every range check fails

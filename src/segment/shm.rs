@@ -18,9 +18,29 @@ use super::region::RawArea;
 use super::sys::{self, FileInfo};
 
 /// Largest payload a segment may have (1 TiB).
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::{CreateError, MAX_PAYLOAD, Segment};
+///
+/// # let name = format!("doc-seg-max-payload-{}", std::process::id());
+/// let err = Segment::builder(&name).payload_len(MAX_PAYLOAD + 1).create().unwrap_err();
+/// assert_eq!(err, CreateError::TooLarge { requested: MAX_PAYLOAD + 1, max: MAX_PAYLOAD });
+/// ```
 pub const MAX_PAYLOAD: u64 = 1 << 40;
 
 /// Default time `open` waits for a creator to publish, or for a cleanup to finish.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::{DEFAULT_TIMEOUT, Segment};
+///
+/// // Give a creator that is known to initialise slowly more time.
+/// let builder = Segment::builder("slow-init").timeout(DEFAULT_TIMEOUT * 5);
+/// # drop(builder);
+/// ```
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A zero-length object that nobody has locked is only judged abandoned after this
@@ -28,6 +48,20 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 const EMPTY_GRACE: Duration = Duration::from_secs(5);
 
 /// How [`SegmentBuilder::open_or_create`] obtained the segment.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::{Disposition, Segment};
+///
+/// # let name = format!("doc-seg-disposition-{}", std::process::id());
+/// let builder = Segment::builder(&name).unlink_on_drop(true);
+/// let (_first, how) = builder.open_or_create()?;
+/// assert_eq!(how, Disposition::Created);
+/// let (_second, how) = builder.open_or_create()?;
+/// assert_eq!(how, Disposition::Opened);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
     /// This call created it.
@@ -67,6 +101,18 @@ impl SegmentBuilder {
     /// A builder for the segment `name` (validated when used, see [`SegmentName`]).
     /// Defaults: kind [`Kind::Raw`], fingerprint 0, payload 0 bytes, timeout
     /// [`DEFAULT_TIMEOUT`], no unlink on drop.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{Kind, SegmentBuilder};
+    ///
+    /// # let name = format!("doc-seg-builder-new-{}", std::process::id());
+    /// let segment = SegmentBuilder::new(&name).unlink_on_drop(true).create()?;
+    /// assert_eq!(segment.kind(), Some(Kind::Raw));
+    /// assert_eq!(segment.payload_len(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(name: &str) -> Self {
         Self {
             name: name.to_owned(),
@@ -79,18 +125,56 @@ impl SegmentBuilder {
     }
 
     /// The kind of object the segment holds; checked on open.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{Kind, OpenError, Segment};
+    ///
+    /// # let name = format!("doc-seg-builder-kind-{}", std::process::id());
+    /// let _seg = Segment::builder(&name).kind(Kind::Typed).unlink_on_drop(true).create()?;
+    /// let err = Segment::builder(&name).kind(Kind::Raw).open().unwrap_err();
+    /// assert!(matches!(err, OpenError::WrongKind { expected: Kind::Raw, .. }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn kind(mut self, kind: Kind) -> Self {
         self.kind = Some(kind);
         self
     }
 
     /// The payload's type fingerprint; checked on open.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{OpenError, Segment};
+    ///
+    /// # let name = format!("doc-seg-builder-fingerprint-{}", std::process::id());
+    /// let _seg = Segment::builder(&name).fingerprint(0xfeed).unlink_on_drop(true).create()?;
+    /// let err = Segment::builder(&name).fingerprint(0xbeef).open().unwrap_err();
+    /// assert_eq!(err, OpenError::TypeMismatch { expected: 0xbeef, found: 0xfeed });
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn fingerprint(mut self, fingerprint: u64) -> Self {
         self.fingerprint = Some(fingerprint);
         self
     }
 
     /// Payload length: the size to create, and (when set) the size required on open.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{OpenError, Segment};
+    ///
+    /// # let name = format!("doc-seg-builder-payload-len-{}", std::process::id());
+    /// let seg = Segment::builder(&name).payload_len(4096).unlink_on_drop(true).create()?;
+    /// assert_eq!(seg.payload_len(), 4096);
+    /// // An opener that sets a length accepts only that length.
+    /// let err = Segment::builder(&name).payload_len(8192).open().unwrap_err();
+    /// assert!(matches!(err, OpenError::SizeMismatch { what: "payload length", .. }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn payload_len(mut self, len: u64) -> Self {
         self.payload_len = Some(len);
         self
@@ -98,6 +182,18 @@ impl SegmentBuilder {
 
     /// How long `open` waits for the creator to publish (and for a cleanup holding the
     /// segment to finish) before it gives up.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shmlink::segment::{OpenError, Segment};
+    ///
+    /// # let name = format!("doc-seg-builder-timeout-{}", std::process::id());
+    /// let builder = Segment::builder(&name).timeout(Duration::from_millis(100));
+    /// // A missing segment fails at once; the timeout bounds waits for a slow creator.
+    /// assert_eq!(builder.open().unwrap_err(), OpenError::NotFound);
+    /// ```
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -105,6 +201,18 @@ impl SegmentBuilder {
 
     /// Whether the creating handle removes the name when dropped. Handles that opened
     /// an existing segment never unlink on drop.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{OpenError, Segment};
+    ///
+    /// # let name = format!("doc-seg-builder-unlink-on-drop-{}", std::process::id());
+    /// let seg = Segment::builder(&name).unlink_on_drop(true).create()?;
+    /// drop(seg);
+    /// assert_eq!(Segment::builder(&name).open().unwrap_err(), OpenError::NotFound);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn unlink_on_drop(mut self, yes: bool) -> Self {
         self.unlink_on_drop = yes;
         self
@@ -134,6 +242,19 @@ impl SegmentBuilder {
     ///
     /// [`CreateError`]: invalid name, already exists, permission denied, too large, or
     /// an OS error with its errno.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{CreateError, Segment};
+    ///
+    /// # let name = format!("doc-seg-builder-create-{}", std::process::id());
+    /// let builder = Segment::builder(&name).payload_len(256).unlink_on_drop(true);
+    /// let seg = builder.create()?;
+    /// assert!(seg.is_creator());
+    /// assert_eq!(builder.create().unwrap_err(), CreateError::AlreadyExists);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn create(&self) -> Result<Segment, CreateError> {
         self.create_with(|_| ())
     }
@@ -144,6 +265,25 @@ impl SegmentBuilder {
     /// # Errors
     ///
     /// As [`create`](Self::create).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::Segment;
+    ///
+    /// # let name = format!("doc-seg-builder-create-with-{}", std::process::id());
+    /// let builder = Segment::builder(&name).payload_len(64).unlink_on_drop(true);
+    /// let _seg = builder.create_with(|seg| {
+    ///     // SAFETY: not published yet, so no other process can reach the payload.
+    ///     unsafe { seg.payload().write(0, b"ready").unwrap() }
+    /// })?;
+    /// let opened = builder.open()?;
+    /// let mut buf = [0u8; 5];
+    /// // SAFETY: the segment is alive and nobody writes the payload any more.
+    /// unsafe { opened.payload().read(0, &mut buf)? };
+    /// assert_eq!(&buf, b"ready");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn create_with(&self, init: impl FnOnce(&Segment)) -> Result<Segment, CreateError> {
         let name = SegmentName::new(&self.name)?;
         let payload_len = self.payload_len.unwrap_or(0);
@@ -194,6 +334,21 @@ impl SegmentBuilder {
     /// # Errors
     ///
     /// Every [`OpenError`] variant but `Create`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{OpenError, Segment};
+    ///
+    /// # let name = format!("doc-seg-builder-open-{}", std::process::id());
+    /// let builder = Segment::builder(&name).payload_len(128);
+    /// assert_eq!(builder.open().unwrap_err(), OpenError::NotFound);
+    /// let _created = builder.clone().unlink_on_drop(true).create()?;
+    /// let opened = builder.open()?; // usually in another process
+    /// assert!(!opened.is_creator());
+    /// assert_eq!(opened.payload_len(), 128);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open(&self) -> Result<Segment, OpenError> {
         let name = SegmentName::new(&self.name)?;
         open_validated(&name, &self.expect(), Instant::now() + self.timeout)
@@ -210,6 +365,23 @@ impl SegmentBuilder {
     /// # Errors
     ///
     /// [`OpenError`], with [`OpenError::Create`] if the create step failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{Disposition, Segment};
+    ///
+    /// # let name = format!("doc-seg-builder-open-or-create-{}", std::process::id());
+    /// // Every process runs the same code; exactly one of them creates.
+    /// let builder = Segment::builder(&name).payload_len(1024).unlink_on_drop(true);
+    /// let (seg, how) = builder.open_or_create()?;
+    /// match how {
+    ///     Disposition::Created => assert!(seg.is_creator()),
+    ///     Disposition::Opened => assert!(!seg.is_creator()),
+    /// }
+    /// assert_eq!(seg.payload_len(), 1024);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open_or_create(&self) -> Result<(Segment, Disposition), OpenError> {
         let name = SegmentName::new(&self.name)?;
         let deadline = Instant::now() + self.timeout;
@@ -556,37 +728,128 @@ pub struct Segment {
 
 impl Segment {
     /// Starts configuring a segment named `name`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::Segment;
+    ///
+    /// # let name = format!("doc-seg-builder-fn-{}", std::process::id());
+    /// let seg = Segment::builder(&name).payload_len(64).unlink_on_drop(true).create()?;
+    /// assert_eq!(seg.payload_len(), 64);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn builder(name: &str) -> SegmentBuilder {
         SegmentBuilder::new(name)
     }
 
     /// The segment's name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::Segment;
+    ///
+    /// # let name = format!("doc-seg-name-{}", std::process::id());
+    /// let seg = Segment::builder(&name).unlink_on_drop(true).create()?;
+    /// assert_eq!(seg.name().as_str(), name);
+    /// assert!(seg.name().path().exists()); // /dev/shm/shmlink.<uid>.<name>
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn name(&self) -> &SegmentName {
         &self.name
     }
 
     /// The header in shared memory.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::Segment;
+    ///
+    /// # let name = format!("doc-seg-header-{}", std::process::id());
+    /// let seg = Segment::builder(&name).payload_len(64).unlink_on_drop(true).create()?;
+    /// let snapshot = seg.header().snapshot();
+    /// assert_eq!(snapshot.payload_len, 64);
+    /// assert_eq!(seg.header().attached(), 1); // the creator
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn header(&self) -> &SegmentHeader {
         header_of(&self.map)
     }
 
     /// The kind recorded in the header when the segment was opened.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{Kind, Segment};
+    ///
+    /// # let name = format!("doc-seg-kind-{}", std::process::id());
+    /// let _created = Segment::builder(&name).kind(Kind::Typed).unlink_on_drop(true).create()?;
+    /// let opened = Segment::builder(&name).kind(Kind::Typed).open()?;
+    /// assert_eq!(opened.kind(), Some(Kind::Typed));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn kind(&self) -> Option<Kind> {
         Kind::from_code(self.snapshot.kind)
     }
 
     /// The payload's type fingerprint.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{Segment, fingerprint};
+    /// use shmlink::sync::atomic::AtomicU64;
+    ///
+    /// # let name = format!("doc-seg-fingerprint-{}", std::process::id());
+    /// let fp = fingerprint::<AtomicU64>();
+    /// let seg = Segment::builder(&name).fingerprint(fp).unlink_on_drop(true).create()?;
+    /// assert_eq!(seg.fingerprint(), fp);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn fingerprint(&self) -> u64 {
         self.snapshot.fingerprint
     }
 
     /// Payload length in bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::Segment;
+    ///
+    /// # let name = format!("doc-seg-payload-len-{}", std::process::id());
+    /// let _created = Segment::builder(&name).payload_len(4096).unlink_on_drop(true).create()?;
+    /// let opened = Segment::builder(&name).open()?; // no length set: accepts any
+    /// assert_eq!(opened.payload_len(), 4096);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn payload_len(&self) -> usize {
         // Validated against the mapping's length on open, so it fits a usize.
         self.snapshot.payload_len as usize
     }
 
     /// The payload, as a raw area (128-byte aligned).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::Segment;
+    ///
+    /// # let name = format!("doc-seg-payload-{}", std::process::id());
+    /// let seg = Segment::builder(&name).payload_len(256).unlink_on_drop(true).create()?;
+    /// let area = seg.payload();
+    /// assert_eq!((area.len(), area.as_ptr() as usize % 128), (256, 0));
+    /// // SAFETY: `seg` is alive, 0 + 8 <= 256, and no other process uses the segment.
+    /// let value = unsafe {
+    ///     area.write_value(0, 7_u64);
+    ///     area.read_value::<u64>(0)
+    /// };
+    /// assert_eq!(value, 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn payload(&self) -> RawArea {
         // SAFETY: the mapping is page-aligned and HEADER_SIZE + payload_len bytes long
         // (validated on open, set on create), so base + HEADER_SIZE is in bounds and
@@ -598,17 +861,56 @@ impl Segment {
     }
 
     /// Who created the segment.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::Segment;
+    ///
+    /// # let name = format!("doc-seg-creator-{}", std::process::id());
+    /// let _created = Segment::builder(&name).unlink_on_drop(true).create()?;
+    /// let opened = Segment::builder(&name).open()?;
+    /// assert_eq!(opened.creator().pid, std::process::id());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn creator(&self) -> ProcessId {
         self.snapshot.creator
     }
 
     /// `true` if this handle created the segment.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::Segment;
+    ///
+    /// # let name = format!("doc-seg-is-creator-{}", std::process::id());
+    /// let created = Segment::builder(&name).unlink_on_drop(true).create()?;
+    /// let opened = Segment::builder(&name).open()?;
+    /// assert!(created.is_creator());
+    /// assert!(!opened.is_creator());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_creator(&self) -> bool {
         self.created
     }
 
     /// Changes whether dropping this handle removes the name (creator handles only;
     /// ignored for handles that opened an existing segment).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::Segment;
+    ///
+    /// # let name = format!("doc-seg-set-unlink-on-drop-{}", std::process::id());
+    /// let mut seg = Segment::builder(&name).unlink_on_drop(true).create()?;
+    /// seg.set_unlink_on_drop(false); // keep the segment for processes that come later
+    /// drop(seg);
+    /// assert!(Segment::builder(&name).open().is_ok());
+    /// # shmlink::segment::unlink(&name)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_unlink_on_drop(&mut self, yes: bool) {
         self.unlink_on_drop = yes && self.created;
     }
@@ -619,6 +921,19 @@ impl Segment {
     /// # Errors
     ///
     /// The OS error of `shm_unlink`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{OpenError, Segment};
+    ///
+    /// # let name = format!("doc-seg-unlink-method-{}", std::process::id());
+    /// let seg = Segment::builder(&name).payload_len(64).create()?;
+    /// seg.unlink()?;
+    /// assert_eq!(Segment::builder(&name).open().unwrap_err(), OpenError::NotFound);
+    /// assert_eq!(seg.payload().len(), 64); // the mapping stays valid
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn unlink(&self) -> Result<(), OsError> {
         if sys::name_identity(&self.name) != Some(self.identity) {
             return Ok(());
@@ -653,6 +968,24 @@ impl fmt::Debug for Segment {
 }
 
 /// The state of a named segment, as [`inspect`] sees it without attaching.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::{Segment, Status, inspect};
+///
+/// # let name = format!("doc-seg-status-{}", std::process::id());
+/// let seg = Segment::builder(&name).create()?;
+/// assert_eq!(inspect(&name)?.status, Status::Alive);
+/// drop(seg); // detaches cleanly; the name stays
+/// match inspect(&name)?.status {
+///     Status::Idle => {}
+///     Status::Stale(info) => panic!("left behind by a crash: {info}"),
+///     other => panic!("unexpected: {}", other.label()),
+/// }
+/// # shmlink::segment::unlink(&name)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     /// At least one live process has it open.
@@ -669,6 +1002,17 @@ pub enum Status {
 
 impl Status {
     /// One word for `shmlink ls`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{Segment, inspect};
+    ///
+    /// # let name = format!("doc-seg-status-label-{}", std::process::id());
+    /// let _seg = Segment::builder(&name).unlink_on_drop(true).create()?;
+    /// assert_eq!(inspect(&name)?.status.label(), "alive");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn label(&self) -> &'static str {
         match self {
             Status::Alive => "alive",
@@ -681,6 +1025,21 @@ impl Status {
 }
 
 /// What [`inspect`] and [`list`] report about a segment.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::header::HEADER_SIZE;
+/// use shmlink::segment::{Segment, inspect};
+///
+/// # let name = format!("doc-seg-info-{}", std::process::id());
+/// let _seg = Segment::builder(&name).payload_len(64).unlink_on_drop(true).create()?;
+/// let info = inspect(&name)?;
+/// assert_eq!(info.name.as_str(), name);
+/// assert_eq!(info.file_size, HEADER_SIZE as u64 + 64);
+/// assert_eq!(info.header.map(|h| h.creator.uid), Some(info.owner_uid));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct SegmentInfo {
     /// The name.
@@ -701,6 +1060,20 @@ pub struct SegmentInfo {
 ///
 /// [`OpenError::NotFound`], [`OpenError::PermissionDenied`], invalid name or an OS
 /// error; a segment with a bad header is reported as [`Status::Invalid`].
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::{OpenError, Segment, Status, inspect};
+///
+/// # let name = format!("doc-seg-inspect-{}", std::process::id());
+/// assert_eq!(inspect(&name).unwrap_err(), OpenError::NotFound);
+/// let _seg = Segment::builder(&name).payload_len(64).unlink_on_drop(true).create()?;
+/// let info = inspect(&name)?; // does not attach
+/// assert_eq!(info.status, Status::Alive);
+/// assert_eq!(info.header.map(|h| h.payload_len), Some(64));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn inspect(name: &str) -> Result<SegmentInfo, OpenError> {
     let name = SegmentName::new(name)?;
     inspect_named(&name)
@@ -802,6 +1175,21 @@ fn judge(
 /// # Errors
 ///
 /// The OS error of reading `/dev/shm`.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::{Segment, list};
+///
+/// # let name = format!("doc-seg-list-{}", std::process::id());
+/// let _seg = Segment::builder(&name).unlink_on_drop(true).create()?;
+/// let all = list()?;
+/// for info in &all {
+///     println!("{:<30} {:>10} {}", info.name, info.file_size, info.status.label());
+/// }
+/// assert!(all.iter().any(|info| info.name.as_str() == name));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn list() -> Result<Vec<SegmentInfo>, OsError> {
     let dir = std::fs::read_dir("/dev/shm").map_err(|e| OsError::from_io("read_dir", &e))?;
     let mut out = Vec::new();
@@ -837,6 +1225,19 @@ pub fn list() -> Result<Vec<SegmentInfo>, OsError> {
 ///
 /// [`OpenError::NotFound`], [`OpenError::PermissionDenied`], invalid name, or an OS
 /// error.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::{OpenError, Segment, unlink};
+///
+/// # let name = format!("doc-seg-unlink-fn-{}", std::process::id());
+/// let seg = Segment::builder(&name).payload_len(64).create()?;
+/// unlink(&name)?;
+/// assert_eq!(unlink(&name), Err(OpenError::NotFound));
+/// assert_eq!(seg.payload().len(), 64); // still mapped until dropped
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn unlink(name: &str) -> Result<(), OpenError> {
     let name = SegmentName::new(name)?;
     sys::unlink(&name).map_err(|e| open_error("shm_unlink", e))
@@ -851,6 +1252,22 @@ pub fn unlink(name: &str) -> Result<(), OpenError> {
 /// # Errors
 ///
 /// As [`inspect`]; a missing segment is `Ok(false)`.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::{Segment, Status, inspect, remove_stale};
+///
+/// # let name = format!("doc-seg-remove-stale-{}", std::process::id());
+/// let seg = Segment::builder(&name).create()?;
+/// assert!(!remove_stale(&name)?); // alive: left alone
+/// seg.header().attach(); // as if a second process had attached and then crashed
+/// drop(seg);
+/// assert!(matches!(inspect(&name)?.status, Status::Stale(_)));
+/// assert!(remove_stale(&name)?);
+/// assert!(!remove_stale(&name)?); // already gone
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn remove_stale(name: &str) -> Result<bool, OpenError> {
     let name = SegmentName::new(name)?;
     remove_stale_named(&name)

@@ -51,6 +51,20 @@ impl<T: ShmSafe> ShmRegion<T> {
     /// # Errors
     ///
     /// As [`SegmentBuilder::create`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{Kind, Region, Segment, ShmRegion};
+    /// use shmlink::sync::atomic::AtomicU64;
+    ///
+    /// # let name = format!("doc-region-create-{}", std::process::id());
+    /// let builder = Segment::builder(&name).unlink_on_drop(true);
+    /// let region = ShmRegion::<AtomicU64>::create(builder, 1024)?;
+    /// assert_eq!(region.area().len(), 1024);
+    /// assert_eq!(region.segment().kind(), Some(Kind::Typed));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn create(builder: SegmentBuilder, area_len: usize) -> Result<Self, CreateError> {
         Self::create_with(builder, area_len, |_, _| ())
     }
@@ -61,6 +75,24 @@ impl<T: ShmSafe> ShmRegion<T> {
     /// # Errors
     ///
     /// As [`SegmentBuilder::create`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{Region, Segment, ShmRegion};
+    /// use shmlink::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// # let name = format!("doc-region-create-with-{}", std::process::id());
+    /// let builder = Segment::builder(&name).unlink_on_drop(true);
+    /// let _a = ShmRegion::<AtomicU64>::create_with(builder, 64, |counter, area| {
+    ///     counter.store(1, Ordering::Relaxed);
+    ///     // SAFETY: not published yet, so no other process can reach the area.
+    ///     unsafe { area.write(0, b"init").unwrap() };
+    /// })?;
+    /// let b = ShmRegion::<AtomicU64>::open(Segment::builder(&name))?;
+    /// assert_eq!(b.shared().load(Ordering::Acquire), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn create_with(
         builder: SegmentBuilder,
         area_len: usize,
@@ -81,6 +113,22 @@ impl<T: ShmSafe> ShmRegion<T> {
     ///
     /// As [`SegmentBuilder::open`]; [`OpenError::SizeMismatch`] if the payload cannot
     /// hold a `T`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{OpenError, Region, Segment, ShmRegion};
+    /// use shmlink::sync::atomic::{AtomicU32, AtomicU64};
+    ///
+    /// # let name = format!("doc-region-open-{}", std::process::id());
+    /// let _a = ShmRegion::<AtomicU64>::create(Segment::builder(&name).unlink_on_drop(true), 256)?;
+    /// let b = ShmRegion::<AtomicU64>::open(Segment::builder(&name))?;
+    /// assert_eq!(b.area().len(), 256); // learnt from the segment
+    /// // A different control-block type is refused.
+    /// let err = ShmRegion::<AtomicU32>::open(Segment::builder(&name)).unwrap_err();
+    /// assert!(matches!(err, OpenError::TypeMismatch { .. }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open(builder: SegmentBuilder) -> Result<Self, OpenError> {
         Self::from_segment(Self::configure(builder, None).open()?)
     }
@@ -90,6 +138,21 @@ impl<T: ShmSafe> ShmRegion<T> {
     /// # Errors
     ///
     /// As [`SegmentBuilder::open_or_create`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{Disposition, Segment, ShmRegion};
+    /// use shmlink::sync::atomic::AtomicU64;
+    ///
+    /// # let name = format!("doc-region-open-or-create-{}", std::process::id());
+    /// let builder = Segment::builder(&name).unlink_on_drop(true);
+    /// let (_a, how) = ShmRegion::<AtomicU64>::open_or_create(builder.clone(), 256)?;
+    /// assert_eq!(how, Disposition::Created);
+    /// let (_b, how) = ShmRegion::<AtomicU64>::open_or_create(builder, 256)?;
+    /// assert_eq!(how, Disposition::Opened);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open_or_create(
         builder: SegmentBuilder,
         area_len: usize,
@@ -117,11 +180,40 @@ impl<T: ShmSafe> ShmRegion<T> {
     }
 
     /// The underlying segment.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{Segment, ShmRegion, area_offset};
+    /// use shmlink::sync::atomic::AtomicU64;
+    ///
+    /// # let name = format!("doc-region-segment-{}", std::process::id());
+    /// let builder = Segment::builder(&name).unlink_on_drop(true);
+    /// let region = ShmRegion::<AtomicU64>::create(builder, 256)?;
+    /// // The payload holds the control block, padded to 128 bytes, then the area.
+    /// assert_eq!(region.segment().payload_len(), area_offset::<AtomicU64>() + 256);
+    /// assert_eq!(region.segment().name().as_str(), name);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn segment(&self) -> &Segment {
         &self.segment
     }
 
     /// Unwraps the underlying segment.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{Segment, ShmRegion};
+    /// use shmlink::sync::atomic::AtomicU64;
+    ///
+    /// # let name = format!("doc-region-into-segment-{}", std::process::id());
+    /// let builder = Segment::builder(&name).unlink_on_drop(true);
+    /// let region = ShmRegion::<AtomicU64>::create(builder, 0)?;
+    /// let segment = region.into_segment(); // keeps the mapping, the lock and unlink-on-drop
+    /// assert!(segment.is_creator());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn into_segment(self) -> Segment {
         self.segment
     }

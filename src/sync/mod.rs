@@ -47,6 +47,21 @@ pub mod atomic {
     pub use core::sync::atomic::Ordering;
 
     /// A memory fence (`core::sync::atomic::fence`, or loom's).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::atomic::{AtomicU64, Ordering, fence};
+    ///
+    /// let (data, flag) = (AtomicU64::new(0), AtomicU64::new(0));
+    /// data.store(42, Ordering::Relaxed);
+    /// fence(Ordering::Release); // orders the data store before the flag store
+    /// flag.store(1, Ordering::Relaxed);
+    /// if flag.load(Ordering::Relaxed) == 1 {
+    ///     fence(Ordering::Acquire); // pairs with the Release fence
+    ///     assert_eq!(data.load(Ordering::Relaxed), 42);
+    /// }
+    /// ```
     #[inline]
     pub fn fence(order: Ordering) {
         imp::fence(order)
@@ -54,6 +69,18 @@ pub mod atomic {
 
     /// A compiler-only fence. loom has none (tokio-rs/loom#117); there a full fence
     /// stands in, which is stronger and keeps the model sound.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::atomic::{AtomicU32, Ordering, compiler_fence};
+    ///
+    /// let word = AtomicU32::new(0);
+    /// word.store(1, Ordering::Relaxed);
+    /// // Keeps the compiler from moving accesses across this point; emits no CPU fence.
+    /// compiler_fence(Ordering::SeqCst);
+    /// assert_eq!(word.load(Ordering::Relaxed), 1);
+    /// ```
     #[inline]
     pub fn compiler_fence(order: Ordering) {
         #[cfg(not(shmlink_loom))]
@@ -241,6 +268,21 @@ pub mod atomic {
 
 /// Spin-loop hint: `core::hint::spin_loop`, or a loom yield point under the loom cfg
 /// (loom's scheduler must see every spin iteration or it explores forever).
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::sync::atomic::{AtomicBool, Ordering};
+/// use shmlink::sync::spin_loop;
+///
+/// let ready = AtomicBool::new(false);
+/// std::thread::scope(|s| {
+///     s.spawn(|| ready.store(true, Ordering::Release));
+///     while !ready.load(Ordering::Acquire) {
+///         spin_loop();
+///     }
+/// });
+/// ```
 #[inline]
 pub fn spin_loop() {
     #[cfg(not(shmlink_loom))]
@@ -250,6 +292,21 @@ pub fn spin_loop() {
 }
 
 /// Give the CPU away: `std::thread::yield_now`, or loom's yield under the loom cfg.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::sync::atomic::{AtomicU32, Ordering};
+/// use shmlink::sync::yield_now;
+///
+/// let done = AtomicU32::new(0);
+/// std::thread::scope(|s| {
+///     s.spawn(|| done.store(1, Ordering::Release));
+///     while done.load(Ordering::Acquire) == 0 {
+///         yield_now(); // let the other thread run
+///     }
+/// });
+/// ```
 #[inline]
 pub fn yield_now() {
     #[cfg(not(shmlink_loom))]
@@ -260,4 +317,15 @@ pub fn yield_now() {
 
 /// Pads and aligns a value to the length of a cache line (128 bytes on x86_64 and
 /// aarch64, where the adjacent-line prefetcher and big cores work in 128-byte units).
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::sync::CachePadded;
+/// use shmlink::sync::atomic::{AtomicU64, Ordering};
+///
+/// let head = CachePadded::new(AtomicU64::new(0));
+/// head.store(1, Ordering::Relaxed); // derefs to the value
+/// assert_eq!(size_of_val(&head), align_of_val(&head)); // padded to a whole line
+/// ```
 pub use crossbeam_utils::CachePadded;
