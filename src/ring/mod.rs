@@ -19,6 +19,50 @@ mod pod;
 pub mod spsc;
 mod wait;
 
+/// A ring configuration as read (once) from shared memory.
+pub(crate) struct RawConfig {
+    pub capacity: u64,
+    pub elem_size: u64,
+    pub fingerprint: u64,
+    pub slot_size: u64,
+    pub mode: u32,
+}
+
+impl RawConfig {
+    /// Validates the copy for element type `T`, a ring whose slots are
+    /// `slot_size` bytes, a capacity of at least `min_capacity`, and an area of
+    /// `area_len` bytes; returns the wait mode.
+    pub(crate) fn validate<T: Pod>(
+        &self,
+        min_capacity: u64,
+        slot_size: usize,
+        area_len: usize,
+    ) -> Result<WaitMode, BuildError> {
+        let bad = |what, found| BuildError::BadConfig(Corruption { what, found });
+        let cap = self.capacity;
+        if cap < min_capacity || cap > 1 << 32 || !cap.is_power_of_two() {
+            return Err(bad("capacity", cap));
+        }
+        if self.elem_size != size_of::<T>() as u64 {
+            return Err(bad("element size", self.elem_size));
+        }
+        if self.fingerprint != T::FINGERPRINT {
+            return Err(bad("element fingerprint", self.fingerprint));
+        }
+        if self.slot_size != slot_size as u64 {
+            return Err(bad("slot size", self.slot_size));
+        }
+        let mode = WaitMode::from_code(self.mode).ok_or(bad("wait mode", u64::from(self.mode)))?;
+        if cap
+            .checked_mul(self.slot_size)
+            .is_none_or(|n| n > area_len as u64)
+        {
+            return Err(bad("capacity for the area", cap));
+        }
+        Ok(mode)
+    }
+}
+
 pub use error::{BuildError, ChunkError, ClaimError, Corruption, PopError, PushError};
 pub use frame::{FrameConsumer, FrameProducer, FrameRing, RecvError, SendError};
 pub use mpmc::{Mpmc, MpmcConsumer, MpmcHeader, MpmcProducer, RepairStats};

@@ -29,7 +29,7 @@ use core::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::error::{BuildError, ClaimError, Corruption, PopError, PushError};
+use super::error::{BuildError, ClaimError, PopError, PushError};
 use super::pod::Pod;
 use super::wait::{WaitError, WaitMode, WaitWord};
 use crate::segment::process::{current_token, token_alive, token_pid};
@@ -466,31 +466,16 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Mpmc<T, R> {
     /// ```
     pub fn from_region(region: Arc<R>) -> Result<Self, BuildError> {
         let cfg = &region.shared().config;
-        let bad = |what, found| BuildError::BadConfig(Corruption { what, found });
-        let capacity = cfg.capacity.load(Ordering::Relaxed);
-        let elem_size = cfg.elem_size.load(Ordering::Relaxed);
-        let fp = cfg.elem_fingerprint.load(Ordering::Relaxed);
-        let slot = cfg.slot_size.load(Ordering::Relaxed);
-        let mode = cfg.mode.load(Ordering::Relaxed);
-        if check_capacity(capacity).is_err() {
-            return Err(bad("capacity", capacity));
-        }
-        if elem_size != size_of::<T>() as u64 {
-            return Err(bad("element size", elem_size));
-        }
-        if fp != T::FINGERPRINT {
-            return Err(bad("element fingerprint", fp));
-        }
-        if slot != slot_size::<T>() as u64 {
-            return Err(bad("slot size", slot));
-        }
-        let mode = WaitMode::from_code(mode).ok_or(bad("wait mode", u64::from(mode)))?;
-        if capacity
-            .checked_mul(slot)
-            .is_none_or(|n| n > region.area().len() as u64)
-        {
-            return Err(bad("capacity for the area", capacity));
-        }
+        // Read each field once, then validate the copies.
+        let raw = super::RawConfig {
+            capacity: cfg.capacity.load(Ordering::Relaxed),
+            elem_size: cfg.elem_size.load(Ordering::Relaxed),
+            fingerprint: cfg.elem_fingerprint.load(Ordering::Relaxed),
+            slot_size: cfg.slot_size.load(Ordering::Relaxed),
+            mode: cfg.mode.load(Ordering::Relaxed),
+        };
+        let mode = raw.validate::<T>(2, slot_size::<T>(), region.area().len())?;
+        let capacity = raw.capacity;
         Ok(Self {
             region,
             capacity,

@@ -429,26 +429,16 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
     /// ```
     pub fn from_region(region: Arc<R>) -> Result<Self, BuildError> {
         let cfg = &region.shared().config;
-        let bad = |what, found| BuildError::BadConfig(Corruption { what, found });
         // Read each field once, then validate the copies.
-        let capacity = cfg.capacity.load(Ordering::Relaxed);
-        let elem_size = cfg.elem_size.load(Ordering::Relaxed);
-        let fp = cfg.elem_fingerprint.load(Ordering::Relaxed);
-        let mode = cfg.mode.load(Ordering::Relaxed);
-        if check_capacity(capacity).is_err() {
-            return Err(bad("capacity", capacity));
-        }
-        if elem_size != size_of::<T>() as u64 {
-            return Err(bad("element size", elem_size));
-        }
-        if fp != T::FINGERPRINT {
-            return Err(bad("element fingerprint", fp));
-        }
-        let mode = WaitMode::from_code(mode).ok_or(bad("wait mode", u64::from(mode)))?;
-        let need = capacity.checked_mul(slot_size::<T>() as u64);
-        if need.is_none_or(|n| n > region.area().len() as u64) {
-            return Err(bad("capacity for the area", capacity));
-        }
+        let raw = super::RawConfig {
+            capacity: cfg.capacity.load(Ordering::Relaxed),
+            elem_size: cfg.elem_size.load(Ordering::Relaxed),
+            fingerprint: cfg.elem_fingerprint.load(Ordering::Relaxed),
+            slot_size: slot_size::<T>() as u64,
+            mode: cfg.mode.load(Ordering::Relaxed),
+        };
+        let mode = raw.validate::<T>(1, slot_size::<T>(), region.area().len())?;
+        let capacity = raw.capacity;
         Ok(Self {
             region,
             capacity,
