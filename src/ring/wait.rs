@@ -223,11 +223,11 @@ impl WaitWord {
                 self.sleepers.fetch_sub(1, Ordering::Relaxed);
                 return ready().ok_or(WaitError::Disconnected);
             }
-            let slice = match deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()).min(SLEEP_SLICE),
-                None => SLEEP_SLICE,
-            };
-            futex::wait(&self.seq, seq, slice);
+            // Sleep until the caller's deadline, but at most one slice, so a dead peer
+            // is noticed even if nobody wakes us.
+            let slice_end = Instant::now() + SLEEP_SLICE;
+            let until = deadline.map_or(slice_end, |d| d.min(slice_end));
+            futex::wait_until(&self.seq, seq, Some(until));
             self.sleepers.fetch_sub(1, Ordering::Relaxed);
         }
     }

@@ -12,7 +12,7 @@
 //! the check of the word and the sleep are atomic with respect to `wake` (as in the
 //! kernel), and the timeout is ignored, so a lost wake-up shows up as a deadlock.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::atomic::AtomicU32;
 
@@ -55,23 +55,61 @@ pub enum WaitResult {
 /// ```
 #[cfg(not(shmlink_loom))]
 pub fn wait(word: &AtomicU32, expected: u32, timeout: Duration) -> WaitResult {
-    let ts = libc::timespec {
-        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
-        // Always below 1e9, so it fits a c_long.
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    wait_until(word, expected, Instant::now().checked_add(timeout))
+}
+
+/// Sleeps while `word` holds `expected`, until `deadline` (`None`: until woken).
+///
+/// The deadline is absolute (CLOCK_MONOTONIC, `FUTEX_WAIT_BITSET`), so a wait that a
+/// signal interrupts and the caller retries never waits past it. A deadline already
+/// passed returns [`WaitResult::TimedOut`] without a system call.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::sync::atomic::AtomicU32;
+/// use shmlink::sync::futex::{self, WaitResult};
+/// use std::time::{Duration, Instant};
+///
+/// let word = AtomicU32::new(0);
+/// let deadline = Instant::now() + Duration::from_millis(5);
+/// // Loop as callers do: re-check the condition after every return.
+/// while word.load(shmlink::sync::atomic::Ordering::Acquire) == 0 {
+///     if futex::wait_until(&word, 0, Some(deadline)) == WaitResult::TimedOut {
+///         break;
+///     }
+/// }
+/// assert!(Instant::now() >= deadline);
+/// ```
+#[cfg(not(shmlink_loom))]
+pub fn wait_until(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> WaitResult {
+    let abs = match deadline {
+        None => None,
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return WaitResult::TimedOut;
+            }
+            Some(monotonic_after(left))
+        }
     };
+    let ts_ptr = abs
+        .as_ref()
+        .map_or(core::ptr::null(), |ts| ts as *const libc::timespec);
     // SAFETY: `word` is a live, 4-byte aligned u32 for the duration of the call; the
-    // timespec lives on our stack; FUTEX_WAIT reads only those two and the kernel
-    // checks the word's value atomically with going to sleep.
+    // timespec (if any) lives on our stack; FUTEX_WAIT_BITSET with a full bitset
+    // reads only those, compares the word atomically with going to sleep, and takes an
+    // absolute CLOCK_MONOTONIC deadline. No FUTEX_PRIVATE_FLAG: waiters and wakers may
+    // be in different processes.
     let r = unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
-            libc::FUTEX_WAIT,
+            libc::FUTEX_WAIT_BITSET,
             expected,
-            &ts as *const libc::timespec,
+            ts_ptr,
             core::ptr::null::<u32>(),
-            0u32,
+            libc::FUTEX_BITSET_MATCH_ANY,
         )
     };
     if r == 0 {
@@ -79,7 +117,8 @@ pub fn wait(word: &AtomicU32, expected: u32, timeout: Duration) -> WaitResult {
     }
     match std::io::Error::last_os_error().raw_os_error() {
         Some(libc::ETIMEDOUT) => WaitResult::TimedOut,
-        // EAGAIN: the word changed before we slept; EINTR: a signal. Both: re-check.
+        // EAGAIN: the word changed before we slept; EINTR: a signal. Both: re-check
+        // (the absolute deadline does not move).
         errno => {
             debug_assert!(
                 matches!(errno, Some(libc::EAGAIN | libc::EINTR)),
@@ -87,6 +126,28 @@ pub fn wait(word: &AtomicU32, expected: u32, timeout: Duration) -> WaitResult {
             );
             WaitResult::Woken
         }
+    }
+}
+
+/// CLOCK_MONOTONIC now plus `d`, as a timespec.
+#[cfg(not(shmlink_loom))]
+fn monotonic_after(d: Duration) -> libc::timespec {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we pass; CLOCK_MONOTONIC always
+    // exists on Linux.
+    let _ = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let nanos = u64::try_from(now.tv_nsec).unwrap_or(0) + u64::from(d.subsec_nanos());
+    let secs = i64::try_from(d.as_secs())
+        .unwrap_or(i64::MAX / 2)
+        .saturating_add(now.tv_sec)
+        .saturating_add((nanos / 1_000_000_000) as i64);
+    libc::timespec {
+        tv_sec: secs,
+        // Below 1e9, so it fits.
+        tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
     }
 }
 
@@ -135,6 +196,12 @@ mod model {
 /// Sleeps while `word` holds `expected` (loom model: until woken; no timeout).
 #[cfg(shmlink_loom)]
 pub fn wait(word: &AtomicU32, expected: u32, _timeout: Duration) -> WaitResult {
+    wait_until(word, expected, None)
+}
+
+/// Sleeps while `word` holds `expected` (loom model: until woken; no deadline).
+#[cfg(shmlink_loom)]
+pub fn wait_until(word: &AtomicU32, expected: u32, _deadline: Option<Instant>) -> WaitResult {
     use super::atomic::Ordering;
     let f = &*model::FUTEXES;
     let guard = f.lock.lock().unwrap();
@@ -178,6 +245,22 @@ mod tests {
         word.store(1, Ordering::Release);
         wake(&word, 1);
         t.join().unwrap();
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "real clock")]
+    fn absolute_deadlines() {
+        let word = AtomicU32::new(3);
+        let past = Instant::now();
+        assert_eq!(wait_until(&word, 3, Some(past)), WaitResult::TimedOut);
+        let deadline = Instant::now() + Duration::from_millis(20);
+        while wait_until(&word, 3, Some(deadline)) != WaitResult::TimedOut {}
+        assert!(Instant::now() >= deadline);
+        assert_eq!(
+            wait_until(&word, 2, None),
+            WaitResult::Woken,
+            "value differs"
+        );
     }
 
     #[test]
