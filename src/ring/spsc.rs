@@ -972,16 +972,16 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
         if n == 0 {
             return 0;
         }
-        // One pass: each element is published by its own stamp as soon as it is
-        // written (elements of a slice need not become visible together), then one
-        // `tail` store for readers of batches.
+        // Values only, then one `tail` store. Slot stamps are a latency hint for a
+        // consumer waiting on one element; `tail` is authoritative, and a consumer that
+        // finds no fresh stamp reads it. Skipping the stamps halves the stores of a
+        // batch. (An old stamp never reads `p + 1` for a position `p` it was not
+        // written for, so skipping cannot fake a publication.)
         for (i, item) in items[..n].iter().enumerate() {
             let pos = self.tail + i as u64;
             // SAFETY: the n slots from tail are free (n <= free) and in bounds; T is
             // Pod.
             unsafe { self.raw.area.write_value(self.raw.offset::<T>(pos), *item) };
-            // SYNC: Release pairs with the consumer's Acquire stamp load.
-            self.raw.stamp::<T>(pos).store(pos + 1, Ordering::Release);
         }
         self.tail += n as u64;
         let h = self.raw.header();
