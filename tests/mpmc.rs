@@ -271,3 +271,21 @@ fn named_ring_checks_the_element_type() {
     let other = Mpmc::<u64, _>::open(Segment::builder(&n)).unwrap();
     assert_eq!(other.capacity(), 8);
 }
+
+#[test]
+fn positions_near_the_top_of_u64_never_panic() {
+    let n = name("huge");
+    let ring = Mpmc::<u64, _>::create(Segment::builder(&n).unlink_on_drop(true), 4, WaitMode::Spin)
+        .unwrap();
+    let mut tx = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    // A hostile peer sets both positions to the last u64: arithmetic must wrap, and
+    // every call must come back with a value or a typed error.
+    poke_u64(&n, TAIL, u64::MAX);
+    poke_u64(&n, HEAD, u64::MAX);
+    for i in 0..8 {
+        let _ = tx.try_push(i);
+        let _ = rx.try_pop();
+    }
+    assert!(ring.len() <= 4);
+}

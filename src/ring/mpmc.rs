@@ -719,12 +719,13 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
             let stamp = self.stamp(pos).load(Ordering::Acquire);
             if stamp == pos {
                 // Announce the claim before making it, so a repairer can find it.
-                me.pending_push.store(pos + 1, Ordering::Relaxed);
+                me.pending_push
+                    .store(pos.wrapping_add(1), Ordering::Relaxed);
                 // SYNC: SeqCst CAS (Release part publishes the announcement to anyone
                 // who later reads `tail`; SeqCst orders it against the full check).
                 match h.tail.compare_exchange_weak(
                     pos,
-                    pos + 1,
+                    pos.wrapping_add(1),
                     Ordering::SeqCst,
                     Ordering::Relaxed,
                 ) {
@@ -733,7 +734,8 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
                         // value bytes are in bounds; T is Pod.
                         unsafe { self.area.write_value(self.value_offset(pos), value) };
                         // SYNC: Release pairs with a consumer's Acquire stamp load.
-                        self.stamp(pos).store(pos + 1, Ordering::Release);
+                        self.stamp(pos)
+                            .store(pos.wrapping_add(1), Ordering::Release);
                         me.pending_push.store(0, Ordering::Relaxed);
                         return TryPush::Done;
                     }
@@ -742,8 +744,9 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
                         pos = current;
                     }
                 }
-            } else if stamp.wrapping_add(self.ring.capacity) == pos + 1
-                || stamp & HOLE != 0 && (stamp & !HOLE).wrapping_add(self.ring.capacity) == pos + 1
+            } else if stamp.wrapping_add(self.ring.capacity) == pos.wrapping_add(1)
+                || stamp & HOLE != 0
+                    && (stamp & !HOLE).wrapping_add(self.ring.capacity) == pos.wrapping_add(1)
             {
                 // The slot still holds the value (or hole) of the previous lap.
                 // SYNC: SeqCst fence, as in crossbeam, orders this check of `head`
@@ -757,7 +760,7 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
                 // then suspect it.
                 spins += 1;
                 if spins >= STUCK_SPINS {
-                    return TryPush::Stuck(pos - self.ring.capacity);
+                    return TryPush::Stuck(pos.wrapping_sub(self.ring.capacity));
                 }
                 crate::sync::spin_loop();
                 pos = h.tail.load(Ordering::Relaxed);
@@ -783,12 +786,12 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
             // SYNC: Acquire pairs with the producer's Release stamp store: the value
             // bytes are visible.
             let stamp = self.stamp(pos).load(Ordering::Acquire);
-            if stamp & !HOLE == pos + 1 {
-                me.pending_pop.store(pos + 1, Ordering::Relaxed);
+            if stamp & !HOLE == pos.wrapping_add(1) {
+                me.pending_pop.store(pos.wrapping_add(1), Ordering::Relaxed);
                 // SYNC: SeqCst CAS, as for push.
                 match h.head.compare_exchange_weak(
                     pos,
-                    pos + 1,
+                    pos.wrapping_add(1),
                     Ordering::SeqCst,
                     Ordering::Relaxed,
                 ) {
@@ -801,7 +804,7 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
                         // SYNC: Release pairs with a producer's Acquire stamp load: our
                         // read of the value happens before it is overwritten.
                         self.stamp(pos)
-                            .store(pos + self.ring.capacity, Ordering::Release);
+                            .store(pos.wrapping_add(self.ring.capacity), Ordering::Release);
                         me.pending_pop.store(0, Ordering::Relaxed);
                         match value {
                             Some(v) => return TryPop::Value(v),
@@ -856,7 +859,9 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
         let dead = h.participants.iter().find(|p| {
             let token = p.token.load(Ordering::Acquire);
             let pending = if pop { &p.pending_pop } else { &p.pending_push };
-            token != 0 && pending.load(Ordering::Acquire) == pos + 1 && !token_alive(token)
+            token != 0
+                && pending.load(Ordering::Acquire) == pos.wrapping_add(1)
+                && !token_alive(token)
         });
         match dead {
             Some(p) => self.repair_participant(p),
@@ -890,7 +895,12 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
             if h.tail.load(Ordering::Acquire) > pos
                 && self
                     .stamp(pos)
-                    .compare_exchange(pos, (pos + 1) | HOLE, Ordering::AcqRel, Ordering::Relaxed)
+                    .compare_exchange(
+                        pos,
+                        pos.wrapping_add(1) | HOLE,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    )
                     .is_ok()
             {
                 h.repairs.holes.fetch_add(1, Ordering::Relaxed);
@@ -908,10 +918,15 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
             // still there for the next consumer.
             if h.head.load(Ordering::Acquire) > pos {
                 let stamp = self.stamp(pos).load(Ordering::Acquire);
-                if stamp & !HOLE == pos + 1
+                if stamp & !HOLE == pos.wrapping_add(1)
                     && self
                         .stamp(pos)
-                        .compare_exchange(stamp, pos + cap, Ordering::AcqRel, Ordering::Relaxed)
+                        .compare_exchange(
+                            stamp,
+                            pos.wrapping_add(cap),
+                            Ordering::AcqRel,
+                            Ordering::Relaxed,
+                        )
                         .is_ok()
                 {
                     if stamp & HOLE == 0 {

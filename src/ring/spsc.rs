@@ -546,6 +546,14 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
         // SYNC: Acquire pairs with the peers' Release stores of their positions.
         let head = h.head.load(Ordering::Acquire);
         let tail = h.tail.load(Ordering::Acquire);
+        // Positions count elements ever moved: far below 2^62 in any real run. Larger
+        // ones come from a corrupt or hostile peer and would overflow our arithmetic.
+        if tail >= 1 << 62 || head >= 1 << 62 {
+            return Err(Corruption {
+                what: "position beyond 2^62",
+                found: tail.max(head),
+            });
+        }
         if tail.wrapping_sub(head) > self.capacity {
             return Err(Corruption {
                 what: "tail - head",
@@ -1732,7 +1740,7 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
 /// normal and we keep the larger value. A `tail` more than a ring ahead of `head` is
 /// impossible.
 fn validate_tail(tail: u64, cached_tail: u64, head: u64, capacity: u64) -> Result<u64, Corruption> {
-    if tail > head && tail - head > capacity {
+    if tail >= 1 << 62 || (tail > head && tail - head > capacity) {
         Err(Corruption {
             what: "producer position (tail)",
             found: tail,
