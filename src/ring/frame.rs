@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use super::error::{BuildError, ChunkError, ClaimError, Corruption};
 use super::spsc::{Consumer, Producer, Spsc, SpscHeader};
-use super::wait::{WaitError, WaitMode};
 use crate::segment::{HeapRegion, Region};
+use crate::sync::{WaitError, WaitMode};
 
 /// High half of every frame header word: `b"FRM1"`.
 const FRAME_TAG: u64 = 0x314d_5246;

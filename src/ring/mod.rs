@@ -15,9 +15,7 @@
 mod error;
 pub mod frame;
 pub mod mpmc;
-mod pod;
 pub mod spsc;
-mod wait;
 
 /// A ring configuration as read (once) from shared memory.
 pub(crate) struct RawConfig {
@@ -63,9 +61,9 @@ impl RawConfig {
     }
 }
 
+pub use crate::sync::Pod;
+pub use crate::sync::{WaitMode, WaitWord};
 pub use error::{BuildError, ChunkError, ClaimError, Corruption, PopError, PushError};
 pub use frame::{FrameConsumer, FrameProducer, FrameRing, RecvError, SendError};
 pub use mpmc::{Mpmc, MpmcConsumer, MpmcHeader, MpmcProducer, RepairStats};
-pub use pod::Pod;
 pub use spsc::{Consumer, Producer, ReadChunk, Spsc, SpscHeader, WriteChunk};
-pub use wait::{WaitMode, WaitWord};

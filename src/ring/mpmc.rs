@@ -30,11 +30,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::error::{BuildError, ClaimError, PopError, PushError};
-use super::pod::Pod;
-use super::wait::{WaitError, WaitMode, WaitWord};
 use crate::segment::process::{current_token, token_alive, token_pid};
 use crate::segment::{CacheLine, HeapRegion, RawArea, Region, ShmSafe};
+use crate::sync::Pod;
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use crate::sync::{WaitError, WaitMode, WaitWord};
 
 /// Largest capacity (slots).
 ///

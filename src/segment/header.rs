@@ -30,7 +30,7 @@
 use core::fmt;
 
 use super::error::OpenError;
-use super::region::ShmSafe;
+use crate::sync::ShmSafe;
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// `b"shmlink\0"` read as a little-endian u64.

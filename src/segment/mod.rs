@@ -22,8 +22,6 @@
 mod error;
 pub mod header;
 mod name;
-pub mod process;
-mod region;
 
 #[cfg(not(shmlink_loom))]
 mod shm;
@@ -32,13 +30,15 @@ mod sys;
 #[cfg(not(shmlink_loom))]
 mod typed;
 
-pub use error::{CreateError, NameError, OpenError, OsError, StaleInfo, StaleReason};
-pub use header::{Kind, ProcessId, SegmentHeader};
-pub use name::{MAX_NAME_LEN, PREFIX, SegmentName};
-pub use region::{
+/// Process tokens (they live in [`sync::process`](crate::sync::process)).
+pub use crate::sync::process;
+pub use crate::sync::{
     AREA_ALIGN, CacheLine, HeapRegion, OutOfBounds, RawArea, Region, ShmSafe, area_offset,
     combine_fingerprints, fingerprint, layout_fingerprint,
 };
+pub use error::{CreateError, NameError, OpenError, OsError, StaleInfo, StaleReason};
+pub use header::{Kind, ProcessId, SegmentHeader};
+pub use name::{MAX_NAME_LEN, PREFIX, SegmentName};
 #[cfg(not(shmlink_loom))]
 pub use shm::{
     DEFAULT_TIMEOUT, Disposition, MAX_PAYLOAD, Segment, SegmentBuilder, SegmentInfo, Status,

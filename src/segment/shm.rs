@@ -14,8 +14,8 @@ use super::header::{
     Expect, HEADER_SIZE, HeaderSnapshot, HeaderSpec, HeaderState, Kind, ProcessId, SegmentHeader,
 };
 use super::name::SegmentName;
-use super::region::RawArea;
 use super::sys::{self, FileInfo};
+use crate::sync::RawArea;
 
 /// Largest payload a segment may have (1 TiB).
 ///

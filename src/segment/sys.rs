@@ -132,19 +132,7 @@ pub(crate) fn unix_now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// Fields of `/proc/PID/stat` after the command name: (state, start time in ticks).
-fn proc_stat(pid: u32) -> std::io::Result<Option<(u8, u64)>> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name is in parentheses and may itself contain ") ", so split at the
-    // last one. Field 3 (state) follows; field 22 (starttime) is 19 fields later.
-    let Some((_, rest)) = text.rsplit_once(')') else {
-        return Ok(None);
-    };
-    let mut fields = rest.split_ascii_whitespace();
-    let state = fields.next().and_then(|s| s.bytes().next());
-    let start = fields.nth(18).and_then(|s| s.parse().ok());
-    Ok(state.zip(start))
-}
+use crate::sync::process::proc_stat;
 
 /// Identity of the calling process.
 pub(crate) fn current_process() -> ProcessId {
@@ -154,14 +142,6 @@ pub(crate) fn current_process() -> ProcessId {
         pid,
         uid: euid(),
         start_ticks,
-    }
-}
-
-/// Start time of a running (non-zombie) process, `None` if it is gone.
-pub(crate) fn start_ticks_of(pid: u32) -> Option<u64> {
-    match proc_stat(pid) {
-        Ok(Some((state, start))) if !matches!(state, b'Z' | b'X') => Some(start),
-        _ => None,
     }
 }
 

@@ -6,8 +6,8 @@ use core::ptr::NonNull;
 
 use super::error::{CreateError, OpenError};
 use super::header::Kind;
-use super::region::{RawArea, Region, ShmSafe, area_offset, fingerprint};
 use super::shm::{Disposition, Segment, SegmentBuilder};
+use crate::sync::{RawArea, Region, ShmSafe, area_offset, fingerprint};
 
 /// A [`Region`] in a named segment: a `T` control block at the start of the payload,
 /// then a byte area of a length fixed at creation.

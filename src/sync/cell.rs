@@ -3,6 +3,7 @@
 //! Accesses go through [`UnsafeCell::with`] and [`UnsafeCell::with_mut`], so under
 //! `--cfg shmlink_loom` loom sees (and checks) every non-atomic read and write; in
 //! normal builds the closures compile down to a raw pointer access.
+#![allow(clippy::disallowed_types)] // the one place that wraps std's UnsafeCell
 
 #[cfg(shmlink_loom)]
 pub use loom::cell::UnsafeCell;

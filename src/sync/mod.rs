@@ -13,13 +13,23 @@
 //! heap instead ([`HeapRegion`](crate::segment::HeapRegion)).
 //!
 //! [loom]: https://docs.rs/loom
-#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 mod backoff;
 pub mod cell;
 pub mod futex;
+mod pod;
+pub mod process;
+mod region;
+mod wait;
 
 pub use backoff::Backoff;
+pub use pod::Pod;
+pub use region::{
+    AREA_ALIGN, CacheLine, HeapRegion, OutOfBounds, RawArea, Region, ShmSafe, area_offset,
+    combine_fingerprints, fingerprint, layout_fingerprint,
+};
+pub(crate) use wait::WaitError;
+pub use wait::{SPIN_FOR, WaitMode, WaitWord};
 
 /// Atomics and fences: thin `#[repr(transparent)]` wrappers over `core::sync::atomic`,
 /// or over loom's atomics under `--cfg shmlink_loom`.
@@ -38,6 +48,7 @@ pub use backoff::Backoff;
 /// counter.fetch_add(1, Ordering::Relaxed);
 /// assert_eq!(counter.load(Ordering::Relaxed), 1);
 /// ```
+#[allow(clippy::disallowed_types, clippy::disallowed_methods)] // the one place that wraps them
 pub mod atomic {
     #[cfg(not(shmlink_loom))]
     use core::sync::atomic as imp;

@@ -21,7 +21,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::segment::ShmSafe;
+use crate::sync::ShmSafe;
 use crate::sync::atomic::{AtomicU32, Ordering, fence};
 use crate::sync::futex;
 

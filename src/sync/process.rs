@@ -19,8 +19,8 @@
 /// ```
 #[cfg(not(shmlink_loom))]
 pub fn current_token() -> u64 {
-    let me = super::sys::current_process();
-    token_of(me.pid, me.start_ticks)
+    let pid = std::process::id();
+    token_of(pid, start_ticks_of(pid).unwrap_or(0))
 }
 
 /// Packs a pid and a start time into a token.
@@ -70,7 +70,7 @@ pub fn token_alive(token: u64) -> bool {
     if pid == 0 {
         return false;
     }
-    match super::sys::start_ticks_of(pid) {
+    match start_ticks_of(pid) {
         Some(start) => start & 0xffff_ffff == token >> 32,
         None => false,
     }
@@ -103,6 +103,30 @@ pub fn current_token() -> u64 {
 #[cfg(shmlink_loom)]
 pub fn token_alive(token: u64) -> bool {
     token != 0
+}
+
+/// Fields of `/proc/PID/stat` after the command name: (state, start time in ticks).
+#[cfg(not(shmlink_loom))]
+pub(crate) fn proc_stat(pid: u32) -> std::io::Result<Option<(u8, u64)>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name is in parentheses and may itself contain ") ", so split at the
+    // last one. Field 3 (state) follows; field 22 (starttime) is 19 fields later.
+    let Some((_, rest)) = text.rsplit_once(')') else {
+        return Ok(None);
+    };
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next().and_then(|s| s.bytes().next());
+    let start = fields.nth(18).and_then(|s| s.parse().ok());
+    Ok(state.zip(start))
+}
+
+/// Start time of a running (non-zombie) process, `None` if it is gone.
+#[cfg(not(shmlink_loom))]
+pub(crate) fn start_ticks_of(pid: u32) -> Option<u64> {
+    match proc_stat(pid) {
+        Ok(Some((state, start))) if !matches!(state, b'Z' | b'X') => Some(start),
+        _ => None,
+    }
 }
 
 #[cfg(all(test, not(shmlink_loom)))]
