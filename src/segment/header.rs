@@ -96,6 +96,14 @@ pub enum Kind {
     MpmcRing,
     /// A ring of variable-length frames ([`crate::ring::frame`]).
     FrameRing,
+    /// A counting semaphore ([`crate::sync::Semaphore`]).
+    Semaphore,
+    /// A Bakery lock ([`crate::sync::BakeryLock`]).
+    BakeryLock,
+    /// A Bakery lock with its protected value ([`crate::sync::BakeryMutex`]).
+    BakeryMutex,
+    /// A seqlock-protected value ([`crate::sync::SeqLock`]).
+    SeqLock,
 }
 
 impl Kind {
@@ -116,6 +124,10 @@ impl Kind {
             Kind::SpscRing => 3,
             Kind::MpmcRing => 4,
             Kind::FrameRing => 5,
+            Kind::Semaphore => 6,
+            Kind::BakeryLock => 7,
+            Kind::BakeryMutex => 8,
+            Kind::SeqLock => 9,
         }
     }
 
@@ -137,6 +149,10 @@ impl Kind {
             3 => Some(Kind::SpscRing),
             4 => Some(Kind::MpmcRing),
             5 => Some(Kind::FrameRing),
+            6 => Some(Kind::Semaphore),
+            7 => Some(Kind::BakeryLock),
+            8 => Some(Kind::BakeryMutex),
+            9 => Some(Kind::SeqLock),
             _ => None,
         }
     }
@@ -158,6 +174,10 @@ impl Kind {
             Kind::SpscRing => "spsc",
             Kind::MpmcRing => "mpmc",
             Kind::FrameRing => "frames",
+            Kind::Semaphore => "semaphore",
+            Kind::BakeryLock => "bakery",
+            Kind::BakeryMutex => "bakery-mutex",
+            Kind::SeqLock => "seqlock",
         }
     }
 }

@@ -22,6 +22,8 @@
 mod error;
 pub mod header;
 mod name;
+#[cfg(not(shmlink_loom))]
+mod objects;
 
 #[cfg(not(shmlink_loom))]
 mod shm;
@@ -39,6 +41,8 @@ pub use crate::sync::{
 pub use error::{CreateError, NameError, OpenError, OsError, StaleInfo, StaleReason};
 pub use header::{Kind, ProcessId, SegmentHeader};
 pub use name::{MAX_NAME_LEN, PREFIX, SegmentName};
+#[cfg(not(shmlink_loom))]
+pub use objects::ObjectError;
 #[cfg(not(shmlink_loom))]
 pub use shm::{
     DEFAULT_TIMEOUT, Disposition, MAX_PAYLOAD, Segment, SegmentBuilder, SegmentInfo, Status,

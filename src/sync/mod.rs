@@ -15,19 +15,31 @@
 //! [loom]: https://docs.rs/loom
 
 mod backoff;
+mod bakery;
 pub mod cell;
 pub mod futex;
 mod pod;
 pub mod process;
 mod region;
+mod semaphore;
+mod seqlock;
 mod wait;
 
 pub use backoff::Backoff;
+pub use bakery::{
+    BakeryConfigError, BakeryControl, BakeryGuard, BakeryLock, BakeryMutex, LockError,
+    MAX_PARTICIPANTS, MutexGuard, Participant, SLOT_SIZE,
+};
 pub use pod::Pod;
 pub use region::{
     AREA_ALIGN, CacheLine, HeapRegion, OutOfBounds, RawArea, Region, ShmSafe, area_offset,
     combine_fingerprints, fingerprint, layout_fingerprint,
 };
+pub use semaphore::{AcquireError, ReleaseError, Semaphore, SemaphoreConfigError, SemaphoreState};
+pub use seqlock::{
+    READ_TRIES, ReadError, SeqLock, SeqLockConfigError, SeqLockControl, SeqWriter, WriterTaken,
+};
+pub(crate) use seqlock::{area_len as seqlock_area_len, init as seqlock_init};
 pub(crate) use wait::WaitError;
 pub use wait::{SPIN_FOR, WaitMode, WaitWord};
 

@@ -105,6 +105,51 @@ pub fn token_alive(token: u64) -> bool {
     token != 0
 }
 
+/// Whether the process `token` names has certainly exited (or its pid was reused):
+/// `/proc/PID` is gone, is a zombie, or started at another time. Unlike
+/// `!token_alive(token)`, an unreadable `/proc` counts as alive, so callers that act
+/// on a death (clearing a lock slot, say) never act on a guess. `0` (nobody) is not
+/// dead.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::sync::process::{current_token, token_dead};
+///
+/// let me = current_token();
+/// assert!(!token_dead(me));
+/// assert!(token_dead(me ^ (1 << 40))); // same pid, other start time
+/// assert!(!token_dead(0));
+/// ```
+#[cfg(not(shmlink_loom))]
+pub fn token_dead(token: u64) -> bool {
+    let pid = token_pid(token);
+    if pid == 0 {
+        return false;
+    }
+    match proc_stat(pid) {
+        Ok(Some((state, start))) => {
+            matches!(state, b'Z' | b'X') || start & 0xffff_ffff != token >> 32
+        }
+        Ok(None) => false,
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
+}
+
+/// Under loom nobody dies.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::sync::process::{current_token, token_dead};
+///
+/// assert!(!token_dead(current_token()));
+/// ```
+#[cfg(shmlink_loom)]
+pub fn token_dead(_token: u64) -> bool {
+    false
+}
+
 /// Fields of `/proc/PID/stat` after the command name: (state, start time in ticks).
 #[cfg(not(shmlink_loom))]
 pub(crate) fn proc_stat(pid: u32) -> std::io::Result<Option<(u8, u64)>> {

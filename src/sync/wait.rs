@@ -131,6 +131,15 @@ impl WaitWord {
         }
     }
 
+    /// [`notify`](Self::notify) for a caller that executed a SeqCst fence after its
+    /// publication already (the Bakery doorway): only the sleepers check.
+    #[inline]
+    pub(crate) fn notify_fenced(&self) {
+        if self.sleepers.load(Ordering::Relaxed) != 0 {
+            self.wake_all();
+        }
+    }
+
     /// Wakes every sleeper unconditionally (after a disconnect, say).
     #[cold]
     pub(crate) fn wake_all(&self) {

@@ -1,0 +1,1529 @@
+//! Lamport's Bakery lock for up to 64 participants across processes:
+//! [`BakeryLock`], and [`BakeryMutex`] for a plain-old-data value beside it.
+//!
+//! # Algorithm
+//!
+//! Each participant owns a slot (one 128-byte line) with a `choosing` flag and a
+//! `ticket`. To lock, it takes a ticket one above every ticket it sees (the doorway),
+//! then waits, for every other slot, until that slot is not choosing and holds no
+//! ticket or a later one (ties broken by slot index). Unlocking clears the ticket.
+//!
+//! Lamport's proof assumes sequential consistency; two store→load edges need a SeqCst
+//! fence each (`docs/orderings.md` has the table, and the loom model in
+//! `loom-tests/sync.rs` fails without either):
+//! - F1, after `choosing = 1` and before reading the tickets;
+//! - F2, after storing the ticket (and `choosing = 0`) and before reading the other
+//!   slots' `choosing` and tickets.
+//!
+//! Tickets are `u64`: at one lock a nanosecond they last five centuries, so overflow
+//! is not handled (a ticket above 2^62 read from shared memory is reported as
+//! corruption).
+//!
+//! Only slots whose bit is set in an `active` bitmap are scanned, so an uncontended
+//! lock with few participants reads a couple of lines, not 64. A joiner sets its bit
+//! (an RMW) before its first doorway; a locker re-reads the bitmap after F2, so either
+//! it sees the joiner or the joiner's doorway sees its ticket.
+//!
+//! # Waiting
+//!
+//! A waiter polls for [`SPIN_FOR`](super::SPIN_FOR), yields, then sleeps on one
+//! process-shared futex word (a [`WaitWord`]) that unlock, a doorway exit and a
+//! reclaim wake only when someone sleeps.
+//!
+//! # Death of a participant
+//!
+//! A waiter that has waited on a slot checks, every 10 ms, whether the slot's owner
+//! process has exited (pid and start time, see [`token_dead`]). If so, it claims the
+//! slot's reclaim word (one reclaimer at a time; a dead reclaimer is replaced), and if
+//! the dead process held the lock it raises the lock's owner-died flag; then it clears
+//! the slot's `choosing` and ticket (Lamport's failure model: a failed process's
+//! variables read as zero), drops its bit and frees it. The next process to acquire
+//! the lock is told, once, with [`LockError::OwnerDied`], so it can repair the
+//! protected data. A slot is never cleared because of a timeout alone: a slow owner is
+//! not a dead one.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use super::pod::Pod;
+use super::process::{current_token, token_dead, token_pid};
+use super::region::{CacheLine, HeapRegion, RawArea, Region, ShmSafe};
+use super::wait::{WaitError, WaitMode, WaitWord};
+
+/// The most participants a Bakery lock can have.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::sync::{BakeryConfigError, BakeryLock, MAX_PARTICIPANTS};
+///
+/// assert_eq!(MAX_PARTICIPANTS, 64);
+/// let err = BakeryLock::new(65).unwrap_err();
+/// assert_eq!(err, BakeryConfigError::InvalidParticipants(65));
+/// ```
+pub const MAX_PARTICIPANTS: usize = 64;
+
+/// Bytes per participant slot (one slot per 128-byte line).
+pub const SLOT_SIZE: usize = 128;
+
+/// Tickets above this are corruption, not contention.
+const TICKET_LIMIT: u64 = 1 << 62;
+
+// Word offsets inside a slot.
+const OWNER: usize = 0;
+const GENERATION: usize = 8;
+const CHOOSING: usize = 16;
+const TICKET: usize = 24;
+const RECLAIMER: usize = 32;
+
+/// Configuration, written by the creator before the lock is shared.
+#[repr(C)]
+#[derive(Debug)]
+struct BakeryConfig {
+    participants: AtomicU32,
+    data_size: AtomicU32,
+    data_fingerprint: AtomicU64,
+}
+
+/// Who holds the lock (for reclaim and for `shmlink ls`) and the owner-died flag.
+#[repr(C)]
+#[derive(Debug)]
+struct Holder {
+    token: AtomicU64,
+    /// Slot index + 1; 0 while unlocked.
+    slot: AtomicU32,
+    /// 1 after a holder died, until the next acquirer is told.
+    owner_died: AtomicU32,
+    /// Lock acquisitions, for statistics.
+    acquisitions: AtomicU64,
+}
+
+/// The control block of a Bakery lock (512 bytes); the participant slots follow it in
+/// the region's area, one 128-byte line each.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::sync::BakeryControl;
+///
+/// assert_eq!(size_of::<BakeryControl>(), 512);
+/// ```
+#[repr(C)]
+#[derive(Debug)]
+pub struct BakeryControl {
+    config: CacheLine<BakeryConfig>,
+    /// Bit j set: slot j is claimed and must be scanned.
+    active: CacheLine<AtomicU64>,
+    holder: CacheLine<Holder>,
+    wake: CacheLine<WaitWord>,
+}
+
+#[cfg(not(shmlink_loom))]
+const _: () = assert!(size_of::<BakeryControl>() == 512 && align_of::<BakeryControl>() == 128);
+
+macro_rules! zeroed_atomics {
+    ($name:ident { $($field:ident : $t:ident),* }, $type_name:literal) => {
+        // SAFETY: repr(C) of integer atomics, no pointers; any bit pattern is a valid
+        // (possibly corrupt) value that every reader validates.
+        unsafe impl ShmSafe for $name {
+            const TYPE_NAME: &'static str = $type_name;
+            fn new_zeroed() -> Self {
+                Self { $($field: $t::new(0)),* }
+            }
+        }
+    };
+}
+
+zeroed_atomics!(
+    BakeryConfig {
+        participants: AtomicU32,
+        data_size: AtomicU32,
+        data_fingerprint: AtomicU64
+    },
+    "shmlink::sync::bakery::Config"
+);
+zeroed_atomics!(
+    Holder {
+        token: AtomicU64,
+        slot: AtomicU32,
+        owner_died: AtomicU32,
+        acquisitions: AtomicU64
+    },
+    "shmlink::sync::bakery::Holder"
+);
+
+// SAFETY: repr(C) of ShmSafe fields (cache lines of atomics), no pointers.
+unsafe impl ShmSafe for BakeryControl {
+    const TYPE_NAME: &'static str = "shmlink::sync::BakeryControl";
+    fn new_zeroed() -> Self {
+        Self {
+            config: CacheLine::new_zeroed(),
+            active: CacheLine::new_zeroed(),
+            holder: CacheLine::new_zeroed(),
+            wake: CacheLine::new_zeroed(),
+        }
+    }
+}
+
+impl BakeryControl {
+    /// Area bytes for `participants` slots and `data_size` bytes of protected data.
+    pub(crate) fn area_len(participants: usize, data_size: usize) -> usize {
+        participants * SLOT_SIZE + data_size
+    }
+
+    /// Writes the configuration (creator only, before sharing).
+    pub(crate) fn init(
+        &self,
+        participants: usize,
+        data_size: usize,
+        data_fingerprint: u64,
+    ) -> Result<(), BakeryConfigError> {
+        check_participants(participants as u64)?;
+        self.config
+            .participants
+            .store(participants as u32, Ordering::Relaxed);
+        self.config
+            .data_size
+            .store(data_size as u32, Ordering::Relaxed);
+        self.config
+            .data_fingerprint
+            .store(data_fingerprint, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn check_participants(n: u64) -> Result<(), BakeryConfigError> {
+    if n == 0 || n > MAX_PARTICIPANTS as u64 {
+        Err(BakeryConfigError::InvalidParticipants(n))
+    } else {
+        Ok(())
+    }
+}
+
+/// Why a Bakery lock could not be built, opened or joined.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::sync::{BakeryConfigError, BakeryLock};
+///
+/// let lock = BakeryLock::new(1)?; // one participant: this handle
+/// assert_eq!(lock.join().unwrap_err(), BakeryConfigError::Full { participants: 1 });
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BakeryConfigError {
+    /// A participant count of 0 or above [`MAX_PARTICIPANTS`].
+    InvalidParticipants(u64),
+    /// Every slot is held by a live process.
+    Full {
+        /// The lock's participant count.
+        participants: u32,
+    },
+    /// The shared configuration does not describe this lock (or is garbage).
+    Corrupt {
+        /// Which field.
+        what: &'static str,
+        /// The value found.
+        found: u64,
+    },
+}
+
+impl std::fmt::Display for BakeryConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::InvalidParticipants(n) => {
+                write!(f, "{n} participants (1 to {MAX_PARTICIPANTS} allowed)")
+            }
+            Self::Full { participants } => {
+                write!(f, "all {participants} slots of the lock are taken")
+            }
+            Self::Corrupt { what, found } => write!(f, "corrupt lock: {what} = {found}"),
+        }
+    }
+}
+
+impl std::error::Error for BakeryConfigError {}
+
+/// Why a lock call returned without a clean guard.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::sync::{BakeryLock, LockError};
+///
+/// let mut a = BakeryLock::new(2)?;
+/// let mut b = a.join()?;
+/// let held = a.lock().map_err(LockError::without_guard)?;
+/// assert!(matches!(b.try_lock(), Err(LockError::WouldBlock)));
+/// drop(held);
+/// assert!(b.try_lock().is_ok());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub enum LockError<G> {
+    /// The lock is held, and its previous holder died while holding it: the protected
+    /// data may be half updated. This caller holds the lock now (the guard) and is
+    /// the only one told; repair the data, then carry on.
+    OwnerDied(G),
+    /// `try_lock`: another participant holds the lock or is ahead in line.
+    WouldBlock,
+    /// `lock_timeout`: the deadline passed first.
+    Timeout,
+    /// This handle's slot was taken from it (its process was taken for dead, or the
+    /// shared memory was overwritten); the handle cannot lock any more.
+    SlotLost,
+    /// A value in shared memory is impossible (e.g. a ticket above 2^62).
+    Corrupt {
+        /// Which value.
+        what: &'static str,
+        /// The value found.
+        found: u64,
+    },
+}
+
+impl<G> LockError<G> {
+    /// The same error without the guard (unlocking, for `OwnerDied`), so it can leave
+    /// the function with `?`: the guard borrows the lock, so an error holding it
+    /// cannot become a `Box<dyn Error>`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::{BakeryLock, LockError};
+    ///
+    /// let mut lock = BakeryLock::new(1)?;
+    /// let guard = lock.lock().map_err(LockError::without_guard)?;
+    /// # drop(guard);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn without_guard(self) -> LockError<()> {
+        self.map(drop)
+    }
+
+    /// Maps the guard of [`OwnerDied`](Self::OwnerDied).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::LockError;
+    ///
+    /// let e: LockError<u8> = LockError::OwnerDied(1);
+    /// assert!(matches!(e.map(|g| g * 2), LockError::OwnerDied(2)));
+    /// ```
+    pub fn map<H>(self, f: impl FnOnce(G) -> H) -> LockError<H> {
+        match self {
+            Self::OwnerDied(g) => LockError::OwnerDied(f(g)),
+            Self::WouldBlock => LockError::WouldBlock,
+            Self::Timeout => LockError::Timeout,
+            Self::SlotLost => LockError::SlotLost,
+            Self::Corrupt { what, found } => LockError::Corrupt { what, found },
+        }
+    }
+}
+
+impl<G> std::fmt::Display for LockError<G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::OwnerDied(_) => f.write_str("the previous holder died holding the lock"),
+            Self::WouldBlock => f.write_str("the lock is held"),
+            Self::Timeout => f.write_str("timed out waiting for the lock"),
+            Self::SlotLost => f.write_str("this participant's slot was taken from it"),
+            Self::Corrupt { what, found } => write!(f, "corrupt lock: {what} = {found}"),
+        }
+    }
+}
+
+impl<G: std::fmt::Debug> std::error::Error for LockError<G> {}
+
+/// What `lock` found: clean, or after a dead holder.
+enum Acquired {
+    Clean,
+    OwnerDied,
+}
+
+/// One participant slot as a [`BakeryLock`] reports it.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::sync::BakeryLock;
+///
+/// let lock = BakeryLock::new(4)?;
+/// let me = &lock.participants()[0];
+/// assert_eq!((me.slot, me.pid, me.holding), (0, std::process::id(), false));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Participant {
+    /// Slot index.
+    pub slot: usize,
+    /// Process id of the owner.
+    pub pid: u32,
+    /// How many times the slot has been claimed.
+    pub generation: u64,
+    /// Current ticket (0: not locking).
+    pub ticket: u64,
+    /// Whether this participant holds the lock.
+    pub holding: bool,
+}
+
+/// Shared access to the control block and slots of one lock.
+struct Table<'a> {
+    ctl: &'a BakeryControl,
+    area: RawArea,
+    n: usize,
+}
+
+impl<'a> Table<'a> {
+    #[inline(always)]
+    fn word(&self, slot: usize, field: usize) -> &'a AtomicU64 {
+        debug_assert!(slot < self.n);
+        // SAFETY: slot < n and n * SLOT_SIZE <= area length (validated when the handle
+        // was built), field < SLOT_SIZE and 8-aligned; the area is 128-aligned; the
+        // region outlives 'a (the handle holds it); the words are only accessed
+        // atomically.
+        unsafe { &*(self.area.atomic_u64(slot * SLOT_SIZE + field) as *const AtomicU64) }
+    }
+
+    #[inline(always)]
+    fn mask(&self) -> u64 {
+        if self.n == 64 {
+            u64::MAX
+        } else {
+            (1 << self.n) - 1
+        }
+    }
+
+    #[inline(always)]
+    fn active(&self) -> u64 {
+        self.ctl.active.load(Ordering::Relaxed) & self.mask()
+    }
+
+    /// Claims a free slot for `token` (reclaiming slots of dead processes if none is
+    /// free); returns the slot and its generation.
+    fn claim(&self, token: u64) -> Result<(usize, u64), BakeryConfigError> {
+        for pass in 0..2 {
+            for j in 0..self.n {
+                let owner = self.word(j, OWNER);
+                if owner.load(Ordering::Relaxed) != 0 {
+                    continue;
+                }
+                // SYNC: Acquire pairs with the Release store that freed the slot: the
+                // previous owner's (or reclaimer's) clearing of the slot and of its
+                // `active` bit happen before our claim.
+                if owner
+                    .compare_exchange(0, token, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    let generation = self.word(j, GENERATION).fetch_add(1, Ordering::Relaxed) + 1;
+                    // A free slot already reads as idle; make sure of it (garbage left
+                    // by a hostile writer would otherwise block everyone).
+                    self.word(j, CHOOSING).store(0, Ordering::Relaxed);
+                    self.word(j, TICKET).store(0, Ordering::Relaxed);
+                    // SYNC: SeqCst RMW: ordered before our first doorway's fences, so a
+                    // locker that misses this bit is seen by our doorway (module docs).
+                    self.ctl.active.fetch_or(1 << j, Ordering::SeqCst);
+                    return Ok((j, generation));
+                }
+            }
+            if pass == 0 {
+                for j in 0..self.n {
+                    let owner = self.word(j, OWNER).load(Ordering::Relaxed);
+                    if owner != 0 && token_dead(owner) {
+                        self.reclaim(j, owner, token);
+                    }
+                }
+            }
+        }
+        Err(BakeryConfigError::Full {
+            participants: self.n as u32,
+        })
+    }
+
+    /// Gives slot `j` back (its owner is not locking).
+    fn leave(&self, j: usize, token: u64) {
+        self.word(j, CHOOSING).store(0, Ordering::Relaxed);
+        self.word(j, TICKET).store(0, Ordering::Release);
+        self.ctl.active.fetch_and(!(1 << j), Ordering::Release);
+        // SYNC: Release pairs with the next claimer's Acquire CAS (see `claim`).
+        let _ =
+            self.word(j, OWNER)
+                .compare_exchange(token, 0, Ordering::Release, Ordering::Relaxed);
+        self.ctl.wake.notify();
+    }
+
+    /// Clears slot `j`, whose owner `dead` has exited; `me` is the reclaimer.
+    #[cold]
+    fn reclaim(&self, j: usize, dead: u64, me: u64) {
+        let reclaimer = self.word(j, RECLAIMER);
+        let current = reclaimer.load(Ordering::Acquire);
+        if current != 0 && current != me && !token_dead(current) {
+            return; // a live process is on it
+        }
+        if reclaimer
+            .compare_exchange(current, me, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        if self.word(j, OWNER).load(Ordering::Acquire) == dead {
+            let holder = &self.ctl.holder;
+            if holder.slot.load(Ordering::Acquire) == j as u32 + 1 {
+                // It died holding the lock. Raise the flag before the ticket clears:
+                // whoever gets in next synchronizes with the ticket (or bit) store
+                // below and so sees the flag.
+                holder.owner_died.store(1, Ordering::Relaxed);
+                holder.token.store(0, Ordering::Relaxed);
+                holder.slot.store(0, Ordering::Relaxed);
+            }
+            self.word(j, CHOOSING).store(0, Ordering::Release);
+            // SYNC: Release pairs with a waiter's load of the ticket (+ Acquire fence).
+            self.word(j, TICKET).store(0, Ordering::Release);
+            self.ctl.active.fetch_and(!(1 << j), Ordering::AcqRel);
+            // SYNC: Release pairs with the next claimer's Acquire CAS.
+            let _ =
+                self.word(j, OWNER)
+                    .compare_exchange(dead, 0, Ordering::Release, Ordering::Relaxed);
+        }
+        reclaimer.store(0, Ordering::Release);
+        self.ctl.wake.wake_all();
+    }
+}
+
+/// One participant of a Bakery lock: a claimed slot, released on drop.
+///
+/// Across processes, each process opens the lock by name
+/// (`BakeryLock::create`/`open`, see [`crate::segment`]); within a process, each
+/// thread that locks needs its own participant ([`join`](Self::join)). Locking takes
+/// `&mut self`, so one participant cannot lock twice.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::sync::LockError;
+/// use shmlink::sync::BakeryLock;
+///
+/// let mut lock = BakeryLock::new(8)?;
+/// let mut other = lock.join()?; // e.g. for another thread
+/// let t = std::thread::spawn(move || {
+///     let _guard = other.lock().expect("lock");
+///     // critical section
+/// });
+/// {
+///     let _guard = lock.lock().map_err(LockError::without_guard)?;
+///     // critical section
+/// }
+/// t.join().unwrap();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct BakeryLock<R: Region<Shared = BakeryControl> = HeapRegion<BakeryControl>> {
+    region: Arc<R>,
+    area: RawArea,
+    n: usize,
+    slot: usize,
+    token: u64,
+    generation: u64,
+}
+
+impl BakeryLock<HeapRegion<BakeryControl>> {
+    /// A lock on the heap for up to `participants` participants; this handle is the
+    /// first.
+    ///
+    /// # Errors
+    ///
+    /// [`BakeryConfigError::InvalidParticipants`] for 0 or more than 64.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::BakeryLock;
+    ///
+    /// let lock = BakeryLock::new(3)?;
+    /// assert_eq!((lock.capacity(), lock.slot()), (3, 0));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new(participants: usize) -> Result<Self, BakeryConfigError> {
+        check_participants(participants as u64)?;
+        let region = HeapRegion::<BakeryControl>::new(BakeryControl::area_len(participants, 0));
+        region.shared().init(participants, 0, 0)?;
+        Self::from_region(Arc::new(region), 0, 0)
+    }
+}
+
+impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
+    /// Validates the region's configuration (participants, protected data of
+    /// `data_size` bytes with fingerprint `data_fingerprint`) and claims a slot.
+    ///
+    /// # Errors
+    ///
+    /// [`BakeryConfigError::Corrupt`] if the configuration does not match or does not
+    /// fit the region; [`BakeryConfigError::Full`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::{BakeryConfigError, BakeryControl, BakeryLock, HeapRegion};
+    /// use std::sync::Arc;
+    ///
+    /// let blank = Arc::new(HeapRegion::<BakeryControl>::new(128)); // never initialised
+    /// let err = BakeryLock::from_region(blank, 0, 0).err();
+    /// assert!(matches!(err, Some(BakeryConfigError::Corrupt { what: "participants", .. })));
+    /// ```
+    pub fn from_region(
+        region: Arc<R>,
+        data_size: usize,
+        data_fingerprint: u64,
+    ) -> Result<Self, BakeryConfigError> {
+        let ctl = region.shared();
+        let corrupt = |what, found| BakeryConfigError::Corrupt { what, found };
+        let n = u64::from(ctl.config.participants.load(Ordering::Relaxed));
+        if n == 0 || n > MAX_PARTICIPANTS as u64 {
+            return Err(corrupt("participants", n));
+        }
+        let n = n as usize;
+        let size = ctl.config.data_size.load(Ordering::Relaxed);
+        if size as usize != data_size {
+            return Err(corrupt("data size", u64::from(size)));
+        }
+        let fp = ctl.config.data_fingerprint.load(Ordering::Relaxed);
+        if fp != data_fingerprint {
+            return Err(corrupt("data fingerprint", fp));
+        }
+        let area = region.area();
+        if area.len() < BakeryControl::area_len(n, data_size) {
+            return Err(corrupt("area length", area.len() as u64));
+        }
+        let token = current_token();
+        let table = Table { ctl, area, n };
+        let (slot, generation) = table.claim(token)?;
+        Ok(Self {
+            region,
+            area,
+            n,
+            slot,
+            token,
+            generation,
+        })
+    }
+
+    fn table(&self) -> Table<'_> {
+        Table {
+            ctl: self.region.shared(),
+            area: self.area,
+            n: self.n,
+        }
+    }
+
+    /// Another participant of the same lock (a new slot), e.g. for another thread.
+    ///
+    /// # Errors
+    ///
+    /// [`BakeryConfigError::Full`] if every slot is taken by a live process.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::BakeryLock;
+    ///
+    /// let lock = BakeryLock::new(2)?;
+    /// let other = lock.join()?;
+    /// assert_eq!(other.slot(), 1);
+    /// assert!(lock.join().is_err()); // both slots taken
+    /// drop(other);
+    /// assert!(lock.join().is_ok()); // its slot was given back
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn join(&self) -> Result<Self, BakeryConfigError> {
+        let (slot, generation) = self.table().claim(self.token)?;
+        Ok(Self {
+            region: self.region.clone(),
+            area: self.area,
+            n: self.n,
+            slot,
+            token: self.token,
+            generation,
+        })
+    }
+
+    /// Locks, waiting as long as the holder is alive.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::OwnerDied`] with the guard if the previous holder died holding the
+    /// lock; [`LockError::SlotLost`], [`LockError::Corrupt`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::LockError;
+    /// use shmlink::sync::BakeryLock;
+    ///
+    /// let mut lock = BakeryLock::new(2)?;
+    /// let guard = lock.lock().map_err(LockError::without_guard)?;
+    /// assert!(guard.participant().holding);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn lock(&mut self) -> Result<BakeryGuard<'_, R>, LockError<BakeryGuard<'_, R>>> {
+        self.acquire(Wait::Forever)
+    }
+
+    /// Locks if no other participant holds the lock or is ahead in line.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::WouldBlock`], or as [`lock`](Self::lock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::{BakeryLock, LockError};
+    ///
+    /// let mut a = BakeryLock::new(2)?;
+    /// let mut b = a.join()?;
+    /// let _held = a.try_lock().map_err(LockError::without_guard)?;
+    /// assert!(matches!(b.try_lock(), Err(LockError::WouldBlock)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_lock(&mut self) -> Result<BakeryGuard<'_, R>, LockError<BakeryGuard<'_, R>>> {
+        self.acquire(Wait::No)
+    }
+
+    /// Locks, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Timeout`], or as [`lock`](Self::lock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::{BakeryLock, LockError};
+    /// use std::time::Duration;
+    ///
+    /// let mut a = BakeryLock::new(2)?;
+    /// let mut b = a.join()?;
+    /// let _held = a.lock().map_err(LockError::without_guard)?;
+    /// let waited = b.lock_timeout(Duration::from_millis(5));
+    /// assert!(matches!(waited, Err(LockError::Timeout)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn lock_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<BakeryGuard<'_, R>, LockError<BakeryGuard<'_, R>>> {
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.acquire(Wait::Until(deadline)),
+            None => self.acquire(Wait::Forever),
+        }
+    }
+
+    fn acquire(&mut self, wait: Wait) -> Result<BakeryGuard<'_, R>, LockError<BakeryGuard<'_, R>>> {
+        match self.acquire_raw(wait) {
+            Ok(Acquired::Clean) => Ok(BakeryGuard { lock: self }),
+            Ok(Acquired::OwnerDied) => Err(LockError::OwnerDied(BakeryGuard { lock: self })),
+            Err(e) => Err(e.map(|never: Never| match never {})),
+        }
+    }
+
+    fn acquire_raw(&mut self, wait: Wait) -> Result<Acquired, LockError<Never>> {
+        let t = self.table();
+        let me = self.slot;
+        if t.word(me, OWNER).load(Ordering::Relaxed) != self.token {
+            return Err(LockError::SlotLost);
+        }
+        let choosing = t.word(me, CHOOSING);
+        let ticket_word = t.word(me, TICKET);
+
+        // Doorway.
+        choosing.store(1, Ordering::Relaxed);
+        // SYNC: F1, SeqCst: orders `choosing = 1` before the ticket reads below against
+        // another doorway's ticket store before its choosing reads (store-buffering).
+        fence(Ordering::SeqCst);
+        let mut max = 0;
+        let mut active = t.active() & !(1 << me);
+        while active != 0 {
+            let j = active.trailing_zeros() as usize;
+            active &= active - 1;
+            max = max.max(t.word(j, TICKET).load(Ordering::Relaxed));
+        }
+        if max >= TICKET_LIMIT {
+            choosing.store(0, Ordering::Release);
+            return Err(LockError::Corrupt {
+                what: "ticket",
+                found: max,
+            });
+        }
+        let ticket = max + 1;
+        ticket_word.store(ticket, Ordering::Relaxed);
+        // SYNC: Release pairs with a waiter's Acquire fence after it sees `choosing == 0`:
+        // our ticket is visible to it.
+        choosing.store(0, Ordering::Release);
+        // SYNC: F2, SeqCst: orders our ticket store before the reads of the other
+        // slots' `choosing`/tickets against their doorways (store-buffering); it also
+        // serves as the notify fence for sleepers waiting on our `choosing`.
+        fence(Ordering::SeqCst);
+        t.ctl.wake.notify_fenced();
+
+        // Wait for everyone ahead of us.
+        let mut active = t.active() & !(1 << me);
+        while active != 0 {
+            let j = active.trailing_zeros() as usize;
+            active &= active - 1;
+            if let Err(e) = self.wait_for(&t, j, ticket, wait) {
+                ticket_word.store(0, Ordering::Release);
+                t.ctl.wake.notify();
+                return Err(e);
+            }
+        }
+        // SYNC: Acquire pairs with the Release ticket store of the previous holder's
+        // unlock (read Relaxed in `wait_for`): its critical section happens before ours.
+        fence(Ordering::Acquire);
+
+        let holder = &t.ctl.holder;
+        holder.slot.store(me as u32 + 1, Ordering::Relaxed);
+        holder.token.store(self.token, Ordering::Relaxed);
+        holder.acquisitions.fetch_add(1, Ordering::Relaxed);
+        if holder.owner_died.load(Ordering::Relaxed) != 0
+            && holder.owner_died.swap(0, Ordering::Relaxed) != 0
+        {
+            return Ok(Acquired::OwnerDied);
+        }
+        Ok(Acquired::Clean)
+    }
+
+    /// Waits until slot `j` is out of the doorway and not ahead of `ticket`.
+    fn wait_for(
+        &self,
+        t: &Table<'_>,
+        j: usize,
+        ticket: u64,
+        wait: Wait,
+    ) -> Result<(), LockError<Never>> {
+        let me = self.slot;
+        let (choosing, their) = (t.word(j, CHOOSING), t.word(j, TICKET));
+        let corrupt = std::cell::Cell::new(None);
+        let mut ahead = || -> Option<()> {
+            if choosing.load(Ordering::Relaxed) != 0 {
+                return None;
+            }
+            // SYNC: Acquire pairs with the Release `choosing = 0` of j's doorway: its
+            // ticket is visible.
+            fence(Ordering::Acquire);
+            let tj = their.load(Ordering::Relaxed);
+            if tj >= TICKET_LIMIT {
+                corrupt.set(Some(tj));
+                return Some(());
+            }
+            (tj == 0 || (tj, j) > (ticket, me)).then_some(())
+        };
+        if ahead().is_some() {
+            return match corrupt.get() {
+                Some(found) => Err(LockError::Corrupt {
+                    what: "ticket",
+                    found,
+                }),
+                None => Ok(()),
+            };
+        }
+        let deadline = match wait {
+            Wait::No => return Err(LockError::WouldBlock),
+            Wait::Forever => None,
+            Wait::Until(d) => Some(d),
+        };
+        let token = self.token;
+        let owner = t.word(j, OWNER);
+        let gone = |thorough: bool| {
+            if thorough {
+                let o = owner.load(Ordering::Relaxed);
+                if o != 0 && token_dead(o) {
+                    t.reclaim(j, o, token);
+                }
+            }
+            false
+        };
+        let result = t
+            .ctl
+            .wake
+            .wait_until(WaitMode::Blocking, deadline, &mut ahead, gone);
+        match (result, corrupt.get()) {
+            (_, Some(found)) => Err(LockError::Corrupt {
+                what: "ticket",
+                found,
+            }),
+            (Ok(()), None) => Ok(()),
+            (Err(WaitError::Timeout), None) => Err(LockError::Timeout),
+            // `gone` never reports a disconnect: a dead slot is cleared and waited past.
+            (Err(WaitError::Disconnected), None) => Err(LockError::Timeout),
+        }
+    }
+
+    fn unlock(&mut self) {
+        let t = self.table();
+        let holder = &t.ctl.holder;
+        holder.slot.store(0, Ordering::Relaxed);
+        holder.token.store(0, Ordering::Relaxed);
+        // SYNC: Release pairs with the Acquire fence at the end of the next locker's
+        // wait: our critical section happens before its.
+        t.word(self.slot, TICKET).store(0, Ordering::Release);
+        t.ctl.wake.notify();
+    }
+
+    /// This participant's slot index.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::BakeryLock;
+    ///
+    /// assert_eq!(BakeryLock::new(1)?.slot(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+
+    /// How many times this participant's slot has been claimed, this claim included.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::BakeryLock;
+    ///
+    /// let lock = BakeryLock::new(2)?;
+    /// drop(lock.join()?);
+    /// assert_eq!(lock.join()?.generation(), 2); // slot 1, claimed a second time
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The participant count fixed at creation.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::BakeryLock;
+    ///
+    /// assert_eq!(BakeryLock::new(5)?.capacity(), 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn capacity(&self) -> usize {
+        self.n
+    }
+
+    /// The claimed slots, with their owners' pids and whether they hold the lock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::BakeryLock;
+    ///
+    /// let lock = BakeryLock::new(4)?;
+    /// let _other = lock.join()?;
+    /// assert_eq!(lock.participants().len(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn participants(&self) -> Vec<Participant> {
+        participants(self.region.shared(), self.area)
+    }
+
+    /// The pid of the process holding the lock, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::LockError;
+    /// use shmlink::sync::BakeryLock;
+    ///
+    /// let mut lock = BakeryLock::new(1)?;
+    /// assert_eq!(lock.holder(), None);
+    /// let guard = lock.lock().map_err(LockError::without_guard)?;
+    /// assert_eq!(guard.holder(), Some(std::process::id()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn holder(&self) -> Option<u32> {
+        holder_pid(self.region.shared())
+    }
+
+    /// The region the lock lives in.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::{BakeryLock, Region};
+    ///
+    /// let lock = BakeryLock::new(2)?;
+    /// assert_eq!(lock.region().area().len(), 2 * 128);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn region(&self) -> &R {
+        &self.region
+    }
+}
+
+/// The claimed slots of the lock whose control block and area these are (any bit
+/// pattern is handled; impossible participant counts give an empty list).
+pub(crate) fn participants(ctl: &BakeryControl, area: RawArea) -> Vec<Participant> {
+    let n = ctl.config.participants.load(Ordering::Relaxed) as usize;
+    if n == 0 || n > MAX_PARTICIPANTS || area.len() < n * SLOT_SIZE {
+        return Vec::new();
+    }
+    let t = Table { ctl, area, n };
+    let holding = ctl.holder.slot.load(Ordering::Relaxed) as usize;
+    (0..n)
+        .filter_map(|j| {
+            let owner = t.word(j, OWNER).load(Ordering::Relaxed);
+            (owner != 0).then(|| Participant {
+                slot: j,
+                pid: token_pid(owner),
+                generation: t.word(j, GENERATION).load(Ordering::Relaxed),
+                ticket: t.word(j, TICKET).load(Ordering::Relaxed),
+                holding: holding == j + 1,
+            })
+        })
+        .collect()
+}
+
+/// The pid of the holder recorded in `ctl`, if any.
+pub(crate) fn holder_pid(ctl: &BakeryControl) -> Option<u32> {
+    let token = ctl.holder.token.load(Ordering::Relaxed);
+    (ctl.holder.slot.load(Ordering::Relaxed) != 0 && token != 0).then(|| token_pid(token))
+}
+
+impl<R: Region<Shared = BakeryControl>> Drop for BakeryLock<R> {
+    fn drop(&mut self) {
+        self.table().leave(self.slot, self.token);
+    }
+}
+
+impl<R: Region<Shared = BakeryControl>> std::fmt::Debug for BakeryLock<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BakeryLock")
+            .field("slot", &self.slot)
+            .field("participants", &self.n)
+            .field("holder", &self.holder())
+            .finish()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Wait {
+    No,
+    Forever,
+    Until(Instant),
+}
+
+/// Uninhabited: internal lock errors carry no guard.
+enum Never {}
+
+/// Holds a [`BakeryLock`]; unlocks on drop.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::sync::LockError;
+/// use shmlink::sync::BakeryLock;
+///
+/// let mut lock = BakeryLock::new(1)?;
+/// let guard = lock.lock().map_err(LockError::without_guard)?;
+/// drop(guard); // unlocked
+/// assert!(lock.try_lock().is_ok());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct BakeryGuard<'a, R: Region<Shared = BakeryControl> = HeapRegion<BakeryControl>> {
+    lock: &'a mut BakeryLock<R>,
+}
+
+impl<R: Region<Shared = BakeryControl>> BakeryGuard<'_, R> {
+    /// This participant, as [`BakeryLock::participants`] lists it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::LockError;
+    /// use shmlink::sync::BakeryLock;
+    ///
+    /// let mut lock = BakeryLock::new(1)?;
+    /// let guard = lock.lock().map_err(LockError::without_guard)?;
+    /// assert!(guard.participant().ticket > 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn participant(&self) -> Participant {
+        let t = self.lock.table();
+        let j = self.lock.slot;
+        Participant {
+            slot: j,
+            pid: token_pid(self.lock.token),
+            generation: self.lock.generation,
+            ticket: t.word(j, TICKET).load(Ordering::Relaxed),
+            holding: true,
+        }
+    }
+
+    /// The holder's pid (this process).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::LockError;
+    /// use shmlink::sync::BakeryLock;
+    ///
+    /// let mut lock = BakeryLock::new(1)?;
+    /// assert_eq!(lock.lock().map_err(LockError::without_guard)?.holder(), Some(std::process::id()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn holder(&self) -> Option<u32> {
+        self.lock.holder()
+    }
+}
+
+impl<R: Region<Shared = BakeryControl>> Drop for BakeryGuard<'_, R> {
+    fn drop(&mut self) {
+        self.lock.unlock();
+    }
+}
+
+impl<R: Region<Shared = BakeryControl>> std::fmt::Debug for BakeryGuard<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BakeryGuard")
+            .field("slot", &self.lock.slot)
+            .finish()
+    }
+}
+
+/// A [`BakeryLock`] with a plain-old-data `T` stored beside it (in the same region),
+/// reachable only through the guard, by copy: another process may hold the lock
+/// next, so no reference into the shared bytes is ever handed out.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::sync::LockError;
+/// use shmlink::sync::BakeryMutex;
+///
+/// let mut counter = BakeryMutex::new(4, 0u64)?;
+/// let mut other = counter.join()?;
+/// counter.lock().map_err(LockError::without_guard)?.update(|n| *n += 1);
+/// assert_eq!(other.lock().map_err(LockError::without_guard)?.get(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct BakeryMutex<T: Pod, R: Region<Shared = BakeryControl> = HeapRegion<BakeryControl>> {
+    lock: BakeryLock<R>,
+    _data: PhantomData<fn(T) -> T>,
+}
+
+impl<T: Pod> BakeryMutex<T, HeapRegion<BakeryControl>> {
+    /// A mutex on the heap holding `value`, for up to `participants` participants.
+    ///
+    /// # Errors
+    ///
+    /// [`BakeryConfigError::InvalidParticipants`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::LockError;
+    /// use shmlink::sync::BakeryMutex;
+    ///
+    /// let mut m = BakeryMutex::new(2, [1u32, 2, 3])?;
+    /// assert_eq!(m.lock().map_err(LockError::without_guard)?.get(), [1, 2, 3]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new(participants: usize, value: T) -> Result<Self, BakeryConfigError> {
+        check_participants(participants as u64)?;
+        let region =
+            HeapRegion::<BakeryControl>::new(BakeryControl::area_len(participants, size_of::<T>()));
+        Self::init(&region, participants, value)?;
+        Self::from_region(Arc::new(region))
+    }
+}
+
+impl<T: Pod, R: Region<Shared = BakeryControl>> BakeryMutex<T, R> {
+    /// Writes the configuration and the initial value into a fresh region (creator
+    /// only, before sharing).
+    pub(crate) fn init(region: &R, participants: usize, value: T) -> Result<(), BakeryConfigError> {
+        Self::init_parts(region.shared(), region.area(), participants, value)
+    }
+
+    /// `init` on a control block and area (for segment creation).
+    pub(crate) fn init_parts(
+        ctl: &BakeryControl,
+        area: RawArea,
+        participants: usize,
+        value: T,
+    ) -> Result<(), BakeryConfigError> {
+        ctl.init(participants, size_of::<T>(), T::FINGERPRINT)?;
+        let off = participants * SLOT_SIZE;
+        if area.len() < off + size_of::<T>() {
+            return Err(BakeryConfigError::Corrupt {
+                what: "area length",
+                found: area.len() as u64,
+            });
+        }
+        // SAFETY: in bounds (checked); nobody else sees the region yet; T is Pod.
+        unsafe { area.write_value(off, value) };
+        Ok(())
+    }
+
+    /// Validates a region initialised for `T` and claims a slot.
+    ///
+    /// # Errors
+    ///
+    /// As [`BakeryLock::from_region`]; `Corrupt { what: "data size" | "data
+    /// fingerprint" }` if the region holds another type.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::{BakeryConfigError, BakeryMutex};
+    ///
+    /// let m = BakeryMutex::new(2, 7u64)?;
+    /// let region = m.region_arc();
+    /// assert!(BakeryMutex::<u64, _>::from_region(region.clone()).is_ok());
+    /// assert!(matches!(
+    ///     BakeryMutex::<u32, _>::from_region(region),
+    ///     Err(BakeryConfigError::Corrupt { what: "data size", .. })
+    /// ));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_region(region: Arc<R>) -> Result<Self, BakeryConfigError> {
+        Ok(Self {
+            lock: BakeryLock::from_region(region, size_of::<T>(), T::FINGERPRINT)?,
+            _data: PhantomData,
+        })
+    }
+
+    /// Another participant (a new slot) of the same mutex.
+    ///
+    /// # Errors
+    ///
+    /// [`BakeryConfigError::Full`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::BakeryMutex;
+    ///
+    /// let m = BakeryMutex::new(2, 0u8)?;
+    /// let _second = m.join()?;
+    /// assert!(m.join().is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn join(&self) -> Result<Self, BakeryConfigError> {
+        Ok(Self {
+            lock: self.lock.join()?,
+            _data: PhantomData,
+        })
+    }
+
+    /// Locks (see [`BakeryLock::lock`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`BakeryLock::lock`]; after a holder died, `OwnerDied` carries the guard so
+    /// the value can be checked and repaired.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::{BakeryMutex, LockError};
+    ///
+    /// let mut m = BakeryMutex::new(2, 0u64)?;
+    /// let mut guard = match m.lock() {
+    ///     Ok(g) => g,
+    ///     Err(LockError::OwnerDied(g)) => g, // a holder died: repair the value here
+    ///     Err(e) => return Err(e.to_string().into()),
+    /// };
+    /// guard.set(5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn lock(&mut self) -> Result<MutexGuard<'_, T, R>, LockError<MutexGuard<'_, T, R>>> {
+        wrap(self.lock.lock())
+    }
+
+    /// Locks if nobody holds the lock or is ahead (see [`BakeryLock::try_lock`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`BakeryLock::try_lock`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::LockError;
+    /// use shmlink::sync::BakeryMutex;
+    ///
+    /// let mut m = BakeryMutex::new(1, 1u8)?;
+    /// assert_eq!(m.try_lock().map_err(LockError::without_guard)?.get(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_lock(&mut self) -> Result<MutexGuard<'_, T, R>, LockError<MutexGuard<'_, T, R>>> {
+        wrap(self.lock.try_lock())
+    }
+
+    /// Locks, waiting at most `timeout` (see [`BakeryLock::lock_timeout`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`BakeryLock::lock_timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::LockError;
+    /// use shmlink::sync::BakeryMutex;
+    /// use std::time::Duration;
+    ///
+    /// let mut m = BakeryMutex::new(1, 1u8)?;
+    /// assert_eq!(m.lock_timeout(Duration::from_millis(10)).map_err(LockError::without_guard)?.get(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn lock_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<MutexGuard<'_, T, R>, LockError<MutexGuard<'_, T, R>>> {
+        wrap(self.lock.lock_timeout(timeout))
+    }
+
+    /// The lock participant underneath (slot, holder, participants).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::BakeryMutex;
+    ///
+    /// let m = BakeryMutex::new(3, 0u8)?;
+    /// assert_eq!(m.as_lock().capacity(), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn as_lock(&self) -> &BakeryLock<R> {
+        &self.lock
+    }
+
+    /// A new reference to the region, e.g. to open another handle on it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::BakeryMutex;
+    ///
+    /// let m = BakeryMutex::new(2, 0u8)?;
+    /// let second = BakeryMutex::<u8, _>::from_region(m.region_arc())?;
+    /// assert_eq!(second.as_lock().slot(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn region_arc(&self) -> Arc<R> {
+        self.lock.region.clone()
+    }
+}
+
+impl<T: Pod, R: Region<Shared = BakeryControl>> std::fmt::Debug for BakeryMutex<T, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BakeryMutex")
+            .field("lock", &self.lock)
+            .finish()
+    }
+}
+
+type GuardResult<'a, T, R> = Result<MutexGuard<'a, T, R>, LockError<MutexGuard<'a, T, R>>>;
+
+fn wrap<'a, T: Pod, R: Region<Shared = BakeryControl>>(
+    r: Result<BakeryGuard<'a, R>, LockError<BakeryGuard<'a, R>>>,
+) -> GuardResult<'a, T, R> {
+    let make = |guard: BakeryGuard<'a, R>| MutexGuard {
+        guard,
+        _data: PhantomData,
+    };
+    r.map(make).map_err(|e| e.map(make))
+}
+
+/// Holds a [`BakeryMutex`]: read and write the value by copy; unlocks on drop.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::sync::LockError;
+/// use shmlink::sync::BakeryMutex;
+///
+/// let mut m = BakeryMutex::new(1, 0u32)?;
+/// let mut g = m.lock().map_err(LockError::without_guard)?;
+/// g.set(3);
+/// g.update(|v| *v *= 2);
+/// assert_eq!(g.get(), 6);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct MutexGuard<'a, T: Pod, R: Region<Shared = BakeryControl> = HeapRegion<BakeryControl>> {
+    guard: BakeryGuard<'a, R>,
+    _data: PhantomData<fn(T) -> T>,
+}
+
+impl<T: Pod, R: Region<Shared = BakeryControl>> MutexGuard<'_, T, R> {
+    fn offset(&self) -> usize {
+        self.guard.lock.n * SLOT_SIZE
+    }
+
+    /// A copy of the value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::LockError;
+    /// use shmlink::sync::BakeryMutex;
+    ///
+    /// let mut m = BakeryMutex::new(1, 9u16)?;
+    /// assert_eq!(m.lock().map_err(LockError::without_guard)?.get(), 9);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get(&self) -> T {
+        // SAFETY: the value lies in bounds (validated with the configuration); we hold
+        // the lock, so no participant writes it; T is Pod, so any bytes are a value.
+        unsafe { self.guard.lock.area.read_value(self.offset()) }
+    }
+
+    /// Replaces the value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::LockError;
+    /// use shmlink::sync::BakeryMutex;
+    ///
+    /// let mut m = BakeryMutex::new(1, 0i64)?;
+    /// m.lock().map_err(LockError::without_guard)?.set(-4);
+    /// assert_eq!(m.lock().map_err(LockError::without_guard)?.get(), -4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set(&mut self, value: T) {
+        // SAFETY: as in `get`; we hold the lock, so nobody reads or writes it.
+        unsafe { self.guard.lock.area.write_value(self.offset(), value) }
+    }
+
+    /// Copies the value out, lets `f` change the copy, writes it back; returns what `f`
+    /// returns.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::LockError;
+    /// use shmlink::sync::BakeryMutex;
+    ///
+    /// let mut m = BakeryMutex::new(1, [0u8; 4])?;
+    /// let old = m.lock().map_err(LockError::without_guard)?.update(|v| std::mem::replace(&mut v[0], 7));
+    /// assert_eq!((old, m.lock().map_err(LockError::without_guard)?.get()), (0, [7, 0, 0, 0]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn update<X>(&mut self, f: impl FnOnce(&mut T) -> X) -> X {
+        let mut value = self.get();
+        let out = f(&mut value);
+        self.set(value);
+        out
+    }
+
+    /// The lock guard underneath.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::LockError;
+    /// use shmlink::sync::BakeryMutex;
+    ///
+    /// let mut m = BakeryMutex::new(1, 0u8)?;
+    /// assert!(m.lock().map_err(LockError::without_guard)?.as_guard().participant().holding);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn as_guard(&self) -> &BakeryGuard<'_, R> {
+        &self.guard
+    }
+}
+
+impl<T: Pod + std::fmt::Debug, R: Region<Shared = BakeryControl>> std::fmt::Debug
+    for MutexGuard<'_, T, R>
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MutexGuard")
+            .field("value", &self.get())
+            .finish()
+    }
+}
+
+#[cfg(all(test, not(shmlink_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg_attr(miri, ignore = "futex sleeps")]
+    fn threads_count_exactly() {
+        let mut m = BakeryMutex::new(4, 0u64).unwrap();
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                let mut p = m.join().unwrap();
+                std::thread::spawn(move || {
+                    for _ in 0..3_000 {
+                        p.lock().unwrap().update(|n| *n += 1);
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..3_000 {
+            m.lock().unwrap().update(|n| *n += 1);
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(m.lock().unwrap().get(), 12_000);
+    }
+
+    #[test]
+    fn garbage_tickets_are_corruption_not_panics() {
+        let mut a = BakeryLock::new(2).unwrap();
+        let b = a.join().unwrap();
+        b.table()
+            .word(b.slot, TICKET)
+            .store(u64::MAX, Ordering::Relaxed);
+        assert!(matches!(
+            a.lock(),
+            Err(LockError::Corrupt { what: "ticket", .. })
+        ));
+        // The failed doorway left nothing behind.
+        assert_eq!(a.table().word(a.slot, TICKET).load(Ordering::Relaxed), 0);
+        b.table().word(b.slot, TICKET).store(0, Ordering::Relaxed);
+        assert!(a.try_lock().is_ok());
+    }
+
+    #[test]
+    fn a_stolen_slot_is_reported() {
+        let mut a = BakeryLock::new(1).unwrap();
+        a.table().word(0, OWNER).store(12345, Ordering::Relaxed);
+        assert!(matches!(a.lock(), Err(LockError::SlotLost)));
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "reads /proc")]
+    fn a_dead_holders_slot_is_reclaimed_and_reported_once() {
+        let mut a = BakeryLock::new(2).unwrap();
+        let b = a.join().unwrap();
+        // Make slot b look like a dead process that holds the lock.
+        let dead = current_token() ^ (1 << 40); // our pid, another start time
+        let t = b.table();
+        t.word(b.slot, OWNER).store(dead, Ordering::Relaxed);
+        t.word(b.slot, TICKET).store(1, Ordering::Relaxed);
+        t.ctl
+            .holder
+            .slot
+            .store(b.slot as u32 + 1, Ordering::Relaxed);
+        t.ctl.holder.token.store(dead, Ordering::Relaxed);
+        let started = Instant::now();
+        match a.lock_timeout(Duration::from_secs(5)) {
+            Err(LockError::OwnerDied(g)) => drop(g),
+            other => panic!("expected OwnerDied, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_millis(500));
+        assert!(a.lock().is_ok(), "told once only");
+        assert_eq!(a.participants().len(), 1, "the dead slot was freed");
+        std::mem::forget(b); // its slot is no longer its own
+    }
+}

@@ -1,0 +1,718 @@
+//! A seqlock for a plain-old-data value: one writer, any number of readers, in any
+//! process: [`SeqLock`].
+//!
+//! The value is stored as 64-bit atomic words, written and read with Relaxed atomic
+//! accesses between the sequence-counter accesses, so a reader that races a writer
+//! reads stale or mixed words (and throws them away), never undefined behaviour (a
+//! `read_volatile` of the payload would be a data race). After Boehm, "Can Seqlocks
+//! Get Along With Programming Language Memory Models?" (2012):
+//!
+//! | side | operation | ordering | pairs with |
+//! |------|-----------|----------|------------|
+//! | writer | `seq = odd` | Relaxed | — |
+//! | writer | fence | Release | the reader's Acquire fence (via the word it read) |
+//! | writer | word stores | Relaxed | — |
+//! | writer | `seq = odd + 1` | Release | the reader's first `seq` load |
+//! | reader | `s1 = seq` | Acquire | the writer's final `seq` store |
+//! | reader | word loads | Relaxed | — |
+//! | reader | fence | Acquire | the writer's Release fence |
+//! | reader | `s2 = seq` | Relaxed | accept only if `s1 == s2` and even |
+//!
+//! The counter is 64-bit, so it cannot wrap under a preempted reader. A writer that
+//! dies mid-write leaves the counter odd: readers give up with
+//! [`ReadError::WriterDied`] once its process is gone (checked every 1024 tries), and
+//! a new writer (it may claim the role from the dead one) repairs the counter with its
+//! first write.
+//!
+//! A writer that writes back to back can starve readers (each copy overlaps the next
+//! write). A reader that fails 8 tries in a row raises a `starving` flag; the writer
+//! checks it (one load, on its own line) after each write and, when set, clears it and
+//! pauses a few microseconds, so readers finish. The writer never waits for readers
+//! longer than that.
+
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
+use std::sync::Arc;
+
+use super::atomic::{AtomicU64, Ordering, fence};
+use super::pod::Pod;
+use super::process::{current_token, token_dead, token_pid};
+use super::region::{CacheLine, HeapRegion, RawArea, Region, ShmSafe};
+
+/// Read attempts before [`ReadError::Contended`].
+pub const READ_TRIES: u32 = 1 << 20;
+/// A reader checks the writer's liveness once per this many failed tries.
+const LIVENESS_TRIES: u32 = 1024;
+/// After this many failed tries a reader asks the writer for a pause.
+const STARVING_AFTER: u32 = 8;
+/// Longest writer pause for a starving reader, in spin iterations (a few µs).
+#[cfg(not(shmlink_loom))]
+const PAUSE_SPINS: u32 = 1 << 12;
+#[cfg(shmlink_loom)]
+const PAUSE_SPINS: u32 = 2;
+
+/// Who writes, and what the value is.
+#[repr(C)]
+#[derive(Debug)]
+struct Meta {
+    /// The writer's process token; 0 when nobody holds the role.
+    writer: AtomicU64,
+    /// `size_of::<T>()`.
+    size: AtomicU64,
+    /// `T::FINGERPRINT`.
+    fingerprint: AtomicU64,
+}
+
+// SAFETY: repr(C), integer atomics, no pointers; any bit pattern is validated on use.
+unsafe impl ShmSafe for Meta {
+    const TYPE_NAME: &'static str = "shmlink::sync::seqlock::Meta";
+    fn new_zeroed() -> Self {
+        Self {
+            writer: AtomicU64::new(0),
+            size: AtomicU64::new(0),
+            fingerprint: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The control block of a [`SeqLock`] (384 bytes); the value's words follow in the
+/// region's area.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::sync::SeqLockControl;
+///
+/// assert_eq!(size_of::<SeqLockControl>(), 384);
+/// ```
+#[repr(C)]
+#[derive(Debug)]
+pub struct SeqLockControl {
+    /// Even: stable; odd: a write is in progress. Bumped twice per write.
+    seq: CacheLine<AtomicU64>,
+    meta: CacheLine<Meta>,
+    /// Set by a reader that keeps losing to the writer; the writer then pauses once,
+    /// briefly, after a write, and clears it.
+    starving: CacheLine<AtomicU64>,
+}
+
+#[cfg(not(shmlink_loom))]
+const _: () = assert!(size_of::<SeqLockControl>() == 384);
+
+// SAFETY: repr(C) of ShmSafe cache lines of atomics, no pointers.
+unsafe impl ShmSafe for SeqLockControl {
+    const TYPE_NAME: &'static str = "shmlink::sync::SeqLockControl";
+    fn new_zeroed() -> Self {
+        Self {
+            seq: CacheLine::new_zeroed(),
+            meta: CacheLine::new_zeroed(),
+            starving: CacheLine::new_zeroed(),
+        }
+    }
+}
+
+/// Words of `T`.
+const fn words<T>() -> usize {
+    size_of::<T>().div_ceil(8)
+}
+
+/// Area bytes for a `T`.
+pub(crate) const fn area_len<T>() -> usize {
+    words::<T>() * 8
+}
+
+/// Why a seqlock could not be built or opened.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::sync::{SeqLock, SeqLockConfigError};
+///
+/// let lock = SeqLock::new(0u64);
+/// let err = SeqLock::<u32, _>::from_region(lock.region_arc()).unwrap_err();
+/// assert!(matches!(err, SeqLockConfigError::Corrupt { what: "value size", .. }));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqLockConfigError {
+    /// The configuration is not one for this `T`, or does not fit the region.
+    Corrupt {
+        /// Which field.
+        what: &'static str,
+        /// The value found.
+        found: u64,
+    },
+}
+
+impl std::fmt::Display for SeqLockConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Corrupt { what, found } => write!(f, "corrupt seqlock: {what} = {found}"),
+        }
+    }
+}
+
+impl std::error::Error for SeqLockConfigError {}
+
+/// Why a read returned no value.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::sync::{ReadError, SeqLock};
+///
+/// let lock = SeqLock::new(1u64);
+/// assert_eq!(lock.try_read(), Ok(1));
+/// # let _ = ReadError::Contended;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadError {
+    /// A write is in progress (`try_read`), or every one of [`READ_TRIES`] attempts
+    /// found one (`read`): the writer writes faster than a read completes.
+    Contended,
+    /// A write was left half done by a writer process that is gone; the value stays
+    /// unreadable until a new writer writes it.
+    WriterDied {
+        /// The dead writer's pid.
+        pid: u32,
+    },
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Contended => f.write_str("a write was in progress on every try"),
+            Self::WriterDied { pid } => {
+                write!(f, "writer process {pid} died in the middle of a write")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+/// The writer role is held by a live process.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::sync::{SeqLock, WriterTaken};
+///
+/// let lock = SeqLock::new(0u32);
+/// let _w = lock.writer()?;
+/// assert_eq!(lock.writer().unwrap_err(), WriterTaken { pid: std::process::id() });
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterTaken {
+    /// The holder's pid.
+    pub pid: u32,
+}
+
+impl std::fmt::Display for WriterTaken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the writer role is held by process {}", self.pid)
+    }
+}
+
+impl std::error::Error for WriterTaken {}
+
+/// A seqlock-protected `T` in a [`Region`]: on the heap ([`SeqLock::new`]) or in a
+/// named segment (`SeqLock::create`/`open`). Readers copy the value out without
+/// writing shared memory, so they never slow the writer or each other; the one writer
+/// ([`SeqLock::writer`]) never waits for readers.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::sync::SeqLock;
+///
+/// let quote = SeqLock::new([100u64, 101]);
+/// let mut w = quote.writer()?;
+/// w.write([102, 103]);
+/// assert_eq!(quote.read()?, [102, 103]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct SeqLock<T: Pod, R: Region<Shared = SeqLockControl> = HeapRegion<SeqLockControl>> {
+    region: Arc<R>,
+    area: RawArea,
+    _value: PhantomData<fn(T) -> T>,
+}
+
+impl<T: Pod, R: Region<Shared = SeqLockControl>> Clone for SeqLock<T, R> {
+    fn clone(&self) -> Self {
+        Self {
+            region: self.region.clone(),
+            area: self.area,
+            _value: PhantomData,
+        }
+    }
+}
+
+impl<T: Pod> SeqLock<T, HeapRegion<SeqLockControl>> {
+    /// A seqlock on the heap holding `value`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::SeqLock;
+    ///
+    /// assert_eq!(SeqLock::new(7u8).read()?, 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new(value: T) -> Self {
+        let region = HeapRegion::<SeqLockControl>::new(area_len::<T>());
+        init(region.shared(), region.area(), value);
+        // The configuration was just written for T: validation cannot fail.
+        match Self::from_region(Arc::new(region)) {
+            Ok(lock) => lock,
+            Err(e) => unreachable!("fresh seqlock: {e}"),
+        }
+    }
+}
+
+/// Writes the configuration and first value into a fresh region (creator only).
+pub(crate) fn init<T: Pod>(ctl: &SeqLockControl, area: RawArea, value: T) {
+    ctl.meta
+        .size
+        .store(size_of::<T>() as u64, Ordering::Relaxed);
+    ctl.meta
+        .fingerprint
+        .store(T::FINGERPRINT, Ordering::Relaxed);
+    store_words(area, &value);
+}
+
+/// Relaxed stores of the words of `value` into `area` (bounds validated by callers).
+fn store_words<T: Pod>(area: RawArea, value: &T) {
+    let bytes = (value as *const T).cast::<u8>();
+    for k in 0..words::<T>() {
+        let mut word = [0u8; 8];
+        let n = (size_of::<T>() - 8 * k).min(8);
+        // SAFETY: bytes 8k..8k+n lie inside `value` (n <= size - 8k); T is Pod, so it
+        // has no padding and every byte is initialised.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.add(8 * k), word.as_mut_ptr(), n) };
+        // SAFETY: 8k + 8 <= area length (area_len::<T>(), validated), 8-aligned; the
+        // region outlives this call (callers hold it); accessed atomically only.
+        let w = unsafe { area.atomic_u64(8 * k) };
+        w.store(u64::from_ne_bytes(word), Ordering::Relaxed);
+    }
+}
+
+impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqLock<T, R> {
+    /// Wraps a region initialised for `T`, validating it.
+    ///
+    /// # Errors
+    ///
+    /// [`SeqLockConfigError::Corrupt`] if the size or fingerprint is not `T`'s or the
+    /// area is too short.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::SeqLock;
+    ///
+    /// let a = SeqLock::new(5u64);
+    /// let b = SeqLock::<u64, _>::from_region(a.region_arc())?;
+    /// assert_eq!(b.read()?, 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_region(region: Arc<R>) -> Result<Self, SeqLockConfigError> {
+        let ctl = region.shared();
+        let corrupt = |what, found| SeqLockConfigError::Corrupt { what, found };
+        let size = ctl.meta.size.load(Ordering::Relaxed);
+        if size != size_of::<T>() as u64 {
+            return Err(corrupt("value size", size));
+        }
+        let fp = ctl.meta.fingerprint.load(Ordering::Relaxed);
+        if fp != T::FINGERPRINT {
+            return Err(corrupt("value fingerprint", fp));
+        }
+        let area = region.area();
+        if area.len() < area_len::<T>() {
+            return Err(corrupt("area length", area.len() as u64));
+        }
+        Ok(Self {
+            region,
+            area,
+            _value: PhantomData,
+        })
+    }
+
+    fn ctl(&self) -> &SeqLockControl {
+        self.region.shared()
+    }
+
+    /// One read attempt.
+    #[inline]
+    fn attempt(&self) -> Result<T, u64> {
+        let seq = &self.ctl().seq;
+        // SYNC: Acquire pairs with the writer's Release store of the even `seq`: the
+        // words of that write are visible.
+        let s1 = seq.load(Ordering::Acquire);
+        if s1 & 1 != 0 {
+            return Err(s1);
+        }
+        let mut out = MaybeUninit::<T>::uninit();
+        let dst = out.as_mut_ptr().cast::<u8>();
+        for k in 0..words::<T>() {
+            // SAFETY: 8k + 8 <= area length (validated in from_region), 8-aligned; the
+            // region lives as long as self; accessed atomically only.
+            let w = unsafe { self.area.atomic_u64(8 * k) }.load(Ordering::Relaxed);
+            let n = (size_of::<T>() - 8 * k).min(8);
+            // SAFETY: bytes 8k..8k+n lie inside `out`.
+            unsafe { core::ptr::copy_nonoverlapping(w.to_ne_bytes().as_ptr(), dst.add(8 * k), n) };
+        }
+        // SYNC: Acquire fence pairs with the writer's Release fence: if any word above
+        // came from a write that started after s1, the odd `seq` of that write is
+        // visible to the load below.
+        fence(Ordering::Acquire);
+        let s2 = seq.load(Ordering::Relaxed);
+        if s1 != s2 {
+            return Err(s2);
+        }
+        // SAFETY: every byte of `out` was written above; T is Pod, so any bytes are a
+        // valid T; and s1 == s2 (even) means no write overlapped the copy.
+        Ok(unsafe { out.assume_init() })
+    }
+
+    /// Copies the value out, retrying while writes are in progress (up to
+    /// [`READ_TRIES`] times).
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::WriterDied`] if a dead writer left a write half done;
+    /// [`ReadError::Contended`] if every try found a write in progress.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::SeqLock;
+    ///
+    /// let lock = SeqLock::new(3u32);
+    /// assert_eq!(lock.read()?, 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read(&self) -> Result<T, ReadError> {
+        for attempt in 1..=READ_TRIES {
+            match self.attempt() {
+                Ok(v) => return Ok(v),
+                Err(seq) => {
+                    if attempt == STARVING_AFTER {
+                        // A writer that writes back to back would starve us: ask it
+                        // for one short pause (it clears the flag, so a reader that
+                        // dies here costs it one pause, not one per write).
+                        self.ctl().starving.store(1, Ordering::Relaxed);
+                    }
+                    if seq & 1 != 0 && attempt % LIVENESS_TRIES == 0 {
+                        let writer = self.ctl().meta.writer.load(Ordering::Relaxed);
+                        if writer != 0 && token_dead(writer) {
+                            // Re-check: a new writer may have repaired it meanwhile.
+                            if let Ok(v) = self.attempt() {
+                                return Ok(v);
+                            }
+                            return Err(ReadError::WriterDied {
+                                pid: token_pid(writer),
+                            });
+                        }
+                    }
+                    crate::sync::spin_loop();
+                }
+            }
+        }
+        Err(ReadError::Contended)
+    }
+
+    /// One read attempt.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::Contended`] if a write was in progress.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::SeqLock;
+    ///
+    /// assert_eq!(SeqLock::new(1i8).try_read(), Ok(1));
+    /// ```
+    pub fn try_read(&self) -> Result<T, ReadError> {
+        self.attempt().map_err(|_| ReadError::Contended)
+    }
+
+    /// Writes completed so far (the counter / 2).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::SeqLock;
+    ///
+    /// let lock = SeqLock::new(0u64);
+    /// lock.writer()?.write(1);
+    /// assert_eq!(lock.version(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn version(&self) -> u64 {
+        self.ctl().seq.load(Ordering::Relaxed) / 2
+    }
+
+    /// Claims the writer role (taking it over from a dead process if need be).
+    ///
+    /// # Errors
+    ///
+    /// [`WriterTaken`] if a live process holds it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::SeqLock;
+    ///
+    /// let lock = SeqLock::new(0u64);
+    /// let w = lock.writer()?;
+    /// assert!(lock.writer().is_err());
+    /// drop(w);
+    /// assert!(lock.writer().is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn writer(&self) -> Result<SeqWriter<T, R>, WriterTaken> {
+        let me = current_token();
+        let role = &self.ctl().meta.writer;
+        let mut current = role.load(Ordering::Relaxed);
+        loop {
+            if current != 0 && !token_dead(current) {
+                return Err(WriterTaken {
+                    pid: token_pid(current),
+                });
+            }
+            // SYNC: Acquire pairs with the previous writer's Release when it left: its
+            // `seq` is the one we continue from.
+            match role.compare_exchange(current, me, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => {
+                    return Ok(SeqWriter {
+                        lock: self.clone(),
+                        token: me,
+                    });
+                }
+                Err(now) => current = now,
+            }
+        }
+    }
+
+    /// The writer's pid, if the role is held.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::SeqLock;
+    ///
+    /// let lock = SeqLock::new(0u64);
+    /// let _w = lock.writer()?;
+    /// assert_eq!(lock.writer_pid(), Some(std::process::id()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn writer_pid(&self) -> Option<u32> {
+        let w = self.ctl().meta.writer.load(Ordering::Relaxed);
+        (w != 0).then(|| token_pid(w))
+    }
+
+    /// A new reference to the region, e.g. to wrap it again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::SeqLock;
+    ///
+    /// let lock = SeqLock::new(0u16);
+    /// assert!(SeqLock::<u16, _>::from_region(lock.region_arc()).is_ok());
+    /// ```
+    pub fn region_arc(&self) -> Arc<R> {
+        self.region.clone()
+    }
+}
+
+impl<T: Pod, R: Region<Shared = SeqLockControl>> std::fmt::Debug for SeqLock<T, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeqLock")
+            .field("version", &self.version())
+            .field("writer", &self.writer_pid())
+            .finish()
+    }
+}
+
+/// The writer of a [`SeqLock`]; gives the role back on drop.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::sync::SeqLock;
+///
+/// let lock = SeqLock::new([0u32; 4]);
+/// let mut w = lock.writer()?;
+/// w.update(|v| v[2] = 9);
+/// assert_eq!(lock.read()?, [0, 0, 9, 0]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct SeqWriter<T: Pod, R: Region<Shared = SeqLockControl> = HeapRegion<SeqLockControl>> {
+    lock: SeqLock<T, R>,
+    token: u64,
+}
+
+impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqWriter<T, R> {
+    /// Publishes `value`. Never waits.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::SeqLock;
+    ///
+    /// let lock = SeqLock::new(0u64);
+    /// lock.writer()?.write(42);
+    /// assert_eq!(lock.read()?, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn write(&mut self, value: T) {
+        let seq = &self.lock.ctl().seq;
+        // Odd: a write is in progress. If a dead writer left it odd already, continue
+        // from there; the next even value repairs it.
+        let odd = seq.load(Ordering::Relaxed) | 1;
+        seq.store(odd, Ordering::Relaxed);
+        // SYNC: Release fence pairs with the reader's Acquire fence: a reader that
+        // reads any word stored below sees `seq == odd` (or later) and retries.
+        fence(Ordering::Release);
+        store_words(self.lock.area, &value);
+        // SYNC: Release pairs with the reader's Acquire load of `seq`.
+        seq.store(odd.wrapping_add(1), Ordering::Release);
+        let starving = &self.lock.ctl().starving;
+        if starving.load(Ordering::Relaxed) != 0 {
+            self.pause(starving);
+        }
+    }
+
+    /// Gives a starving reader a window of a few microseconds, then clears its flag.
+    #[cold]
+    fn pause(&self, starving: &AtomicU64) {
+        starving.store(0, Ordering::Relaxed);
+        for _ in 0..PAUSE_SPINS {
+            crate::sync::spin_loop();
+        }
+    }
+
+    /// The current value (the writer's own reads never race).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::SeqLock;
+    ///
+    /// let lock = SeqLock::new(3u64);
+    /// assert_eq!(lock.writer()?.get(), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get(&self) -> T {
+        let mut out = MaybeUninit::<T>::uninit();
+        let dst = out.as_mut_ptr().cast::<u8>();
+        for k in 0..words::<T>() {
+            // SAFETY: as in `SeqLock::attempt`.
+            let w = unsafe { self.lock.area.atomic_u64(8 * k) }.load(Ordering::Relaxed);
+            let n = (size_of::<T>() - 8 * k).min(8);
+            // SAFETY: bytes 8k..8k+n lie inside `out`.
+            unsafe { core::ptr::copy_nonoverlapping(w.to_ne_bytes().as_ptr(), dst.add(8 * k), n) };
+        }
+        // SAFETY: every byte written; T is Pod.
+        unsafe { out.assume_init() }
+    }
+
+    /// Copies the value out, lets `f` change it, and publishes the result.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::SeqLock;
+    ///
+    /// let lock = SeqLock::new(1u64);
+    /// lock.writer()?.update(|v| *v += 1);
+    /// assert_eq!(lock.read()?, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn update(&mut self, f: impl FnOnce(&mut T)) {
+        let mut value = self.get();
+        f(&mut value);
+        self.write(value);
+    }
+}
+
+impl<T: Pod, R: Region<Shared = SeqLockControl>> Drop for SeqWriter<T, R> {
+    fn drop(&mut self) {
+        // SYNC: Release pairs with the next writer's Acquire claim.
+        let _ = self.lock.ctl().meta.writer.compare_exchange(
+            self.token,
+            0,
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
+    }
+}
+
+impl<T: Pod, R: Region<Shared = SeqLockControl>> std::fmt::Debug for SeqWriter<T, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeqWriter")
+            .field("version", &self.lock.version())
+            .finish()
+    }
+}
+
+#[cfg(all(test, not(shmlink_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odd_sizes_round_trip() {
+        let lock = SeqLock::new([1u8, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+        lock.writer()
+            .unwrap()
+            .write([11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1]);
+        assert_eq!(lock.read().unwrap(), [11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1]);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "reads /proc")]
+    fn a_half_done_write_by_a_dead_writer_is_reported_then_repaired() {
+        let lock = SeqLock::new(5u64);
+        let dead = current_token() ^ (1 << 40);
+        lock.ctl().meta.writer.store(dead, Ordering::Relaxed);
+        lock.ctl().seq.store(7, Ordering::Relaxed); // odd: mid-write
+        assert_eq!(
+            lock.read(),
+            Err(ReadError::WriterDied {
+                pid: std::process::id()
+            })
+        );
+        let mut w = lock.writer().expect("the dead writer's role is taken over");
+        w.write(6);
+        assert_eq!(lock.read(), Ok(6));
+        assert_eq!(lock.version(), 4);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "slow under miri")]
+    fn readers_never_see_a_torn_value() {
+        let lock = SeqLock::new([0u64; 8]);
+        let mut w = lock.writer().unwrap();
+        let reader = {
+            let lock = lock.clone();
+            std::thread::spawn(move || {
+                let mut seen = 0;
+                for _ in 0..20_000 {
+                    let v = lock.read().unwrap();
+                    assert!(v.iter().all(|&x| x == v[0]), "torn: {v:?}");
+                    seen = seen.max(v[0]);
+                }
+                seen
+            })
+        };
+        let mut i = 0u64;
+        while !reader.is_finished() {
+            i += 1;
+            w.write([i; 8]);
+        }
+        reader.join().unwrap();
+    }
+}
