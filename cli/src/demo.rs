@@ -1,5 +1,7 @@
 //! `shmlink demo`: a parent creates a named segment, a child process opens it by name,
-//! they exchange a value and a message, then time a ping-pong over two atomics.
+//! they exchange a value and a message, then time a ping-pong over two atomics, stream
+//! and ping-pong over SPSC rings, and share a counter under a Bakery lock, a
+//! semaphore-bounded pool and seqlock snapshots.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -10,6 +12,8 @@ use shmlink::segment::{Region, Segment, SegmentBuilder, ShmRegion, ShmSafe};
 use shmlink::sync::atomic::{AtomicU64, Ordering};
 
 use crate::Result;
+
+mod sync;
 
 /// The demo's control block: fields written by the parent, fields written by the child,
 /// and two ping-pong words on cache lines of their own.
@@ -101,6 +105,7 @@ pub fn parent(round_trips: u32, stream_items: u64) -> Result {
     );
 
     let rings = create_rings(&name)?;
+    let mut sync_objects = sync::create(&name)?;
     println!(
         "[parent {me}] created five SPSC rings for the child: a 4096-slot stream and two request/reply pairs (spin, blocking)"
     );
@@ -156,10 +161,12 @@ pub fn parent(round_trips: u32, stream_items: u64) -> Result {
     );
 
     ring_phases_parent(rings, stream_items, round_trips, &mut child)?;
+    sync::parent_phase(&mut sync_objects, u64::from(round_trips), &mut child)?;
     let status = child.wait()?;
     if !status.success() {
         return Err(format!("child failed: {status}").into());
     }
+    sync::parent_finish(sync_objects, u64::from(round_trips))?;
     let reply = board.shared().reply.load(Ordering::Acquire);
     println!("[parent {me}] child replied {reply} (42 x 2) and exited: {status}");
     drop(board);
@@ -197,7 +204,8 @@ pub fn child(name: &str, round_trips: u32, stream_items: u64) -> Result {
         spin_until(&shared.ping, i)?;
         shared.pong.store(i, Ordering::Release);
     }
-    ring_phases_child(name, stream_items, round_trips)
+    ring_phases_child(name, stream_items, round_trips)?;
+    sync::child_phase(name, u64::from(round_trips))
 }
 
 fn print_latency(title: &str, samples: &mut [Duration], total: Duration) {
