@@ -59,8 +59,8 @@ pub fn create(base: &str) -> Result<Objects> {
 fn checksummed(seq: u64) -> Snapshot {
     let mut s = [0u64; 8];
     s[0] = seq;
-    for k in 1..7 {
-        s[k] = seq
+    for (k, word) in s.iter_mut().enumerate().take(7).skip(1) {
+        *word = seq
             .wrapping_mul(0x9e37_79b9_7f4a_7c15)
             .rotate_left(k as u32 * 7);
     }
