@@ -42,7 +42,7 @@ pub use error::{CreateError, NameError, OpenError, OsError, StaleInfo, StaleReas
 pub use header::{Kind, ProcessId, SegmentHeader};
 pub use name::{MAX_NAME_LEN, PREFIX, SegmentName};
 #[cfg(not(shmlink_loom))]
-pub use objects::ObjectError;
+pub use objects::{BakeryStatus, ObjectError, bakery_status};
 #[cfg(not(shmlink_loom))]
 pub use shm::{
     DEFAULT_TIMEOUT, Disposition, MAX_PAYLOAD, Segment, SegmentBuilder, SegmentInfo, Status,

@@ -12,6 +12,7 @@ use super::header::Kind;
 use super::shm::SegmentBuilder;
 use super::typed::ShmRegion;
 use crate::sync::{
+    Participant, Region,
     BakeryConfigError, BakeryControl, BakeryLock, BakeryMutex, Pod, Semaphore,
     SemaphoreConfigError, SemaphoreState, SeqLock, SeqLockConfigError, SeqLockControl,
     combine_fingerprints, fingerprint,
@@ -341,4 +342,71 @@ impl<T: Pod> SeqLock<T, ShmRegion<SeqLockControl>> {
         let region = ShmRegion::<SeqLockControl>::open(Self::configure(builder))?;
         Self::from_region(Arc::new(region)).map_err(ObjectError::Config)
     }
+}
+
+/// Who holds a named Bakery lock or mutex and who takes part (the `shmlink ls` view).
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::{Segment, bakery_status};
+/// use shmlink::sync::{BakeryLock, LockError};
+/// # let name = format!("doc-bakery-status-{}", std::process::id());
+///
+/// let mut lock = BakeryLock::create(Segment::builder(&name).unlink_on_drop(true), 4)?;
+/// let _guard = lock.lock().map_err(LockError::without_guard)?;
+/// let status = bakery_status(&name)?;
+/// assert_eq!(status.holder, Some(std::process::id()));
+/// assert_eq!(status.participants.len(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BakeryStatus {
+    /// The pid holding the lock, if any.
+    pub holder: Option<u32>,
+    /// The claimed slots.
+    pub participants: Vec<Participant>,
+}
+
+/// Reads the holder and participants of the Bakery lock or mutex `name`, without
+/// claiming a slot (the segment is attached for the duration of the call).
+///
+/// # Errors
+///
+/// As [`inspect`](super::inspect) and [`SegmentBuilder::open`]; `WrongKind` if the
+/// segment is not a Bakery lock or mutex.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::{OpenError, Segment, bakery_status};
+/// use shmlink::sync::Semaphore;
+/// # let name = format!("doc-bakery-status-kind-{}", std::process::id());
+///
+/// let _sem = Semaphore::create(Segment::builder(&name).unlink_on_drop(true), 1, 1)?;
+/// assert!(matches!(bakery_status(&name), Err(OpenError::WrongKind { .. })));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn bakery_status(name: &str) -> Result<BakeryStatus, OpenError> {
+    let info = super::shm::inspect(name)?;
+    let header = info.header.ok_or(OpenError::NotInitialized {
+        waited: std::time::Duration::ZERO,
+    })?;
+    let kind = match Kind::from_code(header.kind) {
+        Some(k @ (Kind::BakeryLock | Kind::BakeryMutex)) => k,
+        _ => {
+            return Err(OpenError::WrongKind {
+                expected: Kind::BakeryLock,
+                found: header.kind,
+            });
+        }
+    };
+    let builder = super::Segment::builder(name)
+        .kind(kind)
+        .fingerprint(header.fingerprint);
+    let region = ShmRegion::<BakeryControl>::open(builder)?;
+    Ok(BakeryStatus {
+        holder: crate::sync::bakery_holder_pid(region.shared()),
+        participants: crate::sync::bakery_participants(region.shared(), region.area()),
+    })
 }

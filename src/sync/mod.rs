@@ -26,6 +26,7 @@ mod seqlock;
 mod wait;
 
 pub use backoff::Backoff;
+pub(crate) use bakery::{holder_pid as bakery_holder_pid, participants as bakery_participants};
 pub use bakery::{
     BakeryConfigError, BakeryControl, BakeryGuard, BakeryLock, BakeryMutex, LockError,
     MAX_PARTICIPANTS, MutexGuard, Participant, SLOT_SIZE,
