@@ -12,8 +12,7 @@ use super::header::Kind;
 use super::shm::SegmentBuilder;
 use super::typed::ShmRegion;
 use crate::sync::{
-    Participant, Region,
-    BakeryConfigError, BakeryControl, BakeryLock, BakeryMutex, Pod, Semaphore,
+    BakeryConfigError, BakeryControl, BakeryLock, BakeryMutex, Participant, Pod, Region, Semaphore,
     SemaphoreConfigError, SemaphoreState, SeqLock, SeqLockConfigError, SeqLockControl,
     combine_fingerprints, fingerprint,
 };

@@ -26,11 +26,11 @@ mod seqlock;
 mod wait;
 
 pub use backoff::Backoff;
-pub(crate) use bakery::{holder_pid as bakery_holder_pid, participants as bakery_participants};
 pub use bakery::{
     BakeryConfigError, BakeryControl, BakeryGuard, BakeryLock, BakeryMutex, LockError,
     MAX_PARTICIPANTS, MutexGuard, Participant, SLOT_SIZE,
 };
+pub(crate) use bakery::{holder_pid as bakery_holder_pid, participants as bakery_participants};
 pub use pod::Pod;
 pub use region::{
     AREA_ALIGN, CacheLine, HeapRegion, OutOfBounds, RawArea, Region, ShmSafe, area_offset,
