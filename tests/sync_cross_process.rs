@@ -1,1 +1,656 @@
-//! placeholder (being written)
+//! The `sync` objects shared between real processes: a Bakery mutex counting from four
+//! processes, a holder and a waiter killed with SIGKILL, a semaphore bounding how many
+//! processes are inside, and a seqlock read by other processes while it is written.
+//!
+//! Every test re-executes this binary as child processes (see `tests/support`); the
+//! children report what they saw with `@@ key=value` lines, and the parent asserts on
+//! those reports and on the shared state. Times that cross processes (the moment of a
+//! kill, the moment a waiter got the lock) are `CLOCK_MONOTONIC` nanoseconds, which
+//! every process on the machine reads alike.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use nix::time::{ClockId, clock_gettime};
+use shmlink::segment::{Region, Segment, SegmentBuilder, ShmRegion, ShmSafe};
+use shmlink::sync::atomic::{AtomicU64, Ordering};
+use shmlink::sync::{
+    BakeryControl, BakeryLock, BakeryMutex, LockError, Participant, ReadError, Semaphore, SeqLock,
+};
+use support::{Scenario, arg, report, unique_name};
+
+scenarios!(
+    bakery_count,
+    bakery_hold_forever,
+    bakery_wait_then_add,
+    bakery_lock_once,
+    semaphore_take_turns,
+    seqlock_write_for,
+    seqlock_read_until_done,
+);
+
+/// How long any child may run before the test fails.
+const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How soon after a holder's (or waiter's) death the others must have the lock. The
+/// lock notices a dead owner with a liveness check every 10 ms, so this leaves ample
+/// room even on a loaded machine; debug builds get no extra slack.
+const AFTER_DEATH: Duration = Duration::from_millis(100);
+
+/// A segment builder with a short open timeout.
+fn builder(name: &str) -> SegmentBuilder {
+    Segment::builder(name).timeout(Duration::from_secs(5))
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the same clock in every process.
+fn now_ns() -> u64 {
+    let t = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("clock_gettime");
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+/// Polls (without sleeping for long) until `done` holds, panicking with `what` after
+/// [`CHILD_TIMEOUT`].
+fn poll_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + CHILD_TIMEOUT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// Polls the lock's slot table until every process in `pids` holds a ticket, that is,
+/// stands in line inside `lock()`; returns the table.
+fn wait_in_line(lock: &BakeryLock<ShmRegion<BakeryControl>>, pids: &[u32]) -> Vec<Participant> {
+    let mut table = Vec::new();
+    poll_until("every waiter holds a ticket", || {
+        table = lock.participants();
+        pids.iter()
+            .all(|&pid| table.iter().any(|p| p.pid == pid && p.ticket != 0))
+    });
+    table
+}
+
+/// The entry of `pid` in a participant table.
+fn entry(table: &[Participant], pid: u32) -> Participant {
+    *table
+        .iter()
+        .find(|p| p.pid == pid)
+        .unwrap_or_else(|| panic!("pid {pid} not among {table:?}"))
+}
+
+/// Parses the report `key` of a finished child.
+fn value<T: std::str::FromStr>(values: &std::collections::HashMap<String, String>, key: &str) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    values
+        .get(key)
+        .unwrap_or_else(|| panic!("no report {key:?} in {values:?}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("report {key:?}: {e:?}"))
+}
+
+// ---- 1. a Bakery mutex counting from four processes ----
+
+/// Increments per process: the full 10,000 in release; fewer in debug, which CI runs
+/// with the whole workspace, because each increment is a lock hand-off between
+/// processes and costs up to half a millisecond on a loaded 2-core machine.
+const INCREMENTS: u64 = if cfg!(debug_assertions) {
+    2_500
+} else {
+    10_000
+};
+
+/// Processes that count.
+const COUNTERS: u64 = 4;
+
+/// Child: adds 1 to the shared counter `count` times, each a separate read, pause and
+/// write under the lock, so a second process inside would lose updates.
+fn bakery_count() {
+    let mut counter = BakeryMutex::<u64, _>::open(builder(&arg("name"))).expect("open mutex");
+    let count: u64 = arg("count").parse().unwrap();
+    report("ready");
+    for i in 0..count {
+        let mut guard = counter.lock().expect("lock");
+        let seen = guard.get();
+        // Widen the window between read and write: spin, and now and then give the
+        // core away, so another process would run right here if it could get in.
+        for _ in 0..32 {
+            std::hint::spin_loop();
+        }
+        if i % 128 == 0 {
+            std::thread::yield_now();
+        }
+        guard.set(seen + 1);
+    }
+    report("done");
+}
+
+/// Four processes each add 1 to a `u64` under a named [`BakeryMutex`] 10,000 times
+/// (fewer in debug); no update is lost.
+#[test]
+fn bakery_mutex_counts_exactly_across_four_processes() {
+    let name = unique_name("bakery-count");
+    let mut counter = BakeryMutex::create(builder(&name).unlink_on_drop(true), 8, 0u64).unwrap();
+    // Hold the lock while the children start, so they all begin at once, in line.
+    let gate = counter.lock().expect("gate");
+    let mut children: Vec<_> = (0..COUNTERS)
+        .map(|_| {
+            Scenario::new("bakery_count")
+                .arg("name", &name)
+                .arg("count", INCREMENTS)
+                .spawn()
+        })
+        .collect();
+    for c in &mut children {
+        c.wait_for("ready", CHILD_TIMEOUT);
+    }
+    let started = Instant::now();
+    drop(gate);
+    for c in children {
+        c.success(CHILD_TIMEOUT);
+    }
+    let elapsed = started.elapsed();
+    let total = counter.lock().expect("lock after the children").get();
+    assert_eq!(total, COUNTERS * INCREMENTS, "lost or extra updates");
+    eprintln!(
+        "bakery count: {total} increments from {COUNTERS} processes in {elapsed:?} \
+         ({:.2} µs each)",
+        elapsed.as_secs_f64() * 1e6 / total as f64
+    );
+    // Every child gave its slot back on exit: only ours is left, and nobody holds it.
+    let table = counter.as_lock().participants();
+    assert_eq!(table.len(), 1, "{table:?}");
+    assert_eq!(table[0].pid, std::process::id());
+    assert_eq!(counter.as_lock().holder(), None);
+}
+
+// ---- 2. a holder killed while holding the lock ----
+
+/// What the holder leaves in the protected value: a half-done update that the next
+/// holder (told with `OwnerDied`) must repair.
+const DIRTY: u64 = 0xdead;
+
+/// Child: locks, leaves the value half updated, reports `locked` and sleeps holding
+/// the lock until it is killed.
+fn bakery_hold_forever() {
+    let mut mutex = BakeryMutex::<u64, _>::open(builder(&arg("name"))).expect("open mutex");
+    let mut guard = mutex.lock().expect("lock");
+    guard.set(DIRTY);
+    report("locked");
+    std::thread::sleep(Duration::from_secs(60));
+    panic!("the holder was never killed");
+}
+
+/// Child: waits for the lock; repairs the value if told its holder died, then adds 1.
+/// Reports how it got the lock (`how=clean|owner_died`), when (`acquired_ns`), and
+/// who the lock said held it meanwhile (`holder`).
+fn bakery_wait_then_add() {
+    let mut mutex = BakeryMutex::<u64, _>::open(builder(&arg("name"))).expect("open mutex");
+    report("waiting");
+    let (mut guard, how) = match mutex.lock() {
+        Ok(guard) => (guard, "clean"),
+        Err(LockError::OwnerDied(guard)) => (guard, "owner_died"),
+        Err(e) => panic!("lock: {e}"),
+    };
+    let acquired_ns = now_ns();
+    let found = guard.get();
+    if how == "owner_died" {
+        assert_eq!(
+            found, DIRTY,
+            "told of a dead holder: its half update is there"
+        );
+        guard.set(0); // repair
+    } else {
+        assert_ne!(
+            found, DIRTY,
+            "not told, yet the dead holder's update is there"
+        );
+    }
+    guard.update(|v| *v += 1);
+    let holder = guard.as_guard().holder();
+    drop(guard);
+    report(format!("how={how}"));
+    report(format!("acquired_ns={acquired_ns}"));
+    report(format!("holder={}", holder.unwrap_or(0)));
+}
+
+/// A holder SIGKILLed while holding a named [`BakeryMutex`]: the three processes
+/// waiting behind it all get the lock within [`AFTER_DEATH`] of the kill, exactly one
+/// of them is told with [`LockError::OwnerDied`] (and repairs the value), and the dead
+/// holder's slot is freed.
+#[test]
+fn bakery_holder_killed_is_reported_once_and_the_waiters_go_on() {
+    const WAITERS: usize = 3;
+    let name = unique_name("bakery-kill-holder");
+    let mut mutex = BakeryMutex::create(builder(&name).unlink_on_drop(true), 8, 0u64).unwrap();
+    let me = std::process::id();
+
+    let mut holder = Scenario::new("bakery_hold_forever")
+        .arg("name", &name)
+        .spawn();
+    holder.wait_for("locked", CHILD_TIMEOUT);
+    let holder_pid = holder.pid();
+    assert_eq!(mutex.as_lock().holder(), Some(holder_pid));
+
+    let mut waiters: Vec<_> = (0..WAITERS)
+        .map(|_| {
+            Scenario::new("bakery_wait_then_add")
+                .arg("name", &name)
+                .spawn()
+        })
+        .collect();
+    for w in &mut waiters {
+        w.wait_for("waiting", CHILD_TIMEOUT);
+    }
+    let pids: Vec<u32> = waiters.iter().map(|w| w.pid()).collect();
+    let table = wait_in_line(mutex.as_lock(), &pids);
+    assert_eq!(table.len(), 2 + WAITERS, "{table:?}");
+    let held = entry(&table, holder_pid);
+    assert!(held.holding && held.ticket != 0, "{table:?}");
+    for &pid in &pids {
+        let waiting = entry(&table, pid);
+        assert!(
+            !waiting.holding && waiting.ticket > held.ticket,
+            "{table:?}"
+        );
+    }
+    assert!(!entry(&table, me).holding);
+
+    let killed_ns = now_ns();
+    holder.kill();
+    let results: Vec<_> = waiters
+        .into_iter()
+        .map(|w| w.success(CHILD_TIMEOUT).values())
+        .collect();
+
+    let told = results.iter().filter(|v| v["how"] == "owner_died").count();
+    assert_eq!(
+        told, 1,
+        "exactly one waiter is told of the death: {results:?}"
+    );
+    assert!(
+        results
+            .iter()
+            .all(|v| v["how"] == "owner_died" || v["how"] == "clean"),
+        "{results:?}"
+    );
+    let mut latencies: Vec<Duration> = results
+        .iter()
+        .map(|v| Duration::from_nanos(value::<u64>(v, "acquired_ns") - killed_ns))
+        .collect();
+    latencies.sort();
+    eprintln!("holder killed: waiters got the lock {latencies:?} after the kill");
+    let last = *latencies.last().unwrap();
+    assert!(
+        last <= AFTER_DEATH,
+        "the last waiter got the lock {last:?} after the kill (limit {AFTER_DEATH:?})"
+    );
+    for (v, pid) in results.iter().zip(&pids) {
+        assert_eq!(value::<u32>(v, "holder"), *pid, "holder() while holding");
+    }
+
+    // The dead holder's slot was reclaimed and the waiters left theirs: only ours is
+    // left, nobody holds the lock, and the death is not reported a second time.
+    let table = mutex.as_lock().participants();
+    assert_eq!(table.len(), 1, "{table:?}");
+    assert_eq!((table[0].pid, table[0].holding), (me, false));
+    assert_eq!(mutex.as_lock().holder(), None);
+    let guard = mutex.lock().expect("a clean lock after the repair");
+    assert_eq!(
+        guard.get(),
+        WAITERS as u64,
+        "repaired once, then one add each"
+    );
+}
+
+// ---- 3. a semaphore bounding how many processes are inside ----
+
+/// Permits of the semaphore.
+const PERMITS: u32 = 2;
+/// Processes that take turns.
+const TAKERS: usize = 4;
+/// Acquire/release rounds per process.
+const ROUNDS: u64 = if cfg!(debug_assertions) {
+    2_000
+} else {
+    10_000
+};
+
+/// The shared gauge of the semaphore test.
+#[repr(C)]
+struct Gauge {
+    /// Processes between `acquire` and `release` right now.
+    inside: AtomicU64,
+    /// The most ever seen inside.
+    max_inside: AtomicU64,
+}
+
+// SAFETY: repr(C), only integer atomics (any bit pattern valid), no pointers.
+unsafe impl ShmSafe for Gauge {
+    const TYPE_NAME: &'static str = "tests::sync::Gauge";
+    fn new_zeroed() -> Self {
+        Gauge {
+            inside: AtomicU64::new(0),
+            max_inside: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Child: `rounds` times acquires a permit, counts itself in, lingers, counts itself
+/// out and releases. Reports the most it saw inside (`max`) and how often the
+/// semaphore was full (`full`).
+fn semaphore_take_turns() {
+    let sem = Semaphore::open(builder(&arg("sem"))).expect("open semaphore");
+    let gauge = ShmRegion::<Gauge>::open(builder(&arg("gauge"))).expect("open gauge");
+    let rounds: u64 = arg("rounds").parse().unwrap();
+    let g = gauge.shared();
+    report("ready");
+    let (mut max, mut full) = (0, 0u64);
+    for i in 0..rounds {
+        sem.acquire();
+        // Relaxed: the semaphore's Acquire/Release keep these inside the permit.
+        let now = g.inside.fetch_add(1, Ordering::Relaxed) + 1;
+        g.max_inside.fetch_max(now, Ordering::Relaxed);
+        max = max.max(now);
+        full += u64::from(now == u64::from(PERMITS));
+        for _ in 0..64 {
+            std::hint::spin_loop();
+        }
+        if i % 16 == 0 {
+            std::thread::yield_now();
+        }
+        g.inside.fetch_sub(1, Ordering::Relaxed);
+        sem.release(1).expect("release");
+    }
+    report(format!("max={max}"));
+    report(format!("full={full}"));
+    report(format!("rounds={rounds}"));
+}
+
+/// Four processes share a named [`Semaphore`] of 2 permits: never more than 2 are
+/// inside, at least 1 is, everyone finishes, and all permits come back.
+#[test]
+fn semaphore_never_admits_more_processes_than_permits() {
+    let sem_name = unique_name("sem");
+    let gauge_name = unique_name("sem-gauge");
+    // No permits at first: the children queue up, and the first release starts them.
+    let sem = Semaphore::create(builder(&sem_name).unlink_on_drop(true), 0, PERMITS).unwrap();
+    let gauge = ShmRegion::<Gauge>::create(builder(&gauge_name).unlink_on_drop(true), 0).unwrap();
+    let mut children: Vec<_> = (0..TAKERS)
+        .map(|_| {
+            Scenario::new("semaphore_take_turns")
+                .arg("sem", &sem_name)
+                .arg("gauge", &gauge_name)
+                .arg("rounds", ROUNDS)
+                .spawn()
+        })
+        .collect();
+    for c in &mut children {
+        c.wait_for("ready", CHILD_TIMEOUT);
+    }
+    let started = Instant::now();
+    sem.release(PERMITS).unwrap();
+    let results: Vec<_> = children
+        .into_iter()
+        .map(|c| c.success(CHILD_TIMEOUT).values())
+        .collect();
+    let elapsed = started.elapsed();
+
+    let limit = u64::from(PERMITS);
+    let maxes: Vec<u64> = results.iter().map(|v| value(v, "max")).collect();
+    let full: u64 = results.iter().map(|v| value::<u64>(v, "full")).sum();
+    assert!(maxes.iter().all(|&m| (1..=limit).contains(&m)), "{maxes:?}");
+    let shared_max = gauge.shared().max_inside.load(Ordering::Relaxed);
+    assert!((1..=limit).contains(&shared_max), "max inside {shared_max}");
+    let rounds: u64 = results.iter().map(|v| value::<u64>(v, "rounds")).sum();
+    assert_eq!(rounds, TAKERS as u64 * ROUNDS, "every process completed");
+    assert_eq!(gauge.shared().inside.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        (sem.value(), sem.waiters()),
+        (PERMITS, 0),
+        "all permits back"
+    );
+    eprintln!(
+        "semaphore: {rounds} rounds in {elapsed:?}, max inside {shared_max} of {PERMITS} \
+         (per process {maxes:?}), full {full} times"
+    );
+}
+
+// ---- 4. a seqlock written in one process and read in others ----
+
+/// The seqlock's value: `[counter, 5 words derived from it, done flag, checksum]`.
+type Snapshot = [u64; 8];
+
+/// The writer writes at least this long...
+const WRITE_AT_LEAST: Duration = Duration::from_millis(300);
+/// ...and then until every reader has seen this many distinct values (so readers and
+/// writer really ran side by side, whatever else the machine is doing)...
+const MIN_DISTINCT: u64 = 1_000;
+/// ...but no longer than this.
+const WRITE_AT_MOST: Duration = Duration::from_secs(10);
+/// Reader processes.
+const READERS: u64 = 2;
+
+/// splitmix64's finaliser: a well-mixed function of `x`.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Checksum of the first seven words.
+fn checksum(words: &[u64]) -> u64 {
+    words.iter().fold(0xcbf2_9ce4_8422_2325, |h, &w| mix(h ^ w))
+}
+
+/// The value the writer publishes for `counter`.
+fn snapshot(counter: u64, done: bool) -> Snapshot {
+    let mut s = [0; 8];
+    s[0] = counter;
+    for (k, w) in s[1..6].iter_mut().enumerate() {
+        *w = mix(counter.wrapping_mul(k as u64 + 1));
+    }
+    s[6] = u64::from(done);
+    s[7] = checksum(&s[..7]);
+    s
+}
+
+/// Child: claims the writer role and publishes counters 1, 2, ... (see
+/// [`WRITE_AT_LEAST`] for how long), then one last value marked done. Reports the
+/// writes (`writes`) and how long it wrote (`wrote_ms`).
+fn seqlock_write_for() {
+    let lock = SeqLock::<Snapshot, _>::open(builder(&arg("name"))).expect("open seqlock");
+    let satisfied = ShmRegion::<AtomicU64>::open(builder(&arg("progress"))).expect("progress");
+    let mut writer = lock.writer().expect("claim the writer role");
+    let started = Instant::now();
+    let mut counter = 0;
+    loop {
+        counter += 1;
+        writer.write(snapshot(counter, false));
+        if counter % 1024 == 0 {
+            let elapsed = started.elapsed();
+            let readers_done = satisfied.shared().load(Ordering::Relaxed) >= READERS;
+            if elapsed >= WRITE_AT_MOST || (elapsed >= WRITE_AT_LEAST && readers_done) {
+                break;
+            }
+            // On a machine with fewer cores than processes, let a reader run.
+            std::thread::yield_now();
+        }
+    }
+    counter += 1;
+    writer.write(snapshot(counter, true));
+    report(format!("writes={counter}"));
+    report(format!("wrote_ms={}", started.elapsed().as_millis()));
+}
+
+/// Child: reads until it sees the done value, checking every snapshot (checksum, and
+/// every word against the counter) and that the counter never goes backwards.
+/// Reports the snapshots verified (`verified`), the distinct counters seen
+/// (`distinct`), the reads that found the writer in the way on every try
+/// (`contended`), and the last counter (`last`).
+fn seqlock_read_until_done() {
+    let lock = SeqLock::<Snapshot, _>::open(builder(&arg("name"))).expect("open seqlock");
+    let satisfied = ShmRegion::<AtomicU64>::open(builder(&arg("progress"))).expect("progress");
+    report("ready");
+    let (mut verified, mut distinct, mut contended) = (0u64, 0u64, 0u64);
+    let mut last = 0;
+    loop {
+        let s = match lock.read() {
+            Ok(s) => s,
+            Err(ReadError::Contended) => {
+                contended += 1;
+                continue;
+            }
+            Err(e) => panic!("read: {e}"),
+        };
+        assert_eq!(s[7], checksum(&s[..7]), "torn snapshot {s:x?}");
+        assert_eq!(s, snapshot(s[0], s[6] != 0), "torn snapshot {s:x?}");
+        assert!(s[0] >= last, "counter went back from {last} to {}", s[0]);
+        if s[0] != last {
+            distinct += 1;
+            if distinct == MIN_DISTINCT {
+                satisfied.shared().fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        last = s[0];
+        verified += 1;
+        if s[6] != 0 {
+            break;
+        }
+        if verified % 256 == 0 {
+            // On a machine with fewer cores than processes, let the writer run.
+            std::thread::yield_now();
+        }
+    }
+    report(format!("verified={verified}"));
+    report(format!("distinct={distinct}"));
+    report(format!("contended={contended}"));
+    report(format!("last={last}"));
+}
+
+/// A writer process publishes checksummed `[u64; 8]` values while two reader
+/// processes read continuously: every snapshot is whole, counters never go back, and
+/// each reader verifies many snapshots and sees at least [`MIN_DISTINCT`] distinct
+/// values.
+#[test]
+fn seqlock_readers_in_other_processes_never_see_torn_values() {
+    let name = unique_name("seqlock");
+    let progress = unique_name("seqlock-progress");
+    let lock = SeqLock::create(builder(&name).unlink_on_drop(true), snapshot(0, false)).unwrap();
+    // Readers that have seen MIN_DISTINCT values.
+    let satisfied =
+        ShmRegion::<AtomicU64>::create(builder(&progress).unlink_on_drop(true), 0).unwrap();
+    let mut readers: Vec<_> = (0..READERS)
+        .map(|_| {
+            Scenario::new("seqlock_read_until_done")
+                .arg("name", &name)
+                .arg("progress", &progress)
+                .spawn()
+        })
+        .collect();
+    for r in &mut readers {
+        r.wait_for("ready", CHILD_TIMEOUT);
+    }
+    let writer = Scenario::new("seqlock_write_for")
+        .arg("name", &name)
+        .arg("progress", &progress)
+        .spawn()
+        .success(CHILD_TIMEOUT)
+        .values();
+    let writes: u64 = value(&writer, "writes");
+    let results: Vec<_> = readers
+        .into_iter()
+        .map(|r| r.success(CHILD_TIMEOUT).values())
+        .collect();
+
+    assert_eq!(lock.version(), writes, "one version per write");
+    assert_eq!(lock.read(), Ok(snapshot(writes, true)));
+    assert_eq!(lock.writer_pid(), None, "the writer gave the role back");
+    assert_eq!(satisfied.shared().load(Ordering::Relaxed), READERS);
+    for v in &results {
+        let verified: u64 = value(v, "verified");
+        let distinct: u64 = value(v, "distinct");
+        assert_eq!(value::<u64>(v, "last"), writes, "{v:?}");
+        assert!(distinct >= MIN_DISTINCT, "{v:?}");
+        assert!(verified >= distinct, "{v:?}");
+    }
+    eprintln!(
+        "seqlock: {writes} writes in {} ms; readers {:?}",
+        writer["wrote_ms"],
+        results
+            .iter()
+            .map(|v| format!(
+                "verified={} distinct={} contended={}",
+                v["verified"], v["distinct"], v["contended"]
+            ))
+            .collect::<Vec<_>>()
+    );
+}
+
+// ---- 5. a waiter killed while standing in line ----
+
+/// Child: waits for the lock once; reports how it got it (`how`) and when
+/// (`acquired_ns`).
+fn bakery_lock_once() {
+    let mut lock = BakeryLock::open(builder(&arg("name"))).expect("open lock");
+    report("waiting");
+    let how = match lock.lock() {
+        Ok(_guard) => "clean",
+        Err(LockError::OwnerDied(_guard)) => "owner_died",
+        Err(e) => panic!("lock: {e}"),
+    };
+    let acquired_ns = now_ns();
+    report(format!("how={how}"));
+    report(format!("acquired_ns={acquired_ns}"));
+}
+
+/// A participant SIGKILLed while merely waiting (ahead of another waiter) does not
+/// block the lock: its slot is reclaimed, the waiter behind it gets the lock within
+/// [`AFTER_DEATH`] of the release, and nobody is told of a dead owner.
+#[test]
+fn bakery_waiter_killed_in_line_does_not_block_the_others() {
+    let name = unique_name("bakery-kill-waiter");
+    let me = std::process::id();
+    let mut lock = BakeryLock::create(builder(&name).unlink_on_drop(true), 8).unwrap();
+    // A second participant that never locks, to read the table while we hold the lock.
+    let observer = BakeryLock::open(builder(&name)).unwrap();
+    let guard = lock.lock().map_err(LockError::without_guard).unwrap();
+
+    let mut victim = Scenario::new("bakery_lock_once").arg("name", &name).spawn();
+    victim.wait_for("waiting", CHILD_TIMEOUT);
+    let victim_pid = victim.pid();
+    wait_in_line(&observer, &[victim_pid]);
+    let mut survivor = Scenario::new("bakery_lock_once").arg("name", &name).spawn();
+    survivor.wait_for("waiting", CHILD_TIMEOUT);
+    let survivor_pid = survivor.pid();
+    let table = wait_in_line(&observer, &[victim_pid, survivor_pid]);
+    let (ahead, behind) = (entry(&table, victim_pid), entry(&table, survivor_pid));
+    assert!(
+        ahead.ticket < behind.ticket,
+        "victim first in line: {table:?}"
+    );
+    assert_eq!(observer.holder(), Some(me));
+
+    victim.kill();
+    let released_ns = now_ns();
+    drop(guard);
+    let done = survivor.success(CHILD_TIMEOUT).values();
+    assert_eq!(done["how"], "clean", "a dead waiter is no dead owner");
+    let latency = Duration::from_nanos(value::<u64>(&done, "acquired_ns") - released_ns);
+    eprintln!("waiter killed: the next waiter got the lock {latency:?} after the release");
+    assert!(
+        latency <= AFTER_DEATH,
+        "the waiter behind the dead one got the lock {latency:?} after the release \
+         (limit {AFTER_DEATH:?})"
+    );
+
+    // The victim's slot was reclaimed and the survivor left: only our two remain.
+    let table = observer.participants();
+    assert_eq!(table.len(), 2, "{table:?}");
+    assert!(table.iter().all(|p| p.pid == me && !p.holding), "{table:?}");
+    assert_eq!(observer.holder(), None);
+    assert!(lock.lock().is_ok(), "no owner died, so nobody is told so");
+}
