@@ -19,20 +19,20 @@ use shmlink::sync::atomic::{AtomicU64, Ordering};
 
 use crate::Result;
 
-const LIMIT: Duration = Duration::from_secs(20);
+pub(crate) const LIMIT: Duration = Duration::from_secs(20);
 /// Messages per batch in the batched throughput case.
 const BATCH: usize = 1024;
 
 /// One result line.
 pub struct Measurement {
-    name: String,
-    metric: &'static str,
-    value: f64,
-    baseline: Option<(String, f64)>,
+    pub(crate) name: String,
+    pub(crate) metric: &'static str,
+    pub(crate) value: f64,
+    pub(crate) baseline: Option<(String, f64)>,
 }
 
 impl Measurement {
-    fn new(name: impl Into<String>, metric: &'static str, value: f64) -> Self {
+    pub(crate) fn new(name: impl Into<String>, metric: &'static str, value: f64) -> Self {
         Self {
             name: name.into(),
             metric,
@@ -41,12 +41,12 @@ impl Measurement {
         }
     }
 
-    fn against(mut self, baseline: &Measurement) -> Self {
+    pub(crate) fn against(mut self, baseline: &Measurement) -> Self {
         self.baseline = Some((baseline.name.clone(), baseline.value));
         self
     }
 
-    fn ratio(&self) -> Option<f64> {
+    pub(crate) fn ratio(&self) -> Option<f64> {
         self.baseline.as_ref().map(|(_, b)| self.value / b)
     }
 }
@@ -65,7 +65,7 @@ fn json_string(s: &str) -> String {
     out
 }
 
-fn print_json(results: &[Measurement]) {
+pub(crate) fn print_json(results: &[Measurement]) {
     let rows: Vec<String> = results
         .iter()
         .map(|m| {
@@ -120,7 +120,7 @@ pub fn pin(cpu: usize) -> bool {
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).is_ok()
 }
 
-fn online_cpus() -> usize {
+pub(crate) fn online_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
@@ -158,7 +158,7 @@ impl Msg for [u8; 1024] {
 
 type ShmSpsc<T> = Spsc<T, ShmRegion<SpscHeader>>;
 
-fn builder(name: &str) -> SegmentBuilder {
+pub(crate) fn builder(name: &str) -> SegmentBuilder {
     Segment::builder(name).timeout(Duration::from_secs(5))
 }
 
@@ -205,19 +205,19 @@ fn percentiles(mut samples: Vec<Duration>) -> [f64; 3] {
     [at(0.5), at(0.99), at(0.999)]
 }
 
-struct Runner {
-    base: String,
-    seq: u32,
-    pinned: bool,
+pub(crate) struct Runner {
+    pub(crate) base: String,
+    pub(crate) seq: u32,
+    pub(crate) pinned: bool,
 }
 
 impl Runner {
-    fn name(&mut self, tag: &str) -> String {
+    pub(crate) fn name(&mut self, tag: &str) -> String {
         self.seq += 1;
         format!("{}.{}.{tag}", self.base, self.seq)
     }
 
-    fn child(&self, case: &str, name: &str, iters: u64) -> Result<Child> {
+    pub(crate) fn child(&self, case: &str, name: &str, iters: u64) -> Result<Child> {
         Ok(Command::new(std::env::current_exe()?)
             .args([
                 "bench-child",
@@ -232,7 +232,7 @@ impl Runner {
     }
 }
 
-fn finish(mut child: Child) -> Result {
+pub(crate) fn finish(mut child: Child) -> Result {
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait()? {
@@ -273,7 +273,7 @@ unsafe impl ShmSafe for PingPong {
     }
 }
 
-fn spin_until(word: &AtomicU64, want: u64) -> Result {
+pub(crate) fn spin_until(word: &AtomicU64, want: u64) -> Result {
     let started = Instant::now();
     let mut polls = 0u32;
     while word.load(Ordering::Acquire) != want {
@@ -527,7 +527,7 @@ fn mpmc_produce_child(name: &str, items: u64) -> Result {
 }
 
 /// The median of a non-empty sample set.
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }

@@ -1,6 +1,7 @@
 //! `shmlink`: the demo, segment listing and cleanup.
 
 mod bench;
+mod bench_sync;
 mod demo;
 
 use std::process::ExitCode;
@@ -42,7 +43,7 @@ enum Command {
     },
     /// Cross-process measurements with same-run baselines.
     Bench {
-        /// The suite: `rings`.
+        /// The suite: `rings` or `sync`.
         suite: String,
         /// Print a JSON array of {name, metric, value, baseline, ratio}.
         #[arg(long)]
@@ -87,8 +88,12 @@ fn main() -> ExitCode {
         } => demo::child(&name, round_trips, stream_items),
         Command::Bench { suite, json, quick } => match suite.as_str() {
             "rings" => bench::rings(json, quick),
-            other => Err(format!("unknown bench suite {other:?} (available: rings)").into()),
+            "sync" => bench_sync::sync(json, quick),
+            other => Err(format!("unknown bench suite {other:?} (available: rings, sync)").into()),
         },
+        Command::BenchChild { case, name, iters } if case.starts_with("sync-") => {
+            bench_sync::child(&case, &name, iters)
+        }
         Command::BenchChild { case, name, iters } => bench::child(&case, &name, iters),
         Command::Ls => ls(),
         Command::Rm { names, stale } => rm(&names, stale),

@@ -1,16 +1,19 @@
 //! Layer 0: the memory-model facade and the synchronization primitives built on it.
 //!
-//! Every atomic, cell, fence and spin hint in the crate comes from here. Under
-//! `--cfg shmlink_loom` the same names resolve to [loom]'s model-checked types, so the
+//! Every atomic, cell, fence and spin hint in the crate comes from here, and so do the
+//! synchronization objects built on them for threads and processes: [`Semaphore`],
+//! [`BakeryLock`] / [`BakeryMutex`] and [`SeqLock`], each generic over a [`Region`]
+//! (on the heap, or in a named segment via `create`/`open`). Under
+//! `--cfg shmlink_loom` the atomics and cells resolve to [loom]'s model-checked types, so the
 //! algorithms in the higher layers run unchanged inside `loom::model`. Nothing else in
 //! the crate names `std::sync::atomic` or `std::cell::UnsafeCell` (clippy's
 //! `disallowed-types`, see `clippy.toml`).
 //!
-//! Types that live in shared memory (see [`ShmSafe`](crate::segment::ShmSafe)) are built
+//! Types that live in shared memory (see [`ShmSafe`]) are built
 //! from the atomics in [`atomic`]. Under loom those are loom's types, which are not
 //! layout-compatible with the real ones, so the code that reinterprets mapped bytes as
 //! atomics (`segment`'s mapping) is compiled out in loom builds and models run on the
-//! heap instead ([`HeapRegion`](crate::segment::HeapRegion)).
+//! heap instead ([`HeapRegion`]).
 //!
 //! [loom]: https://docs.rs/loom
 
@@ -50,7 +53,7 @@ pub use wait::{SPIN_FOR, WaitMode, WaitWord};
 /// They are newtypes (not re-exports) so that clippy's `disallowed-types` can tell them
 /// from the std types, which only this module may name. In normal builds each wrapper
 /// has exactly the size, alignment and bit validity of its integer, which is what lets
-/// [`ShmSafe`](crate::segment::ShmSafe) types built from them live in shared memory.
+/// [`ShmSafe`] types built from them live in shared memory.
 ///
 /// # Examples
 ///
