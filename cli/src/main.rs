@@ -116,7 +116,7 @@ fn ls() -> Result {
         return Ok(());
     }
     println!(
-        "{:<32} {:>6} {:<8} {:>12} {:>8} {:>8}  STATUS",
+        "{:<32} {:>6} {:<12} {:>12} {:>8} {:>8}  STATUS",
         "NAME", "OWNER", "KIND", "BYTES", "CREATOR", "ATTACHED"
     );
     for info in all {
@@ -134,7 +134,7 @@ fn ls() -> Result {
             other => other.label().to_owned(),
         };
         println!(
-            "{:<32} {:>6} {:<8} {:>12} {:>8} {:>8}  {status}",
+            "{:<32} {:>6} {:<12} {:>12} {:>8} {:>8}  {status}",
             info.name.as_str(),
             info.owner_uid,
             kind,
@@ -142,8 +142,43 @@ fn ls() -> Result {
             creator,
             attached
         );
+        let is_lock = info.header.as_ref().is_some_and(|h| {
+            matches!(
+                Kind::from_code(h.kind),
+                Some(Kind::BakeryLock | Kind::BakeryMutex)
+            )
+        });
+        if is_lock && matches!(info.status, Status::Alive | Status::Idle) {
+            match segment::bakery_status(info.name.as_str()) {
+                Ok(lock) => println!("    {}", describe_lock(&lock)),
+                Err(e) => println!("    (lock state unreadable: {e})"),
+            }
+        }
     }
     Ok(())
+}
+
+/// One line on a Bakery lock: holder and participants by pid.
+fn describe_lock(lock: &segment::BakeryStatus) -> String {
+    let holder = lock.holder.map_or_else(
+        || "lock free".to_owned(),
+        |pid| format!("lock held by pid {pid}"),
+    );
+    let parts: Vec<String> = lock
+        .participants
+        .iter()
+        .map(|p| {
+            let state = if p.holding {
+                "holding"
+            } else if p.ticket != 0 {
+                "waiting"
+            } else {
+                "idle"
+            };
+            format!("slot {} pid {} {state}", p.slot, p.pid)
+        })
+        .collect();
+    format!("{holder}; participants: {}", parts.join(", "))
 }
 
 fn nix_euid() -> u32 {
