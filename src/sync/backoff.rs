@@ -82,6 +82,7 @@ impl Backoff {
     /// // Either `ready`, or time to block instead of spinning.
     /// ```
     #[inline]
+    #[cfg_attr(shmlink_loom, allow(clippy::absurd_extreme_comparisons))] // SPIN_LIMIT is 0
     pub fn snooze(&mut self) {
         if self.step <= SPIN_LIMIT {
             for _ in 0..1u32 << self.step {

@@ -785,7 +785,10 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
         let holder = &t.ctl.holder;
         holder.slot.store(me as u32 + 1, Ordering::Relaxed);
         holder.token.store(self.token, Ordering::Relaxed);
-        holder.acquisitions.fetch_add(1, Ordering::Relaxed);
+        // Only the holder writes the count: a load and a store, not a locked RMW
+        // (which would cost as much as a third fence).
+        let n = holder.acquisitions.load(Ordering::Relaxed);
+        holder.acquisitions.store(n.wrapping_add(1), Ordering::Relaxed);
         if holder.owner_died.load(Ordering::Relaxed) != 0
             && holder.owner_died.swap(0, Ordering::Relaxed) != 0
         {

@@ -33,6 +33,7 @@ pub use bakery::{
     BakeryConfigError, BakeryControl, BakeryGuard, BakeryLock, BakeryMutex, LockError,
     MAX_PARTICIPANTS, MutexGuard, Participant, SLOT_SIZE,
 };
+#[cfg(not(shmlink_loom))]
 pub(crate) use bakery::{holder_pid as bakery_holder_pid, participants as bakery_participants};
 pub use pod::Pod;
 pub use region::{
@@ -43,6 +44,7 @@ pub use semaphore::{AcquireError, ReleaseError, Semaphore, SemaphoreConfigError,
 pub use seqlock::{
     READ_TRIES, ReadError, SeqLock, SeqLockConfigError, SeqLockControl, SeqWriter, WriterTaken,
 };
+#[cfg(not(shmlink_loom))]
 pub(crate) use seqlock::{area_len as seqlock_area_len, init as seqlock_init};
 pub(crate) use wait::WaitError;
 pub use wait::{SPIN_FOR, WaitMode, WaitWord};

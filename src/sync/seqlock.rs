@@ -25,9 +25,9 @@
 //! first write.
 //!
 //! A writer that writes back to back can starve readers (each copy overlaps the next
-//! write). A reader that fails 8 tries in a row raises a `starving` flag; the writer
+//! write). A reader that fails 16 tries in a row raises a `starving` flag; the writer
 //! checks it (one load, on its own line) after each write and, when set, clears it and
-//! pauses a few microseconds, so readers finish. The writer never waits for readers
+//! pauses 2 µs, so readers finish. The writer never waits for readers
 //! longer than that.
 
 use std::marker::PhantomData;
@@ -44,12 +44,10 @@ pub const READ_TRIES: u32 = 1 << 20;
 /// A reader checks the writer's liveness once per this many failed tries.
 const LIVENESS_TRIES: u32 = 1024;
 /// After this many failed tries a reader asks the writer for a pause.
-const STARVING_AFTER: u32 = 8;
-/// Longest writer pause for a starving reader, in spin iterations (a few µs).
+const STARVING_AFTER: u32 = 16;
+/// Writer pause for a starving reader: long enough for a few reads of a large value.
 #[cfg(not(shmlink_loom))]
-const PAUSE_SPINS: u32 = 1 << 12;
-#[cfg(shmlink_loom)]
-const PAUSE_SPINS: u32 = 2;
+const PAUSE: std::time::Duration = std::time::Duration::from_micros(2);
 
 /// Who writes, and what the value is.
 #[repr(C)]
@@ -342,7 +340,7 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqLock<T, R> {
     }
 
     /// One read attempt.
-    #[inline]
+    #[inline(always)]
     fn attempt(&self) -> Result<T, u64> {
         let seq = &self.ctl().seq;
         // SYNC: Acquire pairs with the writer's Release store of the even `seq`: the
@@ -391,34 +389,53 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqLock<T, R> {
     /// assert_eq!(lock.read()?, 3);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[inline]
     pub fn read(&self) -> Result<T, ReadError> {
-        for attempt in 1..=READ_TRIES {
+        // The loop is inlined and the value never leaves registers on the way out;
+        // everything rare is in `after_failure`, which returns no `T` (a `T` merged
+        // from two paths goes through memory, and reading it back stalls on store
+        // forwarding: 5x the cost of the copy).
+        let mut failures = 0u32;
+        loop {
             match self.attempt() {
                 Ok(v) => return Ok(v),
                 Err(seq) => {
-                    if attempt == STARVING_AFTER {
-                        // A writer that writes back to back would starve us: ask it
-                        // for one short pause (it clears the flag, so a reader that
-                        // dies here costs it one pause, not one per write).
-                        self.ctl().starving.store(1, Ordering::Relaxed);
-                    }
-                    if seq & 1 != 0 && attempt % LIVENESS_TRIES == 0 {
-                        let writer = self.ctl().meta.writer.load(Ordering::Relaxed);
-                        if writer != 0 && token_dead(writer) {
-                            // Re-check: a new writer may have repaired it meanwhile.
-                            if let Ok(v) = self.attempt() {
-                                return Ok(v);
-                            }
-                            return Err(ReadError::WriterDied {
-                                pid: token_pid(writer),
-                            });
-                        }
-                    }
-                    crate::sync::spin_loop();
+                    failures += 1;
+                    self.after_failure(failures, seq)?;
                 }
             }
         }
-        Err(ReadError::Contended)
+    }
+
+    /// After `failures` failed attempts (the last saw `seq`): gives up, asks the
+    /// writer for a pause, checks a stuck writer's liveness, or spins.
+    #[cold]
+    #[inline(never)]
+    fn after_failure(&self, failures: u32, seq: u64) -> Result<(), ReadError> {
+        if failures >= READ_TRIES {
+            return Err(ReadError::Contended);
+        }
+        if failures == STARVING_AFTER {
+            // A writer that writes back to back would starve us: ask it for one short
+            // pause (it clears the flag, so a reader that dies here costs it one pause,
+            // not one per write).
+            self.ctl().starving.store(1, Ordering::Relaxed);
+        }
+        if seq & 1 != 0 && failures % LIVENESS_TRIES == 0 {
+            let writer = self.ctl().meta.writer.load(Ordering::Relaxed);
+            // Still mid-write, and its writer is gone (a new writer may have repaired
+            // it meanwhile: then the next attempt succeeds).
+            if writer != 0
+                && token_dead(writer)
+                && self.ctl().seq.load(Ordering::Relaxed) & 1 != 0
+            {
+                return Err(ReadError::WriterDied {
+                    pid: token_pid(writer),
+                });
+            }
+        }
+        crate::sync::spin_loop();
+        Ok(())
     }
 
     /// One read attempt.
@@ -590,9 +607,15 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqWriter<T, R> {
     #[cold]
     fn pause(&self, starving: &AtomicU64) {
         starving.store(0, Ordering::Relaxed);
-        for _ in 0..PAUSE_SPINS {
-            crate::sync::spin_loop();
+        #[cfg(not(shmlink_loom))]
+        {
+            let until = std::time::Instant::now() + PAUSE;
+            while std::time::Instant::now() < until {
+                crate::sync::spin_loop();
+            }
         }
+        #[cfg(shmlink_loom)]
+        crate::sync::spin_loop();
     }
 
     /// The current value (the writer's own reads never race).
