@@ -3,9 +3,9 @@
 //! The parent pins itself to core 0 and its child processes (this binary,
 //! `bench-child --case sync-*`) to core 1, where the machine allows it, and measures,
 //! in one run:
-//! - uncontended lock+unlock of a [`BakeryLock`] in a named segment, against a
-//!   process-shared `pthread_mutex_t` in a shared mapping (plain and robust) and
-//!   `parking_lot::Mutex`;
+//! - uncontended lock+unlock of a [`BakeryLock`] in a named segment (blocking and spin
+//!   mode), against a process-shared `pthread_mutex_t` in a shared mapping (plain and
+//!   robust) and `parking_lot::Mutex`;
 //! - a [`BakeryMutex`] counter incremented by two processes at once, against the same
 //!   with a process-shared `pthread_mutex_t`: ns per acquisition, acquisitions/s, and
 //!   how often the lock changed hands (the final count is checked);
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use shmlink::segment::{RawArea, Region, ShmRegion};
 use shmlink::sync::atomic::{AtomicU64, Ordering};
 use shmlink::sync::{BakeryControl, BakeryLock, BakeryMutex, LockError, Semaphore, SeqLock};
-use shmlink::sync::{SeqLockControl, SeqWriter};
+use shmlink::sync::{SeqLockControl, SeqWriter, WaitMode};
 
 use crate::Result;
 use crate::bench::{
@@ -328,13 +328,18 @@ fn interleaved(rounds: usize, iters: u64, cases: &mut [Case<'_>]) -> Result<Vec<
 }
 
 /// Uncontended lock+unlock, ns per pair: `[pthread, pthread robust, parking_lot,
-/// Bakery (idle second participant), Bakery (sole participant)]`.
+/// Bakery (idle second participant), Bakery in spin mode (idem)]`.
 fn locks_uncontended(r: &mut Runner, p: &Plan) -> Result<[f64; 5]> {
     let mut bakery = BakeryLock::create(builder(&r.name("bakery")).unlink_on_drop(true), 2)?;
     // The usual two-process layout: another participant holds a slot but does not
     // lock, so the doorway scans its slot (one shared, unchanging line).
     let _idle = bakery.join()?;
-    let mut alone = BakeryLock::create(builder(&r.name("bakery1")).unlink_on_drop(true), 2)?;
+    let mut spin = BakeryLock::create_with_mode(
+        builder(&r.name("bakery-spin")).unlink_on_drop(true),
+        2,
+        WaitMode::Spin,
+    )?;
+    let _idle_spin = spin.join()?;
     let pthread = PthreadMutex::create(&r.name("pmx"), false)?;
     let robust = PthreadMutex::create(&r.name("pmxr"), true)?;
     let pl = parking_lot::Mutex::new(0u64);
@@ -365,7 +370,7 @@ fn locks_uncontended(r: &mut Runner, p: &Plan) -> Result<[f64; 5]> {
         }),
         Box::new(|n| {
             per_call(n, || {
-                drop(black_box(alone.lock().map_err(LockError::without_guard)?));
+                drop(black_box(spin.lock().map_err(LockError::without_guard)?));
                 Ok(())
             })
         }),
@@ -604,7 +609,7 @@ pub fn sync(json: bool, quick: bool) -> Result {
     let p = Plan::new(quick);
     let mut out: Vec<(Measurement, Option<f64>)> = Vec::new();
 
-    let [pthread, robust, pl, bakery, alone] = locks_uncontended(&mut r, &p)?;
+    let [pthread, robust, pl, bakery, spin] = locks_uncontended(&mut r, &p)?;
     let pthread = Measurement::new(
         "pthread_mutex_t pshared lock+unlock (baseline)",
         "ns",
@@ -621,10 +626,10 @@ pub fn sync(json: bool, quick: bool) -> Result {
         Measurement::new(format!("{bakery_name} vs parking_lot"), "ns", bakery).against(&pl);
     let bakery_robust =
         Measurement::new(format!("{bakery_name} vs robust"), "ns", bakery).against(&robust);
-    let alone = Measurement::new(
-        "BakeryLock lock+unlock uncontended (sole participant)",
+    let spin = Measurement::new(
+        "BakeryLock lock+unlock uncontended (2 slots), spin mode",
         "ns",
-        alone,
+        spin,
     )
     .against(&pthread);
     let bakery = Measurement::new(bakery_name, "ns", bakery).against(&pthread);
@@ -635,7 +640,7 @@ pub fn sync(json: bool, quick: bool) -> Result {
         (bakery, Some(1.5)),
         (bakery_pl, None),
         (bakery_robust, None),
-        (alone, None),
+        (spin, None),
     ]);
 
     let mut samples: [Vec<f64>; 4] = Default::default();

@@ -13,7 +13,7 @@ use super::shm::SegmentBuilder;
 use super::typed::ShmRegion;
 use crate::sync::{
     BakeryConfigError, BakeryControl, BakeryLock, BakeryMutex, Participant, Pod, Region, Semaphore,
-    SemaphoreConfigError, SemaphoreState, SeqLock, SeqLockConfigError, SeqLockControl,
+    SemaphoreConfigError, SemaphoreState, SeqLock, SeqLockConfigError, SeqLockControl, WaitMode,
     combine_fingerprints, fingerprint,
 };
 
@@ -165,12 +165,40 @@ impl BakeryLock<ShmRegion<BakeryControl>> {
         builder: SegmentBuilder,
         participants: usize,
     ) -> Result<Self, ObjectError<BakeryConfigError>> {
+        Self::create_with_mode(builder, participants, WaitMode::Blocking)
+    }
+
+    /// [`create`](Self::create) with a choice of wait mode (see
+    /// [`BakeryLock::with_mode`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::Segment;
+    /// use shmlink::sync::{BakeryLock, WaitMode};
+    /// # let name = format!("doc-bakery-create-mode-{}", std::process::id());
+    ///
+    /// let builder = Segment::builder(&name).unlink_on_drop(true);
+    /// let lock = BakeryLock::create_with_mode(builder, 4, WaitMode::Spin)?;
+    /// assert_eq!(BakeryLock::open(Segment::builder(&name))?.mode(), WaitMode::Spin);
+    /// # drop(lock);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn create_with_mode(
+        builder: SegmentBuilder,
+        participants: usize,
+        mode: WaitMode,
+    ) -> Result<Self, ObjectError<BakeryConfigError>> {
         BakeryLock::new(participants).map_err(ObjectError::Config)?; // validate first
         let region = ShmRegion::<BakeryControl>::create_with(
             Self::configure(builder),
             BakeryControl::area_len(participants, 0),
             |ctl, _| {
-                let _ = ctl.init(participants, 0, 0);
+                let _ = ctl.init(participants, 0, 0, mode);
             },
         )?;
         Self::from_region(Arc::new(region), 0, 0).map_err(ObjectError::Config)
@@ -235,6 +263,34 @@ impl<T: Pod> BakeryMutex<T, ShmRegion<BakeryControl>> {
         participants: usize,
         value: T,
     ) -> Result<Self, ObjectError<BakeryConfigError>> {
+        Self::create_with_mode(builder, participants, value, WaitMode::Blocking)
+    }
+
+    /// [`create`](Self::create) with a choice of wait mode (see
+    /// [`BakeryLock::with_mode`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::Segment;
+    /// use shmlink::sync::{BakeryMutex, WaitMode};
+    /// # let name = format!("doc-bmutex-create-mode-{}", std::process::id());
+    ///
+    /// let builder = Segment::builder(&name).unlink_on_drop(true);
+    /// let m = BakeryMutex::create_with_mode(builder, 4, 0u32, WaitMode::Spin)?;
+    /// assert_eq!(m.as_lock().mode(), WaitMode::Spin);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn create_with_mode(
+        builder: SegmentBuilder,
+        participants: usize,
+        value: T,
+        mode: WaitMode,
+    ) -> Result<Self, ObjectError<BakeryConfigError>> {
         BakeryLock::new(participants).map_err(ObjectError::Config)?; // validate first
         let mut failed = None;
         let region = ShmRegion::<BakeryControl>::create_with(
@@ -246,6 +302,7 @@ impl<T: Pod> BakeryMutex<T, ShmRegion<BakeryControl>> {
                     area,
                     participants,
                     value,
+                    mode,
                 )
                 .err();
             },

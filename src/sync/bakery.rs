@@ -26,9 +26,14 @@
 //!
 //! # Waiting
 //!
-//! A waiter polls for [`SPIN_FOR`](super::SPIN_FOR), yields, then sleeps on one
-//! process-shared futex word (a [`WaitWord`]) that unlock, a doorway exit and a
-//! reclaim wake only when someone sleeps.
+//! In [`WaitMode::Blocking`] (the default) a waiter polls for
+//! [`SPIN_FOR`](super::SPIN_FOR), yields, then sleeps on one process-shared futex word
+//! (a [`WaitWord`]) that unlock, a doorway exit and a reclaim wake only when someone
+//! sleeps. Checking for sleepers costs unlock a third SeqCst fence (the wait/wake
+//! handshake is a store-buffering pattern too), so a lock+unlock pair runs three full
+//! barriers where a futex mutex runs two locked instructions. In [`WaitMode::Spin`]
+//! (chosen at creation) waiters never sleep and unlock skips the check: for
+//! participants that each have a core.
 //!
 //! # Death of a participant
 //!
@@ -85,6 +90,8 @@ struct BakeryConfig {
     participants: AtomicU32,
     data_size: AtomicU32,
     data_fingerprint: AtomicU64,
+    /// How waiters wait ([`WaitMode`] code).
+    mode: AtomicU32,
 }
 
 /// Who holds the lock (for reclaim and for `shmlink ls`) and the owner-died flag.
@@ -140,7 +147,8 @@ zeroed_atomics!(
     BakeryConfig {
         participants: AtomicU32,
         data_size: AtomicU32,
-        data_fingerprint: AtomicU64
+        data_fingerprint: AtomicU64,
+        mode: AtomicU32
     },
     "shmlink::sync::bakery::Config"
 );
@@ -179,8 +187,10 @@ impl BakeryControl {
         participants: usize,
         data_size: usize,
         data_fingerprint: u64,
+        mode: WaitMode,
     ) -> Result<(), BakeryConfigError> {
         check_participants(participants as u64)?;
+        self.config.mode.store(mode.code(), Ordering::Relaxed);
         self.config
             .participants
             .store(participants as u32, Ordering::Relaxed);
@@ -526,6 +536,7 @@ pub struct BakeryLock<R: Region<Shared = BakeryControl> = HeapRegion<BakeryContr
     slot: usize,
     token: u64,
     generation: u64,
+    mode: WaitMode,
 }
 
 impl BakeryLock<HeapRegion<BakeryControl>> {
@@ -546,9 +557,31 @@ impl BakeryLock<HeapRegion<BakeryControl>> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn new(participants: usize) -> Result<Self, BakeryConfigError> {
+        Self::with_mode(participants, WaitMode::Blocking)
+    }
+
+    /// [`new`](Self::new) with a choice of how waiters wait: [`WaitMode::Blocking`]
+    /// (spin, yield, then sleep on a futex; the default) or [`WaitMode::Spin`] (waiters
+    /// never sleep, so unlocking skips the sleeper check and its fence: for
+    /// participants that each have a core of their own).
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::{BakeryLock, WaitMode};
+    ///
+    /// let lock = BakeryLock::with_mode(2, WaitMode::Spin)?;
+    /// assert_eq!(lock.mode(), WaitMode::Spin);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_mode(participants: usize, mode: WaitMode) -> Result<Self, BakeryConfigError> {
         check_participants(participants as u64)?;
         let region = HeapRegion::<BakeryControl>::new(BakeryControl::area_len(participants, 0));
-        region.shared().init(participants, 0, 0)?;
+        region.shared().init(participants, 0, 0, mode)?;
         Self::from_region(Arc::new(region), 0, 0)
     }
 }
@@ -596,6 +629,8 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
         if area.len() < BakeryControl::area_len(n, data_size) {
             return Err(corrupt("area length", area.len() as u64));
         }
+        let code = ctl.config.mode.load(Ordering::Relaxed);
+        let mode = WaitMode::from_code(code).ok_or(corrupt("wait mode", u64::from(code)))?;
         let token = current_token();
         let table = Table { ctl, area, n };
         let (slot, generation) = table.claim(token)?;
@@ -606,6 +641,7 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
             slot,
             token,
             generation,
+            mode,
         })
     }
 
@@ -645,6 +681,7 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
             slot,
             token: self.token,
             generation,
+            mode: self.mode,
         })
     }
 
@@ -765,7 +802,9 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
         // slots' `choosing`/tickets against their doorways (store-buffering); it also
         // serves as the notify fence for sleepers waiting on our `choosing`.
         fence(Ordering::SeqCst);
-        t.ctl.wake.notify_fenced();
+        if self.mode == WaitMode::Blocking {
+            t.ctl.wake.notify_fenced();
+        }
 
         // Wait for everyone ahead of us.
         let mut active = t.active() & !(1 << me);
@@ -788,7 +827,9 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
         // Only the holder writes the count: a load and a store, not a locked RMW
         // (which would cost as much as a third fence).
         let n = holder.acquisitions.load(Ordering::Relaxed);
-        holder.acquisitions.store(n.wrapping_add(1), Ordering::Relaxed);
+        holder
+            .acquisitions
+            .store(n.wrapping_add(1), Ordering::Relaxed);
         if holder.owner_died.load(Ordering::Relaxed) != 0
             && holder.owner_died.swap(0, Ordering::Relaxed) != 0
         {
@@ -847,10 +888,7 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
             }
             false
         };
-        let result = t
-            .ctl
-            .wake
-            .wait_until(WaitMode::Blocking, deadline, &mut ahead, gone);
+        let result = t.ctl.wake.wait_until(self.mode, deadline, &mut ahead, gone);
         match (result, corrupt.get()) {
             (_, Some(found)) => Err(LockError::Corrupt {
                 what: "ticket",
@@ -871,7 +909,23 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
         // SYNC: Release pairs with the Acquire fence at the end of the next locker's
         // wait: our critical section happens before its.
         t.word(self.slot, TICKET).store(0, Ordering::Release);
-        t.ctl.wake.notify();
+        if self.mode == WaitMode::Blocking {
+            t.ctl.wake.notify();
+        }
+    }
+
+    /// How this lock's waiters wait (fixed at creation).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::{BakeryLock, WaitMode};
+    ///
+    /// assert_eq!(BakeryLock::new(1)?.mode(), WaitMode::Blocking);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn mode(&self) -> WaitMode {
+        self.mode
     }
 
     /// This participant's slot index.
@@ -1137,29 +1191,48 @@ impl<T: Pod> BakeryMutex<T, HeapRegion<BakeryControl>> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn new(participants: usize, value: T) -> Result<Self, BakeryConfigError> {
+        Self::with_mode(participants, value, WaitMode::Blocking)
+    }
+
+    /// [`new`](Self::new) with a choice of wait mode (see [`BakeryLock::with_mode`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::{BakeryMutex, WaitMode};
+    ///
+    /// let m = BakeryMutex::with_mode(2, 0u64, WaitMode::Spin)?;
+    /// assert_eq!(m.as_lock().mode(), WaitMode::Spin);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_mode(
+        participants: usize,
+        value: T,
+        mode: WaitMode,
+    ) -> Result<Self, BakeryConfigError> {
         check_participants(participants as u64)?;
         let region =
             HeapRegion::<BakeryControl>::new(BakeryControl::area_len(participants, size_of::<T>()));
-        Self::init(&region, participants, value)?;
+        Self::init_parts(region.shared(), region.area(), participants, value, mode)?;
         Self::from_region(Arc::new(region))
     }
 }
 
 impl<T: Pod, R: Region<Shared = BakeryControl>> BakeryMutex<T, R> {
-    /// Writes the configuration and the initial value into a fresh region (creator
-    /// only, before sharing).
-    pub(crate) fn init(region: &R, participants: usize, value: T) -> Result<(), BakeryConfigError> {
-        Self::init_parts(region.shared(), region.area(), participants, value)
-    }
-
-    /// `init` on a control block and area (for segment creation).
+    /// Writes the configuration and the initial value into a fresh control block and
+    /// area (creator only, before sharing).
     pub(crate) fn init_parts(
         ctl: &BakeryControl,
         area: RawArea,
         participants: usize,
         value: T,
+        mode: WaitMode,
     ) -> Result<(), BakeryConfigError> {
-        ctl.init(participants, size_of::<T>(), T::FINGERPRINT)?;
+        ctl.init(participants, size_of::<T>(), T::FINGERPRINT, mode)?;
         let off = participants * SLOT_SIZE;
         if area.len() < off + size_of::<T>() {
             return Err(BakeryConfigError::Corrupt {

@@ -425,9 +425,7 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqLock<T, R> {
             let writer = self.ctl().meta.writer.load(Ordering::Relaxed);
             // Still mid-write, and its writer is gone (a new writer may have repaired
             // it meanwhile: then the next attempt succeeds).
-            if writer != 0
-                && token_dead(writer)
-                && self.ctl().seq.load(Ordering::Relaxed) & 1 != 0
+            if writer != 0 && token_dead(writer) && self.ctl().seq.load(Ordering::Relaxed) & 1 != 0
             {
                 return Err(ReadError::WriterDied {
                     pid: token_pid(writer),
