@@ -32,6 +32,7 @@
 
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
+use std::ptr::NonNull;
 use std::sync::Arc;
 
 use super::atomic::{AtomicU64, Ordering, fence};
@@ -232,14 +233,24 @@ impl std::error::Error for WriterTaken {}
 /// ```
 pub struct SeqLock<T: Pod, R: Region<Shared = SeqLockControl> = HeapRegion<SeqLockControl>> {
     region: Arc<R>,
+    /// The control block, cached: the region lives as long as `region`.
+    ctl: NonNull<SeqLockControl>,
     area: RawArea,
     _value: PhantomData<fn(T) -> T>,
 }
+
+// SAFETY: `ctl` points into the region that `region` (an Arc) keeps alive; the control
+// block is all atomics (ShmSafe), so sharing and sending it across threads is as safe
+// as sharing the region, which `R: Send + Sync` allows.
+unsafe impl<T: Pod, R: Region<Shared = SeqLockControl> + Send + Sync> Send for SeqLock<T, R> {}
+// SAFETY: as for Send.
+unsafe impl<T: Pod, R: Region<Shared = SeqLockControl> + Send + Sync> Sync for SeqLock<T, R> {}
 
 impl<T: Pod, R: Region<Shared = SeqLockControl>> Clone for SeqLock<T, R> {
     fn clone(&self) -> Self {
         Self {
             region: self.region.clone(),
+            ctl: self.ctl,
             area: self.area,
             _value: PhantomData,
         }
@@ -329,14 +340,18 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqLock<T, R> {
             return Err(corrupt("area length", area.len() as u64));
         }
         Ok(Self {
+            ctl: NonNull::from(region.shared()),
             region,
             area,
             _value: PhantomData,
         })
     }
 
+    #[inline(always)]
     fn ctl(&self) -> &SeqLockControl {
-        self.region.shared()
+        // SAFETY: points into the region, which `self.region` keeps alive for as long
+        // as `self`; the control block is ShmSafe (atomics only).
+        unsafe { self.ctl.as_ref() }
     }
 
     /// One read attempt.
