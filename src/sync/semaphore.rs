@@ -27,6 +27,7 @@
 //! dies leaves the waiter count one too high, which costs later releases a wake system
 //! call that finds nobody.
 
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -225,12 +226,22 @@ impl std::error::Error for ReleaseError {}
 /// ```
 pub struct Semaphore<R: Region<Shared = SemaphoreState> = HeapRegion<SemaphoreState>> {
     region: Arc<R>,
+    /// The state, cached: the region lives as long as `region`.
+    state: NonNull<SemaphoreState>,
 }
+
+// SAFETY: `state` points into the region that `region` (an Arc) keeps alive; the state
+// is all atomics (ShmSafe), so sending and sharing it is as safe as the region, which
+// `R: Send + Sync` allows.
+unsafe impl<R: Region<Shared = SemaphoreState> + Send + Sync> Send for Semaphore<R> {}
+// SAFETY: as for Send.
+unsafe impl<R: Region<Shared = SemaphoreState> + Send + Sync> Sync for Semaphore<R> {}
 
 impl<R: Region<Shared = SemaphoreState>> Clone for Semaphore<R> {
     fn clone(&self) -> Self {
         Self {
             region: self.region.clone(),
+            state: self.state,
         }
     }
 }
@@ -279,11 +290,17 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
         if region.shared().max.load(Ordering::Relaxed) == 0 {
             return Err(SemaphoreConfigError::Corrupt);
         }
-        Ok(Self { region })
+        Ok(Self {
+            state: NonNull::from(region.shared()),
+            region,
+        })
     }
 
+    #[inline(always)]
     fn state(&self) -> &SemaphoreState {
-        self.region.shared()
+        // SAFETY: points into the region, which `self.region` keeps alive as long as
+        // `self`; the state is ShmSafe (atomics only).
+        unsafe { self.state.as_ref() }
     }
 
     /// Takes a permit if one is available, without waiting.
