@@ -56,6 +56,7 @@
 #[cfg(not(all(target_os = "linux", target_has_atomic = "64")))]
 compile_error!("shmlink supports Linux with 64-bit atomics only");
 
+pub mod channel;
 pub mod ring;
 pub mod segment;
 pub mod sync;

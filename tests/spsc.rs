@@ -1151,6 +1151,58 @@ fn dead_producer_token_is_a_disconnect_and_can_be_taken_over() {
     assert_eq!(rx.try_pop(), Err(PopError::Empty));
 }
 
+/// A producer killed after stamping slots but before its `tail` store (and in the
+/// middle of stamping a batch, which goes last slot first) is taken over cleanly: the
+/// consumer got the slot published by its stamp, the new producer continues after it
+/// (this used to fail with `Corrupted("tail - head")`, seen once in CI), and the stale
+/// stamps of the half-published batch are never taken for the new producer's values.
+#[test]
+fn a_producer_killed_between_its_stamps_and_tail_is_taken_over_cleanly() {
+    let n = name("killed-mid-publish");
+    let ring = Spsc::<u64, _>::create(
+        Segment::builder(&n).unlink_on_drop(true),
+        8,
+        WaitMode::Blocking,
+    )
+    .unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let mut tx = ring.producer().unwrap();
+    for i in 0..3 {
+        tx.try_push(i).unwrap();
+    }
+    // Area after the 128-byte segment header and the 768-byte ring header; 16-byte
+    // slots: stamp, then value.
+    let slot = |p: u64| 128 + 768 + (p % 8) * 16;
+    // Position 3 written and stamped, `tail` not yet stored.
+    poke_u64(&n, slot(3) + 8, 33);
+    poke_u64(&n, slot(3), 4);
+    // A batch 4..7 stamped last-first, killed before stamping 4.
+    poke_u64(&n, slot(5) + 8, 55);
+    poke_u64(&n, slot(5), 6);
+    poke_u64(&n, slot(6) + 8, 66);
+    poke_u64(&n, slot(6), 7);
+    poke_u64(&n, PRODUCER_ROLE, current_token() ^ (1 << 40)); // then it "dies"
+    drop(tx);
+    assert_eq!(peek_u64(&n, line_offset(TAIL)), 3);
+    for i in 0..3 {
+        assert_eq!(rx.try_pop(), Ok(i));
+    }
+    assert_eq!(rx.try_pop(), Ok(33), "published by its stamp");
+    assert_eq!(
+        rx.pop_timeout(Duration::from_secs(5)),
+        Err(PopError::Disconnected)
+    );
+    let mut tx = ring.producer().expect("take over the dead producer's role");
+    assert_eq!(peek_u64(&n, line_offset(TAIL)), 4, "tail catches up");
+    for v in 100..104 {
+        tx.try_push(v).unwrap();
+    }
+    for v in 100..104 {
+        assert_eq!(rx.try_pop(), Ok(v), "never a stale value of the dead batch");
+    }
+    assert_eq!(rx.try_pop(), Err(PopError::Empty));
+}
+
 #[test]
 fn dead_consumer_token_is_a_disconnect_and_can_be_taken_over() {
     let n = name("dead-consumer");

@@ -360,6 +360,13 @@ impl<R: Region<Shared = SpscHeader>> FrameRing<R> {
     }
 }
 
+impl<R: Region<Shared = SpscHeader>> FrameRing<R> {
+    /// Whether no frame is in flight.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.words.is_empty()
+    }
+}
+
 impl<R: Region<Shared = SpscHeader>> fmt::Debug for FrameRing<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FrameRing")
@@ -443,6 +450,25 @@ impl<R: Region<Shared = SpscHeader>> FrameProducer<R> {
         Ok(())
     }
 
+    /// Words pushed so far: after a send, the position its acknowledgement waits for.
+    pub(crate) fn position(&self) -> u64 {
+        self.inner.position()
+    }
+
+    /// Waits until the consumer has taken every frame before word position `pos`.
+    pub(crate) fn wait_consumed(
+        &mut self,
+        pos: u64,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<(), crate::sync::WaitError> {
+        self.inner.wait_consumed(pos, deadline)
+    }
+
+    /// Cheap check that the consumer left (rate-limited liveness check).
+    pub(crate) fn peer_left(&mut self) -> bool {
+        self.inner.peer_left()
+    }
+
     /// Sends `frame`, waiting for room until `timeout` passes.
     ///
     /// # Errors
@@ -492,7 +518,11 @@ impl<R: Region<Shared = SpscHeader>> FrameProducer<R> {
         self.send_until(frame, None)
     }
 
-    fn send_until(&mut self, frame: &[u8], deadline: Option<Instant>) -> Result<(), SendError> {
+    pub(crate) fn send_until(
+        &mut self,
+        frame: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<(), SendError> {
         loop {
             match self.try_send(frame) {
                 Err(SendError::Full) => {}
@@ -676,7 +706,7 @@ impl<R: Region<Shared = SpscHeader>> FrameConsumer<R> {
         self.recv_until(buf, None)
     }
 
-    fn recv_until(
+    pub(crate) fn recv_until(
         &mut self,
         buf: &mut Vec<u8>,
         deadline: Option<Instant>,

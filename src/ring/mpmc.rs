@@ -671,7 +671,8 @@ struct Core<T: Pod, R: Region<Shared = MpmcHeader>> {
 
 /// Outcome of one push attempt.
 enum TryPush {
-    Done,
+    /// Published at this position.
+    Done(u64),
     Full,
     Stuck(u64),
 }
@@ -737,7 +738,7 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
                         self.stamp(pos)
                             .store(pos.wrapping_add(1), Ordering::Release);
                         me.pending_push.store(0, Ordering::Relaxed);
-                        return TryPush::Done;
+                        return TryPush::Done(pos);
                     }
                     Err(current) => {
                         me.pending_push.store(0, Ordering::Relaxed);
@@ -1019,13 +1020,19 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcProducer<T, R> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_push(&mut self, value: T) -> Result<(), PushError<T>> {
+        self.try_push_at(value).map(drop)
+    }
+
+    /// `try_push`, returning the position the value took (for
+    /// [`wait_taken`](Self::wait_taken)).
+    pub(crate) fn try_push_at(&mut self, value: T) -> Result<u64, PushError<T>> {
         loop {
             match self.core.try_push_once(value) {
-                TryPush::Done => {
+                TryPush::Done(pos) => {
                     if self.core.ring.mode == WaitMode::Blocking {
                         self.core.header().not_empty.notify();
                     }
-                    return Ok(());
+                    return Ok(pos);
                 }
                 TryPush::Full => return Err(PushError::Full(value)),
                 TryPush::Stuck(pos) => {
@@ -1090,10 +1097,19 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcProducer<T, R> {
     }
 
     fn push_until(&mut self, value: T, deadline: Option<Instant>) -> Result<(), PushError<T>> {
+        self.push_until_at(value, deadline).map(drop)
+    }
+
+    /// `push_until`, returning the position the value took.
+    pub(crate) fn push_until_at(
+        &mut self,
+        value: T,
+        deadline: Option<Instant>,
+    ) -> Result<u64, PushError<T>> {
         let mode = self.core.ring.mode;
         let core = &self.core;
         let mut attempt = || match core.try_push_once(value) {
-            TryPush::Done => Some(()),
+            TryPush::Done(pos) => Some(pos),
             TryPush::Full => None,
             TryPush::Stuck(pos) => {
                 core.repair_position(pos, true);
@@ -1107,15 +1123,44 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcProducer<T, R> {
                 core.none_with(ROLE_CONSUMER, thorough)
             });
         match result {
-            Ok(()) => {
+            Ok(pos) => {
                 if mode == WaitMode::Blocking {
                     core.header().not_empty.notify();
                 }
-                Ok(())
+                Ok(pos)
             }
             Err(WaitError::Timeout) => Err(PushError::Timeout(value)),
             Err(WaitError::Disconnected) => Err(PushError::Disconnected(value)),
         }
+    }
+
+    /// Waits until the value pushed at `pos` was popped (its slot's stamp moved on
+    /// from "published"): an acknowledgement. Consumers notify `not_full` after each
+    /// pop in blocking mode, which wakes this wait too.
+    #[cold]
+    pub(crate) fn wait_taken(
+        &mut self,
+        pos: u64,
+        deadline: Option<Instant>,
+    ) -> Result<(), WaitError> {
+        let core = &self.core;
+        let published = pos.wrapping_add(1);
+        let ready = || {
+            // SYNC: Acquire pairs with the consumer's Release stamp store after its
+            // read of the value.
+            (core.stamp(pos).load(Ordering::Acquire) != published).then_some(())
+        };
+        core.header()
+            .not_full
+            .wait_until(core.ring.mode, deadline, ready, |thorough| {
+                core.none_with(ROLE_CONSUMER, thorough)
+            })
+    }
+
+    /// Whether every consumer left (`thorough`: or died); `false` before the first
+    /// consumer registered.
+    pub(crate) fn consumers_gone(&self, thorough: bool) -> bool {
+        self.core.none_with(ROLE_CONSUMER, thorough)
     }
 
     /// The ring.
@@ -1259,7 +1304,7 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcConsumer<T, R> {
         self.pop_until(None)
     }
 
-    fn pop_until(&mut self, deadline: Option<Instant>) -> Result<T, PopError> {
+    pub(crate) fn pop_until(&mut self, deadline: Option<Instant>) -> Result<T, PopError> {
         let mode = self.core.ring.mode;
         let core = &self.core;
         let mut attempt = || match core.try_pop_once() {

@@ -554,10 +554,22 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
                 found: tail.max(head),
             });
         }
-        if tail.wrapping_sub(head) > self.capacity {
+        if head > tail {
+            // A producer that died between its stamp stores and its `tail` store
+            // leaves `tail` behind what the consumer took by the stamps: stale, not
+            // corrupt, as long as it is within one ring.
+            if head - tail > self.capacity {
+                return Err(Corruption {
+                    what: "head - tail",
+                    found: head - tail,
+                });
+            }
+            return Ok((head, head));
+        }
+        if tail - head > self.capacity {
             return Err(Corruption {
                 what: "tail - head",
-                found: tail.wrapping_sub(head),
+                found: tail - head,
             });
         }
         Ok((head, tail))
@@ -594,8 +606,30 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
                 .store(CLOSED, Ordering::Release);
             ClaimError::Corrupted(c)
         })?;
+        let raw = RawHandle::new(self, token);
+        // Slots a dead producer stamped but never counted in `tail` are published (the
+        // consumer may be reading them): continue after them, and make `tail` say so.
+        let mut tail = tail;
+        while tail - head < self.capacity
+            && raw.stamp::<T>(tail).load(Ordering::Acquire) == tail + 1
+        {
+            tail += 1;
+        }
+        // A batch is stamped last slot first, so a producer killed while stamping one
+        // leaves a stamped suffix after an unstamped slot. The consumer stops at the
+        // gap, but once we fill it, it would take those stale slots as ours: void
+        // their stamps (the previous lap's value) before we publish anything.
+        for pos in tail + 1..head + self.capacity {
+            let stamp = raw.stamp::<T>(pos);
+            if stamp.load(Ordering::Relaxed) == pos + 1 {
+                stamp.store((pos + 1).saturating_sub(self.capacity), Ordering::Relaxed);
+            }
+        }
+        // SYNC: Release, as every `tail` store (the slots below it are published; the
+        // voided stamps above are ordered before our later stamp stores).
+        raw.header().tail.store(tail, Ordering::Release);
         Ok(Producer {
-            raw: RawHandle::new(self, token),
+            raw,
             tail,
             cached_head: head,
             ring: self.clone(),
@@ -911,7 +945,11 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
         self.push_until(value, None)
     }
 
-    fn push_until(&mut self, value: T, deadline: Option<Instant>) -> Result<(), PushError<T>> {
+    pub(crate) fn push_until(
+        &mut self,
+        value: T,
+        deadline: Option<Instant>,
+    ) -> Result<(), PushError<T>> {
         match self.try_push(value) {
             Err(PushError::Full(v)) => match self.wait_for_space(1, deadline) {
                 Ok(()) => self.try_push(v),
@@ -1051,6 +1089,48 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
     pub fn slots(&mut self) -> usize {
         let _ = self.refresh_head();
         self.free() as usize
+    }
+
+    /// Elements pushed so far: the position the next push takes.
+    pub(crate) fn position(&self) -> u64 {
+        self.tail
+    }
+
+    /// Waits until the consumer has popped every element before position `pos` (an
+    /// acknowledgement: the consumer released them). A spinning wait polls `head`,
+    /// which the consumer writes anyway; a sleeping one is woken by the consumer's
+    /// release (blocking mode), so no extra traffic is needed for acknowledgements.
+    #[cold]
+    pub(crate) fn wait_consumed(
+        &mut self,
+        pos: u64,
+        deadline: Option<Instant>,
+    ) -> Result<(), WaitError> {
+        let header = self.raw.header;
+        let mode = self.raw.wait_mode;
+        // SAFETY: the header lives while self does (see RawHandle::header).
+        let h = unsafe { header.as_ref() };
+        let tail = self.tail;
+        let mut cached = self.cached_head;
+        let ready = || -> Option<()> {
+            // SYNC: Acquire pairs with the consumer's Release store of `head`: its
+            // reads of the acknowledged slots happened before.
+            let head = h.head.load(Ordering::Acquire);
+            if head < cached || head > tail {
+                return Some(()); // corrupt: let the next push report it
+            }
+            cached = head;
+            (head >= pos).then_some(())
+        };
+        let mut raw_gone = RawGone {
+            next: None,
+            role: &h.roles.consumer,
+        };
+        let result = h
+            .space
+            .wait_until(mode, deadline, ready, |t| raw_gone.gone(t));
+        self.cached_head = self.cached_head.max(cached);
+        result
     }
 
     /// Cheap, rate-limited form of [`is_abandoned`](Self::is_abandoned) for polling
@@ -1525,7 +1605,7 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
         self.pop_until(None)
     }
 
-    fn pop_until(&mut self, deadline: Option<Instant>) -> Result<T, PopError> {
+    pub(crate) fn pop_until(&mut self, deadline: Option<Instant>) -> Result<T, PopError> {
         match self.try_pop() {
             Err(PopError::Empty) => match self.wait_for_data(1, deadline) {
                 Ok(()) => self.try_pop(),

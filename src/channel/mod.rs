@@ -1,0 +1,858 @@
+//! Layer 3: typed channels over the rings, shaped like `std::sync::mpsc` and
+//! crossbeam-channel, within a process (on the heap) or between processes (in a named
+//! segment).
+//!
+//! - **Flavours** ([`Flavor`]): SPSC (one sender, one receiver: the fastest) or MPMC
+//!   (up to 32 handles, any mix), chosen at creation.
+//! - **Messages** ([`Codec`]): [`Raw`] copies a plain-old-data `T` into the ring;
+//!   [`Postcard`] encodes any serde type into a frame ring, up to a maximum size
+//!   fixed at creation (a larger message is handed back in
+//!   [`SendError::TooLarge`]).
+//! - **Asynchronous send** ([`Sender::send`], `try_send`, `send_timeout`) returns once
+//!   the message is enqueued. **Synchronous send** ([`Sender::send_acked`],
+//!   `send_acked_timeout`) returns once a receiver has taken that message: the sender
+//!   waits on the receiver's consumption position (SPSC) or the slot's stamp (MPMC),
+//!   words the receiver writes anyway, so a spinning receiver acknowledges without a
+//!   system call.
+//! - **Disconnection**: when every sender is gone (dropped, or its process died),
+//!   receivers drain what was sent and then get [`RecvError::Disconnected`]; when every
+//!   receiver is gone, sends fail with [`SendError::Disconnected`] and the message
+//!   back. A dropped handle is seen at once; a killed process within about 10 ms by a
+//!   blocked call (a liveness check on its pid and start time).
+//!
+//! # Examples
+//!
+//! Within a process:
+//!
+//! ```
+//! use shmlink::channel;
+//!
+//! let (mut tx, mut rx) = channel::bounded::<u64>(1024)?;
+//! let t = std::thread::spawn(move || {
+//!     for i in 0..100 {
+//!         tx.send(i).expect("receiver alive");
+//!     }
+//! });
+//! let got: Vec<u64> = rx.iter().collect(); // ends when the sender is dropped
+//! assert_eq!(got, (0..100).collect::<Vec<_>>());
+//! t.join().unwrap();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Between processes, by name (both ends shown in one process here):
+//!
+//! ```
+//! use shmlink::channel::{Channel, Flavor, Options};
+//! use shmlink::segment::Segment;
+//! # let name = format!("doc-channel-{}", std::process::id());
+//!
+//! let opts = Options::new().capacity(256).flavor(Flavor::Mpmc);
+//! let ch = Channel::<u64>::create(Segment::builder(&name).unlink_on_drop(true), opts)?;
+//! let mut tx = ch.sender()?;
+//! // In another process:
+//! let ch2 = Channel::<u64>::open(Segment::builder(&name))?;
+//! let mut rx = ch2.receiver()?;
+//! tx.send(7)?;
+//! assert_eq!(rx.recv()?, 7);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+mod codec;
+mod error;
+
+pub use codec::{Codec, Postcard, Raw};
+pub use error::{AckError, ChannelError, RecvError, SendError};
+
+use crate::sync::{Pod, WaitMode};
+use codec::{AckWait, Spec};
+
+#[cfg(not(shmlink_loom))]
+use crate::segment::SegmentBuilder;
+
+/// How many handles a channel admits.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::channel::{Channel, Flavor, Options};
+///
+/// let ch = Channel::<u64>::new(Options::new().flavor(Flavor::Mpmc))?;
+/// let (_a, _b) = (ch.sender()?, ch.sender()?); // several senders
+/// assert_eq!(ch.flavor(), Flavor::Mpmc);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// One sender and one receiver at a time (the fastest; the default).
+    Spsc,
+    /// Up to 32 senders and receivers in any mix, in any processes.
+    Mpmc,
+}
+
+/// How to build a channel: capacity, flavour, wait strategy, maximum message size.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::channel::{Flavor, Options};
+/// use shmlink::sync::WaitMode;
+///
+/// let opts = Options::new()
+///     .capacity(4096)
+///     .flavor(Flavor::Spsc)
+///     .wait_mode(WaitMode::Spin)
+///     .max_message(1024);
+/// # let _ = opts;
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    spec: Spec,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Options {
+    /// 1024 messages, SPSC, blocking waits, 4 KiB serde messages at most.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::channel::{Channel, Options};
+    ///
+    /// assert_eq!(Channel::<u8>::new(Options::new())?.capacity(), 1024);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub const fn new() -> Self {
+        Self {
+            spec: Spec {
+                capacity: 1024,
+                flavor: Flavor::Spsc,
+                mode: WaitMode::Blocking,
+                max_message: 4096,
+            },
+        }
+    }
+
+    /// Messages the channel holds (a power of two; for serde messages, messages of
+    /// the maximum size).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::channel::{Channel, Options};
+    ///
+    /// assert_eq!(Channel::<u8>::new(Options::new().capacity(8))?.capacity(), 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub const fn capacity(mut self, capacity: usize) -> Self {
+        self.spec.capacity = capacity;
+        self
+    }
+
+    /// SPSC or MPMC.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::channel::{Channel, Flavor, Options};
+    ///
+    /// let ch = Channel::<u8>::new(Options::new().flavor(Flavor::Mpmc))?;
+    /// assert_eq!(ch.flavor(), Flavor::Mpmc);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub const fn flavor(mut self, flavor: Flavor) -> Self {
+        self.spec.flavor = flavor;
+        self
+    }
+
+    /// How blocked calls wait: [`WaitMode::Blocking`] (spin, yield, then sleep on a
+    /// futex; the default) or [`WaitMode::Spin`] (never sleep: lowest latency, a core
+    /// each).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::channel::{self, Channel, Options};
+    /// use shmlink::sync::WaitMode;
+    ///
+    /// let ch = Channel::<u64>::new(Options::new().wait_mode(WaitMode::Spin))?;
+    /// # let _ = ch;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub const fn wait_mode(mut self, mode: WaitMode) -> Self {
+        self.spec.mode = mode;
+        self
+    }
+
+    /// The longest encoded message, in bytes, for serde channels ([`Postcard`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::channel::{Channel, Options, Postcard, SendError};
+    ///
+    /// let ch = Channel::<String, Postcard>::new(Options::new().max_message(16))?;
+    /// let mut tx = ch.sender()?;
+    /// let long = "x".repeat(100);
+    /// let err = tx.try_send(long.clone()).unwrap_err();
+    /// assert!(matches!(err, SendError::TooLarge { max: 16, .. }));
+    /// assert_eq!(err.into_inner(), long); // handed back
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub const fn max_message(mut self, bytes: usize) -> Self {
+        self.spec.max_message = bytes;
+        self
+    }
+}
+
+/// A channel: on the heap, or in a named segment. Cheap to clone; senders and
+/// receivers are claimed from it.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::channel::{Channel, Options};
+///
+/// let ch = Channel::<u32>::new(Options::new().capacity(16))?;
+/// let (mut tx, mut rx) = (ch.sender()?, ch.receiver()?);
+/// tx.send(5)?;
+/// assert_eq!((ch.len(), ch.capacity()), (1, 16));
+/// assert_eq!(rx.recv()?, 5);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Channel<T, C: Codec<T> = Raw> {
+    ring: C::Ring,
+    _msg: PhantomData<fn(T) -> T>,
+}
+
+impl<T, C: Codec<T>> Clone for Channel<T, C> {
+    fn clone(&self) -> Self {
+        Self {
+            ring: self.ring.clone(),
+            _msg: PhantomData,
+        }
+    }
+}
+
+/// A heap SPSC channel of `capacity` plain-old-data messages (blocking waits): the
+/// sender and the receiver.
+///
+/// # Errors
+///
+/// [`ChannelError::Build`] for a capacity that is not a power of two.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::channel;
+///
+/// let (mut tx, mut rx) = channel::bounded::<u64>(8)?;
+/// tx.send(1)?;
+/// assert_eq!(rx.recv()?, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn bounded<T: Pod>(capacity: usize) -> Result<(Sender<T>, Receiver<T>), ChannelError> {
+    let ch = Channel::<T>::new(Options::new().capacity(capacity))?;
+    Ok((ch.sender()?, ch.receiver()?))
+}
+
+impl<T, C: Codec<T>> Channel<T, C> {
+    /// A channel on the heap, for threads of one process.
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::Build`] (capacity), [`ChannelError::Unsupported`] (serde
+    /// messages on MPMC).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::channel::{Channel, Options};
+    ///
+    /// let ch = Channel::<u64>::new(Options::new())?;
+    /// assert!(ch.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new(options: Options) -> Result<Self, ChannelError> {
+        Ok(Self {
+            ring: C::heap(options.spec)?,
+            _msg: PhantomData,
+        })
+    }
+
+    /// Creates a channel in the named segment `builder` describes.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new), and [`ChannelError::Build`] with the segment's error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::channel::{Channel, Options};
+    /// use shmlink::segment::Segment;
+    /// # let name = format!("doc-channel-create-{}", std::process::id());
+    ///
+    /// let ch = Channel::<u64>::create(Segment::builder(&name).unlink_on_drop(true), Options::new())?;
+    /// assert_eq!(ch.capacity(), 1024);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(not(shmlink_loom))]
+    pub fn create(builder: SegmentBuilder, options: Options) -> Result<Self, ChannelError> {
+        Ok(Self {
+            ring: C::create(builder, options.spec)?,
+            _msg: PhantomData,
+        })
+    }
+
+    /// Opens the named channel; its flavour and message type are checked (a wrong
+    /// type is `TypeMismatch`).
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::Build`] with the segment's error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::channel::{Channel, ChannelError, Options};
+    /// use shmlink::segment::Segment;
+    /// # let name = format!("doc-channel-open-{}", std::process::id());
+    /// # let _a = Channel::<u64>::create(Segment::builder(&name).unlink_on_drop(true), Options::new())?;
+    ///
+    /// assert!(Channel::<u64>::open(Segment::builder(&name)).is_ok());
+    /// assert!(matches!(Channel::<u32>::open(Segment::builder(&name)), Err(ChannelError::Build(_))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(not(shmlink_loom))]
+    pub fn open(builder: SegmentBuilder) -> Result<Self, ChannelError> {
+        Ok(Self {
+            ring: C::open(builder)?,
+            _msg: PhantomData,
+        })
+    }
+
+    /// A sending handle.
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::Claim`]: an SPSC channel's sender role is held by a live
+    /// process, or an MPMC channel has no free handle slot.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::channel::{Channel, ChannelError, Options};
+    ///
+    /// let ch = Channel::<u64>::new(Options::new())?;
+    /// let tx = ch.sender()?;
+    /// assert!(matches!(ch.sender(), Err(ChannelError::Claim(_)))); // SPSC: one sender
+    /// drop(tx);
+    /// assert!(ch.sender().is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn sender(&self) -> Result<Sender<T, C>, ChannelError> {
+        Ok(Sender {
+            tx: C::sender(&self.ring)?,
+            _msg: PhantomData,
+        })
+    }
+
+    /// A receiving handle.
+    ///
+    /// # Errors
+    ///
+    /// As [`sender`](Self::sender), for the receiver role.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::channel::{Channel, Options};
+    ///
+    /// let ch = Channel::<u64>::new(Options::new())?;
+    /// let mut rx = ch.receiver()?;
+    /// assert!(rx.try_recv().is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn receiver(&self) -> Result<Receiver<T, C>, ChannelError> {
+        Ok(Receiver {
+            rx: C::receiver(&self.ring)?,
+            ring: self.ring.clone(),
+            _msg: PhantomData,
+        })
+    }
+
+    /// The flavour.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::channel::{Channel, Flavor, Options};
+    ///
+    /// assert_eq!(Channel::<u64>::new(Options::new())?.flavor(), Flavor::Spsc);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn flavor(&self) -> Flavor {
+        C::flavor(&self.ring)
+    }
+
+    /// Messages the channel holds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::channel::{Channel, Options};
+    ///
+    /// assert_eq!(Channel::<u64>::new(Options::new().capacity(64))?.capacity(), 64);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn capacity(&self) -> usize {
+        C::capacity(&self.ring)
+    }
+
+    /// Messages in flight right now (for serde channels: 1 if any, else 0).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::channel::{Channel, Options};
+    ///
+    /// let ch = Channel::<u64>::new(Options::new())?;
+    /// ch.sender()?.send(1)?;
+    /// assert_eq!(ch.len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn len(&self) -> usize {
+        C::len(&self.ring)
+    }
+
+    /// Whether no message is in flight.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::channel::{Channel, Options};
+    ///
+    /// assert!(Channel::<u64>::new(Options::new())?.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T, C: Codec<T>> std::fmt::Debug for Channel<T, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("flavor", &self.flavor())
+            .field("capacity", &self.capacity())
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+/// The sending half of a channel.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::channel;
+///
+/// let (mut tx, mut rx) = channel::bounded::<u64>(4)?;
+/// tx.send(1)?; // enqueued
+/// let t = std::thread::spawn(move || rx.recv());
+/// # let _ = t.join();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Sender<T, C: Codec<T> = Raw> {
+    tx: C::Tx,
+    _msg: PhantomData<fn(T) -> T>,
+}
+
+impl<T, C: Codec<T>> Sender<T, C> {
+    /// Enqueues `msg` if there is room; never waits.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Full`], [`SendError::Disconnected`], `TooLarge`, `Encode`,
+    /// `Corrupted`: each with the message.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::channel::{self, SendError};
+    ///
+    /// let (mut tx, _rx) = channel::bounded::<u64>(1)?;
+    /// tx.try_send(1)?;
+    /// assert_eq!(tx.try_send(2), Err(SendError::Full(2)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn try_send(&mut self, msg: T) -> Result<(), SendError<T>> {
+        C::try_send(&mut self.tx, msg).map(drop)
+    }
+
+    /// Enqueues `msg`, waiting for room while a receiver lives (asynchronous send:
+    /// returns once enqueued).
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Disconnected`] with the message once every receiver is gone;
+    /// `TooLarge`, `Encode`, `Corrupted`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::channel;
+    ///
+    /// let (mut tx, mut rx) = channel::bounded::<u64>(1)?;
+    /// tx.send(1)?;
+    /// let t = std::thread::spawn(move || tx.send(2)); // waits for room
+    /// assert_eq!(rx.recv()?, 1);
+    /// t.join().unwrap()?;
+    /// assert_eq!(rx.recv()?, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send(&mut self, msg: T) -> Result<(), SendError<T>> {
+        C::send_until(&mut self.tx, msg, None).map(drop)
+    }
+
+    /// Enqueues `msg`, waiting for room at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Timeout`] with the message, or as [`send`](Self::send).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::channel::{self, SendError};
+    /// use std::time::Duration;
+    ///
+    /// let (mut tx, _rx) = channel::bounded::<u64>(1)?;
+    /// tx.send(1)?;
+    /// let err = tx.send_timeout(2, Duration::from_millis(2));
+    /// assert_eq!(err, Err(SendError::Timeout(2)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_timeout(&mut self, msg: T, timeout: Duration) -> Result<(), SendError<T>> {
+        C::send_until(&mut self.tx, msg, deadline_after(timeout)).map(drop)
+    }
+
+    /// Synchronous send: enqueues `msg` and returns once a receiver has taken it.
+    /// Messages are taken in order, so its acknowledgement also covers every message
+    /// sent before it.
+    ///
+    /// # Errors
+    ///
+    /// [`AckError::NotSent`] with the message (as [`send`](Self::send));
+    /// [`AckError::Unacknowledged`] with `disconnected: true` if every receiver left
+    /// before taking it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::channel;
+    ///
+    /// let (mut tx, mut rx) = channel::bounded::<u64>(8)?;
+    /// let t = std::thread::spawn(move || {
+    ///     let v = rx.recv().unwrap();
+    ///     (v, rx) // keep the receiver alive until joined
+    /// });
+    /// tx.send_acked(42)?; // returns once the other thread has it
+    /// assert_eq!(t.join().unwrap().0, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_acked(&mut self, msg: T) -> Result<(), AckError<T>> {
+        self.send_acked_until(msg, None)
+    }
+
+    /// Synchronous send with a deadline for both the enqueue and the
+    /// acknowledgement.
+    ///
+    /// # Errors
+    ///
+    /// [`AckError::NotSent`] (including `Timeout` while the channel stayed full);
+    /// [`AckError::Unacknowledged`] if it was enqueued but not taken in time (it may
+    /// still be taken later) or the receivers left.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::channel::{self, AckError};
+    /// use std::time::Duration;
+    ///
+    /// let (mut tx, _rx) = channel::bounded::<u64>(8)?;
+    /// let err = tx.send_acked_timeout(1, Duration::from_millis(2)).unwrap_err();
+    /// assert_eq!(err, AckError::Unacknowledged { disconnected: false });
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_acked_timeout(&mut self, msg: T, timeout: Duration) -> Result<(), AckError<T>> {
+        self.send_acked_until(msg, deadline_after(timeout))
+    }
+
+    fn send_acked_until(&mut self, msg: T, deadline: Option<Instant>) -> Result<(), AckError<T>> {
+        let pos = C::send_until(&mut self.tx, msg, deadline)?;
+        match C::wait_taken(&mut self.tx, pos, deadline) {
+            Ok(()) => Ok(()),
+            Err(AckWait::Timeout) => Err(AckError::Unacknowledged {
+                disconnected: false,
+            }),
+            Err(AckWait::Disconnected) => Err(AckError::Unacknowledged { disconnected: true }),
+        }
+    }
+}
+
+impl<T, C: Codec<T>> std::fmt::Debug for Sender<T, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender").finish_non_exhaustive()
+    }
+}
+
+/// The receiving half of a channel.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::channel;
+///
+/// let (mut tx, mut rx) = channel::bounded::<u64>(4)?;
+/// tx.send(3)?;
+/// drop(tx);
+/// assert_eq!(rx.try_iter().collect::<Vec<_>>(), [3]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Receiver<T, C: Codec<T> = Raw> {
+    rx: C::Rx,
+    ring: C::Ring,
+    _msg: PhantomData<fn(T) -> T>,
+}
+
+impl<T, C: Codec<T>> Receiver<T, C> {
+    /// Takes a message if one is waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Empty`]; [`RecvError::Disconnected`] once every sender is gone and
+    /// everything is received; `Decode`, `Corrupted`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::channel::{self, RecvError};
+    ///
+    /// let (mut tx, mut rx) = channel::bounded::<u64>(4)?;
+    /// assert_eq!(rx.try_recv(), Err(RecvError::Empty));
+    /// tx.send(1)?;
+    /// assert_eq!(rx.try_recv(), Ok(1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn try_recv(&mut self) -> Result<T, RecvError> {
+        C::try_recv(&mut self.rx)
+    }
+
+    /// Takes a message, waiting while a sender lives.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Disconnected`] once every sender is gone and everything is
+    /// received; `Decode`, `Corrupted`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::channel::{self, RecvError};
+    ///
+    /// let (mut tx, mut rx) = channel::bounded::<u64>(4)?;
+    /// tx.send(9)?;
+    /// drop(tx);
+    /// assert_eq!(rx.recv(), Ok(9)); // drained first
+    /// assert_eq!(rx.recv(), Err(RecvError::Disconnected));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv(&mut self) -> Result<T, RecvError> {
+        C::recv_until(&mut self.rx, None)
+    }
+
+    /// Takes a message, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Timeout`], or as [`recv`](Self::recv).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::channel::{self, RecvError};
+    /// use std::time::Duration;
+    ///
+    /// let (_tx, mut rx) = channel::bounded::<u64>(4)?;
+    /// assert_eq!(rx.recv_timeout(Duration::from_millis(2)), Err(RecvError::Timeout));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<T, RecvError> {
+        C::recv_until(&mut self.rx, deadline_after(timeout))
+    }
+
+    /// A blocking iterator: messages until every sender is gone (or an error).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::channel;
+    ///
+    /// let (mut tx, mut rx) = channel::bounded::<u64>(4)?;
+    /// tx.send(1)?;
+    /// tx.send(2)?;
+    /// drop(tx);
+    /// assert_eq!(rx.iter().sum::<u64>(), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn iter(&mut self) -> Iter<'_, T, C> {
+        Iter { rx: self }
+    }
+
+    /// A non-blocking iterator: the messages waiting right now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::channel;
+    ///
+    /// let (mut tx, mut rx) = channel::bounded::<u64>(4)?;
+    /// tx.send(1)?;
+    /// assert_eq!(rx.try_iter().count(), 1);
+    /// assert_eq!(rx.try_iter().count(), 0); // tx still alive: just empty
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_iter(&mut self) -> TryIter<'_, T, C> {
+        TryIter { rx: self }
+    }
+
+    /// Messages waiting (for serde channels: 1 if any, else 0).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::channel;
+    ///
+    /// let (mut tx, rx) = channel::bounded::<u64>(4)?;
+    /// tx.send(1)?;
+    /// assert_eq!(rx.len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn len(&self) -> usize {
+        C::len(&self.ring)
+    }
+
+    /// Whether no message is waiting.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::channel;
+    ///
+    /// let (_tx, rx) = channel::bounded::<u64>(4)?;
+    /// assert!(rx.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Messages the channel holds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::channel;
+    ///
+    /// let (_tx, rx) = channel::bounded::<u64>(4)?;
+    /// assert_eq!(rx.capacity(), 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn capacity(&self) -> usize {
+        C::capacity(&self.ring)
+    }
+}
+
+impl<T, C: Codec<T>> std::fmt::Debug for Receiver<T, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Blocking iterator over a [`Receiver`] (see [`Receiver::iter`]).
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::channel;
+///
+/// let (mut tx, mut rx) = channel::bounded::<u8>(2)?;
+/// tx.send(1)?;
+/// drop(tx);
+/// for v in rx.iter() {
+///     assert_eq!(v, 1);
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Iter<'a, T, C: Codec<T> = Raw> {
+    rx: &'a mut Receiver<T, C>,
+}
+
+impl<T, C: Codec<T>> Iterator for Iter<'_, T, C> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        self.rx.recv().ok()
+    }
+}
+
+impl<T, C: Codec<T>> std::fmt::Debug for Iter<'_, T, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Iter").finish_non_exhaustive()
+    }
+}
+
+/// Non-blocking iterator over a [`Receiver`] (see [`Receiver::try_iter`]).
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::channel;
+///
+/// let (mut tx, mut rx) = channel::bounded::<u8>(2)?;
+/// tx.send(1)?;
+/// assert_eq!(rx.try_iter().next(), Some(1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct TryIter<'a, T, C: Codec<T> = Raw> {
+    rx: &'a mut Receiver<T, C>,
+}
+
+impl<T, C: Codec<T>> Iterator for TryIter<'_, T, C> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl<T, C: Codec<T>> std::fmt::Debug for TryIter<'_, T, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TryIter").finish_non_exhaustive()
+    }
+}
