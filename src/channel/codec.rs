@@ -13,7 +13,7 @@ use crate::ring::{
     self, Consumer, FrameConsumer, FrameProducer, FrameRing, Mpmc, MpmcConsumer, MpmcHeader,
     MpmcProducer, PopError, Producer, PushError, Spsc, SpscHeader,
 };
-use crate::sync::{HeapRegion, Pod, WaitMode};
+use crate::sync::{HeapRegion, Pod, WaitMode, WaitWord};
 
 /// Why an acknowledgement wait ended without one.
 #[doc(hidden)]
@@ -93,6 +93,13 @@ pub trait Codec<T>: sealed::Sealed + Sized + 'static {
     /// Waits until the message sent at `pos` was taken.
     #[doc(hidden)]
     fn wait_taken(tx: &mut Self::Tx, pos: u64, deadline: Option<Instant>) -> Result<(), AckWait>;
+    /// A message is waiting, or the senders are gone (`thorough`: also checks that
+    /// their processes live).
+    #[doc(hidden)]
+    fn ready(ring: &Self::Ring, thorough: bool) -> bool;
+    /// The word receivers sleep on, if senders notify it (blocking mode).
+    #[doc(hidden)]
+    fn data_word(ring: &Self::Ring) -> Option<&WaitWord>;
     #[doc(hidden)]
     fn try_recv(rx: &mut Self::Rx) -> Result<T, RecvError>;
     #[doc(hidden)]
@@ -425,6 +432,29 @@ impl<T: Pod> Codec<T> for Raw {
         }
     }
 
+    fn ready(ring: &RawRing<T>, thorough: bool) -> bool {
+        match ring {
+            RawRing::SpscHeap(r) => !r.is_empty() || r.producer_gone(thorough),
+            RawRing::MpmcHeap(r) => !r.is_empty() || r.producers_gone(thorough),
+            #[cfg(not(shmlink_loom))]
+            RawRing::SpscShm(r) => !r.is_empty() || r.producer_gone(thorough),
+            #[cfg(not(shmlink_loom))]
+            RawRing::MpmcShm(r) => !r.is_empty() || r.producers_gone(thorough),
+        }
+    }
+
+    fn data_word(ring: &RawRing<T>) -> Option<&WaitWord> {
+        let (word, mode) = match ring {
+            RawRing::SpscHeap(r) => (r.data_word(), r.wait_mode()),
+            RawRing::MpmcHeap(r) => (r.data_word(), r.mode()),
+            #[cfg(not(shmlink_loom))]
+            RawRing::SpscShm(r) => (r.data_word(), r.wait_mode()),
+            #[cfg(not(shmlink_loom))]
+            RawRing::MpmcShm(r) => (r.data_word(), r.mode()),
+        };
+        (mode == WaitMode::Blocking).then_some(word)
+    }
+
     #[inline]
     fn try_recv(rx: &mut RawRx<T>) -> Result<T, RecvError> {
         match rx {
@@ -672,6 +702,17 @@ impl<T: Serialize + DeserializeOwned + 'static> Codec<T> for Postcard {
 
     fn wait_taken(tx: &mut PostcardTx, pos: u64, deadline: Option<Instant>) -> Result<(), AckWait> {
         each!(&mut tx.link, FrameTxAny, p => p.wait_consumed(pos, deadline).map_err(AckWait::from))
+    }
+
+    fn ready(ring: &FrameAny, thorough: bool) -> bool {
+        each!(ring, FrameAny, r => !r.is_empty() || r.words().producer_gone(thorough))
+    }
+
+    fn data_word(ring: &FrameAny) -> Option<&WaitWord> {
+        each!(ring, FrameAny, r => {
+            let words = r.words();
+            (words.wait_mode() == WaitMode::Blocking).then_some(words.data_word())
+        })
     }
 
     fn try_recv(rx: &mut PostcardRx) -> Result<T, RecvError> {

@@ -14,6 +14,8 @@
 //!   waits on the receiver's consumption position (SPSC) or the slot's stamp (MPMC),
 //!   words the receiver writes anyway, so a spinning receiver acknowledges without a
 //!   system call.
+//! - **Select** ([`select`]): wait until any of several receivers is ready, with a
+//!   deadline (one `futex_waitv` sleep across all of them).
 //! - **Disconnection**: when every sender is gone (dropped, or its process died),
 //!   receivers drain what was sent and then get [`RecvError::Disconnected`]; when every
 //!   receiver is gone, sends fail with [`SendError::Disconnected`] and the message
@@ -62,9 +64,11 @@ use std::time::{Duration, Instant};
 
 mod codec;
 mod error;
+mod select;
 
 pub use codec::{Codec, Postcard, Raw};
 pub use error::{AckError, ChannelError, RecvError, SendError};
+pub use select::{SelectError, Selectable, select, select_until};
 
 use crate::sync::{Pod, WaitMode};
 use codec::{AckWait, Spec};

@@ -365,6 +365,11 @@ impl<R: Region<Shared = SpscHeader>> FrameRing<R> {
     pub(crate) fn is_empty(&self) -> bool {
         self.words.is_empty()
     }
+
+    /// The word ring underneath.
+    pub(crate) fn words(&self) -> &Spsc<u64, R> {
+        &self.words
+    }
 }
 
 impl<R: Region<Shared = SpscHeader>> fmt::Debug for FrameRing<R> {

@@ -557,6 +557,37 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Mpmc<T, R> {
         }
     }
 
+    /// Whether the participants with `role` are gone: one registered once, and none
+    /// is registered now (`thorough`: none is alive). Before the first one registers,
+    /// waiters wait for it.
+    fn none_with(&self, role: u64, thorough: bool) -> bool {
+        let h = self.region.shared();
+        if h.repairs.roles_seen.load(Ordering::Acquire) & role == 0 {
+            return false;
+        }
+        h.participants.iter().all(|p| {
+            let token = p.token.load(Ordering::Acquire);
+            token == 0
+                || p.role.load(Ordering::Relaxed) & role == 0
+                || (thorough && !token_alive(token))
+        })
+    }
+
+    /// Whether every producer left (`thorough`: or died).
+    pub(crate) fn producers_gone(&self, thorough: bool) -> bool {
+        self.none_with(ROLE_PRODUCER, thorough)
+    }
+
+    /// The word consumers sleep on waiting for data.
+    pub(crate) fn data_word(&self) -> &WaitWord {
+        &self.region.shared().not_empty
+    }
+
+    /// The ring's wait mode.
+    pub(crate) fn mode(&self) -> WaitMode {
+        self.mode
+    }
+
     fn register(&self, role: u64) -> Result<Core<T, R>, ClaimError> {
         let me = current_token();
         let h = self.region.shared();
@@ -948,16 +979,7 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
     /// none is registered now (`thorough`: none is alive). Before the first one
     /// registers, waiters wait for it.
     fn none_with(&self, role: u64, thorough: bool) -> bool {
-        let h = self.header();
-        if h.repairs.roles_seen.load(Ordering::Acquire) & role == 0 {
-            return false;
-        }
-        h.participants.iter().all(|p| {
-            let token = p.token.load(Ordering::Acquire);
-            token == 0
-                || p.role.load(Ordering::Relaxed) & role == 0
-                || (thorough && !token_alive(token))
-        })
+        self.ring.none_with(role, thorough)
     }
 
     fn release(&self) {

@@ -575,6 +575,18 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
         Ok((head, tail))
     }
 
+    /// Whether the producer left (`thorough`: or its process died); `false` before a
+    /// producer first attached.
+    pub(crate) fn producer_gone(&self, thorough: bool) -> bool {
+        let holder = self.region.shared().roles.producer.load(Ordering::Acquire);
+        holder == CLOSED || (thorough && holder != 0 && !token_alive(holder))
+    }
+
+    /// The word the consumer sleeps on waiting for data.
+    pub(crate) fn data_word(&self) -> &WaitWord {
+        &self.region.shared().data
+    }
+
     /// Claims the producer role. A role whose holder died is taken over; the new
     /// producer continues after the last element the dead one committed.
     ///

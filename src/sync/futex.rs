@@ -129,6 +129,114 @@ pub fn wait_until(word: &AtomicU32, expected: u32, deadline: Option<Instant>) ->
     }
 }
 
+/// Sleeps until any of `words` no longer holds its expected value (or a wake on
+/// one of them), until `deadline`. At most 128 words.
+///
+/// Uses `futex_waitv` (Linux 5.16+; shared, not PRIVATE, 32-bit words, absolute
+/// CLOCK_MONOTONIC deadline). On an older kernel it sleeps on the first word for at
+/// most 1 ms at a time, so a wake on another word is seen within a millisecond.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::sync::atomic::AtomicU32;
+/// use shmlink::sync::futex::{self, WaitResult};
+/// use std::time::{Duration, Instant};
+///
+/// let (a, b) = (AtomicU32::new(0), AtomicU32::new(7));
+/// // `b` does not hold 0: returns at once.
+/// assert_eq!(futex::wait_any(&[(&a, 0), (&b, 0)], None), WaitResult::Woken);
+/// let deadline = Instant::now() + Duration::from_millis(2);
+/// assert_eq!(futex::wait_any(&[(&a, 0), (&b, 7)], Some(deadline)), WaitResult::TimedOut);
+/// ```
+#[cfg(not(shmlink_loom))]
+pub fn wait_any(words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> WaitResult {
+    /// `struct futex_waitv` from `<linux/futex.h>`.
+    #[repr(C)]
+    struct FutexWaitv {
+        val: u64,
+        uaddr: u64,
+        flags: u32,
+        reserved: u32,
+    }
+    /// FUTEX2_SIZE_U32: 32-bit futex words (and no FUTEX2_PRIVATE).
+    const FUTEX2_SIZE_U32: u32 = 2;
+    static UNSUPPORTED: crate::sync::atomic::AtomicBool =
+        crate::sync::atomic::AtomicBool::new(false);
+
+    let Some(&(first, first_expected)) = words.first() else {
+        return WaitResult::TimedOut;
+    };
+    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    if left.is_some_and(|l| l.is_zero()) {
+        return WaitResult::TimedOut;
+    }
+    if words.len() > 128 || UNSUPPORTED.load(core::sync::atomic::Ordering::Relaxed) {
+        let slice = Instant::now() + Duration::from_millis(1);
+        let until = deadline.map_or(slice, |d| d.min(slice));
+        return match wait_until(first, first_expected, Some(until)) {
+            WaitResult::TimedOut if deadline.is_some_and(|d| Instant::now() >= d) => {
+                WaitResult::TimedOut
+            }
+            _ => WaitResult::Woken,
+        };
+    }
+    let waiters: Vec<FutexWaitv> = words
+        .iter()
+        .map(|(w, expected)| FutexWaitv {
+            val: u64::from(*expected),
+            uaddr: w.as_ptr() as u64,
+            flags: FUTEX2_SIZE_U32,
+            reserved: 0,
+        })
+        .collect();
+    let abs = left.map(monotonic_after);
+    let ts_ptr = abs
+        .as_ref()
+        .map_or(core::ptr::null(), |ts| ts as *const libc::timespec);
+    // SAFETY: `waiters` describes live, 4-byte aligned u32 words that outlive the call
+    // (borrowed for its duration); the timespec (if any) is on our stack; the kernel
+    // only reads both. Flags 0, clock CLOCK_MONOTONIC, absolute deadline.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex_waitv,
+            waiters.as_ptr(),
+            waiters.len() as libc::c_uint,
+            0 as libc::c_uint,
+            ts_ptr,
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    if r >= 0 {
+        return WaitResult::Woken;
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::ETIMEDOUT) => WaitResult::TimedOut,
+        Some(libc::ENOSYS) => {
+            UNSUPPORTED.store(true, core::sync::atomic::Ordering::Relaxed);
+            WaitResult::Woken // the caller re-checks, then takes the fallback
+        }
+        // EAGAIN (a word changed), EINTR: re-check.
+        _ => WaitResult::Woken,
+    }
+}
+
+/// Sleeps until any of `words` changes (loom model: until a wake; no deadline).
+#[cfg(shmlink_loom)]
+pub fn wait_any(words: &[(&AtomicU32, u32)], _deadline: Option<Instant>) -> WaitResult {
+    use super::atomic::Ordering;
+    let f = &*model::FUTEXES;
+    let guard = f.lock.lock().unwrap();
+    if words
+        .iter()
+        .any(|(w, expected)| w.load(Ordering::SeqCst) != *expected)
+    {
+        return WaitResult::Woken;
+    }
+    drop(f.cv.wait(guard).unwrap());
+    WaitResult::Woken
+}
+
 /// CLOCK_MONOTONIC now plus `d`, as a timespec.
 #[cfg(not(shmlink_loom))]
 fn monotonic_after(d: Duration) -> libc::timespec {

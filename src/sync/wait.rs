@@ -140,6 +140,22 @@ impl WaitWord {
         }
     }
 
+    /// Announces one sleeper for a wait on several words (`select`); returns the value
+    /// of the futex word to sleep against. The caller fences (SeqCst) after announcing
+    /// on every word, re-checks its conditions, sleeps with
+    /// [`futex::wait_any`](crate::sync::futex::wait_any), then [`retract`](Self::retract)s.
+    pub(crate) fn announce(&self) -> (&AtomicU32, u32) {
+        // SYNC: Acquire pairs with the waker's Release bump of `seq`, as in `wait_until`.
+        let seq = self.seq.load(Ordering::Acquire);
+        self.sleepers.fetch_add(1, Ordering::Relaxed);
+        (&self.seq, seq)
+    }
+
+    /// Withdraws a sleeper announced with [`announce`](Self::announce).
+    pub(crate) fn retract(&self) {
+        self.sleepers.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Wakes every sleeper unconditionally (after a disconnect, say).
     #[cold]
     pub(crate) fn wake_all(&self) {
