@@ -1,6 +1,7 @@
 //! `shmlink demo`: a parent creates a named segment, a child process opens it by name,
 //! they exchange a value and a message, then time a ping-pong over two atomics, stream
-//! and ping-pong over SPSC rings, and share a counter under a Bakery lock, a
+//! and ping-pong over SPSC rings, send over typed channels (asynchronously and
+//! acknowledged, plain-old-data and serde), and share a counter under a Bakery lock, a
 //! semaphore-bounded pool and seqlock snapshots.
 
 use std::process::Command;
@@ -13,6 +14,7 @@ use shmlink::sync::atomic::{AtomicU64, Ordering};
 
 use crate::Result;
 
+mod channels;
 mod sync;
 
 /// The demo's control block: fields written by the parent, fields written by the child,
@@ -106,6 +108,7 @@ pub fn parent(round_trips: u32, stream_items: u64) -> Result {
 
     let rings = create_rings(&name)?;
     let mut sync_objects = sync::create(&name)?;
+    let channel_objects = channels::create(&name)?;
     println!(
         "[parent {me}] created five SPSC rings for the child: a 4096-slot stream and two request/reply pairs (spin, blocking)"
     );
@@ -161,6 +164,7 @@ pub fn parent(round_trips: u32, stream_items: u64) -> Result {
     );
 
     ring_phases_parent(rings, stream_items, round_trips, &mut child)?;
+    channels::parent_phase(&channel_objects, stream_items / 10)?;
     sync::parent_phase(&mut sync_objects, u64::from(round_trips), &mut child)?;
     let status = child.wait()?;
     if !status.success() {
@@ -205,6 +209,7 @@ pub fn child(name: &str, round_trips: u32, stream_items: u64) -> Result {
         shared.pong.store(i, Ordering::Release);
     }
     ring_phases_child(name, stream_items, round_trips)?;
+    channels::child_phase(name, stream_items / 10)?;
     sync::child_phase(name, u64::from(round_trips))
 }
 

@@ -529,7 +529,18 @@ impl<T, C: Codec<T>> Sender<T, C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn send(&mut self, msg: T) -> Result<(), SendError<T>> {
-        C::send_until(&mut self.tx, msg, None).map(drop)
+        self.enqueue(msg, None).map(drop)
+    }
+
+    /// The fast path first (no clock read), then the wait.
+    #[inline]
+    fn enqueue(&mut self, msg: T, timeout: Option<Duration>) -> Result<u64, SendError<T>> {
+        match C::try_send(&mut self.tx, msg) {
+            Err(SendError::Full(msg)) => {
+                C::send_until(&mut self.tx, msg, timeout.and_then(deadline_after))
+            }
+            other => other,
+        }
     }
 
     /// Enqueues `msg`, waiting for room at most `timeout`.
@@ -551,7 +562,7 @@ impl<T, C: Codec<T>> Sender<T, C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn send_timeout(&mut self, msg: T, timeout: Duration) -> Result<(), SendError<T>> {
-        C::send_until(&mut self.tx, msg, deadline_after(timeout)).map(drop)
+        self.enqueue(msg, Some(timeout)).map(drop)
     }
 
     /// Synchronous send: enqueues `msg` and returns once a receiver has taken it.
@@ -579,7 +590,8 @@ impl<T, C: Codec<T>> Sender<T, C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn send_acked(&mut self, msg: T) -> Result<(), AckError<T>> {
-        self.send_acked_until(msg, None)
+        let pos = self.enqueue(msg, None)?;
+        self.await_ack(pos, None)
     }
 
     /// Synchronous send with a deadline for both the enqueue and the
@@ -603,11 +615,16 @@ impl<T, C: Codec<T>> Sender<T, C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn send_acked_timeout(&mut self, msg: T, timeout: Duration) -> Result<(), AckError<T>> {
-        self.send_acked_until(msg, deadline_after(timeout))
+        // One deadline for both steps, read from the clock once.
+        let deadline = deadline_after(timeout);
+        let pos = match C::try_send(&mut self.tx, msg) {
+            Err(SendError::Full(msg)) => C::send_until(&mut self.tx, msg, deadline)?,
+            other => other?,
+        };
+        self.await_ack(pos, deadline)
     }
 
-    fn send_acked_until(&mut self, msg: T, deadline: Option<Instant>) -> Result<(), AckError<T>> {
-        let pos = C::send_until(&mut self.tx, msg, deadline)?;
+    fn await_ack(&mut self, pos: u64, deadline: Option<Instant>) -> Result<(), AckError<T>> {
         match C::wait_taken(&mut self.tx, pos, deadline) {
             Ok(()) => Ok(()),
             Err(AckWait::Timeout) => Err(AckError::Unacknowledged {
@@ -687,7 +704,10 @@ impl<T, C: Codec<T>> Receiver<T, C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn recv(&mut self) -> Result<T, RecvError> {
-        C::recv_until(&mut self.rx, None)
+        match C::try_recv(&mut self.rx) {
+            Err(RecvError::Empty) => C::recv_until(&mut self.rx, None),
+            other => other,
+        }
     }
 
     /// Takes a message, waiting at most `timeout`.
@@ -707,7 +727,10 @@ impl<T, C: Codec<T>> Receiver<T, C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<T, RecvError> {
-        C::recv_until(&mut self.rx, deadline_after(timeout))
+        match C::try_recv(&mut self.rx) {
+            Err(RecvError::Empty) => C::recv_until(&mut self.rx, deadline_after(timeout)),
+            other => other,
+        }
     }
 
     /// A blocking iterator: messages until every sender is gone (or an error).

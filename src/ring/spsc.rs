@@ -1641,10 +1641,22 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
         let mut corrupt = false;
         let result = {
             let this = &mut *self;
+            let mut polls = 0u32;
             let ready = || -> Option<()> {
-                // One element: poll the slot's stamp (stamp and value share a line).
-                if n == 1 && this.next_is_published() {
-                    return Some(());
+                // One element: poll the slot's stamp (stamp and value share a line), and
+                // `tail` only every 8th poll: the producer stores `tail` on every push,
+                // so reading it on every poll would bounce its line between the cores
+                // once per message. (Batches from `push_slice` carry no stamps; they are
+                // seen through `tail`, at most 8 polls late.)
+                if n == 1 {
+                    if this.next_is_published() {
+                        return Some(());
+                    }
+                    polls = polls.wrapping_add(1);
+                    // (Every poll under loom, to keep the models small.)
+                    if polls % 8 != 1 && !cfg!(shmlink_loom) {
+                        return None;
+                    }
                 }
                 let tail = h.tail.load(Ordering::Acquire);
                 match validate_tail(tail, this.cached_tail, this.head, this.raw.capacity) {

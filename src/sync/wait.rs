@@ -183,10 +183,12 @@ impl WaitWord {
         mut ready: impl FnMut() -> Option<X>,
         mut gone: impl FnMut(bool) -> bool,
     ) -> Result<X, WaitError> {
+        // The clock is first read at the first periodic check, not on entry: most waits
+        // end within a few polls, and a clock read costs as much as a message.
         #[cfg(not(shmlink_loom))]
-        let started = Instant::now();
+        let mut started: Option<Instant> = None;
         #[cfg(not(shmlink_loom))]
-        let mut next_liveness = started + LIVENESS_PERIOD;
+        let mut next_liveness = None;
         let mut polls: u32 = 0;
         let mut yields: u32 = 0;
         loop {
@@ -203,11 +205,13 @@ impl WaitWord {
                 #[cfg(not(shmlink_loom))]
                 {
                     let now = Instant::now();
+                    let started = *started.get_or_insert(now);
+                    let next = *next_liveness.get_or_insert(now + LIVENESS_PERIOD);
                     if deadline.is_some_and(|d| now >= d) {
                         return ready().ok_or(WaitError::Timeout);
                     }
-                    if now >= next_liveness {
-                        next_liveness = now + LIVENESS_PERIOD;
+                    if now >= next {
+                        next_liveness = Some(now + LIVENESS_PERIOD);
                         if gone(true) {
                             return ready().ok_or(WaitError::Disconnected);
                         }
