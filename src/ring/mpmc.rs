@@ -159,7 +159,7 @@ unsafe impl ShmSafe for Participant {
     }
 }
 
-/// Repair counters.
+/// Repair counters and registration counts.
 ///
 /// # Examples
 ///
@@ -168,7 +168,7 @@ unsafe impl ShmSafe for Participant {
 /// use shmlink::segment::ShmSafe;
 ///
 /// let counters = Repairs::new_zeroed();
-/// assert_eq!(size_of_val(&counters), 24);
+/// assert_eq!(size_of_val(&counters), 32);
 /// ```
 #[repr(C)]
 #[derive(Debug)]
@@ -177,6 +177,10 @@ pub struct Repairs {
     lost: AtomicU64,
     /// Role bits of every participant that ever registered.
     roles_seen: AtomicU64,
+    /// Registered producers (live or dead, until their record is taken over).
+    producers: AtomicU32,
+    /// Registered consumers (idem).
+    consumers: AtomicU32,
 }
 
 // SAFETY: repr(C), integer atomics only, no pointers.
@@ -187,6 +191,8 @@ unsafe impl ShmSafe for Repairs {
             holes: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             roles_seen: AtomicU64::new(0),
+            producers: AtomicU32::new(0),
+            consumers: AtomicU32::new(0),
         }
     }
 }
@@ -222,6 +228,8 @@ const _: () = assert!(size_of::<MpmcHeader>() == 128 * (6 + MAX_PARTICIPANTS));
 // SAFETY: repr(C) of ShmSafe fields, no pointers.
 unsafe impl ShmSafe for MpmcHeader {
     const TYPE_NAME: &'static str = "shmlink::ring::MpmcHeader";
+    // 2: registration counters in the repairs line.
+    const VERSION: u32 = 2;
     fn new_zeroed() -> Self {
         Self {
             config: CacheLine::new_zeroed(),
@@ -565,12 +573,46 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Mpmc<T, R> {
         if h.repairs.roles_seen.load(Ordering::Acquire) & role == 0 {
             return false;
         }
+        if !thorough {
+            // One load instead of a scan of every record: the count of registered
+            // handles with the role (records of dead ones included, so this only sees
+            // handles that were dropped; the thorough scan below sees deaths).
+            return self
+                .counter(role)
+                .is_some_and(|c| c.load(Ordering::Acquire) == 0);
+        }
         h.participants.iter().all(|p| {
             let token = p.token.load(Ordering::Acquire);
             token == 0
                 || p.role.load(Ordering::Relaxed) & role == 0
                 || (thorough && !token_alive(token))
         })
+    }
+
+    /// The registration counter of `role`.
+    fn counter(&self, role: u64) -> Option<&AtomicU32> {
+        let r = &self.region.shared().repairs;
+        match role {
+            ROLE_PRODUCER => Some(&r.producers),
+            ROLE_CONSUMER => Some(&r.consumers),
+            _ => None,
+        }
+    }
+
+    /// Counts a handle of `role` in (`add`) or out.
+    fn count(&self, role: u64, add: bool) {
+        if let Some(c) = self.counter(role) {
+            // SYNC: Release (and Acquire in `none_with`): a receiver that sees the last
+            // producer counted out sees everything that producer published.
+            if add {
+                c.fetch_add(1, Ordering::Release);
+            } else {
+                // Saturating: a corrupted count must not wrap to "many".
+                let _ = c.fetch_update(Ordering::Release, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(1))
+                });
+            }
+        }
     }
 
     /// Whether every producer left (`thorough`: or died).
@@ -617,7 +659,12 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Mpmc<T, R> {
                 .compare_exchange(cur, me, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
+                if cur != 0 {
+                    // A dead holder's record: count it out.
+                    self.count(p.role.load(Ordering::Relaxed), false);
+                }
                 p.role.store(role, Ordering::Relaxed);
+                self.count(role, true);
                 p.pending_push.store(0, Ordering::Relaxed);
                 p.pending_pop.store(0, Ordering::Relaxed);
                 h.repairs.roles_seen.fetch_or(role, Ordering::Release);
@@ -986,7 +1033,8 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
         let me = self.me();
         me.pending_push.store(0, Ordering::Relaxed);
         me.pending_pop.store(0, Ordering::Relaxed);
-        me.role.store(0, Ordering::Relaxed);
+        let role = me.role.swap(0, Ordering::Relaxed);
+        self.ring.count(role, false);
         // SYNC: Release: a new holder of this record sees it cleared.
         me.token.store(0, Ordering::Release);
         // Sleepers re-check whether the other side still has live members.
