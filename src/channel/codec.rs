@@ -93,6 +93,10 @@ pub trait Codec<T>: sealed::Sealed + Sized + 'static {
     /// Waits until the message sent at `pos` was taken.
     #[doc(hidden)]
     fn wait_taken(tx: &mut Self::Tx, pos: u64, deadline: Option<Instant>) -> Result<(), AckWait>;
+    /// Whether every receiver is gone (`thorough`: also checks that their processes
+    /// live; a `/proc` read).
+    #[doc(hidden)]
+    fn receivers_gone(tx: &mut Self::Tx, thorough: bool) -> bool;
     /// A message is waiting, or the senders are gone (`thorough`: also checks that
     /// their processes live).
     #[doc(hidden)]
@@ -432,6 +436,15 @@ impl<T: Pod> Codec<T> for Raw {
         }
     }
 
+    fn receivers_gone(tx: &mut RawTx<T>, thorough: bool) -> bool {
+        match tx {
+            RawTx::Spsc(p) => {
+                each!(p, SpscTx, p => if thorough { p.is_abandoned() } else { p.peer_left() })
+            }
+            RawTx::Mpmc(p) => each!(p, MpmcTx, p => p.consumers_gone(thorough)),
+        }
+    }
+
     fn ready(ring: &RawRing<T>, thorough: bool) -> bool {
         match ring {
             RawRing::SpscHeap(r) => !r.is_empty() || r.producer_gone(thorough),
@@ -625,8 +638,31 @@ impl PostcardTx {
 
 impl PostcardRx {
     fn decode<T: DeserializeOwned>(&self, n: usize) -> Result<T, RecvError> {
-        postcard::from_bytes(&self.buf[..n]).map_err(|e| RecvError::Decode(e.to_string()))
+        match postcard::take_from_bytes(&self.buf[..n]) {
+            // A frame holds exactly one message: bytes left over mean it was not one
+            // of ours.
+            Ok((v, rest)) if rest.is_empty() => Ok(v),
+            Ok((_, rest)) => Err(RecvError::Decode(format!(
+                "{} bytes left after the message",
+                rest.len()
+            ))),
+            Err(e) => Err(RecvError::Decode(e.to_string())),
+        }
     }
+}
+
+/// Identifies a serde message type across processes, for the segment fingerprint: a
+/// hash of its type name and in-memory size and alignment. Two builds that name the type alike but change its fields
+/// still match; postcard then reports a decode error, or trailing bytes, for most such
+/// changes.
+#[cfg(not(shmlink_loom))]
+fn type_tag<T>() -> u64 {
+    crate::segment::layout_fingerprint(
+        std::any::type_name::<T>(),
+        1,
+        size_of::<T>(),
+        align_of::<T>(),
+    )
 }
 
 impl<T: Serialize + DeserializeOwned + 'static> Codec<T> for Postcard {
@@ -642,12 +678,15 @@ impl<T: Serialize + DeserializeOwned + 'static> Codec<T> for Postcard {
     #[cfg(not(shmlink_loom))]
     fn create(builder: SegmentBuilder, spec: Spec) -> Result<FrameAny, ChannelError> {
         let (bytes, max) = frame_spec(&spec)?;
-        Ok(FrameRing::create(builder, bytes, max as usize, spec.mode)?.into())
+        Ok(
+            FrameRing::create_typed(builder, bytes, max as usize, spec.mode, type_tag::<T>())?
+                .into(),
+        )
     }
 
     #[cfg(not(shmlink_loom))]
     fn open(builder: SegmentBuilder) -> Result<FrameAny, ChannelError> {
-        Ok(FrameRing::open(builder)?.into())
+        Ok(FrameRing::open_typed(builder, type_tag::<T>())?.into())
     }
 
     fn sender(ring: &FrameAny) -> Result<PostcardTx, ChannelError> {
@@ -702,6 +741,10 @@ impl<T: Serialize + DeserializeOwned + 'static> Codec<T> for Postcard {
 
     fn wait_taken(tx: &mut PostcardTx, pos: u64, deadline: Option<Instant>) -> Result<(), AckWait> {
         each!(&mut tx.link, FrameTxAny, p => p.wait_consumed(pos, deadline).map_err(AckWait::from))
+    }
+
+    fn receivers_gone(tx: &mut PostcardTx, thorough: bool) -> bool {
+        each!(&mut tx.link, FrameTxAny, p => if thorough { p.is_abandoned() } else { p.peer_left() })
     }
 
     fn ready(ring: &FrameAny, thorough: bool) -> bool {

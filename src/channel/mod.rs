@@ -19,8 +19,9 @@
 //! - **Disconnection**: when every sender is gone (dropped, or its process died),
 //!   receivers drain what was sent and then get [`RecvError::Disconnected`]; when every
 //!   receiver is gone, sends fail with [`SendError::Disconnected`] and the message
-//!   back. A dropped handle is seen at once; a killed process within about 10 ms by a
-//!   blocked call (a liveness check on its pid and start time).
+//!   back. A dropped handle is seen at once; a killed process within about 10 ms,
+//!   by a blocked call and by a non-blocking one alike (a liveness check on its pid and
+//!   start time, at most every 10 ms, rate-limited with a coarse clock read per call).
 //!
 //! # Examples
 //!
@@ -144,8 +145,9 @@ impl Options {
         }
     }
 
-    /// Messages the channel holds (a power of two; for serde messages, messages of
-    /// the maximum size).
+    /// Messages the channel holds (a power of two). For serde messages, the ring is
+    /// sized for this many messages of the maximum size; `capacity()` then reports how
+    /// many such messages fit, which can be a little more.
     ///
     /// # Examples
     ///
@@ -365,6 +367,7 @@ impl<T, C: Codec<T>> Channel<T, C> {
     pub fn sender(&self) -> Result<Sender<T, C>, ChannelError> {
         Ok(Sender {
             tx: C::sender(&self.ring)?,
+            liveness: Liveness::default(),
             _msg: PhantomData,
         })
     }
@@ -389,6 +392,7 @@ impl<T, C: Codec<T>> Channel<T, C> {
         Ok(Receiver {
             rx: C::receiver(&self.ring)?,
             ring: self.ring.clone(),
+            liveness: Liveness::default(),
             _msg: PhantomData,
         })
     }
@@ -481,7 +485,32 @@ fn deadline_after(timeout: Duration) -> Option<Instant> {
 /// ```
 pub struct Sender<T, C: Codec<T> = Raw> {
     tx: C::Tx,
+    liveness: Liveness,
     _msg: PhantomData<fn(T) -> T>,
+}
+
+/// How often a call that does not block checks that the peer processes live.
+const LIVENESS_PERIOD_NS: u64 = 10_000_000;
+
+/// When a handle next checks its peers' liveness on a non-blocking path (a coarse
+/// clock read per call, a `/proc` read every 10 ms at most): so a `try_send` or
+/// `send` into a channel with room, or a `try_recv`, notices a killed peer too.
+#[derive(Debug, Default)]
+struct Liveness {
+    next_ns: u64,
+}
+
+impl Liveness {
+    #[inline]
+    fn due(&mut self) -> bool {
+        let now = crate::sync::coarse_now_ns();
+        if now < self.next_ns {
+            return false;
+        }
+        self.next_ns = now.saturating_add(LIVENESS_PERIOD_NS);
+        // Under loom (and Miri) the coarse clock is constant: check once only.
+        now != 0 || self.next_ns == LIVENESS_PERIOD_NS
+    }
 }
 
 impl<T, C: Codec<T>> Sender<T, C> {
@@ -504,7 +533,16 @@ impl<T, C: Codec<T>> Sender<T, C> {
     /// ```
     #[inline]
     pub fn try_send(&mut self, msg: T) -> Result<(), SendError<T>> {
-        C::try_send(&mut self.tx, msg).map(drop)
+        self.try_enqueue(msg).map(drop)
+    }
+
+    /// `try_send`, after the periodic liveness check of the receivers.
+    #[inline]
+    fn try_enqueue(&mut self, msg: T) -> Result<u64, SendError<T>> {
+        if self.liveness.due() && C::receivers_gone(&mut self.tx, true) {
+            return Err(SendError::Disconnected(msg));
+        }
+        C::try_send(&mut self.tx, msg)
     }
 
     /// Enqueues `msg`, waiting for room while a receiver lives (asynchronous send:
@@ -535,7 +573,7 @@ impl<T, C: Codec<T>> Sender<T, C> {
     /// The fast path first (no clock read), then the wait.
     #[inline]
     fn enqueue(&mut self, msg: T, timeout: Option<Duration>) -> Result<u64, SendError<T>> {
-        match C::try_send(&mut self.tx, msg) {
+        match self.try_enqueue(msg) {
             Err(SendError::Full(msg)) => {
                 C::send_until(&mut self.tx, msg, timeout.and_then(deadline_after))
             }
@@ -617,7 +655,7 @@ impl<T, C: Codec<T>> Sender<T, C> {
     pub fn send_acked_timeout(&mut self, msg: T, timeout: Duration) -> Result<(), AckError<T>> {
         // One deadline for both steps, read from the clock once.
         let deadline = deadline_after(timeout);
-        let pos = match C::try_send(&mut self.tx, msg) {
+        let pos = match self.try_enqueue(msg) {
             Err(SendError::Full(msg)) => C::send_until(&mut self.tx, msg, deadline)?,
             other => other?,
         };
@@ -657,6 +695,7 @@ impl<T, C: Codec<T>> std::fmt::Debug for Sender<T, C> {
 pub struct Receiver<T, C: Codec<T> = Raw> {
     rx: C::Rx,
     ring: C::Ring,
+    liveness: Liveness,
     _msg: PhantomData<fn(T) -> T>,
 }
 
@@ -681,7 +720,23 @@ impl<T, C: Codec<T>> Receiver<T, C> {
     /// ```
     #[inline]
     pub fn try_recv(&mut self) -> Result<T, RecvError> {
-        C::try_recv(&mut self.rx)
+        match C::try_recv(&mut self.rx) {
+            Err(RecvError::Empty) if self.liveness.due() => self.empty_or_disconnected(),
+            other => other,
+        }
+    }
+
+    /// Empty, and the periodic liveness check is due: if every sender is gone (its
+    /// process died), take anything left, else report the disconnect.
+    #[cold]
+    fn empty_or_disconnected(&mut self) -> Result<T, RecvError> {
+        if !C::ready(&self.ring, true) {
+            return Err(RecvError::Empty);
+        }
+        match C::try_recv(&mut self.rx) {
+            Err(RecvError::Empty) => Err(RecvError::Disconnected),
+            other => other,
+        }
     }
 
     /// Takes a message, waiting while a sender lives.

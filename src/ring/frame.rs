@@ -229,16 +229,7 @@ impl FrameRing<crate::segment::ShmRegion<SpscHeader>> {
         max_frame: usize,
         mode: WaitMode,
     ) -> Result<Self, BuildError> {
-        let slots = check_sizes(capacity_bytes, max_frame)?;
-        let words = Spsc::<u64, _>::create_tagged(
-            builder,
-            slots,
-            mode,
-            crate::segment::Kind::FrameRing,
-            RING_TAG,
-            max_frame as u32,
-        )?;
-        Ok(Self { words, max_frame })
+        Self::create_typed(builder, capacity_bytes, max_frame, mode, 0)
     }
 
     /// Opens the frame ring in the named segment `builder` describes.
@@ -267,11 +258,51 @@ impl FrameRing<crate::segment::ShmRegion<SpscHeader>> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open(builder: crate::segment::SegmentBuilder) -> Result<Self, BuildError> {
+        Self::open_typed(builder, 0)
+    }
+
+    /// `create` for a ring whose frames carry one message type, identified by `tag`
+    /// (part of the segment's fingerprint, so another message type fails to open it
+    /// with `TypeMismatch`); 0 is a plain frame ring.
+    pub(crate) fn create_typed(
+        builder: crate::segment::SegmentBuilder,
+        capacity_bytes: usize,
+        max_frame: usize,
+        mode: WaitMode,
+        tag: u64,
+    ) -> Result<Self, BuildError> {
+        let slots = check_sizes(capacity_bytes, max_frame)?;
+        let words = Spsc::<u64, _>::create_tagged(
+            builder,
+            slots,
+            mode,
+            crate::segment::Kind::FrameRing,
+            typed_tag(tag),
+            max_frame as u32,
+        )?;
+        Ok(Self { words, max_frame })
+    }
+
+    /// `open` for a ring created with [`create_typed`](Self::create_typed).
+    pub(crate) fn open_typed(
+        builder: crate::segment::SegmentBuilder,
+        tag: u64,
+    ) -> Result<Self, BuildError> {
         let words =
-            Spsc::<u64, _>::open_tagged(builder, crate::segment::Kind::FrameRing, RING_TAG)?;
+            Spsc::<u64, _>::open_tagged(builder, crate::segment::Kind::FrameRing, typed_tag(tag))?;
         let max_frame = words.aux() as usize;
         check_sizes(words.capacity() * 8, max_frame)?;
         Ok(Self { words, max_frame })
+    }
+}
+
+/// The fingerprint tag of a frame ring carrying message type `tag` (0: untyped).
+#[cfg(not(shmlink_loom))]
+fn typed_tag(tag: u64) -> u64 {
+    if tag == 0 {
+        RING_TAG
+    } else {
+        crate::segment::combine_fingerprints(RING_TAG, tag)
     }
 }
 
@@ -472,6 +503,11 @@ impl<R: Region<Shared = SpscHeader>> FrameProducer<R> {
     /// Cheap check that the consumer left (rate-limited liveness check).
     pub(crate) fn peer_left(&mut self) -> bool {
         self.inner.peer_left()
+    }
+
+    /// Whether the consumer left or its process died.
+    pub(crate) fn is_abandoned(&mut self) -> bool {
+        self.inner.is_abandoned()
     }
 
     /// Sends `frame`, waiting for room until `timeout` passes.

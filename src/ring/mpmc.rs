@@ -1290,9 +1290,10 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcConsumer<T, R> {
     ///
     /// # Errors
     ///
-    /// `Empty` (the blocking variants report `Disconnected` once every producer is
-    /// gone). A slot held up by a producer that died mid-push is repaired (it becomes a hole
-    /// that is skipped), then the pop is retried.
+    /// `Empty`; `Disconnected` when empty and every producer dropped its handle (a
+    /// producer whose process died is seen by the blocking variants). A slot held up
+    /// by a producer that died mid-push is repaired (it becomes a hole that is
+    /// skipped), then the pop is retried.
     ///
     /// # Examples
     ///
@@ -1316,6 +1317,14 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcConsumer<T, R> {
                     return Ok(v);
                 }
                 TryPop::Empty => {
+                    // Every producer dropped its handle: one more look for anything
+                    // published just before, then report the disconnect.
+                    if self.core.none_with(ROLE_PRODUCER, false) {
+                        if let TryPop::Value(v) = self.core.try_pop_once() {
+                            return Ok(v);
+                        }
+                        return Err(PopError::Disconnected);
+                    }
                     return Err(PopError::Empty);
                 }
                 TryPop::Stuck(pos) => {

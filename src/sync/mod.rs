@@ -29,6 +29,30 @@ mod seqlock;
 mod wait;
 
 pub use backoff::Backoff;
+
+/// A coarse monotonic clock, in nanoseconds: `CLOCK_MONOTONIC_COARSE`, a few ns to
+/// read (`Instant::now` can cost 50 ns on a VM) and ticking every few milliseconds.
+/// For rate-limiting liveness checks on fast paths. Constant under loom.
+#[inline]
+pub(crate) fn coarse_now_ns() -> u64 {
+    #[cfg(any(shmlink_loom, miri))]
+    {
+        0
+    }
+    #[cfg(not(any(shmlink_loom, miri)))]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes the timespec we pass; the coarse monotonic
+        // clock exists on every Linux the crate supports.
+        let _ = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+        (ts.tv_sec as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(ts.tv_nsec as u64)
+    }
+}
 pub use bakery::{
     BakeryConfigError, BakeryControl, BakeryGuard, BakeryLock, BakeryMutex, LockError,
     MAX_PARTICIPANTS, MutexGuard, Participant, SLOT_SIZE,
