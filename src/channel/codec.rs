@@ -641,7 +641,7 @@ impl PostcardRx {
         match postcard::take_from_bytes(&self.buf[..n]) {
             // A frame holds exactly one message: bytes left over mean it was not one
             // of ours.
-            Ok((v, rest)) if rest.is_empty() => Ok(v),
+            Ok((v, [])) => Ok(v),
             Ok((_, rest)) => Err(RecvError::Decode(format!(
                 "{} bytes left after the message",
                 rest.len()
