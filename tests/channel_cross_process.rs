@@ -220,6 +220,14 @@ macro_rules! cases {
             fn spsc_postcard_spin() {
                 super::$f::<Note>(Flavor::Spsc, WaitMode::Spin);
             }
+            #[test]
+            fn mpmc_postcard() {
+                super::$f::<Note>(Flavor::Mpmc, WaitMode::Blocking);
+            }
+            #[test]
+            fn mpmc_postcard_spin() {
+                super::$f::<Note>(Flavor::Mpmc, WaitMode::Spin);
+            }
         }
     )*};
 }
@@ -646,6 +654,13 @@ mod send_after_the_receiver_died_reports_disconnected {
     fn spsc_postcard() {
         super::send_after_the_receiver_died_reports_disconnected::<Note>(
             Flavor::Spsc,
+            WaitMode::Blocking,
+        );
+    }
+    #[test]
+    fn mpmc_postcard() {
+        super::send_after_the_receiver_died_reports_disconnected::<Note>(
+            Flavor::Mpmc,
             WaitMode::Blocking,
         );
     }

@@ -1,5 +1,6 @@
 //! How messages travel: [`Raw`] copies plain-old-data values into a ring of `T`;
-//! [`Postcard`] encodes serde values into a frame ring. The [`Codec`] trait ties a
+//! [`Postcard`] encodes serde values into a frame ring (SPSC) or a ring of fixed-size
+//! cells (MPMC, see `cells.rs`). The [`Codec`] trait ties a
 //! message type to its rings and handles; it is sealed.
 
 use std::time::Instant;
@@ -8,12 +9,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::Flavor;
+use super::cells::{self, CellPopError, CellRing, CellRx, CellTx};
 use super::error::{ChannelError, RecvError, SendError};
 use crate::ring::{
     self, Consumer, FrameConsumer, FrameProducer, FrameRing, Mpmc, MpmcConsumer, MpmcHeader,
     MpmcProducer, PopError, Producer, PushError, Spsc, SpscHeader,
 };
 use crate::sync::{HeapRegion, Pod, WaitMode, WaitWord};
+use std::sync::Arc;
 
 /// Why an acknowledgement wait ended without one.
 #[doc(hidden)]
@@ -97,6 +100,10 @@ pub trait Codec<T>: sealed::Sealed + Sized + 'static {
     /// live; a `/proc` read).
     #[doc(hidden)]
     fn receivers_gone(tx: &mut Self::Tx, thorough: bool) -> bool;
+    /// Whether every sender is gone (`thorough`: also checks that their processes
+    /// live).
+    #[doc(hidden)]
+    fn senders_gone(ring: &Self::Ring, thorough: bool) -> bool;
     /// A message is waiting, or the senders are gone (`thorough`: also checks that
     /// their processes live).
     #[doc(hidden)]
@@ -130,7 +137,11 @@ pub struct Raw;
 impl sealed::Sealed for Raw {}
 
 /// Serde messages, encoded with [postcard](https://docs.rs/postcard) into a frame
-/// ring (SPSC flavour).
+/// ring (SPSC flavour: variable-length frames) or a ring of fixed-size cells (MPMC
+/// flavour: the smallest power-of-two cell, 64 B to 16 KiB, that holds the maximum
+/// message; a send copies the whole cell, so keep the maximum close to real sizes).
+/// The message type is part of the segment's fingerprint, so a channel cannot be
+/// opened with another message type.
 ///
 /// Why postcard: its wire format is specified and stable since 1.0 (so two builds of
 /// a program agree on it), it is compact (varints, no field names), needs no schema
@@ -238,6 +249,14 @@ macro_rules! each {
             $ty::Heap($p) => $body,
             #[cfg(not(shmlink_loom))]
             $ty::Shm($p) => $body,
+        }
+    };
+    ($e:expr, $ty:ident, $p:ident => $body:expr, cells $c:ident => $cells:expr) => {
+        match $e {
+            $ty::Heap($p) => $body,
+            #[cfg(not(shmlink_loom))]
+            $ty::Shm($p) => $body,
+            $ty::Cells($c) => $cells,
         }
     };
 }
@@ -445,6 +464,17 @@ impl<T: Pod> Codec<T> for Raw {
         }
     }
 
+    fn senders_gone(ring: &RawRing<T>, thorough: bool) -> bool {
+        match ring {
+            RawRing::SpscHeap(r) => r.producer_gone(thorough),
+            RawRing::MpmcHeap(r) => r.producers_gone(thorough),
+            #[cfg(not(shmlink_loom))]
+            RawRing::SpscShm(r) => r.producer_gone(thorough),
+            #[cfg(not(shmlink_loom))]
+            RawRing::MpmcShm(r) => r.producers_gone(thorough),
+        }
+    }
+
     fn ready(ring: &RawRing<T>, thorough: bool) -> bool {
         match ring {
             RawRing::SpscHeap(r) => !r.is_empty() || r.producer_gone(thorough),
@@ -501,11 +531,18 @@ pub enum FrameAny {
     Heap(FrameRing<HeapSpsc>),
     #[cfg(not(shmlink_loom))]
     Shm(FrameRing<ShmSpsc>),
+    /// MPMC: a ring of fixed-size cells.
+    Cells(Arc<dyn CellRing>),
 }
 
 impl Clone for FrameAny {
     fn clone(&self) -> Self {
-        each!(self, FrameAny, r => r.clone().into())
+        match self {
+            Self::Heap(r) => Self::Heap(r.clone()),
+            #[cfg(not(shmlink_loom))]
+            Self::Shm(r) => Self::Shm(r.clone()),
+            Self::Cells(r) => Self::Cells(r.clone()),
+        }
     }
 }
 
@@ -528,6 +565,7 @@ pub enum FrameTxAny {
     Heap(FrameProducer<HeapSpsc>),
     #[cfg(not(shmlink_loom))]
     Shm(FrameProducer<ShmSpsc>),
+    Cells(Box<dyn CellTx>),
 }
 
 #[doc(hidden)]
@@ -536,6 +574,7 @@ pub enum FrameRxAny {
     Heap(FrameConsumer<HeapSpsc>),
     #[cfg(not(shmlink_loom))]
     Shm(FrameConsumer<ShmSpsc>),
+    Cells(Box<dyn CellRx>),
 }
 
 /// The sending handle of a [`Postcard`] channel: the frame producer and the buffer
@@ -568,11 +607,6 @@ fn frame_words(spec: &Spec) -> Result<usize, ChannelError> {
 }
 
 fn frame_spec(spec: &Spec) -> Result<(usize, u32), ChannelError> {
-    if spec.flavor == Flavor::Mpmc {
-        return Err(ChannelError::Unsupported(
-            "serde messages on an MPMC channel (use the SPSC flavour, or a Pod type)",
-        ));
-    }
     let max = u32::try_from(spec.max_message).map_err(|_| {
         ChannelError::Build(ring::BuildError::InvalidCapacity(spec.max_message as u64))
     })?;
@@ -587,6 +621,35 @@ fn frame_send_error<T>(e: ring::SendError, msg: T, max: usize) -> SendError<T> {
         ring::SendError::TooLarge { .. } => SendError::TooLarge { msg, max },
         ring::SendError::Corrupted(c) => SendError::Corrupted(msg, c),
     }
+}
+
+fn cell_push_error<T>(e: PushError<()>, msg: T) -> SendError<T> {
+    match e {
+        PushError::Full(()) => SendError::Full(msg),
+        PushError::Timeout(()) => SendError::Timeout(msg),
+        PushError::Disconnected(()) => SendError::Disconnected(msg),
+        PushError::Corrupted((), c) => SendError::Corrupted(msg, c),
+    }
+}
+
+fn cell_pop_error(e: CellPopError) -> RecvError {
+    match e {
+        CellPopError::Pop(e) => pop_error(e),
+        CellPopError::BadLength(n) => {
+            RecvError::Decode(format!("cell length {n} is beyond the cell"))
+        }
+    }
+}
+
+/// An MPMC serde channel's maximum, checked before building (cells hold up to
+/// 16 KiB).
+fn cells_spec(spec: &Spec) -> Result<(), ChannelError> {
+    if spec.max_message > cells::MAX_CELL_MESSAGE {
+        return Err(ChannelError::Unsupported(
+            "serde messages longer than 16376 bytes on an MPMC channel (use SPSC)",
+        ));
+    }
+    Ok(())
 }
 
 fn frame_recv_error(e: ring::RecvError) -> RecvError {
@@ -632,6 +695,15 @@ impl PostcardTx {
                 Ok(()) => Ok(p.position()),
                 Err(e) => Err(frame_send_error(e, msg, max)),
             }
+        }, cells c => {
+            if c.consumers_gone(false) {
+                return Err(SendError::Disconnected(msg));
+            }
+            let sent = match deadline {
+                None => c.try_push(frame),
+                Some(d) => c.push_until(frame, d),
+            };
+            sent.map_err(|e| cell_push_error(e, msg))
         })
     }
 }
@@ -671,12 +743,23 @@ impl<T: Serialize + DeserializeOwned + 'static> Codec<T> for Postcard {
     type Rx = PostcardRx;
 
     fn heap(spec: Spec) -> Result<FrameAny, ChannelError> {
+        if spec.flavor == Flavor::Mpmc {
+            cells_spec(&spec)?;
+            let ring = cells::heap(spec.capacity, spec.max_message, spec.mode)?;
+            return Ok(FrameAny::Cells(ring));
+        }
         let (bytes, max) = frame_spec(&spec)?;
         Ok(FrameRing::new(bytes, max as usize, spec.mode)?.into())
     }
 
     #[cfg(not(shmlink_loom))]
     fn create(builder: SegmentBuilder, spec: Spec) -> Result<FrameAny, ChannelError> {
+        if spec.flavor == Flavor::Mpmc {
+            cells_spec(&spec)?;
+            let tag = type_tag::<T>();
+            let ring = cells::create(builder, spec.capacity, spec.max_message, spec.mode, tag)?;
+            return Ok(FrameAny::Cells(ring));
+        }
         let (bytes, max) = frame_spec(&spec)?;
         Ok(
             FrameRing::create_typed(builder, bytes, max as usize, spec.mode, type_tag::<T>())?
@@ -686,7 +769,14 @@ impl<T: Serialize + DeserializeOwned + 'static> Codec<T> for Postcard {
 
     #[cfg(not(shmlink_loom))]
     fn open(builder: SegmentBuilder) -> Result<FrameAny, ChannelError> {
-        Ok(FrameRing::open_typed(builder, type_tag::<T>())?.into())
+        // The segment's kind says the flavour: frames (SPSC) or cells (MPMC).
+        match FrameRing::open_typed(builder.clone(), type_tag::<T>()) {
+            Ok(r) => Ok(r.into()),
+            Err(ring::BuildError::Open(OpenError::WrongKind { .. })) => {
+                Ok(FrameAny::Cells(cells::open(builder, type_tag::<T>())?))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn sender(ring: &FrameAny) -> Result<PostcardTx, ChannelError> {
@@ -694,6 +784,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Codec<T> for Postcard {
             FrameAny::Heap(r) => (FrameTxAny::Heap(r.producer()?), r.max_frame()),
             #[cfg(not(shmlink_loom))]
             FrameAny::Shm(r) => (FrameTxAny::Shm(r.producer()?), r.max_frame()),
+            FrameAny::Cells(r) => (FrameTxAny::Cells(r.sender()?), r.max_message()),
         };
         Ok(PostcardTx {
             link,
@@ -706,6 +797,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Codec<T> for Postcard {
             FrameAny::Heap(r) => (FrameRxAny::Heap(r.consumer()?), r.max_frame()),
             #[cfg(not(shmlink_loom))]
             FrameAny::Shm(r) => (FrameRxAny::Shm(r.consumer()?), r.max_frame()),
+            FrameAny::Cells(r) => (FrameRxAny::Cells(r.receiver()?), r.max_message()),
         };
         Ok(PostcardRx {
             link,
@@ -713,18 +805,22 @@ impl<T: Serialize + DeserializeOwned + 'static> Codec<T> for Postcard {
         })
     }
 
-    fn flavor(_: &FrameAny) -> Flavor {
-        Flavor::Spsc
+    fn flavor(ring: &FrameAny) -> Flavor {
+        match ring {
+            FrameAny::Cells(_) => Flavor::Mpmc,
+            _ => Flavor::Spsc,
+        }
     }
 
     fn capacity(ring: &FrameAny) -> usize {
         // In frames of the maximum size.
-        each!(ring, FrameAny, r => r.capacity_bytes() / (r.max_frame().div_ceil(8) * 8 + 8).max(1))
+        each!(ring, FrameAny, r => r.capacity_bytes() / (r.max_frame().div_ceil(8) * 8 + 8).max(1),
+            cells c => c.capacity())
     }
 
     fn len(ring: &FrameAny) -> usize {
         // Words in flight is all a frame ring knows cheaply: report whether any.
-        each!(ring, FrameAny, r => usize::from(!r.is_empty()))
+        each!(ring, FrameAny, r => usize::from(!r.is_empty()), cells c => c.len())
     }
 
     fn try_send(tx: &mut PostcardTx, msg: T) -> Result<u64, SendError<T>> {
@@ -740,33 +836,41 @@ impl<T: Serialize + DeserializeOwned + 'static> Codec<T> for Postcard {
     }
 
     fn wait_taken(tx: &mut PostcardTx, pos: u64, deadline: Option<Instant>) -> Result<(), AckWait> {
-        each!(&mut tx.link, FrameTxAny, p => p.wait_consumed(pos, deadline).map_err(AckWait::from))
+        each!(&mut tx.link, FrameTxAny, p => p.wait_consumed(pos, deadline).map_err(AckWait::from),
+            cells c => c.wait_taken(pos, deadline))
     }
 
     fn receivers_gone(tx: &mut PostcardTx, thorough: bool) -> bool {
-        each!(&mut tx.link, FrameTxAny, p => if thorough { p.is_abandoned() } else { p.peer_left() })
+        each!(&mut tx.link, FrameTxAny, p => if thorough { p.is_abandoned() } else { p.peer_left() },
+            cells c => c.consumers_gone(thorough))
+    }
+
+    fn senders_gone(ring: &FrameAny, thorough: bool) -> bool {
+        each!(ring, FrameAny, r => r.words().producer_gone(thorough),
+            cells c => c.senders_gone(thorough))
     }
 
     fn ready(ring: &FrameAny, thorough: bool) -> bool {
-        each!(ring, FrameAny, r => !r.is_empty() || r.words().producer_gone(thorough))
+        each!(ring, FrameAny, r => !r.is_empty() || r.words().producer_gone(thorough),
+            cells c => c.ready(thorough))
     }
 
     fn data_word(ring: &FrameAny) -> Option<&WaitWord> {
         each!(ring, FrameAny, r => {
             let words = r.words();
             (words.wait_mode() == WaitMode::Blocking).then_some(words.data_word())
-        })
+        }, cells c => c.data_word())
     }
 
     fn try_recv(rx: &mut PostcardRx) -> Result<T, RecvError> {
-        let n = each!(&mut rx.link, FrameRxAny, c => c.try_recv(&mut rx.buf))
-            .map_err(frame_recv_error)?;
+        let n = each!(&mut rx.link, FrameRxAny, c => c.try_recv(&mut rx.buf).map_err(frame_recv_error),
+            cells c => c.try_pop(&mut rx.buf).map(|()| rx.buf.len()).map_err(cell_pop_error))?;
         rx.decode(n)
     }
 
     fn recv_until(rx: &mut PostcardRx, deadline: Option<Instant>) -> Result<T, RecvError> {
-        let n = each!(&mut rx.link, FrameRxAny, c => c.recv_until(&mut rx.buf, deadline))
-            .map_err(frame_recv_error)?;
+        let n = each!(&mut rx.link, FrameRxAny, c => c.recv_until(&mut rx.buf, deadline).map_err(frame_recv_error),
+            cells c => c.pop_until(&mut rx.buf, deadline).map(|()| rx.buf.len()).map_err(cell_pop_error))?;
         rx.decode(n)
     }
 }

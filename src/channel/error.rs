@@ -232,7 +232,8 @@ pub enum ChannelError {
     Build(BuildError),
     /// A handle could not be claimed (e.g. a second sender on an SPSC channel).
     Claim(crate::ring::ClaimError),
-    /// This combination is not available (e.g. serde messages on an MPMC channel).
+    /// This combination is not available (e.g. serde messages longer than the largest
+    /// MPMC cell).
     Unsupported(&'static str),
 }
 

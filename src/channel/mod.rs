@@ -5,7 +5,8 @@
 //! - **Flavours** ([`Flavor`]): SPSC (one sender, one receiver: the fastest) or MPMC
 //!   (up to 32 handles, any mix), chosen at creation.
 //! - **Messages** ([`Codec`]): [`Raw`] copies a plain-old-data `T` into the ring;
-//!   [`Postcard`] encodes any serde type into a frame ring, up to a maximum size
+//!   [`Postcard`] encodes any serde type into a frame ring (SPSC) or fixed-size cells
+//!   (MPMC), up to a maximum size
 //!   fixed at creation (a larger message is handed back in
 //!   [`SendError::TooLarge`]).
 //! - **Asynchronous send** ([`Sender::send`], `try_send`, `send_timeout`) returns once
@@ -63,6 +64,7 @@
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
+mod cells;
 mod codec;
 mod error;
 mod select;
@@ -275,7 +277,7 @@ impl<T, C: Codec<T>> Channel<T, C> {
     /// # Errors
     ///
     /// [`ChannelError::Build`] (capacity), [`ChannelError::Unsupported`] (serde
-    /// messages on MPMC).
+    /// messages longer than 16376 bytes on MPMC).
     ///
     /// # Examples
     ///
@@ -727,10 +729,11 @@ impl<T, C: Codec<T>> Receiver<T, C> {
     }
 
     /// Empty, and the periodic liveness check is due: if every sender is gone (its
-    /// process died), take anything left, else report the disconnect.
+    /// process died), take anything left, else report the disconnect. (Only the
+    /// senders' state decides: another receiver may take a message between our looks.)
     #[cold]
     fn empty_or_disconnected(&mut self) -> Result<T, RecvError> {
-        if !C::ready(&self.ring, true) {
+        if !C::senders_gone(&self.ring, true) {
             return Err(RecvError::Empty);
         }
         match C::try_recv(&mut self.rx) {

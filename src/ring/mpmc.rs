@@ -377,13 +377,22 @@ impl<T: Pod> Mpmc<T, HeapRegion<MpmcHeader>> {
 
 #[cfg(not(shmlink_loom))]
 impl<T: Pod> Mpmc<T, crate::segment::ShmRegion<MpmcHeader>> {
-    fn configure(builder: crate::segment::SegmentBuilder) -> crate::segment::SegmentBuilder {
-        builder.kind(crate::segment::Kind::MpmcRing).fingerprint(
-            crate::segment::combine_fingerprints(
-                crate::segment::fingerprint::<MpmcHeader>(),
-                T::FINGERPRINT,
-            ),
-        )
+    /// The kind, and a fingerprint of the header, `T` and (unless 0) a `tag` naming
+    /// what the elements carry (the message type of a serde channel's cells).
+    fn configure_tagged(
+        builder: crate::segment::SegmentBuilder,
+        tag: u64,
+    ) -> crate::segment::SegmentBuilder {
+        let fp = crate::segment::combine_fingerprints(
+            crate::segment::fingerprint::<MpmcHeader>(),
+            T::FINGERPRINT,
+        );
+        let fp = if tag == 0 {
+            fp
+        } else {
+            crate::segment::combine_fingerprints(fp, tag)
+        };
+        builder.kind(crate::segment::Kind::MpmcRing).fingerprint(fp)
     }
 
     /// Creates a ring in the named segment `builder` describes.
@@ -410,12 +419,22 @@ impl<T: Pod> Mpmc<T, crate::segment::ShmRegion<MpmcHeader>> {
         capacity: usize,
         mode: WaitMode,
     ) -> Result<Self, BuildError> {
+        Self::create_tagged(builder, capacity, mode, 0)
+    }
+
+    /// `create` with a fingerprint `tag` (see `configure_tagged`).
+    pub(crate) fn create_tagged(
+        builder: crate::segment::SegmentBuilder,
+        capacity: usize,
+        mode: WaitMode,
+        tag: u64,
+    ) -> Result<Self, BuildError> {
         const { assert!(align_of::<T>() <= 128) };
         let capacity = capacity as u64;
         check_capacity(capacity)?;
         let bytes = area_len::<T>(capacity)?;
         let region = crate::segment::ShmRegion::<MpmcHeader>::create_with(
-            Self::configure(builder),
+            Self::configure_tagged(builder, tag),
             bytes,
             |h, area| init::<T>(h, area, capacity, mode),
         )?;
@@ -447,8 +466,17 @@ impl<T: Pod> Mpmc<T, crate::segment::ShmRegion<MpmcHeader>> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open(builder: crate::segment::SegmentBuilder) -> Result<Self, BuildError> {
+        Self::open_tagged(builder, 0)
+    }
+
+    /// `open` with a fingerprint `tag` (see `configure_tagged`).
+    pub(crate) fn open_tagged(
+        builder: crate::segment::SegmentBuilder,
+        tag: u64,
+    ) -> Result<Self, BuildError> {
         const { assert!(align_of::<T>() <= 128) };
-        let region = crate::segment::ShmRegion::<MpmcHeader>::open(Self::configure(builder))?;
+        let region =
+            crate::segment::ShmRegion::<MpmcHeader>::open(Self::configure_tagged(builder, tag))?;
         Self::from_region(Arc::new(region))
     }
 }

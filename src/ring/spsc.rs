@@ -500,7 +500,9 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
         let h = self.region.shared();
         let head = h.head.load(Ordering::Acquire);
         let tail = h.tail.load(Ordering::Acquire);
-        tail.wrapping_sub(head).min(self.capacity) as usize
+        // `tail` may trail `head` for a moment (the consumer takes by the slot stamps,
+        // which the producer stores before `tail`): that is empty, not full.
+        tail.saturating_sub(head).min(self.capacity) as usize
     }
 
     /// `true` if [`len`](Self::len) is 0.
