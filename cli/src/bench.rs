@@ -125,7 +125,7 @@ pub(crate) fn online_cpus() -> usize {
 }
 
 /// A message type for the round-trip cases.
-trait Msg: shmlink::ring::Pod {
+pub(crate) trait Msg: shmlink::ring::Pod {
     const LABEL: &'static str;
     fn make(seq: u64) -> Self;
     fn seq(&self) -> u64;
@@ -197,7 +197,7 @@ fn push_one<T: Msg>(tx: &mut shmlink::ring::Producer<T, ShmRegion<SpscHeader>>, 
 }
 
 /// Latency percentiles (ns) after dropping the first tenth as warm-up.
-fn percentiles(mut samples: Vec<Duration>) -> [f64; 3] {
+pub(crate) fn percentiles(mut samples: Vec<Duration>) -> [f64; 3] {
     let warm = samples.len() / 10;
     samples.drain(..warm);
     samples.sort_unstable();
@@ -302,7 +302,11 @@ fn raw_floor(r: &mut Runner, iters: u64) -> Result<[f64; 3]> {
     Ok(percentiles(samples))
 }
 
-fn ring_round_trips<T: Msg>(r: &mut Runner, mode: WaitMode, iters: u64) -> Result<[f64; 3]> {
+pub(crate) fn ring_round_trips<T: Msg>(
+    r: &mut Runner,
+    mode: WaitMode,
+    iters: u64,
+) -> Result<[f64; 3]> {
     let (req, rep) = (r.name("req"), r.name("rep"));
     let a = ShmSpsc::<T>::create(builder(&req).unlink_on_drop(true), 64, mode)?;
     let b = ShmSpsc::<T>::create(builder(&rep).unlink_on_drop(true), 64, mode)?;
@@ -533,7 +537,7 @@ pub(crate) fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// In-process two-thread throughput of a baseline queue (pinned like the processes).
-fn in_process(items: u64, run: fn(u64) -> Box<dyn FnOnce() + Send>) -> f64 {
+pub(crate) fn in_process(items: u64, run: fn(u64) -> Box<dyn FnOnce() + Send>) -> f64 {
     let consumer = run(items);
     let started = Instant::now();
     std::thread::scope(|s| {
@@ -653,7 +657,7 @@ fn copy_ceiling_run(items: u64) -> Box<dyn FnOnce() + Send> {
     })
 }
 
-fn crossbeam_run(items: u64) -> Box<dyn FnOnce() + Send> {
+pub(crate) fn crossbeam_run(items: u64) -> Box<dyn FnOnce() + Send> {
     let (tx, rx) = crossbeam_channel::bounded::<u64>(4096);
     let producer = std::thread::spawn(move || {
         pin(0);

@@ -1,6 +1,7 @@
 //! `shmlink`: the demo, segment listing and cleanup.
 
 mod bench;
+mod bench_channels;
 mod bench_sync;
 mod demo;
 
@@ -43,7 +44,7 @@ enum Command {
     },
     /// Cross-process measurements with same-run baselines.
     Bench {
-        /// The suite: `rings` or `sync`.
+        /// The suite: `rings`, `sync` or `channels`.
         suite: String,
         /// Print a JSON array of {name, metric, value, baseline, ratio}.
         #[arg(long)]
@@ -89,10 +90,17 @@ fn main() -> ExitCode {
         Command::Bench { suite, json, quick } => match suite.as_str() {
             "rings" => bench::rings(json, quick),
             "sync" => bench_sync::sync(json, quick),
-            other => Err(format!("unknown bench suite {other:?} (available: rings, sync)").into()),
+            "channels" => bench_channels::channels(json, quick),
+            other => Err(format!(
+                "unknown bench suite {other:?} (available: rings, sync, channels)"
+            )
+            .into()),
         },
         Command::BenchChild { case, name, iters } if case.starts_with("sync-") => {
             bench_sync::child(&case, &name, iters)
+        }
+        Command::BenchChild { case, name, iters } if case.starts_with("chan-") => {
+            bench_channels::child(&case, &name, iters)
         }
         Command::BenchChild { case, name, iters } => bench::child(&case, &name, iters),
         Command::Ls => ls(),
