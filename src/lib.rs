@@ -60,6 +60,8 @@ pub mod channel;
 pub mod ring;
 pub mod segment;
 pub mod sync;
+#[cfg(not(shmlink_loom))]
+pub mod transport;
 
 /// The README's example, compiled and run as a doctest.
 #[doc = include_str!("../README.md")]

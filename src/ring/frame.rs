@@ -296,6 +296,35 @@ impl FrameRing<crate::segment::ShmRegion<SpscHeader>> {
     }
 }
 
+/// Writes the configuration of a frame ring of `capacity_bytes` for frames up to
+/// `max_frame` into a zeroed header (before the region is shared); returns the area
+/// length the ring needs.
+pub(crate) fn init_frame_header(
+    h: &SpscHeader,
+    capacity_bytes: usize,
+    max_frame: usize,
+    mode: WaitMode,
+) -> usize {
+    let slots = capacity_bytes / 8;
+    super::spsc::init_header::<u64>(h, slots as u64, mode, max_frame as u32);
+    frame_area_len(slots)
+}
+
+/// Area bytes of a frame ring with `slots` words.
+pub(crate) const fn frame_area_len(slots: usize) -> usize {
+    slots * super::spsc::slot_size::<u64>()
+}
+
+/// Checks a frame ring configuration before creating it; returns the slot count.
+pub(crate) fn check_frame_sizes(
+    capacity_bytes: usize,
+    max_frame: usize,
+) -> Result<usize, BuildError> {
+    let slots = check_sizes(capacity_bytes, max_frame)?;
+    super::spsc::check_capacity(slots as u64)?;
+    Ok(slots)
+}
+
 /// The fingerprint tag of a frame ring carrying message type `tag` (0: untyped).
 #[cfg(not(shmlink_loom))]
 fn typed_tag(tag: u64) -> u64 {
@@ -307,6 +336,31 @@ fn typed_tag(tag: u64) -> u64 {
 }
 
 impl<R: Region<Shared = SpscHeader>> FrameRing<R> {
+    /// Wraps a region whose header holds a frame ring configuration, validating it
+    /// (the maximum frame length comes from the header).
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::BadConfig`] if the header holds no valid frame ring.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use shmlink::ring::{BuildError, FrameRing, SpscHeader};
+    /// use shmlink::segment::HeapRegion;
+    ///
+    /// // A zeroed header is rejected, not trusted.
+    /// let region = Arc::new(HeapRegion::<SpscHeader>::new(4096));
+    /// assert!(matches!(FrameRing::from_region(region), Err(BuildError::BadConfig(_))));
+    /// ```
+    pub fn from_region(region: std::sync::Arc<R>) -> Result<Self, BuildError> {
+        let words = Spsc::<u64, R>::from_region(region)?;
+        let max_frame = words.aux() as usize;
+        check_sizes(words.capacity() * 8, max_frame)?;
+        Ok(Self { words, max_frame })
+    }
+
     /// Longest frame, in bytes.
     ///
     /// # Examples

@@ -5,6 +5,8 @@
 //!   batches that are written or read in place and published with one store.
 //! - [`frame`]: variable-length byte frames up to a maximum fixed at creation, on
 //!   the SPSC ring (what channels and RPC carry serialized messages on).
+//! - [`duplex`]: two frame rings in one region, one per direction (a connection of
+//!   the shared-memory transport).
 //! - [`mpmc`]: bounded multi-producer multi-consumer (per-slot stamps), which repairs
 //!   slots left unfinished by participants that died.
 //!
@@ -12,6 +14,8 @@
 //! futex with a sleepers count, so that nobody makes a system call while nobody
 //! sleeps. Every wait has a deadline or ends when the peer process is gone.
 
+#[cfg(not(shmlink_loom))]
+pub mod duplex;
 mod error;
 pub mod frame;
 pub mod mpmc;
@@ -63,6 +67,8 @@ impl RawConfig {
 
 pub use crate::sync::Pod;
 pub use crate::sync::{WaitMode, WaitWord};
+#[cfg(not(shmlink_loom))]
+pub use duplex::{Duplex, DuplexHeader, End, EndPair, Half};
 pub use error::{BuildError, ChunkError, ClaimError, Corruption, PopError, PushError};
 pub use frame::{FrameConsumer, FrameProducer, FrameRing, RecvError, SendError};
 pub use mpmc::{Mpmc, MpmcConsumer, MpmcHeader, MpmcProducer, RepairStats};

@@ -479,6 +479,11 @@ impl<T: Pod> Mpmc<T, crate::segment::ShmRegion<MpmcHeader>> {
             crate::segment::ShmRegion::<MpmcHeader>::open(Self::configure_tagged(builder, tag))?;
         Self::from_region(Arc::new(region))
     }
+
+    /// The segment the ring lives in.
+    pub(crate) fn segment(&self) -> &crate::segment::Segment {
+        self.region.segment()
+    }
 }
 
 impl<T: Pod, R: Region<Shared = MpmcHeader>> Mpmc<T, R> {

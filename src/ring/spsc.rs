@@ -167,7 +167,7 @@ pub(crate) const fn slot_size<T>() -> usize {
     (8 + size_of::<T>()).next_multiple_of(8)
 }
 
-fn check_capacity(capacity: u64) -> Result<(), BuildError> {
+pub(crate) fn check_capacity(capacity: u64) -> Result<(), BuildError> {
     if capacity == 0 || capacity > MAX_CAPACITY || !capacity.is_power_of_two() {
         Err(BuildError::InvalidCapacity(capacity))
     } else {
@@ -175,7 +175,7 @@ fn check_capacity(capacity: u64) -> Result<(), BuildError> {
     }
 }
 
-fn init_header<T: Pod>(h: &SpscHeader, capacity: u64, mode: WaitMode, aux: u32) {
+pub(crate) fn init_header<T: Pod>(h: &SpscHeader, capacity: u64, mode: WaitMode, aux: u32) {
     h.config.aux.store(aux, Ordering::Relaxed);
     // Relaxed: published by the segment's ready flag (Release) or, on the heap, by
     // the Arc that hands the region to other threads.

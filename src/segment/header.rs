@@ -104,6 +104,9 @@ pub enum Kind {
     BakeryMutex,
     /// A seqlock-protected value ([`crate::sync::SeqLock`]).
     SeqLock,
+    /// Two frame rings, one per direction ([`crate::ring::duplex`]): a connection of
+    /// the shared-memory transport.
+    Duplex,
 }
 
 impl Kind {
@@ -128,6 +131,7 @@ impl Kind {
             Kind::BakeryLock => 7,
             Kind::BakeryMutex => 8,
             Kind::SeqLock => 9,
+            Kind::Duplex => 10,
         }
     }
 
@@ -153,6 +157,7 @@ impl Kind {
             7 => Some(Kind::BakeryLock),
             8 => Some(Kind::BakeryMutex),
             9 => Some(Kind::SeqLock),
+            10 => Some(Kind::Duplex),
             _ => None,
         }
     }
@@ -178,6 +183,7 @@ impl Kind {
             Kind::BakeryLock => "bakery",
             Kind::BakeryMutex => "bakery-mutex",
             Kind::SeqLock => "seqlock",
+            Kind::Duplex => "duplex",
         }
     }
 }

@@ -335,6 +335,50 @@ impl RawArea {
         }
     }
 
+    /// The part of this area from `offset` for `len` bytes, as an area of its own (for
+    /// regions that hold several objects side by side). `offset` must be a multiple of
+    /// [`AREA_ALIGN`].
+    ///
+    /// Not available under loom: a loom area keeps shadow state per byte that a
+    /// sub-area would have to share.
+    ///
+    /// # Errors
+    ///
+    /// [`OutOfBounds`] if the range is not inside this area or `offset` is not
+    /// aligned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{AREA_ALIGN, HeapRegion, Region};
+    /// use shmlink::sync::atomic::AtomicU64;
+    ///
+    /// let region = HeapRegion::<AtomicU64>::new(1024);
+    /// let second = region.area().sub(512, 512)?;
+    /// assert_eq!(second.len(), 512);
+    /// assert!(region.area().sub(512, 513).is_err()); // past the end
+    /// assert!(region.area().sub(AREA_ALIGN / 2, 8).is_err()); // misaligned
+    /// # Ok::<(), shmlink::segment::OutOfBounds>(())
+    /// ```
+    #[cfg(not(shmlink_loom))]
+    pub fn sub(&self, offset: usize, len: usize) -> Result<RawArea, OutOfBounds> {
+        let err = OutOfBounds {
+            offset,
+            len,
+            area_len: self.len,
+        };
+        if offset % AREA_ALIGN != 0 {
+            return Err(err);
+        }
+        let start = self.range(offset, len).map_err(|_| err)?;
+        let ptr = NonNull::new(start).ok_or(err)?;
+        // SAFETY: `ptr..ptr+len` lies inside this area (checked by `range`), which the
+        // caller of this area's constructor keeps valid for as long as it is used; the
+        // sub-area is used under the same terms. `offset` is a multiple of AREA_ALIGN
+        // and so is this area's start, so the alignment requirement holds.
+        Ok(unsafe { RawArea::new(ptr, len) })
+    }
+
     /// The 8-byte word at `offset` as an atomic (stamps, sequence words in slots).
     ///
     /// Under loom a heap area hands out a loom atomic kept beside the bytes instead

@@ -1,0 +1,637 @@
+//! The socket transports: `unix:///PATH` (Unix domain stream sockets) and
+//! `tcp://HOST:PORT` (TCP with `TCP_NODELAY`).
+//!
+//! A frame is a 4-byte little-endian length followed by that many bytes. The length is
+//! checked against the agreed maximum before any byte of the body is read or
+//! allocated. Sends use `sendmsg(MSG_NOSIGNAL)` with the length and the body in one
+//! call (a closed peer is an error, never `SIGPIPE`). Receives go through a 64 KiB
+//! buffer, so a small frame costs one `read`; a deadline that passes in the middle of a
+//! frame keeps what was read for the next call. Deadlines map to `SO_RCVTIMEO` /
+//! `SO_SNDTIMEO`, changed only when the current setting would overshoot the deadline
+//! or is far shorter than needed, so steady traffic makes no extra system calls.
+
+use core::fmt;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{MsgFlags, UnixAddr, sendmsg};
+
+use super::error::{
+    AcceptError, ConnectError, HandshakeError, IoFailure, ListenError, RecvError, SendError,
+};
+use super::{Address, HELLO_LEN, Hello, Options, remaining};
+
+/// Bytes of the receive buffer.
+const RECV_BUF: usize = 64 * 1024;
+/// Length prefix.
+const PREFIX: usize = 4;
+
+#[derive(Debug)]
+enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Stream {
+    fn try_clone(&self) -> io::Result<Stream> {
+        Ok(match self {
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+        })
+    }
+
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_read_timeout(t),
+            Stream::Tcp(s) => s.set_read_timeout(t),
+        }
+    }
+
+    fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_write_timeout(t),
+            Stream::Tcp(s) => s.set_write_timeout(t),
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.read(buf),
+            Stream::Tcp(s) => s.read(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.write_all(buf),
+            Stream::Tcp(s) => s.write_all(buf),
+        }
+    }
+
+    fn shutdown(&self, how: Shutdown) {
+        let _ = match self {
+            Stream::Unix(s) => s.shutdown(how),
+            Stream::Tcp(s) => s.shutdown(how),
+        };
+    }
+
+    fn raw_fd(&self) -> i32 {
+        match self {
+            Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tcp(s) => s.as_raw_fd(),
+        }
+    }
+
+    /// `sendmsg` without `SIGPIPE`.
+    fn send_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        sendmsg::<UnixAddr>(self.raw_fd(), bufs, &[], MsgFlags::MSG_NOSIGNAL, None)
+            .map_err(io::Error::from)
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Stream::Unix(_) => "unix",
+            Stream::Tcp(_) => "tcp",
+        }
+    }
+}
+
+/// The socket timeout to use for `deadline`, given the `current` one; `Err` once the
+/// deadline passed, `Ok(None)` to keep the current setting.
+#[allow(clippy::option_option)]
+fn plan_timeout(
+    deadline: Option<Instant>,
+    current: Option<Duration>,
+) -> Result<Option<Option<Duration>>, ()> {
+    match remaining(deadline) {
+        None => match current {
+            // Waking up once a second to find no deadline is harmless.
+            Some(c) if c < Duration::from_secs(1) => Ok(Some(None)),
+            _ => Ok(None),
+        },
+        Some(left) if left.is_zero() => Err(()),
+        Some(left) => match current {
+            Some(c) if c <= left && c >= left / 2 => Ok(None),
+            _ => Ok(Some(Some(left.max(Duration::from_micros(1))))),
+        },
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+fn is_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::NotConnected
+            | io::ErrorKind::UnexpectedEof
+    )
+}
+
+/// A socket connection (Unix domain or TCP).
+#[derive(Debug)]
+pub struct SocketConnection {
+    tx: SocketSender,
+    rx: SocketReceiver,
+}
+
+impl SocketConnection {
+    fn new(stream: Stream, max: usize) -> io::Result<Self> {
+        let tx_stream = stream.try_clone()?;
+        Ok(Self {
+            tx: SocketSender {
+                stream: tx_stream,
+                max,
+                broken: false,
+                timeout: None,
+            },
+            rx: SocketReceiver {
+                stream,
+                max,
+                broken: false,
+                timeout: None,
+                buf: vec![0; RECV_BUF].into_boxed_slice(),
+                start: 0,
+                end: 0,
+                body: Vec::new(),
+                want: None,
+            },
+        })
+    }
+
+    /// Splits the connection into its halves.
+    pub fn split(self) -> (SocketSender, SocketReceiver) {
+        (self.tx, self.rx)
+    }
+
+    /// Largest frame both ends agreed on.
+    pub fn max_frame(&self) -> usize {
+        self.tx.max
+    }
+
+    /// `"unix"` or `"tcp"`.
+    pub fn kind(&self) -> &'static str {
+        self.tx.stream.kind()
+    }
+}
+
+/// The sending half of a socket connection.
+#[derive(Debug)]
+pub struct SocketSender {
+    stream: Stream,
+    max: usize,
+    broken: bool,
+    timeout: Option<Duration>,
+}
+
+impl SocketSender {
+    /// See [`FrameSend::send`](super::FrameSend::send).
+    ///
+    /// # Errors
+    ///
+    /// As [`FrameSend::send`](super::FrameSend::send).
+    pub fn send(&mut self, frame: &[u8], deadline: Option<Instant>) -> Result<(), SendError> {
+        if self.broken {
+            return Err(SendError::Broken);
+        }
+        if frame.len() > self.max {
+            return Err(SendError::TooLarge {
+                len: frame.len(),
+                max: self.max,
+            });
+        }
+        let prefix = (frame.len() as u32).to_le_bytes();
+        let total = PREFIX + frame.len();
+        let mut done = 0;
+        while done < total {
+            if let Err(e) = self.arm(deadline) {
+                return Err(self.fail_partial(done, e));
+            }
+            let r = if done < PREFIX {
+                self.stream
+                    .send_vectored(&[IoSlice::new(&prefix[done..]), IoSlice::new(frame)])
+            } else {
+                self.stream
+                    .send_vectored(&[IoSlice::new(&frame[done - PREFIX..])])
+            };
+            match r {
+                Ok(0) => return Err(self.fail_partial(done, SendError::Disconnected)),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(self.fail_partial(done, SendError::Timeout));
+                    }
+                }
+                Err(e) if is_gone(&e) => {
+                    return Err(self.fail_partial(done, SendError::Disconnected));
+                }
+                Err(e) => {
+                    return Err(
+                        self.fail_partial(done, SendError::Io(IoFailure::new("sendmsg", &e)))
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A failure after `done` bytes of a frame went out: a half-sent frame cannot be
+    /// taken back, so the connection is closed for writing (the peer sees the stream
+    /// end mid-frame) and every later send reports [`SendError::Broken`].
+    fn fail_partial(&mut self, done: usize, err: SendError) -> SendError {
+        if done > 0 {
+            self.broken = true;
+            self.stream.shutdown(Shutdown::Write);
+        }
+        err
+    }
+
+    fn arm(&mut self, deadline: Option<Instant>) -> Result<(), SendError> {
+        match plan_timeout(deadline, self.timeout) {
+            Err(()) => Err(SendError::Timeout),
+            Ok(None) => Ok(()),
+            Ok(Some(t)) => {
+                self.stream
+                    .set_write_timeout(t)
+                    .map_err(|e| SendError::Io(IoFailure::new("setsockopt(SO_SNDTIMEO)", &e)))?;
+                self.timeout = t;
+                Ok(())
+            }
+        }
+    }
+
+    /// Largest frame both ends agreed on.
+    pub fn max_frame(&self) -> usize {
+        self.max
+    }
+}
+
+/// The receiving half of a socket connection.
+pub struct SocketReceiver {
+    stream: Stream,
+    max: usize,
+    broken: bool,
+    timeout: Option<Duration>,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    /// The frame being assembled.
+    body: Vec<u8>,
+    /// Its announced length, once the prefix was read.
+    want: Option<usize>,
+}
+
+impl fmt::Debug for SocketReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SocketReceiver")
+            .field("kind", &self.stream.kind())
+            .field("max_frame", &self.max)
+            .field("buffered", &(self.end - self.start))
+            .finish_non_exhaustive()
+    }
+}
+
+impl SocketReceiver {
+    /// See [`FrameRecv::recv`](super::FrameRecv::recv).
+    ///
+    /// # Errors
+    ///
+    /// As [`FrameRecv::recv`](super::FrameRecv::recv).
+    pub fn recv(&mut self, out: &mut Vec<u8>, deadline: Option<Instant>) -> Result<(), RecvError> {
+        if self.broken {
+            return Err(RecvError::Broken);
+        }
+        loop {
+            if self.want.is_none() && self.end - self.start >= PREFIX {
+                let p = &self.buf[self.start..self.start + PREFIX];
+                let len = u32::from_le_bytes([p[0], p[1], p[2], p[3]]) as usize;
+                if len > self.max {
+                    self.broken = true;
+                    return Err(RecvError::TooLarge { len, max: self.max });
+                }
+                self.start += PREFIX;
+                self.body.clear();
+                self.body.reserve_exact(len);
+                self.want = Some(len);
+            }
+            if let Some(len) = self.want {
+                let take = (len - self.body.len()).min(self.end - self.start);
+                self.body
+                    .extend_from_slice(&self.buf[self.start..self.start + take]);
+                self.start += take;
+                if self.body.len() == len {
+                    self.want = None;
+                    std::mem::swap(out, &mut self.body);
+                    return Ok(());
+                }
+            }
+            if self.start == self.end {
+                self.start = 0;
+                self.end = 0;
+            } else if self.buf.len() - self.end < PREFIX {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            self.arm(deadline)?;
+            let end = self.end;
+            match self.stream.read(&mut self.buf[end..]) {
+                Ok(0) => {
+                    if self.want.is_some() || self.start < self.end {
+                        self.broken = true;
+                        return Err(RecvError::Malformed(
+                            "stream ended in the middle of a frame",
+                        ));
+                    }
+                    return Err(RecvError::Disconnected);
+                }
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(RecvError::Timeout);
+                    }
+                }
+                Err(e) if is_gone(&e) => return Err(RecvError::Disconnected),
+                Err(e) => return Err(RecvError::Io(IoFailure::new("read", &e))),
+            }
+        }
+    }
+
+    fn arm(&mut self, deadline: Option<Instant>) -> Result<(), RecvError> {
+        match plan_timeout(deadline, self.timeout) {
+            Err(()) => Err(RecvError::Timeout),
+            Ok(None) => Ok(()),
+            Ok(Some(t)) => {
+                self.stream
+                    .set_read_timeout(t)
+                    .map_err(|e| RecvError::Io(IoFailure::new("setsockopt(SO_RCVTIMEO)", &e)))?;
+                self.timeout = t;
+                Ok(())
+            }
+        }
+    }
+
+    /// Largest frame both ends agreed on.
+    pub fn max_frame(&self) -> usize {
+        self.max
+    }
+}
+
+impl super::FrameSend for SocketSender {
+    fn send(&mut self, frame: &[u8], deadline: Option<Instant>) -> Result<(), SendError> {
+        SocketSender::send(self, frame, deadline)
+    }
+    fn max_frame(&self) -> usize {
+        self.max
+    }
+}
+
+impl super::FrameRecv for SocketReceiver {
+    fn recv(&mut self, buf: &mut Vec<u8>, deadline: Option<Instant>) -> Result<(), RecvError> {
+        SocketReceiver::recv(self, buf, deadline)
+    }
+    fn max_frame(&self) -> usize {
+        self.max
+    }
+}
+
+impl super::Transport for SocketConnection {
+    type Sender = SocketSender;
+    type Receiver = SocketReceiver;
+    fn split(self) -> (SocketSender, SocketReceiver) {
+        (self.tx, self.rx)
+    }
+}
+
+#[derive(Debug)]
+enum Inner {
+    Unix(UnixListener, PathBuf),
+    Tcp(TcpListener),
+}
+
+/// A Unix domain or TCP listener.
+#[derive(Debug)]
+pub struct SocketListener {
+    inner: Inner,
+    opts: Options,
+}
+
+impl SocketListener {
+    pub(crate) fn bind(addr: &Address, opts: &Options) -> Result<Self, ListenError> {
+        let inner = match addr {
+            Address::Unix(path) => {
+                let listener = match UnixListener::bind(path) {
+                    Ok(l) => l,
+                    Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                        // A socket file left by a dead server refuses connections:
+                        // take it over. A live one keeps it.
+                        match UnixStream::connect(path) {
+                            Ok(_) => return Err(ListenError::InUse),
+                            Err(c) if c.kind() == io::ErrorKind::ConnectionRefused => {
+                                std::fs::remove_file(path)
+                                    .map_err(|e| ListenError::Io(IoFailure::new("unlink", &e)))?;
+                                UnixListener::bind(path)
+                                    .map_err(|e| ListenError::Io(IoFailure::new("bind", &e)))?
+                            }
+                            Err(_) => return Err(ListenError::InUse),
+                        }
+                    }
+                    Err(e) => return Err(ListenError::Io(IoFailure::new("bind", &e))),
+                };
+                Inner::Unix(listener, path.clone())
+            }
+            Address::Tcp(hp) => match TcpListener::bind(hp.as_str()) {
+                Ok(l) => Inner::Tcp(l),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(ListenError::InUse),
+                Err(e) => return Err(ListenError::Io(IoFailure::new("bind", &e))),
+            },
+            Address::Shm(_) => unreachable!("shm addresses go to the shm transport"),
+        };
+        Ok(Self {
+            inner,
+            opts: opts.clone(),
+        })
+    }
+
+    /// The URL clients connect to.
+    pub fn url(&self) -> String {
+        match &self.inner {
+            Inner::Unix(_, p) => format!("unix://{}", p.display()),
+            Inner::Tcp(l) => match l.local_addr() {
+                Ok(a) => format!("tcp://{a}"),
+                Err(_) => "tcp://?".to_string(),
+            },
+        }
+    }
+
+    /// Waits for a client until `deadline` and completes its hello (which has
+    /// [`Options::handshake_timeout`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Listener::accept`](super::Listener::accept).
+    pub fn accept(&self, deadline: Option<Instant>) -> Result<SocketConnection, AcceptError> {
+        let fd = match &self.inner {
+            Inner::Unix(l, _) => l.as_fd(),
+            Inner::Tcp(l) => l.as_fd(),
+        };
+        loop {
+            let timeout = match remaining(deadline) {
+                None => nix::poll::PollTimeout::NONE,
+                Some(left) => {
+                    // Round up, so we never wake before the deadline and spin.
+                    let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+                    nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX)
+                }
+            };
+            let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+            match nix::poll::poll(&mut fds, timeout) {
+                Ok(0) => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(AcceptError::Timeout);
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(AcceptError::Io(IoFailure::new("poll", &io::Error::from(e)))),
+            }
+            let stream = match &self.inner {
+                Inner::Unix(l, _) => l.accept().map(|(s, _)| Stream::Unix(s)),
+                Inner::Tcp(l) => l.accept().and_then(|(s, _)| {
+                    s.set_nodelay(true)?;
+                    Ok(Stream::Tcp(s))
+                }),
+            };
+            let mut stream = match stream {
+                Ok(s) => s,
+                // The client left between poll and accept, or a transient error.
+                Err(e)
+                    if is_timeout(&e) || is_gone(&e) || e.kind() == io::ErrorKind::Interrupted =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(AcceptError::Io(IoFailure::new("accept", &e))),
+            };
+            let hs_deadline = Instant::now().checked_add(self.opts.handshake_timeout);
+            let theirs = read_hello(&mut stream, hs_deadline);
+            // Answer even a bad hello, so the client can say what went wrong.
+            let _ = stream.write_all(&Hello::ours(self.opts.max_frame).encode());
+            let theirs = theirs.map_err(AcceptError::Handshake)?;
+            let max = Hello::agree(self.opts.max_frame, theirs);
+            return SocketConnection::new(stream, max)
+                .map_err(|e| AcceptError::Io(IoFailure::new("dup", &e)));
+        }
+    }
+}
+
+impl Drop for SocketListener {
+    fn drop(&mut self) {
+        if let Inner::Unix(_, path) = &self.inner {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Reads the peer's hello (exactly [`HELLO_LEN`] bytes, raw, before any framing).
+fn read_hello(stream: &mut Stream, deadline: Option<Instant>) -> Result<Hello, HandshakeError> {
+    let mut hello = [0u8; HELLO_LEN];
+    let mut have = 0;
+    let mut timeout = None;
+    while have < HELLO_LEN {
+        match plan_timeout(deadline, timeout) {
+            Err(()) => return Err(HandshakeError::Timeout),
+            Ok(None) => {}
+            Ok(Some(t)) => {
+                stream
+                    .set_read_timeout(t)
+                    .map_err(|_| HandshakeError::Disconnected)?;
+                timeout = t;
+            }
+        }
+        match stream.read(&mut hello[have..]) {
+            Ok(0) => return Err(HandshakeError::Disconnected),
+            Ok(n) => have += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted || is_timeout(&e) => {}
+            Err(_) => return Err(HandshakeError::Disconnected),
+        }
+    }
+    // Back to blocking reads: the receiver sets its own timeouts.
+    stream
+        .set_read_timeout(None)
+        .map_err(|_| HandshakeError::Disconnected)?;
+    Hello::decode(&hello)
+}
+
+/// Connects to a `unix://` or `tcp://` address and exchanges hellos.
+pub(crate) fn connect(
+    addr: &Address,
+    opts: &Options,
+    deadline: Option<Instant>,
+) -> Result<SocketConnection, ConnectError> {
+    let refused = |e: &io::Error, op| match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ConnectError::NoListener,
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => ConnectError::Timeout,
+        _ => ConnectError::Io(IoFailure::new(op, e)),
+    };
+    let mut stream = match addr {
+        Address::Unix(path) => {
+            Stream::Unix(UnixStream::connect(path).map_err(|e| refused(&e, "connect"))?)
+        }
+        Address::Tcp(hp) => {
+            let addrs: Vec<_> = hp
+                .to_socket_addrs()
+                .map_err(|e| ConnectError::Io(IoFailure::new("resolve", &e)))?
+                .collect();
+            let mut last = ConnectError::NoListener;
+            let mut found = None;
+            for a in addrs {
+                let left = remaining(deadline).unwrap_or(Duration::from_secs(3600));
+                if left.is_zero() {
+                    last = ConnectError::Timeout;
+                    break;
+                }
+                match TcpStream::connect_timeout(&a, left) {
+                    Ok(s) => {
+                        found = Some(s);
+                        break;
+                    }
+                    Err(e) => last = refused(&e, "connect"),
+                }
+            }
+            let s = found.ok_or(last)?;
+            s.set_nodelay(true)
+                .map_err(|e| ConnectError::Io(IoFailure::new("setsockopt(TCP_NODELAY)", &e)))?;
+            Stream::Tcp(s)
+        }
+        Address::Shm(_) => unreachable!("shm addresses go to the shm transport"),
+    };
+    stream
+        .write_all(&Hello::ours(opts.max_frame).encode())
+        .map_err(|e| {
+            if is_gone(&e) {
+                ConnectError::Handshake(HandshakeError::Disconnected)
+            } else {
+                ConnectError::Io(IoFailure::new("write", &e))
+            }
+        })?;
+    let theirs = read_hello(&mut stream, deadline).map_err(|e| match e {
+        HandshakeError::Timeout => ConnectError::Timeout,
+        e => ConnectError::Handshake(e),
+    })?;
+    let max = Hello::agree(opts.max_frame, theirs);
+    SocketConnection::new(stream, max).map_err(|e| ConnectError::Io(IoFailure::new("dup", &e)))
+}
