@@ -58,6 +58,8 @@ compile_error!("shmlink supports Linux with 64-bit atomics only");
 
 pub mod channel;
 pub mod ring;
+#[cfg(not(shmlink_loom))]
+pub mod rpc;
 pub mod segment;
 pub mod sync;
 #[cfg(not(shmlink_loom))]

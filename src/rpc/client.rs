@@ -1,0 +1,660 @@
+//! The client: calls in flight keyed by id, and a leader/follower receive path.
+//!
+//! There is no background thread. Every caller that waits for an answer either reads
+//! the connection itself (one at a time: the *reader*) or sleeps on a condition
+//! variable. The reader delivers each frame to its call's slot, wakes sleepers only if
+//! there are any, and gives up the reading role as soon as its own answer arrived (or
+//! its deadline passed), waking a sleeper to take over. A single caller thus reads its
+//! own answer with no thread hand-off at all.
+
+use core::fmt;
+use core::marker::PhantomData;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::error::{ConnectError, RpcError, TransportFailure};
+use super::wire::{self, Code, Kind};
+use super::{DEFAULT_TIMEOUT, STREAM_WINDOW};
+use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::transport::{self, Connection, RecvError, SendError};
+
+/// Settings of an RPC client.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use shmlink::rpc::ClientOptions;
+///
+/// let opts = ClientOptions { timeout: Duration::from_secs(2), ..ClientOptions::default() };
+/// assert_eq!(opts.timeout, Duration::from_secs(2));
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Transport settings (maximum frame, connect timeout, shm ring size).
+    pub transport: transport::Options,
+    /// Time budget of each call unless a handle says otherwise.
+    pub timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            transport: transport::Options::default(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// The end of a call as the server sent it.
+struct Reply {
+    code: Code,
+    payload: Vec<u8>,
+}
+
+enum Slot {
+    Unary(Option<Reply>),
+    Stream {
+        items: VecDeque<Vec<u8>>,
+        end: Option<Reply>,
+    },
+}
+
+struct Table {
+    calls: HashMap<u64, Slot>,
+    /// Someone holds the reading role.
+    reading: bool,
+    /// Threads asleep on the condition variable.
+    sleepers: usize,
+    /// The connection failed: every call fails with this.
+    dead: Option<RpcError<()>>,
+}
+
+struct TxState {
+    tx: transport::Sender,
+    buf: Vec<u8>,
+}
+
+struct RxState {
+    rx: transport::Receiver,
+    buf: Vec<u8>,
+}
+
+struct Shared {
+    tx: Mutex<TxState>,
+    rx: Mutex<RxState>,
+    table: Mutex<Table>,
+    cv: Condvar,
+    next_id: AtomicU64,
+    max_frame: usize,
+}
+
+fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Budget {
+    Timeout(Duration),
+    Deadline(Instant),
+}
+
+impl Budget {
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Budget::Timeout(t) => Instant::now().checked_add(t),
+            Budget::Deadline(d) => Some(d),
+        }
+    }
+}
+
+/// A generic RPC client over one connection: what the stubs [`service!`](crate::service)
+/// generates are built on. Cheap to clone; clones share the connection.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use shmlink::rpc::{Client, ClientOptions, ConnectError};
+///
+/// // Nothing serves there.
+/// let err = Client::connect("unix:///nonexistent/rpc.sock", 42, &ClientOptions::default());
+/// assert!(matches!(err, Err(ConnectError::Transport(_))));
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+    budget: Budget,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = relock(&self.shared.table);
+        f.debug_struct("Client")
+            .field("in_flight", &t.calls.len())
+            .field("dead", &t.dead)
+            .field("budget", &self.budget)
+            .finish()
+    }
+}
+
+fn send_failure<E>(e: SendError) -> RpcError<E> {
+    match e {
+        SendError::TooLarge { .. } => RpcError::TooLarge,
+        SendError::Timeout => RpcError::DeadlineExceeded,
+        SendError::Disconnected => RpcError::ServerGone,
+        e => RpcError::Transport(TransportFailure::Send(e)),
+    }
+}
+
+fn budget_ns(deadline: Option<Instant>) -> u64 {
+    match deadline {
+        None => u64::MAX,
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            u64::try_from(left.as_nanos()).unwrap_or(u64::MAX - 1)
+        }
+    }
+}
+
+impl Client {
+    /// Connects to `url` and presents `service_id` (see the generated `SERVICE_ID`).
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError`].
+    pub fn connect(
+        url: &str,
+        service_id: u64,
+        opts: &ClientOptions,
+    ) -> Result<Client, ConnectError> {
+        let conn = transport::connect(url, &opts.transport)?;
+        Self::new(conn, service_id, opts)
+    }
+
+    /// An RPC client over `conn`: sends the hello with `service_id` and waits for the
+    /// server to accept it.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError::WrongService`] if the server runs another service,
+    /// [`ConnectError::Timeout`] or [`ConnectError::ServerGone`].
+    pub fn new(
+        conn: Connection,
+        service_id: u64,
+        opts: &ClientOptions,
+    ) -> Result<Client, ConnectError> {
+        let max_frame = conn.max_frame();
+        let (mut tx, mut rx) = conn.split();
+        let deadline = Instant::now().checked_add(opts.transport.connect_timeout);
+        let mut buf = Vec::with_capacity(64);
+        wire::encode_header(&mut buf, Kind::Hello, Code::Ok, 0, service_id, 0);
+        tx.send(&buf, deadline).map_err(|e| match e {
+            SendError::Timeout => ConnectError::Timeout,
+            _ => ConnectError::ServerGone,
+        })?;
+        rx.recv(&mut buf, deadline).map_err(|e| match e {
+            RecvError::Timeout => ConnectError::Timeout,
+            RecvError::Disconnected => ConnectError::ServerGone,
+            _ => ConnectError::Protocol("transport failed during the hello"),
+        })?;
+        let f =
+            wire::decode(&buf).map_err(|_| ConnectError::Protocol("undecodable hello reply"))?;
+        if f.kind != Kind::HelloReply {
+            return Err(ConnectError::Protocol("expected a hello reply"));
+        }
+        match f.code {
+            Code::Ok if f.method == service_id => {}
+            Code::Ok | Code::WrongService => {
+                return Err(ConnectError::WrongService {
+                    ours: service_id,
+                    theirs: f.method,
+                });
+            }
+            _ => return Err(ConnectError::Protocol("unexpected hello reply code")),
+        }
+        Ok(Client {
+            shared: Arc::new(Shared {
+                tx: Mutex::new(TxState {
+                    tx,
+                    buf: Vec::with_capacity(256),
+                }),
+                rx: Mutex::new(RxState {
+                    rx,
+                    buf: Vec::with_capacity(256),
+                }),
+                table: Mutex::new(Table {
+                    calls: HashMap::new(),
+                    reading: false,
+                    sleepers: 0,
+                    dead: None,
+                }),
+                cv: Condvar::new(),
+                next_id: AtomicU64::new(1),
+                max_frame,
+            }),
+            budget: Budget::Timeout(opts.timeout),
+        })
+    }
+
+    /// A handle on the same connection whose calls get `timeout` as their budget.
+    pub fn with_timeout(&self, timeout: Duration) -> Client {
+        Client {
+            shared: self.shared.clone(),
+            budget: Budget::Timeout(timeout),
+        }
+    }
+
+    /// A handle on the same connection whose calls end at `deadline`.
+    pub fn with_deadline(&self, deadline: Instant) -> Client {
+        Client {
+            shared: self.shared.clone(),
+            budget: Budget::Deadline(deadline),
+        }
+    }
+
+    /// Largest frame of the connection (requests and responses must fit, with a
+    /// 32-byte header).
+    pub fn max_frame(&self) -> usize {
+        self.shared.max_frame
+    }
+
+    /// Calls in flight on this connection.
+    pub fn in_flight(&self) -> usize {
+        relock(&self.shared.table).calls.len()
+    }
+
+    /// Sends a request for `method` and returns the pending call.
+    pub fn call<Req: Serialize, Resp: DeserializeOwned, E: DeserializeOwned>(
+        &self,
+        method: u64,
+        req: &Req,
+    ) -> Call<Resp, E> {
+        let deadline = self.budget.deadline();
+        match self.start(method, req, deadline, Slot::Unary(None)) {
+            Ok(id) => Call {
+                shared: Some(self.shared.clone()),
+                id,
+                deadline,
+                failed: None,
+                _t: PhantomData,
+            },
+            Err(e) => Call {
+                shared: None,
+                id: 0,
+                deadline,
+                failed: Some(e),
+                _t: PhantomData,
+            },
+        }
+    }
+
+    /// Sends a request for streaming `method` and returns the stream of its items.
+    pub fn call_stream<Req: Serialize, T: DeserializeOwned, E: DeserializeOwned>(
+        &self,
+        method: u64,
+        req: &Req,
+    ) -> CallStream<T, E> {
+        let deadline = self.budget.deadline();
+        let slot = Slot::Stream {
+            items: VecDeque::new(),
+            end: None,
+        };
+        let (shared, id, failed) = match self.start(method, req, deadline, slot) {
+            Ok(id) => (Some(self.shared.clone()), id, None),
+            Err(e) => (None, 0, Some(e)),
+        };
+        CallStream {
+            shared,
+            id,
+            deadline,
+            failed,
+            finished: false,
+            consumed: 0,
+            _t: PhantomData,
+        }
+    }
+
+    fn start<Req: Serialize>(
+        &self,
+        method: u64,
+        req: &Req,
+        deadline: Option<Instant>,
+        slot: Slot,
+    ) -> Result<u64, RpcError<()>> {
+        let s = &*self.shared;
+        let id = s.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut t = relock(&s.table);
+            if let Some(dead) = &t.dead {
+                return Err(dead.clone());
+            }
+            // Registered before the request leaves, so the answer always has a slot.
+            t.calls.insert(id, slot);
+        }
+        let mut tx = relock(&s.tx);
+        let TxState { tx, buf } = &mut *tx;
+        wire::encode_header(
+            buf,
+            Kind::Request,
+            Code::Ok,
+            id,
+            method,
+            budget_ns(deadline),
+        );
+        let encoded = postcard::to_extend(req, std::mem::take(buf));
+        let sent = match encoded {
+            Ok(b) => {
+                *buf = b;
+                tx.send(buf, deadline).map_err(send_failure)
+            }
+            Err(_) => Err(RpcError::Protocol("the request could not be encoded")),
+        };
+        if let Err(e) = sent {
+            relock(&s.table).calls.remove(&id);
+            return Err(e);
+        }
+        Ok(id)
+    }
+}
+
+impl Shared {
+    /// Waits until `take` gets something from call `id`'s slot, reading the
+    /// connection when nobody else does.
+    fn wait<R>(
+        &self,
+        id: u64,
+        deadline: Option<Instant>,
+        mut take: impl FnMut(&mut Slot) -> Option<R>,
+    ) -> Result<R, RpcError<()>> {
+        let mut t = relock(&self.table);
+        loop {
+            match t.calls.get_mut(&id) {
+                Some(slot) => {
+                    if let Some(r) = take(slot) {
+                        return Ok(r);
+                    }
+                }
+                None => return Err(RpcError::Protocol("call is not in flight")),
+            }
+            if let Some(dead) = &t.dead {
+                return Err(dead.clone());
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(RpcError::DeadlineExceeded);
+            }
+            if !t.reading {
+                t.reading = true;
+                drop(t);
+                let outcome = self.read_until(id, deadline);
+                t = relock(&self.table);
+                t.reading = false;
+                if let Err(e) = outcome {
+                    t.dead = Some(e);
+                }
+                // Someone else may have to take over reading, or was answered.
+                if t.sleepers > 0 {
+                    self.cv.notify_all();
+                }
+                continue;
+            }
+            t.sleepers += 1;
+            t = match deadline {
+                None => self.cv.wait(t).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    self.cv
+                        .wait_timeout(t, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+            t.sleepers -= 1;
+        }
+    }
+
+    /// Reads frames, delivering each, until one for `id` arrived (`Ok`), the deadline
+    /// passed (`Ok`: the caller reports it), or the connection failed (`Err`).
+    fn read_until(&self, id: u64, deadline: Option<Instant>) -> Result<(), RpcError<()>> {
+        let mut rx = relock(&self.rx);
+        let RxState { rx, buf } = &mut *rx;
+        loop {
+            match rx.recv(buf, deadline) {
+                Ok(()) => {}
+                Err(RecvError::Timeout) => return Ok(()),
+                Err(RecvError::Disconnected) => return Err(RpcError::ServerGone),
+                Err(e) => return Err(RpcError::Transport(TransportFailure::Recv(e))),
+            }
+            let f = wire::decode(buf).map_err(|_| RpcError::Protocol("undecodable frame"))?;
+            let mut t = relock(&self.table);
+            match f.kind {
+                Kind::Reply => {
+                    let reply = Reply {
+                        code: f.code,
+                        payload: f.payload.to_vec(),
+                    };
+                    match t.calls.get_mut(&f.id) {
+                        Some(Slot::Unary(r)) => *r = Some(reply),
+                        Some(Slot::Stream { end, .. }) => *end = Some(reply),
+                        None => {} // a call given up on: drop the late answer
+                    }
+                }
+                Kind::Item => match t.calls.get_mut(&f.id) {
+                    Some(Slot::Stream { items, .. }) => items.push_back(f.payload.to_vec()),
+                    Some(Slot::Unary(_)) => {
+                        return Err(RpcError::Protocol("stream item for a unary call"));
+                    }
+                    None => {}
+                },
+                _ => return Err(RpcError::Protocol("unexpected frame kind from the server")),
+            }
+            if f.id == id {
+                return Ok(());
+            }
+            if t.sleepers > 0 {
+                self.cv.notify_all();
+            }
+        }
+    }
+
+    /// Forgets call `id`; tells the server if it was still running.
+    fn abandon(&self, id: u64) {
+        let running = {
+            let mut t = relock(&self.table);
+            let running = match t.calls.remove(&id) {
+                Some(Slot::Unary(r)) => r.is_none(),
+                Some(Slot::Stream { end, .. }) => end.is_none(),
+                None => false,
+            };
+            running && t.dead.is_none()
+        };
+        if running {
+            self.send_control(Kind::Cancel, id, 0);
+        }
+    }
+
+    /// Sends a cancel or credit frame, best effort (bounded wait).
+    fn send_control(&self, kind: Kind, id: u64, arg: u64) {
+        let mut tx = relock(&self.tx);
+        let TxState { tx, buf } = &mut *tx;
+        wire::encode_header(buf, kind, Code::Ok, id, 0, arg);
+        let _ = tx.send(buf, Instant::now().checked_add(Duration::from_millis(100)));
+    }
+}
+
+fn finish<T: DeserializeOwned, E: DeserializeOwned>(reply: Reply) -> Result<T, RpcError<E>> {
+    match reply.code {
+        Code::Ok => postcard::from_bytes(&reply.payload)
+            .map_err(|_| RpcError::Protocol("undecodable response")),
+        Code::ServiceError => match postcard::from_bytes(&reply.payload) {
+            Ok(e) => Err(RpcError::Service(e)),
+            Err(_) => Err(RpcError::Protocol("undecodable service error")),
+        },
+        code => Err(status_error(code)),
+    }
+}
+
+fn status_error<E>(code: Code) -> RpcError<E> {
+    match code {
+        Code::DeadlineExceeded => RpcError::DeadlineExceeded,
+        Code::UnknownMethod => RpcError::UnknownMethod,
+        Code::BadRequest => RpcError::BadRequest,
+        Code::Unavailable => RpcError::Unavailable,
+        Code::Internal => RpcError::Internal,
+        Code::ResponseTooLarge => RpcError::TooLarge,
+        _ => RpcError::Protocol("unexpected reply code"),
+    }
+}
+
+/// A call in flight: [`wait`](Call::wait) for its answer. Dropping it unanswered
+/// cancels it on the server.
+///
+/// # Examples
+///
+/// See the [module docs](crate::rpc).
+#[must_use = "a call is cancelled when dropped; wait() for its answer"]
+pub struct Call<T, E> {
+    shared: Option<Arc<Shared>>,
+    id: u64,
+    deadline: Option<Instant>,
+    failed: Option<RpcError<()>>,
+    _t: PhantomData<fn() -> (T, E)>,
+}
+
+impl<T, E> fmt::Debug for Call<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Call")
+            .field("id", &self.id)
+            .field("deadline", &self.deadline)
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+impl<T: DeserializeOwned, E: DeserializeOwned> Call<T, E> {
+    /// Waits for the answer until the call's deadline.
+    ///
+    /// # Errors
+    ///
+    /// [`RpcError`]: the service's error, or what went wrong on the way.
+    pub fn wait(mut self) -> Result<T, RpcError<E>> {
+        if let Some(e) = self.failed.take() {
+            return Err(e.cast());
+        }
+        let Some(shared) = self.shared.clone() else {
+            return Err(RpcError::Protocol("call already finished"));
+        };
+        let reply = shared.wait(self.id, self.deadline, |slot| match slot {
+            Slot::Unary(r) => r.take(),
+            Slot::Stream { .. } => None,
+        });
+        match reply {
+            Ok(reply) => {
+                relock(&shared.table).calls.remove(&self.id);
+                self.shared = None;
+                finish(reply)
+            }
+            Err(e) => Err(e.cast()), // Drop removes the slot and cancels
+        }
+    }
+
+    /// The call's deadline.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+}
+
+impl<T, E> Drop for Call<T, E> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            shared.abandon(self.id);
+        }
+    }
+}
+
+/// The items of a server-streaming call, as an iterator. Dropping it before the end
+/// cancels the call on the server.
+#[must_use = "a stream is cancelled when dropped"]
+pub struct CallStream<T, E> {
+    shared: Option<Arc<Shared>>,
+    id: u64,
+    deadline: Option<Instant>,
+    failed: Option<RpcError<()>>,
+    finished: bool,
+    consumed: u64,
+    _t: PhantomData<fn() -> (T, E)>,
+}
+
+impl<T, E> fmt::Debug for CallStream<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallStream")
+            .field("id", &self.id)
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Next {
+    Item(Vec<u8>),
+    End(Reply),
+}
+
+impl<T: DeserializeOwned, E: DeserializeOwned> Iterator for CallStream<T, E> {
+    type Item = Result<T, RpcError<E>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.finished {
+            return None;
+        }
+        if let Some(e) = self.failed.take() {
+            self.finished = true;
+            return Some(Err(e.cast()));
+        }
+        let shared = self.shared.clone()?;
+        let next = shared.wait(self.id, self.deadline, |slot| match slot {
+            Slot::Stream { items, end } => match items.pop_front() {
+                Some(item) => Some(Next::Item(item)),
+                None => end.take().map(Next::End),
+            },
+            Slot::Unary(_) => None,
+        });
+        match next {
+            Ok(Next::Item(bytes)) => {
+                self.consumed += 1;
+                if self.consumed >= STREAM_WINDOW / 2 {
+                    shared.send_control(Kind::Credit, self.id, self.consumed);
+                    self.consumed = 0;
+                }
+                Some(
+                    postcard::from_bytes(&bytes)
+                        .map_err(|_| RpcError::Protocol("undecodable stream item")),
+                )
+            }
+            Ok(Next::End(reply)) => {
+                self.finished = true;
+                relock(&shared.table).calls.remove(&self.id);
+                self.shared = None;
+                match finish::<(), E>(reply) {
+                    Ok(()) => None,
+                    Err(e) => Some(Err(e)),
+                }
+            }
+            Err(e) => {
+                self.finished = true;
+                Some(Err(e.cast()))
+            }
+        }
+    }
+}
+
+impl<T, E> Drop for CallStream<T, E> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            shared.abandon(self.id);
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! RPC errors.
+
+use core::fmt;
+
+use crate::transport;
+
+/// A transport failure seen by the RPC layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransportFailure {
+    /// Sending the request (or a cancel) failed.
+    Send(transport::SendError),
+    /// Receiving failed for a reason other than the server going away.
+    Recv(transport::RecvError),
+}
+
+impl fmt::Display for TransportFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransportFailure::Send(e) => write!(f, "send: {e}"),
+            TransportFailure::Recv(e) => write!(f, "receive: {e}"),
+        }
+    }
+}
+
+/// How a call failed.
+///
+/// `E` is the service's own error type: [`RpcError::Service`] is the only variant the
+/// service's code produces; every other one comes from the RPC machinery.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::rpc::RpcError;
+///
+/// let e: RpcError<String> = RpcError::DeadlineExceeded;
+/// assert_eq!(e.to_string(), "deadline exceeded");
+/// assert!(e.service_error().is_none());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RpcError<E> {
+    /// The service returned its error.
+    Service(E),
+    /// The call's deadline passed before its answer came.
+    DeadlineExceeded,
+    /// The server closed the connection or died (before answering).
+    ServerGone,
+    /// The server is shutting down and refused the call (it never ran).
+    Unavailable,
+    /// The server has no such method, or one with other types.
+    UnknownMethod,
+    /// The server could not decode the request (the two sides disagree on its type).
+    BadRequest,
+    /// The handler panicked on the server.
+    Internal,
+    /// The request or the response is larger than the connection's maximum frame.
+    TooLarge,
+    /// The transport failed.
+    Transport(TransportFailure),
+    /// The server sent something a correct server does not (an undecodable frame or
+    /// response); the connection is closed.
+    Protocol(&'static str),
+}
+
+impl<E> RpcError<E> {
+    /// The service's error, if that is what this is.
+    pub fn service_error(&self) -> Option<&E> {
+        match self {
+            RpcError::Service(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The same failure for another service error type (for errors that carry none).
+    pub(crate) fn cast<F>(&self) -> RpcError<F> {
+        match self {
+            RpcError::Service(_) => RpcError::Protocol("service error on a machinery path"),
+            RpcError::DeadlineExceeded => RpcError::DeadlineExceeded,
+            RpcError::ServerGone => RpcError::ServerGone,
+            RpcError::Unavailable => RpcError::Unavailable,
+            RpcError::UnknownMethod => RpcError::UnknownMethod,
+            RpcError::BadRequest => RpcError::BadRequest,
+            RpcError::Internal => RpcError::Internal,
+            RpcError::TooLarge => RpcError::TooLarge,
+            RpcError::Transport(t) => RpcError::Transport(t.clone()),
+            RpcError::Protocol(p) => RpcError::Protocol(p),
+        }
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for RpcError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RpcError::Service(e) => write!(f, "service error: {e}"),
+            RpcError::DeadlineExceeded => f.write_str("deadline exceeded"),
+            RpcError::ServerGone => f.write_str("server gone"),
+            RpcError::Unavailable => f.write_str("server unavailable (shutting down)"),
+            RpcError::UnknownMethod => f.write_str("unknown method"),
+            RpcError::BadRequest => f.write_str("server could not decode the request"),
+            RpcError::Internal => f.write_str("handler panicked on the server"),
+            RpcError::TooLarge => f.write_str("message larger than the maximum frame"),
+            RpcError::Transport(t) => write!(f, "transport: {t}"),
+            RpcError::Protocol(p) => write!(f, "protocol violation: {p}"),
+        }
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display> std::error::Error for RpcError<E> {}
+
+/// Errors of connecting an RPC client.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::rpc::{Client, ClientOptions, ConnectError};
+///
+/// let err = Client::connect("shm://nobody-serves-this", 1, &ClientOptions::default()).unwrap_err();
+/// assert!(matches!(err, ConnectError::Transport(_)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The transport connection failed.
+    Transport(transport::ConnectError),
+    /// The server runs another service (or another version of it).
+    WrongService {
+        /// The id the client asked for.
+        ours: u64,
+        /// The id the server runs.
+        theirs: u64,
+    },
+    /// The server did not answer the hello in time.
+    Timeout,
+    /// The server went away during the hello.
+    ServerGone,
+    /// The server answered the hello with something else.
+    Protocol(&'static str),
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::Transport(e) => write!(f, "{e}"),
+            ConnectError::WrongService { ours, theirs } => write!(
+                f,
+                "server runs service {theirs:#018x}, not {ours:#018x} (another service or version)"
+            ),
+            ConnectError::Timeout => f.write_str("server did not answer the hello in time"),
+            ConnectError::ServerGone => f.write_str("server left during the hello"),
+            ConnectError::Protocol(p) => write!(f, "protocol violation in the hello: {p}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+impl From<transport::ConnectError> for ConnectError {
+    fn from(e: transport::ConnectError) -> Self {
+        ConnectError::Transport(e)
+    }
+}

@@ -1,0 +1,568 @@
+//! Layer 5: remote procedure calls over any [`transport`](crate::transport): the same
+//! service code runs over shared memory, Unix domain sockets and TCP.
+//!
+//! A service is declared once with [`service!`](crate::service): a trait the server
+//! implements, a client stub, and a server adapter that dispatches frames to the trait.
+//! Requests, responses and the service's error type are serde types (encoded with
+//! postcard).
+//!
+//! - **Many calls in flight** per connection: every call has an id; responses come
+//!   back in any order. The client has no background thread: a caller waiting for its
+//!   response reads the connection and hands other callers' responses over.
+//! - **Deadlines** travel with the call (as a time budget, so clocks need not agree).
+//!   The server does not start a call whose deadline passed, and a handler sees the
+//!   deadline (and cancellation) through its [`Context`].
+//! - **Cancellation**: dropping a [`Call`] or [`CallStream`] before it finished tells
+//!   the server, whose [`Context::is_cancelled`] turns true.
+//! - **Errors** ([`RpcError`]) separate the service's own error from deadline
+//!   exceeded, server gone, transport failures and protocol violations.
+//! - **Server streaming**: `stream fn` methods answer one request with a stream of
+//!   items, with credit-based flow control (the server's [`Sink::send`] waits when
+//!   the client is [`STREAM_WINDOW`] items behind).
+//! - **Servers** ([`Server`]) run handlers on a worker pool (or inline on each
+//!   connection's reader thread, for the lowest latency), serve many clients, and shut
+//!   down gracefully.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::sync::Arc;
+//! use shmlink::rpc::{Context, RpcError, Server, Sink};
+//!
+//! #[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+//! pub enum CalcError { DivideByZero }
+//! impl std::fmt::Display for CalcError {
+//!     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+//!         f.write_str("division by zero")
+//!     }
+//! }
+//!
+//! shmlink::service! {
+//!     /// A calculator.
+//!     pub trait Calc {
+//!         client CalcClient;
+//!         server CalcServer;
+//!         error CalcError;
+//!         /// `a / b`.
+//!         fn div(args: (i64, i64)) -> i64;
+//!         /// `0, 1, .., n - 1`.
+//!         stream fn count(n: u32) -> u32;
+//!     }
+//! }
+//!
+//! struct MyCalc;
+//! impl Calc for MyCalc {
+//!     fn div(&self, _ctx: &Context, (a, b): (i64, i64)) -> Result<i64, CalcError> {
+//!         if b == 0 { Err(CalcError::DivideByZero) } else { Ok(a / b) }
+//!     }
+//!     fn count(&self, _ctx: &Context, n: u32, sink: &mut Sink<'_, u32>) -> Result<(), CalcError> {
+//!         for i in 0..n {
+//!             if sink.send(&i).is_err() { break; } // the client went away
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # let url = format!("shm://doc-rpc-{}", std::process::id());
+//! let server = Server::new(CalcServer(MyCalc)).serve(&url)?;
+//! let client = CalcClient::connect(&url)?;
+//! assert_eq!(client.div((7, 2)).wait()?, 3);
+//! assert!(matches!(client.div((1, 0)).wait(), Err(RpcError::Service(CalcError::DivideByZero))));
+//! let items: Vec<u32> = client.count(4).collect::<Result<_, _>>()?;
+//! assert_eq!(items, [0, 1, 2, 3]);
+//! server.shutdown(std::time::Duration::from_secs(1));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(unsafe_code)]
+
+mod client;
+mod error;
+mod server;
+pub mod wire;
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+pub use client::{Call, CallStream, Client, ClientOptions};
+pub use error::{ConnectError, RpcError, TransportFailure};
+pub use server::{Responder, Server, ServerHandle, ServerStats, Sink, StreamClosed};
+
+/// Items a streaming call may run ahead of its consumer before [`Sink::send`] waits.
+pub const STREAM_WINDOW: u64 = 64;
+
+/// Default time budget of a call when the client sets none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a handler should stop.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::rpc::Stop;
+///
+/// assert_eq!(Stop::Cancelled.to_string(), "the caller cancelled the call");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The caller dropped the call, or its connection is gone.
+    Cancelled,
+    /// The call's deadline passed.
+    DeadlineExceeded,
+    /// The server is shutting down and its grace period ended.
+    ShuttingDown,
+}
+
+impl core::fmt::Display for Stop {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Stop::Cancelled => "the caller cancelled the call",
+            Stop::DeadlineExceeded => "the call's deadline passed",
+            Stop::ShuttingDown => "the server is shutting down",
+        })
+    }
+}
+
+impl std::error::Error for Stop {}
+
+/// Per-call control shared by the connection reader (which sees cancels and credits)
+/// and the handler.
+#[derive(Debug, Default)]
+pub(crate) struct CallCtl {
+    state: Mutex<CtlState>,
+    cv: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct CtlState {
+    cancelled: bool,
+    aborted: bool,
+    credits: u64,
+}
+
+impl CallCtl {
+    pub(crate) fn new(credits: u64) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(CtlState {
+                credits,
+                ..CtlState::default()
+            }),
+            cv: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CtlState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn cancel(&self) {
+        self.lock().cancelled = true;
+        self.cv.notify_all();
+    }
+
+    pub(crate) fn abort(&self) {
+        self.lock().aborted = true;
+        self.cv.notify_all();
+    }
+
+    pub(crate) fn add_credits(&self, n: u64) {
+        let mut s = self.lock();
+        s.credits = s.credits.saturating_add(n);
+        drop(s);
+        self.cv.notify_all();
+    }
+
+    /// Whether the caller cancelled (or the server aborted) the call.
+    pub(crate) fn is_cancelled_flag(&self) -> bool {
+        let s = self.lock();
+        s.cancelled || s.aborted
+    }
+
+    /// Takes one stream credit, waiting for the client to grant more.
+    pub(crate) fn take_credit(&self, deadline: Option<Instant>) -> Result<(), Stop> {
+        self.wait_for(deadline, None, |s| {
+            if s.credits > 0 {
+                s.credits -= 1;
+                true
+            } else {
+                false
+            }
+        })
+        .map(|_| ())
+    }
+
+    fn stop_reason(s: &CtlState, deadline: Option<Instant>) -> Option<Stop> {
+        if s.aborted {
+            Some(Stop::ShuttingDown)
+        } else if s.cancelled {
+            Some(Stop::Cancelled)
+        } else if deadline.is_some_and(|d| Instant::now() >= d) {
+            Some(Stop::DeadlineExceeded)
+        } else {
+            None
+        }
+    }
+
+    /// Waits until `ready(state)` or a stop reason, or `until`.
+    fn wait_for(
+        &self,
+        deadline: Option<Instant>,
+        until: Option<Instant>,
+        mut ready: impl FnMut(&mut CtlState) -> bool,
+    ) -> Result<bool, Stop> {
+        let mut s = self.lock();
+        loop {
+            if let Some(stop) = Self::stop_reason(&s, deadline) {
+                return Err(stop);
+            }
+            if ready(&mut s) {
+                return Ok(true);
+            }
+            let end = match (deadline, until) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match end {
+                None => s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner()),
+                Some(end) => {
+                    let now = Instant::now();
+                    if now >= end {
+                        if until.is_some_and(|u| now >= u) {
+                            return Ok(false);
+                        }
+                        continue; // the deadline: reported at the top
+                    }
+                    s = self
+                        .cv
+                        .wait_timeout(s, end - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+}
+
+/// What a handler knows about its call: the deadline, and whether it should stop.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use shmlink::rpc::{Context, Stop};
+///
+/// let ctx = Context::detached(Some(Duration::from_millis(10)));
+/// assert!(ctx.check().is_ok());
+/// // Waits out the 10 ms deadline, not the full second.
+/// assert_eq!(ctx.sleep(Duration::from_secs(1)), Err(Stop::DeadlineExceeded));
+/// assert!(ctx.is_cancelled());
+/// ```
+#[derive(Debug, Clone)]
+pub struct Context {
+    deadline: Option<Instant>,
+    id: u64,
+    ctl: Arc<CallCtl>,
+}
+
+impl Context {
+    pub(crate) fn new(id: u64, deadline: Option<Instant>, ctl: Arc<CallCtl>) -> Self {
+        Self { deadline, id, ctl }
+    }
+
+    /// A context that belongs to no call (for calling a handler directly, e.g. in
+    /// tests), with an optional time budget.
+    pub fn detached(budget: Option<Duration>) -> Self {
+        Self {
+            deadline: budget.and_then(|b| Instant::now().checked_add(b)),
+            id: 0,
+            ctl: CallCtl::new(0),
+        }
+    }
+
+    /// The call's deadline on this host's clock (`None`: the caller set none).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The call id (unique per connection while in flight).
+    pub fn call_id(&self) -> u64 {
+        self.id
+    }
+
+    /// `Err` with the reason once the handler should stop: the caller cancelled, the
+    /// deadline passed, or the server's shutdown grace ended.
+    ///
+    /// # Errors
+    ///
+    /// The [`Stop`] reason.
+    pub fn check(&self) -> Result<(), Stop> {
+        match CallCtl::stop_reason(&self.ctl.lock(), self.deadline) {
+            Some(stop) => Err(stop),
+            None => Ok(()),
+        }
+    }
+
+    /// `true` once [`check`](Self::check) fails.
+    pub fn is_cancelled(&self) -> bool {
+        self.check().is_err()
+    }
+
+    /// Sleeps for `d`, waking early (with the reason) when the call should stop: a
+    /// handler that waits on something slow should wait through this.
+    ///
+    /// # Errors
+    ///
+    /// The [`Stop`] reason if the call should stop before `d` passed.
+    pub fn sleep(&self, d: Duration) -> Result<(), Stop> {
+        let until = Instant::now().checked_add(d);
+        self.ctl
+            .wait_for(self.deadline, until, |_| false)
+            .map(|_| ())
+    }
+
+    pub(crate) fn ctl(&self) -> &Arc<CallCtl> {
+        &self.ctl
+    }
+}
+
+/// A service's server side, as [`service!`](crate::service) implements it for its
+/// server adapter: not usually implemented by hand.
+pub trait Service: Send + Sync + 'static {
+    /// The service id clients must present (a hash of its name and methods).
+    fn service_id(&self) -> u64;
+    /// The service's name.
+    fn name(&self) -> &'static str;
+    /// Runs method `method` on `request`, answering through `reply`.
+    fn dispatch(&self, method: u64, ctx: &Context, request: &[u8], reply: &mut Responder<'_>);
+}
+
+/// Support for the code [`service!`](crate::service) generates; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use super::wire::hash;
+
+    /// Decodes a request or response.
+    pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+        postcard::from_bytes(bytes).ok()
+    }
+}
+
+/// Declares an RPC service: the trait its server implements, a client stub and a
+/// server adapter.
+///
+/// ```text
+/// shmlink::service! {
+///     /// docs
+///     pub trait NAME {
+///         client CLIENT;       // the client stub type to generate
+///         server SERVER;       // the server adapter type to generate: SERVER(impl NAME)
+///         error ERROR;         // the service's error type (serde)
+///         fn method(arg: Request) -> Response;        // a call
+///         stream fn method2(arg: Request) -> Item;    // a server-streaming call
+///     }
+/// }
+/// ```
+///
+/// The trait gets `fn method(&self, ctx: &Context, arg: Request) -> Result<Response,
+/// ERROR>` and `fn method2(&self, ctx: &Context, arg: Request, sink: &mut Sink<'_,
+/// Item>) -> Result<(), ERROR>`. The client gets `fn method(&self, arg: Request) ->
+/// Call<Response, ERROR>` (send now, [`Call::wait`] for the answer; dropping it
+/// cancels) and `fn method2(&self, arg: Request) -> CallStream<Item, ERROR>` (an
+/// iterator). Methods are identified on the wire by a hash of the service name, method
+/// name and types, so a client and server that disagree on a method's types get
+/// [`RpcError::UnknownMethod`] instead of garbage. See the [module docs](crate::rpc)
+/// for a full example.
+#[macro_export]
+macro_rules! service {
+    (
+        $(#[$attr:meta])*
+        $vis:vis trait $svc:ident {
+            client $client:ident;
+            server $server:ident;
+            error $err:ty;
+            $($body:tt)*
+        }
+    ) => {
+        $crate::service!(@munch
+            [$(#[$attr])*] [$vis] [$svc] [$client] [$server] [$err]
+            [] []
+            $($body)*
+        );
+    };
+    // A call.
+    (@munch $a:tt $v:tt $s:tt $c:tt $sv:tt $e:tt [$($calls:tt)*] $streams:tt
+        $(#[$m:meta])* fn $name:ident($arg:ident : $req:ty) -> $resp:ty;
+        $($rest:tt)*
+    ) => {
+        $crate::service!(@munch $a $v $s $c $sv $e
+            [$($calls)* { [$(#[$m])*] $name $arg [$req] [$resp] }] $streams
+            $($rest)*
+        );
+    };
+    // A server-streaming call.
+    (@munch $a:tt $v:tt $s:tt $c:tt $sv:tt $e:tt $calls:tt [$($streams:tt)*]
+        $(#[$m:meta])* stream fn $name:ident($arg:ident : $req:ty) -> $item:ty;
+        $($rest:tt)*
+    ) => {
+        $crate::service!(@munch $a $v $s $c $sv $e
+            $calls [$($streams)* { [$(#[$m])*] $name $arg [$req] [$item] }]
+            $($rest)*
+        );
+    };
+    // Everything collected: generate.
+    (@munch [$(#[$attr:meta])*] [$vis:vis] [$svc:ident] [$client:ident] [$server:ident] [$err:ty]
+        [$({ [$(#[$cm:meta])*] $cname:ident $carg:ident [$creq:ty] [$cresp:ty] })*]
+        [$({ [$(#[$sm:meta])*] $sname:ident $sarg:ident [$sreq:ty] [$sitem:ty] })*]
+    ) => {
+        $(#[$attr])*
+        $vis trait $svc: ::core::marker::Send + ::core::marker::Sync + 'static {
+            $(
+                $(#[$cm])*
+                fn $cname(&self, ctx: &$crate::rpc::Context, $carg: $creq)
+                    -> ::core::result::Result<$cresp, $err>;
+            )*
+            $(
+                $(#[$sm])*
+                fn $sname(&self, ctx: &$crate::rpc::Context, $sarg: $sreq,
+                    sink: &mut $crate::rpc::Sink<'_, $sitem>)
+                    -> ::core::result::Result<(), $err>;
+            )*
+        }
+
+        #[doc = concat!("Client stub of [`", stringify!($svc), "`]: cheap to clone, usable from many threads.")]
+        #[derive(Debug, Clone)]
+        $vis struct $client {
+            inner: $crate::rpc::Client,
+        }
+
+        #[allow(dead_code)]
+        impl $client {
+            /// The service id: a hash of the service's name and its methods' names
+            /// and types.
+            pub const SERVICE_ID: u64 = $crate::rpc::__private::hash(&[
+                stringify!($svc), stringify!($err),
+                $(stringify!($cname), stringify!($creq), stringify!($cresp),)*
+                $("stream", stringify!($sname), stringify!($sreq), stringify!($sitem),)*
+            ]);
+
+            /// Connects to a server at `url` (`shm://NAME`, `unix:///PATH`,
+            /// `tcp://HOST:PORT`) with default options.
+            ///
+            /// # Errors
+            ///
+            /// [`ConnectError`]($crate::rpc::ConnectError).
+            pub fn connect(url: &str) -> ::core::result::Result<Self, $crate::rpc::ConnectError> {
+                Self::connect_with(url, &$crate::rpc::ClientOptions::default())
+            }
+
+            /// Connects with `opts`.
+            ///
+            /// # Errors
+            ///
+            /// [`ConnectError`]($crate::rpc::ConnectError).
+            pub fn connect_with(url: &str, opts: &$crate::rpc::ClientOptions)
+                -> ::core::result::Result<Self, $crate::rpc::ConnectError>
+            {
+                Ok(Self { inner: $crate::rpc::Client::connect(url, Self::SERVICE_ID, opts)? })
+            }
+
+            /// A client over an established transport connection.
+            ///
+            /// # Errors
+            ///
+            /// [`ConnectError`]($crate::rpc::ConnectError).
+            pub fn from_connection(conn: $crate::transport::Connection, opts: &$crate::rpc::ClientOptions)
+                -> ::core::result::Result<Self, $crate::rpc::ConnectError>
+            {
+                Ok(Self { inner: $crate::rpc::Client::new(conn, Self::SERVICE_ID, opts)? })
+            }
+
+            /// A handle whose calls get `timeout` as their time budget.
+            pub fn with_timeout(&self, timeout: ::std::time::Duration) -> Self {
+                Self { inner: self.inner.with_timeout(timeout) }
+            }
+
+            /// A handle whose calls end at `deadline`.
+            pub fn with_deadline(&self, deadline: ::std::time::Instant) -> Self {
+                Self { inner: self.inner.with_deadline(deadline) }
+            }
+
+            /// The generic client underneath.
+            pub fn raw(&self) -> &$crate::rpc::Client {
+                &self.inner
+            }
+
+            $(
+                $(#[$cm])*
+                pub fn $cname(&self, $carg: $creq) -> $crate::rpc::Call<$cresp, $err> {
+                    const ID: u64 = $crate::rpc::__private::hash(&[
+                        stringify!($svc), stringify!($cname), stringify!($creq), stringify!($cresp)]);
+                    self.inner.call(ID, &$carg)
+                }
+            )*
+            $(
+                $(#[$sm])*
+                pub fn $sname(&self, $sarg: $sreq) -> $crate::rpc::CallStream<$sitem, $err> {
+                    const ID: u64 = $crate::rpc::__private::hash(&[
+                        stringify!($svc), "stream", stringify!($sname), stringify!($sreq), stringify!($sitem)]);
+                    self.inner.call_stream(ID, &$sarg)
+                }
+            )*
+        }
+
+        #[doc = concat!("Server adapter of [`", stringify!($svc), "`]: `", stringify!($server), "(impl)` is a [`Service`]($crate::rpc::Service).")]
+        #[derive(Debug)]
+        $vis struct $server<S>(pub S);
+
+        impl<S: $svc> $crate::rpc::Service for $server<S> {
+            fn service_id(&self) -> u64 {
+                $client::SERVICE_ID
+            }
+
+            fn name(&self) -> &'static str {
+                stringify!($svc)
+            }
+
+            #[allow(unused_variables)]
+            fn dispatch(
+                &self,
+                method: u64,
+                ctx: &$crate::rpc::Context,
+                request: &[u8],
+                reply: &mut $crate::rpc::Responder<'_>,
+            ) {
+                $(
+                    if method == $crate::rpc::__private::hash(&[
+                        stringify!($svc), stringify!($cname), stringify!($creq), stringify!($cresp)])
+                    {
+                        match $crate::rpc::__private::decode::<$creq>(request) {
+                            Some(arg) => {
+                                let result = self.0.$cname(ctx, arg);
+                                reply.finish(result);
+                            }
+                            None => reply.bad_request(),
+                        }
+                        return;
+                    }
+                )*
+                $(
+                    if method == $crate::rpc::__private::hash(&[
+                        stringify!($svc), "stream", stringify!($sname), stringify!($sreq), stringify!($sitem)])
+                    {
+                        match $crate::rpc::__private::decode::<$sreq>(request) {
+                            Some(arg) => {
+                                let result = {
+                                    let mut sink = reply.sink::<$sitem>();
+                                    self.0.$sname(ctx, arg, &mut sink)
+                                };
+                                reply.finish_stream(result);
+                            }
+                            None => reply.bad_request(),
+                        }
+                        return;
+                    }
+                )*
+                reply.unknown_method();
+            }
+        }
+    };
+}

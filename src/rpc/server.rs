@@ -1,0 +1,745 @@
+//! The server: an accept thread, one reader thread per connection, and a worker pool
+//! (or inline execution on the reader threads).
+
+use core::fmt;
+use core::marker::PhantomData;
+use std::collections::{HashMap, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::wire::{self, Code, Kind};
+use super::{CallCtl, Context, STREAM_WINDOW, Service, Stop};
+use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::transport::{self, Connection, ListenError, Listener};
+
+/// How often idle readers and the accept loop look at the shutdown flag.
+const POLL: Duration = Duration::from_millis(100);
+
+fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Counters of a running server.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::rpc::ServerStats;
+///
+/// let s = ServerStats::default();
+/// assert_eq!(s.completed, 0);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Connections accepted (hello completed).
+    pub connections: u64,
+    /// Calls whose handler ran to the end and whose answer was sent.
+    pub completed: u64,
+    /// Calls cancelled by their caller (before or while running).
+    pub cancelled: u64,
+    /// Calls not started, or stopped, because their deadline passed.
+    pub deadline_exceeded: u64,
+    /// Calls refused because the server was shutting down.
+    pub refused: u64,
+    /// Handlers that panicked.
+    pub panicked: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    connections: AtomicU64,
+    completed: AtomicU64,
+    cancelled: AtomicU64,
+    deadline_exceeded: AtomicU64,
+    refused: AtomicU64,
+    panicked: AtomicU64,
+}
+
+impl Counters {
+    fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> ServerStats {
+        ServerStats {
+            connections: self.connections.load(Ordering::Relaxed),
+            completed: self.completed.load(Ordering::Relaxed),
+            cancelled: self.cancelled.load(Ordering::Relaxed),
+            deadline_exceeded: self.deadline_exceeded.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            panicked: self.panicked.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A server for one [`Service`], before it runs.
+///
+/// # Examples
+///
+/// See the [module docs](crate::rpc).
+pub struct Server<S: Service> {
+    service: S,
+    workers: usize,
+    opts: transport::Options,
+}
+
+impl<S: Service> fmt::Debug for Server<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("service", &self.service.name())
+            .field("workers", &self.workers)
+            .finish()
+    }
+}
+
+impl<S: Service> Server<S> {
+    /// A server for `service` with a pool of 4 workers.
+    pub fn new(service: S) -> Self {
+        Self {
+            service,
+            workers: 4,
+            opts: transport::Options::default(),
+        }
+    }
+
+    /// Runs handlers on a pool of `n` threads shared by all connections: calls of one
+    /// connection run concurrently and answer in any order, and a reader sees cancels
+    /// while handlers run.
+    ///
+    /// `0` runs each call inline on its connection's reader thread instead: no thread
+    /// hand-off (the lowest latency), but one call at a time per connection (calls of
+    /// different connections still run in parallel), and a running call learns of a
+    /// cancel only through its deadline.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    /// Transport settings for the listener.
+    pub fn options(mut self, opts: transport::Options) -> Self {
+        self.opts = opts;
+        self
+    }
+
+    /// Listens at `url` and serves in background threads.
+    ///
+    /// # Errors
+    ///
+    /// [`ListenError`] from the transport.
+    pub fn serve(self, url: &str) -> Result<ServerHandle, ListenError> {
+        let listener = transport::listen(url, &self.opts)?;
+        Ok(self.serve_listener(listener))
+    }
+
+    /// Serves clients of `listener` in background threads.
+    pub fn serve_listener(self, listener: Listener) -> ServerHandle {
+        let url = listener.url();
+        let handle = self.start(Some(url));
+        let shared = handle.shared.clone();
+        shared.live.fetch_add(1, Ordering::AcqRel);
+        let spawned = std::thread::Builder::new()
+            .name("shmlink-rpc-accept".into())
+            .spawn({
+                let shared = shared.clone();
+                move || {
+                    accept_loop(&shared, &listener);
+                    drop(listener);
+                    shared.exit();
+                }
+            });
+        if spawned.is_err() {
+            shared.exit();
+        }
+        handle
+    }
+
+    /// Starts the worker pool without a listener: feed it connections with
+    /// [`ServerHandle::serve_connection`] (e.g. one end of [`transport::pair`]).
+    pub fn start_detached(self) -> ServerHandle {
+        self.start(None)
+    }
+
+    fn start(self, url: Option<String>) -> ServerHandle {
+        let shared = Arc::new(ServerShared {
+            service: Box::new(self.service),
+            closing: AtomicBool::new(false),
+            aborting: AtomicBool::new(false),
+            inline: self.workers == 0,
+            workers: self.workers,
+            pool: Pool {
+                queue: Mutex::new(PoolState {
+                    jobs: VecDeque::new(),
+                    closed: false,
+                    idle: 0,
+                }),
+                cv: Condvar::new(),
+                cap: self.workers.max(1) * 64,
+            },
+            conns: Mutex::new(Vec::new()),
+            live: AtomicUsize::new(0),
+            exit_lock: Mutex::new(()),
+            exit_cv: Condvar::new(),
+            stats: Counters::default(),
+            handshake_timeout: self.opts.handshake_timeout,
+        });
+        for i in 0..self.workers {
+            shared.live.fetch_add(1, Ordering::AcqRel);
+            let s = shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("shmlink-rpc-worker-{i}"))
+                .spawn(move || {
+                    worker_loop(&s);
+                    s.exit();
+                });
+            if spawned.is_err() {
+                shared.exit();
+            }
+        }
+        ServerHandle { shared, url }
+    }
+}
+
+struct Job {
+    conn: Arc<Conn>,
+    id: u64,
+    method: u64,
+    deadline: Option<Instant>,
+    ctl: Arc<CallCtl>,
+    payload: Vec<u8>,
+}
+
+struct PoolState {
+    jobs: VecDeque<Job>,
+    closed: bool,
+    idle: usize,
+}
+
+struct Pool {
+    queue: Mutex<PoolState>,
+    cv: Condvar,
+    cap: usize,
+}
+
+struct ServerShared {
+    service: Box<dyn Service>,
+    closing: AtomicBool,
+    aborting: AtomicBool,
+    inline: bool,
+    workers: usize,
+    pool: Pool,
+    conns: Mutex<Vec<std::sync::Weak<Conn>>>,
+    /// Threads still running (accept, readers, workers).
+    live: AtomicUsize,
+    exit_lock: Mutex<()>,
+    exit_cv: Condvar,
+    stats: Counters,
+    handshake_timeout: Duration,
+}
+
+impl ServerShared {
+    fn exit(&self) {
+        let _g = relock(&self.exit_lock);
+        self.live.fetch_sub(1, Ordering::AcqRel);
+        self.exit_cv.notify_all();
+    }
+}
+
+/// One connection's shared state: its sender and its calls in flight.
+struct Conn {
+    tx: Mutex<(transport::Sender, Vec<u8>)>,
+    calls: Mutex<HashMap<u64, Arc<CallCtl>>>,
+    gone: AtomicBool,
+}
+
+impl Conn {
+    /// Sends an answer frame (header + payload written by `body`); `false` if the
+    /// client is gone.
+    fn send(
+        &self,
+        kind: Kind,
+        code: Code,
+        id: u64,
+        deadline: Option<Instant>,
+        body: impl FnOnce(&mut Vec<u8>) -> bool,
+    ) -> bool {
+        if self.gone.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut g = relock(&self.tx);
+        let (tx, buf) = &mut *g;
+        wire::encode_header(buf, kind, code, id, 0, 0);
+        if !body(buf) {
+            wire::encode_header(buf, Kind::Reply, Code::ResponseTooLarge, id, 0, 0);
+        }
+        // Answers are not held back by the call's deadline (the client decides what
+        // is late), but a client that stopped reading must not block us forever.
+        let until = deadline
+            .map(|d| d.max(Instant::now() + Duration::from_millis(100)))
+            .or_else(|| Instant::now().checked_add(Duration::from_secs(30)));
+        match tx.send(buf, until) {
+            Ok(()) => true,
+            Err(transport::SendError::TooLarge { .. }) => {
+                wire::encode_header(buf, Kind::Reply, Code::ResponseTooLarge, id, 0, 0);
+                tx.send(buf, until).is_ok()
+            }
+            Err(_) => {
+                self.gone.store(true, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    fn reply_code(&self, id: u64, code: Code) {
+        self.send(Kind::Reply, code, id, None, |_| true);
+    }
+
+    fn finish_call(&self, id: u64) {
+        relock(&self.calls).remove(&id);
+    }
+}
+
+/// A running server.
+///
+/// # Examples
+///
+/// See the [module docs](crate::rpc).
+pub struct ServerHandle {
+    shared: Arc<ServerShared>,
+    url: Option<String>,
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("service", &self.shared.service.name())
+            .field("url", &self.url)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    /// The URL clients connect to (`None` for a detached server).
+    pub fn url(&self) -> Option<&str> {
+        self.url.as_deref()
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> ServerStats {
+        self.shared.stats.snapshot()
+    }
+
+    /// Serves one more connection (e.g. from [`transport::pair`]) on a reader thread
+    /// of its own.
+    pub fn serve_connection(&self, conn: Connection) {
+        spawn_reader(&self.shared, conn);
+    }
+
+    /// Stops gracefully: no new connections, new calls are refused with
+    /// [`RpcError::Unavailable`](super::RpcError::Unavailable), calls in flight get
+    /// until `grace` to finish; then running handlers are told to stop
+    /// ([`Stop::ShuttingDown`]) and connections close. Returns the final counters.
+    pub fn shutdown(self, grace: Duration) -> ServerStats {
+        let s = &self.shared;
+        s.closing.store(true, Ordering::Release);
+        let deadline = Instant::now() + grace;
+        // Readers leave once their connection has no call in flight.
+        self.wait_threads(deadline, s.pool_threads());
+        if s.live.load(Ordering::Acquire) > s.pool_threads() {
+            s.aborting.store(true, Ordering::Release);
+            for c in relock(&s.conns).iter().filter_map(std::sync::Weak::upgrade) {
+                for ctl in relock(&c.calls).values() {
+                    ctl.abort();
+                }
+            }
+            self.wait_threads(Instant::now() + Duration::from_secs(1), s.pool_threads());
+        }
+        {
+            let mut q = relock(&s.pool.queue);
+            q.closed = true;
+        }
+        s.pool.cv.notify_all();
+        self.wait_threads(Instant::now() + Duration::from_secs(1), 0);
+        s.stats.snapshot()
+    }
+
+    fn wait_threads(&self, deadline: Instant, down_to: usize) {
+        let s = &self.shared;
+        let mut g = relock(&s.exit_lock);
+        while s.live.load(Ordering::Acquire) > down_to {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            g = s
+                .exit_cv
+                .wait_timeout(g, (deadline - now).min(POLL))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+impl ServerShared {
+    fn pool_threads(&self) -> usize {
+        // Workers count as live until the pool closes.
+        self.workers
+    }
+}
+
+fn accept_loop(shared: &Arc<ServerShared>, listener: &Listener) {
+    while !shared.closing.load(Ordering::Acquire) {
+        match listener.accept(Instant::now().checked_add(POLL)) {
+            Ok(conn) => spawn_reader(shared, conn),
+            Err(transport::AcceptError::Timeout) => {}
+            // A client that failed its hello, or a transient OS error: keep serving
+            // the others.
+            Err(_) => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+}
+
+fn spawn_reader(shared: &Arc<ServerShared>, conn: Connection) {
+    shared.live.fetch_add(1, Ordering::AcqRel);
+    let s = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("shmlink-rpc-conn".into())
+        .spawn(move || {
+            serve_conn(&s, conn);
+            s.exit();
+        });
+    if spawned.is_err() {
+        shared.exit();
+    }
+}
+
+fn serve_conn(shared: &Arc<ServerShared>, conn: Connection) {
+    let (tx, mut rx) = conn.split();
+    let mut buf = Vec::with_capacity(256);
+    // The hello: the client must ask for our service.
+    let hello_deadline = Instant::now().checked_add(shared.handshake_timeout);
+    if rx.recv(&mut buf, hello_deadline).is_err() {
+        return;
+    }
+    let ours = shared.service.service_id();
+    let accepted = match wire::decode(&buf) {
+        Ok(f) if f.kind == Kind::Hello => f.method == ours,
+        _ => return,
+    };
+    let c = Arc::new(Conn {
+        tx: Mutex::new((tx, Vec::with_capacity(256))),
+        calls: Mutex::new(HashMap::new()),
+        gone: AtomicBool::new(false),
+    });
+    {
+        let mut g = relock(&c.tx);
+        let (tx, b) = &mut *g;
+        let code = if accepted {
+            Code::Ok
+        } else {
+            Code::WrongService
+        };
+        wire::encode_header(b, Kind::HelloReply, code, 0, ours, 0);
+        if tx.send(b, hello_deadline).is_err() || !accepted {
+            return;
+        }
+    }
+    Counters::bump(&shared.stats.connections);
+    {
+        let mut conns = relock(&shared.conns);
+        conns.retain(|w| w.strong_count() > 0);
+        conns.push(Arc::downgrade(&c));
+    }
+    loop {
+        if shared.aborting.load(Ordering::Acquire) {
+            break;
+        }
+        if shared.closing.load(Ordering::Acquire) && relock(&c.calls).is_empty() {
+            break;
+        }
+        match rx.recv(&mut buf, Instant::now().checked_add(POLL)) {
+            Ok(()) => {}
+            Err(transport::RecvError::Timeout) => continue,
+            Err(_) => break, // the client left, died, or broke the protocol
+        }
+        let Ok(f) = wire::decode(&buf) else {
+            break; // protocol violation: close the connection
+        };
+        match f.kind {
+            Kind::Request => on_request(shared, &c, f.id, f.method, f.arg, f.payload),
+            Kind::Cancel => {
+                if let Some(ctl) = relock(&c.calls).get(&f.id) {
+                    ctl.cancel();
+                }
+            }
+            Kind::Credit => {
+                if let Some(ctl) = relock(&c.calls).get(&f.id) {
+                    ctl.add_credits(f.arg);
+                }
+            }
+            _ => break,
+        }
+    }
+    // The connection is over: whatever still runs for it has no one to answer.
+    c.gone.store(true, Ordering::Relaxed);
+    for ctl in relock(&c.calls).values() {
+        ctl.cancel();
+    }
+}
+
+fn on_request(
+    shared: &Arc<ServerShared>,
+    c: &Arc<Conn>,
+    id: u64,
+    method: u64,
+    budget: u64,
+    payload: &[u8],
+) {
+    if shared.closing.load(Ordering::Acquire) {
+        Counters::bump(&shared.stats.refused);
+        c.reply_code(id, Code::Unavailable);
+        return;
+    }
+    let deadline = if budget == u64::MAX {
+        None
+    } else {
+        Instant::now().checked_add(Duration::from_nanos(budget))
+    };
+    if budget == 0 {
+        Counters::bump(&shared.stats.deadline_exceeded);
+        c.reply_code(id, Code::DeadlineExceeded);
+        return;
+    }
+    let ctl = CallCtl::new(STREAM_WINDOW);
+    relock(&c.calls).insert(id, ctl.clone());
+    let job = Job {
+        conn: c.clone(),
+        id,
+        method,
+        deadline,
+        ctl,
+        payload: payload.to_vec(),
+    };
+    if shared.inline {
+        run_job(shared, job);
+        return;
+    }
+    let pool = &shared.pool;
+    let mut q = relock(&pool.queue);
+    // A full queue holds the reader back, and with it the client (back-pressure).
+    while q.jobs.len() >= pool.cap && !q.closed && !shared.aborting.load(Ordering::Acquire) {
+        q = pool
+            .cv
+            .wait_timeout(q, POLL)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
+    q.jobs.push_back(job);
+    let wake = q.idle > 0;
+    drop(q);
+    if wake {
+        pool.cv.notify_all();
+    }
+}
+
+fn worker_loop(shared: &Arc<ServerShared>) {
+    let pool = &shared.pool;
+    loop {
+        let job = {
+            let mut q = relock(&pool.queue);
+            loop {
+                if let Some(job) = q.jobs.pop_front() {
+                    break job;
+                }
+                if q.closed {
+                    return;
+                }
+                q.idle += 1;
+                q = pool.cv.wait(q).unwrap_or_else(|p| p.into_inner());
+                q.idle -= 1;
+            }
+        };
+        // A reader may wait for room.
+        pool.cv.notify_all();
+        run_job(shared, job);
+    }
+}
+
+fn run_job(shared: &ServerShared, job: Job) {
+    let ctx = Context::new(job.id, job.deadline, job.ctl.clone());
+    match ctx.check() {
+        Err(Stop::Cancelled) | Err(Stop::ShuttingDown) => {
+            Counters::bump(&shared.stats.cancelled);
+            job.conn.finish_call(job.id);
+            return;
+        }
+        Err(Stop::DeadlineExceeded) => {
+            Counters::bump(&shared.stats.deadline_exceeded);
+            job.conn.finish_call(job.id);
+            job.conn.reply_code(job.id, Code::DeadlineExceeded);
+            return;
+        }
+        Ok(()) => {}
+    }
+    let mut responder = Responder {
+        conn: &job.conn,
+        id: job.id,
+        ctx: &ctx,
+        ended: false,
+    };
+    let run = catch_unwind(AssertUnwindSafe(|| {
+        shared
+            .service
+            .dispatch(job.method, &ctx, &job.payload, &mut responder);
+    }));
+    let ended = responder.ended;
+    job.conn.finish_call(job.id);
+    if run.is_err() {
+        Counters::bump(&shared.stats.panicked);
+        if !ended {
+            job.conn.reply_code(job.id, Code::Internal);
+        }
+        return;
+    }
+    match ctx.check() {
+        Err(Stop::Cancelled) => Counters::bump(&shared.stats.cancelled),
+        Err(Stop::DeadlineExceeded) => Counters::bump(&shared.stats.deadline_exceeded),
+        _ => Counters::bump(&shared.stats.completed),
+    }
+    if !ended {
+        job.conn.reply_code(job.id, Code::Internal);
+    }
+}
+
+/// How a handler's outcome goes back to the caller; used by the code
+/// [`service!`](crate::service) generates.
+pub struct Responder<'a> {
+    conn: &'a Conn,
+    id: u64,
+    ctx: &'a Context,
+    ended: bool,
+}
+
+impl fmt::Debug for Responder<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Responder")
+            .field("id", &self.id)
+            .field("ended", &self.ended)
+            .finish()
+    }
+}
+
+fn append<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> bool {
+    match postcard::to_extend(value, std::mem::take(buf)) {
+        Ok(b) => {
+            *buf = b;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+impl Responder<'_> {
+    fn end(&mut self, code: Code, body: impl FnOnce(&mut Vec<u8>) -> bool) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        if self.ctx.ctl().is_cancelled_flag() {
+            return; // nobody waits for it
+        }
+        self.conn
+            .send(Kind::Reply, code, self.id, self.ctx.deadline(), body);
+    }
+
+    /// Sends a unary call's result.
+    pub fn finish<T: Serialize, E: Serialize>(&mut self, result: Result<T, E>) {
+        match result {
+            Ok(v) => self.end(Code::Ok, |b| append(b, &v)),
+            Err(e) => self.end(Code::ServiceError, |b| append(b, &e)),
+        }
+    }
+
+    /// Ends a streaming call.
+    pub fn finish_stream<E: Serialize>(&mut self, result: Result<(), E>) {
+        match result {
+            Ok(()) => self.end(Code::Ok, |_| true),
+            Err(e) => self.end(Code::ServiceError, |b| append(b, &e)),
+        }
+    }
+
+    /// The request could not be decoded.
+    pub fn bad_request(&mut self) {
+        self.end(Code::BadRequest, |_| true);
+    }
+
+    /// No such method.
+    pub fn unknown_method(&mut self) {
+        self.end(Code::UnknownMethod, |_| true);
+    }
+
+    /// The sink of a streaming call's items.
+    pub fn sink<T: Serialize>(&self) -> Sink<'_, T> {
+        Sink {
+            conn: self.conn,
+            id: self.id,
+            ctx: self.ctx,
+            _t: PhantomData,
+        }
+    }
+}
+
+/// Why a stream item could not be sent: the call should stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamClosed(pub Stop);
+
+impl fmt::Display for StreamClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "stream closed: {}", self.0)
+    }
+}
+
+impl std::error::Error for StreamClosed {}
+
+/// Where a streaming handler sends its items.
+pub struct Sink<'a, T> {
+    conn: &'a Conn,
+    id: u64,
+    ctx: &'a Context,
+    _t: PhantomData<fn(&T)>,
+}
+
+impl<T> fmt::Debug for Sink<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sink").field("id", &self.id).finish()
+    }
+}
+
+impl<T: Serialize> Sink<'_, T> {
+    /// Sends one item, waiting while the client is [`STREAM_WINDOW`] items behind.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamClosed`] when the call should stop (cancelled, deadline, client gone,
+    /// server shutting down): the handler should return.
+    pub fn send(&mut self, item: &T) -> Result<(), StreamClosed> {
+        self.ctx
+            .ctl()
+            .take_credit(self.ctx.deadline())
+            .map_err(StreamClosed)?;
+        if self
+            .conn
+            .send(Kind::Item, Code::Ok, self.id, self.ctx.deadline(), |b| {
+                append(b, item)
+            })
+        {
+            Ok(())
+        } else {
+            self.ctx.ctl().cancel();
+            Err(StreamClosed(Stop::Cancelled))
+        }
+    }
+}
