@@ -90,24 +90,67 @@ pub(crate) fn print_json(results: &[Measurement]) {
 }
 
 fn print_table(results: &[Measurement], pinned: bool) {
-    println!(
-        "shmlink bench rings ({}; lower is better for ns, higher for msgs/s)",
-        if pinned {
-            "parent on core 0, child on core 1"
-        } else {
-            "processes not pinned"
-        }
+    print_goal_table(
+        &format!(
+            "shmlink bench rings ({}; lower is better for ns, higher for msgs/s)",
+            if pinned {
+                "parent on core 0, child on core 1"
+            } else {
+                "processes not pinned"
+            }
+        ),
+        results,
+        &[],
     );
+}
+
+/// A goal on a measurement's ratio to its baseline.
+#[derive(Clone, Copy)]
+pub(crate) enum Goal {
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+impl Goal {
+    pub(crate) fn describe(self, ratio: f64) -> String {
+        let (sign, g, met) = match self {
+            Self::AtLeast(g) => (">=", g, ratio >= g),
+            Self::AtMost(g) => ("<=", g, ratio <= g),
+        };
+        format!(
+            "  [goal {sign} {g:.1}x: {} at {ratio:.3}x]",
+            if met { "met" } else { "MISSED" }
+        )
+    }
+}
+
+/// Prints `title`, then one row per measurement with its ratio and, where `goals`
+/// has one, whether the goal was met.
+pub(crate) fn print_goal_table(title: &str, results: &[Measurement], goals: &[Option<Goal>]) {
+    println!("{title}");
+    let width = results
+        .iter()
+        .map(|m| m.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     println!(
-        "{:<52} {:<10} {:>14}  ratio vs baseline",
+        "{:<width$} {:<8} {:>14}  ratio vs baseline",
         "name", "metric", "value"
     );
-    for m in results {
+    for (i, m) in results.iter().enumerate() {
         let ratio = match (&m.baseline, m.ratio()) {
             (Some((b, _)), Some(r)) => format!("{r:.2}x {b}"),
             _ => String::new(),
         };
-        println!("{:<52} {:<10} {:>14.1}  {ratio}", m.name, m.metric, m.value);
+        let goal = match (goals.get(i).copied().flatten(), m.ratio()) {
+            (Some(g), Some(r)) => g.describe(r),
+            _ => String::new(),
+        };
+        println!(
+            "{:<width$} {:<8} {:>14.1}  {ratio}{goal}",
+            m.name, m.metric, m.value
+        );
     }
 }
 
@@ -286,7 +329,7 @@ pub(crate) fn spin_until(word: &AtomicU64, want: u64) -> Result {
     Ok(())
 }
 
-fn raw_floor(r: &mut Runner, iters: u64) -> Result<[f64; 3]> {
+pub(crate) fn raw_floor(r: &mut Runner, iters: u64) -> Result<[f64; 3]> {
     let name = r.name("raw");
     let region = ShmRegion::<PingPong>::create(builder(&name).unlink_on_drop(true), 0)?;
     let child = r.child("raw", &name, iters)?;
@@ -351,7 +394,7 @@ fn ring_round_trip_child<T: Msg>(names: &str, spin: bool, iters: u64) -> Result 
     Ok(())
 }
 
-fn uds_round_trips(r: &mut Runner, size: usize, iters: u64) -> Result<[f64; 3]> {
+pub(crate) fn uds_round_trips(r: &mut Runner, size: usize, iters: u64) -> Result<[f64; 3]> {
     let path = std::env::temp_dir().join(format!("{}.uds", r.name("uds")));
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;

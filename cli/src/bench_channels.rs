@@ -31,8 +31,8 @@ use shmlink::sync::WaitMode;
 
 use crate::Result;
 use crate::bench::{
-    LIMIT, Measurement, Runner, builder, crossbeam_run, finish, in_process, median, online_cpus,
-    percentiles, pin, print_json, ring_round_trips,
+    Goal, LIMIT, Measurement, Runner, builder, crossbeam_run, finish, in_process, median,
+    online_cpus, percentiles, pin, print_goal_table, print_json, ring_round_trips,
 };
 
 /// A message of the channel cases: how it travels, how it is made and checked.
@@ -363,53 +363,20 @@ impl Stream {
 }
 
 /// A ratio target next to a result line.
-#[derive(Clone, Copy)]
-enum Goal {
-    AtLeast(f64),
-    AtMost(f64),
-}
-
-impl Goal {
-    fn describe(self, ratio: f64) -> String {
-        let (sign, g, met) = match self {
-            Self::AtLeast(g) => (">=", g, ratio >= g),
-            Self::AtMost(g) => ("<=", g, ratio <= g),
-        };
-        format!(
-            "  [goal {sign} {g:.1}x: {} at {ratio:.3}x]",
-            if met { "met" } else { "MISSED" }
-        )
-    }
-}
-
 fn print_table(results: &[Measurement], goals: &[Option<Goal>], pinned: bool, quote: usize) {
-    println!(
-        "shmlink bench channels ({}; Quote = {quote} B postcard; lower is better for ns, \
-         higher for msgs/s)",
-        if pinned {
-            "parent on core 0, child on core 1"
-        } else {
-            "processes not pinned"
-        }
+    print_goal_table(
+        &format!(
+            "shmlink bench channels ({}; Quote = {quote} B postcard; lower is better for ns, \
+             higher for msgs/s)",
+            if pinned {
+                "parent on core 0, child on core 1"
+            } else {
+                "processes not pinned"
+            }
+        ),
+        results,
+        goals,
     );
-    println!(
-        "{:<64} {:<7} {:>12}  ratio vs baseline",
-        "name", "metric", "value"
-    );
-    for (m, goal) in results.iter().zip(goals) {
-        let ratio = match (&m.baseline, m.ratio()) {
-            (Some((b, _)), Some(r)) => format!("{r:.2}x {b}"),
-            _ => String::new(),
-        };
-        let goal = match (goal, m.ratio()) {
-            (Some(g), Some(r)) => g.describe(r),
-            _ => String::new(),
-        };
-        println!(
-            "{:<64} {:<7} {:>12.1}  {ratio}{goal}",
-            m.name, m.metric, m.value
-        );
-    }
 }
 
 // Plain functions, not closures: rustc 1.95 miscompiles two closures called with

@@ -30,7 +30,8 @@ use shmlink::sync::{SeqLockControl, SeqWriter, WaitMode};
 
 use crate::Result;
 use crate::bench::{
-    LIMIT, Measurement, Runner, builder, finish, median, online_cpus, pin, print_json, spin_until,
+    Goal, LIMIT, Measurement, Runner, builder, finish, median, online_cpus, pin, print_goal_table,
+    print_json, spin_until,
 };
 
 /// Control word states of the start/stop handshake with a child.
@@ -567,35 +568,19 @@ fn pthread_contended(r: &mut Runner, n: u64) -> Result<Contended> {
 
 /// Prints the table, with each goal (a ratio ceiling) next to its line.
 fn print_table(results: &[Measurement], goals: &[Option<f64>], pinned: bool) {
-    println!(
-        "shmlink bench sync ({}; lower is better for ns, higher for /s)",
-        if pinned {
-            "parent on core 0, child on core 1"
-        } else {
-            "processes not pinned"
-        }
+    let goals: Vec<Option<Goal>> = goals.iter().map(|g| g.map(Goal::AtMost)).collect();
+    print_goal_table(
+        &format!(
+            "shmlink bench sync ({}; lower is better for ns, higher for /s)",
+            if pinned {
+                "parent on core 0, child on core 1"
+            } else {
+                "processes not pinned"
+            }
+        ),
+        results,
+        &goals,
     );
-    println!(
-        "{:<58} {:<8} {:>12}  ratio vs baseline",
-        "name", "metric", "value"
-    );
-    for (m, goal) in results.iter().zip(goals) {
-        let ratio = match (&m.baseline, m.ratio()) {
-            (Some((b, _)), Some(r)) => format!("{r:.2}x {b}"),
-            _ => String::new(),
-        };
-        let goal = match (goal, m.ratio()) {
-            (Some(g), Some(r)) => format!(
-                "  [goal <= {g:.1}x: {} at {r:.3}x]",
-                if r <= *g { "met" } else { "MISSED" }
-            ),
-            _ => String::new(),
-        };
-        println!(
-            "{:<58} {:<8} {:>12.1}  {ratio}{goal}",
-            m.name, m.metric, m.value
-        );
-    }
 }
 
 /// Runs the `sync` suite.

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_channels;
+mod bench_rpc;
 mod bench_sync;
 mod demo;
 
@@ -44,7 +45,7 @@ enum Command {
     },
     /// Cross-process measurements with same-run baselines.
     Bench {
-        /// The suite: `rings`, `sync` or `channels`.
+        /// The suite: `rings`, `sync`, `channels` or `rpc`.
         suite: String,
         /// Print a JSON array of {name, metric, value, baseline, ratio}.
         #[arg(long)]
@@ -91,13 +92,17 @@ fn main() -> ExitCode {
             "rings" => bench::rings(json, quick),
             "sync" => bench_sync::sync(json, quick),
             "channels" => bench_channels::channels(json, quick),
+            "rpc" => bench_rpc::rpc(json, quick),
             other => Err(format!(
-                "unknown bench suite {other:?} (available: rings, sync, channels)"
+                "unknown bench suite {other:?} (available: rings, sync, channels, rpc)"
             )
             .into()),
         },
         Command::BenchChild { case, name, iters } if case.starts_with("sync-") => {
             bench_sync::child(&case, &name, iters)
+        }
+        Command::BenchChild { case, name, iters } if case.starts_with("rpc-") => {
+            bench_rpc::child(&case, &name, iters)
         }
         Command::BenchChild { case, name, iters } if case.starts_with("chan-") => {
             bench_channels::child(&case, &name, iters)

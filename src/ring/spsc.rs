@@ -1742,8 +1742,13 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
     /// ```
     pub fn read_chunk(&mut self, n: usize) -> Result<ReadChunk<'_, T, R>, ChunkError> {
         if (self.available() as usize) < n {
-            self.refresh_tail().map_err(ChunkError::Corrupted)?;
+            // The slots' own stamps first: they arrive with the values, in the same
+            // cache lines, while `tail` lives on a line of its own (as in `try_pop`).
             self.extend_by_stamps(n as u64);
+            if (self.available() as usize) < n {
+                self.refresh_tail().map_err(ChunkError::Corrupted)?;
+                self.extend_by_stamps(n as u64);
+            }
         }
         let avail = self.available() as usize;
         if avail < n {

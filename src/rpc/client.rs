@@ -9,7 +9,7 @@
 
 use core::fmt;
 use core::marker::PhantomData;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::{ConnectError, RpcError, TransportFailure};
 use super::wire::{self, Code, Kind};
-use super::{DEFAULT_TIMEOUT, STREAM_WINDOW};
+use super::{DEFAULT_TIMEOUT, IdMap, STREAM_WINDOW};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::transport::{self, Connection, RecvError, SendError};
 
@@ -65,7 +65,7 @@ enum Slot {
 }
 
 struct Table {
-    calls: HashMap<u64, Slot>,
+    calls: IdMap<Slot>,
     /// Someone holds the reading role.
     reading: bool,
     /// Threads asleep on the condition variable.
@@ -104,10 +104,17 @@ enum Budget {
 }
 
 impl Budget {
-    fn deadline(self) -> Option<Instant> {
+    /// The deadline of a call starting now, and its budget in ns for the wire
+    /// (`u64::MAX`: none), from one clock read.
+    fn start(self) -> (Option<Instant>, u64) {
+        let now = Instant::now();
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1);
         match self {
-            Budget::Timeout(t) => Instant::now().checked_add(t),
-            Budget::Deadline(d) => Some(d),
+            Budget::Timeout(t) => match now.checked_add(t) {
+                Some(d) => (Some(d), ns(t)),
+                None => (None, u64::MAX),
+            },
+            Budget::Deadline(d) => (Some(d), ns(d.saturating_duration_since(now))),
         }
     }
 }
@@ -148,16 +155,6 @@ fn send_failure<E>(e: SendError) -> RpcError<E> {
         SendError::Timeout => RpcError::DeadlineExceeded,
         SendError::Disconnected => RpcError::ServerGone,
         e => RpcError::Transport(TransportFailure::Send(e)),
-    }
-}
-
-fn budget_ns(deadline: Option<Instant>) -> u64 {
-    match deadline {
-        None => u64::MAX,
-        Some(d) => {
-            let left = d.saturating_duration_since(Instant::now());
-            u64::try_from(left.as_nanos()).unwrap_or(u64::MAX - 1)
-        }
     }
 }
 
@@ -228,7 +225,7 @@ impl Client {
                     buf: Vec::with_capacity(256),
                 }),
                 table: Mutex::new(Table {
-                    calls: HashMap::new(),
+                    calls: IdMap::default(),
                     reading: false,
                     sleepers: 0,
                     dead: None,
@@ -258,7 +255,7 @@ impl Client {
     }
 
     /// Largest frame of the connection (requests and responses must fit, with a
-    /// 32-byte header).
+    /// header of up to [`wire::MAX_HEADER_LEN`] bytes).
     pub fn max_frame(&self) -> usize {
         self.shared.max_frame
     }
@@ -274,8 +271,8 @@ impl Client {
         method: u64,
         req: &Req,
     ) -> Call<Resp, E> {
-        let deadline = self.budget.deadline();
-        match self.start(method, req, deadline, Slot::Unary(None)) {
+        let (deadline, budget) = self.budget.start();
+        match self.start(method, req, deadline, budget, Slot::Unary(None)) {
             Ok(id) => Call {
                 shared: Some(self.shared.clone()),
                 id,
@@ -299,12 +296,12 @@ impl Client {
         method: u64,
         req: &Req,
     ) -> CallStream<T, E> {
-        let deadline = self.budget.deadline();
+        let (deadline, budget) = self.budget.start();
         let slot = Slot::Stream {
             items: VecDeque::new(),
             end: None,
         };
-        let (shared, id, failed) = match self.start(method, req, deadline, slot) {
+        let (shared, id, failed) = match self.start(method, req, deadline, budget, slot) {
             Ok(id) => (Some(self.shared.clone()), id, None),
             Err(e) => (None, 0, Some(e)),
         };
@@ -324,6 +321,7 @@ impl Client {
         method: u64,
         req: &Req,
         deadline: Option<Instant>,
+        budget: u64,
         slot: Slot,
     ) -> Result<u64, RpcError<()>> {
         let s = &*self.shared;
@@ -338,14 +336,7 @@ impl Client {
         }
         let mut tx = relock(&s.tx);
         let TxState { tx, buf } = &mut *tx;
-        wire::encode_header(
-            buf,
-            Kind::Request,
-            Code::Ok,
-            id,
-            method,
-            budget_ns(deadline),
-        );
+        wire::encode_header(buf, Kind::Request, Code::Ok, id, method, budget);
         let encoded = postcard::to_extend(req, std::mem::take(buf));
         let sent = match encoded {
             Ok(b) => {
@@ -363,44 +354,33 @@ impl Client {
 }
 
 impl Shared {
-    /// Waits until `take` gets something from call `id`'s slot, reading the
-    /// connection when nobody else does.
+    /// Waits until `take` gets something for call `id` out of the table, reading the
+    /// connection when nobody else does. `take` removes the slot when the call is
+    /// over; `Err(Protocol)` if the call has no slot.
     fn wait<R>(
         &self,
         id: u64,
         deadline: Option<Instant>,
-        mut take: impl FnMut(&mut Slot) -> Option<R>,
+        mut take: impl FnMut(&mut IdMap<Slot>) -> Option<R>,
     ) -> Result<R, RpcError<()>> {
         let mut t = relock(&self.table);
         loop {
-            match t.calls.get_mut(&id) {
-                Some(slot) => {
-                    if let Some(r) = take(slot) {
-                        return Ok(r);
-                    }
-                }
-                None => return Err(RpcError::Protocol("call is not in flight")),
+            if !t.calls.contains_key(&id) {
+                return Err(RpcError::Protocol("call is not in flight"));
+            }
+            if let Some(r) = take(&mut t.calls) {
+                return Ok(r);
             }
             if let Some(dead) = &t.dead {
                 return Err(dead.clone());
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(RpcError::DeadlineExceeded);
-            }
             if !t.reading {
                 t.reading = true;
                 drop(t);
-                let outcome = self.read_until(id, deadline);
-                t = relock(&self.table);
-                t.reading = false;
-                if let Err(e) = outcome {
-                    t.dead = Some(e);
-                }
-                // Someone else may have to take over reading, or was answered.
-                if t.sleepers > 0 {
-                    self.cv.notify_all();
-                }
-                continue;
+                return self.read_until(id, deadline, take);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(RpcError::DeadlineExceeded);
             }
             t.sleepers += 1;
             t = match deadline {
@@ -417,21 +397,34 @@ impl Shared {
         }
     }
 
-    /// Reads frames, delivering each, until one for `id` arrived (`Ok`), the deadline
-    /// passed (`Ok`: the caller reports it), or the connection failed (`Err`).
-    fn read_until(&self, id: u64, deadline: Option<Instant>) -> Result<(), RpcError<()>> {
+    /// The reader's loop: reads frames and delivers each to its call until `take`
+    /// gets something for call `id` (`Ok`), the deadline passes, or the connection
+    /// fails (`Err`, and every call fails with it). Gives up the reading role on
+    /// return, waking a sleeper to take it over.
+    fn read_until<R>(
+        &self,
+        id: u64,
+        deadline: Option<Instant>,
+        mut take: impl FnMut(&mut IdMap<Slot>) -> Option<R>,
+    ) -> Result<R, RpcError<()>> {
         let mut rx = relock(&self.rx);
         let RxState { rx, buf } = &mut *rx;
-        loop {
-            match rx.recv(buf, deadline) {
-                Ok(()) => {}
-                Err(RecvError::Timeout) => return Ok(()),
-                Err(RecvError::Disconnected) => return Err(RpcError::ServerGone),
-                Err(e) => return Err(RpcError::Transport(TransportFailure::Recv(e))),
+        let outcome: Result<(), Option<RpcError<()>>> = loop {
+            let failure = match rx.recv(buf, deadline) {
+                Ok(()) => None,
+                Err(RecvError::Timeout) => break Err(None),
+                Err(RecvError::Disconnected) => Some(RpcError::ServerGone),
+                Err(e) => Some(RpcError::Transport(TransportFailure::Recv(e))),
+            };
+            if let Some(e) = failure {
+                break Err(Some(e));
             }
-            let f = wire::decode(buf).map_err(|_| RpcError::Protocol("undecodable frame"))?;
+            let f = match wire::decode(buf) {
+                Ok(f) => f,
+                Err(_) => break Err(Some(RpcError::Protocol("undecodable frame"))),
+            };
             let mut t = relock(&self.table);
-            match f.kind {
+            let bad = match f.kind {
                 Kind::Reply => {
                     let reply = Reply {
                         code: f.code,
@@ -442,22 +435,50 @@ impl Shared {
                         Some(Slot::Stream { end, .. }) => *end = Some(reply),
                         None => {} // a call given up on: drop the late answer
                     }
+                    None
                 }
                 Kind::Item => match t.calls.get_mut(&f.id) {
-                    Some(Slot::Stream { items, .. }) => items.push_back(f.payload.to_vec()),
-                    Some(Slot::Unary(_)) => {
-                        return Err(RpcError::Protocol("stream item for a unary call"));
+                    Some(Slot::Stream { items, .. }) => {
+                        items.push_back(f.payload.to_vec());
+                        None
                     }
-                    None => {}
+                    Some(Slot::Unary(_)) => Some("stream item for a unary call"),
+                    None => None,
                 },
-                _ => return Err(RpcError::Protocol("unexpected frame kind from the server")),
+                _ => Some("unexpected frame kind from the server"),
+            };
+            if let Some(what) = bad {
+                drop(t);
+                break Err(Some(RpcError::Protocol(what)));
             }
             if f.id == id {
-                return Ok(());
-            }
-            if t.sleepers > 0 {
+                // Our answer: hand over the reading role in the same critical section.
+                if let Some(r) = take(&mut t.calls) {
+                    t.reading = false;
+                    if t.sleepers > 0 {
+                        self.cv.notify_all();
+                    }
+                    return Ok(r);
+                }
+            } else if t.sleepers > 0 {
                 self.cv.notify_all();
             }
+        };
+        let mut t = relock(&self.table);
+        t.reading = false;
+        if t.sleepers > 0 {
+            self.cv.notify_all();
+        }
+        match outcome {
+            Err(Some(e)) => {
+                t.dead = Some(e.clone());
+                Err(e)
+            }
+            // The deadline passed; the answer may still have come meanwhile.
+            _ => match take(&mut t.calls) {
+                Some(r) => Ok(r),
+                None => Err(RpcError::DeadlineExceeded),
+            },
         }
     }
 
@@ -545,16 +566,20 @@ impl<T: DeserializeOwned, E: DeserializeOwned> Call<T, E> {
         if let Some(e) = self.failed.take() {
             return Err(e.cast());
         }
-        let Some(shared) = self.shared.clone() else {
+        let Some(shared) = self.shared.as_ref() else {
             return Err(RpcError::Protocol("call already finished"));
         };
-        let reply = shared.wait(self.id, self.deadline, |slot| match slot {
-            Slot::Unary(r) => r.take(),
-            Slot::Stream { .. } => None,
+        let id = self.id;
+        let reply = shared.wait(id, self.deadline, |calls| match calls.get_mut(&id) {
+            Some(Slot::Unary(r)) if r.is_some() => {
+                let reply = r.take();
+                calls.remove(&id);
+                reply
+            }
+            _ => None,
         });
         match reply {
             Ok(reply) => {
-                relock(&shared.table).calls.remove(&self.id);
                 self.shared = None;
                 finish(reply)
             }
@@ -615,12 +640,19 @@ impl<T: DeserializeOwned, E: DeserializeOwned> Iterator for CallStream<T, E> {
             return Some(Err(e.cast()));
         }
         let shared = self.shared.clone()?;
-        let next = shared.wait(self.id, self.deadline, |slot| match slot {
-            Slot::Stream { items, end } => match items.pop_front() {
+        let id = self.id;
+        let next = shared.wait(id, self.deadline, |calls| match calls.get_mut(&id) {
+            Some(Slot::Stream { items, end }) => match items.pop_front() {
                 Some(item) => Some(Next::Item(item)),
-                None => end.take().map(Next::End),
+                None => {
+                    let end = end.take().map(Next::End);
+                    if end.is_some() {
+                        calls.remove(&id);
+                    }
+                    end
+                }
             },
-            Slot::Unary(_) => None,
+            _ => None,
         });
         match next {
             Ok(Next::Item(bytes)) => {
@@ -636,7 +668,6 @@ impl<T: DeserializeOwned, E: DeserializeOwned> Iterator for CallStream<T, E> {
             }
             Ok(Next::End(reply)) => {
                 self.finished = true;
-                relock(&shared.table).calls.remove(&self.id);
                 self.shared = None;
                 match finish::<(), E>(reply) {
                     Ok(()) => None,

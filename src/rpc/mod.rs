@@ -81,6 +81,8 @@ mod server;
 pub mod wire;
 
 use std::sync::{Arc, Condvar, Mutex};
+
+use crate::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub use client::{Call, CallStream, Client, ClientOptions};
@@ -92,6 +94,31 @@ pub const STREAM_WINDOW: u64 = 64;
 
 /// Default time budget of a call when the client sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A hasher for call ids (sequential `u64`s chosen by the client): one multiply
+/// instead of SipHash. A hostile client choosing colliding ids only slows its own
+/// connection's table.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: the high bits, which hashbrown uses, depend on all of n.
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// Call-id keyed map.
+pub(crate) type IdMap<V> =
+    std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 /// Why a handler should stop.
 ///
@@ -125,63 +152,81 @@ impl core::fmt::Display for Stop {
 impl std::error::Error for Stop {}
 
 /// Per-call control shared by the connection reader (which sees cancels and credits)
-/// and the handler.
+/// and the handler. The flags are atomics, so the common checks take no lock.
 #[derive(Debug, Default)]
 pub(crate) struct CallCtl {
-    state: Mutex<CtlState>,
+    cancelled: AtomicBool,
+    aborted: AtomicBool,
+    /// Streams are not paced by credits (inline calls: the transport paces them).
+    unlimited: bool,
+    credits: Mutex<u64>,
     cv: Condvar,
-}
-
-#[derive(Debug, Default)]
-struct CtlState {
-    cancelled: bool,
-    aborted: bool,
-    credits: u64,
 }
 
 impl CallCtl {
     pub(crate) fn new(credits: u64) -> Arc<Self> {
         Arc::new(Self {
-            state: Mutex::new(CtlState {
-                credits,
-                ..CtlState::default()
-            }),
-            cv: Condvar::new(),
+            credits: Mutex::new(credits),
+            ..Self::default()
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, CtlState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.credits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets `flag` and wakes a handler waiting in [`wait_for`](Self::wait_for) (the
+    /// lock orders the store before its re-check).
+    fn raise(&self, flag: &AtomicBool) {
+        flag.store(true, Ordering::Release);
+        drop(self.lock());
+        self.cv.notify_all();
     }
 
     pub(crate) fn cancel(&self) {
-        self.lock().cancelled = true;
-        self.cv.notify_all();
+        self.raise(&self.cancelled);
     }
 
     pub(crate) fn abort(&self) {
-        self.lock().aborted = true;
-        self.cv.notify_all();
+        self.raise(&self.aborted);
+    }
+
+    /// A control block whose streams need no credits.
+    pub(crate) fn unlimited() -> Arc<Self> {
+        Arc::new(Self {
+            unlimited: true,
+            ..Self::default()
+        })
+    }
+
+    /// Makes a reused control block ready for the next call.
+    pub(crate) fn reset(&self) {
+        self.cancelled.store(false, Ordering::Relaxed);
     }
 
     pub(crate) fn add_credits(&self, n: u64) {
-        let mut s = self.lock();
-        s.credits = s.credits.saturating_add(n);
-        drop(s);
+        let mut c = self.lock();
+        *c = c.saturating_add(n);
+        drop(c);
         self.cv.notify_all();
     }
 
     /// Whether the caller cancelled (or the server aborted) the call.
     pub(crate) fn is_cancelled_flag(&self) -> bool {
-        let s = self.lock();
-        s.cancelled || s.aborted
+        self.cancelled.load(Ordering::Acquire) || self.aborted.load(Ordering::Acquire)
     }
 
     /// Takes one stream credit, waiting for the client to grant more.
     pub(crate) fn take_credit(&self, deadline: Option<Instant>) -> Result<(), Stop> {
-        self.wait_for(deadline, None, |s| {
-            if s.credits > 0 {
-                s.credits -= 1;
+        if self.unlimited {
+            return match self.flag_reason() {
+                Some(stop) => Err(stop),
+                None => Ok(()),
+            };
+        }
+        self.wait_for(deadline, None, |c| {
+            if *c > 0 {
+                *c -= 1;
                 true
             } else {
                 false
@@ -190,31 +235,38 @@ impl CallCtl {
         .map(|_| ())
     }
 
-    fn stop_reason(s: &CtlState, deadline: Option<Instant>) -> Option<Stop> {
-        if s.aborted {
+    /// The flags' verdict (no clock read).
+    fn flag_reason(&self) -> Option<Stop> {
+        if self.aborted.load(Ordering::Acquire) {
             Some(Stop::ShuttingDown)
-        } else if s.cancelled {
+        } else if self.cancelled.load(Ordering::Acquire) {
             Some(Stop::Cancelled)
-        } else if deadline.is_some_and(|d| Instant::now() >= d) {
-            Some(Stop::DeadlineExceeded)
         } else {
             None
         }
     }
 
-    /// Waits until `ready(state)` or a stop reason, or `until`.
+    fn stop_reason(&self, deadline: Option<Instant>) -> Option<Stop> {
+        self.flag_reason().or_else(|| {
+            deadline
+                .is_some_and(|d| Instant::now() >= d)
+                .then_some(Stop::DeadlineExceeded)
+        })
+    }
+
+    /// Waits until `ready(credits)` or a stop reason, or `until`.
     fn wait_for(
         &self,
         deadline: Option<Instant>,
         until: Option<Instant>,
-        mut ready: impl FnMut(&mut CtlState) -> bool,
+        mut ready: impl FnMut(&mut u64) -> bool,
     ) -> Result<bool, Stop> {
-        let mut s = self.lock();
+        let mut c = self.lock();
         loop {
-            if let Some(stop) = Self::stop_reason(&s, deadline) {
+            if let Some(stop) = self.stop_reason(deadline) {
                 return Err(stop);
             }
-            if ready(&mut s) {
+            if ready(&mut c) {
                 return Ok(true);
             }
             let end = match (deadline, until) {
@@ -222,7 +274,7 @@ impl CallCtl {
                 (a, b) => a.or(b),
             };
             match end {
-                None => s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner()),
+                None => c = self.cv.wait(c).unwrap_or_else(|p| p.into_inner()),
                 Some(end) => {
                     let now = Instant::now();
                     if now >= end {
@@ -231,9 +283,9 @@ impl CallCtl {
                         }
                         continue; // the deadline: reported at the top
                     }
-                    s = self
+                    c = self
                         .cv
-                        .wait_timeout(s, end - now)
+                        .wait_timeout(c, end - now)
                         .unwrap_or_else(|p| p.into_inner())
                         .0;
                 }
@@ -295,7 +347,7 @@ impl Context {
     ///
     /// The [`Stop`] reason.
     pub fn check(&self) -> Result<(), Stop> {
-        match CallCtl::stop_reason(&self.ctl.lock(), self.deadline) {
+        match self.ctl.stop_reason(self.deadline) {
             Some(stop) => Err(stop),
             None => Ok(()),
         }
@@ -338,7 +390,23 @@ pub trait Service: Send + Sync + 'static {
 /// Support for the code [`service!`](crate::service) generates; not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use super::wire::hash;
+    pub use super::wire::{hash, method_id};
+
+    /// Whether no two of `ids` are equal (checked at compile time by the macro).
+    pub const fn all_distinct(ids: &[u64]) -> bool {
+        let mut i = 0;
+        while i < ids.len() {
+            let mut j = i + 1;
+            while j < ids.len() {
+                if ids[i] == ids[j] {
+                    return false;
+                }
+                j += 1;
+            }
+            i += 1;
+        }
+        true
+    }
 
     /// Decodes a request or response.
     pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
@@ -494,7 +562,7 @@ macro_rules! service {
             $(
                 $(#[$cm])*
                 pub fn $cname(&self, $carg: $creq) -> $crate::rpc::Call<$cresp, $err> {
-                    const ID: u64 = $crate::rpc::__private::hash(&[
+                    const ID: u64 = $crate::rpc::__private::method_id(&[
                         stringify!($svc), stringify!($cname), stringify!($creq), stringify!($cresp)]);
                     self.inner.call(ID, &$carg)
                 }
@@ -502,7 +570,7 @@ macro_rules! service {
             $(
                 $(#[$sm])*
                 pub fn $sname(&self, $sarg: $sreq) -> $crate::rpc::CallStream<$sitem, $err> {
-                    const ID: u64 = $crate::rpc::__private::hash(&[
+                    const ID: u64 = $crate::rpc::__private::method_id(&[
                         stringify!($svc), "stream", stringify!($sname), stringify!($sreq), stringify!($sitem)]);
                     self.inner.call_stream(ID, &$sarg)
                 }
@@ -512,6 +580,17 @@ macro_rules! service {
         #[doc = concat!("Server adapter of [`", stringify!($svc), "`]: `", stringify!($server), "(impl)` is a [`Service`]($crate::rpc::Service).")]
         #[derive(Debug)]
         $vis struct $server<S>(pub S);
+
+        // Method ids are 32-bit hashes: refuse to build a service where two collide.
+        const _: () = assert!(
+            $crate::rpc::__private::all_distinct(&[
+                $($crate::rpc::__private::method_id(&[
+                    stringify!($svc), stringify!($cname), stringify!($creq), stringify!($cresp)]),)*
+                $($crate::rpc::__private::method_id(&[
+                    stringify!($svc), "stream", stringify!($sname), stringify!($sreq), stringify!($sitem)]),)*
+            ]),
+            "two methods of this service hash to the same id: rename one"
+        );
 
         impl<S: $svc> $crate::rpc::Service for $server<S> {
             fn service_id(&self) -> u64 {
@@ -531,7 +610,7 @@ macro_rules! service {
                 reply: &mut $crate::rpc::Responder<'_>,
             ) {
                 $(
-                    if method == $crate::rpc::__private::hash(&[
+                    if method == $crate::rpc::__private::method_id(&[
                         stringify!($svc), stringify!($cname), stringify!($creq), stringify!($cresp)])
                     {
                         match $crate::rpc::__private::decode::<$creq>(request) {
@@ -545,7 +624,7 @@ macro_rules! service {
                     }
                 )*
                 $(
-                    if method == $crate::rpc::__private::hash(&[
+                    if method == $crate::rpc::__private::method_id(&[
                         stringify!($svc), "stream", stringify!($sname), stringify!($sreq), stringify!($sitem)])
                     {
                         match $crate::rpc::__private::decode::<$sreq>(request) {

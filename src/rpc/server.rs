@@ -3,7 +3,7 @@
 
 use core::fmt;
 use core::marker::PhantomData;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::wire::{self, Code, Kind};
-use super::{CallCtl, Context, STREAM_WINDOW, Service, Stop};
+use super::{CallCtl, Context, IdMap, STREAM_WINDOW, Service, Stop};
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::transport::{self, Connection, ListenError, Listener};
 
@@ -250,7 +250,10 @@ impl ServerShared {
 /// One connection's shared state: its sender and its calls in flight.
 struct Conn {
     tx: Mutex<(transport::Sender, Vec<u8>)>,
-    calls: Mutex<HashMap<u64, Arc<CallCtl>>>,
+    /// Calls handed to the pool, by id (for cancels and credits).
+    calls: Mutex<IdMap<Arc<CallCtl>>>,
+    /// The control block of the call running inline, reused call after call.
+    inline_ctl: Arc<CallCtl>,
     gone: AtomicBool,
 }
 
@@ -274,16 +277,13 @@ impl Conn {
         if !body(buf) {
             wire::encode_header(buf, Kind::Reply, Code::ResponseTooLarge, id, 0, 0);
         }
-        // Answers are not held back by the call's deadline (the client decides what
-        // is late), but a client that stopped reading must not block us forever.
-        let until = deadline
-            .map(|d| d.max(Instant::now() + Duration::from_millis(100)))
-            .or_else(|| Instant::now().checked_add(Duration::from_secs(30)));
-        match tx.send(buf, until) {
+        // Waits for room until the call's deadline at most (tries first, so the clock
+        // is read only if the client is behind).
+        match tx.send(buf, deadline) {
             Ok(()) => true,
             Err(transport::SendError::TooLarge { .. }) => {
                 wire::encode_header(buf, Kind::Reply, Code::ResponseTooLarge, id, 0, 0);
-                tx.send(buf, until).is_ok()
+                tx.send(buf, deadline).is_ok()
             }
             Err(_) => {
                 self.gone.store(true, Ordering::Relaxed);
@@ -351,6 +351,7 @@ impl ServerHandle {
         if s.live.load(Ordering::Acquire) > s.pool_threads() {
             s.aborting.store(true, Ordering::Release);
             for c in relock(&s.conns).iter().filter_map(std::sync::Weak::upgrade) {
+                c.inline_ctl.abort();
                 for ctl in relock(&c.calls).values() {
                     ctl.abort();
                 }
@@ -431,7 +432,8 @@ fn serve_conn(shared: &Arc<ServerShared>, conn: Connection) {
     };
     let c = Arc::new(Conn {
         tx: Mutex::new((tx, Vec::with_capacity(256))),
-        calls: Mutex::new(HashMap::new()),
+        calls: Mutex::new(IdMap::default()),
+        inline_ctl: CallCtl::unlimited(),
         gone: AtomicBool::new(false),
     });
     {
@@ -453,6 +455,9 @@ fn serve_conn(shared: &Arc<ServerShared>, conn: Connection) {
         conns.retain(|w| w.strong_count() > 0);
         conns.push(Arc::downgrade(&c));
     }
+    // The wake-up deadline is renewed only when it passes, so a busy connection reads
+    // no clock here (a receive tries before it waits).
+    let mut poll_until = Instant::now().checked_add(POLL);
     loop {
         if shared.aborting.load(Ordering::Acquire) {
             break;
@@ -460,9 +465,12 @@ fn serve_conn(shared: &Arc<ServerShared>, conn: Connection) {
         if shared.closing.load(Ordering::Acquire) && relock(&c.calls).is_empty() {
             break;
         }
-        match rx.recv(&mut buf, Instant::now().checked_add(POLL)) {
+        match rx.recv(&mut buf, poll_until) {
             Ok(()) => {}
-            Err(transport::RecvError::Timeout) => continue,
+            Err(transport::RecvError::Timeout) => {
+                poll_until = Instant::now().checked_add(POLL);
+                continue;
+            }
             Err(_) => break, // the client left, died, or broke the protocol
         }
         let Ok(f) = wire::decode(&buf) else {
@@ -485,6 +493,7 @@ fn serve_conn(shared: &Arc<ServerShared>, conn: Connection) {
     }
     // The connection is over: whatever still runs for it has no one to answer.
     c.gone.store(true, Ordering::Relaxed);
+    c.inline_ctl.cancel();
     for ctl in relock(&c.calls).values() {
         ctl.cancel();
     }
@@ -513,6 +522,23 @@ fn on_request(
         c.reply_code(id, Code::DeadlineExceeded);
         return;
     }
+    if shared.inline {
+        // No copy, no registration: the reader runs the call itself. Streams get
+        // unlimited credits (the reader cannot read credits while it runs the
+        // handler; the transport's own back-pressure paces the stream instead).
+        c.inline_ctl.reset();
+        run_call(
+            shared,
+            c,
+            id,
+            method,
+            deadline,
+            &c.inline_ctl,
+            payload,
+            false,
+        );
+        return;
+    }
     let ctl = CallCtl::new(STREAM_WINDOW);
     relock(&c.calls).insert(id, ctl.clone());
     let job = Job {
@@ -523,10 +549,6 @@ fn on_request(
         ctl,
         payload: payload.to_vec(),
     };
-    if shared.inline {
-        run_job(shared, job);
-        return;
-    }
     let pool = &shared.pool;
     let mut q = relock(&pool.queue);
     // A full queue holds the reader back, and with it the client (back-pressure).
@@ -564,53 +586,73 @@ fn worker_loop(shared: &Arc<ServerShared>) {
         };
         // A reader may wait for room.
         pool.cv.notify_all();
-        run_job(shared, job);
+        run_call(
+            shared,
+            &job.conn,
+            job.id,
+            job.method,
+            job.deadline,
+            &job.ctl,
+            &job.payload,
+            true,
+        );
+        job.conn.finish_call(job.id);
     }
 }
 
-fn run_job(shared: &ServerShared, job: Job) {
-    let ctx = Context::new(job.id, job.deadline, job.ctl.clone());
-    match ctx.check() {
+/// Runs one call and answers it. `queued`: it waited in the pool's queue, so its
+/// deadline may have passed before it starts (an inline call was just checked).
+#[allow(clippy::too_many_arguments)]
+fn run_call(
+    shared: &ServerShared,
+    conn: &Conn,
+    id: u64,
+    method: u64,
+    deadline: Option<Instant>,
+    ctl: &Arc<CallCtl>,
+    payload: &[u8],
+    queued: bool,
+) {
+    let ctx = Context::new(id, deadline, ctl.clone());
+    let before = if queued { ctx.check() } else { Ok(()) };
+    match before {
         Err(Stop::Cancelled) | Err(Stop::ShuttingDown) => {
             Counters::bump(&shared.stats.cancelled);
-            job.conn.finish_call(job.id);
             return;
         }
         Err(Stop::DeadlineExceeded) => {
             Counters::bump(&shared.stats.deadline_exceeded);
-            job.conn.finish_call(job.id);
-            job.conn.reply_code(job.id, Code::DeadlineExceeded);
+            conn.reply_code(id, Code::DeadlineExceeded);
             return;
         }
         Ok(()) => {}
     }
     let mut responder = Responder {
-        conn: &job.conn,
-        id: job.id,
+        conn,
+        id,
         ctx: &ctx,
         ended: false,
     };
     let run = catch_unwind(AssertUnwindSafe(|| {
         shared
             .service
-            .dispatch(job.method, &ctx, &job.payload, &mut responder);
+            .dispatch(method, &ctx, payload, &mut responder);
     }));
     let ended = responder.ended;
-    job.conn.finish_call(job.id);
     if run.is_err() {
         Counters::bump(&shared.stats.panicked);
         if !ended {
-            job.conn.reply_code(job.id, Code::Internal);
+            conn.reply_code(id, Code::Internal);
         }
         return;
     }
-    match ctx.check() {
-        Err(Stop::Cancelled) => Counters::bump(&shared.stats.cancelled),
-        Err(Stop::DeadlineExceeded) => Counters::bump(&shared.stats.deadline_exceeded),
-        _ => Counters::bump(&shared.stats.completed),
-    }
     if !ended {
-        job.conn.reply_code(job.id, Code::Internal);
+        conn.reply_code(id, Code::Internal);
+    }
+    if ctl.is_cancelled_flag() {
+        Counters::bump(&shared.stats.cancelled);
+    } else {
+        Counters::bump(&shared.stats.completed);
     }
 }
 

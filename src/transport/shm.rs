@@ -34,6 +34,7 @@ use super::error::{
     AcceptError, ConnectError, HandshakeError, IoFailure, ListenError, RecvError, SendError,
 };
 use super::{Hello, Options, remaining};
+
 use crate::ring::{
     self, BuildError, Duplex, DuplexHeader, End, FrameConsumer, FrameProducer, Half, Mpmc,
     MpmcConsumer, MpmcHeader, MpmcProducer, PopError, PushError, WaitMode,
@@ -126,10 +127,8 @@ fn send_on<R: crate::segment::Region<Shared = DuplexHeader>>(
     frame: &[u8],
     deadline: Option<Instant>,
 ) -> Result<(), ring::SendError> {
-    match remaining(deadline) {
-        None => tx.send(frame),
-        Some(left) => tx.send_timeout(frame, left),
-    }
+    // Tries first and reads the clock only if it has to wait.
+    tx.send_until(frame, deadline)
 }
 
 fn recv_on<R: crate::segment::Region<Shared = DuplexHeader>>(
@@ -137,10 +136,7 @@ fn recv_on<R: crate::segment::Region<Shared = DuplexHeader>>(
     buf: &mut Vec<u8>,
     deadline: Option<Instant>,
 ) -> Result<usize, ring::RecvError> {
-    match remaining(deadline) {
-        None => rx.recv(buf),
-        Some(left) => rx.recv_timeout(buf, left),
-    }
+    rx.recv_until(buf, deadline)
 }
 
 impl ShmSender {
