@@ -1,8 +1,9 @@
 //! `shmlink demo`: a parent creates a named segment, a child process opens it by name,
 //! they exchange a value and a message, then time a ping-pong over two atomics, stream
 //! and ping-pong over SPSC rings, send over typed channels (asynchronously and
-//! acknowledged, plain-old-data and serde), and share a counter under a Bakery lock, a
-//! semaphore-bounded pool and seqlock snapshots.
+//! acknowledged, plain-old-data and serde), share a counter under a Bakery lock, a
+//! semaphore-bounded pool and seqlock snapshots, and finally make RPC calls to a
+//! service the child serves over shared memory, a Unix socket and TCP at once.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use shmlink::sync::atomic::{AtomicU64, Ordering};
 use crate::Result;
 
 mod channels;
+mod rpc;
 mod sync;
 
 /// The demo's control block: fields written by the parent, fields written by the child,
@@ -166,6 +168,10 @@ pub fn parent(round_trips: u32, stream_items: u64) -> Result {
     ring_phases_parent(rings, stream_items, round_trips, &mut child)?;
     channels::parent_phase(&channel_objects, stream_items / 10)?;
     sync::parent_phase(&mut sync_objects, u64::from(round_trips), &mut child)?;
+    if let Err(e) = rpc::parent_phase(&name, u64::from(round_trips)) {
+        let _ = child.kill();
+        return Err(e);
+    }
     let status = child.wait()?;
     if !status.success() {
         return Err(format!("child failed: {status}").into());
@@ -210,10 +216,11 @@ pub fn child(name: &str, round_trips: u32, stream_items: u64) -> Result {
     }
     ring_phases_child(name, stream_items, round_trips)?;
     channels::child_phase(name, stream_items / 10)?;
-    sync::child_phase(name, u64::from(round_trips))
+    sync::child_phase(name, u64::from(round_trips))?;
+    rpc::child_phase(name)
 }
 
-fn print_latency(title: &str, samples: &mut [Duration], total: Duration) {
+pub(crate) fn print_latency(title: &str, samples: &mut [Duration], total: Duration) {
     if samples.is_empty() {
         return;
     }
