@@ -7,12 +7,12 @@
 //!
 //! | layer | module | what it holds |
 //! |------:|--------|---------------|
-//! | 0 | [`sync`] | the std/loom facade for atomics and cells (futex, semaphore, Bakery lock and seqlock follow) |
+//! | 0 | [`sync`] | the std/loom facade for atomics and cells; futex, semaphore, Bakery lock, seqlock |
 //! | 1 | [`segment`] | named shared-memory segments and the [`Region`](segment::Region) abstraction; the only code that maps memory |
-//! | 2 | `ring` | lock-free SPSC and MPMC rings (next) |
-//! | 3 | `channel` | typed channels, asynchronous and synchronous send |
-//! | 4 | `transport` | shared-memory and socket transports |
-//! | 5 | `rpc` | request/response over any transport |
+//! | 2 | [`ring`] | lock-free SPSC, MPMC, frame and duplex rings |
+//! | 3 | [`channel`] | typed channels, asynchronous and synchronous send |
+//! | 4 | [`transport`] | shared-memory, Unix-socket and TCP transports behind one API |
+//! | 5 | [`rpc`] | request/response over any transport, services declared with [`service!`] |
 //!
 //! # Example
 //!
