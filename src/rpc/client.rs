@@ -361,14 +361,14 @@ impl Shared {
         &self,
         id: u64,
         deadline: Option<Instant>,
-        mut take: impl FnMut(&mut IdMap<Slot>) -> Option<R>,
+        mut take: impl FnMut(&mut IdMap<Slot>, Option<&wire::Frame<'_>>) -> Option<R>,
     ) -> Result<R, RpcError<()>> {
         let mut t = relock(&self.table);
         loop {
             if !t.calls.contains_key(&id) {
                 return Err(RpcError::Protocol("call is not in flight"));
             }
-            if let Some(r) = take(&mut t.calls) {
+            if let Some(r) = take(&mut t.calls, None) {
                 return Ok(r);
             }
             if let Some(dead) = &t.dead {
@@ -405,7 +405,7 @@ impl Shared {
         &self,
         id: u64,
         deadline: Option<Instant>,
-        mut take: impl FnMut(&mut IdMap<Slot>) -> Option<R>,
+        mut take: impl FnMut(&mut IdMap<Slot>, Option<&wire::Frame<'_>>) -> Option<R>,
     ) -> Result<R, RpcError<()>> {
         let mut rx = relock(&self.rx);
         let RxState { rx, buf } = &mut *rx;
@@ -424,6 +424,16 @@ impl Shared {
                 Err(_) => break Err(Some(RpcError::Protocol("undecodable frame"))),
             };
             let mut t = relock(&self.table);
+            if f.id == id {
+                // Our own answer, taken straight from the receive buffer.
+                if let Some(r) = take(&mut t.calls, Some(&f)) {
+                    t.reading = false;
+                    if t.sleepers > 0 {
+                        self.cv.notify_all();
+                    }
+                    return Ok(r);
+                }
+            }
             let bad = match f.kind {
                 Kind::Reply => {
                     let reply = Reply {
@@ -453,7 +463,7 @@ impl Shared {
             }
             if f.id == id {
                 // Our answer: hand over the reading role in the same critical section.
-                if let Some(r) = take(&mut t.calls) {
+                if let Some(r) = take(&mut t.calls, None) {
                     t.reading = false;
                     if t.sleepers > 0 {
                         self.cv.notify_all();
@@ -475,7 +485,7 @@ impl Shared {
                 Err(e)
             }
             // The deadline passed; the answer may still have come meanwhile.
-            _ => match take(&mut t.calls) {
+            _ => match take(&mut t.calls, None) {
                 Some(r) => Ok(r),
                 None => Err(RpcError::DeadlineExceeded),
             },
@@ -508,10 +518,18 @@ impl Shared {
 }
 
 fn finish<T: DeserializeOwned, E: DeserializeOwned>(reply: Reply) -> Result<T, RpcError<E>> {
-    match reply.code {
-        Code::Ok => postcard::from_bytes(&reply.payload)
-            .map_err(|_| RpcError::Protocol("undecodable response")),
-        Code::ServiceError => match postcard::from_bytes(&reply.payload) {
+    finish_bytes(reply.code, &reply.payload)
+}
+
+fn finish_bytes<T: DeserializeOwned, E: DeserializeOwned>(
+    code: Code,
+    payload: &[u8],
+) -> Result<T, RpcError<E>> {
+    match code {
+        Code::Ok => {
+            postcard::from_bytes(payload).map_err(|_| RpcError::Protocol("undecodable response"))
+        }
+        Code::ServiceError => match postcard::from_bytes(payload) {
             Ok(e) => Err(RpcError::Service(e)),
             Err(_) => Err(RpcError::Protocol("undecodable service error")),
         },
@@ -570,18 +588,26 @@ impl<T: DeserializeOwned, E: DeserializeOwned> Call<T, E> {
             return Err(RpcError::Protocol("call already finished"));
         };
         let id = self.id;
-        let reply = shared.wait(id, self.deadline, |calls| match calls.get_mut(&id) {
-            Some(Slot::Unary(r)) if r.is_some() => {
-                let reply = r.take();
+        let result = shared.wait(id, self.deadline, |calls, frame| match frame {
+            // Our reply, straight from the receive buffer: no copy.
+            Some(f) if f.kind == Kind::Reply => {
                 calls.remove(&id);
-                reply
+                Some(finish_bytes::<T, E>(f.code, f.payload))
             }
-            _ => None,
+            Some(_) => None,
+            None => match calls.get_mut(&id) {
+                Some(Slot::Unary(r)) if r.is_some() => {
+                    let reply = r.take();
+                    calls.remove(&id);
+                    reply.map(|r| finish_bytes::<T, E>(r.code, &r.payload))
+                }
+                _ => None,
+            },
         });
-        match reply {
-            Ok(reply) => {
+        match result {
+            Ok(result) => {
                 self.shared = None;
-                finish(reply)
+                result
             }
             Err(e) => Err(e.cast()), // Drop removes the slot and cancels
         }
@@ -641,18 +667,23 @@ impl<T: DeserializeOwned, E: DeserializeOwned> Iterator for CallStream<T, E> {
         }
         let shared = self.shared.clone()?;
         let id = self.id;
-        let next = shared.wait(id, self.deadline, |calls| match calls.get_mut(&id) {
-            Some(Slot::Stream { items, end }) => match items.pop_front() {
-                Some(item) => Some(Next::Item(item)),
-                None => {
-                    let end = end.take().map(Next::End);
-                    if end.is_some() {
-                        calls.remove(&id);
+        let next = shared.wait(id, self.deadline, |calls, frame| {
+            if frame.is_some() {
+                return None; // items and the end go through the slot
+            }
+            match calls.get_mut(&id) {
+                Some(Slot::Stream { items, end }) => match items.pop_front() {
+                    Some(item) => Some(Next::Item(item)),
+                    None => {
+                        let end = end.take().map(Next::End);
+                        if end.is_some() {
+                            calls.remove(&id);
+                        }
+                        end
                     }
-                    end
-                }
-            },
-            _ => None,
+                },
+                _ => None,
+            }
         });
         match next {
             Ok(Next::Item(bytes)) => {
