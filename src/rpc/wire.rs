@@ -312,3 +312,60 @@ pub const fn hash(parts: &[&str]) -> u64 {
     }
     h
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_round_trips() {
+        let kinds = [
+            Kind::Hello,
+            Kind::HelloReply,
+            Kind::Request,
+            Kind::Reply,
+            Kind::Item,
+            Kind::Cancel,
+            Kind::Credit,
+        ];
+        let mut buf = Vec::new();
+        for kind in kinds {
+            for id in [0, 1, 127, 128, u64::MAX] {
+                let code = if kind == Kind::Reply {
+                    Code::Unavailable
+                } else {
+                    Code::Ok
+                };
+                encode_header(&mut buf, kind, code, id, 0xdead_beef, 300);
+                buf.extend_from_slice(b"xy");
+                let f = decode(&buf).unwrap();
+                assert_eq!(
+                    (f.kind, f.code, f.id, f.payload),
+                    (kind, code, id, &b"xy"[..])
+                );
+                let mut again = Vec::new();
+                encode_header(&mut again, f.kind, f.code, f.id, f.method, f.arg);
+                again.extend_from_slice(f.payload);
+                assert_eq!(again, buf, "{kind:?} re-encodes to the same bytes");
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_headers_are_refused() {
+        assert_eq!(decode(&[]), Err(DecodeError::Truncated));
+        assert_eq!(decode(&[0]), Err(DecodeError::Kind(0)));
+        // A status code on a request.
+        assert_eq!(decode(&[0x13, 0]), Err(DecodeError::Code(1)));
+        // An unknown code on a reply.
+        assert_eq!(decode(&[0xf4, 0]), Err(DecodeError::Code(15)));
+        // Overlong varint (0 written in two bytes), and one past 64 bits.
+        assert_eq!(decode(&[4, 0x80, 0x00]), Err(DecodeError::Varint));
+        let mut long = vec![4];
+        long.extend_from_slice(&[0xff; 9]);
+        long.push(0x02);
+        assert_eq!(decode(&long), Err(DecodeError::Varint));
+        // A request cut inside its method id.
+        assert_eq!(decode(&[3, 1, 0xaa, 0xbb]), Err(DecodeError::Truncated));
+    }
+}
