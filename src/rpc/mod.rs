@@ -610,8 +610,8 @@ macro_rules! service {
                 reply: &mut $crate::rpc::Responder<'_>,
             ) {
                 $(
-                    if method == $crate::rpc::__private::method_id(&[
-                        stringify!($svc), stringify!($cname), stringify!($creq), stringify!($cresp)])
+                    if method == const { $crate::rpc::__private::method_id(&[
+                        stringify!($svc), stringify!($cname), stringify!($creq), stringify!($cresp)]) }
                     {
                         match $crate::rpc::__private::decode::<$creq>(request) {
                             Some(arg) => {
@@ -624,8 +624,8 @@ macro_rules! service {
                     }
                 )*
                 $(
-                    if method == $crate::rpc::__private::method_id(&[
-                        stringify!($svc), "stream", stringify!($sname), stringify!($sreq), stringify!($sitem)])
+                    if method == const { $crate::rpc::__private::method_id(&[
+                        stringify!($svc), "stream", stringify!($sname), stringify!($sreq), stringify!($sitem)]) }
                     {
                         match $crate::rpc::__private::decode::<$sreq>(request) {
                             Some(arg) => {
