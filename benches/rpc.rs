@@ -96,12 +96,15 @@ fn round_trips(c: &mut Criterion) {
             }
         });
         let mut buf = Vec::new();
-        g.bench_function(format!("{kind}: bare transport 16 B echo (baseline)"), |b| {
-            b.iter(|| {
-                tx.send(black_box(&[7u8; 16]), None).expect("send");
-                rx.recv(&mut buf, None).expect("recv");
-            })
-        });
+        g.bench_function(
+            format!("{kind}: bare transport 16 B echo (baseline)"),
+            |b| {
+                b.iter(|| {
+                    tx.send(black_box(&[7u8; 16]), None).expect("send");
+                    rx.recv(&mut buf, None).expect("recv");
+                })
+            },
+        );
         drop((tx, rx));
         echo.join().expect("echo thread");
 

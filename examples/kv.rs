@@ -86,7 +86,11 @@ impl Kv for Store {
     }
 
     fn del(&self, _: &Context, key: String) -> Result<String, KvError> {
-        self.map.lock().unwrap().remove(&key).ok_or(KvError::NotFound(key))
+        self.map
+            .lock()
+            .unwrap()
+            .remove(&key)
+            .ok_or(KvError::NotFound(key))
     }
 
     fn scan(
@@ -178,7 +182,9 @@ fn run(client: &KvClient, args: &[String]) -> Res {
             }
             let rt = t.elapsed() / n;
             let t = Instant::now();
-            let calls: Vec<_> = (0..n).map(|i| client.get(format!("key{}", i % 100))).collect();
+            let calls: Vec<_> = (0..n)
+                .map(|i| client.get(format!("key{}", i % 100)))
+                .collect();
             for c in calls {
                 c.wait()?;
             }
@@ -189,7 +195,11 @@ fn run(client: &KvClient, args: &[String]) -> Res {
             client.shutdown(()).wait()?;
             println!("asked the server to stop");
         }
-        _ => return Err("commands: put K V | get K | del K | scan PREFIX | bench | shutdown".into()),
+        _ => {
+            return Err(
+                "commands: put K V | get K | del K | scan PREFIX | bench | shutdown".into(),
+            );
+        }
     }
     Ok(())
 }
@@ -222,7 +232,10 @@ fn main() -> Res {
             ];
             for cmd in script {
                 println!("> {}", cmd.join(" "));
-                run(&client, &cmd.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+                run(
+                    &client,
+                    &cmd.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                )?;
             }
             let status = server.wait()?;
             if !status.success() {

@@ -219,7 +219,7 @@ impl CallCtl {
     /// Takes one stream credit, waiting for the client to grant more.
     pub(crate) fn take_credit(&self, deadline: Option<Instant>) -> Result<(), Stop> {
         if self.unlimited {
-            return match self.flag_reason() {
+            return match self.stop_reason(deadline) {
                 Some(stop) => Err(stop),
                 None => Ok(()),
             };

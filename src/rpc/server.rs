@@ -17,6 +17,10 @@ use crate::transport::{self, Connection, ListenError, Listener};
 
 /// How often idle readers and the accept loop look at the shutdown flag.
 const POLL: Duration = Duration::from_millis(100);
+/// Least time an answer waits for room when its call's deadline already passed.
+const ANSWER_GRACE: Duration = Duration::from_millis(100);
+/// Most time an answer of a call without a deadline waits for room.
+const ANSWER_LIMIT: Duration = Duration::from_secs(30);
 
 fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -198,7 +202,11 @@ impl<S: Service> Server<S> {
                 shared.exit();
             }
         }
-        ServerHandle { shared, url }
+        ServerHandle {
+            shared,
+            url,
+            stopped: false,
+        }
     }
 }
 
@@ -277,14 +285,24 @@ impl Conn {
         if !body(buf) {
             wire::encode_header(buf, Kind::Reply, Code::ResponseTooLarge, id, 0, 0);
         }
-        // Waits for room until the call's deadline at most (tries first, so the clock
-        // is read only if the client is behind).
-        match tx.send(buf, deadline) {
+        // Tries first (the clock is read only if the client is behind), then waits for
+        // room until the call's deadline; a client that is behind gets at least
+        // ANSWER_GRACE, and at most ANSWER_LIMIT when the call had no deadline.
+        let mut r = tx.send(
+            buf,
+            deadline.or_else(|| Instant::now().checked_add(ANSWER_LIMIT)),
+        );
+        if r == Err(transport::SendError::Timeout) {
+            r = tx.send(buf, Instant::now().checked_add(ANSWER_GRACE));
+        }
+        if let Err(transport::SendError::TooLarge { .. }) = r {
+            wire::encode_header(buf, Kind::Reply, Code::ResponseTooLarge, id, 0, 0);
+            r = tx.send(buf, Instant::now().checked_add(ANSWER_GRACE));
+        }
+        match r {
             Ok(()) => true,
-            Err(transport::SendError::TooLarge { .. }) => {
-                wire::encode_header(buf, Kind::Reply, Code::ResponseTooLarge, id, 0, 0);
-                tx.send(buf, deadline).is_ok()
-            }
+            // A client that stopped reading loses this answer, not the connection.
+            Err(transport::SendError::Timeout) => false,
             Err(_) => {
                 self.gone.store(true, Ordering::Relaxed);
                 false
@@ -306,9 +324,13 @@ impl Conn {
 /// # Examples
 ///
 /// See the [module docs](crate::rpc).
+///
+/// Dropping the handle shuts the server down as [`shutdown`](Self::shutdown) does,
+/// with a grace of one second: keep it for as long as the server should run.
 pub struct ServerHandle {
     shared: Arc<ServerShared>,
     url: Option<String>,
+    stopped: bool,
 }
 
 impl fmt::Debug for ServerHandle {
@@ -342,7 +364,12 @@ impl ServerHandle {
     /// [`RpcError::Unavailable`](super::RpcError::Unavailable), calls in flight get
     /// until `grace` to finish; then running handlers are told to stop
     /// ([`Stop::ShuttingDown`]) and connections close. Returns the final counters.
-    pub fn shutdown(self, grace: Duration) -> ServerStats {
+    pub fn shutdown(mut self, grace: Duration) -> ServerStats {
+        self.stop(grace)
+    }
+
+    fn stop(&mut self, grace: Duration) -> ServerStats {
+        self.stopped = true;
         let s = &self.shared;
         s.closing.store(true, Ordering::Release);
         let deadline = Instant::now() + grace;
@@ -380,6 +407,14 @@ impl ServerHandle {
                 .wait_timeout(g, (deadline - now).min(POLL))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if !self.stopped {
+            self.stop(Duration::from_secs(1));
         }
     }
 }
@@ -458,6 +493,9 @@ fn serve_conn(shared: &Arc<ServerShared>, conn: Connection) {
     // The wake-up deadline is renewed only when it passes, so a busy connection reads
     // no clock here (a receive tries before it waits).
     let mut poll_until = Instant::now().checked_add(POLL);
+    // Inline: requests read ahead while looking for cancels (see `read_ahead`).
+    let mut backlog: VecDeque<Vec<u8>> = VecDeque::new();
+    let mut ahead = Vec::new();
     loop {
         if shared.aborting.load(Ordering::Acquire) {
             break;
@@ -465,18 +503,29 @@ fn serve_conn(shared: &Arc<ServerShared>, conn: Connection) {
         if shared.closing.load(Ordering::Acquire) && relock(&c.calls).is_empty() {
             break;
         }
-        match rx.recv(&mut buf, poll_until) {
-            Ok(()) => {}
-            Err(transport::RecvError::Timeout) => {
-                poll_until = Instant::now().checked_add(POLL);
-                continue;
+        if let Some(next) = backlog.pop_front() {
+            buf = next;
+        } else {
+            match rx.recv(&mut buf, poll_until) {
+                Ok(()) => {}
+                Err(transport::RecvError::Timeout) => {
+                    poll_until = Instant::now().checked_add(POLL);
+                    continue;
+                }
+                Err(_) => break, // the client left, died, or broke the protocol
             }
-            Err(_) => break, // the client left, died, or broke the protocol
         }
         let Ok(f) = wire::decode(&buf) else {
             break; // protocol violation: close the connection
         };
         match f.kind {
+            Kind::Request if shared.inline => {
+                match read_ahead(&mut rx, &mut ahead, &mut backlog, f.id) {
+                    Ok(true) => Counters::bump(&shared.stats.cancelled),
+                    Ok(false) => on_request(shared, &c, f.id, f.method, f.arg, f.payload),
+                    Err(()) => break,
+                }
+            }
             Kind::Request => on_request(shared, &c, f.id, f.method, f.arg, f.payload),
             Kind::Cancel => {
                 if let Some(ctl) = relock(&c.calls).get(&f.id) {
@@ -497,6 +546,34 @@ fn serve_conn(shared: &Arc<ServerShared>, conn: Connection) {
     for ctl in relock(&c.calls).values() {
         ctl.cancel();
     }
+}
+
+/// Before an inline call runs, reads whatever frames are already there without
+/// waiting: requests are kept for later, and a cancel removes its request from the
+/// backlog, so a call whose caller gave up while it queued behind a slow one is not
+/// run. Returns whether call `current` itself was cancelled; `Err` on a protocol
+/// violation.
+fn read_ahead(
+    rx: &mut transport::Receiver,
+    ahead: &mut Vec<u8>,
+    backlog: &mut VecDeque<Vec<u8>>,
+    current: u64,
+) -> Result<bool, ()> {
+    let mut cancelled = false;
+    while let Ok(()) = rx.try_recv(ahead) {
+        let f = wire::decode(ahead).map_err(|_| ())?;
+        match f.kind {
+            Kind::Request => backlog.push_back(ahead.clone()),
+            Kind::Cancel if f.id == current => cancelled = true,
+            Kind::Cancel => {
+                backlog.retain(|r| !matches!(wire::decode(r), Ok(g) if g.id == f.id));
+            }
+            Kind::Credit => {} // inline streams are not paced by credits
+            _ => return Err(()),
+        }
+    }
+    // A failed receive shows again on the next `recv` of the read loop.
+    Ok(cancelled)
 }
 
 fn on_request(
@@ -649,10 +726,11 @@ fn run_call(
     if !ended {
         conn.reply_code(id, Code::Internal);
     }
-    if ctl.is_cancelled_flag() {
-        Counters::bump(&shared.stats.cancelled);
-    } else {
-        Counters::bump(&shared.stats.completed);
+    // (After the answer went out: the clock read is off the caller's path.)
+    match ctx.check() {
+        Err(Stop::Cancelled | Stop::ShuttingDown) => Counters::bump(&shared.stats.cancelled),
+        Err(Stop::DeadlineExceeded) => Counters::bump(&shared.stats.deadline_exceeded),
+        Ok(()) => Counters::bump(&shared.stats.completed),
     }
 }
 
@@ -780,8 +858,13 @@ impl<T: Serialize> Sink<'_, T> {
         {
             Ok(())
         } else {
-            self.ctx.ctl().cancel();
-            Err(StreamClosed(Stop::Cancelled))
+            // The item could not go out: the deadline passed while the client was
+            // behind, or the client is gone (then the call counts as cancelled).
+            let why = self.ctx.check().err().unwrap_or(Stop::Cancelled);
+            if why == Stop::Cancelled {
+                self.ctx.ctl().cancel();
+            }
+            Err(StreamClosed(why))
         }
     }
 }

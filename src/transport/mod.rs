@@ -344,6 +344,35 @@ impl Receiver {
     pub fn recv(&mut self, buf: &mut Vec<u8>, deadline: Option<Instant>) -> Result<(), RecvError> {
         FrameRecv::recv(self, buf, deadline)
     }
+
+    /// Receives a frame only if one is already there (a socket is read once without
+    /// waiting).
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Timeout`] if no whole frame is there; otherwise as
+    /// [`FrameRecv::recv`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::transport::{self, Options, RecvError};
+    ///
+    /// let (a, b) = transport::pair(&Options::default())?;
+    /// let ((mut tx, _), (_, mut rx)) = (a.split(), b.split());
+    /// let mut buf = Vec::new();
+    /// assert_eq!(rx.try_recv(&mut buf), Err(RecvError::Timeout));
+    /// tx.send(b"now", None)?;
+    /// rx.try_recv(&mut buf)?;
+    /// assert_eq!(buf, b"now");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<(), RecvError> {
+        match self {
+            Receiver::Shm(r) => r.try_recv(buf),
+            Receiver::Socket(r) => r.recv(buf, Some(Instant::now())),
+        }
+    }
 }
 
 impl FrameRecv for Receiver {

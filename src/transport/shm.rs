@@ -192,6 +192,35 @@ impl ShmReceiver {
             Rx::Named(rx) => recv_on(rx, buf, deadline),
             Rx::Heap(rx) => recv_on(rx, buf, deadline),
         };
+        self.settle(r, buf)
+    }
+
+    /// Largest frame both ends agreed on.
+    pub fn max_frame(&self) -> usize {
+        self.max
+    }
+
+    /// Receives a frame only if one is there (`Timeout` otherwise).
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv).
+    pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<(), RecvError> {
+        if self.broken {
+            return Err(RecvError::Broken);
+        }
+        let r = match &mut self.rx {
+            Rx::Named(rx) => rx.try_recv(buf),
+            Rx::Heap(rx) => rx.try_recv(buf),
+        };
+        self.settle(r, buf)
+    }
+
+    fn settle(
+        &mut self,
+        r: Result<usize, ring::RecvError>,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), RecvError> {
         match r {
             Ok(len) if len > self.max => {
                 // The ring allows up to its own maximum, which may exceed the agreed
@@ -208,11 +237,6 @@ impl ShmReceiver {
                 Err(RecvError::Malformed("shared-memory ring corrupted"))
             }
         }
-    }
-
-    /// Largest frame both ends agreed on.
-    pub fn max_frame(&self) -> usize {
-        self.max
     }
 }
 
@@ -247,8 +271,14 @@ impl super::Transport for ShmConnection {
 /// Ring bytes per direction for `opts`: the configured size, grown to hold two
 /// maximal frames.
 fn ring_capacity(opts: &Options) -> usize {
-    let need = 2 * (opts.max_frame + 8) + 16;
+    let need = 2 * (ring_max(opts) + 8) + 16;
     opts.shm_capacity.max(need).next_power_of_two()
+}
+
+/// The rings' own maximum: room for the hello even when the agreed maximum is
+/// smaller (the agreed one is enforced by the sender and receiver).
+fn ring_max(opts: &Options) -> usize {
+    opts.max_frame.max(super::HELLO_LEN)
 }
 
 fn mode(opts: &Options) -> WaitMode {
@@ -262,7 +292,7 @@ fn mode(opts: &Options) -> WaitMode {
 /// An in-process connected pair over a heap duplex.
 pub(crate) fn pair(opts: &Options) -> Result<(ShmConnection, ShmConnection), ConnectError> {
     let link =
-        Duplex::new(ring_capacity(opts), opts.max_frame, mode(opts)).map_err(ConnectError::Shm)?;
+        Duplex::new(ring_capacity(opts), ring_max(opts), mode(opts)).map_err(ConnectError::Shm)?;
     let claim = |end| {
         link.end(end)
             .map_err(|e| ConnectError::Shm(BuildError::BadConfig(claim_corruption(e))))
@@ -491,7 +521,7 @@ pub(crate) fn connect(
     let link = Duplex::create(
         Segment::builder(&conn).unlink_on_drop(true),
         ring_capacity(opts),
-        opts.max_frame,
+        ring_max(opts),
         mode(opts),
     )
     .map_err(ConnectError::Shm)?;

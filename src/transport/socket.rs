@@ -86,10 +86,18 @@ impl Stream {
         }
     }
 
-    /// `sendmsg` without `SIGPIPE`.
-    fn send_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        sendmsg::<UnixAddr>(self.raw_fd(), bufs, &[], MsgFlags::MSG_NOSIGNAL, None)
-            .map_err(io::Error::from)
+    /// `sendmsg` without `SIGPIPE` (`nowait`: and without blocking).
+    fn send_vectored(&self, bufs: &[IoSlice<'_>], nowait: bool) -> io::Result<usize> {
+        let mut flags = MsgFlags::MSG_NOSIGNAL;
+        if nowait {
+            flags |= MsgFlags::MSG_DONTWAIT;
+        }
+        sendmsg::<UnixAddr>(self.raw_fd(), bufs, &[], flags, None).map_err(io::Error::from)
+    }
+
+    /// `recv` without blocking.
+    fn read_nowait(&self, buf: &mut [u8]) -> io::Result<usize> {
+        nix::sys::socket::recv(self.raw_fd(), buf, MsgFlags::MSG_DONTWAIT).map_err(io::Error::from)
     }
 
     fn kind(&self) -> &'static str {
@@ -214,23 +222,31 @@ impl SocketSender {
         let prefix = (frame.len() as u32).to_le_bytes();
         let total = PREFIX + frame.len();
         let mut done = 0;
+        let mut tried_nowait = false;
         while done < total {
-            if let Err(e) = self.arm(deadline) {
-                return Err(self.fail_partial(done, e));
-            }
+            // A deadline that already passed still gets one attempt that does not
+            // wait: a frame that fits in the socket buffer is never refused.
+            let nowait = match self.arm(deadline) {
+                Ok(()) => false,
+                Err(SendError::Timeout) if !tried_nowait => true,
+                Err(e) => return Err(self.fail_partial(done, e)),
+            };
+            tried_nowait |= nowait;
             let r = if done < PREFIX {
-                self.stream
-                    .send_vectored(&[IoSlice::new(&prefix[done..]), IoSlice::new(frame)])
+                self.stream.send_vectored(
+                    &[IoSlice::new(&prefix[done..]), IoSlice::new(frame)],
+                    nowait,
+                )
             } else {
                 self.stream
-                    .send_vectored(&[IoSlice::new(&frame[done - PREFIX..])])
+                    .send_vectored(&[IoSlice::new(&frame[done - PREFIX..])], nowait)
             };
             match r {
                 Ok(0) => return Err(self.fail_partial(done, SendError::Disconnected)),
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_timeout(&e) => {
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                    if nowait || deadline.is_some_and(|d| Instant::now() >= d) {
                         return Err(self.fail_partial(done, SendError::Timeout));
                     }
                 }
@@ -313,6 +329,7 @@ impl SocketReceiver {
         if self.broken {
             return Err(RecvError::Broken);
         }
+        let mut tried_nowait = false;
         loop {
             if self.want.is_none() && self.end - self.start >= PREFIX {
                 let p = &self.buf[self.start..self.start + PREFIX];
@@ -345,9 +362,20 @@ impl SocketReceiver {
                 self.end -= self.start;
                 self.start = 0;
             }
-            self.arm(deadline)?;
+            // A deadline that already passed still gets one read that does not wait.
+            let nowait = match self.arm(deadline) {
+                Ok(()) => false,
+                Err(RecvError::Timeout) if !tried_nowait => true,
+                Err(e) => return Err(e),
+            };
+            tried_nowait |= nowait;
             let end = self.end;
-            match self.stream.read(&mut self.buf[end..]) {
+            let read = if nowait {
+                self.stream.read_nowait(&mut self.buf[end..])
+            } else {
+                self.stream.read(&mut self.buf[end..])
+            };
+            match read {
                 Ok(0) => {
                     if self.want.is_some() || self.start < self.end {
                         self.broken = true;
@@ -364,7 +392,16 @@ impl SocketReceiver {
                         return Err(RecvError::Timeout);
                     }
                 }
-                Err(e) if is_gone(&e) => return Err(RecvError::Disconnected),
+                Err(e) if is_gone(&e) => {
+                    if self.want.is_some() || self.start < self.end {
+                        // Reset in the middle of a frame: it was cut short.
+                        self.broken = true;
+                        return Err(RecvError::Malformed(
+                            "stream ended in the middle of a frame",
+                        ));
+                    }
+                    return Err(RecvError::Disconnected);
+                }
                 Err(e) => return Err(RecvError::Io(IoFailure::new("read", &e))),
             }
         }
@@ -387,6 +424,14 @@ impl SocketReceiver {
     /// Largest frame both ends agreed on.
     pub fn max_frame(&self) -> usize {
         self.max
+    }
+}
+
+impl Drop for SocketSender {
+    /// Half-closes the stream: the peer's receives end (after the frames sent) as with
+    /// a dropped shared-memory sender, even while this side still receives.
+    fn drop(&mut self) {
+        self.stream.shutdown(Shutdown::Write);
     }
 }
 
@@ -527,7 +572,13 @@ impl SocketListener {
                 Err(e) => return Err(AcceptError::Io(IoFailure::new("accept", &e))),
             };
             let hs_deadline = Instant::now().checked_add(self.opts.handshake_timeout);
-            let theirs = read_hello(&mut stream, hs_deadline);
+            let mut got = 0;
+            let theirs = read_hello_counted(&mut stream, hs_deadline, &mut got);
+            if got == 0 && theirs == Err(HandshakeError::Disconnected) {
+                // Connected and left without a byte (e.g. a liveness probe of a second
+                // listener): nothing to answer, keep accepting.
+                continue;
+            }
             // Answer even a bad hello, so the client can say what went wrong.
             let _ = stream.write_all(&Hello::ours(self.opts.max_frame).encode());
             let theirs = theirs.map_err(AcceptError::Handshake)?;
@@ -548,10 +599,18 @@ impl Drop for SocketListener {
 
 /// Reads the peer's hello (exactly [`HELLO_LEN`] bytes, raw, before any framing).
 fn read_hello(stream: &mut Stream, deadline: Option<Instant>) -> Result<Hello, HandshakeError> {
+    read_hello_counted(stream, deadline, &mut 0)
+}
+
+/// [`read_hello`], telling how many bytes arrived (`have`).
+fn read_hello_counted(
+    stream: &mut Stream,
+    deadline: Option<Instant>,
+    have: &mut usize,
+) -> Result<Hello, HandshakeError> {
     let mut hello = [0u8; HELLO_LEN];
-    let mut have = 0;
     let mut timeout = None;
-    while have < HELLO_LEN {
+    while *have < HELLO_LEN {
         match plan_timeout(deadline, timeout) {
             Err(()) => return Err(HandshakeError::Timeout),
             Ok(None) => {}
@@ -562,9 +621,9 @@ fn read_hello(stream: &mut Stream, deadline: Option<Instant>) -> Result<Hello, H
                 timeout = t;
             }
         }
-        match stream.read(&mut hello[have..]) {
+        match stream.read(&mut hello[*have..]) {
             Ok(0) => return Err(HandshakeError::Disconnected),
-            Ok(n) => have += n,
+            Ok(n) => *have += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted || is_timeout(&e) => {}
             Err(_) => return Err(HandshakeError::Disconnected),
         }

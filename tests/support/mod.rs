@@ -88,8 +88,24 @@ impl Scenario {
 
     /// Starts the child.
     pub fn spawn(self) -> Child {
+        self.spawn_under(&[])
+    }
+
+    /// Starts the child under a command prefix: runs `prefix[0] prefix[1..] <test
+    /// binary> <scenario arguments>` (e.g. `["ip", "netns", "exec", "NS"]`), passing the
+    /// scenario's environment as [`spawn`](Self::spawn) does. An empty prefix is
+    /// [`spawn`](Self::spawn). The prefix command must run the rest of its arguments
+    /// with the environment it was given.
+    pub fn spawn_under(self, prefix: &[&str]) -> Child {
         let exe = std::env::current_exe().expect("current_exe");
-        let mut cmd = Command::new(exe);
+        let mut cmd = match prefix.split_first() {
+            None => Command::new(exe),
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(exe);
+                cmd
+            }
+        };
         cmd.args([
             "__shmlink_scenario",
             "--exact",
