@@ -19,6 +19,8 @@ use crate::transport::{self, Connection, ListenError, Listener};
 const POLL: Duration = Duration::from_millis(100);
 /// Least time an answer waits for room when its call's deadline already passed.
 const ANSWER_GRACE: Duration = Duration::from_millis(100);
+/// Most requests an inline reader keeps read ahead of the call it runs.
+const READ_AHEAD_LIMIT: usize = 1024;
 /// Most time an answer of a call without a deadline waits for room.
 const ANSWER_LIMIT: Duration = Duration::from_secs(30);
 
@@ -357,7 +359,7 @@ impl ServerHandle {
     /// Serves one more connection (e.g. from [`transport::pair`]) on a reader thread
     /// of its own.
     pub fn serve_connection(&self, conn: Connection) {
-        spawn_reader(&self.shared, conn);
+        spawn_reader(&self.shared, move || Some(conn));
     }
 
     /// Stops gracefully: no new connections, new calls are refused with
@@ -428,8 +430,10 @@ impl ServerShared {
 
 fn accept_loop(shared: &Arc<ServerShared>, listener: &Listener) {
     while !shared.closing.load(Ordering::Acquire) {
-        match listener.accept(Instant::now().checked_add(POLL)) {
-            Ok(conn) => spawn_reader(shared, conn),
+        // Sockets' hellos are read on the client's own thread: a slow or silent
+        // client holds up nobody else.
+        match listener.accept_incoming(Instant::now().checked_add(POLL)) {
+            Ok(incoming) => spawn_reader(shared, move || incoming.handshake().ok()),
             Err(transport::AcceptError::Timeout) => {}
             // A client that failed its hello, or a transient OS error: keep serving
             // the others.
@@ -438,13 +442,20 @@ fn accept_loop(shared: &Arc<ServerShared>, listener: &Listener) {
     }
 }
 
-fn spawn_reader(shared: &Arc<ServerShared>, conn: Connection) {
+/// Runs a connection's reader on a thread of its own; `conn` makes the connection
+/// there (e.g. completes a socket client's hello).
+fn spawn_reader(
+    shared: &Arc<ServerShared>,
+    conn: impl FnOnce() -> Option<Connection> + Send + 'static,
+) {
     shared.live.fetch_add(1, Ordering::AcqRel);
     let s = shared.clone();
     let spawned = std::thread::Builder::new()
         .name("shmlink-rpc-conn".into())
         .spawn(move || {
-            serve_conn(&s, conn);
+            if let Some(conn) = conn() {
+                serve_conn(&s, conn);
+            }
             s.exit();
         });
     if spawned.is_err() {
@@ -560,7 +571,11 @@ fn read_ahead(
     current: u64,
 ) -> Result<bool, ()> {
     let mut cancelled = false;
-    while let Ok(()) = rx.try_recv(ahead) {
+    // Bounded: past it, the client is paced by the transport again.
+    while backlog.len() < READ_AHEAD_LIMIT {
+        if rx.try_recv(ahead).is_err() {
+            break;
+        }
         let f = wire::decode(ahead).map_err(|_| ())?;
         match f.kind {
             Kind::Request => backlog.push_back(ahead.clone()),

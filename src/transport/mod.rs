@@ -415,6 +415,37 @@ impl Listener {
         }
     }
 
+    /// Waits for the next client until `deadline`; the hello of a socket client is
+    /// left to [`Incoming::handshake`], so a server can run it on the client's own
+    /// thread and a slow or silent client holds up nobody else. (A shared-memory
+    /// client wrote its hello before asking to connect: it is checked here.)
+    ///
+    /// # Errors
+    ///
+    /// As [`accept`](Self::accept).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use shmlink::transport::{self, Options};
+    ///
+    /// let listener = transport::listen("tcp://127.0.0.1:0", &Options::default())?;
+    /// let url = listener.url();
+    /// let client = std::thread::spawn(move || transport::connect(&url, &Options::default()).map(|_| ()));
+    /// let incoming = listener.accept_incoming(Instant::now().checked_add(Duration::from_secs(5)))?;
+    /// let conn = incoming.handshake()?; // e.g. on a thread of its own
+    /// assert_eq!(conn.kind(), "tcp");
+    /// client.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn accept_incoming(&self, deadline: Option<Instant>) -> Result<Incoming, AcceptError> {
+        match self {
+            Listener::Shm(l) => l.accept(deadline).map(|c| Incoming::Ready(Box::new(c))),
+            Listener::Socket(l) => l.accept_incoming(deadline).map(Incoming::Socket),
+        }
+    }
+
     /// The address clients connect to (with the actual port for `tcp://HOST:0`).
     ///
     /// # Examples
@@ -431,6 +462,29 @@ impl Listener {
         match self {
             Listener::Shm(l) => l.url(),
             Listener::Socket(l) => l.url(),
+        }
+    }
+}
+
+/// A client [`Listener::accept_incoming`] accepted, before or after its hello.
+#[derive(Debug)]
+pub enum Incoming {
+    /// Hello done (shared memory).
+    Ready(Box<shm::ShmConnection>),
+    /// Hello still to read (sockets).
+    Socket(socket::SocketIncoming),
+}
+
+impl Incoming {
+    /// Completes the hello.
+    ///
+    /// # Errors
+    ///
+    /// [`AcceptError::Handshake`] if the client failed it.
+    pub fn handshake(self) -> Result<Connection, AcceptError> {
+        match self {
+            Incoming::Ready(c) => Ok(Connection::Shm(*c)),
+            Incoming::Socket(i) => i.handshake().map(Connection::Socket),
         }
     }
 }

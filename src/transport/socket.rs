@@ -529,6 +529,29 @@ impl SocketListener {
     ///
     /// As [`Listener::accept`](super::Listener::accept).
     pub fn accept(&self, deadline: Option<Instant>) -> Result<SocketConnection, AcceptError> {
+        loop {
+            let incoming = self.accept_incoming(deadline)?;
+            match incoming.finish() {
+                Ok(conn) => return Ok(conn),
+                // Connected and left without a byte (e.g. the liveness probe of a
+                // second listener): keep accepting.
+                Err(None) => continue,
+                Err(Some(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// Waits for a client until `deadline`, without reading its hello: finish it with
+    /// [`SocketIncoming::handshake`], e.g. on a thread of its own, so that a slow
+    /// client does not hold up the others.
+    ///
+    /// # Errors
+    ///
+    /// [`AcceptError::Timeout`], or the OS error.
+    pub fn accept_incoming(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<SocketIncoming, AcceptError> {
         let fd = match &self.inner {
             Inner::Unix(l, _) => l.as_fd(),
             Inner::Tcp(l) => l.as_fd(),
@@ -561,31 +584,58 @@ impl SocketListener {
                     Ok(Stream::Tcp(s))
                 }),
             };
-            let mut stream = match stream {
-                Ok(s) => s,
+            match stream {
+                Ok(stream) => {
+                    return Ok(SocketIncoming {
+                        stream,
+                        max_frame: self.opts.max_frame,
+                        handshake_timeout: self.opts.handshake_timeout,
+                    });
+                }
                 // The client left between poll and accept, or a transient error.
                 Err(e)
-                    if is_timeout(&e) || is_gone(&e) || e.kind() == io::ErrorKind::Interrupted =>
-                {
-                    continue;
-                }
+                    if is_timeout(&e) || is_gone(&e) || e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(AcceptError::Io(IoFailure::new("accept", &e))),
-            };
-            let hs_deadline = Instant::now().checked_add(self.opts.handshake_timeout);
-            let mut got = 0;
-            let theirs = read_hello_counted(&mut stream, hs_deadline, &mut got);
-            if got == 0 && theirs == Err(HandshakeError::Disconnected) {
-                // Connected and left without a byte (e.g. a liveness probe of a second
-                // listener): nothing to answer, keep accepting.
-                continue;
             }
-            // Answer even a bad hello, so the client can say what went wrong.
-            let _ = stream.write_all(&Hello::ours(self.opts.max_frame).encode());
-            let theirs = theirs.map_err(AcceptError::Handshake)?;
-            let max = Hello::agree(self.opts.max_frame, theirs);
-            return SocketConnection::new(stream, max)
-                .map_err(|e| AcceptError::Io(IoFailure::new("dup", &e)));
         }
+    }
+}
+
+/// A client a socket listener accepted whose hello was not read yet.
+#[derive(Debug)]
+pub struct SocketIncoming {
+    stream: Stream,
+    max_frame: usize,
+    handshake_timeout: Duration,
+}
+
+impl SocketIncoming {
+    /// Reads the client's hello (waiting at most [`Options::handshake_timeout`]) and
+    /// answers it.
+    ///
+    /// # Errors
+    ///
+    /// [`AcceptError::Handshake`] if the client failed the hello.
+    pub fn handshake(self) -> Result<SocketConnection, AcceptError> {
+        self.finish()
+            .map_err(|e| e.unwrap_or(AcceptError::Handshake(HandshakeError::Disconnected)))
+    }
+
+    /// [`handshake`](Self::handshake); `Err(None)` for a client that left without
+    /// sending a byte.
+    fn finish(mut self) -> Result<SocketConnection, Option<AcceptError>> {
+        let hs_deadline = Instant::now().checked_add(self.handshake_timeout);
+        let mut got = 0;
+        let theirs = read_hello_counted(&mut self.stream, hs_deadline, &mut got);
+        if got == 0 && theirs == Err(HandshakeError::Disconnected) {
+            return Err(None);
+        }
+        // Answer even a bad hello, so the client can say what went wrong.
+        let _ = self.stream.write_all(&Hello::ours(self.max_frame).encode());
+        let theirs = theirs.map_err(|e| Some(AcceptError::Handshake(e)))?;
+        let max = Hello::agree(self.max_frame, theirs);
+        SocketConnection::new(self.stream, max)
+            .map_err(|e| Some(AcceptError::Io(IoFailure::new("dup", &e))))
     }
 }
 
