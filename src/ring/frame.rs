@@ -299,6 +299,7 @@ impl FrameRing<crate::segment::ShmRegion<SpscHeader>> {
 /// Writes the configuration of a frame ring of `capacity_bytes` for frames up to
 /// `max_frame` into a zeroed header (before the region is shared); returns the area
 /// length the ring needs.
+#[cfg_attr(shmlink_loom, allow(dead_code))] // used by `duplex`, which loom builds leave out
 pub(crate) fn init_frame_header(
     h: &SpscHeader,
     capacity_bytes: usize,
@@ -311,11 +312,13 @@ pub(crate) fn init_frame_header(
 }
 
 /// Area bytes of a frame ring with `slots` words.
+#[cfg_attr(shmlink_loom, allow(dead_code))] // used by `duplex`, which loom builds leave out
 pub(crate) const fn frame_area_len(slots: usize) -> usize {
     slots * super::spsc::slot_size::<u64>()
 }
 
 /// Checks a frame ring configuration before creating it; returns the slot count.
+#[cfg_attr(shmlink_loom, allow(dead_code))] // used by `duplex`, which loom builds leave out
 pub(crate) fn check_frame_sizes(
     capacity_bytes: usize,
     max_frame: usize,

@@ -10,7 +10,7 @@
 use core::fmt;
 use core::marker::PhantomData;
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -20,6 +20,7 @@ use super::error::{ConnectError, RpcError, TransportFailure};
 use super::wire::{self, Code, Kind};
 use super::{DEFAULT_TIMEOUT, IdMap, STREAM_WINDOW};
 use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::handoff::{Handoff, Turn};
 use crate::transport::{self, Connection, RecvError, SendError};
 
 /// Settings of an RPC client.
@@ -64,12 +65,9 @@ enum Slot {
     },
 }
 
+/// The calls in flight, under the reading role's lock ([`Handoff`]).
 struct Table {
     calls: IdMap<Slot>,
-    /// Someone holds the reading role.
-    reading: bool,
-    /// Threads asleep on the condition variable.
-    sleepers: usize,
     /// The connection failed: every call fails with this.
     dead: Option<RpcError<()>>,
 }
@@ -87,8 +85,7 @@ struct RxState {
 struct Shared {
     tx: Mutex<TxState>,
     rx: Mutex<RxState>,
-    table: Mutex<Table>,
-    cv: Condvar,
+    table: Handoff<Table>,
     next_id: AtomicU64,
     max_frame: usize,
 }
@@ -140,10 +137,10 @@ pub struct Client {
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let t = relock(&self.shared.table);
+        let (in_flight, dead) = self.shared.table.with(|t| (t.calls.len(), t.dead.clone()));
         f.debug_struct("Client")
-            .field("in_flight", &t.calls.len())
-            .field("dead", &t.dead)
+            .field("in_flight", &in_flight)
+            .field("dead", &dead)
             .field("budget", &self.budget)
             .finish()
     }
@@ -224,13 +221,10 @@ impl Client {
                     rx,
                     buf: Vec::with_capacity(256),
                 }),
-                table: Mutex::new(Table {
+                table: Handoff::new(Table {
                     calls: IdMap::default(),
-                    reading: false,
-                    sleepers: 0,
                     dead: None,
                 }),
-                cv: Condvar::new(),
                 next_id: AtomicU64::new(1),
                 max_frame,
             }),
@@ -262,7 +256,7 @@ impl Client {
 
     /// Calls in flight on this connection.
     pub fn in_flight(&self) -> usize {
-        relock(&self.shared.table).calls.len()
+        self.shared.table.with(|t| t.calls.len())
     }
 
     /// Sends a request for `method` and returns the pending call.
@@ -326,14 +320,14 @@ impl Client {
     ) -> Result<u64, RpcError<()>> {
         let s = &*self.shared;
         let id = s.next_id.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut t = relock(&s.table);
-            if let Some(dead) = &t.dead {
-                return Err(dead.clone());
+        // Registered before the request leaves, so the answer always has a slot.
+        s.table.with(|t| match &t.dead {
+            Some(dead) => Err(dead.clone()),
+            None => {
+                t.calls.insert(id, slot);
+                Ok(())
             }
-            // Registered before the request leaves, so the answer always has a slot.
-            t.calls.insert(id, slot);
-        }
+        })?;
         let mut tx = relock(&s.tx);
         let TxState { tx, buf } = &mut *tx;
         wire::encode_header(buf, Kind::Request, Code::Ok, id, method, budget);
@@ -346,7 +340,7 @@ impl Client {
             Err(_) => Err(RpcError::Protocol("the request could not be encoded")),
         };
         if let Err(e) = sent {
-            relock(&s.table).calls.remove(&id);
+            s.table.with(|t| t.calls.remove(&id));
             return Err(e);
         }
         Ok(id)
@@ -355,52 +349,34 @@ impl Client {
 
 impl Shared {
     /// Waits until `take` gets something for call `id` out of the table, reading the
-    /// connection when nobody else does. `take` removes the slot when the call is
-    /// over; `Err(Protocol)` if the call has no slot.
+    /// connection when nobody else does (the reading role: [`Handoff`]). `take`
+    /// removes the slot when the call is over; `Err(Protocol)` if the call has no slot.
     fn wait<R>(
         &self,
         id: u64,
         deadline: Option<Instant>,
         mut take: impl FnMut(&mut IdMap<Slot>, Option<&wire::Frame<'_>>) -> Option<R>,
     ) -> Result<R, RpcError<()>> {
-        let mut t = relock(&self.table);
-        loop {
+        let turn = self.table.wait_turn(deadline, |t| {
             if !t.calls.contains_key(&id) {
-                return Err(RpcError::Protocol("call is not in flight"));
+                return Some(Err(RpcError::Protocol("call is not in flight")));
             }
             if let Some(r) = take(&mut t.calls, None) {
-                return Ok(r);
+                return Some(Ok(r));
             }
-            if let Some(dead) = &t.dead {
-                return Err(dead.clone());
-            }
-            if !t.reading {
-                t.reading = true;
-                drop(t);
-                return self.read_until(id, deadline, take);
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(RpcError::DeadlineExceeded);
-            }
-            t.sleepers += 1;
-            t = match deadline {
-                None => self.cv.wait(t).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    self.cv
-                        .wait_timeout(t, left)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
-                }
-            };
-            t.sleepers -= 1;
+            t.dead.clone().map(Err)
+        });
+        match turn {
+            Turn::Ready(r) => r,
+            Turn::TimedOut => Err(RpcError::DeadlineExceeded),
+            Turn::Read => self.read_until(id, deadline, take),
         }
     }
 
     /// The reader's loop: reads frames and delivers each to its call until `take`
     /// gets something for call `id` (`Ok`), the deadline passes, or the connection
-    /// fails (`Err`, and every call fails with it). Gives up the reading role on
-    /// return, waking a sleeper to take it over.
+    /// fails (`Err`, and every call fails with it). The reading role passes on when
+    /// it returns.
     fn read_until<R>(
         &self,
         id: u64,
@@ -409,100 +385,81 @@ impl Shared {
     ) -> Result<R, RpcError<()>> {
         let mut rx = relock(&self.rx);
         let RxState { rx, buf } = &mut *rx;
-        let outcome: Result<(), Option<RpcError<()>>> = loop {
-            let failure = match rx.recv(buf, deadline) {
-                Ok(()) => None,
-                Err(RecvError::Timeout) => break Err(None),
-                Err(RecvError::Disconnected) => Some(RpcError::ServerGone),
-                Err(e) => Some(RpcError::Transport(TransportFailure::Recv(e))),
-            };
-            if let Some(e) = failure {
-                break Err(Some(e));
+        let failure: Option<RpcError<()>> = loop {
+            match rx.recv(buf, deadline) {
+                Ok(()) => {}
+                Err(RecvError::Timeout) => break None,
+                Err(RecvError::Disconnected) => break Some(RpcError::ServerGone),
+                Err(e) => break Some(RpcError::Transport(TransportFailure::Recv(e))),
             }
             let f = match wire::decode(buf) {
                 Ok(f) => f,
-                Err(_) => break Err(Some(RpcError::Protocol("undecodable frame"))),
+                Err(_) => break Some(RpcError::Protocol("undecodable frame")),
             };
-            let mut t = relock(&self.table);
-            if f.id == id {
-                // Our own answer, taken straight from the receive buffer.
-                if let Some(r) = take(&mut t.calls, Some(&f)) {
-                    t.reading = false;
-                    if t.sleepers > 0 {
-                        self.cv.notify_all();
+            let mut bad = None;
+            let done = self.table.deliver(|t| {
+                if f.id == id {
+                    // Our own answer, taken straight from the receive buffer.
+                    if let Some(r) = take(&mut t.calls, Some(&f)) {
+                        return Some(r);
                     }
-                    return Ok(r);
                 }
-            }
-            let bad = match f.kind {
-                Kind::Reply => {
-                    let reply = Reply {
-                        code: f.code,
-                        payload: f.payload.to_vec(),
-                    };
-                    match t.calls.get_mut(&f.id) {
-                        Some(Slot::Unary(r)) => *r = Some(reply),
-                        Some(Slot::Stream { end, .. }) => *end = Some(reply),
-                        None => {} // a call given up on: drop the late answer
-                    }
-                    None
-                }
-                Kind::Item => match t.calls.get_mut(&f.id) {
-                    Some(Slot::Stream { items, .. }) => {
-                        items.push_back(f.payload.to_vec());
+                bad = match f.kind {
+                    Kind::Reply => {
+                        let reply = Reply {
+                            code: f.code,
+                            payload: f.payload.to_vec(),
+                        };
+                        match t.calls.get_mut(&f.id) {
+                            Some(Slot::Unary(r)) => *r = Some(reply),
+                            Some(Slot::Stream { end, .. }) => *end = Some(reply),
+                            None => {} // a call given up on: drop the late answer
+                        }
                         None
                     }
-                    Some(Slot::Unary(_)) => Some("stream item for a unary call"),
-                    None => None,
-                },
-                _ => Some("unexpected frame kind from the server"),
-            };
-            if let Some(what) = bad {
-                drop(t);
-                break Err(Some(RpcError::Protocol(what)));
-            }
-            if f.id == id {
-                // Our answer: hand over the reading role in the same critical section.
-                if let Some(r) = take(&mut t.calls, None) {
-                    t.reading = false;
-                    if t.sleepers > 0 {
-                        self.cv.notify_all();
-                    }
-                    return Ok(r);
+                    Kind::Item => match t.calls.get_mut(&f.id) {
+                        Some(Slot::Stream { items, .. }) => {
+                            items.push_back(f.payload.to_vec());
+                            None
+                        }
+                        Some(Slot::Unary(_)) => Some("stream item for a unary call"),
+                        None => None,
+                    },
+                    _ => Some("unexpected frame kind from the server"),
+                };
+                if bad.is_none() && f.id == id {
+                    take(&mut t.calls, None)
+                } else {
+                    None
                 }
-            } else if t.sleepers > 0 {
-                self.cv.notify_all();
+            });
+            if let Some(r) = done {
+                return Ok(r);
+            }
+            if let Some(what) = bad {
+                break Some(RpcError::Protocol(what));
             }
         };
-        let mut t = relock(&self.table);
-        t.reading = false;
-        if t.sleepers > 0 {
-            self.cv.notify_all();
-        }
-        match outcome {
-            Err(Some(e)) => {
+        self.table.give_up(|t| match failure {
+            Some(e) => {
                 t.dead = Some(e.clone());
                 Err(e)
             }
             // The deadline passed; the answer may still have come meanwhile.
-            _ => match take(&mut t.calls, None) {
-                Some(r) => Ok(r),
-                None => Err(RpcError::DeadlineExceeded),
-            },
-        }
+            None => take(&mut t.calls, None).ok_or(RpcError::DeadlineExceeded),
+        })
     }
 
     /// Forgets call `id`; tells the server if it was still running.
     fn abandon(&self, id: u64) {
-        let running = {
-            let mut t = relock(&self.table);
+        let running = self.table.with(|t| {
             let running = match t.calls.remove(&id) {
                 Some(Slot::Unary(r)) => r.is_none(),
                 Some(Slot::Stream { end, .. }) => end.is_none(),
                 None => false,
             };
             running && t.dead.is_none()
-        };
+        });
         if running {
             self.send_control(Kind::Cancel, id, 0);
         }

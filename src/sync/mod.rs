@@ -21,6 +21,7 @@ mod backoff;
 mod bakery;
 pub mod cell;
 pub mod futex;
+pub mod handoff;
 mod pod;
 pub mod process;
 mod region;
@@ -382,3 +383,24 @@ pub fn yield_now() {
 /// assert_eq!(size_of_val(&head), align_of_val(&head)); // padded to a whole line
 /// ```
 pub use crossbeam_utils::CachePadded;
+
+/// The mutex, guard and condition variable of the in-process blocking code (the RPC
+/// client's reading role, [`handoff`]): std's, or loom's under the loom cfg, so that
+/// code can be model-checked. (parking_lot's are not used: loom cannot see into them.)
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::sync::lock::{Condvar, Mutex};
+///
+/// let (m, cv) = (Mutex::new(0), Condvar::new());
+/// *m.lock().unwrap() += 1;
+/// cv.notify_all();
+/// assert_eq!(*m.lock().unwrap(), 1);
+/// ```
+pub mod lock {
+    #[cfg(shmlink_loom)]
+    pub use loom::sync::{Condvar, Mutex, MutexGuard};
+    #[cfg(not(shmlink_loom))]
+    pub use std::sync::{Condvar, Mutex, MutexGuard};
+}
