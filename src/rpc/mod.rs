@@ -80,9 +80,8 @@ mod error;
 mod server;
 pub mod wire;
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 
-use crate::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub use client::{Call, CallStream, Client, ClientOptions};
@@ -120,179 +119,8 @@ impl std::hash::Hasher for IdHasher {
 pub(crate) type IdMap<V> =
     std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
 
-/// Why a handler should stop.
-///
-/// # Examples
-///
-/// ```
-/// use shmlink::rpc::Stop;
-///
-/// assert_eq!(Stop::Cancelled.to_string(), "the caller cancelled the call");
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stop {
-    /// The caller dropped the call, or its connection is gone.
-    Cancelled,
-    /// The call's deadline passed.
-    DeadlineExceeded,
-    /// The server is shutting down and its grace period ended.
-    ShuttingDown,
-}
-
-impl core::fmt::Display for Stop {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(match self {
-            Stop::Cancelled => "the caller cancelled the call",
-            Stop::DeadlineExceeded => "the call's deadline passed",
-            Stop::ShuttingDown => "the server is shutting down",
-        })
-    }
-}
-
-impl std::error::Error for Stop {}
-
-/// Per-call control shared by the connection reader (which sees cancels and credits)
-/// and the handler. The flags are atomics, so the common checks take no lock.
-#[derive(Debug, Default)]
-pub(crate) struct CallCtl {
-    cancelled: AtomicBool,
-    aborted: AtomicBool,
-    /// Streams are not paced by credits (inline calls: the transport paces them).
-    unlimited: bool,
-    credits: Mutex<u64>,
-    cv: Condvar,
-}
-
-impl CallCtl {
-    pub(crate) fn new(credits: u64) -> Arc<Self> {
-        Arc::new(Self {
-            credits: Mutex::new(credits),
-            ..Self::default()
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, u64> {
-        self.credits.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Sets `flag` and wakes a handler waiting in [`wait_for`](Self::wait_for) (the
-    /// lock orders the store before its re-check).
-    fn raise(&self, flag: &AtomicBool) {
-        flag.store(true, Ordering::Release);
-        drop(self.lock());
-        self.cv.notify_all();
-    }
-
-    pub(crate) fn cancel(&self) {
-        self.raise(&self.cancelled);
-    }
-
-    pub(crate) fn abort(&self) {
-        self.raise(&self.aborted);
-    }
-
-    /// A control block whose streams need no credits.
-    pub(crate) fn unlimited() -> Arc<Self> {
-        Arc::new(Self {
-            unlimited: true,
-            ..Self::default()
-        })
-    }
-
-    /// Makes a reused control block ready for the next call.
-    pub(crate) fn reset(&self) {
-        self.cancelled.store(false, Ordering::Relaxed);
-    }
-
-    pub(crate) fn add_credits(&self, n: u64) {
-        let mut c = self.lock();
-        *c = c.saturating_add(n);
-        drop(c);
-        self.cv.notify_all();
-    }
-
-    /// Whether the caller cancelled (or the server aborted) the call.
-    pub(crate) fn is_cancelled_flag(&self) -> bool {
-        self.cancelled.load(Ordering::Acquire) || self.aborted.load(Ordering::Acquire)
-    }
-
-    /// Takes one stream credit, waiting for the client to grant more.
-    pub(crate) fn take_credit(&self, deadline: Option<Instant>) -> Result<(), Stop> {
-        if self.unlimited {
-            return match self.stop_reason(deadline) {
-                Some(stop) => Err(stop),
-                None => Ok(()),
-            };
-        }
-        self.wait_for(deadline, None, |c| {
-            if *c > 0 {
-                *c -= 1;
-                true
-            } else {
-                false
-            }
-        })
-        .map(|_| ())
-    }
-
-    /// The flags' verdict (no clock read).
-    fn flag_reason(&self) -> Option<Stop> {
-        if self.aborted.load(Ordering::Acquire) {
-            Some(Stop::ShuttingDown)
-        } else if self.cancelled.load(Ordering::Acquire) {
-            Some(Stop::Cancelled)
-        } else {
-            None
-        }
-    }
-
-    fn stop_reason(&self, deadline: Option<Instant>) -> Option<Stop> {
-        self.flag_reason().or_else(|| {
-            deadline
-                .is_some_and(|d| Instant::now() >= d)
-                .then_some(Stop::DeadlineExceeded)
-        })
-    }
-
-    /// Waits until `ready(credits)` or a stop reason, or `until`.
-    fn wait_for(
-        &self,
-        deadline: Option<Instant>,
-        until: Option<Instant>,
-        mut ready: impl FnMut(&mut u64) -> bool,
-    ) -> Result<bool, Stop> {
-        let mut c = self.lock();
-        loop {
-            if let Some(stop) = self.stop_reason(deadline) {
-                return Err(stop);
-            }
-            if ready(&mut c) {
-                return Ok(true);
-            }
-            let end = match (deadline, until) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            match end {
-                None => c = self.cv.wait(c).unwrap_or_else(|p| p.into_inner()),
-                Some(end) => {
-                    let now = Instant::now();
-                    if now >= end {
-                        if until.is_some_and(|u| now >= u) {
-                            return Ok(false);
-                        }
-                        continue; // the deadline: reported at the top
-                    }
-                    c = self
-                        .cv
-                        .wait_timeout(c, end - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
-            }
-        }
-    }
-}
+pub use crate::sync::stop::Stop;
+pub(crate) use crate::sync::stop::StopSignal as CallCtl;
 
 /// What a handler knows about its call: the deadline, and whether it should stop.
 ///
@@ -366,9 +194,7 @@ impl Context {
     /// The [`Stop`] reason if the call should stop before `d` passed.
     pub fn sleep(&self, d: Duration) -> Result<(), Stop> {
         let until = Instant::now().checked_add(d);
-        self.ctl
-            .wait_for(self.deadline, until, |_| false)
-            .map(|_| ())
+        self.ctl.sleep_until(self.deadline, until)
     }
 
     pub(crate) fn ctl(&self) -> &Arc<CallCtl> {

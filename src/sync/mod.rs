@@ -27,6 +27,7 @@ pub mod process;
 mod region;
 mod semaphore;
 mod seqlock;
+pub mod stop;
 mod wait;
 
 pub use backoff::Backoff;

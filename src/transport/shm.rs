@@ -63,6 +63,13 @@ pub struct ShmConnection {
 }
 
 impl ShmConnection {
+    fn named(tx: FrameProducer<Half<Named>>, rx: FrameConsumer<Half<Named>>, max: usize) -> Self {
+        Self {
+            tx: ShmSender::new(Tx::Named(tx), max),
+            rx: ShmReceiver::new(Rx::Named(rx), max),
+        }
+    }
+
     /// Splits the connection into its halves.
     pub fn split(self) -> (ShmSender, ShmReceiver) {
         (self.tx, self.rx)
@@ -140,6 +147,14 @@ fn recv_on<R: crate::segment::Region<Shared = DuplexHeader>>(
 }
 
 impl ShmSender {
+    fn new(tx: Tx, max: usize) -> Self {
+        Self {
+            tx,
+            max,
+            broken: false,
+        }
+    }
+
     /// See [`FrameSend::send`](super::FrameSend::send).
     ///
     /// # Errors
@@ -178,6 +193,14 @@ impl ShmSender {
 }
 
 impl ShmReceiver {
+    fn new(rx: Rx, max: usize) -> Self {
+        Self {
+            rx,
+            max,
+            broken: false,
+        }
+    }
+
     /// See [`FrameRecv::recv`](super::FrameRecv::recv).
     ///
     /// # Errors
@@ -301,16 +324,8 @@ pub(crate) fn pair(opts: &Options) -> Result<(ShmConnection, ShmConnection), Con
     let (b_tx, b_rx) = claim(End::B)?;
     let max = opts.max_frame;
     let conn = |tx, rx| ShmConnection {
-        tx: ShmSender {
-            tx: Tx::Heap(tx),
-            max,
-            broken: false,
-        },
-        rx: ShmReceiver {
-            rx: Rx::Heap(rx),
-            max,
-            broken: false,
-        },
+        tx: ShmSender::new(Tx::Heap(tx), max),
+        rx: ShmReceiver::new(Rx::Heap(rx), max),
     };
     Ok((conn(a_tx, a_rx), conn(b_tx, b_rx)))
 }
@@ -456,18 +471,7 @@ impl ShmListener {
         let _ = tx.try_send(&Hello::ours(ours).encode());
         let theirs = theirs.map_err(AcceptError::Handshake)?;
         let max = Hello::agree(ours, theirs);
-        Ok(Some(ShmConnection {
-            tx: ShmSender {
-                tx: Tx::Named(tx),
-                max,
-                broken: false,
-            },
-            rx: ShmReceiver {
-                rx: Rx::Named(rx),
-                max,
-                broken: false,
-            },
-        }))
+        Ok(Some(ShmConnection::named(tx, rx, max)))
     }
 }
 
@@ -581,16 +585,5 @@ pub(crate) fn connect(
         ))
     })?;
     let max = Hello::agree(opts.max_frame, theirs);
-    Ok(ShmConnection {
-        tx: ShmSender {
-            tx: Tx::Named(tx),
-            max,
-            broken: false,
-        },
-        rx: ShmReceiver {
-            rx: Rx::Named(rx),
-            max,
-            broken: false,
-        },
-    })
+    Ok(ShmConnection::named(tx, rx, max))
 }
