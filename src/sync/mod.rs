@@ -20,6 +20,7 @@
 mod backoff;
 mod bakery;
 pub mod cell;
+pub mod crash;
 pub mod futex;
 pub mod handoff;
 mod pod;

@@ -1,26 +1,61 @@
 //! Process tokens: a process identity packed in one `u64`, for role words in shared
-//! memory (who holds the producer role, ...), with a liveness check.
+//! memory (who holds the producer role, ...), with a liveness check that has three
+//! answers.
 //!
 //! A token holds the pid in its low 32 bits and the low 32 bits of the process start
 //! time (clock ticks after boot) in the high 32, so a recycled pid does not pass for
 //! the process that died. `0` means "nobody".
+//!
+//! **Liveness is alive, dead or unknown** ([`Liveness`]), and every caller in the crate
+//! treats *unknown* as *alive*: a process is declared dead only on positive evidence
+//! (`kill(pid, 0)` says there is no such process, `/proc/PID/stat` is gone, shows a
+//! zombie, or shows another start time). An error on the way (a busy server out of file
+//! descriptors, an unreadable `/proc`) never turns into "dead", because acting on a
+//! wrong "dead" (taking over a live producer's role, reclaiming a live lock holder's
+//! ticket) breaks safety, while a wrong "alive" only delays a repair.
+//!
+//! Under `--cfg shmlink_loom` each model thread has a token of its own
+//! ([`loom::set_current`]) and a participant killed by a crash point
+//! ([`crash`](super::crash)) is dead from then on, so recovery paths can be
+//! model-checked.
 
-/// The calling process's token (never 0).
+/// What is known of a token's process.
 ///
 /// # Examples
 ///
 /// ```
-/// use shmlink::segment::process::{current_token, token_alive, token_pid};
+/// use shmlink::sync::process::{Liveness, current_token, liveness};
 ///
-/// let me = current_token();
-/// assert_ne!(me, 0);
-/// assert_eq!(token_pid(me), std::process::id());
-/// assert!(token_alive(me));
+/// assert_eq!(liveness(current_token()), Liveness::Alive);
+/// assert_eq!(liveness(current_token() ^ (1 << 40)), Liveness::Dead); // pid reused
+/// assert!(!Liveness::Unknown.is_dead()); // unknown is treated as alive
 /// ```
-#[cfg(not(shmlink_loom))]
-pub fn current_token() -> u64 {
-    let pid = std::process::id();
-    token_of(pid, start_ticks_of(pid).unwrap_or(0))
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Liveness {
+    /// The process runs (or ran a moment ago).
+    Alive,
+    /// The process has certainly exited, is a zombie, or its pid now names another
+    /// process. `0` ("nobody") is reported as dead too.
+    Dead,
+    /// It could not be told (an error reading `/proc`, say). Treated as alive.
+    Unknown,
+}
+
+impl Liveness {
+    /// Whether this is positive evidence of death (only [`Liveness::Dead`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::process::Liveness;
+    ///
+    /// assert!(Liveness::Dead.is_dead());
+    /// assert!(!Liveness::Unknown.is_dead());
+    /// ```
+    #[must_use]
+    pub const fn is_dead(self) -> bool {
+        matches!(self, Liveness::Dead)
+    }
 }
 
 /// Packs a pid and a start time into a token.
@@ -39,20 +74,21 @@ pub const fn token_of(pid: u32, start_ticks: u64) -> u64 {
     ((start_ticks & 0xffff_ffff) << 32) | pid as u64 | if pid == 0 { 1 << 63 } else { 0 }
 }
 
-/// The pid in a token.
+/// The pid packed in a token.
 ///
 /// # Examples
 ///
 /// ```
-/// use shmlink::segment::process::{current_token, token_pid};
+/// use shmlink::segment::process::{token_of, token_pid};
 ///
-/// assert_eq!(token_pid(current_token()), std::process::id());
+/// assert_eq!(token_pid(token_of(77, 5)), 77);
 /// ```
 pub const fn token_pid(token: u64) -> u32 {
     token as u32
 }
 
-/// Whether the process a token names is still running (a zombie counts as dead).
+/// Whether the process a token names may still be running: not [`Liveness::Dead`].
+/// An unknown answer counts as alive (see the module docs); `0` (nobody) is not alive.
 ///
 /// # Examples
 ///
@@ -64,52 +100,13 @@ pub const fn token_pid(token: u64) -> u32 {
 /// assert!(!token_alive(me ^ (1 << 40))); // same pid, other start time: a reused pid
 /// assert!(!token_alive(0)); // nobody
 /// ```
-#[cfg(not(shmlink_loom))]
 pub fn token_alive(token: u64) -> bool {
-    let pid = token_pid(token);
-    if pid == 0 {
-        return false;
-    }
-    match start_ticks_of(pid) {
-        Some(start) => start & 0xffff_ffff == token >> 32,
-        None => false,
-    }
-}
-
-/// Under loom there is one "process": token 1, always alive.
-///
-/// # Examples
-///
-/// ```
-/// use shmlink::segment::process::{current_token, token_alive};
-///
-/// assert!(token_alive(current_token()));
-/// ```
-#[cfg(shmlink_loom)]
-pub fn current_token() -> u64 {
-    1
-}
-
-/// Under loom there is one "process", always alive.
-///
-/// # Examples
-///
-/// ```
-/// use shmlink::segment::process::{current_token, token_alive};
-///
-/// assert!(token_alive(current_token()));
-/// assert!(!token_alive(0));
-/// ```
-#[cfg(shmlink_loom)]
-pub fn token_alive(token: u64) -> bool {
-    token != 0
+    !liveness(token).is_dead()
 }
 
 /// Whether the process `token` names has certainly exited (or its pid was reused):
-/// `/proc/PID` is gone, is a zombie, or started at another time. Unlike
-/// `!token_alive(token)`, an unreadable `/proc` counts as alive, so callers that act
-/// on a death (clearing a lock slot, say) never act on a guess. `0` (nobody) is not
-/// dead.
+/// [`Liveness::Dead`]. Callers that act on a death (clearing a lock slot, say) never
+/// act on a guess. `0` (nobody) is not dead.
 ///
 /// # Examples
 ///
@@ -121,56 +118,163 @@ pub fn token_alive(token: u64) -> bool {
 /// assert!(token_dead(me ^ (1 << 40))); // same pid, other start time
 /// assert!(!token_dead(0));
 /// ```
-#[cfg(not(shmlink_loom))]
 pub fn token_dead(token: u64) -> bool {
-    let pid = token_pid(token);
-    if pid == 0 {
-        return false;
-    }
-    match proc_stat(pid) {
-        Ok(Some((state, start))) => {
-            matches!(state, b'Z' | b'X') || start & 0xffff_ffff != token >> 32
+    token != 0 && liveness(token).is_dead()
+}
+
+#[cfg(not(shmlink_loom))]
+mod os {
+    use super::{Liveness, token_of, token_pid};
+    use std::sync::Mutex;
+
+    /// `(pid, token)` of the last token computed, so a forked child computes its own.
+    static CACHE: Mutex<(u32, u64)> = Mutex::new((0, 0));
+
+    /// The calling process's token (never 0). Cached per pid; if the start time cannot
+    /// be read (no file descriptor left, say), the token carries start time 0, which
+    /// [`liveness`] reads as "identity unknown": such a token is only ever found dead
+    /// when its pid is gone.
+    pub fn current_token() -> u64 {
+        let pid = std::process::id();
+        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.0 == pid && cache.1 >> 32 != 0 {
+            return cache.1;
         }
-        Ok(None) => false,
-        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        let token = token_of(pid, start_ticks_of(pid).unwrap_or(0));
+        *cache = (pid, token);
+        token
+    }
+
+    /// The three-way liveness of `token` (see the module docs).
+    pub fn liveness(token: u64) -> Liveness {
+        let pid = token_pid(token);
+        if token == 0 || pid == 0 {
+            return Liveness::Dead;
+        }
+        // No file descriptor needed: "no such process" is positive evidence.
+        #[cfg(not(miri))]
+        {
+            // SAFETY: kill with signal 0 only checks for existence and permission.
+            let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+            if rc != 0 {
+                match std::io::Error::last_os_error().raw_os_error() {
+                    Some(libc::ESRCH) => return Liveness::Dead,
+                    Some(libc::EPERM) => {} // exists, another user's: check its identity
+                    _ => return Liveness::Unknown,
+                }
+            }
+        }
+        let want = token >> 32;
+        match proc_stat(pid) {
+            Ok(Some((b'Z' | b'X', _))) => Liveness::Dead,
+            // Start time 0: the token was made without one; the pid exists.
+            Ok(Some(_)) if want == 0 => Liveness::Alive,
+            Ok(Some((_, start))) if start & 0xffff_ffff == want => Liveness::Alive,
+            Ok(Some(_)) => Liveness::Dead,
+            Ok(None) => Liveness::Unknown,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Liveness::Dead,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Liveness::Dead,
+            Err(_) => Liveness::Unknown,
+        }
+    }
+
+    /// State byte and start time (field 22) of `/proc/PID/stat`, `Ok(None)` if it
+    /// cannot be parsed.
+    pub(crate) fn proc_stat(pid: u32) -> std::io::Result<Option<(u8, u64)>> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // The command name is in parentheses and may itself contain ") ", so split at
+        // the last one. Field 3 (state) follows; field 22 (starttime) is 19 fields later.
+        let Some((_, rest)) = text.rsplit_once(')') else {
+            return Ok(None);
+        };
+        let mut fields = rest.split_ascii_whitespace();
+        let state = fields.next().and_then(|s| s.bytes().next());
+        let start = fields.nth(18).and_then(|s| s.parse().ok());
+        Ok(state.zip(start))
+    }
+
+    /// Start time of a running (not zombie) process.
+    pub(crate) fn start_ticks_of(pid: u32) -> Option<u64> {
+        match proc_stat(pid) {
+            Ok(Some((state, start))) if !matches!(state, b'Z' | b'X') => Some(start),
+            _ => None,
+        }
     }
 }
 
-/// Under loom nobody dies.
+#[cfg(not(shmlink_loom))]
+pub use os::{current_token, liveness};
+#[cfg(not(shmlink_loom))]
+#[allow(unused_imports)]
+pub(crate) use os::{proc_stat, start_ticks_of};
+
+/// Under loom: the calling model thread's token ([`loom::set_current`]; 1 unless set).
 ///
 /// # Examples
 ///
 /// ```
-/// use shmlink::sync::process::{current_token, token_dead};
+/// use shmlink::segment::process::{current_token, token_alive};
 ///
-/// assert!(!token_dead(current_token()));
+/// assert!(token_alive(current_token()));
 /// ```
 #[cfg(shmlink_loom)]
-pub fn token_dead(_token: u64) -> bool {
-    false
+pub fn current_token() -> u64 {
+    loom::current()
 }
 
-/// Fields of `/proc/PID/stat` after the command name: (state, start time in ticks).
-#[cfg(not(shmlink_loom))]
-pub(crate) fn proc_stat(pid: u32) -> std::io::Result<Option<(u8, u64)>> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name is in parentheses and may itself contain ") ", so split at the
-    // last one. Field 3 (state) follows; field 22 (starttime) is 19 fields later.
-    let Some((_, rest)) = text.rsplit_once(')') else {
-        return Ok(None);
-    };
-    let mut fields = rest.split_ascii_whitespace();
-    let state = fields.next().and_then(|s| s.bytes().next());
-    let start = fields.nth(18).and_then(|s| s.parse().ok());
-    Ok(state.zip(start))
+/// Under loom: dead once [`loom::kill`]ed (a crash point does it), else alive.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::sync::process::{Liveness, liveness};
+///
+/// assert_eq!(liveness(0), Liveness::Dead);
+/// ```
+#[cfg(shmlink_loom)]
+pub fn liveness(token: u64) -> Liveness {
+    if token == 0 || loom::is_killed(token) {
+        Liveness::Dead
+    } else {
+        Liveness::Alive
+    }
 }
 
-/// Start time of a running (non-zombie) process, `None` if it is gone.
-#[cfg(not(shmlink_loom))]
-pub(crate) fn start_ticks_of(pid: u32) -> Option<u64> {
-    match proc_stat(pid) {
-        Ok(Some((state, start))) if !matches!(state, b'Z' | b'X') => Some(start),
-        _ => None,
+/// Model-checking support: per-thread tokens and killed "processes" (loom builds only).
+#[cfg(shmlink_loom)]
+pub mod loom {
+    use std::cell::Cell;
+    use std::sync::Mutex;
+
+    ::loom::thread_local! {
+        static TOKEN: Cell<u64> = Cell::new(1);
+    }
+    ::loom::lazy_static! {
+        static ref KILLED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+    }
+
+    /// Gives the calling model thread its own process token (never 0).
+    pub fn set_current(token: u64) {
+        assert_ne!(token, 0, "token 0 means nobody");
+        TOKEN.with(|t| t.set(token));
+    }
+
+    /// The calling model thread's token.
+    pub fn current() -> u64 {
+        TOKEN.with(Cell::get)
+    }
+
+    /// Marks `token`'s "process" dead from now on (what a SIGKILL does).
+    pub fn kill(token: u64) {
+        KILLED.lock().unwrap_or_else(|e| e.into_inner()).push(token);
+    }
+
+    /// Whether `token` was killed in this execution.
+    pub fn is_killed(token: u64) -> bool {
+        KILLED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&token)
     }
 }
 
@@ -186,5 +290,66 @@ mod tests {
         assert!(token_alive(t));
         assert!(!token_alive(t ^ (1 << 40)), "other start time: pid reused");
         assert!(!token_alive(0));
+    }
+
+    /// Defect: with file descriptors exhausted, `/proc` cannot be read, and liveness
+    /// used to answer "dead" for a live process (so its ring roles were taken over).
+    #[test]
+    #[cfg_attr(miri, ignore = "changes RLIMIT_NOFILE and reads /proc")]
+    fn no_file_descriptor_left_is_unknown_not_dead() {
+        let me = current_token();
+        // A child process: changing our own fd limit would disturb the test harness.
+        // SAFETY: fork in a test; the child only calls async-signal-safe-enough code
+        // (rlimit, open, liveness) and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let code = (|| {
+                let mut fds = Vec::new();
+                // Exhaust the descriptors under a small limit.
+                let lim = libc::rlimit {
+                    rlim_cur: 64,
+                    rlim_max: 64,
+                };
+                // SAFETY: setrlimit with a valid struct.
+                if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+                    return 10;
+                }
+                while let Ok(f) = std::fs::File::open("/dev/null") {
+                    fds.push(f);
+                }
+                if std::fs::read_to_string("/proc/self/stat").is_ok() {
+                    return 11; // not exhausted: the test proves nothing
+                }
+                // The parent is alive: unknown or alive, never dead.
+                match liveness(me) {
+                    Liveness::Dead => 1,
+                    _ if token_alive(me) && !token_dead(me) => 0,
+                    _ => 2,
+                }
+            })();
+            // SAFETY: leave the forked child without running the harness's atexit.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status));
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "1: a live process read as dead; 10/11: setup failed"
+        );
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "reads /proc")]
+    fn a_finished_child_is_dead() {
+        let child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let token = token_of(pid, start_ticks_of(pid).unwrap_or(0));
+        let mut child = child;
+        child.wait().unwrap();
+        assert_eq!(liveness(token), Liveness::Dead);
     }
 }
