@@ -39,6 +39,7 @@ scenarios!(
     receive_then_hang,
     receive_then_exit,
     acked_send,
+    receive_and_die_mid_pop,
 );
 
 const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -369,6 +370,22 @@ fn acked_send() {
     by_kind!(run)
 }
 
+/// Claims a receiver, then takes one message and dies (SIGKILL at the crash point
+/// `mpmc.pop:2`) after taking it but before finishing its pop.
+fn receive_and_die_mid_pop() {
+    fn run<M: Msg>() {
+        // SAFETY: set before any other thread of this child reads the environment
+        // (the crash plan is read once, at the first crash point reached).
+        unsafe { std::env::set_var("SHMLINK_CRASH_AT", "mpmc.pop:2") };
+        let ch = open::<M>();
+        let mut rx = ch.receiver().expect("claim receiver");
+        report("ready");
+        let got = rx.recv_timeout(Duration::from_secs(20));
+        report(format!("survived={}", got.is_ok()));
+    }
+    by_kind!(run)
+}
+
 // ---- parents ----
 
 fn stream_arrives_in_order_exactly_once<M: Msg>(flavor: Flavor, mode: WaitMode) {
@@ -662,6 +679,35 @@ mod send_after_the_receiver_died_reports_disconnected {
         super::send_after_the_receiver_died_reports_disconnected::<Note>(
             Flavor::Mpmc,
             WaitMode::Blocking,
+        );
+    }
+}
+
+/// Defect 5 of issue 11: an MPMC `send_acked` whose message is taken by a receiver
+/// that dies before acknowledging it, while another receiver lives, used to wait
+/// forever. It now ends with `AckError::Lost` within 100 ms of the death.
+#[test]
+fn mpmc_send_acked_reports_a_message_lost_with_its_receiver() {
+    for mode in [WaitMode::Blocking, WaitMode::Spin] {
+        let (name, ch) = create::<Tick>(Flavor::Mpmc, mode, 16);
+        // A live receiver that never receives: the channel stays connected.
+        let _live = ch.receiver().unwrap();
+        let mut tx = ch.sender().unwrap();
+        let mut dying = child::<Tick>("receive_and_die_mid_pop", &name).spawn();
+        dying.wait_for("ready", CHILD_TIMEOUT);
+        let started = Instant::now();
+        let err = tx
+            .send_acked_timeout(Tick::make(7), Duration::from_secs(10))
+            .unwrap_err();
+        let returned = Instant::now();
+        let status = dying.kill();
+        assert!(!status.success(), "{mode:?}: the child was to die mid-pop");
+        assert_eq!(err, AckError::Lost, "{mode:?}");
+        let took = returned - started;
+        println!("{mode:?}: send_acked reported the loss after {took:?}");
+        assert!(
+            took < DETECT_WITHIN,
+            "{mode:?}: the loss was reported after {took:?}"
         );
     }
 }

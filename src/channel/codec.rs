@@ -24,6 +24,17 @@ use std::sync::Arc;
 pub enum AckWait {
     Timeout,
     Disconnected,
+    /// The receiver that took the message died before acknowledging it.
+    Lost,
+}
+
+impl From<crate::ring::mpmc::TakenError> for AckWait {
+    fn from(e: crate::ring::mpmc::TakenError) -> Self {
+        match e {
+            crate::ring::mpmc::TakenError::Wait(w) => w.into(),
+            crate::ring::mpmc::TakenError::Lost => Self::Lost,
+        }
+    }
 }
 
 impl From<crate::sync::WaitError> for AckWait {

@@ -140,6 +140,11 @@ pub enum AckError<T> {
         /// Whether the receivers are gone.
         disconnected: bool,
     },
+    /// The message was enqueued and taken by a receiver that died before it finished
+    /// taking it (MPMC channels, where other receivers live on): it is lost, and
+    /// counted in the ring's `repairs().lost`. Reported within about 10 ms of the
+    /// death.
+    Lost,
 }
 
 impl<T> fmt::Debug for AckError<T> {
@@ -149,6 +154,7 @@ impl<T> fmt::Debug for AckError<T> {
             Self::Unacknowledged { disconnected } => {
                 write!(f, "Unacknowledged {{ disconnected: {disconnected} }}")
             }
+            Self::Lost => f.write_str("Lost"),
         }
     }
 }
@@ -162,6 +168,9 @@ impl<T> fmt::Display for AckError<T> {
             } => f.write_str("sent, but not taken before the deadline"),
             Self::Unacknowledged { disconnected: true } => {
                 f.write_str("sent, but every receiver left before taking it")
+            }
+            Self::Lost => {
+                f.write_str("sent, but the receiver that took it died before acknowledging it")
             }
         }
     }

@@ -671,6 +671,7 @@ impl<T, C: Codec<T>> Sender<T, C> {
                 disconnected: false,
             }),
             Err(AckWait::Disconnected) => Err(AckError::Unacknowledged { disconnected: true }),
+            Err(AckWait::Lost) => Err(AckError::Lost),
         }
     }
 }

@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 use super::error::{BuildError, ClaimError, PopError, PushError};
 use crate::segment::process::{current_token, token_alive, token_pid};
 use crate::segment::{CacheLine, HeapRegion, RawArea, Region, ShmSafe};
-use crate::sync::Pod;
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use crate::sync::{Pod, crash};
 use crate::sync::{WaitError, WaitMode, WaitWord};
 
 /// Largest capacity (slots).
@@ -131,7 +131,7 @@ unsafe impl ShmSafe for MpmcConfig {
 ///
 /// // A free record: no holder, nothing pending.
 /// let record = Participant::new_zeroed();
-/// assert_eq!(size_of_val(&record), 32);
+/// assert_eq!(size_of_val(&record), 48);
 /// ```
 #[repr(C)]
 #[derive(Debug)]
@@ -144,6 +144,12 @@ pub struct Participant {
     pending_push: AtomicU64,
     /// `p + 1` while claiming or draining the pop at position `p`, else 0.
     pending_pop: AtomicU64,
+    /// `p + 1` of this producer's last push, written before its publication: a
+    /// producer waiting for the acknowledgement of `p` is found by it.
+    last_push: AtomicU64,
+    /// `p + 1` when the value this producer pushed at `p` was taken by a consumer that
+    /// died before finishing its pop (written by the repairer before it frees the slot).
+    ack_lost: AtomicU64,
 }
 
 // SAFETY: repr(C), integer atomics only, no pointers.
@@ -155,6 +161,8 @@ unsafe impl ShmSafe for Participant {
             role: AtomicU64::new(0),
             pending_push: AtomicU64::new(0),
             pending_pop: AtomicU64::new(0),
+            last_push: AtomicU64::new(0),
+            ack_lost: AtomicU64::new(0),
         }
     }
 }
@@ -228,8 +236,9 @@ const _: () = assert!(size_of::<MpmcHeader>() == 128 * (6 + MAX_PARTICIPANTS));
 // SAFETY: repr(C) of ShmSafe fields, no pointers.
 unsafe impl ShmSafe for MpmcHeader {
     const TYPE_NAME: &'static str = "shmlink::ring::MpmcHeader";
-    // 2: registration counters in the repairs line.
-    const VERSION: u32 = 2;
+    // 2: registration counters in the repairs line; 3: acknowledgement words in the
+    // participant records.
+    const VERSION: u32 = 3;
     fn new_zeroed() -> Self {
         Self {
             config: CacheLine::new_zeroed(),
@@ -692,14 +701,21 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Mpmc<T, R> {
                 .compare_exchange(cur, me, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                if cur != 0 {
-                    // A dead holder's record: count it out.
-                    self.count(p.role.load(Ordering::Relaxed), false);
-                }
-                p.role.store(role, Ordering::Relaxed);
+                crash::point("mpmc.register", 1);
+                // Count in first, then swap the role, then count the old role out: a
+                // registrant killed in between leaves the count too high (the
+                // thorough, liveness-based check still sees the death), never too
+                // low (a live producer reported gone). Whoever swaps a role out of
+                // the record counts it out, so it is counted out once.
                 self.count(role, true);
+                crash::point("mpmc.register", 2);
+                let old = p.role.swap(role, Ordering::AcqRel);
+                crash::point("mpmc.register", 3);
+                self.count(old, false);
                 p.pending_push.store(0, Ordering::Relaxed);
                 p.pending_pop.store(0, Ordering::Relaxed);
+                p.last_push.store(0, Ordering::Relaxed);
+                p.ack_lost.store(0, Ordering::Relaxed);
                 h.repairs.roles_seen.fetch_or(role, Ordering::Release);
                 core.index = i;
                 return Ok(core);
@@ -833,6 +849,7 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
                 // Announce the claim before making it, so a repairer can find it.
                 me.pending_push
                     .store(pos.wrapping_add(1), Ordering::Relaxed);
+                crash::point("mpmc.push", 1);
                 // SYNC: SeqCst CAS (Release part publishes the announcement to anyone
                 // who later reads `tail`; SeqCst orders it against the full check).
                 match h.tail.compare_exchange_weak(
@@ -842,13 +859,21 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
                     Ordering::Relaxed,
                 ) {
                     Ok(_) => {
+                        crash::point("mpmc.push", 2);
                         // SAFETY: we own the slot of `pos` until we publish it; the
                         // value bytes are in bounds; T is Pod.
                         unsafe { self.area.write_value(self.value_offset(pos), value) };
+                        // Before the publication: a repairer that frees this slot
+                        // after a consumer died with it finds who waits for it.
+                        me.last_push.store(pos.wrapping_add(1), Ordering::Relaxed);
+                        crash::point("mpmc.push", 3);
                         // SYNC: Release pairs with a consumer's Acquire stamp load.
                         self.stamp(pos)
                             .store(pos.wrapping_add(1), Ordering::Release);
-                        me.pending_push.store(0, Ordering::Relaxed);
+                        crash::point("mpmc.push", 4);
+                        // SYNC: Release: a repairer that sees the announcement cleared
+                        // also sees the publication (so its stamp CAS fails).
+                        me.pending_push.store(0, Ordering::Release);
                         return TryPush::Done(pos);
                     }
                     Err(current) => {
@@ -900,6 +925,7 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
             let stamp = self.stamp(pos).load(Ordering::Acquire);
             if stamp & !HOLE == pos.wrapping_add(1) {
                 me.pending_pop.store(pos.wrapping_add(1), Ordering::Relaxed);
+                crash::point("mpmc.pop", 1);
                 // SYNC: SeqCst CAS, as for push.
                 match h.head.compare_exchange_weak(
                     pos,
@@ -908,16 +934,20 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
                     Ordering::Relaxed,
                 ) {
                     Ok(_) => {
+                        crash::point("mpmc.pop", 2);
                         let value = (stamp & HOLE == 0).then(|| {
                             // SAFETY: we own the published slot of `pos` until we free
                             // it; in bounds; T is Pod (any bytes are a valid T).
                             unsafe { self.area.read_value::<T>(self.value_offset(pos)) }
                         });
+                        crash::point("mpmc.pop", 3);
                         // SYNC: Release pairs with a producer's Acquire stamp load: our
                         // read of the value happens before it is overwritten.
                         self.stamp(pos)
                             .store(pos.wrapping_add(self.ring.capacity), Ordering::Release);
-                        me.pending_pop.store(0, Ordering::Relaxed);
+                        crash::point("mpmc.pop", 4);
+                        // SYNC: Release, as for push: the free happens before.
+                        me.pending_pop.store(0, Ordering::Release);
                         match value {
                             Some(v) => return TryPop::Value(v),
                             // A hole: skip it and try the next position.
@@ -962,9 +992,10 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
     /// the slot. Returns whether anything was repaired.
     #[cold]
     fn repair_position(&self, pos: u64, pop: bool) -> bool {
-        // Under loom no participant can die, and scanning the table at every stuck
-        // poll multiplies the states to explore: skip it.
-        if cfg!(shmlink_loom) {
+        // Under loom, scanning the table at every stuck poll multiplies the states to
+        // explore: only models where a participant died (crash points) do it.
+        #[cfg(shmlink_loom)]
+        if !crate::sync::process::loom::any_killed() {
             return false;
         }
         let h = self.header();
@@ -992,19 +1023,34 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
     }
 
     /// Finishes (or undoes) the unfinished operations of a dead participant `p`;
-    /// returns whether a slot was repaired. Positions that a live participant also
-    /// announced are left alone (the live one may be the real claimant).
+    /// returns whether a slot was repaired.
+    ///
+    /// An announcement (`pending_*`) is written before the claiming CAS, so it does not
+    /// prove that its writer made the claim: a live participant may have announced the
+    /// same position and won the CAS. The proof that no live participant holds the
+    /// slot is the order of three reads: first the position word (`tail`/`head`,
+    /// Acquire), then the live participants' announcements, then a CAS on the stamp.
+    /// Whoever moved the position word past `pos` announced `pos` before its CAS
+    /// (Release), so the Acquire load makes that announcement visible to the scan, or
+    /// its later Release clear, which comes after the claimant finished the slot (and
+    /// then the stamp CAS fails). Positions a live (or unknown) participant announced
+    /// are left alone. Repairs are CASes on the stamp, so concurrent repairers cannot
+    /// both act, and a repairer that dies mid-repair leaves the record for the next.
+    /// (loom: `loom_mpmc_recovery`, both sides, two repairers, a dying repairer.)
     #[cold]
     fn repair_participant(&self, p: &Participant) -> bool {
         let h = self.header();
         let cap = self.ring.capacity;
         let mut repaired = false;
         let push = p.pending_push.load(Ordering::Acquire);
-        if push != 0 && !self.live_claim(push, false) {
+        if push != 0 {
             let pos = push - 1;
-            // Only if the claim was made (tail moved past pos); otherwise the dead
-            // producer died before its CAS and the slot is simply free.
-            if h.tail.load(Ordering::Acquire) > pos
+            // SYNC: Acquire before the scan (see above). Only if the claim was made
+            // (tail moved past pos); otherwise the dead producer died before its CAS
+            // and the slot is simply free.
+            let claimed = h.tail.load(Ordering::Acquire) > pos;
+            if claimed
+                && !self.live_claim(push, false)
                 && self
                     .stamp(pos)
                     .compare_exchange(
@@ -1015,6 +1061,7 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
                     )
                     .is_ok()
             {
+                crash::point("mpmc.repair", 1);
                 h.repairs.holes.fetch_add(1, Ordering::Relaxed);
                 h.not_empty.wake_all();
                 repaired = true;
@@ -1022,14 +1069,29 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
             let _ = p
                 .pending_push
                 .compare_exchange(push, 0, Ordering::AcqRel, Ordering::Relaxed);
+            crash::point("mpmc.repair", 2);
         }
         let pop = p.pending_pop.load(Ordering::Acquire);
-        if pop != 0 && !self.live_claim(pop, true) {
+        if pop != 0 {
             let pos = pop - 1;
-            // Only if the claim was made (head moved past pos): otherwise the value is
-            // still there for the next consumer.
-            if h.head.load(Ordering::Acquire) > pos {
+            // SYNC: Acquire before the scan, as for push. Only if the claim was made
+            // (head moved past pos): otherwise the value is still there for the next
+            // consumer.
+            let claimed = h.head.load(Ordering::Acquire) > pos;
+            if claimed && !self.live_claim(pop, true) {
+                // SYNC: Acquire pairs with the publication: the producer's `last_push`
+                // is visible.
                 let stamp = self.stamp(pos).load(Ordering::Acquire);
+                if stamp == pos.wrapping_add(1) {
+                    // The value is lost: tell a producer waiting for its
+                    // acknowledgement, before the free it will see (Release; only
+                    // repairers of this same dead claim write the same word).
+                    for q in &h.participants {
+                        if q.last_push.load(Ordering::Relaxed) == pop {
+                            q.ack_lost.store(pop, Ordering::Release);
+                        }
+                    }
+                }
                 if stamp & !HOLE == pos.wrapping_add(1)
                     && self
                         .stamp(pos)
@@ -1041,6 +1103,7 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
                         )
                         .is_ok()
                 {
+                    crash::point("mpmc.repair", 3);
                     if stamp & HOLE == 0 {
                         h.repairs.lost.fetch_add(1, Ordering::Relaxed);
                     }
@@ -1051,6 +1114,7 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
             let _ = p
                 .pending_pop
                 .compare_exchange(pop, 0, Ordering::AcqRel, Ordering::Relaxed);
+            crash::point("mpmc.repair", 4);
         }
         repaired
     }
@@ -1074,6 +1138,15 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
         self.header().not_empty.wake_all();
         self.header().not_full.wake_all();
     }
+}
+
+/// Why [`MpmcProducer::wait_taken`] ended without an acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TakenError {
+    /// The deadline passed or every consumer left.
+    Wait(WaitError),
+    /// A consumer took the value and died before finishing its pop.
+    Lost,
 }
 
 fn deadline_after(timeout: Duration) -> Option<Instant> {
@@ -1239,25 +1312,43 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcProducer<T, R> {
 
     /// Waits until the value pushed at `pos` was popped (its slot's stamp moved on
     /// from "published"): an acknowledgement. Consumers notify `not_full` after each
-    /// pop in blocking mode, which wakes this wait too.
+    /// pop in blocking mode, which wakes this wait too. A consumer that took the value
+    /// and died before finishing its pop is looked for at every liveness check (about
+    /// every 10 ms); its slot is repaired and the wait ends with [`TakenError::Lost`]
+    /// (the loss is counted in [`RepairStats::lost`]).
     #[cold]
     pub(crate) fn wait_taken(
         &mut self,
         pos: u64,
         deadline: Option<Instant>,
-    ) -> Result<(), WaitError> {
+    ) -> Result<(), TakenError> {
         let core = &self.core;
         let published = pos.wrapping_add(1);
         let ready = || {
             // SYNC: Acquire pairs with the consumer's Release stamp store after its
-            // read of the value.
+            // read of the value, or with the repairer's CAS after its `ack_lost`.
             (core.stamp(pos).load(Ordering::Acquire) != published).then_some(())
         };
-        core.header()
-            .not_full
-            .wait_until(core.ring.mode, deadline, ready, |thorough| {
-                core.none_with(ROLE_CONSUMER, thorough)
-            })
+        let result =
+            core.header()
+                .not_full
+                .wait_until(core.ring.mode, deadline, ready, |thorough| {
+                    if thorough
+                        && core.header().head.load(Ordering::Acquire) > pos
+                        && core.stamp(pos).load(Ordering::Acquire) == published
+                    {
+                        // Taken but not finished: by a dead consumer?
+                        core.repair_position(pos, true);
+                    }
+                    core.none_with(ROLE_CONSUMER, thorough)
+                });
+        match result {
+            Ok(()) if core.me().ack_lost.load(Ordering::Acquire) == published => {
+                Err(TakenError::Lost)
+            }
+            Ok(()) => Ok(()),
+            Err(e) => Err(TakenError::Wait(e)),
+        }
     }
 
     /// Whether every consumer left (`thorough`: or died); `false` before the first
@@ -1285,6 +1376,10 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcProducer<T, R> {
 
 impl<T: Pod, R: Region<Shared = MpmcHeader>> Drop for MpmcProducer<T, R> {
     fn drop(&mut self) {
+        // A killed process releases nothing (crash points in tests).
+        if crash::dying() {
+            return;
+        }
         self.core.release();
     }
 }
@@ -1464,6 +1559,9 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcConsumer<T, R> {
 
 impl<T: Pod, R: Region<Shared = MpmcHeader>> Drop for MpmcConsumer<T, R> {
     fn drop(&mut self) {
+        if crash::dying() {
+            return;
+        }
         self.core.release();
     }
 }

@@ -269,6 +269,12 @@ pub mod loom {
         KILLED.lock().unwrap_or_else(|e| e.into_inner()).push(token);
     }
 
+    /// Whether any token was killed in this execution (recovery code that only a death
+    /// makes necessary can skip its scans otherwise, keeping models small).
+    pub fn any_killed() -> bool {
+        !KILLED.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+
     /// Whether `token` was killed in this execution.
     pub fn is_killed(token: u64) -> bool {
         KILLED
