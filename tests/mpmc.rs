@@ -289,3 +289,62 @@ fn positions_near_the_top_of_u64_never_panic() {
     }
     assert!(ring.len() <= 4);
 }
+
+/// Defect 10 of issue 11: with a slot stamp overwritten by garbage, a 10 ms push or
+/// pop used to return `Full`/`Empty`/`Timeout` after 250-270 ms (each poll spun 65,536
+/// times between clock reads). Now such a stamp is reported as `Corrupted`, and a
+/// timed call on a ring that is merely full or empty keeps its deadline.
+#[test]
+fn a_garbage_stamp_is_corrupted_and_deadlines_hold() {
+    let n = name("garbage");
+    let ring = Mpmc::<u64, _>::create(Segment::builder(&n).unlink_on_drop(true), 4, WaitMode::Spin)
+        .unwrap();
+    let mut tx = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    tx.try_push(1).unwrap(); // position 0
+    // The slot of the next push (position 1): a stamp no state of the ring has.
+    poke_u64(&n, AREA + 16, 0x5eed_0000_dead_beef);
+    let t0 = Instant::now();
+    let err = tx.push_timeout(2, Duration::from_millis(10)).unwrap_err();
+    let took = t0.elapsed();
+    assert!(matches!(err, PushError::Corrupted(2, _)), "{err:?}");
+    assert!(took < Duration::from_millis(100), "push took {took:?}");
+    assert!(matches!(tx.try_push(2), Err(PushError::Corrupted(2, _))));
+    // The value at position 0 still pops; position 1 is corrupted for the consumer too.
+    assert_eq!(rx.try_pop(), Ok(1));
+    let t0 = Instant::now();
+    let err = rx.pop_timeout(Duration::from_millis(10)).unwrap_err();
+    let took = t0.elapsed();
+    assert!(matches!(err, PopError::Corrupted(_)), "{err:?}");
+    assert!(took < Duration::from_millis(100), "pop took {took:?}");
+}
+
+/// A timed pop on an empty ring and a timed push on a full one return within a few
+/// milliseconds of their deadline (bounds, not speed: the machine may be loaded).
+#[test]
+fn timed_calls_keep_their_deadline() {
+    let ring = Mpmc::<u64, _>::new(2, WaitMode::Spin).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    for (what, d) in [("pop", 10u64), ("pop", 1)] {
+        let t0 = Instant::now();
+        assert_eq!(
+            rx.pop_timeout(Duration::from_millis(d)),
+            Err(PopError::Timeout)
+        );
+        let took = t0.elapsed();
+        assert!(
+            took < Duration::from_millis(d + 50),
+            "{what} {d} ms took {took:?}"
+        );
+    }
+    tx.try_push(1).unwrap();
+    tx.try_push(2).unwrap();
+    let t0 = Instant::now();
+    assert_eq!(
+        tx.push_timeout(3, Duration::from_millis(10)),
+        Err(PushError::Timeout(3))
+    );
+    let took = t0.elapsed();
+    assert!(took < Duration::from_millis(60), "push took {took:?}");
+}

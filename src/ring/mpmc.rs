@@ -29,7 +29,7 @@ use core::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::error::{BuildError, ClaimError, PopError, PushError};
+use super::error::{BuildError, ClaimError, Corruption, PopError, PushError};
 use crate::segment::process::{current_token, token_alive, token_pid};
 use crate::segment::{CacheLine, HeapRegion, RawArea, Region, ShmSafe};
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
@@ -79,9 +79,22 @@ const ROLE_PRODUCER: u64 = 1;
 const ROLE_CONSUMER: u64 = 2;
 /// Spins on an unfinished slot before looking for a dead claimant.
 #[cfg(not(shmlink_loom))]
-const STUCK_SPINS: u32 = 1 << 10;
+const STUCK_SPINS: u32 = 1 << 6;
 #[cfg(shmlink_loom)]
 const STUCK_SPINS: u32 = 1;
+/// Consecutive looks at a stamp that fits no state of the ring while the position
+/// word stands still, before the slot is reported corrupted. (A real race moves the
+/// position word: whoever moved the stamp on had moved it first.)
+#[cfg(not(shmlink_loom))]
+const FROZEN_LOOKS: u32 = 64;
+#[cfg(shmlink_loom)]
+const FROZEN_LOOKS: u32 = 3;
+/// Most looks of one attempt (a bound on one poll, so that a waiting caller reads its
+/// clock often enough to keep its deadline whatever the ring holds).
+#[cfg(not(shmlink_loom))]
+const MAX_LOOKS: u32 = 1 << 8;
+#[cfg(shmlink_loom)]
+const MAX_LOOKS: u32 = 8;
 
 /// Configuration written once by the creator.
 ///
@@ -802,6 +815,8 @@ enum TryPush {
     Done(u64),
     Full,
     Stuck(u64),
+    /// The slot of this position holds a stamp that can never become valid.
+    Corrupted(u64, u64),
 }
 
 /// Outcome of one pop attempt.
@@ -809,6 +824,18 @@ enum TryPop<T> {
     Value(T),
     Empty,
     Stuck(u64),
+    /// As for push.
+    Corrupted(u64, u64),
+}
+
+/// The error of a stamp `found` that fits no state of the slot of `pos`.
+#[cold]
+fn corrupted_stamp(pos: u64, found: u64) -> Corruption {
+    let _ = pos;
+    Corruption {
+        what: "MPMC slot stamp",
+        found,
+    }
 }
 
 impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
@@ -841,6 +868,7 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
         let me = self.me();
         let mut pos = h.tail.load(Ordering::Relaxed);
         let mut spins = 0u32;
+        let mut frozen = 0u32;
         loop {
             // SYNC: Acquire pairs with the Release store that freed the slot (a pop's
             // `stamp = p + capacity`), so its read of the old value is done.
@@ -902,14 +930,24 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
                 crate::sync::spin_loop();
                 pos = h.tail.load(Ordering::Relaxed);
             } else {
-                // Another producer got there first: catch up. A stamp that never
-                // matches (a corrupted ring) must not spin forever: report full.
+                // Another producer got there first: catch up (`tail` has moved on).
+                // A stamp that fits no state while `tail` stands still is corrupted,
+                // except one lap behind: the previous lap's push is still being
+                // written, and the ring is full.
                 spins += 1;
-                if spins >= STUCK_SPINS * 64 {
+                crate::sync::spin_loop();
+                let now = h.tail.load(Ordering::Relaxed);
+                frozen = if now == pos { frozen + 1 } else { 0 };
+                if frozen >= FROZEN_LOOKS {
+                    if stamp.wrapping_add(self.ring.capacity) == pos {
+                        return TryPush::Full;
+                    }
+                    return TryPush::Corrupted(pos, stamp);
+                }
+                if spins >= MAX_LOOKS {
                     return TryPush::Full;
                 }
-                crate::sync::spin_loop();
-                pos = h.tail.load(Ordering::Relaxed);
+                pos = now;
             }
         }
     }
@@ -919,6 +957,7 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
         let me = self.me();
         let mut pos = h.head.load(Ordering::Relaxed);
         let mut spins = 0u32;
+        let mut frozen = 0u32;
         loop {
             // SYNC: Acquire pairs with the producer's Release stamp store: the value
             // bytes are visible.
@@ -978,12 +1017,22 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
                 pos = h.head.load(Ordering::Relaxed);
             } else {
                 // Another consumer got there first: catch up (bounded, as for push).
+                // One lap behind (the previous lap's value is still being read) is a
+                // state of the ring; anything else while `head` stands still is not.
                 spins += 1;
-                if spins >= STUCK_SPINS * 64 {
+                crate::sync::spin_loop();
+                let now = h.head.load(Ordering::Relaxed);
+                frozen = if now == pos { frozen + 1 } else { 0 };
+                if frozen >= FROZEN_LOOKS {
+                    if (stamp & !HOLE).wrapping_add(self.ring.capacity) == pos.wrapping_add(1) {
+                        return TryPop::Empty;
+                    }
+                    return TryPop::Corrupted(pos, stamp);
+                }
+                if spins >= MAX_LOOKS {
                     return TryPop::Empty;
                 }
-                crate::sync::spin_loop();
-                pos = h.head.load(Ordering::Relaxed);
+                pos = now;
             }
         }
     }
@@ -1216,6 +1265,9 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcProducer<T, R> {
                         return Err(PushError::Full(value));
                     }
                 }
+                TryPush::Corrupted(pos, found) => {
+                    return Err(PushError::Corrupted(value, corrupted_stamp(pos, found)));
+                }
             }
         }
     }
@@ -1285,12 +1337,13 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcProducer<T, R> {
         let mode = self.core.ring.mode;
         let core = &self.core;
         let mut attempt = || match core.try_push_once(value) {
-            TryPush::Done(pos) => Some(pos),
+            TryPush::Done(pos) => Some(Ok(pos)),
             TryPush::Full => None,
             TryPush::Stuck(pos) => {
                 core.repair_position(pos, true);
                 None
             }
+            TryPush::Corrupted(pos, found) => Some(Err(corrupted_stamp(pos, found))),
         };
         let result = core
             .header()
@@ -1299,12 +1352,13 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcProducer<T, R> {
                 core.none_with(ROLE_CONSUMER, thorough)
             });
         match result {
-            Ok(pos) => {
+            Ok(Ok(pos)) => {
                 if mode == WaitMode::Blocking {
                     core.header().not_empty.notify();
                 }
                 Ok(pos)
             }
+            Ok(Err(c)) => Err(PushError::Corrupted(value, c)),
             Err(WaitError::Timeout) => Err(PushError::Timeout(value)),
             Err(WaitError::Disconnected) => Err(PushError::Disconnected(value)),
         }
@@ -1460,6 +1514,9 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcConsumer<T, R> {
                         return Err(PopError::Empty);
                     }
                 }
+                TryPop::Corrupted(pos, found) => {
+                    return Err(PopError::Corrupted(corrupted_stamp(pos, found)));
+                }
             }
         }
     }
@@ -1515,12 +1572,13 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcConsumer<T, R> {
         let mode = self.core.ring.mode;
         let core = &self.core;
         let mut attempt = || match core.try_pop_once() {
-            TryPop::Value(v) => Some(v),
+            TryPop::Value(v) => Some(Ok(v)),
             TryPop::Empty => None,
             TryPop::Stuck(pos) => {
                 core.repair_position(pos, false);
                 None
             }
+            TryPop::Corrupted(pos, found) => Some(Err(corrupted_stamp(pos, found))),
         };
         let result = core
             .header()
@@ -1529,12 +1587,13 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcConsumer<T, R> {
                 core.none_with(ROLE_PRODUCER, thorough)
             });
         match result {
-            Ok(v) => {
+            Ok(Ok(v)) => {
                 if mode == WaitMode::Blocking {
                     core.header().not_full.notify();
                 }
                 Ok(v)
             }
+            Ok(Err(c)) => Err(PopError::Corrupted(c)),
             Err(WaitError::Timeout) => Err(PopError::Timeout),
             Err(WaitError::Disconnected) => Err(PopError::Disconnected),
         }

@@ -196,9 +196,11 @@ impl WaitWord {
                 return Ok(x);
             }
             polls = polls.wrapping_add(1);
-            // Clock, peer and deadline checks every 256 polls (and on every pass once
-            // sleeping, where a pass is already a system call).
-            if polls % 256 == 0 || yields > 0 || cfg!(shmlink_loom) {
+            // Clock, peer and deadline checks every 64 polls (and on every pass once
+            // sleeping, where a pass is already a system call). A poll is bounded (an
+            // MPMC attempt looks at most a few hundred times), so a deadline is kept
+            // within about a millisecond whatever the ring holds.
+            if polls % 64 == 0 || yields > 0 || cfg!(shmlink_loom) {
                 if gone(false) {
                     return ready().ok_or(WaitError::Disconnected);
                 }
