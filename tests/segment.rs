@@ -400,3 +400,126 @@ fn open_or_create_reports_a_failed_create() {
         "{err:?}"
     );
 }
+
+// ---- issue 11, defect 9: headers that claim more memory than the file has ----
+
+/// Removes a hand-made segment file when the test ends, pass or fail.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Builds, by hand, the file `name` as a hostile or broken creator would: the first
+/// bytes of a real SPSC ring of `T` (segment header and ring header, so
+/// every check of the header passes), with the ring's capacity set to `capacity` and
+/// the segment's sizes to match, published, nobody attached, and the file sized with
+/// `ftruncate` only: sparse, no memory behind the slots.
+fn hand_made_sparse_spsc<T: shmlink::ring::Pod>(name: &str, capacity: u64) -> (RemoveOnDrop, u64) {
+    use shmlink::ring::{Spsc, SpscHeader, WaitMode};
+    const LEGIT_CAPACITY: u64 = 64;
+    let legit = unique_name("legit-spsc");
+    let ring = Spsc::<T, _>::create(
+        Segment::builder(&legit).unlink_on_drop(true),
+        64,
+        WaitMode::Spin,
+    )
+    .unwrap();
+    let ctl = segment::area_offset::<SpscHeader>() as u64;
+    let payload = ring_payload_len(&legit);
+    let slot = (payload - ctl) / LEGIT_CAPACITY;
+    let mut bytes = std::fs::read(SegmentName::new(&legit).unwrap().path()).unwrap();
+    drop(ring);
+    bytes.truncate(128 + ctl as usize);
+    let payload_len = ctl + capacity * slot;
+    let total = 128 + payload_len;
+    bytes[32..40].copy_from_slice(&total.to_le_bytes()); // total_size
+    bytes[48..56].copy_from_slice(&payload_len.to_le_bytes()); // payload_len
+    bytes[80..84].copy_from_slice(&0u32.to_le_bytes()); // attached: nobody
+    bytes[128..136].copy_from_slice(&capacity.to_le_bytes()); // RingConfig::capacity
+    let path = SegmentName::new(name).unwrap().path();
+    let guard = RemoveOnDrop(path.clone());
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap();
+    f.write_all(&bytes).unwrap();
+    f.set_len(total).unwrap(); // ftruncate: a hole, not memory
+    (guard, total)
+}
+
+fn ring_payload_len(name: &str) -> u64 {
+    segment::inspect(name).unwrap().header.unwrap().payload_len
+}
+
+/// A valid SPSC header that claims 2^32 slots over a sparse file: open must refuse it
+/// at once, with a typed error, before anything walks the slots (claiming a role
+/// would otherwise touch every slot stamp: 64 GiB of /dev/shm, or SIGBUS).
+#[test]
+fn sparse_spsc_ring_claiming_2_pow_32_slots_is_refused_at_open() {
+    use shmlink::ring::{BuildError, Spsc};
+    let name = unique_name("sparse-spsc");
+    let (_file, total) = hand_made_sparse_spsc::<u64>(&name, 1 << 32);
+    let began = std::time::Instant::now();
+    let res = Spsc::<u64, _>::open(Segment::builder(&name));
+    let took = began.elapsed();
+    match res {
+        Err(BuildError::Open(OpenError::NotBacked { len, allocated })) => {
+            assert_eq!(len, total);
+            assert!(allocated < len, "{allocated} of {len}");
+        }
+        Err(e) => panic!("refused for another reason: {e:?}"),
+        // Do not claim a role here: that is the walk that fills /dev/shm.
+        Ok(ring) => panic!("a sparse ring of {} slots was opened", ring.capacity()),
+    }
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    // The segment layer says the same for every kind, and so does `ls`.
+    assert!(matches!(
+        Segment::builder(&name).open().unwrap_err(),
+        OpenError::NotBacked { .. }
+    ));
+    assert!(matches!(
+        segment::inspect(&name).unwrap().status,
+        Status::Invalid(OpenError::NotBacked { .. })
+    ));
+}
+
+/// A header (and file) larger than any segment may be is refused before it is
+/// mapped: here a ring of 2^32 slots of 512-byte elements (over 2 TiB).
+#[test]
+fn header_claiming_more_than_max_payload_is_refused() {
+    use shmlink::ring::{BuildError, Spsc};
+    let name = unique_name("huge-claim");
+    let (_file, total) = hand_made_sparse_spsc::<[u64; 64]>(&name, 1 << 32);
+    assert!(total > segment::MAX_PAYLOAD);
+    let too_large = OpenError::TooLarge {
+        len: total,
+        max: segment::MAX_PAYLOAD + 128,
+    };
+    match Spsc::<[u64; 64], _>::open(Segment::builder(&name)) {
+        Err(BuildError::Open(e)) => assert_eq!(e, too_large),
+        Err(e) => panic!("refused for another reason: {e:?}"),
+        Ok(ring) => panic!("a ring of {} slots was opened", ring.capacity()),
+    }
+    assert_eq!(Segment::builder(&name).open().unwrap_err(), too_large);
+}
+
+/// What the creator does instead: every page is allocated at creation.
+#[test]
+fn created_segments_are_fully_backed() {
+    use std::os::unix::fs::MetadataExt;
+    let name = unique_name("backed");
+    let seg = builder(&name)
+        .payload_len(1 << 20)
+        .unlink_on_drop(true)
+        .create()
+        .unwrap();
+    let meta = std::fs::metadata(seg.name().path()).unwrap();
+    assert!(meta.blocks() * 512 >= meta.size(), "{meta:?}");
+}

@@ -358,6 +358,25 @@ pub enum OpenError {
         /// Size found.
         found: u64,
     },
+    /// The file is larger than any segment may be (header plus
+    /// [`MAX_PAYLOAD`](super::MAX_PAYLOAD)); refused before it is mapped.
+    TooLarge {
+        /// File size in bytes.
+        len: u64,
+        /// Largest file a segment may have.
+        max: u64,
+    },
+    /// The file has fewer bytes of memory allocated than its size: it is sparse,
+    /// which no shmlink creator leaves behind (every page is allocated at creation).
+    /// Touching the holes would allocate memory on our account (and fail with
+    /// `SIGBUS` once `/dev/shm` is full), so the segment is refused before any byte
+    /// past the header is touched.
+    NotBacked {
+        /// File size (and mapped length) in bytes.
+        len: u64,
+        /// Bytes of memory allocated to it (`st_blocks * 512`).
+        allocated: u64,
+    },
     /// A header field holds a value no writer produces.
     Corrupt {
         /// Which field.
@@ -416,6 +435,15 @@ impl fmt::Display for OpenError {
                 expected,
                 found,
             } => write!(f, "{what} is {found}, expected {expected}"),
+            OpenError::TooLarge { len, max } => write!(
+                f,
+                "file of {len} bytes is larger than a segment may be ({max} bytes)"
+            ),
+            OpenError::NotBacked { len, allocated } => write!(
+                f,
+                "file of {len} bytes has only {allocated} bytes of memory behind it \
+                 (sparse: not created by shmlink, or holes punched since)"
+            ),
             OpenError::Corrupt { field, found } => {
                 write!(f, "corrupt header: {field} = {found:#x}")
             }

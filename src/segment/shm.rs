@@ -43,6 +43,9 @@ pub const MAX_PAYLOAD: u64 = 1 << 40;
 /// ```
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Largest file a segment may have: the header plus [`MAX_PAYLOAD`].
+const MAX_FILE: u64 = MAX_PAYLOAD + HEADER_SIZE as u64;
+
 /// A zero-length object that nobody has locked is only judged abandoned after this
 /// long: its creator may be between `shm_open` and `flock`.
 const EMPTY_GRACE: Duration = Duration::from_secs(5);
@@ -236,7 +239,9 @@ impl SegmentBuilder {
     /// Creates the segment; fails if the name exists.
     ///
     /// The object is created with `O_EXCL` and mode 0600 (whatever the umask), sized,
-    /// mapped, its header written, and then the ready flag is published with Release.
+    /// every page of it allocated (`posix_fallocate`: a full `/dev/shm` is
+    /// [`CreateError::NoSpace`] here, not a `SIGBUS` later), mapped, its header
+    /// written, and then the ready flag is published with Release.
     ///
     /// # Errors
     ///
@@ -316,12 +321,15 @@ impl SegmentBuilder {
 
     /// Opens an existing segment and checks it against this builder.
     ///
-    /// Steps: `shm_open`; `fstat` (owner must be us); wait, at most the timeout, until
-    /// the creator has sized the object and published the ready flag (Acquire); take a
-    /// shared file lock that marks us attached (the kernel drops it if we die); check
-    /// the object was not unlinked meanwhile; then validate one snapshot of the header:
-    /// magic, layout version, sizes (against the mapped file), kind, fingerprint and,
-    /// if set, payload length.
+    /// Steps: `shm_open`; `fstat` (owner must be us; a file larger than a segment may
+    /// be is [`OpenError::TooLarge`]); wait, at most the timeout, until the creator has
+    /// sized the object and published the ready flag (Acquire); take a shared file
+    /// lock that marks us attached (the kernel drops it if we die); check the object
+    /// was not unlinked meanwhile and that every byte of it is backed by allocated
+    /// memory (creators allocate every page; a sparse file is
+    /// [`OpenError::NotBacked`], refused before anything past the header is touched);
+    /// then validate one snapshot of the header: magic, layout version, sizes (against
+    /// the mapped file), kind, fingerprint and, if set, payload length.
     ///
     /// **Stale segments.** A segment is stale when no live process holds it and a crash
     /// left it behind: its creator died before publishing it, or a process attached to
@@ -439,9 +447,9 @@ fn create_once(
         return Ok(None);
     }
     let total = spec.total_size().expect("payload bounded by MAX_PAYLOAD");
-    sys::size_and_reserve(&lock, total).map_err(|e| match e {
+    sys::size_and_reserve(&lock, total).map_err(|(op, e)| match e {
         Errno::ENOSPC => fail(CreateError::NoSpace { requested: total }),
-        e => os("ftruncate", e),
+        e => os(op, e),
     })?;
     let len = usize::try_from(total).map_err(|_| os("mmap", Errno::EFBIG))?;
     let map =
@@ -553,11 +561,15 @@ fn open_mapped(name: &SegmentName, deadline: Instant) -> Result<Mapped, OpenErro
                 found: info.size,
             });
         }
-        let len = usize::try_from(info.size).map_err(|_| OpenError::SizeMismatch {
-            what: "file size",
-            expected: MAX_PAYLOAD + HEADER_SIZE as u64,
-            found: info.size,
-        })?;
+        // Whatever its header will say, a file no creator can make is not mapped.
+        let too_large = OpenError::TooLarge {
+            len: info.size,
+            max: MAX_FILE,
+        };
+        if info.size > MAX_FILE {
+            return Err(too_large);
+        }
+        let len = usize::try_from(info.size).map_err(|_| too_large)?;
         let mapping = match map.take() {
             Some(m) if m.len() == len => m,
             _ => sys::map(&file, len).map_err(|e| OpenError::Os(OsError::from_io("mmap", &e)))?,
@@ -610,6 +622,26 @@ fn judge_unpublished(
     } else {
         OpenError::NotInitialized { waited }
     }
+}
+
+/// Checks the file of a published segment before anything past its header is
+/// touched: no larger than a segment may be, and every one of the `len` bytes we map
+/// backed by allocated memory. Creators allocate every page (`posix_fallocate`)
+/// before they publish, so a sparse file was made by hand or had holes punched in
+/// it; its header may claim anything (a ring of 2^32 slots), and walking the holes
+/// would allocate that much memory on our account, or raise SIGBUS once `/dev/shm`
+/// is full. tmpfs counts allocated pages in `st_blocks`.
+fn check_file(info: &FileInfo, len: u64) -> Result<(), OpenError> {
+    if len > MAX_FILE {
+        return Err(OpenError::TooLarge { len, max: MAX_FILE });
+    }
+    if info.allocated < len {
+        return Err(OpenError::NotBacked {
+            len,
+            allocated: info.allocated,
+        });
+    }
+    Ok(())
 }
 
 fn header_of(map: &MmapRaw) -> &SegmentHeader {
@@ -675,6 +707,8 @@ fn open_validated(
             }
             continue;
         }
+        // Published (Acquire of `state` above), so the creator finished allocating.
+        check_file(&info, map.len() as u64)?;
         let snapshot = header.snapshot();
         snapshot.validate(expect, map.len() as u64)?;
         header.attach();
@@ -1152,7 +1186,10 @@ fn judge(
         }
         HeaderState::Ready => {
             *header_out = Some(snap);
-            if let Err(e) = snap.validate(&Expect::default(), info.size) {
+            if let Err(e) = snap
+                .validate(&Expect::default(), info.size)
+                .and_then(|()| check_file(info, info.size))
+            {
                 Status::Invalid(e)
             } else if held {
                 Status::Alive

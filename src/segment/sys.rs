@@ -17,6 +17,9 @@ use super::name::SegmentName;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FileInfo {
     pub size: u64,
+    /// Bytes of storage allocated to the file (`st_blocks * 512`); on tmpfs, the
+    /// memory behind it.
+    pub allocated: u64,
     pub uid: u32,
     pub nlink: u64,
     pub dev: u64,
@@ -67,6 +70,7 @@ pub(crate) fn file_info(file: &File) -> Result<FileInfo, Errno> {
         );
     Ok(FileInfo {
         size: u64::try_from(st.st_size).unwrap_or(0),
+        allocated: u64::try_from(st.st_blocks).unwrap_or(0).saturating_mul(512),
         uid: st.st_uid,
         nlink: st.st_nlink,
         dev: st.st_dev,
@@ -83,16 +87,23 @@ pub(crate) fn name_identity(name: &SegmentName) -> Option<(u64, u64)> {
         .map(|m| (m.dev(), m.ino()))
 }
 
-/// Sizes the object and reserves its pages, so that a full `/dev/shm` is an `ENOSPC`
-/// here rather than a SIGBUS at the first write.
-pub(crate) fn size_and_reserve(file: &File, len: u64) -> Result<(), Errno> {
-    let len = i64::try_from(len).map_err(|_| Errno::EFBIG)?;
-    nix::unistd::ftruncate(file.as_fd(), len)?;
+/// Sizes the object and allocates every page of it, so that a full `/dev/shm` is an
+/// `ENOSPC` here rather than a SIGBUS at the first write, and so that openers can
+/// check that a segment is fully backed (`FileInfo::allocated`): a sparse one was
+/// not made by us. `Err(op, errno)` names the call that failed.
+pub(crate) fn size_and_reserve(file: &File, len: u64) -> Result<(), (&'static str, Errno)> {
+    let len = i64::try_from(len).map_err(|_| ("ftruncate", Errno::EFBIG))?;
+    nix::unistd::ftruncate(file.as_fd(), len).map_err(|e| ("ftruncate", e))?;
     if len > 0 {
-        match nix::fcntl::posix_fallocate(file.as_fd(), 0, len) {
-            // Filesystems without fallocate: keep the (lazily backed) size.
-            Ok(()) | Err(Errno::EOPNOTSUPP) => {}
-            Err(e) => return Err(e),
+        // No fallback for filesystems that cannot allocate (glibc emulates it where
+        // the kernel lacks it): a lazily backed segment would be refused by every
+        // opener anyway.
+        loop {
+            match nix::fcntl::posix_fallocate(file.as_fd(), 0, len) {
+                // tmpfs stops a long allocation for a signal; what it did is kept.
+                Err(Errno::EINTR) => continue,
+                r => break r.map_err(|e| ("posix_fallocate", e))?,
+            }
         }
     }
     Ok(())
