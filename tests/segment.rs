@@ -523,3 +523,192 @@ fn created_segments_are_fully_backed() {
     let meta = std::fs::metadata(seg.name().path()).unwrap();
     assert!(meta.blocks() * 512 >= meta.size(), "{meta:?}");
 }
+
+// ---- issue 11, defect 11: squatting ----
+
+/// The squatter's uid in these tests, and the victim's when a child plays it.
+const SQUATTER: u32 = 4242;
+const NOBODY: u32 = 65534;
+
+/// Plays the squatter: creates the file of `name` in the namespace of `victim`
+/// (`/dev/shm/shmlink.<victim>.<name>`) before the victim does, mode 0600, and gives
+/// it to `owner`. Only root can hand a file to another user.
+fn squat(name: &str, victim: u32, owner: u32) -> RemoveOnDrop {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = SegmentName::for_uid(name, victim).unwrap().path();
+    let guard = RemoveOnDrop(path.clone());
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap();
+    nix::unistd::fchown(&f, Some(nix::unistd::Uid::from_raw(owner)), None).unwrap();
+    guard
+}
+
+/// A private directory (0700, ours) on tmpfs for segments, removed at the end.
+struct PrivateDir(std::path::PathBuf);
+
+impl PrivateDir {
+    fn new(tag: &str) -> Self {
+        use std::os::unix::fs::DirBuilderExt;
+        let path = std::path::PathBuf::from(format!("/dev/shm/{}", unique_name(tag)));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Someone else created our name first: create, open_or_create and open all say
+/// so, naming the owner, instead of `AlreadyExists` / `PermissionDenied`.
+#[test]
+fn squatted_name_is_foreign_owner_on_create_open_or_create_and_open() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("not root: a squatted name cannot be built here (see the child test)");
+        return;
+    }
+    let name = unique_name("squat");
+    let _squat = squat(&name, 0, NOBODY);
+    let create = builder(&name).create().unwrap_err();
+    assert_eq!(
+        create,
+        CreateError::ForeignOwner {
+            owner_uid: NOBODY,
+            expected_uid: 0
+        }
+    );
+    assert!(create.to_string().contains("uid 65534"), "{create}");
+    let foreign = OpenError::ForeignOwner {
+        owner_uid: NOBODY,
+        expected_uid: 0,
+    };
+    assert_eq!(builder(&name).open_or_create().unwrap_err(), foreign);
+    assert_eq!(builder(&name).open().unwrap_err(), foreign);
+    assert!(foreign.to_string().contains("uid 65534"), "{foreign}");
+}
+
+/// The same as an unprivileged victim (a child that drops to uid 65534), where the
+/// kernel refuses access to the squatter's 0600 file (and its removal: `/dev/shm` is
+/// sticky): every call is `ForeignOwner` naming the squatter, and a private directory
+/// is the way out.
+#[test]
+fn squatted_name_is_foreign_owner_for_an_unprivileged_victim() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("not root: cannot play two users");
+        return;
+    }
+    let name = unique_name("squat-child");
+    let _squat = squat(&name, NOBODY, SQUATTER);
+    let done = support::Scenario::new("squat_victim")
+        .arg("name", &name)
+        .spawn()
+        .success(Duration::from_secs(60));
+    let got = done.values();
+    let foreign = format!("ForeignOwner {{ owner_uid: {SQUATTER}, expected_uid: {NOBODY} }}");
+    for call in ["create", "open_or_create", "open", "unlink"] {
+        assert_eq!(
+            got.get(call),
+            Some(&foreign),
+            "{call}: {:?}\n{}",
+            done.reports,
+            done.output
+        );
+    }
+    assert_eq!(got.get("way_out").map(String::as_str), Some("ok"));
+}
+
+/// Child side of the test above: runs as uid 65534.
+fn squat_victim() {
+    let name = support::arg("name");
+    nix::unistd::setgroups(&[]).unwrap();
+    let gid = nix::unistd::Gid::from_raw(NOBODY);
+    nix::unistd::setresgid(gid, gid, gid).unwrap();
+    let uid = nix::unistd::Uid::from_raw(NOBODY);
+    nix::unistd::setresuid(uid, uid, uid).unwrap();
+    let b = builder(&name);
+    let report = |call: &str, e: String| support::report(format!("{call}={e}"));
+    report("create", format!("{:?}", b.create().map(drop).unwrap_err()));
+    report(
+        "open_or_create",
+        format!("{:?}", b.open_or_create().map(drop).unwrap_err()),
+    );
+    report("open", format!("{:?}", b.open().map(drop).unwrap_err()));
+    report(
+        "unlink",
+        format!("{:?}", segment::unlink(&name).unwrap_err()),
+    );
+    let dir = PrivateDir::new("victim-dir");
+    let private = builder(&name).dir(&dir.0).unlink_on_drop(true);
+    let (seg, how) = private.open_or_create().unwrap();
+    assert_eq!(how, Disposition::Created);
+    private.open().unwrap();
+    drop(seg);
+    report("way_out", "ok".to_owned());
+}
+
+scenarios!(squat_victim);
+
+/// The way out: a segment in a directory only we can write, whatever squats the
+/// `/dev/shm` name; a directory others could write (or another user's) is refused.
+#[test]
+fn private_directory_is_the_way_out_of_a_squat() {
+    use std::os::unix::fs::PermissionsExt;
+    let name = unique_name("way-out");
+    let _squat = nix::unistd::geteuid()
+        .is_root()
+        .then(|| squat(&name, 0, NOBODY));
+    let dir = PrivateDir::new("private");
+    let b = builder(&name).dir(&dir.0);
+    let a = b.clone().unlink_on_drop(true).create().unwrap();
+    assert_eq!(
+        a.name().path(),
+        dir.0.join(a.name().os_name().trim_start_matches('/'))
+    );
+    let mode = std::fs::metadata(a.name().path())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(b.open_or_create().unwrap().1, Disposition::Opened);
+    let opened = b.open().unwrap();
+    assert_eq!(opened.payload_len(), 256);
+    drop(opened);
+    drop(a);
+    assert_eq!(b.open().unwrap_err(), OpenError::NotFound);
+
+    // Not private: writable by others (even with the sticky bit, like /dev/shm).
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    assert_eq!(
+        b.create().unwrap_err(),
+        CreateError::DirectoryNotPrivate {
+            owner_uid: nix::unistd::geteuid().as_raw(),
+            mode: 0o1777
+        }
+    );
+    assert!(matches!(
+        b.open().unwrap_err(),
+        OpenError::DirectoryNotPrivate { mode: 0o1777, .. }
+    ));
+    // Not ours.
+    if nix::unistd::geteuid().is_root() {
+        std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&dir.0, Some(NOBODY), None).unwrap();
+        assert_eq!(
+            b.open_or_create().unwrap_err(),
+            OpenError::DirectoryNotPrivate {
+                owner_uid: NOBODY,
+                mode: 0o700
+            }
+        );
+    }
+}

@@ -222,6 +222,25 @@ pub enum CreateError {
     InvalidName(NameError),
     /// A segment of that name exists.
     AlreadyExists,
+    /// An object of that name exists and belongs to another user: someone who can
+    /// write `/dev/shm` created it in our namespace first (squatting). Only its owner
+    /// or root can remove it; until then use another name or a private directory
+    /// ([`SegmentBuilder::dir`](super::SegmentBuilder::dir)).
+    ForeignOwner {
+        /// Owner of the object found.
+        owner_uid: u32,
+        /// The uid whose namespace the name is in (ours).
+        expected_uid: u32,
+    },
+    /// The directory chosen with [`SegmentBuilder::dir`](super::SegmentBuilder::dir)
+    /// is not private: owned by another user, or writable by group or others, so
+    /// someone else could squat on names in it.
+    DirectoryNotPrivate {
+        /// Owner of the directory.
+        owner_uid: u32,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The OS refused access (EACCES/EPERM).
     PermissionDenied,
     /// Not enough room in `/dev/shm` for the segment (ENOSPC).
@@ -245,6 +264,19 @@ impl fmt::Display for CreateError {
         match self {
             CreateError::InvalidName(e) => write!(f, "cannot create segment: {e}"),
             CreateError::AlreadyExists => f.write_str("cannot create segment: it already exists"),
+            CreateError::ForeignOwner {
+                owner_uid,
+                expected_uid,
+            } => write!(
+                f,
+                "cannot create segment: {}",
+                ForeignOwnerText(*owner_uid, *expected_uid)
+            ),
+            CreateError::DirectoryNotPrivate { owner_uid, mode } => write!(
+                f,
+                "cannot create segment: {}",
+                DirectoryText(*owner_uid, *mode)
+            ),
             CreateError::PermissionDenied => {
                 f.write_str("cannot create segment: permission denied")
             }
@@ -303,12 +335,24 @@ pub enum OpenError {
     NotFound,
     /// The OS refused access (EACCES/EPERM).
     PermissionDenied,
-    /// The segment belongs to another user (possible squatting).
+    /// The object of that name belongs to another user, not to the one whose
+    /// namespace the name is in: someone who can write `/dev/shm` created it first
+    /// (squatting). It is never opened; only its owner or root can remove it. Use
+    /// another name, or a private directory
+    /// ([`SegmentBuilder::dir`](super::SegmentBuilder::dir)).
     ForeignOwner {
-        /// Owner of the segment.
+        /// Owner of the object found.
         owner_uid: u32,
-        /// Our effective uid.
+        /// The uid whose namespace the name is in (ours, for names we open).
         expected_uid: u32,
+    },
+    /// The directory chosen with [`SegmentBuilder::dir`](super::SegmentBuilder::dir)
+    /// is not private: owned by another user, or writable by group or others.
+    DirectoryNotPrivate {
+        /// Owner of the directory.
+        owner_uid: u32,
+        /// Its permission bits.
+        mode: u32,
     },
     /// Its creator is alive but did not publish the ready flag within the timeout.
     NotInitialized {
@@ -400,10 +444,10 @@ impl fmt::Display for OpenError {
             OpenError::ForeignOwner {
                 owner_uid,
                 expected_uid,
-            } => write!(
-                f,
-                "owned by uid {owner_uid}, not by us (uid {expected_uid})"
-            ),
+            } => write!(f, "{}", ForeignOwnerText(*owner_uid, *expected_uid)),
+            OpenError::DirectoryNotPrivate { owner_uid, mode } => {
+                write!(f, "{}", DirectoryText(*owner_uid, *mode))
+            }
             OpenError::NotInitialized { waited } => {
                 write!(
                     f,
@@ -481,7 +525,46 @@ impl From<CreateError> for OpenError {
         match e {
             CreateError::InvalidName(n) => OpenError::InvalidName(n),
             CreateError::PermissionDenied => OpenError::PermissionDenied,
+            CreateError::ForeignOwner {
+                owner_uid,
+                expected_uid,
+            } => OpenError::ForeignOwner {
+                owner_uid,
+                expected_uid,
+            },
+            CreateError::DirectoryNotPrivate { owner_uid, mode } => {
+                OpenError::DirectoryNotPrivate { owner_uid, mode }
+            }
             other => OpenError::Create(other),
         }
+    }
+}
+
+/// The text of a `ForeignOwner` error, shared by both enums.
+struct ForeignOwnerText(u32, u32);
+
+impl fmt::Display for ForeignOwnerText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the name is taken by an object of uid {}, in the namespace of uid {} \
+             (squatted: only its owner or root can remove it; use another name or a \
+             private directory)",
+            self.0, self.1
+        )
+    }
+}
+
+/// The text of a `DirectoryNotPrivate` error, shared by both enums.
+struct DirectoryText(u32, u32);
+
+impl fmt::Display for DirectoryText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "directory owned by uid {} with mode {:04o} is not private (it must be ours \
+             and writable by nobody else)",
+            self.0, self.1
+        )
     }
 }

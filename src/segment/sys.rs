@@ -32,14 +32,15 @@ fn owner_only() -> Mode {
     Mode::S_IRUSR | Mode::S_IWUSR
 }
 
-/// `shm_open(O_CREAT | O_EXCL | O_RDWR, 0600)`, then `fchmod(0600)` so the mode does not
-/// depend on the umask.
+/// `shm_open(O_CREAT | O_EXCL | O_RDWR, 0600)` (in a private directory: `open` with
+/// the same flags and `O_NOFOLLOW`), then `fchmod(0600)` so the mode does not depend on
+/// the umask.
 pub(crate) fn create_exclusive(name: &SegmentName) -> Result<File, Errno> {
-    let fd: OwnedFd = nix::sys::mman::shm_open(
-        name.os_name(),
-        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_CLOEXEC,
-        owner_only(),
-    )?;
+    let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_CLOEXEC;
+    let fd: OwnedFd = match name.dir() {
+        None => nix::sys::mman::shm_open(name.os_name(), flags, owner_only())?,
+        Some(_) => nix::fcntl::open(&name.path(), flags | OFlag::O_NOFOLLOW, owner_only())?,
+    };
     if let Err(e) = fchmod(fd.as_fd(), owner_only()) {
         let _ = unlink(name);
         return Err(e);
@@ -47,18 +48,41 @@ pub(crate) fn create_exclusive(name: &SegmentName) -> Result<File, Errno> {
     Ok(File::from(fd))
 }
 
-/// `shm_open(O_RDWR)` of an existing object.
+/// `shm_open(O_RDWR)` of an existing object (in a private directory: `open` with
+/// `O_NOFOLLOW`).
 pub(crate) fn open_existing(name: &SegmentName) -> Result<File, Errno> {
-    let fd = nix::sys::mman::shm_open(
-        name.os_name(),
-        OFlag::O_RDWR | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
+    let flags = OFlag::O_RDWR | OFlag::O_CLOEXEC;
+    let fd = match name.dir() {
+        None => nix::sys::mman::shm_open(name.os_name(), flags, Mode::empty())?,
+        Some(_) => nix::fcntl::open(&name.path(), flags | OFlag::O_NOFOLLOW, Mode::empty())?,
+    };
     Ok(File::from(fd))
 }
 
 pub(crate) fn unlink(name: &SegmentName) -> Result<(), Errno> {
-    nix::sys::mman::shm_unlink(name.os_name())
+    match name.dir() {
+        None => nix::sys::mman::shm_unlink(name.os_name()),
+        Some(_) => nix::unistd::unlink(&name.path()),
+    }
+}
+
+/// Owner of the object the name refers to right now, if any (`lstat`: a symlink
+/// counts as the object).
+pub(crate) fn owner_of(name: &SegmentName) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(name.path()).ok().map(|m| m.uid())
+}
+
+/// Owner and permission bits of the directory `dir` (following symlinks);
+/// `ENOTDIR` if it is something else.
+pub(crate) fn dir_owner_mode(dir: &std::path::Path) -> Result<(u32, u32), Errno> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    if !meta.is_dir() {
+        return Err(Errno::ENOTDIR);
+    }
+    Ok((meta.uid(), meta.mode() & 0o7777))
 }
 
 pub(crate) fn file_info(file: &File) -> Result<FileInfo, Errno> {
