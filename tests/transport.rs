@@ -2094,3 +2094,59 @@ fn shm_accept_refuses_a_sparse_connection_segment() {
     drop((tx, rx));
     assert_eq!(echoer.join().unwrap(), Ok(1));
 }
+
+// ---- issue 11, defect 12: Unix socket files are 0600 whatever the umask ----
+
+fn socket_file_mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    assert!(meta.file_type().is_socket(), "{meta:?}");
+    meta.permissions().mode() & 0o7777
+}
+
+/// A listener started with umask 000 (a child run through `sh -c 'umask 000; exec
+/// ...'`) still creates its socket file 0600: no other local user can connect (on
+/// Linux, connecting needs write permission on the socket file).
+#[test]
+fn unix_socket_file_is_0600_even_with_umask_000() {
+    let path = sock_path("umask");
+    let url = format!("unix://{}", path.display());
+    let mut server = Scenario::new("echo_server").arg("url", &url).spawn_under(&[
+        "sh",
+        "-c",
+        "umask 000 && exec \"$0\" \"$@\"",
+    ]);
+    server.wait_for("listening=", CHILD_TIMEOUT);
+    let mode = socket_file_mode(&path);
+    drop(server); // killed
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(mode, 0o600, "socket file mode {mode:o} under umask 000");
+}
+
+/// The same in this process (whatever its umask), and the listener can widen the mode
+/// on purpose (e.g. for a group of clients).
+#[test]
+fn unix_socket_file_is_0600_and_can_be_widened() {
+    let listener = listen(Kind::Unix, &opts());
+    let url = listener.url();
+    let path = PathBuf::from(url.trim_start_matches("unix://"));
+    assert_eq!(socket_file_mode(&path), 0o600);
+    let Listener::Socket(socket) = &listener else {
+        panic!("a unix listener is a socket listener")
+    };
+    socket.set_mode(0o660).unwrap();
+    assert_eq!(socket_file_mode(&path), 0o660);
+    // It still serves.
+    let (server, client) = connect_pair(&listener, &opts());
+    let echoer = echo(server);
+    let (mut tx, mut rx) = client.split();
+    round_trip(&mut tx, &mut rx, &mut Vec::new(), 4, 40);
+    drop((tx, rx));
+    assert_eq!(echoer.join().unwrap(), Ok(1));
+    // A TCP listener has no file to change.
+    let tcp = listen(Kind::Tcp, &opts());
+    let Listener::Socket(tcp) = &tcp else {
+        panic!("a tcp listener is a socket listener")
+    };
+    assert!(tcp.set_mode(0o600).is_err());
+}
