@@ -51,9 +51,13 @@ fn opener_that_sees_ready_sees_the_whole_header() {
             match h.state().expect("never corrupt") {
                 HeaderState::Ready => break,
                 HeaderState::Creating => {
-                    // A creator recorded mid-initialisation is always the real one.
+                    // A creator recorded mid-initialisation is always the whole real
+                    // one: an opener judges it alive or dead by pid *and* start time,
+                    // so a pid seen with a start time still 0 would let any process
+                    // that reuses the pid pass for the creator (`creator_pid` is
+                    // stored with Release, loaded with Acquire).
                     if let Some(c) = h.creator() {
-                        assert_eq!(c.pid, CREATOR.pid);
+                        assert_eq!(c, CREATOR, "creator identity seen half written");
                     }
                     thread::yield_now();
                 }
@@ -65,6 +69,27 @@ fn opener_that_sees_ready_sees_the_whole_header() {
         assert_eq!(snap.creator, CREATOR);
         assert_eq!(snap.attached, 1);
         creator.join().unwrap();
+    });
+}
+
+/// An opener that sees the creator's pid sees the creator's start time with it (the
+/// `creator_pid` Release store / Acquire load in `write_creator` / `creator()`), so
+/// liveness is always judged on the whole identity. With a Relaxed pid store the
+/// opener can read pid 1234 with start time 0, which `is_alive` accepts for any
+/// process that has pid 1234.
+#[test]
+fn opener_never_sees_a_half_written_creator() {
+    loom::model(|| {
+        let region = Arc::new(HeapRegion::<SegmentHeader>::new(0));
+        let creator = {
+            let region = region.clone();
+            thread::spawn(move || region.shared().write_creator(&CREATOR))
+        };
+        if let Some(c) = region.shared().creator() {
+            assert_eq!(c, CREATOR, "pid seen without the rest of the identity");
+        }
+        creator.join().unwrap();
+        assert_eq!(region.shared().creator(), Some(CREATOR));
     });
 }
 

@@ -400,3 +400,315 @@ fn open_or_create_reports_a_failed_create() {
         "{err:?}"
     );
 }
+
+// ---- issue 11, defect 9: headers that claim more memory than the file has ----
+
+/// Removes a hand-made segment file when the test ends, pass or fail.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Builds, by hand, the file `name` as a hostile or broken creator would: the first
+/// bytes of a real SPSC ring of `T` (segment header and ring header, so
+/// every check of the header passes), with the ring's capacity set to `capacity` and
+/// the segment's sizes to match, published, nobody attached, and the file sized with
+/// `ftruncate` only: sparse, no memory behind the slots.
+fn hand_made_sparse_spsc<T: shmlink::ring::Pod>(name: &str, capacity: u64) -> (RemoveOnDrop, u64) {
+    use shmlink::ring::{Spsc, SpscHeader, WaitMode};
+    const LEGIT_CAPACITY: u64 = 64;
+    let legit = unique_name("legit-spsc");
+    let ring = Spsc::<T, _>::create(
+        Segment::builder(&legit).unlink_on_drop(true),
+        64,
+        WaitMode::Spin,
+    )
+    .unwrap();
+    let ctl = segment::area_offset::<SpscHeader>() as u64;
+    let payload = ring_payload_len(&legit);
+    let slot = (payload - ctl) / LEGIT_CAPACITY;
+    let mut bytes = std::fs::read(SegmentName::new(&legit).unwrap().path()).unwrap();
+    drop(ring);
+    bytes.truncate(128 + ctl as usize);
+    let payload_len = ctl + capacity * slot;
+    let total = 128 + payload_len;
+    bytes[32..40].copy_from_slice(&total.to_le_bytes()); // total_size
+    bytes[48..56].copy_from_slice(&payload_len.to_le_bytes()); // payload_len
+    bytes[80..84].copy_from_slice(&0u32.to_le_bytes()); // attached: nobody
+    bytes[128..136].copy_from_slice(&capacity.to_le_bytes()); // RingConfig::capacity
+    let path = SegmentName::new(name).unwrap().path();
+    let guard = RemoveOnDrop(path.clone());
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap();
+    f.write_all(&bytes).unwrap();
+    f.set_len(total).unwrap(); // ftruncate: a hole, not memory
+    (guard, total)
+}
+
+fn ring_payload_len(name: &str) -> u64 {
+    segment::inspect(name).unwrap().header.unwrap().payload_len
+}
+
+/// A valid SPSC header that claims 2^32 slots over a sparse file: open must refuse it
+/// at once, with a typed error, before anything walks the slots (claiming a role
+/// would otherwise touch every slot stamp: 64 GiB of /dev/shm, or SIGBUS).
+#[test]
+fn sparse_spsc_ring_claiming_2_pow_32_slots_is_refused_at_open() {
+    use shmlink::ring::{BuildError, Spsc};
+    let name = unique_name("sparse-spsc");
+    let (_file, total) = hand_made_sparse_spsc::<u64>(&name, 1 << 32);
+    let began = std::time::Instant::now();
+    let res = Spsc::<u64, _>::open(Segment::builder(&name));
+    let took = began.elapsed();
+    match res {
+        Err(BuildError::Open(OpenError::NotBacked { len, allocated })) => {
+            assert_eq!(len, total);
+            assert!(allocated < len, "{allocated} of {len}");
+        }
+        Err(e) => panic!("refused for another reason: {e:?}"),
+        // Do not claim a role here: that is the walk that fills /dev/shm.
+        Ok(ring) => panic!("a sparse ring of {} slots was opened", ring.capacity()),
+    }
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    // The segment layer says the same for every kind, and so does `ls`.
+    assert!(matches!(
+        Segment::builder(&name).open().unwrap_err(),
+        OpenError::NotBacked { .. }
+    ));
+    assert!(matches!(
+        segment::inspect(&name).unwrap().status,
+        Status::Invalid(OpenError::NotBacked { .. })
+    ));
+}
+
+/// A header (and file) larger than any segment may be is refused before it is
+/// mapped: here a ring of 2^32 slots of 512-byte elements (over 2 TiB).
+#[test]
+fn header_claiming_more_than_max_payload_is_refused() {
+    use shmlink::ring::{BuildError, Spsc};
+    let name = unique_name("huge-claim");
+    let (_file, total) = hand_made_sparse_spsc::<[u64; 64]>(&name, 1 << 32);
+    assert!(total > segment::MAX_PAYLOAD);
+    let too_large = OpenError::TooLarge {
+        len: total,
+        max: segment::MAX_PAYLOAD + 128,
+    };
+    match Spsc::<[u64; 64], _>::open(Segment::builder(&name)) {
+        Err(BuildError::Open(e)) => assert_eq!(e, too_large),
+        Err(e) => panic!("refused for another reason: {e:?}"),
+        Ok(ring) => panic!("a ring of {} slots was opened", ring.capacity()),
+    }
+    assert_eq!(Segment::builder(&name).open().unwrap_err(), too_large);
+}
+
+/// What the creator does instead: every page is allocated at creation.
+#[test]
+fn created_segments_are_fully_backed() {
+    use std::os::unix::fs::MetadataExt;
+    let name = unique_name("backed");
+    let seg = builder(&name)
+        .payload_len(1 << 20)
+        .unlink_on_drop(true)
+        .create()
+        .unwrap();
+    let meta = std::fs::metadata(seg.name().path()).unwrap();
+    assert!(meta.blocks() * 512 >= meta.size(), "{meta:?}");
+}
+
+// ---- issue 11, defect 11: squatting ----
+
+/// The squatter's uid in these tests, and the victim's when a child plays it.
+const SQUATTER: u32 = 4242;
+const NOBODY: u32 = 65534;
+
+/// Plays the squatter: creates the file of `name` in the namespace of `victim`
+/// (`/dev/shm/shmlink.<victim>.<name>`) before the victim does, mode 0600, and gives
+/// it to `owner`. Only root can hand a file to another user.
+fn squat(name: &str, victim: u32, owner: u32) -> RemoveOnDrop {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = SegmentName::for_uid(name, victim).unwrap().path();
+    let guard = RemoveOnDrop(path.clone());
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap();
+    nix::unistd::fchown(&f, Some(nix::unistd::Uid::from_raw(owner)), None).unwrap();
+    guard
+}
+
+/// A private directory (0700, ours) on tmpfs for segments, removed at the end.
+struct PrivateDir(std::path::PathBuf);
+
+impl PrivateDir {
+    fn new(tag: &str) -> Self {
+        use std::os::unix::fs::DirBuilderExt;
+        let path = std::path::PathBuf::from(format!("/dev/shm/{}", unique_name(tag)));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Someone else created our name first: create, open_or_create and open all say
+/// so, naming the owner, instead of `AlreadyExists` / `PermissionDenied`.
+#[test]
+fn squatted_name_is_foreign_owner_on_create_open_or_create_and_open() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("not root: a squatted name cannot be built here (see the child test)");
+        return;
+    }
+    let name = unique_name("squat");
+    let _squat = squat(&name, 0, NOBODY);
+    let create = builder(&name).create().unwrap_err();
+    assert_eq!(
+        create,
+        CreateError::ForeignOwner {
+            owner_uid: NOBODY,
+            expected_uid: 0
+        }
+    );
+    assert!(create.to_string().contains("uid 65534"), "{create}");
+    let foreign = OpenError::ForeignOwner {
+        owner_uid: NOBODY,
+        expected_uid: 0,
+    };
+    assert_eq!(builder(&name).open_or_create().unwrap_err(), foreign);
+    assert_eq!(builder(&name).open().unwrap_err(), foreign);
+    assert!(foreign.to_string().contains("uid 65534"), "{foreign}");
+}
+
+/// The same as an unprivileged victim (a child that drops to uid 65534), where the
+/// kernel refuses access to the squatter's 0600 file (and its removal: `/dev/shm` is
+/// sticky): every call is `ForeignOwner` naming the squatter, and a private directory
+/// is the way out.
+#[test]
+fn squatted_name_is_foreign_owner_for_an_unprivileged_victim() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("not root: cannot play two users");
+        return;
+    }
+    let name = unique_name("squat-child");
+    let _squat = squat(&name, NOBODY, SQUATTER);
+    let done = support::Scenario::new("squat_victim")
+        .arg("name", &name)
+        .spawn()
+        .success(Duration::from_secs(60));
+    let got = done.values();
+    let foreign = format!("ForeignOwner {{ owner_uid: {SQUATTER}, expected_uid: {NOBODY} }}");
+    for call in ["create", "open_or_create", "open", "unlink"] {
+        assert_eq!(
+            got.get(call),
+            Some(&foreign),
+            "{call}: {:?}\n{}",
+            done.reports,
+            done.output
+        );
+    }
+    assert_eq!(got.get("way_out").map(String::as_str), Some("ok"));
+}
+
+/// Child side of the test above: runs as uid 65534.
+fn squat_victim() {
+    let name = support::arg("name");
+    nix::unistd::setgroups(&[]).unwrap();
+    let gid = nix::unistd::Gid::from_raw(NOBODY);
+    nix::unistd::setresgid(gid, gid, gid).unwrap();
+    let uid = nix::unistd::Uid::from_raw(NOBODY);
+    nix::unistd::setresuid(uid, uid, uid).unwrap();
+    let b = builder(&name);
+    let report = |call: &str, e: String| support::report(format!("{call}={e}"));
+    report("create", format!("{:?}", b.create().map(drop).unwrap_err()));
+    report(
+        "open_or_create",
+        format!("{:?}", b.open_or_create().map(drop).unwrap_err()),
+    );
+    report("open", format!("{:?}", b.open().map(drop).unwrap_err()));
+    report(
+        "unlink",
+        format!("{:?}", segment::unlink(&name).unwrap_err()),
+    );
+    let dir = PrivateDir::new("victim-dir");
+    let private = builder(&name).dir(&dir.0).unlink_on_drop(true);
+    let (seg, how) = private.open_or_create().unwrap();
+    assert_eq!(how, Disposition::Created);
+    private.open().unwrap();
+    drop(seg);
+    report("way_out", "ok".to_owned());
+}
+
+scenarios!(squat_victim);
+
+/// The way out: a segment in a directory only we can write, whatever squats the
+/// `/dev/shm` name; a directory others could write (or another user's) is refused.
+#[test]
+fn private_directory_is_the_way_out_of_a_squat() {
+    use std::os::unix::fs::PermissionsExt;
+    let name = unique_name("way-out");
+    let _squat = nix::unistd::geteuid()
+        .is_root()
+        .then(|| squat(&name, 0, NOBODY));
+    let dir = PrivateDir::new("private");
+    let b = builder(&name).dir(&dir.0);
+    let a = b.clone().unlink_on_drop(true).create().unwrap();
+    assert_eq!(
+        a.name().path(),
+        dir.0.join(a.name().os_name().trim_start_matches('/'))
+    );
+    let mode = std::fs::metadata(a.name().path())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(b.open_or_create().unwrap().1, Disposition::Opened);
+    let opened = b.open().unwrap();
+    assert_eq!(opened.payload_len(), 256);
+    drop(opened);
+    drop(a);
+    assert_eq!(b.open().unwrap_err(), OpenError::NotFound);
+
+    // Not private: writable by others (even with the sticky bit, like /dev/shm).
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    assert_eq!(
+        b.create().unwrap_err(),
+        CreateError::DirectoryNotPrivate {
+            owner_uid: nix::unistd::geteuid().as_raw(),
+            mode: 0o1777
+        }
+    );
+    assert!(matches!(
+        b.open().unwrap_err(),
+        OpenError::DirectoryNotPrivate { mode: 0o1777, .. }
+    ));
+    // Not ours.
+    if nix::unistd::geteuid().is_root() {
+        std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&dir.0, Some(NOBODY), None).unwrap();
+        assert_eq!(
+            b.open_or_create().unwrap_err(),
+            OpenError::DirectoryNotPrivate {
+                owner_uid: NOBODY,
+                mode: 0o700
+            }
+        );
+    }
+}

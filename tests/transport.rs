@@ -2010,3 +2010,143 @@ fn tcp_between_network_namespaces() {
         ns_b = ns.b
     );
 }
+
+// ---- issue 11, defect 9: the accept side validates a client's connection segment ----
+
+/// A client's connection segment whose memory was handed back (holes punched into a
+/// real one, so its header and rings still look right) is refused at accept with a
+/// typed error, before the server claims its end or touches a ring, and the listener
+/// keeps serving. The client is played by hand, as the `transport::shm` module docs
+/// describe it: a `Duplex` named `NAME.PID.SEQ`, end A claimed, the hello written,
+/// the id `PID << 32 | SEQ` pushed into the accept queue.
+#[test]
+fn shm_accept_refuses_a_sparse_connection_segment() {
+    use nix::fcntl::{FallocateFlags, fallocate};
+    use shmlink::ring::{BuildError, Duplex, End, Mpmc, MpmcHeader, WaitMode};
+    use shmlink::segment::{OpenError, Segment, SegmentName, ShmRegion};
+    use std::sync::Arc;
+
+    let opts = opts();
+    let listener = listen(Kind::Shm, &opts);
+    let name = listener.url().trim_start_matches("shm://").to_owned();
+    let seq: u32 = 0xffff_fff0; // far from the ids this process's real clients use
+    let pid = std::process::id();
+    let conn = format!("{name}.{pid}.{seq}");
+    let link = Duplex::create(
+        Segment::builder(&conn).unlink_on_drop(true),
+        1 << 20,
+        64 * 1024,
+        WaitMode::Blocking,
+    )
+    .unwrap();
+    let (mut tx, _rx) = link.end(End::A).unwrap();
+    tx.try_send(&good_hello(opts.max_frame as u32)).unwrap();
+    // Give the last 256 KiB back: the size and the header stay, the memory goes.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(SegmentName::new(&conn).unwrap().path())
+        .unwrap();
+    let len = file.metadata().unwrap().len();
+    let hole = 256 * 1024;
+    fallocate(
+        &file,
+        FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+        (len - hole) as i64,
+        hole as i64,
+    )
+    .unwrap();
+    // Push the id as a client would (the queue's fingerprint read from its header).
+    let fp = shmlink::segment::inspect(&name)
+        .unwrap()
+        .header
+        .unwrap()
+        .fingerprint;
+    let queue_region = ShmRegion::<MpmcHeader>::open(
+        Segment::builder(&name)
+            .kind(shmlink::segment::Kind::MpmcRing)
+            .fingerprint(fp),
+    )
+    .unwrap();
+    let queue = Mpmc::<u64, _>::from_region(Arc::new(queue_region)).unwrap();
+    let id = (u64::from(pid) << 32) | u64::from(seq);
+    queue.producer().unwrap().push(id).unwrap();
+
+    let began = Instant::now();
+    match listener.accept(after(Duration::from_secs(5))) {
+        Err(AcceptError::Shm(BuildError::Open(OpenError::NotBacked { len: l, allocated }))) => {
+            assert_eq!(l, len);
+            assert!(allocated < len, "{allocated} of {len}");
+        }
+        Err(e) => panic!("refused for another reason: {e:?}"),
+        Ok(c) => panic!("a sparse connection segment was accepted: {c:?}"),
+    }
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        began.elapsed()
+    );
+    drop((tx, link, queue));
+    // The listener still serves real clients.
+    let (server, client) = connect_pair(&listener, &opts);
+    let echoer = echo(server);
+    let (mut tx, mut rx) = client.split();
+    round_trip(&mut tx, &mut rx, &mut Vec::new(), 3, 300);
+    drop((tx, rx));
+    assert_eq!(echoer.join().unwrap(), Ok(1));
+}
+
+// ---- issue 11, defect 12: Unix socket files are 0600 whatever the umask ----
+
+fn socket_file_mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    assert!(meta.file_type().is_socket(), "{meta:?}");
+    meta.permissions().mode() & 0o7777
+}
+
+/// A listener started with umask 000 (a child run through `sh -c 'umask 000; exec
+/// ...'`) still creates its socket file 0600: no other local user can connect (on
+/// Linux, connecting needs write permission on the socket file).
+#[test]
+fn unix_socket_file_is_0600_even_with_umask_000() {
+    let path = sock_path("umask");
+    let url = format!("unix://{}", path.display());
+    let mut server = Scenario::new("echo_server").arg("url", &url).spawn_under(&[
+        "sh",
+        "-c",
+        "umask 000 && exec \"$0\" \"$@\"",
+    ]);
+    server.wait_for("listening=", CHILD_TIMEOUT);
+    let mode = socket_file_mode(&path);
+    drop(server); // killed
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(mode, 0o600, "socket file mode {mode:o} under umask 000");
+}
+
+/// The same in this process (whatever its umask), and the listener can widen the mode
+/// on purpose (e.g. for a group of clients).
+#[test]
+fn unix_socket_file_is_0600_and_can_be_widened() {
+    let listener = listen(Kind::Unix, &opts());
+    let url = listener.url();
+    let path = PathBuf::from(url.trim_start_matches("unix://"));
+    assert_eq!(socket_file_mode(&path), 0o600);
+    let Listener::Socket(socket) = &listener else {
+        panic!("a unix listener is a socket listener")
+    };
+    socket.set_mode(0o660).unwrap();
+    assert_eq!(socket_file_mode(&path), 0o660);
+    // It still serves.
+    let (server, client) = connect_pair(&listener, &opts());
+    let echoer = echo(server);
+    let (mut tx, mut rx) = client.split();
+    round_trip(&mut tx, &mut rx, &mut Vec::new(), 4, 40);
+    drop((tx, rx));
+    assert_eq!(echoer.join().unwrap(), Ok(1));
+    // A TCP listener has no file to change.
+    let tcp = listen(Kind::Tcp, &opts());
+    let Listener::Socket(tcp) = &tcp else {
+        panic!("a tcp listener is a socket listener")
+    };
+    assert!(tcp.set_mode(0o600).is_err());
+}

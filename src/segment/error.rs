@@ -222,6 +222,25 @@ pub enum CreateError {
     InvalidName(NameError),
     /// A segment of that name exists.
     AlreadyExists,
+    /// An object of that name exists and belongs to another user: someone who can
+    /// write `/dev/shm` created it in our namespace first (squatting). Only its owner
+    /// or root can remove it; until then use another name or a private directory
+    /// ([`SegmentBuilder::dir`](super::SegmentBuilder::dir)).
+    ForeignOwner {
+        /// Owner of the object found.
+        owner_uid: u32,
+        /// The uid whose namespace the name is in (ours).
+        expected_uid: u32,
+    },
+    /// The directory chosen with [`SegmentBuilder::dir`](super::SegmentBuilder::dir)
+    /// is not private: owned by another user, or writable by group or others, so
+    /// someone else could squat on names in it.
+    DirectoryNotPrivate {
+        /// Owner of the directory.
+        owner_uid: u32,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The OS refused access (EACCES/EPERM).
     PermissionDenied,
     /// Not enough room in `/dev/shm` for the segment (ENOSPC).
@@ -245,6 +264,19 @@ impl fmt::Display for CreateError {
         match self {
             CreateError::InvalidName(e) => write!(f, "cannot create segment: {e}"),
             CreateError::AlreadyExists => f.write_str("cannot create segment: it already exists"),
+            CreateError::ForeignOwner {
+                owner_uid,
+                expected_uid,
+            } => write!(
+                f,
+                "cannot create segment: {}",
+                ForeignOwnerText(*owner_uid, *expected_uid)
+            ),
+            CreateError::DirectoryNotPrivate { owner_uid, mode } => write!(
+                f,
+                "cannot create segment: {}",
+                DirectoryText(*owner_uid, *mode)
+            ),
             CreateError::PermissionDenied => {
                 f.write_str("cannot create segment: permission denied")
             }
@@ -303,12 +335,24 @@ pub enum OpenError {
     NotFound,
     /// The OS refused access (EACCES/EPERM).
     PermissionDenied,
-    /// The segment belongs to another user (possible squatting).
+    /// The object of that name belongs to another user, not to the one whose
+    /// namespace the name is in: someone who can write `/dev/shm` created it first
+    /// (squatting). It is never opened; only its owner or root can remove it. Use
+    /// another name, or a private directory
+    /// ([`SegmentBuilder::dir`](super::SegmentBuilder::dir)).
     ForeignOwner {
-        /// Owner of the segment.
+        /// Owner of the object found.
         owner_uid: u32,
-        /// Our effective uid.
+        /// The uid whose namespace the name is in (ours, for names we open).
         expected_uid: u32,
+    },
+    /// The directory chosen with [`SegmentBuilder::dir`](super::SegmentBuilder::dir)
+    /// is not private: owned by another user, or writable by group or others.
+    DirectoryNotPrivate {
+        /// Owner of the directory.
+        owner_uid: u32,
+        /// Its permission bits.
+        mode: u32,
     },
     /// Its creator is alive but did not publish the ready flag within the timeout.
     NotInitialized {
@@ -358,6 +402,25 @@ pub enum OpenError {
         /// Size found.
         found: u64,
     },
+    /// The file is larger than any segment may be (header plus
+    /// [`MAX_PAYLOAD`](super::MAX_PAYLOAD)); refused before it is mapped.
+    TooLarge {
+        /// File size in bytes.
+        len: u64,
+        /// Largest file a segment may have.
+        max: u64,
+    },
+    /// The file has fewer bytes of memory allocated than its size: it is sparse,
+    /// which no shmlink creator leaves behind (every page is allocated at creation).
+    /// Touching the holes would allocate memory on our account (and fail with
+    /// `SIGBUS` once `/dev/shm` is full), so the segment is refused before any byte
+    /// past the header is touched.
+    NotBacked {
+        /// File size (and mapped length) in bytes.
+        len: u64,
+        /// Bytes of memory allocated to it (`st_blocks * 512`).
+        allocated: u64,
+    },
     /// A header field holds a value no writer produces.
     Corrupt {
         /// Which field.
@@ -381,10 +444,10 @@ impl fmt::Display for OpenError {
             OpenError::ForeignOwner {
                 owner_uid,
                 expected_uid,
-            } => write!(
-                f,
-                "owned by uid {owner_uid}, not by us (uid {expected_uid})"
-            ),
+            } => write!(f, "{}", ForeignOwnerText(*owner_uid, *expected_uid)),
+            OpenError::DirectoryNotPrivate { owner_uid, mode } => {
+                write!(f, "{}", DirectoryText(*owner_uid, *mode))
+            }
             OpenError::NotInitialized { waited } => {
                 write!(
                     f,
@@ -416,6 +479,15 @@ impl fmt::Display for OpenError {
                 expected,
                 found,
             } => write!(f, "{what} is {found}, expected {expected}"),
+            OpenError::TooLarge { len, max } => write!(
+                f,
+                "file of {len} bytes is larger than a segment may be ({max} bytes)"
+            ),
+            OpenError::NotBacked { len, allocated } => write!(
+                f,
+                "file of {len} bytes has only {allocated} bytes of memory behind it \
+                 (sparse: not created by shmlink, or holes punched since)"
+            ),
             OpenError::Corrupt { field, found } => {
                 write!(f, "corrupt header: {field} = {found:#x}")
             }
@@ -453,7 +525,46 @@ impl From<CreateError> for OpenError {
         match e {
             CreateError::InvalidName(n) => OpenError::InvalidName(n),
             CreateError::PermissionDenied => OpenError::PermissionDenied,
+            CreateError::ForeignOwner {
+                owner_uid,
+                expected_uid,
+            } => OpenError::ForeignOwner {
+                owner_uid,
+                expected_uid,
+            },
+            CreateError::DirectoryNotPrivate { owner_uid, mode } => {
+                OpenError::DirectoryNotPrivate { owner_uid, mode }
+            }
             other => OpenError::Create(other),
         }
+    }
+}
+
+/// The text of a `ForeignOwner` error, shared by both enums.
+struct ForeignOwnerText(u32, u32);
+
+impl fmt::Display for ForeignOwnerText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the name is taken by an object of uid {}, in the namespace of uid {} \
+             (squatted: only its owner or root can remove it; use another name or a \
+             private directory)",
+            self.0, self.1
+        )
+    }
+}
+
+/// The text of a `DirectoryNotPrivate` error, shared by both enums.
+struct DirectoryText(u32, u32);
+
+impl fmt::Display for DirectoryText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "directory owned by uid {} with mode {:04o} is not private (it must be ours \
+             and writable by nobody else)",
+            self.0, self.1
+        )
     }
 }

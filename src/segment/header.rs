@@ -21,7 +21,9 @@
 //! | 80     | 4    | `attached`       | processes attached and not yet cleanly detached      |
 //! | 84     | 44   | reserved         | zero                                                 |
 //!
-//! Protocol: the creator writes `creator_*` first, then every other field with Relaxed
+//! Protocol: the creator writes `creator_uid` and `creator_start` (Relaxed), then
+//! `creator_pid` with a **Release** store (an opener that loads a non-zero pid with
+//! **Acquire** sees the whole identity), then every other field with Relaxed
 //! stores, then `state = READY` with a **Release** store. An opener loads `state` with
 //! **Acquire**; once it reads READY, every field written before is visible, and it
 //! [`snapshot`](SegmentHeader::snapshot)s each field exactly once and validates the
@@ -382,10 +384,16 @@ impl SegmentHeader {
     /// assert_eq!(header.creator(), Some(me));
     /// ```
     pub fn write_creator(&self, creator: &ProcessId) {
+        // Relaxed: published by the `creator_pid` store below.
         self.creator_uid.store(creator.uid, Ordering::Relaxed);
         self.creator_start
             .store(creator.start_ticks, Ordering::Relaxed);
-        self.creator_pid.store(creator.pid, Ordering::Relaxed);
+        // SYNC: Release pairs with the Acquire load in `creator()`: an opener that
+        // sees the pid sees the uid and start time with it, so its liveness check is
+        // about this process and not any process that reuses the pid (a start time
+        // of 0 is accepted for any process with the pid). loom:
+        // `opener_never_sees_a_half_written_creator`.
+        self.creator_pid.store(creator.pid, Ordering::Release);
     }
 
     /// Creator, step 2: writes the layout. Relaxed: made visible by [`publish`](Self::publish).
@@ -499,7 +507,8 @@ impl SegmentHeader {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn creator(&self) -> Option<ProcessId> {
-        // SYNC: Acquire pairs with the Release in `write_creator`.
+        // SYNC: Acquire pairs with the Release in `write_creator`: the uid and start
+        // time loaded next are the ones written before the pid.
         let pid = self.creator_pid.load(Ordering::Acquire);
         (pid != 0).then(|| ProcessId {
             pid,

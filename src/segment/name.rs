@@ -1,6 +1,7 @@
 //! Segment names and their place in the shared-memory namespace.
 
 use core::fmt;
+use std::path::{Path, PathBuf};
 
 use super::error::NameError;
 
@@ -33,8 +34,16 @@ pub const MAX_NAME_LEN: usize = 200;
 ///
 /// Names are 1 to [`MAX_NAME_LEN`] bytes of `[A-Za-z0-9._-]`, not starting with `.`.
 /// The OS object is `/shmlink.<euid>.<name>`: each user has a namespace of its own, so
-/// another user cannot squat on (or collide with) our names, and every shmlink segment
-/// can be listed by its prefix.
+/// two users' names never collide, and every shmlink segment can be listed by its
+/// prefix.
+///
+/// The uid in the name does **not** stop another local user from *squatting* on it:
+/// `/dev/shm` is writable by everyone, so anyone can create `shmlink.<our uid>.<name>`
+/// before we do. They still cannot read, write or remove a segment of ours, but the
+/// name is then theirs: creating, opening or removing it fails with
+/// [`ForeignOwner`](super::OpenError::ForeignOwner), never silently uses their object,
+/// and only they (or root) can free it. A name in a directory only we can write
+/// ([`SegmentBuilder::dir`](super::SegmentBuilder::dir)) cannot be squatted.
 ///
 /// # Examples
 ///
@@ -51,6 +60,10 @@ pub const MAX_NAME_LEN: usize = 200;
 pub struct SegmentName {
     name: String,
     os_name: String,
+    /// The uid whose namespace the name is in.
+    uid: u32,
+    /// A private directory holding the segment instead of `/dev/shm`.
+    dir: Option<PathBuf>,
 }
 
 impl SegmentName {
@@ -97,7 +110,37 @@ impl SegmentName {
         Ok(Self {
             name: name.to_owned(),
             os_name: format!("/{PREFIX}{uid}.{name}"),
+            uid,
+            dir: None,
         })
+    }
+
+    /// The same name, placed in the directory `dir` instead of `/dev/shm` (`None`:
+    /// back in `/dev/shm`); see [`SegmentBuilder::dir`](super::SegmentBuilder::dir).
+    pub(crate) fn in_dir(mut self, dir: Option<&Path>) -> Self {
+        self.dir = dir.map(Path::to_path_buf);
+        self
+    }
+
+    /// The directory holding the segment, if it is not in `/dev/shm`.
+    pub(crate) fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// The uid whose namespace the name is in: the owner every segment of this name
+    /// must have.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::SegmentName;
+    ///
+    /// assert_eq!(SegmentName::for_uid("orders", 1000)?.uid(), 1000);
+    /// assert_eq!(SegmentName::new("orders")?.uid(), nix::unistd::geteuid().as_raw());
+    /// # Ok::<(), shmlink::segment::NameError>(())
+    /// ```
+    pub fn uid(&self) -> u32 {
+        self.uid
     }
 
     /// Parses a `/dev/shm` file name (`shmlink.<uid>.<name>`) back into the owner uid
@@ -151,7 +194,9 @@ impl SegmentName {
         &self.os_name
     }
 
-    /// Path of the object in the tmpfs that backs POSIX shared memory on Linux.
+    /// Path of the object: in the tmpfs that backs POSIX shared memory on Linux
+    /// (`/dev/shm`), or in the directory chosen with
+    /// [`SegmentBuilder::dir`](super::SegmentBuilder::dir).
     ///
     /// # Examples
     ///
@@ -162,8 +207,11 @@ impl SegmentName {
     /// assert_eq!(name.path(), std::path::Path::new("/dev/shm/shmlink.1000.orders"));
     /// # Ok::<(), shmlink::segment::NameError>(())
     /// ```
-    pub fn path(&self) -> std::path::PathBuf {
-        std::path::Path::new("/dev/shm").join(&self.os_name[1..])
+    pub fn path(&self) -> PathBuf {
+        self.dir
+            .as_deref()
+            .unwrap_or(Path::new("/dev/shm"))
+            .join(&self.os_name[1..])
     }
 }
 
@@ -187,7 +235,10 @@ fn validate(name: &str) -> Result<(), NameError> {
 
 impl fmt::Debug for SegmentName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SegmentName({:?})", self.os_name)
+        match &self.dir {
+            None => write!(f, "SegmentName({:?})", self.os_name),
+            Some(_) => write!(f, "SegmentName({:?})", self.path()),
+        }
     }
 }
 

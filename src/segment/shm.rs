@@ -3,13 +3,14 @@
 use core::fmt;
 use core::ptr::NonNull;
 use std::fs::File;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use memmap2::MmapRaw;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-use super::error::{CreateError, OpenError, OsError, StaleInfo, StaleReason};
+use super::error::{CreateError, NameError, OpenError, OsError, StaleInfo, StaleReason};
 use super::header::{
     Expect, HEADER_SIZE, HeaderSnapshot, HeaderSpec, HeaderState, Kind, ProcessId, SegmentHeader,
 };
@@ -42,6 +43,9 @@ pub const MAX_PAYLOAD: u64 = 1 << 40;
 /// # drop(builder);
 /// ```
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Largest file a segment may have: the header plus [`MAX_PAYLOAD`].
+const MAX_FILE: u64 = MAX_PAYLOAD + HEADER_SIZE as u64;
 
 /// A zero-length object that nobody has locked is only judged abandoned after this
 /// long: its creator may be between `shm_open` and `flock`.
@@ -95,6 +99,7 @@ pub struct SegmentBuilder {
     payload_len: Option<u64>,
     timeout: Duration,
     unlink_on_drop: bool,
+    dir: Option<PathBuf>,
 }
 
 impl SegmentBuilder {
@@ -121,6 +126,7 @@ impl SegmentBuilder {
             payload_len: None,
             timeout: DEFAULT_TIMEOUT,
             unlink_on_drop: false,
+            dir: None,
         }
     }
 
@@ -218,6 +224,69 @@ impl SegmentBuilder {
         self
     }
 
+    /// Places the segment in the directory `dir`, as the file
+    /// `dir/shmlink.<euid>.<name>`, instead of in `/dev/shm`: the way out of
+    /// squatting.
+    ///
+    /// `/dev/shm` is writable by every local user, so anyone can create the name
+    /// `shmlink.<our uid>.<name>` before we do; `create`, `open` and `open_or_create`
+    /// then fail with `ForeignOwner` ([`CreateError::ForeignOwner`],
+    /// [`OpenError::ForeignOwner`]) and only the squatter or root can free the name.
+    /// In a directory that only we can write nobody else can create anything, so no
+    /// name in it can be taken. The directory must be owned by our effective uid and
+    /// not writable by group or others (else `DirectoryNotPrivate`); it should be on a
+    /// memory filesystem (tmpfs), such as `$XDG_RUNTIME_DIR` (`/run/user/<uid>`, mode
+    /// 0700, made by systemd-logind for each logged-in user) or a 0700 directory of
+    /// our own in `/dev/shm`; on a disk filesystem the segment works but its pages are
+    /// written back to disk. Every process using the segment must name the same
+    /// directory.
+    ///
+    /// Creating, opening, `unlink_on_drop`, [`Segment::unlink`] and the stale-segment
+    /// handling of `open_or_create` work in the directory; the free functions
+    /// [`inspect`], [`list`], [`unlink`] and [`remove_stale`] look in `/dev/shm` only.
+    ///
+    /// We chose a directory over an alternative prefix because a prefix does not
+    /// stop squatting: `/dev/shm` can be listed by everyone, so any name we use, or
+    /// will use again after a restart, can be created by someone else first.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::unix::fs::DirBuilderExt;
+    /// use shmlink::segment::Segment;
+    ///
+    /// # let name = format!("doc-seg-builder-dir-{}", std::process::id());
+    /// // A directory only we can write, on tmpfs.
+    /// let dir = std::path::PathBuf::from(format!("/dev/shm/doc-private-{}", std::process::id()));
+    /// std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    /// let seg = Segment::builder(&name).dir(&dir).payload_len(64).unlink_on_drop(true).create()?;
+    /// assert!(seg.name().path().starts_with(&dir));
+    /// let opened = Segment::builder(&name).dir(&dir).open()?; // same directory
+    /// assert_eq!(opened.payload_len(), 64);
+    /// # drop((seg, opened));
+    /// # std::fs::remove_dir(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// The validated name, in the builder's directory if it has one (which must be
+    /// private: owned by us, writable by nobody else).
+    fn place(&self) -> Result<SegmentName, Place> {
+        let name = SegmentName::new(&self.name)
+            .map_err(Place::Name)?
+            .in_dir(self.dir.as_deref());
+        if let Some(dir) = name.dir() {
+            let (owner_uid, mode) = sys::dir_owner_mode(dir).map_err(Place::Os)?;
+            if owner_uid != name.uid() || mode & 0o022 != 0 {
+                return Err(Place::NotPrivate { owner_uid, mode });
+            }
+        }
+        Ok(name)
+    }
+
     /// Sets kind and fingerprint where the user did not.
     pub(crate) fn typed_defaults(mut self, kind: Kind, fingerprint: u64) -> Self {
         self.kind.get_or_insert(kind);
@@ -236,7 +305,9 @@ impl SegmentBuilder {
     /// Creates the segment; fails if the name exists.
     ///
     /// The object is created with `O_EXCL` and mode 0600 (whatever the umask), sized,
-    /// mapped, its header written, and then the ready flag is published with Release.
+    /// every page of it allocated (`posix_fallocate`: a full `/dev/shm` is
+    /// [`CreateError::NoSpace`] here, not a `SIGBUS` later), mapped, its header
+    /// written, and then the ready flag is published with Release.
     ///
     /// # Errors
     ///
@@ -285,7 +356,7 @@ impl SegmentBuilder {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn create_with(&self, init: impl FnOnce(&Segment)) -> Result<Segment, CreateError> {
-        let name = SegmentName::new(&self.name)?;
+        let name = self.place()?;
         let payload_len = self.payload_len.unwrap_or(0);
         if payload_len > MAX_PAYLOAD {
             return Err(CreateError::TooLarge {
@@ -316,12 +387,15 @@ impl SegmentBuilder {
 
     /// Opens an existing segment and checks it against this builder.
     ///
-    /// Steps: `shm_open`; `fstat` (owner must be us); wait, at most the timeout, until
-    /// the creator has sized the object and published the ready flag (Acquire); take a
-    /// shared file lock that marks us attached (the kernel drops it if we die); check
-    /// the object was not unlinked meanwhile; then validate one snapshot of the header:
-    /// magic, layout version, sizes (against the mapped file), kind, fingerprint and,
-    /// if set, payload length.
+    /// Steps: `shm_open`; `fstat` (owner must be us; a file larger than a segment may
+    /// be is [`OpenError::TooLarge`]); wait, at most the timeout, until the creator has
+    /// sized the object and published the ready flag (Acquire); take a shared file
+    /// lock that marks us attached (the kernel drops it if we die); check the object
+    /// was not unlinked meanwhile and that every byte of it is backed by allocated
+    /// memory (creators allocate every page; a sparse file is
+    /// [`OpenError::NotBacked`], refused before anything past the header is touched);
+    /// then validate one snapshot of the header: magic, layout version, sizes (against
+    /// the mapped file), kind, fingerprint and, if set, payload length.
     ///
     /// **Stale segments.** A segment is stale when no live process holds it and a crash
     /// left it behind: its creator died before publishing it, or a process attached to
@@ -350,7 +424,7 @@ impl SegmentBuilder {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open(&self) -> Result<Segment, OpenError> {
-        let name = SegmentName::new(&self.name)?;
+        let name = self.place()?;
         open_validated(&name, &self.expect(), Instant::now() + self.timeout)
     }
 
@@ -383,7 +457,7 @@ impl SegmentBuilder {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open_or_create(&self) -> Result<(Segment, Disposition), OpenError> {
-        let name = SegmentName::new(&self.name)?;
+        let name = self.place()?;
         let deadline = Instant::now() + self.timeout;
         let mut backoff = Backoff::new();
         loop {
@@ -407,6 +481,61 @@ impl SegmentBuilder {
     }
 }
 
+/// Why [`SegmentBuilder::place`] failed.
+enum Place {
+    Name(NameError),
+    NotPrivate { owner_uid: u32, mode: u32 },
+    Os(Errno),
+}
+
+impl From<Place> for CreateError {
+    fn from(p: Place) -> Self {
+        match p {
+            Place::Name(e) => CreateError::InvalidName(e),
+            Place::NotPrivate { owner_uid, mode } => {
+                CreateError::DirectoryNotPrivate { owner_uid, mode }
+            }
+            Place::Os(Errno::EACCES | Errno::EPERM) => CreateError::PermissionDenied,
+            Place::Os(e) => CreateError::Os(OsError::new("stat", e)),
+        }
+    }
+}
+
+impl From<Place> for OpenError {
+    fn from(p: Place) -> Self {
+        match p {
+            Place::Name(e) => OpenError::InvalidName(e),
+            Place::NotPrivate { owner_uid, mode } => {
+                OpenError::DirectoryNotPrivate { owner_uid, mode }
+            }
+            Place::Os(e) => open_error("stat", e),
+        }
+    }
+}
+
+/// The object named `name` exists and belongs to someone other than the user whose
+/// namespace the name is in: a squatter's. `None` if it is gone or is ours.
+fn foreign_owner(name: &SegmentName) -> Option<(u32, u32)> {
+    sys::owner_of(name)
+        .filter(|&owner| owner != name.uid())
+        .map(|owner| (owner, name.uid()))
+}
+
+/// The error of a failed operation on the name itself (`shm_open`, `shm_unlink`):
+/// access refused because someone else owns the object is [`OpenError::ForeignOwner`].
+fn name_error(name: &SegmentName, op: &'static str, e: Errno) -> OpenError {
+    match e {
+        Errno::EACCES | Errno::EPERM => match foreign_owner(name) {
+            Some((owner_uid, expected_uid)) => OpenError::ForeignOwner {
+                owner_uid,
+                expected_uid,
+            },
+            None => OpenError::PermissionDenied,
+        },
+        e => open_error(op, e),
+    }
+}
+
 /// One creation attempt. `Ok(None)`: our object was removed by a concurrent cleanup
 /// before we locked it; the caller retries.
 fn create_once(
@@ -416,8 +545,15 @@ fn create_once(
     unlink_on_drop: bool,
 ) -> Result<Option<Segment>, CreateError> {
     let file = sys::create_exclusive(name).map_err(|e| match e {
-        Errno::EEXIST => CreateError::AlreadyExists,
-        Errno::EACCES | Errno::EPERM => CreateError::PermissionDenied,
+        Errno::EEXIST | Errno::EACCES | Errno::EPERM => match foreign_owner(name) {
+            // Squatted: someone else created our name first.
+            Some((owner_uid, expected_uid)) => CreateError::ForeignOwner {
+                owner_uid,
+                expected_uid,
+            },
+            None if e == Errno::EEXIST => CreateError::AlreadyExists,
+            None => CreateError::PermissionDenied,
+        },
         e => CreateError::Os(OsError::new("shm_open", e)),
     })?;
     // From here on the name is ours: remove it again if anything below fails, but
@@ -439,9 +575,9 @@ fn create_once(
         return Ok(None);
     }
     let total = spec.total_size().expect("payload bounded by MAX_PAYLOAD");
-    sys::size_and_reserve(&lock, total).map_err(|e| match e {
+    sys::size_and_reserve(&lock, total).map_err(|(op, e)| match e {
         Errno::ENOSPC => fail(CreateError::NoSpace { requested: total }),
-        e => os("ftruncate", e),
+        e => os(op, e),
     })?;
     let len = usize::try_from(total).map_err(|_| os("mmap", Errno::EFBIG))?;
     let map =
@@ -522,16 +658,16 @@ struct Mapped {
 /// Opens `name` and waits until its header is published; no lock taken yet.
 fn open_mapped(name: &SegmentName, deadline: Instant) -> Result<Mapped, OpenError> {
     let started = Instant::now();
-    let file = sys::open_existing(name).map_err(|e| open_error("shm_open", e))?;
+    let file = sys::open_existing(name).map_err(|e| name_error(name, "shm_open", e))?;
     let mut backoff = Backoff::new();
     let mut map: Option<MmapRaw> = None;
     loop {
         let info = sys::file_info(&file).map_err(|e| open_error("fstat", e))?;
-        let me = sys::euid();
-        if info.uid != me {
+        // Squatted (or handed over with chown): never use another user's object.
+        if info.uid != name.uid() {
             return Err(OpenError::ForeignOwner {
                 owner_uid: info.uid,
-                expected_uid: me,
+                expected_uid: name.uid(),
             });
         }
         if info.nlink == 0 {
@@ -553,11 +689,15 @@ fn open_mapped(name: &SegmentName, deadline: Instant) -> Result<Mapped, OpenErro
                 found: info.size,
             });
         }
-        let len = usize::try_from(info.size).map_err(|_| OpenError::SizeMismatch {
-            what: "file size",
-            expected: MAX_PAYLOAD + HEADER_SIZE as u64,
-            found: info.size,
-        })?;
+        // Whatever its header will say, a file no creator can make is not mapped.
+        let too_large = OpenError::TooLarge {
+            len: info.size,
+            max: MAX_FILE,
+        };
+        if info.size > MAX_FILE {
+            return Err(too_large);
+        }
+        let len = usize::try_from(info.size).map_err(|_| too_large)?;
         let mapping = match map.take() {
             Some(m) if m.len() == len => m,
             _ => sys::map(&file, len).map_err(|e| OpenError::Os(OsError::from_io("mmap", &e)))?,
@@ -610,6 +750,26 @@ fn judge_unpublished(
     } else {
         OpenError::NotInitialized { waited }
     }
+}
+
+/// Checks the file of a published segment before anything past its header is
+/// touched: no larger than a segment may be, and every one of the `len` bytes we map
+/// backed by allocated memory. Creators allocate every page (`posix_fallocate`)
+/// before they publish, so a sparse file was made by hand or had holes punched in
+/// it; its header may claim anything (a ring of 2^32 slots), and walking the holes
+/// would allocate that much memory on our account, or raise SIGBUS once `/dev/shm`
+/// is full. tmpfs counts allocated pages in `st_blocks`.
+fn check_file(info: &FileInfo, len: u64) -> Result<(), OpenError> {
+    if len > MAX_FILE {
+        return Err(OpenError::TooLarge { len, max: MAX_FILE });
+    }
+    if info.allocated < len {
+        return Err(OpenError::NotBacked {
+            len,
+            allocated: info.allocated,
+        });
+    }
+    Ok(())
 }
 
 fn header_of(map: &MmapRaw) -> &SegmentHeader {
@@ -675,6 +835,8 @@ fn open_validated(
             }
             continue;
         }
+        // Published (Acquire of `state` above), so the creator finished allocating.
+        check_file(&info, map.len() as u64)?;
         let snapshot = header.snapshot();
         snapshot.validate(expect, map.len() as u64)?;
         header.attach();
@@ -1080,7 +1242,7 @@ pub fn inspect(name: &str) -> Result<SegmentInfo, OpenError> {
 }
 
 fn inspect_named(name: &SegmentName) -> Result<SegmentInfo, OpenError> {
-    let file = sys::open_existing(name).map_err(|e| open_error("shm_open", e))?;
+    let file = sys::open_existing(name).map_err(|e| name_error(name, "shm_open", e))?;
     let info = sys::file_info(&file).map_err(|e| open_error("fstat", e))?;
     let mut out = SegmentInfo {
         name: name.clone(),
@@ -1152,7 +1314,10 @@ fn judge(
         }
         HeaderState::Ready => {
             *header_out = Some(snap);
-            if let Err(e) = snap.validate(&Expect::default(), info.size) {
+            if let Err(e) = snap
+                .validate(&Expect::default(), info.size)
+                .and_then(|()| check_file(info, info.size))
+            {
                 Status::Invalid(e)
             } else if held {
                 Status::Alive
@@ -1240,7 +1405,7 @@ pub fn list() -> Result<Vec<SegmentInfo>, OsError> {
 /// ```
 pub fn unlink(name: &str) -> Result<(), OpenError> {
     let name = SegmentName::new(name)?;
-    sys::unlink(&name).map_err(|e| open_error("shm_unlink", e))
+    sys::unlink(&name).map_err(|e| name_error(&name, "shm_unlink", e))
 }
 
 /// Removes `name` if, and only if, it is stale; returns whether it did.
@@ -1277,7 +1442,7 @@ fn remove_stale_named(name: &SegmentName) -> Result<bool, OpenError> {
     let file = match sys::open_existing(name) {
         Ok(f) => f,
         Err(Errno::ENOENT) => return Ok(false),
-        Err(e) => return Err(open_error("shm_open", e)),
+        Err(e) => return Err(name_error(name, "shm_open", e)),
     };
     let lock = match sys::try_lock(file, true) {
         Ok(lock) => lock,
@@ -1305,6 +1470,6 @@ fn remove_stale_named(name: &SegmentName) -> Result<bool, OpenError> {
     }
     match sys::unlink(name) {
         Ok(()) | Err(Errno::ENOENT) => Ok(true),
-        Err(e) => Err(open_error("shm_unlink", e)),
+        Err(e) => Err(name_error(name, "shm_unlink", e)),
     }
 }

@@ -17,6 +17,9 @@ use super::name::SegmentName;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FileInfo {
     pub size: u64,
+    /// Bytes of storage allocated to the file (`st_blocks * 512`); on tmpfs, the
+    /// memory behind it.
+    pub allocated: u64,
     pub uid: u32,
     pub nlink: u64,
     pub dev: u64,
@@ -29,14 +32,15 @@ fn owner_only() -> Mode {
     Mode::S_IRUSR | Mode::S_IWUSR
 }
 
-/// `shm_open(O_CREAT | O_EXCL | O_RDWR, 0600)`, then `fchmod(0600)` so the mode does not
-/// depend on the umask.
+/// `shm_open(O_CREAT | O_EXCL | O_RDWR, 0600)` (in a private directory: `open` with
+/// the same flags and `O_NOFOLLOW`), then `fchmod(0600)` so the mode does not depend on
+/// the umask.
 pub(crate) fn create_exclusive(name: &SegmentName) -> Result<File, Errno> {
-    let fd: OwnedFd = nix::sys::mman::shm_open(
-        name.os_name(),
-        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_CLOEXEC,
-        owner_only(),
-    )?;
+    let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_CLOEXEC;
+    let fd: OwnedFd = match name.dir() {
+        None => nix::sys::mman::shm_open(name.os_name(), flags, owner_only())?,
+        Some(_) => nix::fcntl::open(&name.path(), flags | OFlag::O_NOFOLLOW, owner_only())?,
+    };
     if let Err(e) = fchmod(fd.as_fd(), owner_only()) {
         let _ = unlink(name);
         return Err(e);
@@ -44,18 +48,41 @@ pub(crate) fn create_exclusive(name: &SegmentName) -> Result<File, Errno> {
     Ok(File::from(fd))
 }
 
-/// `shm_open(O_RDWR)` of an existing object.
+/// `shm_open(O_RDWR)` of an existing object (in a private directory: `open` with
+/// `O_NOFOLLOW`).
 pub(crate) fn open_existing(name: &SegmentName) -> Result<File, Errno> {
-    let fd = nix::sys::mman::shm_open(
-        name.os_name(),
-        OFlag::O_RDWR | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
+    let flags = OFlag::O_RDWR | OFlag::O_CLOEXEC;
+    let fd = match name.dir() {
+        None => nix::sys::mman::shm_open(name.os_name(), flags, Mode::empty())?,
+        Some(_) => nix::fcntl::open(&name.path(), flags | OFlag::O_NOFOLLOW, Mode::empty())?,
+    };
     Ok(File::from(fd))
 }
 
 pub(crate) fn unlink(name: &SegmentName) -> Result<(), Errno> {
-    nix::sys::mman::shm_unlink(name.os_name())
+    match name.dir() {
+        None => nix::sys::mman::shm_unlink(name.os_name()),
+        Some(_) => nix::unistd::unlink(&name.path()),
+    }
+}
+
+/// Owner of the object the name refers to right now, if any (`lstat`: a symlink
+/// counts as the object).
+pub(crate) fn owner_of(name: &SegmentName) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(name.path()).ok().map(|m| m.uid())
+}
+
+/// Owner and permission bits of the directory `dir` (following symlinks);
+/// `ENOTDIR` if it is something else.
+pub(crate) fn dir_owner_mode(dir: &std::path::Path) -> Result<(u32, u32), Errno> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    if !meta.is_dir() {
+        return Err(Errno::ENOTDIR);
+    }
+    Ok((meta.uid(), meta.mode() & 0o7777))
 }
 
 pub(crate) fn file_info(file: &File) -> Result<FileInfo, Errno> {
@@ -67,6 +94,7 @@ pub(crate) fn file_info(file: &File) -> Result<FileInfo, Errno> {
         );
     Ok(FileInfo {
         size: u64::try_from(st.st_size).unwrap_or(0),
+        allocated: u64::try_from(st.st_blocks).unwrap_or(0).saturating_mul(512),
         uid: st.st_uid,
         nlink: st.st_nlink,
         dev: st.st_dev,
@@ -83,16 +111,23 @@ pub(crate) fn name_identity(name: &SegmentName) -> Option<(u64, u64)> {
         .map(|m| (m.dev(), m.ino()))
 }
 
-/// Sizes the object and reserves its pages, so that a full `/dev/shm` is an `ENOSPC`
-/// here rather than a SIGBUS at the first write.
-pub(crate) fn size_and_reserve(file: &File, len: u64) -> Result<(), Errno> {
-    let len = i64::try_from(len).map_err(|_| Errno::EFBIG)?;
-    nix::unistd::ftruncate(file.as_fd(), len)?;
+/// Sizes the object and allocates every page of it, so that a full `/dev/shm` is an
+/// `ENOSPC` here rather than a SIGBUS at the first write, and so that openers can
+/// check that a segment is fully backed (`FileInfo::allocated`): a sparse one was
+/// not made by us. `Err(op, errno)` names the call that failed.
+pub(crate) fn size_and_reserve(file: &File, len: u64) -> Result<(), (&'static str, Errno)> {
+    let len = i64::try_from(len).map_err(|_| ("ftruncate", Errno::EFBIG))?;
+    nix::unistd::ftruncate(file.as_fd(), len).map_err(|e| ("ftruncate", e))?;
     if len > 0 {
-        match nix::fcntl::posix_fallocate(file.as_fd(), 0, len) {
-            // Filesystems without fallocate: keep the (lazily backed) size.
-            Ok(()) | Err(Errno::EOPNOTSUPP) => {}
-            Err(e) => return Err(e),
+        // No fallback for filesystems that cannot allocate (glibc emulates it where
+        // the kernel lacks it): a lazily backed segment would be refused by every
+        // opener anyway.
+        loop {
+            match nix::fcntl::posix_fallocate(file.as_fd(), 0, len) {
+                // tmpfs stops a long allocation for a signal; what it did is kept.
+                Err(Errno::EINTR) => continue,
+                r => break r.map_err(|e| ("posix_fallocate", e))?,
+            }
         }
     }
     Ok(())

@@ -17,7 +17,11 @@
 //!    (on drop, or when the kernel reaps a killed process).
 //!
 //! The server's `accept` pops an id, opens `NAME.PID.SEQ`, claims end B, checks the
-//! client's hello and answers with its own. An id whose segment is gone (the client
+//! client's hello and answers with its own. The client's segment is opened like any
+//! segment, with every check of [`SegmentBuilder::open`](crate::segment::SegmentBuilder::open):
+//! one that is not ours, too large, or sparse (a header claiming memory the file
+//! does not have) is an [`AcceptError::Shm`] before end B is claimed or a ring
+//! touched, and the listener stays usable. An id whose segment is gone (the client
 //! gave up) is skipped; one left by a client killed before it was accepted is stale and
 //! removed. Stale `NAME.*` leftovers are also swept when a listener binds, and
 //! `shmlink rm --stale` clears them at any time.

@@ -9,6 +9,9 @@
 //! frame keeps what was read for the next call. Deadlines map to `SO_RCVTIMEO` /
 //! `SO_SNDTIMEO`, changed only when the current setting would overshoot the deadline
 //! or is far shorter than needed, so steady traffic makes no extra system calls.
+//!
+//! A Unix listener's socket file is 0600 from the moment it exists, whatever the
+//! umask (see `bind_private`); [`SocketListener::set_mode`] widens it on purpose.
 
 use core::fmt;
 use std::io::{self, IoSlice, Read, Write};
@@ -478,7 +481,7 @@ impl SocketListener {
     pub(crate) fn bind(addr: &Address, opts: &Options) -> Result<Self, ListenError> {
         let inner = match addr {
             Address::Unix(path) => {
-                let listener = match UnixListener::bind(path) {
+                let listener = match bind_private(path) {
                     Ok(l) => l,
                     Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
                         // A socket file left by a dead server refuses connections:
@@ -488,7 +491,7 @@ impl SocketListener {
                             Err(c) if c.kind() == io::ErrorKind::ConnectionRefused => {
                                 std::fs::remove_file(path)
                                     .map_err(|e| ListenError::Io(IoFailure::new("unlink", &e)))?;
-                                UnixListener::bind(path)
+                                bind_private(path)
                                     .map_err(|e| ListenError::Io(IoFailure::new("bind", &e)))?
                             }
                             Err(_) => return Err(ListenError::InUse),
@@ -509,6 +512,45 @@ impl SocketListener {
             inner,
             opts: opts.clone(),
         })
+    }
+
+    /// Sets the permission bits of a Unix listener's socket file, e.g. `0o660` to let
+    /// a group of users connect (on Linux, connecting needs write permission on the
+    /// file). The file is created 0600, whatever the umask: only its owner (and root)
+    /// can connect until this widens it.
+    ///
+    /// # Errors
+    ///
+    /// The OS error of `chmod`; a TCP listener has no file (`Unsupported`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::unix::fs::PermissionsExt;
+    /// use shmlink::transport::{self, Listener, Options};
+    ///
+    /// # let path = std::env::temp_dir().join(format!("doc-set-mode-{}.sock", std::process::id()));
+    /// let listener = transport::listen(&format!("unix://{}", path.display()), &Options::default())?;
+    /// let mode = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
+    /// assert_eq!(mode(&path)?, 0o600); // the default: the owner only
+    /// if let Listener::Socket(socket) = &listener {
+    ///     socket.set_mode(0o660)?; // and the owner's group
+    /// }
+    /// assert_eq!(mode(&path)?, 0o660);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_mode(&self, mode: u32) -> Result<(), IoFailure> {
+        use std::os::unix::fs::PermissionsExt;
+        match &self.inner {
+            Inner::Unix(_, path) => {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777))
+                    .map_err(|e| IoFailure::new("chmod", &e))
+            }
+            Inner::Tcp(_) => Err(IoFailure::new(
+                "chmod",
+                &io::Error::from(io::ErrorKind::Unsupported),
+            )),
+        }
     }
 
     /// The URL clients connect to.
@@ -599,6 +641,40 @@ impl SocketListener {
             }
         }
     }
+}
+
+/// Binds a listening Unix socket at `path` whose file is 0600 from the moment it
+/// exists, whatever the umask.
+///
+/// `bind` creates the file with the mode of the socket's own inode less the umask
+/// (Linux `unix_bind`: `S_IFSOCK | (SOCK_INODE(sock)->i_mode & ~current_umask())`),
+/// so an `fchmod(0600)` of the socket before `bind` leaves no window in which another
+/// user could connect; changing the umask instead would be process-wide and race with
+/// other threads, and a `chmod` after `bind` would leave the window open. The `chmod`
+/// after `bind` only restores the owner's bits, should the umask have removed them.
+fn bind_private(path: &std::path::Path) -> io::Result<UnixListener> {
+    use nix::sys::socket::{AddressFamily, Backlog, SockFlag, SockType, bind, listen, socket};
+    use nix::sys::stat::{Mode, fchmod};
+    use std::os::unix::fs::PermissionsExt;
+    let owner_only = Mode::S_IRUSR | Mode::S_IWUSR;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    fchmod(&fd, owner_only)?;
+    bind(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+    let finish = || -> io::Result<()> {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(listen(&fd, Backlog::MAXCONN)?)
+    };
+    if let Err(e) = finish() {
+        // The file is ours (bind just made it): do not leave it behind.
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(UnixListener::from(fd))
 }
 
 /// A client a socket listener accepted whose hello was not read yet.
