@@ -7,6 +7,7 @@
 #![cfg(shmlink_loom)]
 
 use std::collections::{HashMap, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
@@ -45,22 +46,33 @@ struct Table {
 
 /// One caller, as the RPC client does it: take its answer, or read, or sleep.
 fn call(h: &Handoff<Table>, src: &Source, id: u64) -> Result<u64, ()> {
+    call_decoding(h, src, id, |v| v)
+}
+
+/// [`call`], with `decode` run on the answer as it is taken (the RPC client decodes
+/// a response under the lock, and a user's `Deserialize` may panic).
+fn call_decoding(
+    h: &Handoff<Table>,
+    src: &Source,
+    id: u64,
+    decode: impl Fn(u64) -> u64,
+) -> Result<u64, ()> {
     let take = |t: &mut Table| match t.answers.remove(&id) {
-        Some(v) => Some(Ok(v)),
+        Some(v) => Some(Ok(decode(v))),
         None if t.dead => Some(Err(())),
         None => None,
     };
     match h.wait_turn(None, take) {
         Turn::Ready(r) => r,
         Turn::TimedOut => unreachable!("no deadline"),
-        Turn::Read => loop {
+        Turn::Read(mut reader) => loop {
             let Some((from, v)) = src.recv() else {
-                return h.give_up(|t| {
+                return reader.give_up(|t| {
                     t.dead = true;
                     take(t).unwrap_or(Err(()))
                 });
             };
-            if let Some(r) = h.deliver(|t| {
+            if let Some(r) = reader.deliver(|t| {
                 t.answers.insert(from, v);
                 take(t)
             }) {
@@ -110,5 +122,61 @@ fn a_failed_source_ends_every_wait() {
         src.send(None);
         let got: Vec<_> = callers.into_iter().map(|c| c.join().unwrap()).collect();
         assert_eq!(got, [Ok(10), Err(())]);
+    });
+}
+
+/// What the panicking decoder of [`a_reader_that_unwinds_mid_delivery_hands_the_role_on`]
+/// says; its panics are expected, and not printed.
+const DECODE_PANIC: &str = "cannot decode 10";
+
+/// A panic hook that keeps quiet about [`DECODE_PANIC`] (loom runs the model many
+/// times) and reports every other panic as usual.
+fn quiet_decode_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied());
+        if msg != Some(DECODE_PANIC) {
+            default(info);
+        }
+    }));
+}
+
+/// Caller 1's answer panics as it is decoded (in the RPC client: a response whose
+/// `Deserialize` panics). When caller 1 is the reader, the panic unwinds out of
+/// `deliver`: the role must not stay taken, and caller 2, asleep by then or not, must
+/// be able to read its own answer. Without the release on unwind (or without the
+/// wake-up that goes with it), caller 2 sleeps forever: a loom deadlock.
+#[test]
+fn a_reader_that_unwinds_mid_delivery_hands_the_role_on() {
+    quiet_decode_panics();
+    loom::model(|| {
+        let h = Arc::new(Handoff::new(Table::default()));
+        let src = Arc::new(Source::default());
+        let panicky = {
+            let (h, src) = (h.clone(), src.clone());
+            thread::spawn(move || {
+                catch_unwind(AssertUnwindSafe(|| {
+                    call_decoding(&h, &src, 1, |v| {
+                        if v == 10 {
+                            panic!("{DECODE_PANIC}");
+                        }
+                        v
+                    })
+                }))
+                .is_err()
+            })
+        };
+        let other = {
+            let (h, src) = (h.clone(), src.clone());
+            thread::spawn(move || call(&h, &src, 2))
+        };
+        src.send(Some((1, 10)));
+        src.send(Some((2, 20)));
+        assert!(panicky.join().unwrap(), "decoding 10 panics");
+        assert_eq!(other.join().unwrap(), Ok(20));
     });
 }

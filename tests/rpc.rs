@@ -27,6 +27,8 @@
 //! - across processes (a child serves, see `tests/support`): calls and streams over shm,
 //!   unix and tcp; a SIGKILLed server fails every waiting caller with `ServerGone` long
 //!   before its deadline, and later calls at once;
+//! - a response whose `Deserialize` panics: the panic reaches its caller's `wait`, and
+//!   the client keeps working, for later calls and for a caller already waiting;
 //! - proptests: `wire::decode` on random bytes never panics and re-encodes what it
 //!   accepts byte for byte (and `encode_header` output decodes to its fields); a server
 //!   fed random frames after a proper hello either answers every request or closes the
@@ -2153,4 +2155,91 @@ fn silent_socket_client_does_not_hold_up_others() {
         drop(client);
         server.shutdown(Duration::from_secs(1));
     }
+}
+
+// ---- 11. a response whose decoding panics ----
+
+/// A response whose `Deserialize` panics when it holds 13: a bug in user code, run by
+/// the client while it holds the connection's reading role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Touchy(pub u32);
+
+impl<'de> Deserialize<'de> for Touchy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u32::deserialize(d)?;
+        assert_ne!(n, 13, "Touchy cannot decode 13");
+        Ok(Touchy(n))
+    }
+}
+
+/// A service answering with [`Touchy`].
+#[allow(dead_code)]
+mod picky {
+    use super::{KvError, Touchy};
+    shmlink::service! {
+        pub trait Picky {
+            client PickyClient;
+            server PickyServer;
+            error KvError;
+            /// `Touchy(n)` after `ms` milliseconds.
+            fn after(req: (u32, u64)) -> Touchy;
+        }
+    }
+}
+
+struct PickySvc;
+
+impl picky::Picky for PickySvc {
+    fn after(&self, _ctx: &Context, (n, ms): (u32, u64)) -> Result<Touchy, KvError> {
+        thread::sleep(Duration::from_millis(ms));
+        Ok(Touchy(n))
+    }
+}
+
+/// A call whose response panics while it is decoded panics in its caller's `wait`
+/// (the panic is the caller's own bug; it is not turned into an error), and the client
+/// stays usable: a later call on it, and a call another thread was already waiting
+/// for, both get their answers. (The reader that panicked gives the reading role up
+/// and wakes a sleeper to take it over; before, the role stayed taken and every later
+/// call slept until its deadline: `DeadlineExceeded` after 5 s here.)
+#[test]
+fn panicking_response_decoder_leaves_the_client_usable() {
+    let server = Server::new(picky::PickyServer(PickySvc))
+        .workers(4)
+        .options(topts())
+        .start_detached();
+    let (mine, theirs) = transport::pair(&topts()).expect("pair");
+    server.serve_connection(theirs);
+    let opts = ClientOptions {
+        timeout: Duration::from_secs(5),
+        ..copts()
+    };
+    let c = picky::PickyClient::from_connection(mine, &opts).expect("rpc hello");
+    let decode_13 = |c: &picky::PickyClient, ms: u64| {
+        let call = c.after((13, ms));
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call.wait()))
+    };
+
+    // One caller: the call panics, the next one is answered.
+    assert!(decode_13(&c, 0).is_err(), "decoding 13 must panic");
+    let t0 = Instant::now();
+    assert_eq!(c.after((1, 0)).wait(), Ok(Touchy(1)), "after the panic");
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+
+    // Two callers: this thread reads (its answer comes after 100 ms, and panics);
+    // the other one starts waiting meanwhile, for an answer due after 300 ms, which
+    // nobody reads unless the role is handed over.
+    let other = {
+        let c = c.clone();
+        thread::spawn(move || {
+            thread::sleep(Duration::from_millis(30));
+            c.after((2, 300)).wait()
+        })
+    };
+    assert!(decode_13(&c, 100).is_err(), "decoding 13 must panic");
+    assert_eq!(other.join().expect("other caller"), Ok(Touchy(2)));
+    assert_eq!(c.after((3, 0)).wait(), Ok(Touchy(3)));
+    assert_eq!(c.raw().in_flight(), 0);
+    drop(c);
+    server.shutdown(Duration::from_secs(1));
 }

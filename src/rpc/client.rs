@@ -5,7 +5,9 @@
 //! variable. The reader delivers each frame to its call's slot, wakes sleepers only if
 //! there are any, and gives up the reading role as soon as its own answer arrived (or
 //! its deadline passed), waking a sleeper to take over. A single caller thus reads its
-//! own answer with no thread hand-off at all.
+//! own answer with no thread hand-off at all. The role is a guard ([`Reader`]): a
+//! reader that unwinds (say, the `Deserialize` of its response panicked) gives it up
+//! and wakes a sleeper on the way out.
 
 use core::fmt;
 use core::marker::PhantomData;
@@ -20,7 +22,7 @@ use super::error::{ConnectError, RpcError, TransportFailure};
 use super::wire::{self, Code, Kind};
 use super::{DEFAULT_TIMEOUT, IdMap, STREAM_WINDOW};
 use crate::sync::atomic::{AtomicU64, Ordering};
-use crate::sync::handoff::{Handoff, Turn};
+use crate::sync::handoff::{Handoff, Reader, Turn};
 use crate::transport::{self, Connection, RecvError, SendError};
 
 /// Settings of an RPC client.
@@ -369,16 +371,18 @@ impl Shared {
         match turn {
             Turn::Ready(r) => r,
             Turn::TimedOut => Err(RpcError::DeadlineExceeded),
-            Turn::Read => self.read_until(id, deadline, take),
+            Turn::Read(reader) => self.read_until(reader, id, deadline, take),
         }
     }
 
     /// The reader's loop: reads frames and delivers each to its call until `take`
     /// gets something for call `id` (`Ok`), the deadline passes, or the connection
     /// fails (`Err`, and every call fails with it). The reading role passes on when
-    /// it returns.
+    /// it returns or unwinds (`take` decodes the reader's own response, and a user's
+    /// `Deserialize` may panic).
     fn read_until<R>(
         &self,
+        mut reader: Reader<'_, Table>,
         id: u64,
         deadline: Option<Instant>,
         mut take: impl FnMut(&mut IdMap<Slot>, Option<&wire::Frame<'_>>) -> Option<R>,
@@ -397,7 +401,7 @@ impl Shared {
                 Err(_) => break Some(RpcError::Protocol("undecodable frame")),
             };
             let mut bad = None;
-            let done = self.table.deliver(|t| {
+            let done = reader.deliver(|t| {
                 if f.id == id {
                     // Our own answer, taken straight from the receive buffer.
                     if let Some(r) = take(&mut t.calls, Some(&f)) {
@@ -440,7 +444,7 @@ impl Shared {
                 break Some(RpcError::Protocol(what));
             }
         };
-        self.table.give_up(|t| match failure {
+        reader.give_up(|t| match failure {
             Some(e) => {
                 t.dead = Some(e.clone());
                 Err(e)
@@ -537,6 +541,16 @@ impl<T: DeserializeOwned, E: DeserializeOwned> Call<T, E> {
     /// # Errors
     ///
     /// [`RpcError`]: the service's error, or what went wrong on the way.
+    ///
+    /// # Panics
+    ///
+    /// If the `Deserialize` of the response (`T`) or of the service's error (`E`)
+    /// panics: the panic goes on to the caller, as a direct `postcard::from_bytes`
+    /// would let it (it is a bug in that impl, not something the service or the
+    /// connection did, so it is not turned into an [`RpcError`]). The client stays
+    /// usable: the call is over (its answer arrived, nothing is cancelled), and the
+    /// other calls on the connection, those already waiting and later ones, get their
+    /// answers as usual.
     pub fn wait(mut self) -> Result<T, RpcError<E>> {
         if let Some(e) = self.failed.take() {
             return Err(e.cast());

@@ -18,11 +18,22 @@
 //! | reader | fence | Acquire | the writer's Release fence |
 //! | reader | `s2 = seq` | Relaxed | accept only if `s1 == s2` and even |
 //!
-//! The counter is 64-bit, so it cannot wrap under a preempted reader. A writer that
-//! dies mid-write leaves the counter odd: readers give up with
-//! [`ReadError::WriterDied`] once its process is gone (checked every 1024 tries), and
-//! a new writer (it may claim the role from the dead one) repairs the counter with its
-//! first write.
+//! The counter is 64-bit, so it cannot wrap under a preempted reader.
+//!
+//! A reader that finds a write in progress retries: it spins through [`READ_TRIES`]
+//! tries, then yields a few times, then naps (50 µs, doubling up to 1 ms): a writer
+//! does not wake readers, and one that stays mid-write that long was preempted (or
+//! stopped), so the reader gives the CPU away instead of burning it. Every time the
+//! writer makes progress the reader starts over with spinning. [`SeqLock::read`] waits
+//! as long as the writer lives; [`SeqLock::read_timeout`] and [`SeqLock::read_until`]
+//! give up with [`ReadError::Timeout`] at their deadline (within a nap, 1 ms, of it);
+//! [`SeqLock::try_read`] tries once.
+//!
+//! A writer that dies mid-write leaves the counter odd: readers give up with
+//! [`ReadError::WriterDied`] once its process is gone (checked when they start
+//! backing off, then every 10 ms), and a new writer (it may claim the role from the
+//! dead one) repairs the counter with its first write. A new writer that leaves
+//! before writing hands the role back to the dead one, so readers keep being told.
 //!
 //! A writer that writes back to back can starve readers (each copy overlaps the next
 //! write). A reader that fails 16 tries in a row raises a `starving` flag; the writer
@@ -34,16 +45,30 @@ use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::atomic::{AtomicU64, Ordering, fence};
 use super::pod::Pod;
 use super::process::{current_token, token_dead, token_pid};
 use super::region::{CacheLine, HeapRegion, RawArea, Region, ShmSafe};
 
-/// Read attempts before [`ReadError::Contended`].
-pub const READ_TRIES: u32 = 1 << 20;
-/// A reader checks the writer's liveness once per this many failed tries.
-const LIVENESS_TRIES: u32 = 1024;
+/// Failed read attempts a reader spins through (one spin-loop hint each, about 15 µs
+/// in all) before it reads the clock and starts backing off: yielding, then napping.
+/// While writes keep getting in its way, a reader also checks its deadline once per
+/// this many tries.
+pub const READ_TRIES: u32 = 1 << 8;
+/// A reader facing a write in progress checks its writer's liveness this often.
+#[cfg(not(shmlink_loom))]
+const LIVENESS_PERIOD: Duration = Duration::from_millis(10);
+/// Yields between spinning and napping.
+#[cfg(not(shmlink_loom))]
+const YIELDS: u32 = 4;
+/// A reader's first nap; each next one is twice as long, up to [`MAX_NAP`].
+#[cfg(not(shmlink_loom))]
+const FIRST_NAP: Duration = Duration::from_micros(50);
+/// A reader's longest nap: it notices a finished write, and its deadline, within this.
+#[cfg(not(shmlink_loom))]
+const MAX_NAP: Duration = Duration::from_millis(1);
 /// After this many failed tries a reader asks the writer for a pause.
 const STARVING_AFTER: u32 = 16;
 /// Writer pause for a starving reader: long enough for a few reads of a large value.
@@ -165,9 +190,12 @@ impl std::error::Error for SeqLockConfigError {}
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadError {
-    /// A write is in progress (`try_read`), or every one of [`READ_TRIES`] attempts
-    /// found one (`read`): the writer writes faster than a read completes.
+    /// A write is in progress ([`SeqLock::try_read`], which tries once).
     Contended,
+    /// Writes were in progress until the deadline ([`SeqLock::read_timeout`],
+    /// [`SeqLock::read_until`]): the writer stayed in the middle of a write (it was
+    /// preempted or stopped), or wrote faster than a read completes.
+    Timeout,
     /// A write was left half done by a writer process that is gone; the value stays
     /// unreadable until a new writer writes it.
     WriterDied {
@@ -179,7 +207,8 @@ pub enum ReadError {
 impl std::fmt::Display for ReadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Contended => f.write_str("a write was in progress on every try"),
+            Self::Contended => f.write_str("a write was in progress"),
+            Self::Timeout => f.write_str("a write was in progress until the deadline"),
             Self::WriterDied { pid } => {
                 write!(f, "writer process {pid} died in the middle of a write")
             }
@@ -306,6 +335,39 @@ fn store_words<T: Pod>(area: RawArea, value: &T) {
     }
 }
 
+/// A reader's state while writes keep it from reading ([`SeqLock::read_until`]).
+struct Retry {
+    /// Failed attempts so far.
+    failures: u32,
+    /// Failed attempts since the counter last changed (`seq`): how long the writer
+    /// has been stuck, as far as this reader can tell.
+    stuck: u32,
+    /// The counter the last failed attempt saw.
+    seq: u64,
+    /// The next nap.
+    #[cfg(not(shmlink_loom))]
+    nap: Duration,
+    /// When to check the writer's liveness next (`None`: at the first chance).
+    #[cfg(not(shmlink_loom))]
+    next_liveness: Option<Instant>,
+}
+
+impl Retry {
+    #[inline(always)]
+    fn new() -> Self {
+        Self {
+            failures: 0,
+            stuck: 0,
+            // Never an attempt's: the first failure starts the count.
+            seq: u64::MAX,
+            #[cfg(not(shmlink_loom))]
+            nap: FIRST_NAP,
+            #[cfg(not(shmlink_loom))]
+            next_liveness: None,
+        }
+    }
+}
+
 impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqLock<T, R> {
     /// Wraps a region initialised for `T`, validating it.
     ///
@@ -387,13 +449,18 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqLock<T, R> {
         Ok(unsafe { out.assume_init() })
     }
 
-    /// Copies the value out, retrying while writes are in progress (up to
-    /// [`READ_TRIES`] times).
+    /// Copies the value out, waiting while a write is in progress for as long as the
+    /// writer process lives (see [`read_until`](Self::read_until) for how it waits).
+    ///
+    /// A writer is never in the middle of a write for long unless it was preempted or
+    /// stopped (`SIGSTOP`, a debugger): use [`read_timeout`](Self::read_timeout) where
+    /// a stopped writer must not hold the reader up. (A live writer that took the role
+    /// over from a dead one, and has not written yet, also counts as one in the middle
+    /// of a write: the value is unreadable until it writes.)
     ///
     /// # Errors
     ///
-    /// [`ReadError::WriterDied`] if a dead writer left a write half done;
-    /// [`ReadError::Contended`] if every try found a write in progress.
+    /// [`ReadError::WriterDied`] if a dead writer left a write half done.
     ///
     /// # Examples
     ///
@@ -406,48 +473,154 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqLock<T, R> {
     /// ```
     #[inline]
     pub fn read(&self) -> Result<T, ReadError> {
+        self.read_until(None)
+    }
+
+    /// Copies the value out, waiting at most `timeout` while a write is in progress.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::Timeout`] if a write was still in progress after `timeout` (give
+    /// or take a millisecond); [`ReadError::WriterDied`] if a dead writer left a write
+    /// half done.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::SeqLock;
+    /// use std::time::Duration;
+    ///
+    /// let lock = SeqLock::new(3u32);
+    /// assert_eq!(lock.read_timeout(Duration::from_millis(5))?, 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn read_timeout(&self, timeout: Duration) -> Result<T, ReadError> {
+        self.read_until(Instant::now().checked_add(timeout))
+    }
+
+    /// Copies the value out, waiting until `deadline` (`None`: as long as the writer
+    /// lives) while a write is in progress.
+    ///
+    /// A write in progress is usually over within a few tries. If it is not, the
+    /// reader spins through [`READ_TRIES`] tries, then yields a few times, then naps
+    /// (50 µs, doubling up to 1 ms, and never past `deadline`): a writer does not wake
+    /// readers, and one that stays in the middle of a write that long was preempted,
+    /// so the reader gives its CPU away. Whenever the writer gets on, the reader
+    /// spins again. A deadline already past still gets the tries before the reader
+    /// would back off (a few microseconds).
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::Timeout`] if a write was still in progress at `deadline` (give or
+    /// take a millisecond); [`ReadError::WriterDied`] if a dead writer left a write
+    /// half done.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::SeqLock;
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let lock = SeqLock::new([1u64, 2]);
+    /// let deadline = Instant::now() + Duration::from_millis(5);
+    /// assert_eq!(lock.read_until(Some(deadline))?, [1, 2]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn read_until(&self, deadline: Option<Instant>) -> Result<T, ReadError> {
         // The loop is inlined and the value never leaves registers on the way out;
         // everything rare is in `after_failure`, which returns no `T` (a `T` merged
         // from two paths goes through memory, and reading it back stalls on store
         // forwarding: 5x the cost of the copy).
-        let mut failures = 0u32;
+        let mut retry = Retry::new();
         loop {
             match self.attempt() {
                 Ok(v) => return Ok(v),
-                Err(seq) => {
-                    failures += 1;
-                    self.after_failure(failures, seq)?;
-                }
+                Err(seq) => self.after_failure(&mut retry, seq, deadline)?,
             }
         }
     }
 
-    /// After `failures` failed attempts (the last saw `seq`): gives up, asks the
-    /// writer for a pause, checks a stuck writer's liveness, or spins.
+    /// After a failed attempt that saw `seq`: spins, yields or naps (see the module
+    /// docs), asks the writer for a pause, checks a stuck writer's liveness, or gives
+    /// up at `deadline`.
     #[cold]
     #[inline(never)]
-    fn after_failure(&self, failures: u32, seq: u64) -> Result<(), ReadError> {
-        if failures >= READ_TRIES {
-            return Err(ReadError::Contended);
-        }
-        if failures == STARVING_AFTER {
+    fn after_failure(
+        &self,
+        retry: &mut Retry,
+        seq: u64,
+        deadline: Option<Instant>,
+    ) -> Result<(), ReadError> {
+        retry.failures = retry.failures.saturating_add(1);
+        if retry.failures == STARVING_AFTER {
             // A writer that writes back to back would starve us: ask it for one short
             // pause (it clears the flag, so a reader that dies here costs it one pause,
             // not one per write).
             self.ctl().starving.store(1, Ordering::Relaxed);
         }
-        if seq & 1 != 0 && failures % LIVENESS_TRIES == 0 {
-            let writer = self.ctl().meta.writer.load(Ordering::Relaxed);
-            // Still mid-write, and its writer is gone (a new writer may have repaired
-            // it meanwhile: then the next attempt succeeds).
-            if writer != 0 && token_dead(writer) && self.ctl().seq.load(Ordering::Relaxed) & 1 != 0
-            {
-                return Err(ReadError::WriterDied {
-                    pid: token_pid(writer),
-                });
-            }
+        if seq != retry.seq {
+            // The writer got on (or this is the first failure): spin again.
+            retry.seq = seq;
+            retry.stuck = 0;
         }
-        crate::sync::spin_loop();
+        retry.stuck = retry.stuck.saturating_add(1);
+        // Under loom there is no clock and nobody dies: every failure is a yield point.
+        #[cfg(shmlink_loom)]
+        {
+            let _ = deadline;
+            crate::sync::spin_loop();
+            Ok(())
+        }
+        #[cfg(not(shmlink_loom))]
+        {
+            // Spin without reading the clock, except once per READ_TRIES failures (a
+            // writer that keeps writing must not keep us past the deadline).
+            if retry.stuck <= READ_TRIES && retry.failures % READ_TRIES != 0 {
+                crate::sync::spin_loop();
+                return Ok(());
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(ReadError::Timeout);
+            }
+            // Liveness only once stuck: a writer that gets on is alive.
+            let stuck = retry.stuck > READ_TRIES;
+            if stuck && seq & 1 != 0 && retry.next_liveness.is_none_or(|t| now >= t) {
+                retry.next_liveness = Some(now + LIVENESS_PERIOD);
+                self.check_writer()?;
+            }
+            if !stuck {
+                crate::sync::spin_loop();
+            } else if retry.stuck <= READ_TRIES + YIELDS {
+                crate::sync::yield_now();
+            } else {
+                // A writer does not wake readers: nap, at most until the deadline.
+                let nap = match deadline {
+                    Some(d) => retry.nap.min(d - now),
+                    None => retry.nap,
+                };
+                std::thread::sleep(nap);
+                retry.nap = (retry.nap * 2).min(MAX_NAP);
+            }
+            Ok(())
+        }
+    }
+
+    /// For a reader that found a write in progress: `WriterDied` if its writer is gone
+    /// and the write is still half done.
+    #[cfg(not(shmlink_loom))]
+    #[cold]
+    fn check_writer(&self) -> Result<(), ReadError> {
+        let writer = self.ctl().meta.writer.load(Ordering::Relaxed);
+        // Still mid-write, and its writer is gone (a new writer may have repaired it
+        // meanwhile: then the next attempt succeeds).
+        if writer != 0 && token_dead(writer) && self.ctl().seq.load(Ordering::Relaxed) & 1 != 0 {
+            return Err(ReadError::WriterDied {
+                pid: token_pid(writer),
+            });
+        }
         Ok(())
     }
 
@@ -519,6 +692,7 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqLock<T, R> {
                     return Ok(SeqWriter {
                         lock: self.clone(),
                         token: me,
+                        predecessor: current,
                     });
                 }
                 Err(now) => current = now,
@@ -583,6 +757,8 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> std::fmt::Debug for SeqLock<T, 
 pub struct SeqWriter<T: Pod, R: Region<Shared = SeqLockControl> = HeapRegion<SeqLockControl>> {
     lock: SeqLock<T, R>,
     token: u64,
+    /// The (dead) writer the role was taken over from; 0 if it was free.
+    predecessor: u64,
 }
 
 impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqWriter<T, R> {
@@ -677,10 +853,20 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqWriter<T, R> {
 
 impl<T: Pod, R: Region<Shared = SeqLockControl>> Drop for SeqWriter<T, R> {
     fn drop(&mut self) {
+        let ctl = self.lock.ctl();
+        // Our writes leave `seq` even: odd means a dead writer's half-done write that
+        // we took over and never repaired. Hand the role back to that writer, so
+        // readers keep being told it died (rather than waiting for a writer that is
+        // not there), and the next writer takes it over as we did.
+        let next = if ctl.seq.load(Ordering::Relaxed) & 1 != 0 {
+            self.predecessor
+        } else {
+            0
+        };
         // SYNC: Release pairs with the next writer's Acquire claim.
-        let _ = self.lock.ctl().meta.writer.compare_exchange(
+        let _ = ctl.meta.writer.compare_exchange(
             self.token,
-            0,
+            next,
             Ordering::Release,
             Ordering::Relaxed,
         );
@@ -721,10 +907,75 @@ mod tests {
                 pid: std::process::id()
             })
         );
+        // A writer that takes over and leaves without writing: still reported.
+        drop(lock.writer().expect("the dead writer's role is taken over"));
+        assert_eq!(
+            lock.read(),
+            Err(ReadError::WriterDied {
+                pid: std::process::id()
+            })
+        );
         let mut w = lock.writer().expect("the dead writer's role is taken over");
         w.write(6);
         assert_eq!(lock.read(), Ok(6));
         assert_eq!(lock.version(), 4);
+    }
+
+    /// Makes `seq` odd as the live writer's write would, as if that writer were
+    /// preempted between its first and last store.
+    fn stall_mid_write<T: Pod>(lock: &SeqLock<T>) {
+        let seq = lock.ctl().seq.load(Ordering::Relaxed);
+        lock.ctl().seq.store(seq | 1, Ordering::Relaxed);
+    }
+
+    /// A reader facing a write that stays half done for a long time (its writer was
+    /// preempted: alive, and it finishes) waits for it and reads the new value. (It
+    /// gave up with `Contended` after 2^20 tries, 60-300 ms here depending on the
+    /// load.)
+    #[test]
+    #[cfg_attr(miri, ignore = "sleeps for real time")]
+    fn a_reader_waits_out_a_writer_preempted_mid_write() {
+        let lock = SeqLock::new(1u64);
+        let mut w = lock.writer().unwrap();
+        stall_mid_write(&lock);
+        let reader = {
+            let lock = lock.clone();
+            std::thread::spawn(move || lock.read())
+        };
+        // The reader is in its retry loop once it asks the writer for a pause.
+        let t0 = std::time::Instant::now();
+        while lock.ctl().starving.load(Ordering::Relaxed) == 0 {
+            assert!(t0.elapsed() < std::time::Duration::from_secs(10), "no read");
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        w.write(2); // the preempted write runs on and completes
+        assert_eq!(reader.join().unwrap(), Ok(2));
+    }
+
+    /// A reader with a deadline facing a writer stuck mid-write gives up at its
+    /// deadline, not before, and soon after (the bound is loose: the machine may be
+    /// loaded). A deadline already past gets `Timeout` too; `try_read` says
+    /// `Contended` at once.
+    #[test]
+    #[cfg_attr(miri, ignore = "sleeps for real time")]
+    fn a_reader_with_a_deadline_gives_up_on_a_stuck_writer() {
+        use std::time::{Duration, Instant};
+        let lock = SeqLock::new(1u64);
+        let _w = lock.writer().unwrap();
+        stall_mid_write(&lock);
+        assert_eq!(lock.try_read(), Err(ReadError::Contended));
+        let t0 = Instant::now();
+        assert_eq!(
+            lock.read_timeout(Duration::from_millis(5)),
+            Err(ReadError::Timeout)
+        );
+        let took = t0.elapsed();
+        assert!(took >= Duration::from_millis(5), "gave up early: {took:?}");
+        assert!(took < Duration::from_millis(50), "gave up late: {took:?}");
+        let t0 = Instant::now();
+        assert_eq!(lock.read_until(Some(t0)), Err(ReadError::Timeout));
+        assert!(t0.elapsed() < Duration::from_millis(50));
     }
 
     #[test]
