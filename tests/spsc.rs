@@ -17,6 +17,7 @@ use shmlink::ring::{
 use shmlink::segment::process::{current_token, token_of};
 use shmlink::segment::{
     CreateError, HeapRegion, MAX_PAYLOAD, OpenError, Region, Segment, SegmentName,
+    layout_fingerprint,
 };
 
 type HeapSpsc<T> = Spsc<T, HeapRegion<SpscHeader>>;
@@ -777,6 +778,182 @@ fn element_f64_bits_preserved() {
     }
     let finite: Vec<f64> = (0..50).map(|i| f64::from(i) * 0.1 - 2.0).collect();
     round_trip(&finite, 8);
+}
+
+// ---------------------------------------------------------------------------------
+// Element alignment
+// ---------------------------------------------------------------------------------
+
+/// A cache line as one element, aligned to 64 like a zero-copy user lays one out.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C, align(64))]
+struct Line([u64; 8]);
+
+// SAFETY: repr(C) array of u64: 64 bytes, aligned to 64, no padding, no pointers.
+unsafe impl Pod for Line {
+    const FINGERPRINT: u64 = layout_fingerprint("tests::spsc::Line", 1, 64, 64);
+}
+
+fn line(i: u64) -> Line {
+    Line(core::array::from_fn(|k| {
+        i.rotate_left(k as u32 * 8) ^ k as u64
+    }))
+}
+
+fn wide(i: u64) -> u128 {
+    (u128::from(i) << 64) | u128::from(!i)
+}
+
+/// Every path through a ring of over-aligned elements (chunks written and read in
+/// place through `slot_ptr`, single pushes and pops, slices) over several laps: each
+/// slot pointer is aligned for `T` (the documented `slot_ptr(i).write(v)` is UB
+/// otherwise), and every value arrives.
+fn aligned_slots<T, R>(ring: &Spsc<T, R>, make: impl Fn(u64) -> T)
+where
+    T: Pod + PartialEq + Debug,
+    R: Region<Shared = SpscHeader>,
+{
+    let align = align_of::<T>();
+    let cap = ring.capacity();
+    let mut tx = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let (mut next, mut expect) = (0u64, 0u64);
+    for lap in 0..3 {
+        // cap - 1 slots: the chunks start at another slot on every lap.
+        let n = cap - 1;
+        let mut chunk = tx.write_chunk(n).unwrap();
+        for i in 0..n {
+            // SAFETY: slot i is reserved until commit; one T is written, no reference.
+            let p = unsafe { chunk.slot_ptr(i) };
+            assert_eq!(p as usize % align, 0, "write slot {i}, lap {lap}");
+            // SAFETY: as above; `p` is aligned (just checked).
+            unsafe { p.write(make(next)) };
+            next += 1;
+        }
+        chunk.commit_all();
+        let chunk = rx.read_chunk(n).unwrap();
+        for i in 0..n {
+            // SAFETY: the chunk is not released yet; the value is copied out.
+            let p = unsafe { chunk.slot_ptr(i) };
+            assert_eq!(p as usize % align, 0, "read slot {i}, lap {lap}");
+            // SAFETY: as above; `p` is aligned (just checked).
+            assert_eq!(unsafe { p.read() }, make(expect));
+            assert_eq!(chunk.get(i), make(expect));
+            expect += 1;
+        }
+        chunk.release_all();
+        tx.try_push(make(next)).unwrap();
+        next += 1;
+        assert_eq!(rx.try_pop(), Ok(make(expect)));
+        expect += 1;
+        let k = cap.min(2);
+        let items: Vec<T> = (next..next + k as u64).map(&make).collect();
+        assert_eq!(tx.push_slice(&items), k);
+        next += k as u64;
+        let mut out = vec![make(0); k];
+        assert_eq!(rx.pop_slice(&mut out), k);
+        assert_eq!(out, items);
+        expect += k as u64;
+    }
+}
+
+/// An element aligned above what a slot area guarantees (128). It breaks the `Pod`
+/// contract on purpose: the ring must refuse it with a typed error, not misalign it.
+#[derive(Clone, Copy)]
+#[repr(C, align(256))]
+struct TooAligned([u8; 256]);
+
+// SAFETY: 256 bytes, no padding, no pointers; the alignment (256) is above what `Pod`
+// allows, which the rings check (the test is that they refuse it).
+unsafe impl Pod for TooAligned {
+    const FINGERPRINT: u64 = layout_fingerprint("tests::spsc::TooAligned", 1, 256, 256);
+}
+
+#[test]
+fn elements_aligned_above_the_area_are_refused() {
+    let err = BuildError::UnsupportedAlignment {
+        align: 256,
+        max: 128,
+    };
+    assert_eq!(
+        HeapSpsc::<TooAligned>::new(4, WaitMode::Spin).unwrap_err(),
+        err
+    );
+    let n = name("align-256");
+    assert_eq!(
+        Spsc::<TooAligned, _>::create(Segment::builder(&n).unlink_on_drop(true), 4, WaitMode::Spin)
+            .unwrap_err(),
+        err
+    );
+    assert!(!seg_path(&n).exists(), "refused before any segment is made");
+    assert_eq!(
+        Spsc::<TooAligned, _>::open(Segment::builder(&n)).unwrap_err(),
+        err
+    );
+}
+
+/// File offsets at which `needle` occurs in the segment file of `n` (the file is
+/// mapped at a page boundary, so an offset's alignment is the address's).
+fn file_offsets_of(n: &str, needle: &[u8]) -> Vec<usize> {
+    let bytes = std::fs::read(seg_path(n)).unwrap();
+    bytes
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+#[test]
+fn u128_slots_are_aligned() {
+    aligned_slots(&HeapSpsc::<u128>::new(4, WaitMode::Spin).unwrap(), wide);
+    aligned_slots(&HeapSpsc::<u128>::new(1, WaitMode::Spin).unwrap(), wide);
+    let n = name("align-u128");
+    let ring = Spsc::<u128, _>::create(
+        Segment::builder(&n).unlink_on_drop(true),
+        8,
+        WaitMode::Blocking,
+    )
+    .unwrap();
+    aligned_slots(&ring, wide);
+    // Values lie aligned in the mapping, as other processes see them: one distinctive
+    // value in every slot.
+    let vs: Vec<u128> = (0..8)
+        .map(|k| 0x0123_4567_89ab_cdef_fedc_ba98_7654_3200u128 + k)
+        .collect();
+    let mut tx = ring.producer().unwrap();
+    for v in &vs {
+        tx.try_push(*v).unwrap();
+        let at = file_offsets_of(&n, &v.to_ne_bytes());
+        assert_eq!(at.len(), 1, "{at:?}");
+        assert_eq!(at[0] % 16, 0, "value at file offset {}", at[0]);
+    }
+    let opened = Spsc::<u128, _>::open(Segment::builder(&n)).unwrap();
+    let mut rx = opened.consumer().unwrap();
+    for v in &vs {
+        assert_eq!(rx.try_pop(), Ok(*v));
+    }
+}
+
+#[test]
+fn cache_line_aligned_slots_are_aligned() {
+    aligned_slots(&HeapSpsc::<Line>::new(4, WaitMode::Spin).unwrap(), line);
+    let n = name("align-line");
+    let ring =
+        Spsc::<Line, _>::create(Segment::builder(&n).unlink_on_drop(true), 4, WaitMode::Spin)
+            .unwrap();
+    aligned_slots(&ring, line);
+    let mut tx = ring.producer().unwrap();
+    for slot in 0..4u64 {
+        let v = Line(core::array::from_fn(|k| {
+            0xa5a5_0000_0000_0000 | slot << 8 | k as u64
+        }));
+        tx.try_push(v).unwrap();
+        let needle: Vec<u8> = v.0.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let at = file_offsets_of(&n, &needle);
+        assert_eq!(at.len(), 1, "{at:?}");
+        assert_eq!(at[0] % 64, 0, "value at file offset {}", at[0]);
+    }
 }
 
 // ---------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use super::error::{BuildError, ChunkError, ClaimError, Corruption, PopError, PushError};
 use crate::segment::process::{current_token, token_alive, token_pid};
-use crate::segment::{CacheLine, HeapRegion, RawArea, Region, ShmSafe};
+use crate::segment::{AREA_ALIGN, CacheLine, HeapRegion, RawArea, Region, ShmSafe};
 use crate::sync::Pod;
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::sync::{WaitError, WaitMode, WaitWord};
@@ -145,7 +145,8 @@ const _: () = assert!(size_of::<SpscHeader>() == 768 && align_of::<SpscHeader>()
 unsafe impl ShmSafe for SpscHeader {
     const TYPE_NAME: &'static str = "shmlink::ring::SpscHeader";
     // 2: slots carry a stamp word before the value.
-    const VERSION: u32 = 2;
+    // 3: values aligned for their type in the slot (`value_offset`, `slot_size`).
+    const VERSION: u32 = 3;
     fn new_zeroed() -> Self {
         Self {
             config: CacheLine::new_zeroed(),
@@ -158,13 +159,44 @@ unsafe impl ShmSafe for SpscHeader {
     }
 }
 
-/// Bytes per slot: an 8-byte stamp, then the value, rounded up to 8.
+/// Alignment of a slot: the element's, and at least 8 for the stamp.
+const fn slot_align<T>() -> usize {
+    if align_of::<T>() > 8 {
+        align_of::<T>()
+    } else {
+        8
+    }
+}
+
+/// Offset of the value in its slot: after the 8-byte stamp, aligned for `T` (8 for
+/// every `T` aligned to 8 or less, `align_of::<T>()` above).
+pub(crate) const fn value_offset<T>() -> usize {
+    slot_align::<T>()
+}
+
+/// Bytes per slot: an 8-byte stamp, then the value at [`value_offset`], rounded up to
+/// the slot's alignment, so that every slot of an area aligned to [`AREA_ALIGN`] has
+/// its stamp aligned to 8 and its value aligned for `T` (a `u128` or a
+/// `#[repr(align(64))]` element can be used in place through `slot_ptr`).
 ///
 /// The stamp of position `p` reads `p + 1` once the value is published, so a consumer
 /// that finds its cached view empty polls the slot itself: stamp and value arrive in
 /// one cache-line transfer instead of two (`tail`, then the slot).
 pub(crate) const fn slot_size<T>() -> usize {
-    (8 + size_of::<T>()).next_multiple_of(8)
+    (value_offset::<T>() + size_of::<T>()).next_multiple_of(slot_align::<T>())
+}
+
+/// Refuses an element type aligned above what the slot area guarantees
+/// ([`AREA_ALIGN`]; [`Pod`] promises at most that, this is the check).
+pub(crate) fn check_align<T>() -> Result<(), BuildError> {
+    if align_of::<T>() > AREA_ALIGN {
+        Err(BuildError::UnsupportedAlignment {
+            align: align_of::<T>(),
+            max: AREA_ALIGN,
+        })
+    } else {
+        Ok(())
+    }
 }
 
 pub(crate) fn check_capacity(capacity: u64) -> Result<(), BuildError> {
@@ -276,7 +308,7 @@ impl<T: Pod> Spsc<T, HeapRegion<SpscHeader>> {
         mode: WaitMode,
         aux: u32,
     ) -> Result<Self, BuildError> {
-        const { assert!(align_of::<T>() <= 128) };
+        check_align::<T>()?;
         let capacity = capacity as u64;
         check_capacity(capacity)?;
         let area = usize::try_from(capacity)
@@ -351,7 +383,7 @@ impl<T: Pod> Spsc<T, crate::segment::ShmRegion<SpscHeader>> {
         tag: u64,
         aux: u32,
     ) -> Result<Self, BuildError> {
-        const { assert!(align_of::<T>() <= 128) };
+        check_align::<T>()?;
         let capacity = capacity as u64;
         check_capacity(capacity)?;
         let area = usize::try_from(capacity)
@@ -400,7 +432,7 @@ impl<T: Pod> Spsc<T, crate::segment::ShmRegion<SpscHeader>> {
         kind: crate::segment::Kind,
         tag: u64,
     ) -> Result<Self, BuildError> {
-        const { assert!(align_of::<T>() <= 128) };
+        check_align::<T>()?;
         let region =
             crate::segment::ShmRegion::<SpscHeader>::open(Self::configure(builder, kind, tag))?;
         Self::from_region(Arc::new(region))
@@ -428,6 +460,7 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
     /// assert!(matches!(err, BuildError::BadConfig(_)));
     /// ```
     pub fn from_region(region: Arc<R>) -> Result<Self, BuildError> {
+        check_align::<T>()?;
         let cfg = &region.shared().config;
         // Read each field once, then validate the copies.
         let raw = super::RawConfig {
@@ -742,8 +775,11 @@ impl RawHandle {
     #[inline(always)]
     fn offset<T>(&self, pos: u64) -> usize {
         // (pos & mask) < capacity, and capacity * slot_size::<T>() <= area length
-        // (validated in from_region), so this is in bounds and fits a usize.
-        ((pos & self.mask) as usize) * slot_size::<T>() + 8
+        // (validated in from_region), so this is in bounds and fits a usize. Aligned
+        // for T: slot sizes are multiples of the slot alignment, value_offset is the
+        // slot alignment, and the area is AREA_ALIGN-aligned (>= align_of::<T>(),
+        // checked in from_region).
+        ((pos & self.mask) as usize) * slot_size::<T>() + value_offset::<T>()
     }
 
     /// The stamp word of the slot of `pos`.
@@ -751,7 +787,7 @@ impl RawHandle {
     fn stamp<T>(&self, pos: u64) -> &AtomicU64 {
         let off = ((pos & self.mask) as usize) * slot_size::<T>();
         // SAFETY: in bounds (as for `offset`) and 8-aligned (slot sizes are multiples
-        // of 8, the area is 128-aligned); stamps are only accessed atomically; the
+        // of the slot alignment, itself a multiple of 8; the area is 128-aligned); stamps are only accessed atomically; the
         // region lives as long as this handle (see `header`).
         unsafe { self.area.atomic_u64(off) }
     }
@@ -1339,7 +1375,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> WriteChunk<'_, T, R> {
         unsafe { p.raw.area.write_value(off, value) };
     }
 
-    /// Raw pointer to slot `i`, to build a message in place (zero-copy).
+    /// Raw pointer to slot `i`, aligned for `T`, to build a message in place
+    /// (zero-copy).
     ///
     /// # Safety
     ///
@@ -1369,7 +1406,9 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> WriteChunk<'_, T, R> {
         let p = &*self.producer;
         let off = p.raw.offset::<T>(p.tail + i as u64);
         // SAFETY: in bounds by `offset`.
-        unsafe { p.raw.area.as_ptr().add(off).cast::<T>() }
+        let ptr = unsafe { p.raw.area.as_ptr().add(off).cast::<T>() };
+        debug_assert!(ptr.is_aligned(), "slot values are aligned (see `offset`)");
+        ptr
     }
 
     /// Publishes the first `k` slots (`k <= len()`).
@@ -1961,7 +2000,7 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> ReadChunk<'_, T, R> {
         unsafe { c.raw.area.read_value::<T>(off) }
     }
 
-    /// Raw pointer to element `i`, to read it in place (zero-copy).
+    /// Raw pointer to element `i`, aligned for `T`, to read it in place (zero-copy).
     ///
     /// # Safety
     ///
@@ -1992,7 +2031,9 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> ReadChunk<'_, T, R> {
         let c = &*self.consumer;
         let off = c.raw.offset::<T>(c.head + i as u64);
         // SAFETY: in bounds by `offset`.
-        unsafe { c.raw.area.as_ptr().add(off).cast::<T>().cast_const() }
+        let ptr = unsafe { c.raw.area.as_ptr().add(off).cast::<T>().cast_const() };
+        debug_assert!(ptr.is_aligned(), "slot values are aligned (see `offset`)");
+        ptr
     }
 
     /// Releases the first `k` elements (`k <= len()`).
