@@ -2,6 +2,8 @@
 //! wrap-arounds, roles, disconnects, timeouts, batches and chunks, element types, named
 //! rings, corrupted positions written from outside, and threaded streams.
 
+mod support;
+
 use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::fs::OpenOptions;
@@ -21,6 +23,8 @@ use shmlink::segment::{
 };
 
 type HeapSpsc<T> = Spsc<T, HeapRegion<SpscHeader>>;
+
+scenarios!(create_rings_and_hang);
 
 /// A segment name unique to this process and test.
 fn name(tag: &str) -> String {
@@ -1447,6 +1451,115 @@ fn role_held_by_another_live_process_is_taken_until_it_dies() {
     let mut tx = ring.producer().expect("a dead holder's role is free");
     tx.try_push(1).unwrap();
     assert_eq!(rx.try_pop(), Ok(1));
+}
+
+// ---------------------------------------------------------------------------------
+// A creator that dies before anyone claims the other end
+// ---------------------------------------------------------------------------------
+
+/// Child: creates an SPSC ring (`name`-spsc), a frame ring (`name`-frame) and a full
+/// one-slot ring (`name`-full), claims no role of any, reports `ready`, and waits to
+/// be killed.
+fn create_rings_and_hang() {
+    let n = support::arg("name");
+    let mode = match support::arg("mode").as_str() {
+        "spin" => WaitMode::Spin,
+        _ => WaitMode::Blocking,
+    };
+    let _a = Spsc::<u64, _>::create(Segment::builder(&format!("{n}-spsc")), 8, mode).unwrap();
+    let _b =
+        shmlink::ring::FrameRing::create(Segment::builder(&format!("{n}-frame")), 256, 64, mode)
+            .unwrap();
+    let _c = Spsc::<u64, _>::create(Segment::builder(&format!("{n}-full")), 1, mode).unwrap();
+    support::report("ready");
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Removes the named segments when dropped (their creator is killed, so nobody else
+/// does).
+struct Unlink(Vec<String>);
+
+impl Drop for Unlink {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = shmlink::segment::unlink(n);
+        }
+    }
+}
+
+/// Defect 8 (issue 11): the creator of a ring is SIGKILLed before the producer role
+/// was ever claimed. A consumer waiting without a deadline (`pop`, a frame ring's
+/// `recv`), and a producer waiting for room behind a consumer that never came, must
+/// learn that nobody can come any more and report `Disconnected` (they used to wait
+/// forever). While the creator lives, the same waits time out as before.
+#[test]
+fn waits_end_when_the_creator_dies_before_the_peer_claims_its_role() {
+    for mode in ["blocking", "spin"] {
+        let n = support::unique_name("spsc-orphan");
+        let _unlink = Unlink(vec![
+            format!("{n}-spsc"),
+            format!("{n}-frame"),
+            format!("{n}-full"),
+        ]);
+        let mut child = support::Scenario::new("create_rings_and_hang")
+            .arg("name", &n)
+            .arg("mode", mode)
+            .spawn();
+        child.wait_for("ready", Duration::from_secs(30));
+        let ring = Spsc::<u64, _>::open(Segment::builder(&format!("{n}-spsc"))).unwrap();
+        let mut rx = ring.consumer().unwrap();
+        let frames =
+            shmlink::ring::FrameRing::open(Segment::builder(&format!("{n}-frame"))).unwrap();
+        let mut frx = frames.consumer().unwrap();
+        let full = Spsc::<u64, _>::open(Segment::builder(&format!("{n}-full"))).unwrap();
+        let mut tx = full.producer().unwrap();
+        tx.try_push(1).unwrap();
+        // The creator is alive: it may still hand the roles over.
+        assert!(!rx.is_abandoned(), "{mode}");
+        assert!(!tx.is_abandoned(), "{mode}");
+        assert_eq!(
+            rx.pop_timeout(Duration::from_millis(30)),
+            Err(PopError::Timeout),
+            "{mode}"
+        );
+        assert_eq!(
+            tx.push_timeout(2, Duration::from_millis(30)),
+            Err(PushError::Timeout(2)),
+            "{mode}"
+        );
+        let (started_tx, started) = mpsc::channel();
+        let waiters = std::thread::spawn(move || {
+            started_tx.send(()).unwrap();
+            let popped = std::thread::scope(|s| {
+                let a = s.spawn(|| rx.pop());
+                let b = s.spawn(|| frx.recv(&mut Vec::new()));
+                let c = s.spawn(|| tx.push(3));
+                (a.join().unwrap(), b.join().unwrap(), c.join().unwrap())
+            });
+            (popped, rx, tx)
+        });
+        started.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        child.kill();
+        let ((a, b, c), mut rx, mut tx) =
+            within(Duration::from_secs(30), move || waiters.join().unwrap());
+        assert_eq!(a, Err(PopError::Disconnected), "pop, {mode}");
+        assert_eq!(
+            b,
+            Err(shmlink::ring::RecvError::Disconnected),
+            "recv, {mode}"
+        );
+        assert_eq!(c, Err(PushError::Disconnected(3)), "push, {mode}");
+        assert!(rx.is_abandoned(), "{mode}");
+        assert!(tx.is_abandoned(), "{mode}");
+        // The ring itself is fine: a producer may still claim the free role.
+        let mut late = ring.producer().unwrap();
+        late.try_push(7).unwrap();
+        assert_eq!(rx.try_pop(), Ok(7));
+        assert!(!rx.is_abandoned());
+    }
 }
 
 #[test]

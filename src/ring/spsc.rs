@@ -13,6 +13,9 @@
 //!   (`head <= tail <= head + capacity`, monotonic) before it is used;
 //! - roles are claimed at run time with a CAS on a role word holding the holder's
 //!   process token; a role whose holder died can be claimed again;
+//! - a peer is gone once its role word says it left, names a dead process, or was
+//!   never claimed while the ring's creator is dead (nobody is left to hand the role
+//!   to a process: waits end with `Disconnected` instead of lasting forever);
 //! - blocking waits spin, yield, then sleep on a shared futex ([`WaitMode`]).
 
 use core::fmt;
@@ -22,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::error::{BuildError, ChunkError, ClaimError, Corruption, PopError, PushError};
-use crate::segment::process::{current_token, token_alive, token_pid};
+use crate::segment::process::{current_token, token_alive, token_dead, token_pid};
 use crate::segment::{AREA_ALIGN, CacheLine, HeapRegion, RawArea, Region, ShmSafe};
 use crate::sync::Pod;
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -265,6 +268,10 @@ pub struct Spsc<T: Pod, R: Region<Shared = SpscHeader>> {
     region: Arc<R>,
     capacity: u64,
     mode: WaitMode,
+    /// Token of the process that created the ring's segment (from the segment
+    /// header, read once when created or opened by name), or 0 when unknown (heap
+    /// rings: their creator is the process using them). See [`unclaimed_and_orphaned`].
+    creator: u64,
     _elem: PhantomData<fn() -> T>,
 }
 
@@ -274,6 +281,7 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Clone for Spsc<T, R> {
             region: self.region.clone(),
             capacity: self.capacity,
             mode: self.mode,
+            creator: self.creator,
             _elem: PhantomData,
         }
     }
@@ -395,7 +403,20 @@ impl<T: Pod> Spsc<T, crate::segment::ShmRegion<SpscHeader>> {
             area,
             |h, _| init_header::<T>(h, capacity, mode, aux),
         )?;
-        Self::from_region(Arc::new(region))
+        Self::with_creator(region)
+    }
+
+    /// Wraps a named ring's region, remembering the process that created its segment
+    /// (see [`unclaimed_and_orphaned`]).
+    fn with_creator(region: crate::segment::ShmRegion<SpscHeader>) -> Result<Self, BuildError> {
+        let creator = region.segment().creator();
+        let mut ring = Self::from_region(Arc::new(region))?;
+        ring.creator = if creator.pid == 0 {
+            0 // not a process: no rule
+        } else {
+            crate::segment::process::token_of(creator.pid, creator.start_ticks)
+        };
+        Ok(ring)
     }
 
     /// Opens the ring in the named segment that `builder` describes; the segment's
@@ -435,7 +456,7 @@ impl<T: Pod> Spsc<T, crate::segment::ShmRegion<SpscHeader>> {
         check_align::<T>()?;
         let region =
             crate::segment::ShmRegion::<SpscHeader>::open(Self::configure(builder, kind, tag))?;
-        Self::from_region(Arc::new(region))
+        Self::with_creator(region)
     }
 }
 
@@ -476,6 +497,7 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
             region,
             capacity,
             mode,
+            creator: 0,
             _elem: PhantomData,
         })
     }
@@ -610,11 +632,18 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
         Ok((head, tail))
     }
 
-    /// Whether the producer left (`thorough`: or its process died); `false` before a
-    /// producer first attached.
+    /// Whether the producer left (`thorough`: or its process died, or it never came
+    /// and the ring's creator is dead, see [`unclaimed_and_orphaned`]).
     pub(crate) fn producer_gone(&self, thorough: bool) -> bool {
-        let holder = self.region.shared().roles.producer.load(Ordering::Acquire);
-        holder == CLOSED || (thorough && holder != 0 && !token_alive(holder))
+        let role = &self.region.shared().roles.producer;
+        let holder = role.load(Ordering::Acquire);
+        holder == CLOSED
+            || (thorough
+                && if holder == 0 {
+                    unclaimed_and_orphaned(role, self.creator)
+                } else {
+                    !token_alive(holder)
+                })
     }
 
     /// The word the consumer sleeps on waiting for data.
@@ -743,6 +772,8 @@ struct RawHandle {
     /// How this handle waits.
     wait_mode: WaitMode,
     token: u64,
+    /// The ring's creator ([`Spsc::creator`]).
+    creator: u64,
     /// Empty/full polls seen, to space out liveness checks.
     polls: u32,
 }
@@ -760,6 +791,7 @@ impl RawHandle {
             notify: ring.mode == WaitMode::Blocking,
             wait_mode: ring.mode,
             token,
+            creator: ring.creator,
             polls: 0,
         }
     }
@@ -792,8 +824,9 @@ impl RawHandle {
         unsafe { self.area.atomic_u64(off) }
     }
 
-    /// Whether the peer holding `role` left or died. The liveness check (a `/proc`
-    /// read) runs when `thorough`, and otherwise once every 65536 calls, so polling
+    /// Whether the peer holding `role` left or died (or never came and cannot come
+    /// any more, see [`unclaimed_and_orphaned`]). The liveness check (a `/proc` read)
+    /// runs when `thorough`, and otherwise once every 65536 calls, so polling
     /// `try_pop`/`try_push` users also learn of a dead peer without paying for it on
     /// every empty or full poll.
     fn peer_gone(&mut self, role: &AtomicU64, thorough: bool) -> bool {
@@ -801,14 +834,18 @@ impl RawHandle {
         if holder == CLOSED {
             return true;
         }
-        if holder == 0 {
-            return false; // not attached yet: wait for it
+        if holder == 0 && self.creator == 0 {
+            return false; // not attached yet, and no creator to watch: wait for it
         }
         self.polls = self.polls.wrapping_add(1);
         if !thorough && self.polls % LIVENESS_POLLS != 0 {
             return false;
         }
-        !token_alive(holder)
+        if holder == 0 {
+            unclaimed_and_orphaned(role, self.creator)
+        } else {
+            !token_alive(holder)
+        }
     }
 
     fn release_role(&self, role: &AtomicU64) {
@@ -971,7 +1008,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
         self.push_until(value, deadline_after(timeout))
     }
 
-    /// Pushes `value`, waiting for room as long as the consumer is alive.
+    /// Pushes `value`, waiting for room as long as the consumer is alive (or, while
+    /// no consumer ever claimed the role, as long as the ring's creator is alive).
     ///
     /// # Errors
     ///
@@ -1018,6 +1056,7 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
     ) -> Result<(), WaitError> {
         let header = self.raw.header;
         let mode = self.raw.wait_mode;
+        let creator = self.raw.creator;
         let mut corrupt = false;
         // SAFETY: the header lives while self does (see RawHandle::header).
         let h = unsafe { header.as_ref() };
@@ -1034,8 +1073,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
                 (this.free() >= n).then_some(())
             };
             let mut raw_gone = RawGone {
-                next: None,
                 role: &h.roles.consumer,
+                creator,
             };
             h.space
                 .wait_until(mode, deadline, ready, |t| raw_gone.gone(t))
@@ -1173,8 +1212,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
             (head >= pos).then_some(())
         };
         let mut raw_gone = RawGone {
-            next: None,
             role: &h.roles.consumer,
+            creator: self.raw.creator,
         };
         let result = h
             .space
@@ -1191,7 +1230,9 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
         self.raw.peer_gone(unsafe { role.as_ref() }, false)
     }
 
-    /// `true` if the consumer left or its process died.
+    /// `true` if the consumer left or its process died (or it never claimed the role
+    /// and the process that created the named ring died: nobody can hand the role
+    /// over any more).
     ///
     /// # Examples
     ///
@@ -1251,10 +1292,11 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
     }
 }
 
-/// The consumer-side liveness check used inside waits (no borrow of the handle).
+/// The peer liveness check used inside waits (no borrow of the handle).
 struct RawGone<'a> {
-    next: Option<Instant>,
     role: &'a AtomicU64,
+    /// The ring's creator ([`Spsc::creator`]).
+    creator: u64,
 }
 
 impl RawGone<'_> {
@@ -1263,12 +1305,32 @@ impl RawGone<'_> {
         if holder == CLOSED {
             return true;
         }
-        if holder == 0 || !thorough {
+        if !thorough {
             return false;
         }
-        let _ = &mut self.next;
-        !token_alive(holder)
+        if holder == 0 {
+            unclaimed_and_orphaned(self.role, self.creator)
+        } else {
+            !token_alive(holder)
+        }
     }
+}
+
+/// Whether the role word `role`, read as 0 (never claimed), can never be claimed any
+/// more: the ring's `creator` (0: unknown) is certainly dead, and the role is still
+/// unclaimed after that was found.
+///
+/// The rule: only a process that opens the ring can claim a role, and one that never
+/// was claimed is, by the ring's protocol, waiting for whoever its creator hands it to.
+/// Once the creator is dead (positive evidence only: an unknown liveness counts as
+/// alive) and the role is still free, a waiter on the other end reports
+/// `Disconnected` instead of waiting forever. A process that opens the ring by name
+/// later can still claim the role, and the waits that follow see it; a deployment
+/// whose creator exits on purpose before handing the roles over (a launcher) must have
+/// the other end wait with a deadline.
+fn unclaimed_and_orphaned(role: &AtomicU64, creator: u64) -> bool {
+    // Re-read after the liveness check (a `/proc` read): a claim made meanwhile wins.
+    creator != 0 && token_dead(creator) && role.load(Ordering::Acquire) == 0
 }
 
 impl<T: Pod, R: Region<Shared = SpscHeader>> Drop for Producer<T, R> {
@@ -1633,7 +1695,10 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
         self.pop_until(deadline_after(timeout))
     }
 
-    /// Pops, waiting as long as the producer is alive.
+    /// Pops, waiting as long as the producer is alive (or, while no producer ever
+    /// claimed the role, as long as the process that created the named ring is alive:
+    /// a ring whose creator died before anyone claimed the producer role reports
+    /// `Disconnected` instead of waiting forever).
     ///
     /// # Errors
     ///
@@ -1677,6 +1742,7 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
     ) -> Result<(), WaitError> {
         let header = self.raw.header;
         let mode = self.raw.wait_mode;
+        let creator = self.raw.creator;
         // SAFETY: the header lives while self does (see RawHandle::header).
         let h = unsafe { header.as_ref() };
         let mut corrupt = false;
@@ -1710,8 +1776,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
                 (this.available() >= n).then_some(())
             };
             let mut raw_gone = RawGone {
-                next: None,
                 role: &h.roles.producer,
+                creator,
             };
             h.data
                 .wait_until(mode, deadline, ready, |t| raw_gone.gone(t))
@@ -1823,7 +1889,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
         self.raw.peer_gone(unsafe { role.as_ref() }, false)
     }
 
-    /// `true` if the producer left or its process died (there may still be elements
+    /// `true` if the producer left or its process died, or it never claimed the role
+    /// and the process that created the named ring died (there may still be elements
     /// to pop).
     ///
     /// # Examples
