@@ -1384,6 +1384,135 @@ fn a_producer_killed_between_its_stamps_and_tail_is_taken_over_cleanly() {
     assert_eq!(rx.try_pop(), Err(PopError::Empty));
 }
 
+/// The stale stamps of a batch a dead producer left half stamped are voided lazily by
+/// the new producer's publications (one slot ahead of each), whichever way it
+/// publishes: one by one, in slices (no stamps of their own), or in chunks. After each
+/// publication the consumer gets exactly what was published, never a stale slot.
+#[test]
+fn stale_stamps_of_a_dead_batch_never_pass_for_new_values() {
+    for method in ["push", "slice", "chunk"] {
+        let n = name(&format!("stale-{method}"));
+        let ring = Spsc::<u64, _>::create(
+            Segment::builder(&n).unlink_on_drop(true),
+            8,
+            WaitMode::Blocking,
+        )
+        .unwrap();
+        let mut rx = ring.consumer().unwrap();
+        let mut tx = ring.producer().unwrap();
+        for i in 0..4 {
+            tx.try_push(i).unwrap();
+        }
+        for i in 0..4 {
+            assert_eq!(rx.try_pop(), Ok(i));
+        }
+        // A batch 4..8 stamped last-first (7, 6, 5), killed before stamping 4.
+        let slot = |p: u64| 128 + 768 + (p % 8) * 16;
+        for p in 5..8 {
+            poke_u64(&n, slot(p) + 8, 1000 + p);
+            poke_u64(&n, slot(p), p + 1);
+        }
+        poke_u64(&n, PRODUCER_ROLE, current_token() ^ (1 << 40));
+        drop(tx);
+        assert!(rx.is_abandoned(), "{method}");
+        assert_eq!(
+            rx.try_pop(),
+            Err(PopError::Empty),
+            "{method}: the gap holds"
+        );
+        let mut tx = ring.producer().unwrap();
+        let mut next = 100u64;
+        for k in [1usize, 2, 1, 3] {
+            let values: Vec<u64> = (next..next + k as u64).collect();
+            match method {
+                "push" => values.iter().for_each(|v| tx.try_push(*v).unwrap()),
+                "slice" => assert_eq!(tx.push_slice(&values), k),
+                _ => {
+                    let mut chunk = tx.write_chunk(k).unwrap();
+                    for (i, v) in values.iter().enumerate() {
+                        chunk.write(i, *v);
+                    }
+                    chunk.commit_all();
+                }
+            }
+            for v in &values {
+                assert_eq!(rx.try_pop(), Ok(*v), "{method}");
+            }
+            assert_eq!(rx.try_pop(), Err(PopError::Empty), "{method}: a stale slot");
+            let mut out = [0; 8];
+            assert_eq!(rx.pop_slice(&mut out), 0, "{method}");
+            assert!(matches!(rx.read_chunk(1), Err(ChunkError::TooFewSlots(0))));
+            next += k as u64;
+        }
+    }
+}
+
+/// Bytes of the segment file of `n` that are backed by memory (tmpfs allocates a page
+/// when it is first touched, read or written).
+fn backed_bytes(n: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(seg_path(n)).unwrap().blocks() * 512
+}
+
+/// Defect 9 (issue 11): a hostile creator forges a ring header whose capacity is huge,
+/// over a file that is sized for it but not backed (a sparse tail). Claiming the
+/// producer role after a dead producer used to read the stamp of every slot (voiding
+/// stale stamps of a half-published batch), so one claim made tmpfs allocate the whole
+/// ring (64 MiB here). The takeover now touches a bounded number of slots, whatever the
+/// capacity says (or, once the segment checks its backing, the forged ring is refused).
+#[test]
+fn takeover_of_a_forged_huge_ring_touches_a_bounded_number_of_slots() {
+    let n = name("forged-capacity");
+    let ring = Spsc::<u64, _>::create(
+        Segment::builder(&n).unlink_on_drop(true),
+        8,
+        WaitMode::Blocking,
+    )
+    .unwrap();
+    let mut tx = ring.producer().unwrap();
+    tx.try_push(1).unwrap();
+    // The forgery: 2^22 slots of 16 bytes, and a file that long, sparse past the real
+    // ring. Segment header: total_size at 32, payload_len at 48.
+    let capacity = 1u64 << 22;
+    let area = 768 + capacity * 16;
+    let total = 128 + area;
+    OpenOptions::new()
+        .write(true)
+        .open(seg_path(&n))
+        .unwrap()
+        .set_len(total)
+        .unwrap();
+    poke_u64(&n, 32, total);
+    poke_u64(&n, 48, area);
+    poke_u64(&n, line_offset(0), capacity);
+    // The producer "dies" (a reused pid), leaving its role to be taken over.
+    poke_u64(&n, PRODUCER_ROLE, current_token() ^ (1 << 40));
+    drop(tx);
+    let before = backed_bytes(&n);
+    let forged = match Spsc::<u64, _>::open(Segment::builder(&n)) {
+        Ok(r) => r,
+        // Refused by a check of the file's backing: as good.
+        Err(BuildError::Open(_) | BuildError::BadConfig(_)) => return,
+        Err(e) => panic!("unexpected {e:?}"),
+    };
+    let start = Instant::now();
+    let mut tx = forged
+        .producer()
+        .expect("take over the dead producer's role");
+    let took = start.elapsed();
+    let touched = backed_bytes(&n) - before;
+    assert!(
+        touched <= 64 * 1024,
+        "the takeover touched {touched} bytes of a {area}-byte forged ring in {took:?}"
+    );
+    // The ring still works where it is backed.
+    let mut rx = forged.consumer().unwrap();
+    tx.try_push(2).unwrap();
+    assert_eq!(rx.try_pop(), Ok(1));
+    assert_eq!(rx.try_pop(), Ok(2));
+    assert!(backed_bytes(&n) - before <= 64 * 1024);
+}
+
 #[test]
 fn dead_consumer_token_is_a_disconnect_and_can_be_taken_over() {
     let n = name("dead-consumer");

@@ -685,6 +685,9 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
         let raw = RawHandle::new(self, token);
         // Slots a dead producer stamped but never counted in `tail` are published (the
         // consumer may be reading them): continue after them, and make `tail` say so.
+        // The walk ends at the first slot not stamped for its position: it reads at
+        // most the one batch the dead producer was publishing (and never more than
+        // `capacity` slots, validated against the mapping), never the whole ring.
         let mut tail = tail;
         while tail - head < self.capacity
             && raw.stamp::<T>(tail).load(Ordering::Acquire) == tail + 1
@@ -693,21 +696,20 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
         }
         // A batch is stamped last slot first, so a producer killed while stamping one
         // leaves a stamped suffix after an unstamped slot. The consumer stops at the
-        // gap, but once we fill it, it would take those stale slots as ours: void
-        // their stamps (the previous lap's value) before we publish anything.
-        for pos in tail + 1..head + self.capacity {
-            let stamp = raw.stamp::<T>(pos);
-            if stamp.load(Ordering::Relaxed) == pos + 1 {
-                stamp.store((pos + 1).saturating_sub(self.capacity), Ordering::Relaxed);
-            }
-        }
-        // SYNC: Release, as every `tail` store (the slots below it are published; the
-        // voided stamps above are ordered before our later stamp stores).
+        // gap, but once we fill it, it would take those stale slots as ours. They all
+        // lie before `tail + capacity` (the dead batch started at or before `tail`);
+        // instead of scanning for them here (a walk over the whole ring, whose size a
+        // hostile header chooses), each of our publications voids the stamp of the
+        // slot right after it before making it visible (`void_stale_stamp`), so the
+        // consumer, which only ever reads the stamp of the slot after the last one it
+        // took, never meets one. `repair_until` bounds that check to our first lap.
+        // SYNC: Release, as every `tail` store (the slots below it are published).
         raw.header().tail.store(tail, Ordering::Release);
         Ok(Producer {
             raw,
             tail,
             cached_head: head,
+            repair_until: tail + self.capacity,
             ring: self.clone(),
         })
     }
@@ -887,6 +889,10 @@ pub struct Producer<T: Pod, R: Region<Shared = SpscHeader>> {
     tail: u64,
     /// Last `head` we read; the real one is never behind it.
     cached_head: u64,
+    /// Stamps of positions below this may be stale "published" marks of a batch a
+    /// dead producer left half stamped (see [`Spsc::producer`]): each publication
+    /// ending below it voids the stamp of the slot after it first.
+    repair_until: u64,
     ring: Spsc<T, R>,
 }
 
@@ -923,8 +929,29 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
         }
     }
 
+    /// Makes sure the stamp of `end`, the slot after the publication we are about to
+    /// make, does not read "published for `end`": a producer that died stamping a
+    /// batch may have left it so, and the consumer polls that stamp once it has taken
+    /// what we publish. Relaxed: the publication that follows (Release) orders it
+    /// before any consumer read of the stamp.
+    #[inline]
+    fn void_stale_stamp(&self, end: u64) {
+        if end < self.repair_until {
+            let stamp = self.raw.stamp::<T>(end);
+            if stamp.load(Ordering::Relaxed) == end + 1 {
+                // The previous lap's value: never "published" for a position the
+                // consumer still asks about.
+                stamp.store(
+                    (end + 1).saturating_sub(self.raw.capacity),
+                    Ordering::Relaxed,
+                );
+            }
+        }
+    }
+
     #[inline(always)]
     fn publish(&mut self, n: u64) {
+        self.void_stale_stamp(self.tail + n);
         // Last slot first: a consumer that sees the first slot's stamp then sees every
         // stamp of the batch (a chunk or frame is never seen half published).
         for pos in (self.tail..self.tail + n).rev() {
@@ -1118,6 +1145,7 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
             // Pod.
             unsafe { self.raw.area.write_value(self.raw.offset::<T>(pos), *item) };
         }
+        self.void_stale_stamp(self.tail + n as u64);
         self.tail += n as u64;
         let h = self.raw.header();
         // SYNC: Release pairs with the consumer's Acquire load of `tail`.
