@@ -17,6 +17,17 @@
 //!   never claimed while the ring's creator is dead (nobody is left to hand the role
 //!   to a process: waits end with `Disconnected` instead of lasting forever);
 //! - blocking waits spin, yield, then sleep on a shared futex ([`WaitMode`]).
+//!
+//! Crash points ([`crash::point`]): the steps after which a participant killed there
+//! leaves shared state half changed (a `Drop` during such a death releases nothing):
+//!
+//! | protocol | step 1 | step 2 | step 3 | step 4 | step 5 |
+//! |---|---|---|---|---|---|
+//! | `spsc.claim` (a free role) | role word taken | producer: `tail` caught up | | | |
+//! | `spsc.takeover` (a dead holder's role) | role word taken | producer: `tail` caught up | | | |
+//! | `spsc.push` (push, chunk commit) | values written | next slot's stale stamp voided | batch's last slot stamped | every slot stamped | `tail` stored |
+//! | `spsc.push_slice` | values written | next slot's stale stamp voided | `tail` stored | | |
+//! | `spsc.pop` (pop, slice, chunk release) | values copied out | `head` stored | | | |
 
 use core::fmt;
 use core::marker::PhantomData;
@@ -29,6 +40,7 @@ use crate::segment::process::{current_token, token_alive, token_dead, token_pid}
 use crate::segment::{AREA_ALIGN, CacheLine, HeapRegion, RawArea, Region, ShmSafe};
 use crate::sync::Pod;
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::crash;
 use crate::sync::{WaitError, WaitMode, WaitWord};
 
 /// Largest capacity (slots).
@@ -577,12 +589,16 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
         self.len() == 0
     }
 
-    fn claim(&self, word: &AtomicU64) -> Result<u64, ClaimError> {
+    /// Takes the role `word` if it is free: never claimed, left cleanly, or held by a
+    /// process that is certainly dead (an unknown liveness counts as alive). Returns
+    /// our token and the crash-point protocol of the claim (`spsc.takeover` when a
+    /// dead holder's role was taken, else `spsc.claim`).
+    fn claim(&self, word: &AtomicU64) -> Result<(u64, &'static str), ClaimError> {
         let me = current_token();
         let mut current = word.load(Ordering::Acquire);
         loop {
-            let free = current == 0 || current == CLOSED || !token_alive(current);
-            if !free {
+            let takeover = current != 0 && current != CLOSED;
+            if takeover && token_alive(current) {
                 return Err(ClaimError::Taken {
                     pid: token_pid(current),
                 });
@@ -591,7 +607,15 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
             // holder left (its last position store happened before); Release
             // publishes our claim.
             match word.compare_exchange(current, me, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Ok(me),
+                Ok(_) => {
+                    let protocol = if takeover {
+                        "spsc.takeover"
+                    } else {
+                        "spsc.claim"
+                    };
+                    crash::point(protocol, 1);
+                    return Ok((me, protocol));
+                }
                 Err(seen) => current = seen,
             }
         }
@@ -673,7 +697,7 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn producer(&self) -> Result<Producer<T, R>, ClaimError> {
-        let token = self.claim(&self.region.shared().roles.producer)?;
+        let (token, protocol) = self.claim(&self.region.shared().roles.producer)?;
         let (head, tail) = self.positions().map_err(|c| {
             self.region
                 .shared()
@@ -705,6 +729,7 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
         // took, never meets one. `repair_until` bounds that check to our first lap.
         // SYNC: Release, as every `tail` store (the slots below it are published).
         raw.header().tail.store(tail, Ordering::Release);
+        crash::point(protocol, 2);
         Ok(Producer {
             raw,
             tail,
@@ -735,7 +760,7 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn consumer(&self) -> Result<Consumer<T, R>, ClaimError> {
-        let token = self.claim(&self.region.shared().roles.consumer)?;
+        let (token, _) = self.claim(&self.region.shared().roles.consumer)?;
         let (head, tail) = self.positions().map_err(|c| {
             self.region
                 .shared()
@@ -949,21 +974,30 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
         }
     }
 
+    /// Publishes the `n` written slots from `tail`: stamps (last slot first), then
+    /// `tail`.
     #[inline(always)]
     fn publish(&mut self, n: u64) {
+        crash::point("spsc.push", 1);
         self.void_stale_stamp(self.tail + n);
+        crash::point("spsc.push", 2);
         // Last slot first: a consumer that sees the first slot's stamp then sees every
         // stamp of the batch (a chunk or frame is never seen half published).
         for pos in (self.tail..self.tail + n).rev() {
             // SYNC: Release pairs with the consumer's Acquire load of the stamp: the
             // value written before is visible once the stamp reads `pos + 1`.
             self.raw.stamp::<T>(pos).store(pos + 1, Ordering::Release);
+            if pos + 1 == self.tail + n {
+                crash::point("spsc.push", 3);
+            }
         }
+        crash::point("spsc.push", 4);
         self.tail += n;
         let h = self.raw.header();
         // SYNC: Release pairs with the consumer's Acquire load of `tail`: the slot
         // writes above are visible to it before the new tail is.
         h.tail.store(self.tail, Ordering::Release);
+        crash::point("spsc.push", 5);
         if self.raw.notify {
             h.data.notify();
         }
@@ -1145,11 +1179,14 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
             // Pod.
             unsafe { self.raw.area.write_value(self.raw.offset::<T>(pos), *item) };
         }
+        crash::point("spsc.push_slice", 1);
         self.void_stale_stamp(self.tail + n as u64);
+        crash::point("spsc.push_slice", 2);
         self.tail += n as u64;
         let h = self.raw.header();
         // SYNC: Release pairs with the consumer's Acquire load of `tail`.
         h.tail.store(self.tail, Ordering::Release);
+        crash::point("spsc.push_slice", 3);
         if self.raw.notify {
             h.data.notify();
         }
@@ -1363,6 +1400,9 @@ fn unclaimed_and_orphaned(role: &AtomicU64, creator: u64) -> bool {
 
 impl<T: Pod, R: Region<Shared = SpscHeader>> Drop for Producer<T, R> {
     fn drop(&mut self) {
+        if crash::dying() {
+            return; // killed at a crash point: a killed process releases nothing
+        }
         let h = self.raw.header();
         self.raw.release_role(&h.roles.producer);
         // A sleeping consumer must learn that nothing more will come.
@@ -1634,13 +1674,16 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
         }
     }
 
+    /// Releases the `n` slots from `head`, whose values were copied out.
     #[inline(always)]
     fn release(&mut self, n: u64) {
+        crash::point("spsc.pop", 1);
         self.head += n;
         let h = self.raw.header();
         // SYNC: Release pairs with the producer's Acquire load of `head`: our reads
         // of the released slots happen before it overwrites them.
         h.head.store(self.head, Ordering::Release);
+        crash::point("spsc.pop", 2);
         if self.raw.notify {
             h.space.notify();
         }
@@ -1997,6 +2040,9 @@ fn validate_tail(tail: u64, cached_tail: u64, head: u64, capacity: u64) -> Resul
 
 impl<T: Pod, R: Region<Shared = SpscHeader>> Drop for Consumer<T, R> {
     fn drop(&mut self) {
+        if crash::dying() {
+            return; // killed at a crash point: a killed process releases nothing
+        }
         let h = self.raw.header();
         self.raw.release_role(&h.roles.consumer);
         h.space.wake_all();
