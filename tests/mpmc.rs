@@ -347,4 +347,101 @@ fn timed_calls_keep_their_deadline() {
     );
     let took = t0.elapsed();
     assert!(took < Duration::from_millis(60), "push took {took:?}");
+
+// ---------------------------------------------------------------------------------
+// Element alignment
+// ---------------------------------------------------------------------------------
+
+/// A cache line as one element, aligned to 64.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C, align(64))]
+struct Line([u64; 8]);
+
+// SAFETY: repr(C) array of u64: 64 bytes, aligned to 64, no padding, no pointers.
+unsafe impl shmlink::ring::Pod for Line {
+    const FINGERPRINT: u64 = shmlink::segment::layout_fingerprint("tests::mpmc::Line", 1, 64, 64);
+}
+
+/// Several laps of pushes and pops through a ring of `cap`.
+fn laps<T, R>(ring: &Mpmc<T, R>, make: impl Fn(u64) -> T)
+where
+    T: shmlink::ring::Pod + PartialEq + std::fmt::Debug,
+    R: shmlink::segment::Region<Shared = shmlink::ring::MpmcHeader>,
+{
+    let mut tx = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let cap = ring.capacity() as u64;
+    for lap in 0..3 {
+        for i in 0..cap - 1 {
+            tx.try_push(make(lap * cap + i)).unwrap();
+        }
+        for i in 0..cap - 1 {
+            assert_eq!(rx.try_pop(), Ok(make(lap * cap + i)));
+        }
+    }
+}
+
+/// File offsets at which `needle` occurs in the segment file of `n` (mapped at a page
+/// boundary: an offset's alignment is the address's).
+fn file_offsets_of(n: &str, needle: &[u8]) -> Vec<usize> {
+    let bytes = std::fs::read(SegmentName::new(n).unwrap().path()).unwrap();
+    bytes
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Slots of over-aligned elements hold the value at an offset aligned for it (a
+/// stamp word, then the value at `max(8, align_of::<T>())`).
+#[test]
+fn over_aligned_elements_lie_aligned_in_their_slots() {
+    let wide = |i: u64| (u128::from(i) << 64) | u128::from(!i);
+    let line = |i: u64| {
+        Line(core::array::from_fn(|k| {
+            i.rotate_left(8 * k as u32) ^ k as u64
+        }))
+    };
+    laps(&Mpmc::<u128, _>::new(4, WaitMode::Spin).unwrap(), wide);
+    laps(&Mpmc::<Line, _>::new(4, WaitMode::Spin).unwrap(), line);
+
+    let n = name("align-u128");
+    let ring =
+        Mpmc::<u128, _>::create(Segment::builder(&n).unlink_on_drop(true), 4, WaitMode::Spin)
+            .unwrap();
+    laps(&ring, wide);
+    // One distinctive value in every slot.
+    let vs: Vec<u128> = (0..4)
+        .map(|k| 0x0123_4567_89ab_cdef_fedc_ba98_7654_3200u128 + k)
+        .collect();
+    let mut tx = ring.producer().unwrap();
+    for v in &vs {
+        tx.try_push(*v).unwrap();
+        let at = file_offsets_of(&n, &v.to_ne_bytes());
+        assert_eq!(at.len(), 1, "{at:?}");
+        assert_eq!(at[0] % 16, 0, "value at file offset {}", at[0]);
+    }
+    let opened = Mpmc::<u128, _>::open(Segment::builder(&n)).unwrap();
+    let mut rx = opened.consumer().unwrap();
+    for v in &vs {
+        assert_eq!(rx.try_pop(), Ok(*v));
+    }
+
+    let n = name("align-line");
+    let ring =
+        Mpmc::<Line, _>::create(Segment::builder(&n).unlink_on_drop(true), 4, WaitMode::Spin)
+            .unwrap();
+    laps(&ring, line);
+    let mut tx = ring.producer().unwrap();
+    for slot in 0..4u64 {
+        let v = Line(core::array::from_fn(|k| {
+            0xa5a5_0000_0000_0000 | slot << 8 | k as u64
+        }));
+        tx.try_push(v).unwrap();
+        let needle: Vec<u8> = v.0.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let at = file_offsets_of(&n, &needle);
+        assert_eq!(at.len(), 1, "{at:?}");
+        assert_eq!(at[0] % 64, 0, "value at file offset {}", at[0]);
+    }
 }

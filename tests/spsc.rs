@@ -2,6 +2,8 @@
 //! wrap-arounds, roles, disconnects, timeouts, batches and chunks, element types, named
 //! rings, corrupted positions written from outside, and threaded streams.
 
+mod support;
+
 use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::fs::OpenOptions;
@@ -17,9 +19,12 @@ use shmlink::ring::{
 use shmlink::segment::process::{current_token, token_of};
 use shmlink::segment::{
     CreateError, HeapRegion, MAX_PAYLOAD, OpenError, Region, Segment, SegmentName,
+    layout_fingerprint,
 };
 
 type HeapSpsc<T> = Spsc<T, HeapRegion<SpscHeader>>;
+
+scenarios!(create_rings_and_hang);
 
 /// A segment name unique to this process and test.
 fn name(tag: &str) -> String {
@@ -780,6 +785,182 @@ fn element_f64_bits_preserved() {
 }
 
 // ---------------------------------------------------------------------------------
+// Element alignment
+// ---------------------------------------------------------------------------------
+
+/// A cache line as one element, aligned to 64 like a zero-copy user lays one out.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C, align(64))]
+struct Line([u64; 8]);
+
+// SAFETY: repr(C) array of u64: 64 bytes, aligned to 64, no padding, no pointers.
+unsafe impl Pod for Line {
+    const FINGERPRINT: u64 = layout_fingerprint("tests::spsc::Line", 1, 64, 64);
+}
+
+fn line(i: u64) -> Line {
+    Line(core::array::from_fn(|k| {
+        i.rotate_left(k as u32 * 8) ^ k as u64
+    }))
+}
+
+fn wide(i: u64) -> u128 {
+    (u128::from(i) << 64) | u128::from(!i)
+}
+
+/// Every path through a ring of over-aligned elements (chunks written and read in
+/// place through `slot_ptr`, single pushes and pops, slices) over several laps: each
+/// slot pointer is aligned for `T` (the documented `slot_ptr(i).write(v)` is UB
+/// otherwise), and every value arrives.
+fn aligned_slots<T, R>(ring: &Spsc<T, R>, make: impl Fn(u64) -> T)
+where
+    T: Pod + PartialEq + Debug,
+    R: Region<Shared = SpscHeader>,
+{
+    let align = align_of::<T>();
+    let cap = ring.capacity();
+    let mut tx = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let (mut next, mut expect) = (0u64, 0u64);
+    for lap in 0..3 {
+        // cap - 1 slots: the chunks start at another slot on every lap.
+        let n = cap - 1;
+        let mut chunk = tx.write_chunk(n).unwrap();
+        for i in 0..n {
+            // SAFETY: slot i is reserved until commit; one T is written, no reference.
+            let p = unsafe { chunk.slot_ptr(i) };
+            assert_eq!(p as usize % align, 0, "write slot {i}, lap {lap}");
+            // SAFETY: as above; `p` is aligned (just checked).
+            unsafe { p.write(make(next)) };
+            next += 1;
+        }
+        chunk.commit_all();
+        let chunk = rx.read_chunk(n).unwrap();
+        for i in 0..n {
+            // SAFETY: the chunk is not released yet; the value is copied out.
+            let p = unsafe { chunk.slot_ptr(i) };
+            assert_eq!(p as usize % align, 0, "read slot {i}, lap {lap}");
+            // SAFETY: as above; `p` is aligned (just checked).
+            assert_eq!(unsafe { p.read() }, make(expect));
+            assert_eq!(chunk.get(i), make(expect));
+            expect += 1;
+        }
+        chunk.release_all();
+        tx.try_push(make(next)).unwrap();
+        next += 1;
+        assert_eq!(rx.try_pop(), Ok(make(expect)));
+        expect += 1;
+        let k = cap.min(2);
+        let items: Vec<T> = (next..next + k as u64).map(&make).collect();
+        assert_eq!(tx.push_slice(&items), k);
+        next += k as u64;
+        let mut out = vec![make(0); k];
+        assert_eq!(rx.pop_slice(&mut out), k);
+        assert_eq!(out, items);
+        expect += k as u64;
+    }
+}
+
+/// An element aligned above what a slot area guarantees (128). It breaks the `Pod`
+/// contract on purpose: the ring must refuse it with a typed error, not misalign it.
+#[derive(Clone, Copy)]
+#[repr(C, align(256))]
+struct TooAligned([u8; 256]);
+
+// SAFETY: 256 bytes, no padding, no pointers; the alignment (256) is above what `Pod`
+// allows, which the rings check (the test is that they refuse it).
+unsafe impl Pod for TooAligned {
+    const FINGERPRINT: u64 = layout_fingerprint("tests::spsc::TooAligned", 1, 256, 256);
+}
+
+#[test]
+fn elements_aligned_above_the_area_are_refused() {
+    let err = BuildError::UnsupportedAlignment {
+        align: 256,
+        max: 128,
+    };
+    assert_eq!(
+        HeapSpsc::<TooAligned>::new(4, WaitMode::Spin).unwrap_err(),
+        err
+    );
+    let n = name("align-256");
+    assert_eq!(
+        Spsc::<TooAligned, _>::create(Segment::builder(&n).unlink_on_drop(true), 4, WaitMode::Spin)
+            .unwrap_err(),
+        err
+    );
+    assert!(!seg_path(&n).exists(), "refused before any segment is made");
+    assert_eq!(
+        Spsc::<TooAligned, _>::open(Segment::builder(&n)).unwrap_err(),
+        err
+    );
+}
+
+/// File offsets at which `needle` occurs in the segment file of `n` (the file is
+/// mapped at a page boundary, so an offset's alignment is the address's).
+fn file_offsets_of(n: &str, needle: &[u8]) -> Vec<usize> {
+    let bytes = std::fs::read(seg_path(n)).unwrap();
+    bytes
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+#[test]
+fn u128_slots_are_aligned() {
+    aligned_slots(&HeapSpsc::<u128>::new(4, WaitMode::Spin).unwrap(), wide);
+    aligned_slots(&HeapSpsc::<u128>::new(1, WaitMode::Spin).unwrap(), wide);
+    let n = name("align-u128");
+    let ring = Spsc::<u128, _>::create(
+        Segment::builder(&n).unlink_on_drop(true),
+        8,
+        WaitMode::Blocking,
+    )
+    .unwrap();
+    aligned_slots(&ring, wide);
+    // Values lie aligned in the mapping, as other processes see them: one distinctive
+    // value in every slot.
+    let vs: Vec<u128> = (0..8)
+        .map(|k| 0x0123_4567_89ab_cdef_fedc_ba98_7654_3200u128 + k)
+        .collect();
+    let mut tx = ring.producer().unwrap();
+    for v in &vs {
+        tx.try_push(*v).unwrap();
+        let at = file_offsets_of(&n, &v.to_ne_bytes());
+        assert_eq!(at.len(), 1, "{at:?}");
+        assert_eq!(at[0] % 16, 0, "value at file offset {}", at[0]);
+    }
+    let opened = Spsc::<u128, _>::open(Segment::builder(&n)).unwrap();
+    let mut rx = opened.consumer().unwrap();
+    for v in &vs {
+        assert_eq!(rx.try_pop(), Ok(*v));
+    }
+}
+
+#[test]
+fn cache_line_aligned_slots_are_aligned() {
+    aligned_slots(&HeapSpsc::<Line>::new(4, WaitMode::Spin).unwrap(), line);
+    let n = name("align-line");
+    let ring =
+        Spsc::<Line, _>::create(Segment::builder(&n).unlink_on_drop(true), 4, WaitMode::Spin)
+            .unwrap();
+    aligned_slots(&ring, line);
+    let mut tx = ring.producer().unwrap();
+    for slot in 0..4u64 {
+        let v = Line(core::array::from_fn(|k| {
+            0xa5a5_0000_0000_0000 | slot << 8 | k as u64
+        }));
+        tx.try_push(v).unwrap();
+        let needle: Vec<u8> = v.0.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let at = file_offsets_of(&n, &needle);
+        assert_eq!(at.len(), 1, "{at:?}");
+        assert_eq!(at[0] % 64, 0, "value at file offset {}", at[0]);
+    }
+}
+
+// ---------------------------------------------------------------------------------
 // Named rings
 // ---------------------------------------------------------------------------------
 
@@ -1203,6 +1384,135 @@ fn a_producer_killed_between_its_stamps_and_tail_is_taken_over_cleanly() {
     assert_eq!(rx.try_pop(), Err(PopError::Empty));
 }
 
+/// The stale stamps of a batch a dead producer left half stamped are voided lazily by
+/// the new producer's publications (one slot ahead of each), whichever way it
+/// publishes: one by one, in slices (no stamps of their own), or in chunks. After each
+/// publication the consumer gets exactly what was published, never a stale slot.
+#[test]
+fn stale_stamps_of_a_dead_batch_never_pass_for_new_values() {
+    for method in ["push", "slice", "chunk"] {
+        let n = name(&format!("stale-{method}"));
+        let ring = Spsc::<u64, _>::create(
+            Segment::builder(&n).unlink_on_drop(true),
+            8,
+            WaitMode::Blocking,
+        )
+        .unwrap();
+        let mut rx = ring.consumer().unwrap();
+        let mut tx = ring.producer().unwrap();
+        for i in 0..4 {
+            tx.try_push(i).unwrap();
+        }
+        for i in 0..4 {
+            assert_eq!(rx.try_pop(), Ok(i));
+        }
+        // A batch 4..8 stamped last-first (7, 6, 5), killed before stamping 4.
+        let slot = |p: u64| 128 + 768 + (p % 8) * 16;
+        for p in 5..8 {
+            poke_u64(&n, slot(p) + 8, 1000 + p);
+            poke_u64(&n, slot(p), p + 1);
+        }
+        poke_u64(&n, PRODUCER_ROLE, current_token() ^ (1 << 40));
+        drop(tx);
+        assert!(rx.is_abandoned(), "{method}");
+        assert_eq!(
+            rx.try_pop(),
+            Err(PopError::Empty),
+            "{method}: the gap holds"
+        );
+        let mut tx = ring.producer().unwrap();
+        let mut next = 100u64;
+        for k in [1usize, 2, 1, 3] {
+            let values: Vec<u64> = (next..next + k as u64).collect();
+            match method {
+                "push" => values.iter().for_each(|v| tx.try_push(*v).unwrap()),
+                "slice" => assert_eq!(tx.push_slice(&values), k),
+                _ => {
+                    let mut chunk = tx.write_chunk(k).unwrap();
+                    for (i, v) in values.iter().enumerate() {
+                        chunk.write(i, *v);
+                    }
+                    chunk.commit_all();
+                }
+            }
+            for v in &values {
+                assert_eq!(rx.try_pop(), Ok(*v), "{method}");
+            }
+            assert_eq!(rx.try_pop(), Err(PopError::Empty), "{method}: a stale slot");
+            let mut out = [0; 8];
+            assert_eq!(rx.pop_slice(&mut out), 0, "{method}");
+            assert!(matches!(rx.read_chunk(1), Err(ChunkError::TooFewSlots(0))));
+            next += k as u64;
+        }
+    }
+}
+
+/// Bytes of the segment file of `n` that are backed by memory (tmpfs allocates a page
+/// when it is first touched, read or written).
+fn backed_bytes(n: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(seg_path(n)).unwrap().blocks() * 512
+}
+
+/// Defect 9 (issue 11): a hostile creator forges a ring header whose capacity is huge,
+/// over a file that is sized for it but not backed (a sparse tail). Claiming the
+/// producer role after a dead producer used to read the stamp of every slot (voiding
+/// stale stamps of a half-published batch), so one claim made tmpfs allocate the whole
+/// ring (64 MiB here). The takeover now touches a bounded number of slots, whatever the
+/// capacity says (or, once the segment checks its backing, the forged ring is refused).
+#[test]
+fn takeover_of_a_forged_huge_ring_touches_a_bounded_number_of_slots() {
+    let n = name("forged-capacity");
+    let ring = Spsc::<u64, _>::create(
+        Segment::builder(&n).unlink_on_drop(true),
+        8,
+        WaitMode::Blocking,
+    )
+    .unwrap();
+    let mut tx = ring.producer().unwrap();
+    tx.try_push(1).unwrap();
+    // The forgery: 2^22 slots of 16 bytes, and a file that long, sparse past the real
+    // ring. Segment header: total_size at 32, payload_len at 48.
+    let capacity = 1u64 << 22;
+    let area = 768 + capacity * 16;
+    let total = 128 + area;
+    OpenOptions::new()
+        .write(true)
+        .open(seg_path(&n))
+        .unwrap()
+        .set_len(total)
+        .unwrap();
+    poke_u64(&n, 32, total);
+    poke_u64(&n, 48, area);
+    poke_u64(&n, line_offset(0), capacity);
+    // The producer "dies" (a reused pid), leaving its role to be taken over.
+    poke_u64(&n, PRODUCER_ROLE, current_token() ^ (1 << 40));
+    drop(tx);
+    let before = backed_bytes(&n);
+    let forged = match Spsc::<u64, _>::open(Segment::builder(&n)) {
+        Ok(r) => r,
+        // Refused by a check of the file's backing: as good.
+        Err(BuildError::Open(_) | BuildError::BadConfig(_)) => return,
+        Err(e) => panic!("unexpected {e:?}"),
+    };
+    let start = Instant::now();
+    let mut tx = forged
+        .producer()
+        .expect("take over the dead producer's role");
+    let took = start.elapsed();
+    let touched = backed_bytes(&n) - before;
+    assert!(
+        touched <= 64 * 1024,
+        "the takeover touched {touched} bytes of a {area}-byte forged ring in {took:?}"
+    );
+    // The ring still works where it is backed.
+    let mut rx = forged.consumer().unwrap();
+    tx.try_push(2).unwrap();
+    assert_eq!(rx.try_pop(), Ok(1));
+    assert_eq!(rx.try_pop(), Ok(2));
+    assert!(backed_bytes(&n) - before <= 64 * 1024);
+}
+
 #[test]
 fn dead_consumer_token_is_a_disconnect_and_can_be_taken_over() {
     let n = name("dead-consumer");
@@ -1270,6 +1580,115 @@ fn role_held_by_another_live_process_is_taken_until_it_dies() {
     let mut tx = ring.producer().expect("a dead holder's role is free");
     tx.try_push(1).unwrap();
     assert_eq!(rx.try_pop(), Ok(1));
+}
+
+// ---------------------------------------------------------------------------------
+// A creator that dies before anyone claims the other end
+// ---------------------------------------------------------------------------------
+
+/// Child: creates an SPSC ring (`name`-spsc), a frame ring (`name`-frame) and a full
+/// one-slot ring (`name`-full), claims no role of any, reports `ready`, and waits to
+/// be killed.
+fn create_rings_and_hang() {
+    let n = support::arg("name");
+    let mode = match support::arg("mode").as_str() {
+        "spin" => WaitMode::Spin,
+        _ => WaitMode::Blocking,
+    };
+    let _a = Spsc::<u64, _>::create(Segment::builder(&format!("{n}-spsc")), 8, mode).unwrap();
+    let _b =
+        shmlink::ring::FrameRing::create(Segment::builder(&format!("{n}-frame")), 256, 64, mode)
+            .unwrap();
+    let _c = Spsc::<u64, _>::create(Segment::builder(&format!("{n}-full")), 1, mode).unwrap();
+    support::report("ready");
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Removes the named segments when dropped (their creator is killed, so nobody else
+/// does).
+struct Unlink(Vec<String>);
+
+impl Drop for Unlink {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = shmlink::segment::unlink(n);
+        }
+    }
+}
+
+/// Defect 8 (issue 11): the creator of a ring is SIGKILLed before the producer role
+/// was ever claimed. A consumer waiting without a deadline (`pop`, a frame ring's
+/// `recv`), and a producer waiting for room behind a consumer that never came, must
+/// learn that nobody can come any more and report `Disconnected` (they used to wait
+/// forever). While the creator lives, the same waits time out as before.
+#[test]
+fn waits_end_when_the_creator_dies_before_the_peer_claims_its_role() {
+    for mode in ["blocking", "spin"] {
+        let n = support::unique_name("spsc-orphan");
+        let _unlink = Unlink(vec![
+            format!("{n}-spsc"),
+            format!("{n}-frame"),
+            format!("{n}-full"),
+        ]);
+        let mut child = support::Scenario::new("create_rings_and_hang")
+            .arg("name", &n)
+            .arg("mode", mode)
+            .spawn();
+        child.wait_for("ready", Duration::from_secs(30));
+        let ring = Spsc::<u64, _>::open(Segment::builder(&format!("{n}-spsc"))).unwrap();
+        let mut rx = ring.consumer().unwrap();
+        let frames =
+            shmlink::ring::FrameRing::open(Segment::builder(&format!("{n}-frame"))).unwrap();
+        let mut frx = frames.consumer().unwrap();
+        let full = Spsc::<u64, _>::open(Segment::builder(&format!("{n}-full"))).unwrap();
+        let mut tx = full.producer().unwrap();
+        tx.try_push(1).unwrap();
+        // The creator is alive: it may still hand the roles over.
+        assert!(!rx.is_abandoned(), "{mode}");
+        assert!(!tx.is_abandoned(), "{mode}");
+        assert_eq!(
+            rx.pop_timeout(Duration::from_millis(30)),
+            Err(PopError::Timeout),
+            "{mode}"
+        );
+        assert_eq!(
+            tx.push_timeout(2, Duration::from_millis(30)),
+            Err(PushError::Timeout(2)),
+            "{mode}"
+        );
+        let (started_tx, started) = mpsc::channel();
+        let waiters = std::thread::spawn(move || {
+            started_tx.send(()).unwrap();
+            let popped = std::thread::scope(|s| {
+                let a = s.spawn(|| rx.pop());
+                let b = s.spawn(|| frx.recv(&mut Vec::new()));
+                let c = s.spawn(|| tx.push(3));
+                (a.join().unwrap(), b.join().unwrap(), c.join().unwrap())
+            });
+            (popped, rx, tx)
+        });
+        started.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        child.kill();
+        let ((a, b, c), mut rx, mut tx) =
+            within(Duration::from_secs(30), move || waiters.join().unwrap());
+        assert_eq!(a, Err(PopError::Disconnected), "pop, {mode}");
+        assert_eq!(
+            b,
+            Err(shmlink::ring::RecvError::Disconnected),
+            "recv, {mode}"
+        );
+        assert_eq!(c, Err(PushError::Disconnected(3)), "push, {mode}");
+        assert!(rx.is_abandoned(), "{mode}");
+        assert!(tx.is_abandoned(), "{mode}");
+        // The ring itself is fine: a producer may still claim the free role.
+        let mut late = ring.producer().unwrap();
+        late.try_push(7).unwrap();
+        assert_eq!(rx.try_pop(), Ok(7));
+        assert!(!rx.is_abandoned());
+    }
 }
 
 #[test]

@@ -58,6 +58,21 @@ pub enum BuildError {
         /// Bytes requested.
         bytes: usize,
     },
+    /// The element type is aligned above what a ring's slot area guarantees (its
+    /// values could not be aligned in their slots).
+    ///
+    /// ```
+    /// use shmlink::ring::BuildError;
+    ///
+    /// let e = BuildError::UnsupportedAlignment { align: 256, max: 128 };
+    /// assert_eq!(e.to_string(), "element alignment 256 is above the supported 128");
+    /// ```
+    UnsupportedAlignment {
+        /// `align_of` the element type.
+        align: usize,
+        /// The largest alignment supported ([`AREA_ALIGN`](crate::segment::AREA_ALIGN)).
+        max: usize,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -73,6 +88,9 @@ impl fmt::Display for BuildError {
             BuildError::OutOfMemory { bytes } => {
                 write!(f, "cannot allocate {bytes} bytes for the ring")
             }
+            BuildError::UnsupportedAlignment { align, max } => {
+                write!(f, "element alignment {align} is above the supported {max}")
+            }
         }
     }
 }
@@ -83,7 +101,9 @@ impl std::error::Error for BuildError {
             BuildError::Create(e) => Some(e),
             BuildError::Open(e) => Some(e),
             BuildError::BadConfig(e) => Some(e),
-            BuildError::InvalidCapacity(_) | BuildError::OutOfMemory { .. } => None,
+            BuildError::InvalidCapacity(_)
+            | BuildError::OutOfMemory { .. }
+            | BuildError::UnsupportedAlignment { .. } => None,
         }
     }
 }

@@ -287,8 +287,10 @@ pub struct RepairStats {
     pub lost: u64,
 }
 
+/// Bytes per slot: the 8-byte stamp at offset 0, the value at `spsc::value_offset`
+/// (aligned for `T`), rounded up to the slot's alignment (the SPSC slot layout).
 const fn slot_size<T>() -> usize {
-    (8 + size_of::<T>()).next_multiple_of(8)
+    super::spsc::slot_size::<T>()
 }
 
 /// Capacity must be at least 2: with one slot, "published for position p" (`p + 1`)
@@ -860,7 +862,7 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
 
     #[inline(always)]
     fn value_offset(&self, pos: u64) -> usize {
-        (pos & self.mask) as usize * slot_size::<T>() + 8
+        (pos & self.mask) as usize * slot_size::<T>() + super::spsc::value_offset::<T>()
     }
 
     fn try_push_once(&self, value: T) -> TryPush {

@@ -13,7 +13,21 @@
 //!   (`head <= tail <= head + capacity`, monotonic) before it is used;
 //! - roles are claimed at run time with a CAS on a role word holding the holder's
 //!   process token; a role whose holder died can be claimed again;
+//! - a peer is gone once its role word says it left, names a dead process, or was
+//!   never claimed while the ring's creator is dead (nobody is left to hand the role
+//!   to a process: waits end with `Disconnected` instead of lasting forever);
 //! - blocking waits spin, yield, then sleep on a shared futex ([`WaitMode`]).
+//!
+//! Crash points ([`crash::point`]): the steps after which a participant killed there
+//! leaves shared state half changed (a `Drop` during such a death releases nothing):
+//!
+//! | protocol | step 1 | step 2 | step 3 | step 4 | step 5 |
+//! |---|---|---|---|---|---|
+//! | `spsc.claim` (a free role) | role word taken | producer: `tail` caught up | | | |
+//! | `spsc.takeover` (a dead holder's role) | role word taken | producer: `tail` caught up | | | |
+//! | `spsc.push` (push, chunk commit) | values written | next slot's stale stamp voided | batch's last slot stamped | every slot stamped | `tail` stored |
+//! | `spsc.push_slice` | values written | next slot's stale stamp voided | `tail` stored | | |
+//! | `spsc.pop` (pop, slice, chunk release) | values copied out | `head` stored | | | |
 
 use core::fmt;
 use core::marker::PhantomData;
@@ -22,10 +36,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::error::{BuildError, ChunkError, ClaimError, Corruption, PopError, PushError};
-use crate::segment::process::{current_token, token_alive, token_pid};
-use crate::segment::{CacheLine, HeapRegion, RawArea, Region, ShmSafe};
+use crate::segment::process::{current_token, token_alive, token_dead, token_pid};
+use crate::segment::{AREA_ALIGN, CacheLine, HeapRegion, RawArea, Region, ShmSafe};
 use crate::sync::Pod;
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::crash;
 use crate::sync::{WaitError, WaitMode, WaitWord};
 
 /// Largest capacity (slots).
@@ -145,7 +160,8 @@ const _: () = assert!(size_of::<SpscHeader>() == 768 && align_of::<SpscHeader>()
 unsafe impl ShmSafe for SpscHeader {
     const TYPE_NAME: &'static str = "shmlink::ring::SpscHeader";
     // 2: slots carry a stamp word before the value.
-    const VERSION: u32 = 2;
+    // 3: values aligned for their type in the slot (`value_offset`, `slot_size`).
+    const VERSION: u32 = 3;
     fn new_zeroed() -> Self {
         Self {
             config: CacheLine::new_zeroed(),
@@ -158,13 +174,44 @@ unsafe impl ShmSafe for SpscHeader {
     }
 }
 
-/// Bytes per slot: an 8-byte stamp, then the value, rounded up to 8.
+/// Alignment of a slot: the element's, and at least 8 for the stamp.
+const fn slot_align<T>() -> usize {
+    if align_of::<T>() > 8 {
+        align_of::<T>()
+    } else {
+        8
+    }
+}
+
+/// Offset of the value in its slot: after the 8-byte stamp, aligned for `T` (8 for
+/// every `T` aligned to 8 or less, `align_of::<T>()` above).
+pub(crate) const fn value_offset<T>() -> usize {
+    slot_align::<T>()
+}
+
+/// Bytes per slot: an 8-byte stamp, then the value at [`value_offset`], rounded up to
+/// the slot's alignment, so that every slot of an area aligned to [`AREA_ALIGN`] has
+/// its stamp aligned to 8 and its value aligned for `T` (a `u128` or a
+/// `#[repr(align(64))]` element can be used in place through `slot_ptr`).
 ///
 /// The stamp of position `p` reads `p + 1` once the value is published, so a consumer
 /// that finds its cached view empty polls the slot itself: stamp and value arrive in
 /// one cache-line transfer instead of two (`tail`, then the slot).
 pub(crate) const fn slot_size<T>() -> usize {
-    (8 + size_of::<T>()).next_multiple_of(8)
+    (value_offset::<T>() + size_of::<T>()).next_multiple_of(slot_align::<T>())
+}
+
+/// Refuses an element type aligned above what the slot area guarantees
+/// ([`AREA_ALIGN`]; [`Pod`] promises at most that, this is the check).
+pub(crate) fn check_align<T>() -> Result<(), BuildError> {
+    if align_of::<T>() > AREA_ALIGN {
+        Err(BuildError::UnsupportedAlignment {
+            align: align_of::<T>(),
+            max: AREA_ALIGN,
+        })
+    } else {
+        Ok(())
+    }
 }
 
 pub(crate) fn check_capacity(capacity: u64) -> Result<(), BuildError> {
@@ -233,6 +280,10 @@ pub struct Spsc<T: Pod, R: Region<Shared = SpscHeader>> {
     region: Arc<R>,
     capacity: u64,
     mode: WaitMode,
+    /// Token of the process that created the ring's segment (from the segment
+    /// header, read once when created or opened by name), or 0 when unknown (heap
+    /// rings: their creator is the process using them). See [`unclaimed_and_orphaned`].
+    creator: u64,
     _elem: PhantomData<fn() -> T>,
 }
 
@@ -242,6 +293,7 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Clone for Spsc<T, R> {
             region: self.region.clone(),
             capacity: self.capacity,
             mode: self.mode,
+            creator: self.creator,
             _elem: PhantomData,
         }
     }
@@ -276,7 +328,7 @@ impl<T: Pod> Spsc<T, HeapRegion<SpscHeader>> {
         mode: WaitMode,
         aux: u32,
     ) -> Result<Self, BuildError> {
-        const { assert!(align_of::<T>() <= 128) };
+        check_align::<T>()?;
         let capacity = capacity as u64;
         check_capacity(capacity)?;
         let area = usize::try_from(capacity)
@@ -351,7 +403,7 @@ impl<T: Pod> Spsc<T, crate::segment::ShmRegion<SpscHeader>> {
         tag: u64,
         aux: u32,
     ) -> Result<Self, BuildError> {
-        const { assert!(align_of::<T>() <= 128) };
+        check_align::<T>()?;
         let capacity = capacity as u64;
         check_capacity(capacity)?;
         let area = usize::try_from(capacity)
@@ -363,7 +415,20 @@ impl<T: Pod> Spsc<T, crate::segment::ShmRegion<SpscHeader>> {
             area,
             |h, _| init_header::<T>(h, capacity, mode, aux),
         )?;
-        Self::from_region(Arc::new(region))
+        Self::with_creator(region)
+    }
+
+    /// Wraps a named ring's region, remembering the process that created its segment
+    /// (see [`unclaimed_and_orphaned`]).
+    fn with_creator(region: crate::segment::ShmRegion<SpscHeader>) -> Result<Self, BuildError> {
+        let creator = region.segment().creator();
+        let mut ring = Self::from_region(Arc::new(region))?;
+        ring.creator = if creator.pid == 0 {
+            0 // not a process: no rule
+        } else {
+            crate::segment::process::token_of(creator.pid, creator.start_ticks)
+        };
+        Ok(ring)
     }
 
     /// Opens the ring in the named segment that `builder` describes; the segment's
@@ -400,10 +465,10 @@ impl<T: Pod> Spsc<T, crate::segment::ShmRegion<SpscHeader>> {
         kind: crate::segment::Kind,
         tag: u64,
     ) -> Result<Self, BuildError> {
-        const { assert!(align_of::<T>() <= 128) };
+        check_align::<T>()?;
         let region =
             crate::segment::ShmRegion::<SpscHeader>::open(Self::configure(builder, kind, tag))?;
-        Self::from_region(Arc::new(region))
+        Self::with_creator(region)
     }
 }
 
@@ -428,6 +493,7 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
     /// assert!(matches!(err, BuildError::BadConfig(_)));
     /// ```
     pub fn from_region(region: Arc<R>) -> Result<Self, BuildError> {
+        check_align::<T>()?;
         let cfg = &region.shared().config;
         // Read each field once, then validate the copies.
         let raw = super::RawConfig {
@@ -443,6 +509,7 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
             region,
             capacity,
             mode,
+            creator: 0,
             _elem: PhantomData,
         })
     }
@@ -522,12 +589,16 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
         self.len() == 0
     }
 
-    fn claim(&self, word: &AtomicU64) -> Result<u64, ClaimError> {
+    /// Takes the role `word` if it is free: never claimed, left cleanly, or held by a
+    /// process that is certainly dead (an unknown liveness counts as alive). Returns
+    /// our token and the crash-point protocol of the claim (`spsc.takeover` when a
+    /// dead holder's role was taken, else `spsc.claim`).
+    fn claim(&self, word: &AtomicU64) -> Result<(u64, &'static str), ClaimError> {
         let me = current_token();
         let mut current = word.load(Ordering::Acquire);
         loop {
-            let free = current == 0 || current == CLOSED || !token_alive(current);
-            if !free {
+            let takeover = current != 0 && current != CLOSED;
+            if takeover && token_alive(current) {
                 return Err(ClaimError::Taken {
                     pid: token_pid(current),
                 });
@@ -536,7 +607,15 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
             // holder left (its last position store happened before); Release
             // publishes our claim.
             match word.compare_exchange(current, me, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Ok(me),
+                Ok(_) => {
+                    let protocol = if takeover {
+                        "spsc.takeover"
+                    } else {
+                        "spsc.claim"
+                    };
+                    crash::point(protocol, 1);
+                    return Ok((me, protocol));
+                }
                 Err(seen) => current = seen,
             }
         }
@@ -577,11 +656,18 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
         Ok((head, tail))
     }
 
-    /// Whether the producer left (`thorough`: or its process died); `false` before a
-    /// producer first attached.
+    /// Whether the producer left (`thorough`: or its process died, or it never came
+    /// and the ring's creator is dead, see [`unclaimed_and_orphaned`]).
     pub(crate) fn producer_gone(&self, thorough: bool) -> bool {
-        let holder = self.region.shared().roles.producer.load(Ordering::Acquire);
-        holder == CLOSED || (thorough && holder != 0 && !token_alive(holder))
+        let role = &self.region.shared().roles.producer;
+        let holder = role.load(Ordering::Acquire);
+        holder == CLOSED
+            || (thorough
+                && if holder == 0 {
+                    unclaimed_and_orphaned(role, self.creator)
+                } else {
+                    !token_alive(holder)
+                })
     }
 
     /// The word the consumer sleeps on waiting for data.
@@ -611,7 +697,7 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn producer(&self) -> Result<Producer<T, R>, ClaimError> {
-        let token = self.claim(&self.region.shared().roles.producer)?;
+        let (token, protocol) = self.claim(&self.region.shared().roles.producer)?;
         let (head, tail) = self.positions().map_err(|c| {
             self.region
                 .shared()
@@ -623,6 +709,9 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
         let raw = RawHandle::new(self, token);
         // Slots a dead producer stamped but never counted in `tail` are published (the
         // consumer may be reading them): continue after them, and make `tail` say so.
+        // The walk ends at the first slot not stamped for its position: it reads at
+        // most the one batch the dead producer was publishing (and never more than
+        // `capacity` slots, validated against the mapping), never the whole ring.
         let mut tail = tail;
         while tail - head < self.capacity
             && raw.stamp::<T>(tail).load(Ordering::Acquire) == tail + 1
@@ -631,21 +720,21 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
         }
         // A batch is stamped last slot first, so a producer killed while stamping one
         // leaves a stamped suffix after an unstamped slot. The consumer stops at the
-        // gap, but once we fill it, it would take those stale slots as ours: void
-        // their stamps (the previous lap's value) before we publish anything.
-        for pos in tail + 1..head + self.capacity {
-            let stamp = raw.stamp::<T>(pos);
-            if stamp.load(Ordering::Relaxed) == pos + 1 {
-                stamp.store((pos + 1).saturating_sub(self.capacity), Ordering::Relaxed);
-            }
-        }
-        // SYNC: Release, as every `tail` store (the slots below it are published; the
-        // voided stamps above are ordered before our later stamp stores).
+        // gap, but once we fill it, it would take those stale slots as ours. They all
+        // lie before `tail + capacity` (the dead batch started at or before `tail`);
+        // instead of scanning for them here (a walk over the whole ring, whose size a
+        // hostile header chooses), each of our publications voids the stamp of the
+        // slot right after it before making it visible (`void_stale_stamp`), so the
+        // consumer, which only ever reads the stamp of the slot after the last one it
+        // took, never meets one. `repair_until` bounds that check to our first lap.
+        // SYNC: Release, as every `tail` store (the slots below it are published).
         raw.header().tail.store(tail, Ordering::Release);
+        crash::point(protocol, 2);
         Ok(Producer {
             raw,
             tail,
             cached_head: head,
+            repair_until: tail + self.capacity,
             ring: self.clone(),
         })
     }
@@ -671,7 +760,7 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn consumer(&self) -> Result<Consumer<T, R>, ClaimError> {
-        let token = self.claim(&self.region.shared().roles.consumer)?;
+        let (token, _) = self.claim(&self.region.shared().roles.consumer)?;
         let (head, tail) = self.positions().map_err(|c| {
             self.region
                 .shared()
@@ -710,6 +799,8 @@ struct RawHandle {
     /// How this handle waits.
     wait_mode: WaitMode,
     token: u64,
+    /// The ring's creator ([`Spsc::creator`]).
+    creator: u64,
     /// Empty/full polls seen, to space out liveness checks.
     polls: u32,
 }
@@ -727,6 +818,7 @@ impl RawHandle {
             notify: ring.mode == WaitMode::Blocking,
             wait_mode: ring.mode,
             token,
+            creator: ring.creator,
             polls: 0,
         }
     }
@@ -742,8 +834,11 @@ impl RawHandle {
     #[inline(always)]
     fn offset<T>(&self, pos: u64) -> usize {
         // (pos & mask) < capacity, and capacity * slot_size::<T>() <= area length
-        // (validated in from_region), so this is in bounds and fits a usize.
-        ((pos & self.mask) as usize) * slot_size::<T>() + 8
+        // (validated in from_region), so this is in bounds and fits a usize. Aligned
+        // for T: slot sizes are multiples of the slot alignment, value_offset is the
+        // slot alignment, and the area is AREA_ALIGN-aligned (>= align_of::<T>(),
+        // checked in from_region).
+        ((pos & self.mask) as usize) * slot_size::<T>() + value_offset::<T>()
     }
 
     /// The stamp word of the slot of `pos`.
@@ -751,13 +846,14 @@ impl RawHandle {
     fn stamp<T>(&self, pos: u64) -> &AtomicU64 {
         let off = ((pos & self.mask) as usize) * slot_size::<T>();
         // SAFETY: in bounds (as for `offset`) and 8-aligned (slot sizes are multiples
-        // of 8, the area is 128-aligned); stamps are only accessed atomically; the
+        // of the slot alignment, itself a multiple of 8; the area is 128-aligned); stamps are only accessed atomically; the
         // region lives as long as this handle (see `header`).
         unsafe { self.area.atomic_u64(off) }
     }
 
-    /// Whether the peer holding `role` left or died. The liveness check (a `/proc`
-    /// read) runs when `thorough`, and otherwise once every 65536 calls, so polling
+    /// Whether the peer holding `role` left or died (or never came and cannot come
+    /// any more, see [`unclaimed_and_orphaned`]). The liveness check (a `/proc` read)
+    /// runs when `thorough`, and otherwise once every 65536 calls, so polling
     /// `try_pop`/`try_push` users also learn of a dead peer without paying for it on
     /// every empty or full poll.
     fn peer_gone(&mut self, role: &AtomicU64, thorough: bool) -> bool {
@@ -765,14 +861,18 @@ impl RawHandle {
         if holder == CLOSED {
             return true;
         }
-        if holder == 0 {
-            return false; // not attached yet: wait for it
+        if holder == 0 && self.creator == 0 {
+            return false; // not attached yet, and no creator to watch: wait for it
         }
         self.polls = self.polls.wrapping_add(1);
         if !thorough && self.polls % LIVENESS_POLLS != 0 {
             return false;
         }
-        !token_alive(holder)
+        if holder == 0 {
+            unclaimed_and_orphaned(role, self.creator)
+        } else {
+            !token_alive(holder)
+        }
     }
 
     fn release_role(&self, role: &AtomicU64) {
@@ -814,6 +914,10 @@ pub struct Producer<T: Pod, R: Region<Shared = SpscHeader>> {
     tail: u64,
     /// Last `head` we read; the real one is never behind it.
     cached_head: u64,
+    /// Stamps of positions below this may be stale "published" marks of a batch a
+    /// dead producer left half stamped (see [`Spsc::producer`]): each publication
+    /// ending below it voids the stamp of the slot after it first.
+    repair_until: u64,
     ring: Spsc<T, R>,
 }
 
@@ -850,20 +954,50 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
         }
     }
 
+    /// Makes sure the stamp of `end`, the slot after the publication we are about to
+    /// make, does not read "published for `end`": a producer that died stamping a
+    /// batch may have left it so, and the consumer polls that stamp once it has taken
+    /// what we publish. Relaxed: the publication that follows (Release) orders it
+    /// before any consumer read of the stamp.
+    #[inline]
+    fn void_stale_stamp(&self, end: u64) {
+        if end < self.repair_until {
+            let stamp = self.raw.stamp::<T>(end);
+            if stamp.load(Ordering::Relaxed) == end + 1 {
+                // The previous lap's value: never "published" for a position the
+                // consumer still asks about.
+                stamp.store(
+                    (end + 1).saturating_sub(self.raw.capacity),
+                    Ordering::Relaxed,
+                );
+            }
+        }
+    }
+
+    /// Publishes the `n` written slots from `tail`: stamps (last slot first), then
+    /// `tail`.
     #[inline(always)]
     fn publish(&mut self, n: u64) {
+        crash::point("spsc.push", 1);
+        self.void_stale_stamp(self.tail + n);
+        crash::point("spsc.push", 2);
         // Last slot first: a consumer that sees the first slot's stamp then sees every
         // stamp of the batch (a chunk or frame is never seen half published).
         for pos in (self.tail..self.tail + n).rev() {
             // SYNC: Release pairs with the consumer's Acquire load of the stamp: the
             // value written before is visible once the stamp reads `pos + 1`.
             self.raw.stamp::<T>(pos).store(pos + 1, Ordering::Release);
+            if pos + 1 == self.tail + n {
+                crash::point("spsc.push", 3);
+            }
         }
+        crash::point("spsc.push", 4);
         self.tail += n;
         let h = self.raw.header();
         // SYNC: Release pairs with the consumer's Acquire load of `tail`: the slot
         // writes above are visible to it before the new tail is.
         h.tail.store(self.tail, Ordering::Release);
+        crash::point("spsc.push", 5);
         if self.raw.notify {
             h.data.notify();
         }
@@ -935,7 +1069,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
         self.push_until(value, deadline_after(timeout))
     }
 
-    /// Pushes `value`, waiting for room as long as the consumer is alive.
+    /// Pushes `value`, waiting for room as long as the consumer is alive (or, while
+    /// no consumer ever claimed the role, as long as the ring's creator is alive).
     ///
     /// # Errors
     ///
@@ -982,6 +1117,7 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
     ) -> Result<(), WaitError> {
         let header = self.raw.header;
         let mode = self.raw.wait_mode;
+        let creator = self.raw.creator;
         let mut corrupt = false;
         // SAFETY: the header lives while self does (see RawHandle::header).
         let h = unsafe { header.as_ref() };
@@ -998,8 +1134,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
                 (this.free() >= n).then_some(())
             };
             let mut raw_gone = RawGone {
-                next: None,
                 role: &h.roles.consumer,
+                creator,
             };
             h.space
                 .wait_until(mode, deadline, ready, |t| raw_gone.gone(t))
@@ -1043,10 +1179,14 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
             // Pod.
             unsafe { self.raw.area.write_value(self.raw.offset::<T>(pos), *item) };
         }
+        crash::point("spsc.push_slice", 1);
+        self.void_stale_stamp(self.tail + n as u64);
+        crash::point("spsc.push_slice", 2);
         self.tail += n as u64;
         let h = self.raw.header();
         // SYNC: Release pairs with the consumer's Acquire load of `tail`.
         h.tail.store(self.tail, Ordering::Release);
+        crash::point("spsc.push_slice", 3);
         if self.raw.notify {
             h.data.notify();
         }
@@ -1137,8 +1277,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
             (head >= pos).then_some(())
         };
         let mut raw_gone = RawGone {
-            next: None,
             role: &h.roles.consumer,
+            creator: self.raw.creator,
         };
         let result = h
             .space
@@ -1155,7 +1295,9 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
         self.raw.peer_gone(unsafe { role.as_ref() }, false)
     }
 
-    /// `true` if the consumer left or its process died.
+    /// `true` if the consumer left or its process died (or it never claimed the role
+    /// and the process that created the named ring died: nobody can hand the role
+    /// over any more).
     ///
     /// # Examples
     ///
@@ -1215,10 +1357,11 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
     }
 }
 
-/// The consumer-side liveness check used inside waits (no borrow of the handle).
+/// The peer liveness check used inside waits (no borrow of the handle).
 struct RawGone<'a> {
-    next: Option<Instant>,
     role: &'a AtomicU64,
+    /// The ring's creator ([`Spsc::creator`]).
+    creator: u64,
 }
 
 impl RawGone<'_> {
@@ -1227,16 +1370,39 @@ impl RawGone<'_> {
         if holder == CLOSED {
             return true;
         }
-        if holder == 0 || !thorough {
+        if !thorough {
             return false;
         }
-        let _ = &mut self.next;
-        !token_alive(holder)
+        if holder == 0 {
+            unclaimed_and_orphaned(self.role, self.creator)
+        } else {
+            !token_alive(holder)
+        }
     }
+}
+
+/// Whether the role word `role`, read as 0 (never claimed), can never be claimed any
+/// more: the ring's `creator` (0: unknown) is certainly dead, and the role is still
+/// unclaimed after that was found.
+///
+/// The rule: only a process that opens the ring can claim a role, and one that never
+/// was claimed is, by the ring's protocol, waiting for whoever its creator hands it to.
+/// Once the creator is dead (positive evidence only: an unknown liveness counts as
+/// alive) and the role is still free, a waiter on the other end reports
+/// `Disconnected` instead of waiting forever. A process that opens the ring by name
+/// later can still claim the role, and the waits that follow see it; a deployment
+/// whose creator exits on purpose before handing the roles over (a launcher) must have
+/// the other end wait with a deadline.
+fn unclaimed_and_orphaned(role: &AtomicU64, creator: u64) -> bool {
+    // Re-read after the liveness check (a `/proc` read): a claim made meanwhile wins.
+    creator != 0 && token_dead(creator) && role.load(Ordering::Acquire) == 0
 }
 
 impl<T: Pod, R: Region<Shared = SpscHeader>> Drop for Producer<T, R> {
     fn drop(&mut self) {
+        if crash::dying() {
+            return; // killed at a crash point: a killed process releases nothing
+        }
         let h = self.raw.header();
         self.raw.release_role(&h.roles.producer);
         // A sleeping consumer must learn that nothing more will come.
@@ -1339,7 +1505,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> WriteChunk<'_, T, R> {
         unsafe { p.raw.area.write_value(off, value) };
     }
 
-    /// Raw pointer to slot `i`, to build a message in place (zero-copy).
+    /// Raw pointer to slot `i`, aligned for `T`, to build a message in place
+    /// (zero-copy).
     ///
     /// # Safety
     ///
@@ -1369,7 +1536,9 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> WriteChunk<'_, T, R> {
         let p = &*self.producer;
         let off = p.raw.offset::<T>(p.tail + i as u64);
         // SAFETY: in bounds by `offset`.
-        unsafe { p.raw.area.as_ptr().add(off).cast::<T>() }
+        let ptr = unsafe { p.raw.area.as_ptr().add(off).cast::<T>() };
+        debug_assert!(ptr.is_aligned(), "slot values are aligned (see `offset`)");
+        ptr
     }
 
     /// Publishes the first `k` slots (`k <= len()`).
@@ -1505,13 +1674,16 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
         }
     }
 
+    /// Releases the `n` slots from `head`, whose values were copied out.
     #[inline(always)]
     fn release(&mut self, n: u64) {
+        crash::point("spsc.pop", 1);
         self.head += n;
         let h = self.raw.header();
         // SYNC: Release pairs with the producer's Acquire load of `head`: our reads
         // of the released slots happen before it overwrites them.
         h.head.store(self.head, Ordering::Release);
+        crash::point("spsc.pop", 2);
         if self.raw.notify {
             h.space.notify();
         }
@@ -1594,7 +1766,10 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
         self.pop_until(deadline_after(timeout))
     }
 
-    /// Pops, waiting as long as the producer is alive.
+    /// Pops, waiting as long as the producer is alive (or, while no producer ever
+    /// claimed the role, as long as the process that created the named ring is alive:
+    /// a ring whose creator died before anyone claimed the producer role reports
+    /// `Disconnected` instead of waiting forever).
     ///
     /// # Errors
     ///
@@ -1638,6 +1813,7 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
     ) -> Result<(), WaitError> {
         let header = self.raw.header;
         let mode = self.raw.wait_mode;
+        let creator = self.raw.creator;
         // SAFETY: the header lives while self does (see RawHandle::header).
         let h = unsafe { header.as_ref() };
         let mut corrupt = false;
@@ -1671,8 +1847,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
                 (this.available() >= n).then_some(())
             };
             let mut raw_gone = RawGone {
-                next: None,
                 role: &h.roles.producer,
+                creator,
             };
             h.data
                 .wait_until(mode, deadline, ready, |t| raw_gone.gone(t))
@@ -1784,7 +1960,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
         self.raw.peer_gone(unsafe { role.as_ref() }, false)
     }
 
-    /// `true` if the producer left or its process died (there may still be elements
+    /// `true` if the producer left or its process died, or it never claimed the role
+    /// and the process that created the named ring died (there may still be elements
     /// to pop).
     ///
     /// # Examples
@@ -1863,6 +2040,9 @@ fn validate_tail(tail: u64, cached_tail: u64, head: u64, capacity: u64) -> Resul
 
 impl<T: Pod, R: Region<Shared = SpscHeader>> Drop for Consumer<T, R> {
     fn drop(&mut self) {
+        if crash::dying() {
+            return; // killed at a crash point: a killed process releases nothing
+        }
         let h = self.raw.header();
         self.raw.release_role(&h.roles.consumer);
         h.space.wake_all();
@@ -1961,7 +2141,7 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> ReadChunk<'_, T, R> {
         unsafe { c.raw.area.read_value::<T>(off) }
     }
 
-    /// Raw pointer to element `i`, to read it in place (zero-copy).
+    /// Raw pointer to element `i`, aligned for `T`, to read it in place (zero-copy).
     ///
     /// # Safety
     ///
@@ -1992,7 +2172,9 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> ReadChunk<'_, T, R> {
         let c = &*self.consumer;
         let off = c.raw.offset::<T>(c.head + i as u64);
         // SAFETY: in bounds by `offset`.
-        unsafe { c.raw.area.as_ptr().add(off).cast::<T>().cast_const() }
+        let ptr = unsafe { c.raw.area.as_ptr().add(off).cast::<T>().cast_const() };
+        debug_assert!(ptr.is_aligned(), "slot values are aligned (see `offset`)");
+        ptr
     }
 
     /// Releases the first `k` elements (`k <= len()`).
