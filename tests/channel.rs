@@ -174,26 +174,32 @@ macro_rules! cases {
         mod $prop {
             use super::*;
             #[test]
+            #[cfg_attr(miri, ignore = "maps a shared file")]
             fn spsc_u64() {
                 super::$prop::<u64>(Flavor::Spsc);
             }
             #[test]
+            #[cfg_attr(miri, ignore = "maps a shared file")]
             fn spsc_tick() {
                 super::$prop::<Tick>(Flavor::Spsc);
             }
             #[test]
+            #[cfg_attr(miri, ignore = "maps a shared file")]
             fn spsc_postcard() {
                 super::$prop::<Note>(Flavor::Spsc);
             }
             #[test]
+            #[cfg_attr(miri, ignore = "maps a shared file")]
             fn mpmc_u64() {
                 super::$prop::<u64>(Flavor::Mpmc);
             }
             #[test]
+            #[cfg_attr(miri, ignore = "maps a shared file")]
             fn mpmc_tick() {
                 super::$prop::<Tick>(Flavor::Mpmc);
             }
             #[test]
+            #[cfg_attr(miri, ignore = "maps a shared file")]
             fn mpmc_postcard() {
                 super::$prop::<Note>(Flavor::Mpmc);
             }
@@ -501,22 +507,27 @@ fn try_recv_reports_disconnected_after_draining<M: Msg>(flavor: Flavor) {
 mod try_recv_reports_disconnected_after_draining {
     use super::*;
     #[test]
+    #[cfg_attr(miri, ignore = "maps a shared file")]
     fn spsc_u64() {
         super::try_recv_reports_disconnected_after_draining::<u64>(Flavor::Spsc);
     }
     #[test]
+    #[cfg_attr(miri, ignore = "maps a shared file")]
     fn spsc_tick() {
         super::try_recv_reports_disconnected_after_draining::<Tick>(Flavor::Spsc);
     }
     #[test]
+    #[cfg_attr(miri, ignore = "maps a shared file")]
     fn spsc_postcard() {
         super::try_recv_reports_disconnected_after_draining::<Note>(Flavor::Spsc);
     }
     #[test]
+    #[cfg_attr(miri, ignore = "maps a shared file")]
     fn mpmc_u64() {
         super::try_recv_reports_disconnected_after_draining::<u64>(Flavor::Mpmc);
     }
     #[test]
+    #[cfg_attr(miri, ignore = "maps a shared file")]
     fn mpmc_tick() {
         super::try_recv_reports_disconnected_after_draining::<Tick>(Flavor::Mpmc);
     }
@@ -828,6 +839,7 @@ fn mpmc_threads<M: Msg>(backing: Backing, mode: WaitMode, senders: u64, receiver
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn mpmc_many_threads_deliver_every_message_exactly_once() {
     let per = if cfg!(debug_assertions) {
         2_000
@@ -841,6 +853,7 @@ fn mpmc_many_threads_deliver_every_message_exactly_once() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn mpmc_many_threads_in_spin_mode() {
     // Spinning threads share the machine's cores: fewer of them, fewer messages.
     for backing in BACKINGS {
@@ -850,6 +863,7 @@ fn mpmc_many_threads_in_spin_mode() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn mpmc_send_acked_from_several_threads() {
     const PER: u64 = 200;
     for backing in BACKINGS {
@@ -887,6 +901,7 @@ fn mpmc_send_acked_from_several_threads() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "opens a named segment")]
 fn capacities_are_checked() {
     let bad = |opts: Options| matches!(Channel::<u64>::new(opts), Err(ChannelError::Build(_)));
     assert!(bad(Options::new().capacity(3)), "not a power of two");
@@ -926,6 +941,7 @@ fn handles_move_between_threads() {
 // ---- roles ----
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn spsc_admits_one_sender_and_one_receiver_at_a_time() {
     fn check<M: Msg>(backing: Backing) {
         let case = label::<M>(Flavor::Spsc, backing, WaitMode::Blocking);
@@ -950,6 +966,7 @@ fn spsc_admits_one_sender_and_one_receiver_at_a_time() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn mpmc_admits_up_to_32_handles() {
     for backing in BACKINGS {
         let ch = make_channel::<u64>(backing, options(Flavor::Mpmc, WaitMode::Blocking, 8));
@@ -993,6 +1010,7 @@ fn bounded_is_a_heap_spsc_channel() {
 // ---- named channels: opening ----
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn opening_a_named_channel_checks_flavour_and_message_type() {
     for flavor in [Flavor::Spsc, Flavor::Mpmc] {
         let name = unique_name("open");
@@ -1058,6 +1076,7 @@ struct Other {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn opening_a_serde_channel_with_another_serde_type_fails() {
     let name = unique_name("open-pc2");
     let ch = Channel::<Note, Postcard>::create(
@@ -1076,6 +1095,7 @@ fn opening_a_serde_channel_with_another_serde_type_fails() {
 // ---- serde messages ----
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn postcard_too_large_hands_the_message_back_unchanged() {
     for backing in BACKINGS {
         let opts = Options::new().max_message(64).capacity(4);
@@ -1134,6 +1154,7 @@ fn postcard_maximum_is_inclusive() {
 /// MPMC serde channels carry messages in fixed cells of up to 16 KiB: a larger
 /// maximum is refused before anything is created.
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn postcard_on_mpmc_refuses_messages_beyond_the_largest_cell() {
     let opts = Options::new().flavor(Flavor::Mpmc).max_message(20_000);
     assert!(matches!(
@@ -1204,6 +1225,7 @@ impl RawFrames {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn postcard_garbage_bytes_are_a_decode_error_not_a_panic() {
     let name = unique_name("garbage");
     let ch = Channel::<Note, Postcard>::create(

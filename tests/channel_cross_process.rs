@@ -198,34 +198,42 @@ macro_rules! cases {
         mod $f {
             use super::*;
             #[test]
+            #[cfg_attr(miri, ignore = "spawns a process")]
             fn spsc_raw() {
                 super::$f::<Tick>(Flavor::Spsc, WaitMode::Blocking);
             }
             #[test]
+            #[cfg_attr(miri, ignore = "spawns a process")]
             fn mpmc_raw() {
                 super::$f::<Tick>(Flavor::Mpmc, WaitMode::Blocking);
             }
             #[test]
+            #[cfg_attr(miri, ignore = "spawns a process")]
             fn spsc_postcard() {
                 super::$f::<Note>(Flavor::Spsc, WaitMode::Blocking);
             }
             #[test]
+            #[cfg_attr(miri, ignore = "spawns a process")]
             fn spsc_raw_spin() {
                 super::$f::<Tick>(Flavor::Spsc, WaitMode::Spin);
             }
             #[test]
+            #[cfg_attr(miri, ignore = "spawns a process")]
             fn mpmc_raw_spin() {
                 super::$f::<Tick>(Flavor::Mpmc, WaitMode::Spin);
             }
             #[test]
+            #[cfg_attr(miri, ignore = "spawns a process")]
             fn spsc_postcard_spin() {
                 super::$f::<Note>(Flavor::Spsc, WaitMode::Spin);
             }
             #[test]
+            #[cfg_attr(miri, ignore = "spawns a process")]
             fn mpmc_postcard() {
                 super::$f::<Note>(Flavor::Mpmc, WaitMode::Blocking);
             }
             #[test]
+            #[cfg_attr(miri, ignore = "spawns a process")]
             fn mpmc_postcard_spin() {
                 super::$f::<Note>(Flavor::Mpmc, WaitMode::Spin);
             }
@@ -411,6 +419,7 @@ fn stream_arrives_in_order_exactly_once<M: Msg>(flavor: Flavor, mode: WaitMode) 
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
 fn mpmc_two_producer_and_two_consumer_processes_deliver_each_message_once() {
     let per = STREAM / 2;
     let total = 2 * per;
@@ -654,6 +663,7 @@ fn send_after_the_receiver_died_reports_disconnected<M: Msg>(flavor: Flavor, mod
 mod send_after_the_receiver_died_reports_disconnected {
     use super::*;
     #[test]
+    #[cfg_attr(miri, ignore = "spawns a process")]
     fn spsc_raw() {
         super::send_after_the_receiver_died_reports_disconnected::<Tick>(
             Flavor::Spsc,
@@ -661,6 +671,7 @@ mod send_after_the_receiver_died_reports_disconnected {
         );
     }
     #[test]
+    #[cfg_attr(miri, ignore = "spawns a process")]
     fn mpmc_raw() {
         super::send_after_the_receiver_died_reports_disconnected::<Tick>(
             Flavor::Mpmc,
@@ -668,6 +679,7 @@ mod send_after_the_receiver_died_reports_disconnected {
         );
     }
     #[test]
+    #[cfg_attr(miri, ignore = "spawns a process")]
     fn spsc_postcard() {
         super::send_after_the_receiver_died_reports_disconnected::<Note>(
             Flavor::Spsc,
@@ -675,6 +687,7 @@ mod send_after_the_receiver_died_reports_disconnected {
         );
     }
     #[test]
+    #[cfg_attr(miri, ignore = "spawns a process")]
     fn mpmc_postcard() {
         super::send_after_the_receiver_died_reports_disconnected::<Note>(
             Flavor::Mpmc,

@@ -71,6 +71,7 @@ fn read_what_parent_wrote() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
 fn child_opens_by_name_and_reads_what_parent_wrote() {
     let name = unique_name("xread");
     let board = ShmRegion::<Board>::create(builder(&name).unlink_on_drop(true), 64).unwrap();
@@ -135,6 +136,7 @@ fn now_ns() -> u64 {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
 fn racing_open_or_create_creates_exactly_once() {
     const RACERS: usize = 3;
     let rounds = if cfg!(debug_assertions) { 4 } else { 12 };
@@ -178,6 +180,7 @@ fn create_then_hang_in_init() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
 fn creator_killed_before_ready_leaves_a_stale_segment() {
     let name = unique_name("kill-init");
     let mut child = Scenario::new("create_then_hang_in_init")
@@ -225,6 +228,7 @@ fn create_then_hang() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
 fn creator_killed_after_ready_is_recognised_as_stale() {
     let name = unique_name("kill-ready");
     let mut child = Scenario::new("create_then_hang").arg("name", &name).spawn();
@@ -267,6 +271,7 @@ fn create_then_exit_cleanly() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
 fn segment_left_by_a_clean_exit_is_idle_and_opens() {
     let name = unique_name("clean");
     Scenario::new("create_then_exit_cleanly")
@@ -301,6 +306,7 @@ fn spsc_produce_sequence() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
 fn spsc_streams_a_sequence_between_processes_without_loss() {
     for mode in [WaitMode::Blocking, WaitMode::Spin] {
         let name = unique_name("spsc-stream");
@@ -345,6 +351,7 @@ fn spsc_produce_until_killed() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
 fn spsc_producer_killed_mid_stream_leaves_committed_items_then_disconnect() {
     let name = unique_name("spsc-kill");
     let ring = Spsc::<u64, _>::create(
@@ -434,6 +441,7 @@ fn mpmc_consume_into_bitmap() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
 fn mpmc_two_producer_and_two_consumer_processes_deliver_each_item_once() {
     let name = unique_name("mpmc");
     let bitmap = unique_name("mpmc-bits");
@@ -533,6 +541,7 @@ fn frames_send_random() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
 fn frame_ring_carries_random_sized_messages_with_checksums() {
     let name = unique_name("frames");
     let ring = FrameRing::create(
@@ -580,6 +589,7 @@ fn mpmc_produce_forever() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
 fn mpmc_producer_killed_mid_stream_leaves_no_stuck_slot() {
     const BASE: u64 = 1 << 40;
     let name = unique_name("mpmc-kill");
@@ -652,6 +662,7 @@ fn open_without_file_descriptors() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
 fn os_errors_keep_their_errno() {
     let name = unique_name("emfile");
     let _seg = Segment::builder(&name)

@@ -137,7 +137,9 @@ fn stress(mode: WaitMode, producers: u64, consumers: usize, per_producer: u64) {
 
 #[test]
 fn threads_deliver_every_item_exactly_once() {
-    let n = if cfg!(debug_assertions) {
+    let n = if cfg!(miri) {
+        200
+    } else if cfg!(debug_assertions) {
         20_000
     } else {
         400_000
@@ -181,6 +183,7 @@ fn read_u64(name: &str, offset: u64) -> u64 {
 const DEAD: u64 = 0x0000_0001_7fff_fff0;
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn a_push_claimed_by_a_dead_producer_becomes_a_hole() {
     let n = name("hole");
     let ring = Mpmc::<u64, _>::create(Segment::builder(&n).unlink_on_drop(true), 4, WaitMode::Spin)
@@ -210,6 +213,7 @@ fn a_push_claimed_by_a_dead_producer_becomes_a_hole() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn a_live_claimant_is_never_repaired() {
     let n = name("live");
     let ring = Mpmc::<u64, _>::create(Segment::builder(&n).unlink_on_drop(true), 4, WaitMode::Spin)
@@ -235,6 +239,7 @@ fn a_live_claimant_is_never_repaired() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn a_pop_claimed_by_a_dead_consumer_frees_the_slot_and_counts_the_loss() {
     let n = name("lost");
     let ring = Mpmc::<u64, _>::create(Segment::builder(&n).unlink_on_drop(true), 2, WaitMode::Spin)
@@ -257,6 +262,7 @@ fn a_pop_claimed_by_a_dead_consumer_frees_the_slot_and_counts_the_loss() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn named_ring_checks_the_element_type() {
     let n = name("type");
     let _ring =
@@ -273,6 +279,7 @@ fn named_ring_checks_the_element_type() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn positions_near_the_top_of_u64_never_panic() {
     let n = name("huge");
     let ring = Mpmc::<u64, _>::create(Segment::builder(&n).unlink_on_drop(true), 4, WaitMode::Spin)

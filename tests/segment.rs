@@ -43,6 +43,7 @@ fn truncate_file(name: &str, len: u64) {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn create_open_round_trip_and_mode() {
     let name = unique_name("rt");
     let a = builder(&name).unlink_on_drop(true).create().unwrap();
@@ -71,6 +72,7 @@ fn create_open_round_trip_and_mode() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn already_exists_not_found_invalid_name() {
     let name = unique_name("exists");
     let _a = builder(&name).unlink_on_drop(true).create().unwrap();
@@ -103,6 +105,7 @@ fn already_exists_not_found_invalid_name() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn wrong_fingerprint_kind_or_size_is_refused() {
     let name = unique_name("fp");
     let _a = builder(&name).unlink_on_drop(true).create().unwrap();
@@ -143,6 +146,7 @@ fn wrong_fingerprint_kind_or_size_is_refused() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn corrupted_magic_version_and_state_are_typed_errors() {
     let name = unique_name("magic");
     let _a = builder(&name).unlink_on_drop(true).create().unwrap();
@@ -179,6 +183,7 @@ fn corrupted_magic_version_and_state_are_typed_errors() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn truncated_file_is_a_size_mismatch() {
     let name = unique_name("trunc");
     let a = builder(&name).create().unwrap();
@@ -210,6 +215,7 @@ fn truncated_file_is_a_size_mismatch() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn foreign_owner_is_refused() {
     let name = unique_name("owner");
     let a = builder(&name).unlink_on_drop(true).create().unwrap();
@@ -234,6 +240,7 @@ fn foreign_owner_is_refused() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn open_or_create_creates_then_opens_and_never_replaces_a_live_mismatch() {
     let name = unique_name("ooc");
     let (a, how) = builder(&name)
@@ -251,6 +258,7 @@ fn open_or_create_creates_then_opens_and_never_replaces_a_live_mismatch() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn list_shows_our_segment_alive() {
     let name = unique_name("ls");
     let _a = builder(&name).unlink_on_drop(true).create().unwrap();
@@ -276,6 +284,7 @@ fn bump<R: Region<Shared = AtomicU64>>(region: &R, times: u64) -> u64 {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn same_code_on_heap_and_segment_regions() {
     let heap = HeapRegion::<AtomicU64>::new(8);
     let name = unique_name("region");
@@ -331,6 +340,7 @@ proptest! {
     /// Whatever the header holds, open returns a typed result: no panic, no hang, no
     /// out-of-bounds access.
     #[test]
+    #[cfg_attr(miri, ignore = "maps a shared file")]
     fn random_header_bytes_give_typed_errors(bytes in any_header(), creator_stays in any::<bool>()) {
         let name = unique_name("prop");
         let a = builder(&name).unlink_on_drop(true).create().unwrap();
@@ -368,6 +378,7 @@ proptest! {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn exclusive_lock_held_by_a_cleanup_is_busy() {
     // An idle segment (nobody attached), locked exclusively, as a stale-segment
     // cleanup does while it decides.
@@ -390,6 +401,7 @@ fn exclusive_lock_held_by_a_cleanup_is_busy() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn open_or_create_reports_a_failed_create() {
     let err = builder(&unique_name("ooc-big"))
         .payload_len(u64::MAX)

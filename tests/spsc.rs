@@ -75,7 +75,9 @@ fn within<R: Send + 'static>(limit: Duration, f: impl FnOnce() -> R + Send + 'st
 
 /// Stream length for the threaded tests.
 fn stream_len() -> u64 {
-    if cfg!(debug_assertions) {
+    if cfg!(miri) {
+        1_000
+    } else if cfg!(debug_assertions) {
         20_000
     } else {
         1_000_000
@@ -187,7 +189,7 @@ fn capacity_one_alternates() {
     let ring = HeapSpsc::<u32>::new(1, WaitMode::Blocking).unwrap();
     let mut tx = ring.producer().unwrap();
     let mut rx = ring.consumer().unwrap();
-    for i in 0..1000u32 {
+    for i in 0..if cfg!(miri) { 100 } else { 1000u32 } {
         tx.try_push(i).unwrap();
         assert_eq!(tx.try_push(u32::MAX), Err(PushError::Full(u32::MAX)));
         assert_eq!(ring.len(), 1);
@@ -242,12 +244,20 @@ fn fifo_against_model(cap: usize, seed: u64, steps: usize) {
 
 #[test]
 fn fifo_order_across_wraparounds_capacity_4() {
-    fifo_against_model(4, 0x9e37_79b9_7f4a_7c15, 5_000);
+    fifo_against_model(
+        4,
+        0x9e37_79b9_7f4a_7c15,
+        if cfg!(miri) { 150 } else { 5_000 },
+    );
 }
 
 #[test]
 fn fifo_order_across_wraparounds_capacity_8() {
-    fifo_against_model(8, 0x0123_4567_89ab_cdef, 5_000);
+    fifo_against_model(
+        8,
+        0x0123_4567_89ab_cdef,
+        if cfg!(miri) { 150 } else { 5_000 },
+    );
 }
 
 #[test]
@@ -564,7 +574,7 @@ fn push_slice_and_pop_slice_across_the_wrap_point() {
     // Random batch sizes against a model.
     let mut rng = Rng(42);
     let (mut next, mut expected) = (11u64, 11u64);
-    for _ in 0..3_000 {
+    for _ in 0..if cfg!(miri) { 100 } else { 3_000 } {
         let k = rng.below(11);
         let batch: Vec<u64> = (next..next + k as u64).collect();
         let free = 8 - ring.len();
@@ -580,7 +590,7 @@ fn push_slice_and_pop_slice_across_the_wrap_point() {
             expected += 1;
         }
     }
-    assert!(next > 1000);
+    assert!(next > if cfg!(miri) { 100 } else { 1000 });
 }
 
 #[test]
@@ -965,6 +975,7 @@ fn cache_line_aligned_slots_are_aligned() {
 // ---------------------------------------------------------------------------------
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn named_ring_create_and_open_in_one_process() {
     let n = name("named");
     let path = SegmentName::new(&n).unwrap().path();
@@ -1003,6 +1014,7 @@ fn named_ring_create_and_open_in_one_process() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn named_ring_open_checks_type_and_existence() {
     let n = name("types");
     let _a = Spsc::<u64, _>::create(
@@ -1043,6 +1055,7 @@ fn named_ring_open_checks_type_and_existence() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn named_ring_threads_stream() {
     let n = name("named-stream");
     let a = Spsc::<u64, _>::create(
@@ -1091,6 +1104,7 @@ fn poke_u64(n: &str, offset: u64, value: u64) {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn header_offsets_are_as_documented() {
     let n = name("offsets");
     let ring = Spsc::<u64, _>::create(
@@ -1113,6 +1127,7 @@ fn header_offsets_are_as_documented() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn impossible_tail_is_corruption_for_the_consumer() {
     let n = name("bad-tail");
     let ring = Spsc::<u64, _>::create(
@@ -1178,6 +1193,7 @@ fn impossible_tail_is_corruption_for_the_consumer() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn impossible_head_is_corruption_for_the_producer() {
     let n = name("bad-head");
     let ring = Spsc::<u64, _>::create(
@@ -1242,6 +1258,7 @@ fn impossible_head_is_corruption_for_the_producer() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn corrupted_config_is_refused_on_open() {
     let n = name("bad-config");
     let a = Spsc::<u64, _>::create(
@@ -1290,6 +1307,7 @@ const PRODUCER_ROLE: u64 = 128 + 128;
 const CONSUMER_ROLE: u64 = 128 + 128 + 8;
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn dead_producer_token_is_a_disconnect_and_can_be_taken_over() {
     let n = name("dead-producer");
     let ring = Spsc::<u64, _>::create(
@@ -1338,6 +1356,7 @@ fn dead_producer_token_is_a_disconnect_and_can_be_taken_over() {
 /// (this used to fail with `Corrupted("tail - head")`, seen once in CI), and the stale
 /// stamps of the half-published batch are never taken for the new producer's values.
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn a_producer_killed_between_its_stamps_and_tail_is_taken_over_cleanly() {
     let n = name("killed-mid-publish");
     let ring = Spsc::<u64, _>::create(
@@ -1514,6 +1533,7 @@ fn takeover_of_a_forged_huge_ring_touches_a_bounded_number_of_slots() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn dead_consumer_token_is_a_disconnect_and_can_be_taken_over() {
     let n = name("dead-consumer");
     let ring = Spsc::<u64, _>::create(
@@ -1551,6 +1571,7 @@ fn dead_consumer_token_is_a_disconnect_and_can_be_taken_over() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
 fn role_held_by_another_live_process_is_taken_until_it_dies() {
     let n = name("foreign");
     let ring = Spsc::<u64, _>::create(

@@ -130,6 +130,7 @@ fn bakery_count() {
 /// Four processes each add 1 to a `u64` under a named [`BakeryMutex`] 10,000 times
 /// (fewer in debug); no update is lost.
 #[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
 fn bakery_mutex_counts_exactly_across_four_processes() {
     let name = unique_name("bakery-count");
     let mut counter = BakeryMutex::create(builder(&name).unlink_on_drop(true), 8, 0u64).unwrap();
@@ -221,6 +222,7 @@ fn bakery_wait_then_add() {
 /// of them is told with [`LockError::OwnerDied`] (and repairs the value), and the dead
 /// holder's slot is freed.
 #[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
 fn bakery_holder_killed_is_reported_once_and_the_waiters_go_on() {
     const WAITERS: usize = 3;
     let name = unique_name("bakery-kill-holder");
@@ -372,6 +374,7 @@ fn semaphore_take_turns() {
 /// Four processes share a named [`Semaphore`] of 2 permits: never more than 2 are
 /// inside, at least 1 is, everyone finishes, and all permits come back.
 #[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
 fn semaphore_never_admits_more_processes_than_permits() {
     let sem_name = unique_name("sem");
     let gauge_name = unique_name("sem-gauge");
@@ -528,6 +531,7 @@ fn seqlock_read_until_done() {
 /// each reader verifies many snapshots and sees at least [`MIN_DISTINCT`] distinct
 /// values.
 #[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
 fn seqlock_readers_in_other_processes_never_see_torn_values() {
     let name = unique_name("seqlock");
     let progress = unique_name("seqlock-progress");
@@ -600,6 +604,7 @@ fn bakery_lock_once() {
 /// block the lock: its slot is reclaimed, the waiter behind it gets the lock within
 /// [`AFTER_DEATH`] of the release, and nobody is told of a dead owner.
 #[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
 fn bakery_waiter_killed_in_line_does_not_block_the_others() {
     let name = unique_name("bakery-kill-waiter");
     let me = std::process::id();

@@ -285,14 +285,17 @@ macro_rules! conformance {
         mod $case {
             use super::Kind;
             #[test]
+            #[cfg_attr(miri, ignore = "maps a shared file")]
             fn shm() {
                 super::$case(Kind::Shm);
             }
             #[test]
+            #[cfg_attr(miri, ignore = "opens sockets")]
             fn unix() {
                 super::$case(Kind::Unix);
             }
             #[test]
+            #[cfg_attr(miri, ignore = "opens sockets")]
             fn tcp() {
                 super::$case(Kind::Tcp);
             }
@@ -306,10 +309,12 @@ macro_rules! socket_cases {
         mod $case {
             use super::Kind;
             #[test]
+            #[cfg_attr(miri, ignore = "opens sockets")]
             fn unix() {
                 super::$case(Kind::Unix);
             }
             #[test]
+            #[cfg_attr(miri, ignore = "opens sockets")]
             fn tcp() {
                 super::$case(Kind::Tcp);
             }
@@ -816,6 +821,7 @@ fn connect_to_nothing_is_no_listener(kind: Kind) {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn bad_urls_are_bad_address() {
     let long = format!("shm://{}", "x".repeat(161));
     let bad = [
@@ -1137,6 +1143,7 @@ fn segments_named(prefix: &str) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
 fn shm_killed_listener_is_no_listener_and_taken_over() {
     let name = unique_name("stale-listener");
     let url = format!("shm://{name}");
@@ -1170,6 +1177,7 @@ fn shm_killed_listener_is_no_listener_and_taken_over() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn shm_no_connection_segment_outlives_set_up() {
     let opts = opts();
     let listener = listen(Kind::Shm, &opts);
@@ -1205,6 +1213,7 @@ fn shm_no_connection_segment_outlives_set_up() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
 fn shm_client_killed_before_accept_leaves_nothing() {
     let opts = opts();
     let listener = listen(Kind::Shm, &opts);
@@ -1679,6 +1688,7 @@ fn partial_frame_survives_a_timeout(kind: Kind) {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "opens sockets")]
 fn unix_stale_socket_file_is_no_listener_and_taken_over() {
     let path = sock_path("stale");
     let url = format!("unix://{}", path.display());
@@ -1843,6 +1853,7 @@ proptest! {
     /// receiver never panics or stalls, every frame is within the maximum, and the
     /// outcome is exactly what the framing rules say.
     #[test]
+    #[cfg_attr(miri, ignore = "opens sockets")]
     fn uds_receiver_takes_random_bytes_in_random_chunks(
         pieces in prop::collection::vec(piece(), 0..10),
         chunks in prop::collection::vec(1usize..40, 1..8),
@@ -1857,6 +1868,7 @@ proptest! {
 
     /// A valid sequence of frames comes out exactly, then `Disconnected`.
     #[test]
+    #[cfg_attr(miri, ignore = "opens sockets")]
     fn uds_receiver_returns_valid_frames_exactly(
         frames in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..=64), 0..16),
         chunks in prop::collection::vec(1usize..70, 1..8),
@@ -1955,6 +1967,7 @@ impl Drop for NetnsPair {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
 fn tcp_between_network_namespaces() {
     let Some(ns) = NetnsPair::create() else {
         println!("netns unavailable; TCP tested on loopback only");

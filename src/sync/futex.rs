@@ -109,7 +109,8 @@ pub fn wait_until(word: &AtomicU32, expected: u32, deadline: Option<Instant>) ->
             expected,
             ts_ptr,
             core::ptr::null::<u32>(),
-            libc::FUTEX_BITSET_MATCH_ANY,
+            // The kernel reads val3 as `u32`; libc declares the constant as `c_int`.
+            libc::FUTEX_BITSET_MATCH_ANY as u32,
         )
     };
     if r == 0 {
@@ -280,7 +281,9 @@ fn monotonic_after(d: Duration) -> libc::timespec {
 /// ```
 #[cfg(not(shmlink_loom))]
 pub fn wake(word: &AtomicU32, n: u32) -> usize {
-    let n = i32::try_from(n).unwrap_or(i32::MAX);
+    // The kernel reads `val` as `u32` but then counts wake-ups in an `int`: a count
+    // above `i32::MAX` would wake only one waiter, so clamp it, and pass a `u32`.
+    let n = n.min(i32::MAX as u32);
     // SAFETY: FUTEX_WAKE only uses the address as a key (it never dereferences it in a
     // way that can fault for a live word); `word` is live and aligned.
     let r = unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
