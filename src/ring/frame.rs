@@ -534,12 +534,15 @@ impl<R: Region<Shared = SpscHeader>> FrameProducer<R> {
             }
         };
         chunk.write(0, frame.len() as u64 | FRAME_TAG << 32);
+        crate::sync::crash::point("frame.publish", 1);
         for (i, bytes) in frame.chunks(8).enumerate() {
             let mut word = [0u8; 8];
             word[..bytes.len()].copy_from_slice(bytes);
             chunk.write(1 + i, u64::from_le_bytes(word));
         }
+        crate::sync::crash::point("frame.publish", 2);
         chunk.commit_all();
+        crate::sync::crash::point("frame.publish", 3);
         Ok(())
     }
 

@@ -376,6 +376,7 @@ impl SegmentBuilder {
                 Some(segment) => {
                     init(&segment);
                     segment.header().publish();
+                    crate::sync::crash::point("segment.create", 4);
                     return Ok(segment);
                 }
                 // A cleanup judged our fresh object abandoned and removed it: retry.
@@ -556,6 +557,7 @@ fn create_once(
         },
         e => CreateError::Os(OsError::new("shm_open", e)),
     })?;
+    crate::sync::crash::point("segment.create", 1);
     // From here on the name is ours: remove it again if anything below fails, but
     // only while it still names this object (a cleanup may have replaced it).
     let identity = sys::file_info(&file).map(|i| (i.dev, i.ino)).map_err(|e| {
@@ -579,6 +581,7 @@ fn create_once(
         Errno::ENOSPC => fail(CreateError::NoSpace { requested: total }),
         e => os(op, e),
     })?;
+    crate::sync::crash::point("segment.create", 2);
     let len = usize::try_from(total).map_err(|_| os("mmap", Errno::EFBIG))?;
     let map =
         sys::map(&lock, len).map_err(|e| fail(CreateError::Os(OsError::from_io("mmap", &e))))?;
@@ -586,6 +589,7 @@ fn create_once(
     let header = header_of(&map);
     header.write_creator(&creator);
     header.write_layout(spec);
+    crate::sync::crash::point("segment.create", 3);
     // The creator's view comes from what it wrote, never from reading the shared
     // header back (another process could change it before we publish).
     let snapshot = HeaderSnapshot {

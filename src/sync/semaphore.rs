@@ -415,6 +415,7 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
         // Register: from here on every release sees us and bumps `wake_seq`.
         // Relaxed: ordering against releases comes from this being an RMW of `word`.
         st.word.fetch_add(WAITER, Ordering::Relaxed);
+        crate::sync::crash::point("semaphore.acquire", 1);
         loop {
             let s = st.word.load(Ordering::Relaxed);
             let expired = deadline.is_some_and(|d| Instant::now() >= d);
@@ -433,6 +434,7 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
                     .compare_exchange_weak(s, next, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
+                    crate::sync::crash::point("semaphore.acquire", 2);
                     return if taken {
                         Ok(())
                     } else {
@@ -491,11 +493,14 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
                 Err(now) => s = now,
             }
         }
+        crate::sync::crash::point("semaphore.release", 1);
         let waiters = (s >> 32) as u32;
         if waiters != 0 && n != 0 {
             // SYNC: Release pairs with the sleeper's Acquire load of `wake_seq`.
             st.wake_seq.fetch_add(1, Ordering::Release);
+            crate::sync::crash::point("semaphore.release", 2);
             futex::wake(&st.wake_seq, n.min(waiters));
+            crate::sync::crash::point("semaphore.release", 3);
         }
         Ok(())
     }

@@ -783,9 +783,12 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqWriter<T, R> {
         // SYNC: Release fence pairs with the reader's Acquire fence: a reader that
         // reads any word stored below sees `seq == odd` (or later) and retries.
         fence(Ordering::Release);
+        crate::sync::crash::point("seqlock.write", 1);
         store_words(self.lock.area, &value);
+        crate::sync::crash::point("seqlock.write", 2);
         // SYNC: Release pairs with the reader's Acquire load of `seq`.
         seq.store(odd.wrapping_add(1), Ordering::Release);
+        crate::sync::crash::point("seqlock.write", 3);
         let starving = &self.lock.ctl().starving;
         if starving.load(Ordering::Relaxed) != 0 {
             self.pause(starving);

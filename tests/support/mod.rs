@@ -15,6 +15,8 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+pub mod watch;
+
 /// Environment variable naming the scenario a child runs.
 pub const SCENARIO_ENV: &str = "SHMLINK_TEST_SCENARIO";
 const ARG_PREFIX: &str = "SHMLINK_TEST_ARG_";
@@ -69,6 +71,8 @@ pub fn report(line: impl AsRef<str>) {
 pub struct Scenario {
     name: String,
     args: Vec<(String, String)>,
+    /// Raw environment variables (see [`watch`]).
+    env: Vec<(String, String)>,
 }
 
 impl Scenario {
@@ -77,6 +81,7 @@ impl Scenario {
         Self {
             name: name.to_owned(),
             args: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -121,6 +126,7 @@ impl Scenario {
         for (k, v) in &self.args {
             cmd.env(format!("{ARG_PREFIX}{k}"), v);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let mut child = cmd.spawn().expect("spawn scenario child");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, lines) = mpsc::channel();
