@@ -700,6 +700,7 @@ mod send_after_the_receiver_died_reports_disconnected {
 /// that dies before acknowledging it, while another receiver lives, used to wait
 /// forever. It now ends with `AckError::Lost` within 100 ms of the death.
 #[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
 fn mpmc_send_acked_reports_a_message_lost_with_its_receiver() {
     for mode in [WaitMode::Blocking, WaitMode::Spin] {
         let (name, ch) = create::<Tick>(Flavor::Mpmc, mode, 16);

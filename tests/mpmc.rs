@@ -302,6 +302,7 @@ fn positions_near_the_top_of_u64_never_panic() {
 /// times between clock reads). Now such a stamp is reported as `Corrupted`, and a
 /// timed call on a ring that is merely full or empty keeps its deadline.
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn a_garbage_stamp_is_corrupted_and_deadlines_hold() {
     let n = name("garbage");
     let ring = Mpmc::<u64, _>::create(Segment::builder(&n).unlink_on_drop(true), 4, WaitMode::Spin)
@@ -329,6 +330,7 @@ fn a_garbage_stamp_is_corrupted_and_deadlines_hold() {
 /// A timed pop on an empty ring and a timed push on a full one return within a few
 /// milliseconds of their deadline (bounds, not speed: the machine may be loaded).
 #[test]
+#[cfg_attr(miri, ignore = "real-time deadlines; slow under Miri")]
 fn timed_calls_keep_their_deadline() {
     let ring = Mpmc::<u64, _>::new(2, WaitMode::Spin).unwrap();
     let mut tx = ring.producer().unwrap();
@@ -354,6 +356,7 @@ fn timed_calls_keep_their_deadline() {
     );
     let took = t0.elapsed();
     assert!(took < Duration::from_millis(60), "push took {took:?}");
+}
 
 // ---------------------------------------------------------------------------------
 // Element alignment

@@ -7,9 +7,9 @@
 //! order). In normal builds [`point`] is an empty inline function and [`dying`] is
 //! `false`: nothing is left in the code.
 //!
-//! - Under `--cfg shmlink_loom`, a model thread given a plan with [`loom::die_at`]
-//!   marks its token dead ([`process::loom::kill`](super::process::loom::kill)) when it
-//!   reaches that step and unwinds; [`loom::run`] catches the unwind. Drop impls that
+//! - Under `--cfg shmlink_loom`, a model thread given a plan with `crash::loom::die_at`
+//!   marks its token dead (`process::loom::kill`) when it
+//!   reaches that step and unwinds; `crash::loom::run` catches the unwind. Drop impls that
 //!   would release shared state check [`dying`] and leave it as a killed process would.
 //! - With the `crash-points` feature (tests only, outside semver), a process started
 //!   with `SHMLINK_CRASH_AT=PROTOCOL:STEP` sends itself `SIGKILL` right after that step

@@ -15,7 +15,7 @@
 //! ticket) breaks safety, while a wrong "alive" only delays a repair.
 //!
 //! Under `--cfg shmlink_loom` each model thread has a token of its own
-//! ([`loom::set_current`]) and a participant killed by a crash point
+//! (`process::loom::set_current`) and a participant killed by a crash point
 //! ([`crash`](super::crash)) is dead from then on, so recovery paths can be
 //! model-checked.
 
