@@ -177,28 +177,7 @@ const HELPERS: &[(&str, fn())] = &[
 /// Defects found by this driver and not fixed yet: `(protocol, step, what happens)`.
 /// A failure at one of these steps is printed but does not fail the run; the ignored
 /// test `known_defects` runs exactly these steps and fails while they reproduce.
-const KNOWN_DEFECTS: &[(&str, u32, &str)] = &[
-    (
-        "segment.create",
-        2,
-        "creator died after ftruncate, before writing its pid: open_or_create waits its \
-         whole timeout, then returns Stale(DiedBeforeReady) instead of replacing the \
-         segment, on every call",
-    ),
-    (
-        "semaphore.release",
-        1,
-        "releaser died after adding the permit, before bumping wake_seq: a waiter \
-         asleep in the futex is not woken and sleeps to its deadline (forever in \
-         acquire()) with a permit available",
-    ),
-    (
-        "semaphore.release",
-        2,
-        "releaser died after bumping wake_seq, before FUTEX_WAKE: a waiter already \
-         asleep is not woken and sleeps to its deadline (forever in acquire())",
-    ),
-];
+const KNOWN_DEFECTS: &[(&str, u32, &str)] = &[];
 
 // ---------------------------------------------------------------------------------
 // The driver.

@@ -710,12 +710,14 @@ fn open_mapped(name: &SegmentName, deadline: Instant) -> Result<Mapped, OpenErro
         match header.state()? {
             HeaderState::Ready => return Ok(Mapped { file, map: mapping }),
             HeaderState::Creating => {
-                if let Some(creator) = header.creator()
-                    && !sys::is_alive(&creator)
-                    && nobody_holds(&file)
-                {
+                // A creator takes its lock before it sizes the file, so a sized file
+                // that nobody holds lost its creator, whether or not it got as far as
+                // writing its pid (crash point `segment.create:2`: waiting out the
+                // deadline would make every `open_or_create` of the name fail).
+                let creator = header.creator();
+                if creator.is_none_or(|c| !sys::is_alive(&c)) && nobody_holds(&file) {
                     return Err(OpenError::Stale(StaleInfo {
-                        creator: Some(creator),
+                        creator,
                         reason: StaleReason::DiedBeforeReady,
                     }));
                 }

@@ -35,6 +35,11 @@ use super::atomic::{AtomicU32, AtomicU64, Ordering};
 use super::region::{HeapRegion, Region, ShmSafe};
 use super::{Backoff, futex};
 
+/// Longest sleep of a waiting `acquire` before it looks at the value again: a
+/// releaser that died between adding its permit and waking the sleepers costs a
+/// waiter at most this long.
+const SLEEP_SLICE: Duration = Duration::from_millis(10);
+
 const WAITER: u64 = 1 << 32;
 const VALUE: u64 = WAITER - 1;
 
@@ -450,8 +455,13 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
                 continue;
             }
             // A release after our `seq` read bumps `wake_seq`, so the kernel either
-            // sees the change and returns at once, or queues us before the wake.
-            futex::wait_until(&st.wake_seq, seq, deadline);
+            // sees the change and returns at once, or queues us before the wake. A
+            // releaser killed after adding its permit but before the bump or the wake
+            // wakes nobody, so sleep at most one slice and look again: the permit is
+            // found within `SLEEP_SLICE` (crash points `semaphore.release:1` and `:2`).
+            let slice_end = Instant::now() + SLEEP_SLICE;
+            let until = deadline.map_or(slice_end, |d| d.min(slice_end));
+            futex::wait_until(&st.wake_seq, seq, Some(until));
         }
     }
 
