@@ -455,3 +455,39 @@ fn over_aligned_elements_lie_aligned_in_their_slots() {
         assert_eq!(at[0] % 64, 0, "value at file offset {}", at[0]);
     }
 }
+
+/// A consumer that polls with timeouts shorter than the liveness period (10 ms) used
+/// never to learn that the only producer was killed: each wait ended before its first
+/// liveness check. A wait now looks once before it reports a timeout.
+#[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
+fn short_polls_learn_that_the_producer_died() {
+    let n = name("short-polls");
+    let ring = Mpmc::<u64, _>::create(Segment::builder(&n).unlink_on_drop(true), 4, WaitMode::Spin)
+        .unwrap();
+    let mut rx = ring.consumer().unwrap();
+    // SAFETY: the child only opens the ring, registers and leaves with _exit (a death:
+    // no destructor runs, the producer record stays registered).
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let code = match Mpmc::<u64, _>::open(Segment::builder(&n)) {
+            Ok(r) => match r.producer() {
+                Ok(p) => {
+                    std::mem::forget(p);
+                    0
+                }
+                Err(_) => 2,
+            },
+            Err(_) => 1,
+        };
+        // SAFETY: leave the forked child at once.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert_eq!(libc::WEXITSTATUS(status), 0, "child failed to register");
+    let err = rx.pop_timeout(Duration::from_millis(2)).unwrap_err();
+    assert_eq!(err, PopError::Disconnected);
+}

@@ -189,6 +189,11 @@ impl WaitWord {
         let mut started: Option<Instant> = None;
         #[cfg(not(shmlink_loom))]
         let mut next_liveness = None;
+        // Whether this wait has looked for a dead peer yet: a wait shorter than the
+        // liveness period looks once before it reports a timeout, so a caller polling
+        // with short timeouts still learns of a death.
+        #[cfg(not(shmlink_loom))]
+        let mut looked = false;
         let mut polls: u32 = 0;
         let mut yields: u32 = 0;
         loop {
@@ -210,10 +215,14 @@ impl WaitWord {
                     let started = *started.get_or_insert(now);
                     let next = *next_liveness.get_or_insert(now + LIVENESS_PERIOD);
                     if deadline.is_some_and(|d| now >= d) {
+                        if !looked && gone(true) {
+                            return ready().ok_or(WaitError::Disconnected);
+                        }
                         return ready().ok_or(WaitError::Timeout);
                     }
                     if now >= next {
                         next_liveness = Some(now + LIVENESS_PERIOD);
+                        looked = true;
                         if gone(true) {
                             return ready().ok_or(WaitError::Disconnected);
                         }
