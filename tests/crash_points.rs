@@ -810,6 +810,7 @@ fn run(only_known: bool) {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
 fn crash_points() {
     run(false);
 }

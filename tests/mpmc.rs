@@ -406,6 +406,7 @@ fn file_offsets_of(n: &str, needle: &[u8]) -> Vec<usize> {
 /// Slots of over-aligned elements hold the value at an offset aligned for it (a
 /// stamp word, then the value at `max(8, align_of::<T>())`).
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn over_aligned_elements_lie_aligned_in_their_slots() {
     let wide = |i: u64| (u128::from(i) << 64) | u128::from(!i);
     let line = |i: u64| {

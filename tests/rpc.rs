@@ -2225,6 +2225,7 @@ impl picky::Picky for PickySvc {
 /// and wakes a sleeper to take it over; before, the role stayed taken and every later
 /// call slept until its deadline: `DeadlineExceeded` after 5 s here.)
 #[test]
+#[cfg_attr(miri, ignore = "real-time deadlines; slow under Miri")]
 fn panicking_response_decoder_leaves_the_client_usable() {
     let server = Server::new(picky::PickyServer(PickySvc))
         .workers(4)

@@ -474,6 +474,7 @@ fn ring_payload_len(name: &str) -> u64 {
 /// at once, with a typed error, before anything walks the slots (claiming a role
 /// would otherwise touch every slot stamp: 64 GiB of /dev/shm, or SIGBUS).
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn sparse_spsc_ring_claiming_2_pow_32_slots_is_refused_at_open() {
     use shmlink::ring::{BuildError, Spsc};
     let name = unique_name("sparse-spsc");
@@ -505,6 +506,7 @@ fn sparse_spsc_ring_claiming_2_pow_32_slots_is_refused_at_open() {
 /// A header (and file) larger than any segment may be is refused before it is
 /// mapped: here a ring of 2^32 slots of 512-byte elements (over 2 TiB).
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn header_claiming_more_than_max_payload_is_refused() {
     use shmlink::ring::{BuildError, Spsc};
     let name = unique_name("huge-claim");
@@ -524,6 +526,7 @@ fn header_claiming_more_than_max_payload_is_refused() {
 
 /// What the creator does instead: every page is allocated at creation.
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn created_segments_are_fully_backed() {
     use std::os::unix::fs::MetadataExt;
     let name = unique_name("backed");
@@ -583,6 +586,7 @@ impl Drop for PrivateDir {
 /// Someone else created our name first: create, open_or_create and open all say
 /// so, naming the owner, instead of `AlreadyExists` / `PermissionDenied`.
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn squatted_name_is_foreign_owner_on_create_open_or_create_and_open() {
     if !nix::unistd::geteuid().is_root() {
         println!("not root: a squatted name cannot be built here (see the child test)");
@@ -613,6 +617,7 @@ fn squatted_name_is_foreign_owner_on_create_open_or_create_and_open() {
 /// sticky): every call is `ForeignOwner` naming the squatter, and a private directory
 /// is the way out.
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn squatted_name_is_foreign_owner_for_an_unprivileged_victim() {
     if !nix::unistd::geteuid().is_root() {
         println!("not root: cannot play two users");
@@ -672,6 +677,7 @@ scenarios!(squat_victim);
 /// The way out: a segment in a directory only we can write, whatever squats the
 /// `/dev/shm` name; a directory others could write (or another user's) is refused.
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn private_directory_is_the_way_out_of_a_squat() {
     use std::os::unix::fs::PermissionsExt;
     let name = unique_name("way-out");

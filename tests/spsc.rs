@@ -919,6 +919,7 @@ fn file_offsets_of(n: &str, needle: &[u8]) -> Vec<usize> {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn u128_slots_are_aligned() {
     aligned_slots(&HeapSpsc::<u128>::new(4, WaitMode::Spin).unwrap(), wide);
     aligned_slots(&HeapSpsc::<u128>::new(1, WaitMode::Spin).unwrap(), wide);
@@ -950,6 +951,7 @@ fn u128_slots_are_aligned() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn cache_line_aligned_slots_are_aligned() {
     aligned_slots(&HeapSpsc::<Line>::new(4, WaitMode::Spin).unwrap(), line);
     let n = name("align-line");
@@ -1408,6 +1410,7 @@ fn a_producer_killed_between_its_stamps_and_tail_is_taken_over_cleanly() {
 /// publishes: one by one, in slices (no stamps of their own), or in chunks. After each
 /// publication the consumer gets exactly what was published, never a stale slot.
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn stale_stamps_of_a_dead_batch_never_pass_for_new_values() {
     for method in ["push", "slice", "chunk"] {
         let n = name(&format!("stale-{method}"));
@@ -1480,6 +1483,7 @@ fn backed_bytes(n: &str) -> u64 {
 /// ring (64 MiB here). The takeover now touches a bounded number of slots, whatever the
 /// capacity says (or, once the segment checks its backing, the forged ring is refused).
 #[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
 fn takeover_of_a_forged_huge_ring_touches_a_bounded_number_of_slots() {
     let n = name("forged-capacity");
     let ring = Spsc::<u64, _>::create(
@@ -1645,6 +1649,7 @@ impl Drop for Unlink {
 /// learn that nobody can come any more and report `Disconnected` (they used to wait
 /// forever). While the creator lives, the same waits time out as before.
 #[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
 fn waits_end_when_the_creator_dies_before_the_peer_claims_its_role() {
     for mode in ["blocking", "spin"] {
         let n = support::unique_name("spsc-orphan");

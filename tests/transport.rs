@@ -2033,6 +2033,7 @@ fn tcp_between_network_namespaces() {
 /// describe it: a `Duplex` named `NAME.PID.SEQ`, end A claimed, the hello written,
 /// the id `PID << 32 | SEQ` pushed into the accept queue.
 #[test]
+#[cfg_attr(miri, ignore = "opens sockets")]
 fn shm_accept_refuses_a_sparse_connection_segment() {
     use nix::fcntl::{FallocateFlags, fallocate};
     use shmlink::ring::{BuildError, Duplex, End, Mpmc, MpmcHeader, WaitMode};
@@ -2121,6 +2122,7 @@ fn socket_file_mode(path: &std::path::Path) -> u32 {
 /// ...'`) still creates its socket file 0600: no other local user can connect (on
 /// Linux, connecting needs write permission on the socket file).
 #[test]
+#[cfg_attr(miri, ignore = "opens sockets")]
 fn unix_socket_file_is_0600_even_with_umask_000() {
     let path = sock_path("umask");
     let url = format!("unix://{}", path.display());
@@ -2139,6 +2141,7 @@ fn unix_socket_file_is_0600_even_with_umask_000() {
 /// The same in this process (whatever its umask), and the listener can widen the mode
 /// on purpose (e.g. for a group of clients).
 #[test]
+#[cfg_attr(miri, ignore = "opens sockets")]
 fn unix_socket_file_is_0600_and_can_be_widened() {
     let listener = listen(Kind::Unix, &opts());
     let url = listener.url();
