@@ -52,6 +52,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use super::crash;
 use super::pod::Pod;
 use super::process::{current_token, token_dead, token_pid};
 use super::region::{CacheLine, HeapRegion, RawArea, Region, ShmSafe};
@@ -428,14 +429,17 @@ impl<'a> Table<'a> {
                     .compare_exchange(0, token, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
+                    crash::point("bakery.join", 1);
                     let generation = self.word(j, GENERATION).fetch_add(1, Ordering::Relaxed) + 1;
                     // A free slot already reads as idle; make sure of it (garbage left
                     // by a hostile writer would otherwise block everyone).
                     self.word(j, CHOOSING).store(0, Ordering::Relaxed);
                     self.word(j, TICKET).store(0, Ordering::Relaxed);
+                    crash::point("bakery.join", 2);
                     // SYNC: SeqCst RMW: ordered before our first doorway's fences, so a
                     // locker that misses this bit is seen by our doorway (module docs).
                     self.ctl.active.fetch_or(1 << j, Ordering::SeqCst);
+                    crash::point("bakery.join", 3);
                     return Ok((j, generation));
                 }
             }
@@ -457,11 +461,14 @@ impl<'a> Table<'a> {
     fn leave(&self, j: usize, token: u64) {
         self.word(j, CHOOSING).store(0, Ordering::Relaxed);
         self.word(j, TICKET).store(0, Ordering::Release);
+        crash::point("bakery.leave", 1);
         self.ctl.active.fetch_and(!(1 << j), Ordering::Release);
+        crash::point("bakery.leave", 2);
         // SYNC: Release pairs with the next claimer's Acquire CAS (see `claim`).
         let _ =
             self.word(j, OWNER)
                 .compare_exchange(token, 0, Ordering::Release, Ordering::Relaxed);
+        crash::point("bakery.leave", 3);
         self.ctl.wake.notify();
     }
 
@@ -479,6 +486,7 @@ impl<'a> Table<'a> {
         {
             return;
         }
+        crash::point("bakery.reclaim", 1);
         if self.word(j, OWNER).load(Ordering::Acquire) == dead {
             let holder = &self.ctl.holder;
             if holder.slot.load(Ordering::Acquire) == j as u32 + 1 {
@@ -489,16 +497,21 @@ impl<'a> Table<'a> {
                 holder.token.store(0, Ordering::Relaxed);
                 holder.slot.store(0, Ordering::Relaxed);
             }
+            crash::point("bakery.reclaim", 2);
             self.word(j, CHOOSING).store(0, Ordering::Release);
             // SYNC: Release pairs with a waiter's load of the ticket (+ Acquire fence).
             self.word(j, TICKET).store(0, Ordering::Release);
+            crash::point("bakery.reclaim", 3);
             self.ctl.active.fetch_and(!(1 << j), Ordering::AcqRel);
+            crash::point("bakery.reclaim", 4);
             // SYNC: Release pairs with the next claimer's Acquire CAS.
             let _ =
                 self.word(j, OWNER)
                     .compare_exchange(dead, 0, Ordering::Release, Ordering::Relaxed);
+            crash::point("bakery.reclaim", 5);
         }
         reclaimer.store(0, Ordering::Release);
+        crash::point("bakery.reclaim", 6);
         self.ctl.wake.wake_all();
     }
 }
@@ -776,6 +789,7 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
 
         // Doorway.
         choosing.store(1, Ordering::Relaxed);
+        crash::point("bakery.lock", 1);
         // SYNC: F1, SeqCst: orders `choosing = 1` before the ticket reads below against
         // another doorway's ticket store before its choosing reads (store-buffering).
         fence(Ordering::SeqCst);
@@ -795,9 +809,11 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
         }
         let ticket = max + 1;
         ticket_word.store(ticket, Ordering::Relaxed);
+        crash::point("bakery.lock", 2);
         // SYNC: Release pairs with a waiter's Acquire fence after it sees `choosing == 0`:
         // our ticket is visible to it.
         choosing.store(0, Ordering::Release);
+        crash::point("bakery.lock", 3);
         // SYNC: F2, SeqCst: orders our ticket store before the reads of the other
         // slots' `choosing`/tickets against their doorways (store-buffering); it also
         // serves as the notify fence for sleepers waiting on our `choosing`.
@@ -820,22 +836,30 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
         // SYNC: Acquire pairs with the Release ticket store of the previous holder's
         // unlock (read Relaxed in `wait_for`): its critical section happens before ours.
         fence(Ordering::Acquire);
+        // Ahead of everyone: ours, but not recorded (a death here leaves nothing to
+        // repair, so nobody is told).
+        crash::point("bakery.lock", 4);
 
         let holder = &t.ctl.holder;
         holder.slot.store(me as u32 + 1, Ordering::Relaxed);
         holder.token.store(self.token, Ordering::Relaxed);
+        crash::point("bakery.lock", 5);
         // Only the holder writes the count: a load and a store, not a locked RMW
         // (which would cost as much as a third fence).
         let n = holder.acquisitions.load(Ordering::Relaxed);
         holder
             .acquisitions
             .store(n.wrapping_add(1), Ordering::Relaxed);
-        if holder.owner_died.load(Ordering::Relaxed) != 0
-            && holder.owner_died.swap(0, Ordering::Relaxed) != 0
-        {
-            return Ok(Acquired::OwnerDied);
-        }
-        Ok(Acquired::Clean)
+        let died = holder.owner_died.load(Ordering::Relaxed) != 0
+            && holder.owner_died.swap(0, Ordering::Relaxed) != 0;
+        // Holding, the flag consumed (a death from here on is reported again: the
+        // holder record names us).
+        crash::point("bakery.lock", 6);
+        Ok(if died {
+            Acquired::OwnerDied
+        } else {
+            Acquired::Clean
+        })
     }
 
     /// Waits until slot `j` is out of the doorway and not ahead of `ticket`.
@@ -880,7 +904,9 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
         let token = self.token;
         let owner = t.word(j, OWNER);
         let gone = |thorough: bool| {
-            if thorough {
+            // Under loom a liveness check is a lookup and the model has no clock: check
+            // at every poll, so a death is noticed within the model.
+            if thorough || cfg!(shmlink_loom) {
                 let o = owner.load(Ordering::Relaxed);
                 if o != 0 && token_dead(o) {
                     t.reclaim(j, o, token);
@@ -906,9 +932,11 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
         let holder = &t.ctl.holder;
         holder.slot.store(0, Ordering::Relaxed);
         holder.token.store(0, Ordering::Relaxed);
+        crash::point("bakery.unlock", 1);
         // SYNC: Release pairs with the Acquire fence at the end of the next locker's
         // wait: our critical section happens before its.
         t.word(self.slot, TICKET).store(0, Ordering::Release);
+        crash::point("bakery.unlock", 2);
         if self.mode == WaitMode::Blocking {
             t.ctl.wake.notify();
         }
@@ -1020,6 +1048,23 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
     pub fn region(&self) -> &R {
         &self.region
     }
+
+    /// A new reference to the region, e.g. to open another participant on it with
+    /// [`from_region`](Self::from_region) (as another process would).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::BakeryLock;
+    ///
+    /// let lock = BakeryLock::new(2)?;
+    /// let second = BakeryLock::from_region(lock.region_arc(), 0, 0)?;
+    /// assert_eq!(second.slot(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn region_arc(&self) -> Arc<R> {
+        self.region.clone()
+    }
 }
 
 /// The claimed slots of the lock whose control block and area these are (any bit
@@ -1053,6 +1098,9 @@ pub(crate) fn holder_pid(ctl: &BakeryControl) -> Option<u32> {
 
 impl<R: Region<Shared = BakeryControl>> Drop for BakeryLock<R> {
     fn drop(&mut self) {
+        if crash::dying() {
+            return; // a killed process gives nothing back: its slot is reclaimed
+        }
         self.table().leave(self.slot, self.token);
     }
 }
@@ -1140,6 +1188,9 @@ impl<R: Region<Shared = BakeryControl>> BakeryGuard<'_, R> {
 
 impl<R: Region<Shared = BakeryControl>> Drop for BakeryGuard<'_, R> {
     fn drop(&mut self) {
+        if crash::dying() {
+            return; // a killed holder unlocks nothing: its slot is reclaimed
+        }
         self.lock.unlock();
     }
 }
