@@ -6,10 +6,10 @@
 //!
 //! A killed participant is a model thread with its own process token that unwinds at
 //! its planned step (its handle's `Drop` then leaves the role word as a SIGKILL
-//! would). Whoever takes its role over first joins it: under loom, learning that a
-//! token is dead (`process::liveness`) carries no happens-before edge, while a real
-//! process is only seen dead after all of its stores are visible; the join stands for
-//! that.
+//! would). A liveness check that finds a token dead synchronizes with the death
+//! (`process::loom::kill`), as the kernel shows a process dead only after its stores
+//! are visible; whoever takes a role over also joins the dead thread first, which
+//! keeps the models small.
 //!
 //! Run with `RUSTFLAGS="--cfg shmlink_loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release
 //! --test loom_spsc_recovery --target-dir target/loom`.

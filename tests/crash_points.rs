@@ -136,6 +136,11 @@ const PROTOCOLS: &[Protocol] = &[
         survivor: bakery_worker_dies,
     },
     Protocol {
+        name: "bakery.leave",
+        child: bakery_worker,
+        survivor: bakery_worker_dies,
+    },
+    Protocol {
         name: "bakery.reclaim",
         child: bakery_worker,
         survivor: bakery_reclaimer_dies,

@@ -39,10 +39,12 @@
 //!
 //! A waiter that has waited on a slot checks, every 10 ms, whether the slot's owner
 //! process has exited (pid and start time, see [`token_dead`]). If so, it claims the
-//! slot's reclaim word (one reclaimer at a time; a dead reclaimer is replaced), and if
-//! the dead process held the lock it raises the lock's owner-died flag; then it clears
-//! the slot's `choosing` and ticket (Lamport's failure model: a failed process's
-//! variables read as zero), drops its bit and frees it. The next process to acquire
+//! slot's reclaim word (one reclaimer at a time, even among the threads of one
+//! process; a dead reclaimer is replaced), and if the dead process held the lock it
+//! raises the lock's owner-died flag; then it clears the slot's `choosing` and ticket
+//! (Lamport's failure model: a failed process's variables read as zero), drops its
+//! bit and, last, frees it. A join that finds no free slot reclaims the same way, and
+//! waits for a slot that someone else is reclaiming. The next process to acquire
 //! the lock is told, once, with [`LockError::OwnerDied`], so it can repair the
 //! protected data. A slot is never cleared because of a timeout alone: a slow owner is
 //! not a dead one.
@@ -52,6 +54,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use super::crash;
 use super::pod::Pod;
 use super::process::{current_token, token_dead, token_pid};
 use super::region::{CacheLine, HeapRegion, RawArea, Region, ShmSafe};
@@ -72,6 +75,12 @@ pub const MAX_PARTICIPANTS: usize = 64;
 
 /// Bytes per participant slot (one slot per 128-byte line).
 pub const SLOT_SIZE: usize = 128;
+
+/// How long `join` waits for another process's reclaim of a dead slot before it
+/// reports [`BakeryConfigError::Full`] (a reclaim takes a few stores; this only
+/// bounds a reclaimer whose liveness cannot be told).
+#[cfg(not(shmlink_loom))]
+const RECLAIM_WAIT: Duration = Duration::from_secs(1);
 
 /// Tickets above this are corruption, not contention.
 const TICKET_LIMIT: u64 = 1 << 62;
@@ -227,7 +236,8 @@ fn check_participants(n: u64) -> Result<(), BakeryConfigError> {
 pub enum BakeryConfigError {
     /// A participant count of 0 or above [`MAX_PARTICIPANTS`].
     InvalidParticipants(u64),
-    /// Every slot is held by a live process.
+    /// Every slot is held by a live process (a slot being reclaimed from a dead one
+    /// is waited for, up to a second).
     Full {
         /// The lock's participant count.
         participants: u32,
@@ -414,71 +424,122 @@ impl<'a> Table<'a> {
 
     /// Claims a free slot for `token` (reclaiming slots of dead processes if none is
     /// free); returns the slot and its generation.
+    ///
+    /// A slot of a dead process that someone else is reclaiming is about to be free:
+    /// the claim waits for it (yielding) rather than report [`BakeryConfigError::Full`],
+    /// for at most [`RECLAIM_WAIT`] (a reclaimer whose liveness cannot be told is
+    /// taken for alive, and might never finish).
     fn claim(&self, token: u64) -> Result<(usize, u64), BakeryConfigError> {
-        for pass in 0..2 {
+        #[cfg(not(shmlink_loom))]
+        let mut give_up: Option<Instant> = None;
+        loop {
+            if let Some(claimed) = self.claim_free(token) {
+                return Ok(claimed);
+            }
+            // None free: free the slots of dead processes. Go round again if one was
+            // freed meanwhile (by its owner, or by a reclaimer that finished since).
+            let (mut again, mut busy) = (false, false);
             for j in 0..self.n {
-                let owner = self.word(j, OWNER);
-                if owner.load(Ordering::Relaxed) != 0 {
-                    continue;
-                }
-                // SYNC: Acquire pairs with the Release store that freed the slot: the
-                // previous owner's (or reclaimer's) clearing of the slot and of its
-                // `active` bit happen before our claim.
-                if owner
-                    .compare_exchange(0, token, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    let generation = self.word(j, GENERATION).fetch_add(1, Ordering::Relaxed) + 1;
-                    // A free slot already reads as idle; make sure of it (garbage left
-                    // by a hostile writer would otherwise block everyone).
-                    self.word(j, CHOOSING).store(0, Ordering::Relaxed);
-                    self.word(j, TICKET).store(0, Ordering::Relaxed);
-                    // SYNC: SeqCst RMW: ordered before our first doorway's fences, so a
-                    // locker that misses this bit is seen by our doorway (module docs).
-                    self.ctl.active.fetch_or(1 << j, Ordering::SeqCst);
-                    return Ok((j, generation));
+                let owner = self.word(j, OWNER).load(Ordering::Relaxed);
+                if owner == 0 {
+                    again = true;
+                } else if token_dead(owner) {
+                    again = true;
+                    busy |= !self.reclaim(j, owner, token);
                 }
             }
-            if pass == 0 {
-                for j in 0..self.n {
-                    let owner = self.word(j, OWNER).load(Ordering::Relaxed);
-                    if owner != 0 && token_dead(owner) {
-                        self.reclaim(j, owner, token);
+            if !again {
+                return Err(BakeryConfigError::Full {
+                    participants: self.n as u32,
+                });
+            }
+            if busy {
+                // Another reclaimer is on a slot (maybe another thread of ours).
+                #[cfg(not(shmlink_loom))]
+                {
+                    let now = Instant::now();
+                    if now >= *give_up.get_or_insert(now + RECLAIM_WAIT) {
+                        return Err(BakeryConfigError::Full {
+                            participants: self.n as u32,
+                        });
                     }
                 }
+                crate::sync::yield_now();
             }
         }
-        Err(BakeryConfigError::Full {
-            participants: self.n as u32,
-        })
+    }
+
+    /// One pass over the slots: claims the first free one.
+    fn claim_free(&self, token: u64) -> Option<(usize, u64)> {
+        for j in 0..self.n {
+            let owner = self.word(j, OWNER);
+            if owner.load(Ordering::Relaxed) != 0 {
+                continue;
+            }
+            // SYNC: Acquire pairs with the Release store that freed the slot: the
+            // previous owner's (or reclaimer's) clearing of the slot and of its
+            // `active` bit happen before our claim.
+            if owner
+                .compare_exchange(0, token, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                crash::point("bakery.join", 1);
+                let generation = self.word(j, GENERATION).fetch_add(1, Ordering::Relaxed) + 1;
+                // A free slot already reads as idle; make sure of it (garbage left
+                // by a hostile writer would otherwise block everyone).
+                self.word(j, CHOOSING).store(0, Ordering::Relaxed);
+                self.word(j, TICKET).store(0, Ordering::Relaxed);
+                crash::point("bakery.join", 2);
+                // SYNC: SeqCst RMW: ordered before our first doorway's fences, so a
+                // locker that misses this bit is seen by our doorway (module docs).
+                self.ctl.active.fetch_or(1 << j, Ordering::SeqCst);
+                crash::point("bakery.join", 3);
+                return Some((j, generation));
+            }
+        }
+        None
     }
 
     /// Gives slot `j` back (its owner is not locking).
     fn leave(&self, j: usize, token: u64) {
         self.word(j, CHOOSING).store(0, Ordering::Relaxed);
         self.word(j, TICKET).store(0, Ordering::Release);
+        crash::point("bakery.leave", 1);
         self.ctl.active.fetch_and(!(1 << j), Ordering::Release);
+        crash::point("bakery.leave", 2);
         // SYNC: Release pairs with the next claimer's Acquire CAS (see `claim`).
         let _ =
             self.word(j, OWNER)
                 .compare_exchange(token, 0, Ordering::Release, Ordering::Relaxed);
+        crash::point("bakery.leave", 3);
         self.ctl.wake.notify();
     }
 
-    /// Clears slot `j`, whose owner `dead` has exited; `me` is the reclaimer.
+    /// Clears slot `j`, whose owner `dead` has exited; `me` is the reclaimer's
+    /// process token. Returns `false` if another reclaimer is on the slot (the slot
+    /// may still be `dead`'s), `true` once the slot is no longer `dead`'s.
+    ///
+    /// One reclaim of a slot at a time: the reclaimer word holds the token of the
+    /// process reclaiming, and a word set by a live process turns everyone else away,
+    /// **this process included**. Handles of one process share its token, so the word
+    /// cannot tell this handle from another thread's; letting "our own" token through
+    /// let a second thread clear the slot after the first had freed it and a new
+    /// participant had claimed it and locked: two holders. The token serves only to
+    /// replace a reclaimer that died mid-reclaim.
     #[cold]
-    fn reclaim(&self, j: usize, dead: u64, me: u64) {
+    fn reclaim(&self, j: usize, dead: u64, me: u64) -> bool {
         let reclaimer = self.word(j, RECLAIMER);
         let current = reclaimer.load(Ordering::Acquire);
-        if current != 0 && current != me && !token_dead(current) {
-            return; // a live process is on it
+        if current != 0 && !token_dead(current) {
+            return false; // a live reclaimer (maybe another thread of ours) is on it
         }
         if reclaimer
             .compare_exchange(current, me, Ordering::AcqRel, Ordering::Relaxed)
             .is_err()
         {
-            return;
+            return false;
         }
+        crash::point("bakery.reclaim", 1);
         if self.word(j, OWNER).load(Ordering::Acquire) == dead {
             let holder = &self.ctl.holder;
             if holder.slot.load(Ordering::Acquire) == j as u32 + 1 {
@@ -489,17 +550,23 @@ impl<'a> Table<'a> {
                 holder.token.store(0, Ordering::Relaxed);
                 holder.slot.store(0, Ordering::Relaxed);
             }
+            crash::point("bakery.reclaim", 2);
             self.word(j, CHOOSING).store(0, Ordering::Release);
             // SYNC: Release pairs with a waiter's load of the ticket (+ Acquire fence).
             self.word(j, TICKET).store(0, Ordering::Release);
+            crash::point("bakery.reclaim", 3);
             self.ctl.active.fetch_and(!(1 << j), Ordering::AcqRel);
+            crash::point("bakery.reclaim", 4);
             // SYNC: Release pairs with the next claimer's Acquire CAS.
             let _ =
                 self.word(j, OWNER)
                     .compare_exchange(dead, 0, Ordering::Release, Ordering::Relaxed);
+            crash::point("bakery.reclaim", 5);
         }
         reclaimer.store(0, Ordering::Release);
+        crash::point("bakery.reclaim", 6);
         self.ctl.wake.wake_all();
+        true
     }
 }
 
@@ -776,6 +843,7 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
 
         // Doorway.
         choosing.store(1, Ordering::Relaxed);
+        crash::point("bakery.lock", 1);
         // SYNC: F1, SeqCst: orders `choosing = 1` before the ticket reads below against
         // another doorway's ticket store before its choosing reads (store-buffering).
         fence(Ordering::SeqCst);
@@ -795,9 +863,11 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
         }
         let ticket = max + 1;
         ticket_word.store(ticket, Ordering::Relaxed);
+        crash::point("bakery.lock", 2);
         // SYNC: Release pairs with a waiter's Acquire fence after it sees `choosing == 0`:
         // our ticket is visible to it.
         choosing.store(0, Ordering::Release);
+        crash::point("bakery.lock", 3);
         // SYNC: F2, SeqCst: orders our ticket store before the reads of the other
         // slots' `choosing`/tickets against their doorways (store-buffering); it also
         // serves as the notify fence for sleepers waiting on our `choosing`.
@@ -820,22 +890,30 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
         // SYNC: Acquire pairs with the Release ticket store of the previous holder's
         // unlock (read Relaxed in `wait_for`): its critical section happens before ours.
         fence(Ordering::Acquire);
+        // Ahead of everyone: ours, but not recorded (a death here leaves nothing to
+        // repair, so nobody is told).
+        crash::point("bakery.lock", 4);
 
         let holder = &t.ctl.holder;
         holder.slot.store(me as u32 + 1, Ordering::Relaxed);
         holder.token.store(self.token, Ordering::Relaxed);
+        crash::point("bakery.lock", 5);
         // Only the holder writes the count: a load and a store, not a locked RMW
         // (which would cost as much as a third fence).
         let n = holder.acquisitions.load(Ordering::Relaxed);
         holder
             .acquisitions
             .store(n.wrapping_add(1), Ordering::Relaxed);
-        if holder.owner_died.load(Ordering::Relaxed) != 0
-            && holder.owner_died.swap(0, Ordering::Relaxed) != 0
-        {
-            return Ok(Acquired::OwnerDied);
-        }
-        Ok(Acquired::Clean)
+        let died = holder.owner_died.load(Ordering::Relaxed) != 0
+            && holder.owner_died.swap(0, Ordering::Relaxed) != 0;
+        // Holding, the flag consumed (a death from here on is reported again: the
+        // holder record names us).
+        crash::point("bakery.lock", 6);
+        Ok(if died {
+            Acquired::OwnerDied
+        } else {
+            Acquired::Clean
+        })
     }
 
     /// Waits until slot `j` is out of the doorway and not ahead of `ticket`.
@@ -880,7 +958,9 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
         let token = self.token;
         let owner = t.word(j, OWNER);
         let gone = |thorough: bool| {
-            if thorough {
+            // Under loom a liveness check is a lookup and the model has no clock: check
+            // at every poll, so a death is noticed within the model.
+            if thorough || cfg!(shmlink_loom) {
                 let o = owner.load(Ordering::Relaxed);
                 if o != 0 && token_dead(o) {
                     t.reclaim(j, o, token);
@@ -906,9 +986,11 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
         let holder = &t.ctl.holder;
         holder.slot.store(0, Ordering::Relaxed);
         holder.token.store(0, Ordering::Relaxed);
+        crash::point("bakery.unlock", 1);
         // SYNC: Release pairs with the Acquire fence at the end of the next locker's
         // wait: our critical section happens before its.
         t.word(self.slot, TICKET).store(0, Ordering::Release);
+        crash::point("bakery.unlock", 2);
         if self.mode == WaitMode::Blocking {
             t.ctl.wake.notify();
         }
@@ -1020,6 +1102,23 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
     pub fn region(&self) -> &R {
         &self.region
     }
+
+    /// A new reference to the region, e.g. to open another participant on it with
+    /// [`from_region`](Self::from_region) (as another process would).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::sync::BakeryLock;
+    ///
+    /// let lock = BakeryLock::new(2)?;
+    /// let second = BakeryLock::from_region(lock.region_arc(), 0, 0)?;
+    /// assert_eq!(second.slot(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn region_arc(&self) -> Arc<R> {
+        self.region.clone()
+    }
 }
 
 /// The claimed slots of the lock whose control block and area these are (any bit
@@ -1053,6 +1152,9 @@ pub(crate) fn holder_pid(ctl: &BakeryControl) -> Option<u32> {
 
 impl<R: Region<Shared = BakeryControl>> Drop for BakeryLock<R> {
     fn drop(&mut self) {
+        if crash::dying() {
+            return; // a killed process gives nothing back: its slot is reclaimed
+        }
         self.table().leave(self.slot, self.token);
     }
 }
@@ -1140,6 +1242,9 @@ impl<R: Region<Shared = BakeryControl>> BakeryGuard<'_, R> {
 
 impl<R: Region<Shared = BakeryControl>> Drop for BakeryGuard<'_, R> {
     fn drop(&mut self) {
+        if crash::dying() {
+            return; // a killed holder unlocks nothing: its slot is reclaimed
+        }
         self.lock.unlock();
     }
 }
@@ -1529,6 +1634,7 @@ impl<T: Pod + std::fmt::Debug, R: Region<Shared = BakeryControl>> std::fmt::Debu
 #[cfg(all(test, not(shmlink_loom)))]
 mod tests {
     use super::*;
+    use crate::sync::process::{start_ticks_of, token_of};
 
     #[test]
     fn threads_count_exactly() {
@@ -1575,6 +1681,104 @@ mod tests {
         let mut a = BakeryLock::new(1).unwrap();
         a.table().word(0, OWNER).store(12345, Ordering::Relaxed);
         assert!(matches!(a.lock(), Err(LockError::SlotLost)));
+    }
+
+    /// The table of a heap lock with `n` slots, for a thread that holds no handle.
+    fn table_of(region: &HeapRegion<BakeryControl>, n: usize) -> Table<'_> {
+        Table {
+            ctl: region.shared(),
+            area: region.area(),
+            n,
+        }
+    }
+
+    /// The rest of a reclaim of `slot` by someone who claimed its reclaimer word and
+    /// saw it owned by `dead`: clear the slot, free it, release the word.
+    fn finish_reclaim(t: &Table<'_>, slot: usize, dead: u64) {
+        t.word(slot, CHOOSING).store(0, Ordering::Relaxed);
+        t.word(slot, TICKET).store(0, Ordering::Release);
+        t.ctl.active.fetch_and(!(1 << slot), Ordering::AcqRel);
+        let _ = t
+            .word(slot, OWNER)
+            .compare_exchange(dead, 0, Ordering::Release, Ordering::Relaxed);
+        t.word(slot, RECLAIMER).store(0, Ordering::Release);
+    }
+
+    /// Defect 2 (issue 11): handles of one process share its token, and the reclaimer
+    /// check let that token through. A join passed the reclaimer word while another
+    /// thread of the process was mid-reclaim, freed and claimed the slot and locked;
+    /// then the first reclaim went on and cleared the new holder's ticket and active
+    /// bit, and a third participant got the lock too. Now the join waits for the
+    /// other thread's reclaim.
+    #[test]
+    #[cfg_attr(miri, ignore = "reads /proc")]
+    fn a_join_waits_for_another_threads_reclaim() {
+        let mut a = BakeryLock::new(2).unwrap();
+        let slot = {
+            let b = a.join().unwrap();
+            let slot = b.slot;
+            std::mem::forget(b);
+            slot
+        };
+        let dead = current_token() ^ (1 << 40); // our pid, another start time
+        let t = a.table();
+        t.word(slot, OWNER).store(dead, Ordering::Relaxed);
+        // Another thread of ours has claimed the reclaimer word and seen `dead`.
+        t.word(slot, RECLAIMER)
+            .store(current_token(), Ordering::Relaxed);
+        let region = a.region_arc();
+        let locked = AtomicU32::new(0);
+        std::thread::scope(|s| {
+            let first = s.spawn(|| {
+                // That reclaim goes on once the join below holds the lock (or after
+                // 200 ms, if the join waits for it).
+                let until = Instant::now() + Duration::from_millis(200);
+                while locked.load(Ordering::Acquire) == 0 && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                finish_reclaim(&table_of(&region, 2), slot, dead);
+            });
+            let mut c = a.join().expect("join");
+            assert_eq!(c.slot, slot);
+            let guard = c.lock().map_err(LockError::without_guard).expect("lock");
+            locked.store(1, Ordering::Release);
+            first.join().unwrap();
+            assert!(
+                matches!(a.try_lock(), Err(LockError::WouldBlock)),
+                "two holders: the first reclaim cleared the new holder's slot"
+            );
+            drop(guard);
+        });
+    }
+
+    /// Defect (issue 11): a join that found no free slot while another process was
+    /// reclaiming a dead one reported `Full`; it waits for the slot now.
+    #[test]
+    #[cfg_attr(miri, ignore = "reads /proc")]
+    fn a_join_waits_for_another_processs_reclaim() {
+        let a = BakeryLock::new(2).unwrap();
+        let slot = {
+            let b = a.join().unwrap();
+            let slot = b.slot;
+            std::mem::forget(b);
+            slot
+        };
+        let dead = current_token() ^ (1 << 40);
+        let t = a.table();
+        t.word(slot, OWNER).store(dead, Ordering::Relaxed);
+        // A live process (our parent) is reclaiming the slot.
+        let ppid = std::os::unix::process::parent_id();
+        let parent = token_of(ppid, start_ticks_of(ppid).expect("parent's start time"));
+        t.word(slot, RECLAIMER).store(parent, Ordering::Relaxed);
+        let region = a.region_arc();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(50));
+                finish_reclaim(&table_of(&region, 2), slot, dead);
+            });
+            let c = a.join().expect("the slot being freed is claimed, not Full");
+            assert_eq!(c.slot, slot);
+        });
     }
 
     #[test]

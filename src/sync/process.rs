@@ -241,16 +241,26 @@ pub fn liveness(token: u64) -> Liveness {
 }
 
 /// Model-checking support: per-thread tokens and killed "processes" (loom builds only).
+///
+/// A kill and a liveness check that finds it synchronize, as they do through the
+/// kernel: once a process is seen dead, everything it did before it died is visible
+/// (a reclaimer reads the dead holder's last stores, not stale ones).
 #[cfg(shmlink_loom)]
 pub mod loom {
     use std::cell::Cell;
     use std::sync::Mutex;
 
+    use ::loom::sync::atomic::{AtomicUsize, Ordering};
+
     ::loom::thread_local! {
         static TOKEN: Cell<u64> = Cell::new(1);
     }
     ::loom::lazy_static! {
+        // Which tokens are dead: outside the model, so looking is not a branch point.
         static ref KILLED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+        // What the kernel orders: a kill's Release, then a finder's AcqRel RMW (an RMW
+        // reads the newest value, so a finder that saw the kill syncs with it).
+        static ref DEATHS: AtomicUsize = AtomicUsize::new(0);
     }
 
     /// Gives the calling model thread its own process token (never 0).
@@ -264,8 +274,10 @@ pub mod loom {
         TOKEN.with(Cell::get)
     }
 
-    /// Marks `token`'s "process" dead from now on (what a SIGKILL does).
+    /// Marks `token`'s "process" dead from now on (what a SIGKILL does); what the
+    /// calling thread did before happens before any check that finds it dead.
     pub fn kill(token: u64) {
+        DEATHS.fetch_add(1, Ordering::Release);
         KILLED.lock().unwrap_or_else(|e| e.into_inner()).push(token);
     }
 
@@ -275,12 +287,17 @@ pub mod loom {
         !KILLED.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
     }
 
-    /// Whether `token` was killed in this execution.
+    /// Whether `token` was killed in this execution (if so, the kill happens before
+    /// the return).
     pub fn is_killed(token: u64) -> bool {
-        KILLED
+        let killed = KILLED
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(&token)
+            .contains(&token);
+        if killed {
+            DEATHS.fetch_add(0, Ordering::AcqRel);
+        }
+        killed
     }
 }
 
