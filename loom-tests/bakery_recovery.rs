@@ -182,7 +182,7 @@ fn one_locks_while_one_dies(protocol: &'static str, step: u32) -> usize {
 
 /// Two reclaimers racing each other and a live locker: process 4 died after `step` of
 /// `protocol` (in a setup thread, joined first); the creator and process 3 then lock
-/// once each, both of them free to reclaim the dead slot. Returns how many were told
+/// once each, both of them free to reclaim the dead slot, and process 3 leaves. Returns how many were told
 /// `OwnerDied`.
 fn two_lock_after_one_died(protocol: &'static str, step: u32) -> usize {
     let (mut first, region) = create(3);
@@ -201,7 +201,7 @@ fn two_lock_after_one_died(protocol: &'static str, step: u32) -> usize {
         let (inside, entries) = (inside.clone(), entries.clone());
         spawn_as(3, move || {
             let got = enter(&mut second, &inside, Some(&entries));
-            std::mem::forget(second);
+            drop(second); // leaves while the creator may still reclaim or lock
             got
         })
     };
@@ -393,7 +393,7 @@ fn dead_holder(region: &SharedRegion, step: u32) {
 
 /// A join racing a reclaim: the second slot's owner died holding the lock; the
 /// creator locks (and reclaims it, while waiting) as another process joins. The join
-/// gets the freed slot and locks too; exactly one of the two is told of the death.
+/// gets the freed slot, locks too and leaves; exactly one of the two is told of the death.
 ///
 /// Catches a join that gives up while another process is reclaiming the only dead
 /// slot (it reported `Full` when its own reclaim attempt found the reclaimer word
@@ -412,7 +412,7 @@ fn a_join_racing_a_reclaim_waits_for_the_slot() {
                 let mut lock = BakeryLock::from_region(region, 0, 0)
                     .unwrap_or_else(|e| panic!("join while a slot is being freed: {e}"));
                 let got = critical_section(&mut lock, &inside);
-                std::mem::forget(lock);
+                drop(lock); // leaves while the creator may still reclaim or lock
                 got
             })
         };
