@@ -1,5 +1,5 @@
-//! loom models of the Bakery lock's recovery paths (`shmlink::sync::BakeryLock`): a
-//! participant dies at a chosen step of its protocol (`sync::crash` points: its token
+//! loom models of the Bakery lock's recovery paths (`shmlink::lock::BakeryLock`): a
+//! participant dies at a chosen step of its protocol (`process::crash` points: its token
 //! is marked dead and it unwinds, leaving its slot as a SIGKILL would), while
 //! participants of other processes join, lock, leave and reclaim.
 //!
@@ -23,12 +23,12 @@
 
 use loom::sync::Arc;
 use loom::thread;
+use shmlink::lock::{BakeryConfigError, BakeryControl, BakeryLock, LockError};
+use shmlink::process::crash::loom::{die_at, run};
+use shmlink::process::loom::{kill, set_current};
+use shmlink::region::HeapRegion;
+use shmlink::sync::WaitMode;
 use shmlink::sync::atomic::{AtomicUsize, Ordering};
-use shmlink::sync::crash::loom::{die_at, run};
-use shmlink::sync::process::loom::{kill, set_current};
-use shmlink::sync::{
-    BakeryConfigError, BakeryControl, BakeryLock, HeapRegion, LockError, WaitMode,
-};
 
 type Lock = BakeryLock<HeapRegion<BakeryControl>>;
 type SharedRegion = std::sync::Arc<HeapRegion<BakeryControl>>;
@@ -150,7 +150,7 @@ fn live_and_die(
             let others = inside.fetch_add(1, Ordering::Relaxed);
             assert_eq!(others, 0, "two holders of the lock");
             inside.fetch_sub(1, Ordering::Relaxed);
-            shmlink::sync::crash::point(CRITICAL_SECTION, 1);
+            shmlink::process::crash::point(CRITICAL_SECTION, 1);
             drop(guard);
             drop(lock);
         });

@@ -1,5 +1,5 @@
 //! loom models of the MPMC ring's recovery paths: a participant dies at a chosen step
-//! (`sync::crash` points) and a registrant repairs its record while live participants
+//! (`process::crash` points) and a registrant repairs its record while live participants
 //! keep pushing and popping.
 //!
 //! Run with `RUSTFLAGS="--cfg shmlink_loom" cargo test --release --test loom_mpmc_recovery`.
@@ -8,9 +8,10 @@
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicU64, Ordering};
 use loom::thread;
-use shmlink::ring::{Mpmc, PopError, WaitMode};
-use shmlink::sync::crash;
-use shmlink::sync::process::loom::set_current;
+use shmlink::process::crash;
+use shmlink::process::loom::set_current;
+use shmlink::ring::{Mpmc, PopError};
+use shmlink::sync::WaitMode;
 
 fn builder(max: usize) -> loom::model::Builder {
     let mut b = loom::model::Builder::new();
@@ -22,7 +23,7 @@ fn builder(max: usize) -> loom::model::Builder {
 fn drain(
     rx: &mut shmlink::ring::MpmcConsumer<
         u64,
-        shmlink::segment::HeapRegion<shmlink::ring::MpmcHeader>,
+        shmlink::region::HeapRegion<shmlink::ring::MpmcHeader>,
     >,
 ) -> Vec<u64> {
     let mut out = Vec::new();
@@ -238,7 +239,7 @@ fn a_registrant_killed_mid_registration_never_undercounts() {
             let mut rx = ring.consumer().unwrap();
             set_current(2);
             std::mem::forget(ring.producer().unwrap()); // D
-            shmlink::sync::process::loom::kill(2);
+            shmlink::process::loom::kill(2);
             set_current(3);
             crash::loom::die_at("mpmc.register", step);
             crash::loom::run(|| std::mem::forget(ring.consumer().unwrap()));

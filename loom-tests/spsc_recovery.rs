@@ -1,5 +1,5 @@
 //! loom models of SPSC recovery: participants killed at each crash point of the
-//! ring's protocols (`shmlink::sync::crash`), and the handles that take their roles
+//! ring's protocols (`shmlink::process::crash`), and the handles that take their roles
 //! over. Heap-backed: slot values are tracked through the region's shadow cells, so a
 //! consumer reading a slot that a producer writes at the same time is a loom
 //! causality report, not a silent wrong value.
@@ -16,10 +16,11 @@
 #![cfg(shmlink_loom)]
 
 use loom::thread;
-use shmlink::ring::{ClaimError, PopError, PushError, Spsc, SpscHeader, WaitMode};
-use shmlink::segment::HeapRegion;
-use shmlink::sync::crash::loom::{die_at, run};
-use shmlink::sync::process::loom::{is_killed, set_current};
+use shmlink::process::crash::loom::{die_at, run};
+use shmlink::process::loom::{is_killed, set_current};
+use shmlink::region::HeapRegion;
+use shmlink::ring::{ClaimError, PopError, PushError, Spsc, SpscHeader};
+use shmlink::sync::WaitMode;
 
 type Ring = Spsc<u64, HeapRegion<SpscHeader>>;
 type Producer = shmlink::ring::Producer<u64, HeapRegion<SpscHeader>>;
@@ -368,7 +369,7 @@ fn two_claimants_of_a_free_role_one_wins() {
 /// (token 3) tries to take the role over: it is refused (`Taken`, the holder's pid),
 /// whatever the holder is doing at that moment, and the holder's elements arrive
 /// untouched. (Liveness under loom is alive or dead; "unknown", which the claim also
-/// treats as alive, is covered by `sync::process`'s tests.)
+/// treats as alive, is covered by `process`'s tests.)
 ///
 /// Weakening caught: a claim that takes any role whose holder is not this process's
 /// own token (no liveness check) takes the live holder's role: the contender's

@@ -5,15 +5,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::atomic::{AtomicBool, Ordering};
-use super::lock::{Condvar, Mutex, MutexGuard};
+use crate::sync::atomic::{AtomicBool, Ordering};
+use crate::sync::mutex::{Condvar, Mutex, MutexGuard};
 
 /// Why a handler should stop.
 ///
 /// # Examples
 ///
 /// ```
-/// use shmlink::sync::stop::Stop;
+/// use shmlink::rpc::stop::Stop;
 ///
 /// assert_eq!(Stop::Cancelled.to_string(), "the caller cancelled the call");
 /// ```
@@ -43,7 +43,7 @@ impl std::error::Error for Stop {}
 /// stream credits) and the call's handler. The flags are atomics, so the common checks
 /// take no lock; a raised flag is followed by taking the lock and notifying, so a
 /// handler waiting under the lock (credits, [`sleep_until`](Self::sleep_until)) never
-/// misses it (modelled in `loom-tests/stop.rs`).
+/// misses it (modelled in `src/rpc/tests/loom_stop.rs`).
 #[derive(Debug)]
 pub struct StopSignal {
     cancelled: AtomicBool,
@@ -70,7 +70,7 @@ impl StopSignal {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::stop::{Stop, StopSignal};
+    /// use shmlink::rpc::stop::{Stop, StopSignal};
     ///
     /// let s = StopSignal::new(1);
     /// assert_eq!(s.take_credit(None), Ok(()));

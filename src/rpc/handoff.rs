@@ -14,7 +14,7 @@
 //! as the RPC client's decoding of a response) never keeps the role. Sleepers are
 //! counted, so nobody makes a wake-up system call while nobody sleeps, and no wake-up is
 //! lost: every change a sleeper waits for happens under the lock it re-checks under
-//! (modelled in `loom-tests/handoff.rs`).
+//! (modelled in `src/rpc/tests/loom_handoff.rs`).
 //!
 //! A panic in a closure run under the lock (`take`, or `deliver`'s and `give_up`'s
 //! `f`) is caught, the lock released, and the panic resumed: the mutex is never
@@ -24,7 +24,7 @@
 //!
 //! ```
 //! use std::collections::HashMap;
-//! use shmlink::sync::handoff::{Handoff, Turn};
+//! use shmlink::rpc::handoff::{Handoff, Turn};
 //!
 //! // One thread, one message source: the waiter reads its own answer.
 //! let h = Handoff::new(HashMap::<u64, u64>::new());
@@ -46,7 +46,7 @@ use core::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::time::Instant;
 
-use super::lock::{Condvar, Mutex, MutexGuard};
+use crate::sync::mutex::{Condvar, Mutex, MutexGuard};
 
 struct State<T> {
     table: T,
@@ -82,7 +82,7 @@ pub enum Turn<'a, T, R> {
 /// # Examples
 ///
 /// ```
-/// use shmlink::sync::handoff::{Handoff, Turn};
+/// use shmlink::rpc::handoff::{Handoff, Turn};
 ///
 /// let h = Handoff::new(Vec::<u32>::new());
 /// let Turn::Read(reader) = h.wait_turn(None, |v| v.pop()) else { unreachable!() };
@@ -121,7 +121,7 @@ impl<T> Handoff<T> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::handoff::Handoff;
+    /// use shmlink::rpc::handoff::Handoff;
     ///
     /// let h = Handoff::new(vec![1u32]);
     /// assert_eq!(h.with(|t| t.len()), 1);
@@ -146,7 +146,7 @@ impl<T> Handoff<T> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::handoff::Handoff;
+    /// use shmlink::rpc::handoff::Handoff;
     ///
     /// let h = Handoff::new(Vec::<u32>::new());
     /// h.with(|t| t.push(3));
@@ -254,7 +254,7 @@ impl<T> Reader<'_, T> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::handoff::{Handoff, Turn};
+    /// use shmlink::rpc::handoff::{Handoff, Turn};
     ///
     /// let h = Handoff::new(Vec::<u32>::new());
     /// let Turn::Read(reader) = h.wait_turn(None, |v| v.pop()) else { unreachable!() };

@@ -22,7 +22,7 @@
 ///
 /// ```
 /// // A no-op unless a test armed it.
-/// shmlink::sync::crash::point("doc.example", 1);
+/// shmlink::process::crash::point("doc.example", 1);
 /// ```
 #[inline(always)]
 pub fn point(protocol: &'static str, step: u32) {
@@ -39,7 +39,7 @@ pub fn point(protocol: &'static str, step: u32) {
 /// # Examples
 ///
 /// ```
-/// assert!(!shmlink::sync::crash::dying());
+/// assert!(!shmlink::process::crash::dying());
 /// ```
 #[inline(always)]
 pub fn dying() -> bool {
@@ -76,7 +76,7 @@ pub mod loom {
         if PLAN.with(Cell::get) == Some((protocol, step)) {
             PLAN.with(|p| p.set(None));
             DYING.with(|d| d.set(true));
-            super::super::process::loom::kill(super::super::process::current_token());
+            crate::process::loom::kill(crate::process::current_token());
             std::panic::resume_unwind(Box::new(Died));
         }
     }
