@@ -19,7 +19,7 @@
 //! sem.try_acquire()?;
 //! sem.release(1)?;
 //! let mut lock = BakeryLock::new(2)?; // on the heap, for threads
-//! drop(lock.lock()?);
+//! assert!(lock.lock().is_ok()); // the guard unlocks when dropped
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -28,6 +28,8 @@ mod bakery;
 mod named;
 mod semaphore;
 mod seqlock;
+#[cfg(all(test, shmlink_loom))]
+mod tests;
 
 pub use bakery::{
     BakeryConfigError, BakeryControl, BakeryGuard, BakeryLock, BakeryMutex, LockError,

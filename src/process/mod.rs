@@ -16,10 +16,10 @@
 //!
 //! Under `--cfg shmlink_loom` each model thread has a token of its own
 //! (`process::loom::set_current`) and a participant killed by a crash point
-//! ([`crash`]) is dead from then on, so recovery paths can be
+//! (`crash`) is dead from then on, so recovery paths can be
 //! model-checked.
 
-pub mod crash;
+pub(crate) mod crash;
 
 /// What is known of a token's process.
 ///
@@ -248,7 +248,7 @@ pub fn liveness(token: u64) -> Liveness {
 /// kernel: once a process is seen dead, everything it did before it died is visible
 /// (a reclaimer reads the dead holder's last stores, not stale ones).
 #[cfg(shmlink_loom)]
-pub mod loom {
+pub(crate) mod loom {
     use std::cell::Cell;
     use std::sync::Mutex;
 

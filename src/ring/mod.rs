@@ -20,6 +20,8 @@ mod error;
 pub mod frame;
 pub mod mpmc;
 pub mod spsc;
+#[cfg(all(test, shmlink_loom))]
+mod tests;
 
 /// A ring configuration as read (once) from shared memory.
 pub(crate) struct RawConfig {

@@ -18,7 +18,7 @@
 //!   to a process: waits end with `Disconnected` instead of lasting forever);
 //! - blocking waits spin, yield, then sleep on a shared futex ([`WaitMode`]).
 //!
-//! Crash points ([`crash::point`]): the steps after which a participant killed there
+//! Crash points (`process::crash::point`): the steps after which a participant killed there
 //! leaves shared state half changed (a `Drop` during such a death releases nothing):
 //!
 //! | protocol | step 1 | step 2 | step 3 | step 4 | step 5 |

@@ -13,7 +13,7 @@ use crate::sync::mutex::{Condvar, Mutex, MutexGuard};
 /// # Examples
 ///
 /// ```
-/// use shmlink::rpc::stop::Stop;
+/// use shmlink::rpc::Stop;
 ///
 /// assert_eq!(Stop::Cancelled.to_string(), "the caller cancelled the call");
 /// ```
@@ -66,17 +66,6 @@ impl StopSignal {
     }
 
     /// A signal with `credits` stream credits to start with.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use shmlink::rpc::stop::{Stop, StopSignal};
-    ///
-    /// let s = StopSignal::new(1);
-    /// assert_eq!(s.take_credit(None), Ok(()));
-    /// s.cancel(); // e.g. from the connection's reader: a waiting handler wakes
-    /// assert_eq!(s.take_credit(None), Err(Stop::Cancelled));
-    /// ```
     pub fn new(credits: u64) -> Arc<Self> {
         Self::build(credits, false)
     }
@@ -220,5 +209,20 @@ impl StopSignal {
                 }
             }
         }
+    }
+}
+
+/// The examples of the items above, run as tests (the module is crate-private, so
+/// they cannot be doctests).
+#[cfg(all(test, not(shmlink_loom)))]
+mod examples {
+    #[test]
+    fn stop_signal_new() {
+        use crate::rpc::stop::{Stop, StopSignal};
+
+        let s = StopSignal::new(1);
+        assert_eq!(s.take_credit(None), Ok(()));
+        s.cancel(); // e.g. from the connection's reader: a waiting handler wakes
+        assert_eq!(s.take_credit(None), Err(Stop::Cancelled));
     }
 }

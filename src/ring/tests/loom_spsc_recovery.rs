@@ -1,5 +1,5 @@
 //! loom models of SPSC recovery: participants killed at each crash point of the
-//! ring's protocols (`shmlink::process::crash`), and the handles that take their roles
+//! ring's protocols (`crate::process::crash`), and the handles that take their roles
 //! over. Heap-backed: slot values are tracked through the region's shadow cells, so a
 //! consumer reading a slot that a producer writes at the same time is a loom
 //! causality report, not a silent wrong value.
@@ -12,18 +12,17 @@
 //! keeps the models small.
 //!
 //! Run with `RUSTFLAGS="--cfg shmlink_loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release
-//! --test loom_spsc_recovery --target-dir target/loom`.
-#![cfg(shmlink_loom)]
+//! --lib loom_spsc_recovery --target-dir target/loom`.
 
+use crate::process::crash::loom::{die_at, run};
+use crate::process::loom::{is_killed, set_current};
+use crate::region::HeapRegion;
+use crate::ring::{ClaimError, PopError, PushError, Spsc, SpscHeader};
+use crate::sync::WaitMode;
 use loom::thread;
-use shmlink::process::crash::loom::{die_at, run};
-use shmlink::process::loom::{is_killed, set_current};
-use shmlink::region::HeapRegion;
-use shmlink::ring::{ClaimError, PopError, PushError, Spsc, SpscHeader};
-use shmlink::sync::WaitMode;
 
 type Ring = Spsc<u64, HeapRegion<SpscHeader>>;
-type Producer = shmlink::ring::Producer<u64, HeapRegion<SpscHeader>>;
+type Producer = crate::ring::Producer<u64, HeapRegion<SpscHeader>>;
 
 /// Tokens of the model's "processes".
 const DYING: u64 = 2;
@@ -46,7 +45,7 @@ fn push(tx: &mut Producer, v: u64) {
 }
 
 /// Pops until the producer role is closed (cleanly left) and the ring is drained.
-fn drain(rx: &mut shmlink::ring::Consumer<u64, HeapRegion<SpscHeader>>) -> Vec<u64> {
+fn drain(rx: &mut crate::ring::Consumer<u64, HeapRegion<SpscHeader>>) -> Vec<u64> {
     let mut got = Vec::new();
     loop {
         match rx.try_pop() {
