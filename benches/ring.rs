@@ -5,7 +5,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use shmlink::ring::{Spsc, WaitMode};
+use shmlink::ring::Spsc;
+use shmlink::sync::WaitMode;
 
 const ITEMS: u64 = 1 << 20;
 const CAPACITY: usize = 4096;

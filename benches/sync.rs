@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use shmlink::sync::{BakeryLock, LockError, Semaphore, SeqLock};
+use shmlink::lock::{BakeryLock, LockError, Semaphore, SeqLock};
 
 /// The seqlock payload: 64 bytes.
 type Value = [u64; 8];

@@ -18,8 +18,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use shmlink::channel::{AckError, Channel, ChannelError, Options, RecvError};
-use shmlink::ring::Pod;
-use shmlink::segment::{Segment, layout_fingerprint};
+use shmlink::region::Pod;
+use shmlink::region::layout_fingerprint;
+use shmlink::segment::Segment;
 
 /// One sensor reading: plain old data, copied as is into shared memory.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

@@ -8,8 +8,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use shmlink::ring::{PopError, Spsc, WaitMode};
+use shmlink::ring::{PopError, Spsc};
 use shmlink::segment::Segment;
+use shmlink::sync::WaitMode;
 
 const COUNT: u64 = 1_000_000;
 

@@ -7,7 +7,8 @@
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicU64, Ordering};
 use loom::thread;
-use shmlink::ring::{Mpmc, PopError, PushError, WaitMode};
+use shmlink::ring::{Mpmc, PopError, PushError};
+use shmlink::sync::WaitMode;
 
 /// Two producers and two consumers, one item each, through two slots: every item is
 /// delivered exactly once (slot reuse across laps is in `mpmc_laps_deliver_in_order`).

@@ -5,7 +5,8 @@
 #![cfg(shmlink_loom)]
 
 use loom::thread;
-use shmlink::ring::{PopError, PushError, Spsc, WaitMode};
+use shmlink::ring::{PopError, PushError, Spsc};
+use shmlink::sync::WaitMode;
 
 /// SPSC through a ring of 2 slots: 3 items wrap around; each arrives once, in order.
 #[test]

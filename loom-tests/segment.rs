@@ -6,10 +6,10 @@
 
 use loom::sync::Arc;
 use loom::thread;
+use shmlink::region::{HeapRegion, Region};
 use shmlink::segment::header::{
     Expect, HEADER_SIZE, HeaderSpec, HeaderState, Kind, ProcessId, SegmentHeader,
 };
-use shmlink::segment::{HeapRegion, Region};
 
 const CREATOR: ProcessId = ProcessId {
     pid: 1234,

@@ -10,9 +10,9 @@
 
 use loom::sync::Arc;
 use loom::thread;
+use shmlink::lock::{BakeryMutex, LockError, Semaphore, SeqLock};
 use shmlink::sync::atomic::{AtomicUsize, Ordering};
 use shmlink::sync::cell::UnsafeCell;
-use shmlink::sync::{BakeryMutex, LockError, Semaphore, SeqLock};
 
 /// A loom builder whose preemption bound is `LOOM_MAX_PREEMPTIONS`, capped at `cap`
 /// (and `cap` when the variable is unset).

@@ -3,16 +3,8 @@
 //! Fast, checked communication and synchronization between processes on one Linux
 //! machine, over named shared-memory segments.
 //!
-//! The crate is built in layers; a module uses only the layers below it:
-//!
-//! | layer | module | what it holds |
-//! |------:|--------|---------------|
-//! | 0 | [`sync`] | the std/loom facade for atomics and cells; futex, semaphore, Bakery lock, seqlock |
-//! | 1 | [`segment`] | named shared-memory segments and the [`Region`](segment::Region) abstraction; the only code that maps memory |
-//! | 2 | [`ring`] | lock-free SPSC, MPMC, frame and duplex rings |
-//! | 3 | [`channel`] | typed channels, asynchronous and synchronous send |
-//! | 4 | [`transport`] | shared-memory, Unix-socket and TCP transports behind one API |
-//! | 5 | [`rpc`] | request/response over any transport, services declared with [`service!`] |
+//! The crate is built in layers, each using only the ones below it; the table is in
+//! `docs/architecture.md` ("Layers").
 //!
 //! # Example
 //!
@@ -20,7 +12,8 @@
 //! it by name and sees what the first wrote.
 //!
 //! ```
-//! use shmlink::segment::{Region, Segment, ShmRegion, ShmSafe};
+//! use shmlink::region::{Region, ShmSafe};
+//! use shmlink::segment::{Segment, ShmRegion};
 //! use shmlink::sync::atomic::{AtomicU64, Ordering};
 //!
 //! #[repr(C)]
@@ -51,19 +44,40 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(unsafe_op_in_unsafe_fn)]
+// Loom builds leave out the mapping code and the layers above `channel`, and so the
+// users of some helpers.
+#![cfg_attr(shmlink_loom, allow(dead_code))]
 #![warn(missing_docs)]
 
 #[cfg(not(all(target_os = "linux", target_has_atomic = "64")))]
 compile_error!("shmlink supports Linux with 64-bit atomics only");
 
-pub mod channel;
-pub mod ring;
-#[cfg(not(shmlink_loom))]
-pub mod rpc;
-pub mod segment;
 pub mod sync;
+
+pub mod process;
+pub mod region;
+
+pub mod segment;
+
+pub mod lock;
+
+pub mod ring;
+
+pub mod channel;
+
 #[cfg(not(shmlink_loom))]
 pub mod transport;
+
+#[cfg(not(shmlink_loom))]
+pub mod rpc;
+/// Under loom, only the RPC layer's in-process primitives, for their models.
+#[cfg(shmlink_loom)]
+mod rpc {
+    pub(crate) mod handoff;
+    pub(crate) mod stop;
+    #[cfg(test)]
+    mod tests;
+}
 
 /// The README's example, compiled and run as a doctest.
 #[doc = include_str!("../README.md")]

@@ -27,8 +27,10 @@ use shmlink::channel::{
     self, AckError, Channel, ChannelError, Codec, Flavor, Options, Postcard, Raw, RecvError,
     SendError,
 };
-use shmlink::ring::{FrameRing, Pod};
-use shmlink::segment::{self, OpenError, Segment, layout_fingerprint};
+use shmlink::region::Pod;
+use shmlink::region::layout_fingerprint;
+use shmlink::ring::FrameRing;
+use shmlink::segment::{self, OpenError, Segment};
 use shmlink::sync::WaitMode;
 use shmlink::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use support::unique_name;

@@ -26,8 +26,9 @@ use serde::{Deserialize, Serialize};
 use shmlink::channel::{
     AckError, Channel, Codec, Flavor, Options, Postcard, Raw, RecvError, SendError,
 };
-use shmlink::ring::Pod;
-use shmlink::segment::{Region, Segment, SegmentBuilder, ShmRegion, layout_fingerprint};
+use shmlink::region::Pod;
+use shmlink::region::{Region, layout_fingerprint};
+use shmlink::segment::{Segment, SegmentBuilder, ShmRegion};
 use shmlink::sync::WaitMode;
 use shmlink::sync::atomic::{AtomicU64, Ordering};
 use support::{Child, Scenario, arg, report, unique_name};

@@ -1,6 +1,6 @@
 //! Crash-point exploration (issue 11): every multi-step shared-memory protocol is run
 //! against a named object by a child process that SIGKILLs itself right after step k
-//! (`SHMLINK_CRASH_AT=PROTOCOL:k`, see `shmlink::sync::crash`), for k = 1, 2, ...
+//! (`SHMLINK_CRASH_AT=PROTOCOL:k`, see `shmlink::process::crash`), for k = 1, 2, ...
 //! until a child runs to completion; meanwhile the parent runs the other side and
 //! then checks what the survivors see:
 //!
@@ -33,10 +33,12 @@ use std::rc::Rc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use shmlink::ring::{FrameRing, Mpmc, PopError, RecvError, Spsc, WaitMode};
-use shmlink::segment::{Disposition, OpenError, Region, Segment, ShmRegion, ShmSafe};
+use shmlink::lock::{AcquireError, BakeryMutex, LockError, ReadError, Semaphore, SeqLock};
+use shmlink::region::{Region, ShmSafe};
+use shmlink::ring::{FrameRing, Mpmc, PopError, RecvError, Spsc};
+use shmlink::segment::{Disposition, OpenError, Segment, ShmRegion};
+use shmlink::sync::WaitMode;
 use shmlink::sync::atomic::{AtomicU64, Ordering};
-use shmlink::sync::{AcquireError, BakeryMutex, LockError, ReadError, Semaphore, SeqLock};
 use shmlink::transport::{self, AcceptError, Options};
 use support::watch::{Ended, ExitWatch};
 use support::{Child, Scenario, arg, report, unique_name};
@@ -1348,7 +1350,7 @@ const PARENT_MARK: u64 = u64::MAX;
 
 /// One critical section: check and set the marker, increment. `Err` on a violation.
 fn bakery_section(
-    m: &mut BakeryMutex<Guarded, ShmRegion<shmlink::sync::BakeryControl>>,
+    m: &mut BakeryMutex<Guarded, ShmRegion<shmlink::lock::BakeryControl>>,
     me: u64,
 ) -> Result<bool, String> {
     let (mut g, died) = match m.lock_timeout(WAIT) {

@@ -5,11 +5,12 @@ mod support;
 
 use std::time::Duration;
 
-use shmlink::ring::{FrameRing, Mpmc, PopError, RecvError, Spsc, WaitMode};
+use shmlink::region::{Region, ShmSafe};
+use shmlink::ring::{FrameRing, Mpmc, PopError, RecvError, Spsc};
 use shmlink::segment::{
-    self, Disposition, OpenError, Region, Segment, SegmentBuilder, ShmRegion, ShmSafe, StaleReason,
-    Status,
+    self, Disposition, OpenError, Segment, SegmentBuilder, ShmRegion, StaleReason, Status,
 };
+use shmlink::sync::WaitMode;
 use shmlink::sync::atomic::{AtomicU64, Ordering};
 use support::{Scenario, arg, report, unique_name};
 

@@ -5,8 +5,9 @@ use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
 use std::time::Duration;
 
-use shmlink::ring::{BuildError, FrameRing, RecvError, SendError, WaitMode};
+use shmlink::ring::{BuildError, FrameRing, RecvError, SendError};
 use shmlink::segment::{Segment, SegmentName};
+use shmlink::sync::WaitMode;
 
 fn name(tag: &str) -> String {
     format!("t-frame-{}-{tag}", std::process::id())

@@ -6,8 +6,9 @@ use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
 use std::time::{Duration, Instant};
 
-use shmlink::ring::{BuildError, ClaimError, Mpmc, PopError, PushError, WaitMode};
+use shmlink::ring::{BuildError, ClaimError, Mpmc, PopError, PushError};
 use shmlink::segment::{Segment, SegmentName};
+use shmlink::sync::WaitMode;
 use shmlink::sync::atomic::{AtomicU64, Ordering};
 
 fn name(tag: &str) -> String {
@@ -368,15 +369,15 @@ fn timed_calls_keep_their_deadline() {
 struct Line([u64; 8]);
 
 // SAFETY: repr(C) array of u64: 64 bytes, aligned to 64, no padding, no pointers.
-unsafe impl shmlink::ring::Pod for Line {
-    const FINGERPRINT: u64 = shmlink::segment::layout_fingerprint("tests::mpmc::Line", 1, 64, 64);
+unsafe impl shmlink::region::Pod for Line {
+    const FINGERPRINT: u64 = shmlink::region::layout_fingerprint("tests::mpmc::Line", 1, 64, 64);
 }
 
 /// Several laps of pushes and pops through a ring of `cap`.
 fn laps<T, R>(ring: &Mpmc<T, R>, make: impl Fn(u64) -> T)
 where
-    T: shmlink::ring::Pod + PartialEq + std::fmt::Debug,
-    R: shmlink::segment::Region<Shared = shmlink::ring::MpmcHeader>,
+    T: shmlink::region::Pod + PartialEq + std::fmt::Debug,
+    R: shmlink::region::Region<Shared = shmlink::ring::MpmcHeader>,
 {
     let mut tx = ring.producer().unwrap();
     let mut rx = ring.consumer().unwrap();

@@ -9,9 +9,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use proptest::prelude::*;
+use shmlink::region::{HeapRegion, Region, fingerprint};
 use shmlink::segment::{
-    self, CreateError, Disposition, HeapRegion, Kind, NameError, OpenError, Region, Segment,
-    SegmentBuilder, SegmentName, ShmRegion, Status, fingerprint,
+    self, CreateError, Disposition, Kind, NameError, OpenError, Segment, SegmentBuilder,
+    SegmentName, ShmRegion, Status,
 };
 use shmlink::sync::atomic::{AtomicU64, Ordering};
 use support::unique_name;
@@ -429,8 +430,12 @@ impl Drop for RemoveOnDrop {
 /// every check of the header passes), with the ring's capacity set to `capacity` and
 /// the segment's sizes to match, published, nobody attached, and the file sized with
 /// `ftruncate` only: sparse, no memory behind the slots.
-fn hand_made_sparse_spsc<T: shmlink::ring::Pod>(name: &str, capacity: u64) -> (RemoveOnDrop, u64) {
-    use shmlink::ring::{Spsc, SpscHeader, WaitMode};
+fn hand_made_sparse_spsc<T: shmlink::region::Pod>(
+    name: &str,
+    capacity: u64,
+) -> (RemoveOnDrop, u64) {
+    use shmlink::ring::{Spsc, SpscHeader};
+    use shmlink::sync::WaitMode;
     const LEGIT_CAPACITY: u64 = 64;
     let legit = unique_name("legit-spsc");
     let ring = Spsc::<T, _>::create(
@@ -439,7 +444,7 @@ fn hand_made_sparse_spsc<T: shmlink::ring::Pod>(name: &str, capacity: u64) -> (R
         WaitMode::Spin,
     )
     .unwrap();
-    let ctl = segment::area_offset::<SpscHeader>() as u64;
+    let ctl = shmlink::region::area_offset::<SpscHeader>() as u64;
     let payload = ring_payload_len(&legit);
     let slot = (payload - ctl) / LEGIT_CAPACITY;
     let mut bytes = std::fs::read(SegmentName::new(&legit).unwrap().path()).unwrap();

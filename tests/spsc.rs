@@ -12,15 +12,14 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use shmlink::process::{current_token, token_of};
+use shmlink::region::Pod;
+use shmlink::region::{HeapRegion, Region, layout_fingerprint};
 use shmlink::ring::{
-    BuildError, ChunkError, ClaimError, Corruption, Pod, PopError, PushError, Spsc, SpscHeader,
-    WaitMode,
+    BuildError, ChunkError, ClaimError, Corruption, PopError, PushError, Spsc, SpscHeader,
 };
-use shmlink::segment::process::{current_token, token_of};
-use shmlink::segment::{
-    CreateError, HeapRegion, MAX_PAYLOAD, OpenError, Region, Segment, SegmentName,
-    layout_fingerprint,
-};
+use shmlink::segment::{CreateError, MAX_PAYLOAD, OpenError, Segment, SegmentName};
+use shmlink::sync::WaitMode;
 
 type HeapSpsc<T> = Spsc<T, HeapRegion<SpscHeader>>;
 

@@ -13,11 +13,12 @@ mod support;
 use std::time::{Duration, Instant};
 
 use nix::time::{ClockId, clock_gettime};
-use shmlink::segment::{Region, Segment, SegmentBuilder, ShmRegion, ShmSafe};
-use shmlink::sync::atomic::{AtomicU64, Ordering};
-use shmlink::sync::{
+use shmlink::lock::{
     BakeryControl, BakeryLock, BakeryMutex, LockError, Participant, Semaphore, SeqLock,
 };
+use shmlink::region::{Region, ShmSafe};
+use shmlink::segment::{Segment, SegmentBuilder, ShmRegion};
+use shmlink::sync::atomic::{AtomicU64, Ordering};
 use support::{Scenario, arg, report, unique_name};
 
 scenarios!(

@@ -2036,8 +2036,9 @@ fn tcp_between_network_namespaces() {
 #[cfg_attr(miri, ignore = "opens sockets")]
 fn shm_accept_refuses_a_sparse_connection_segment() {
     use nix::fcntl::{FallocateFlags, fallocate};
-    use shmlink::ring::{BuildError, Duplex, End, Mpmc, MpmcHeader, WaitMode};
+    use shmlink::ring::{BuildError, Duplex, End, Mpmc, MpmcHeader};
     use shmlink::segment::{OpenError, Segment, SegmentName, ShmRegion};
+    use shmlink::sync::WaitMode;
     use std::sync::Arc;
 
     let opts = opts();

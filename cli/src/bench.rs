@@ -13,8 +13,10 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use shmlink::ring::{Mpmc, MpmcHeader, PopError, PushError, Spsc, SpscHeader, WaitMode};
-use shmlink::segment::{Region, Segment, SegmentBuilder, ShmRegion, ShmSafe};
+use shmlink::region::{Region, ShmSafe};
+use shmlink::ring::{Mpmc, MpmcHeader, PopError, PushError, Spsc, SpscHeader};
+use shmlink::segment::{Segment, SegmentBuilder, ShmRegion};
+use shmlink::sync::WaitMode;
 use shmlink::sync::atomic::{AtomicU64, Ordering};
 
 use crate::Result;
@@ -168,7 +170,7 @@ pub(crate) fn online_cpus() -> usize {
 }
 
 /// A message type for the round-trip cases.
-pub(crate) trait Msg: shmlink::ring::Pod {
+pub(crate) trait Msg: shmlink::region::Pod {
     const LABEL: &'static str;
     fn make(seq: u64) -> Self;
     fn seq(&self) -> u64;

@@ -23,10 +23,12 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::time::{Duration, Instant};
 
-use shmlink::segment::{RawArea, Region, ShmRegion};
+use shmlink::lock::{BakeryControl, BakeryLock, BakeryMutex, LockError, Semaphore, SeqLock};
+use shmlink::lock::{SeqLockControl, SeqWriter};
+use shmlink::region::{RawArea, Region};
+use shmlink::segment::ShmRegion;
+use shmlink::sync::WaitMode;
 use shmlink::sync::atomic::{AtomicU64, Ordering};
-use shmlink::sync::{BakeryControl, BakeryLock, BakeryMutex, LockError, Semaphore, SeqLock};
-use shmlink::sync::{SeqLockControl, SeqWriter, WaitMode};
 
 use crate::Result;
 use crate::bench::{

@@ -8,9 +8,11 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use shmlink::ring::{Spsc, WaitMode};
+use shmlink::region::{Region, ShmSafe};
+use shmlink::ring::Spsc;
 use shmlink::segment::header::HEADER_SIZE;
-use shmlink::segment::{Region, Segment, SegmentBuilder, ShmRegion, ShmSafe};
+use shmlink::segment::{Segment, SegmentBuilder, ShmRegion};
+use shmlink::sync::WaitMode;
 use shmlink::sync::atomic::{AtomicU64, Ordering};
 
 use crate::Result;

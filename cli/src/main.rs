@@ -162,7 +162,7 @@ fn ls() -> Result {
             )
         });
         if is_lock && matches!(info.status, Status::Alive | Status::Idle) {
-            match segment::bakery_status(info.name.as_str()) {
+            match shmlink::lock::bakery_status(info.name.as_str()) {
                 Ok(lock) => println!("    {}", describe_lock(&lock)),
                 Err(e) => println!("    (lock state unreadable: {e})"),
             }
@@ -172,7 +172,7 @@ fn ls() -> Result {
 }
 
 /// One line on a Bakery lock: holder and participants by pid.
-fn describe_lock(lock: &segment::BakeryStatus) -> String {
+fn describe_lock(lock: &shmlink::lock::BakeryStatus) -> String {
     let holder = lock.holder.map_or_else(
         || "lock free".to_owned(),
         |pid| format!("lock held by pid {pid}"),

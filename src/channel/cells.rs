@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::codec::AckWait;
+use crate::region::{HeapRegion, Region};
 use crate::ring::{BuildError, ClaimError, Mpmc, MpmcConsumer, MpmcHeader, MpmcProducer};
 use crate::ring::{PopError, PushError};
-use crate::sync::{HeapRegion, Region, WaitMode, WaitWord};
+use crate::sync::{WaitMode, WaitWord};
 
 #[cfg(not(shmlink_loom))]
 use crate::segment::{OpenError, SegmentBuilder, ShmRegion};

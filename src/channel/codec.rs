@@ -11,11 +11,12 @@ use serde::de::DeserializeOwned;
 use super::Flavor;
 use super::cells::{self, CellPopError, CellRing, CellRx, CellTx};
 use super::error::{ChannelError, RecvError, SendError};
+use crate::region::{HeapRegion, Pod};
 use crate::ring::{
     self, Consumer, FrameConsumer, FrameProducer, FrameRing, Mpmc, MpmcConsumer, MpmcHeader,
     MpmcProducer, PopError, Producer, PushError, Spsc, SpscHeader,
 };
-use crate::sync::{HeapRegion, Pod, WaitMode, WaitWord};
+use crate::sync::{WaitMode, WaitWord};
 use std::sync::Arc;
 
 /// Why an acknowledgement wait ended without one.
@@ -740,7 +741,7 @@ impl PostcardRx {
 /// changes.
 #[cfg(not(shmlink_loom))]
 fn type_tag<T>() -> u64 {
-    crate::segment::layout_fingerprint(
+    crate::region::layout_fingerprint(
         std::any::type_name::<T>(),
         1,
         size_of::<T>(),

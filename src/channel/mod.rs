@@ -1,4 +1,4 @@
-//! Layer 3: typed channels over the rings, shaped like `std::sync::mpsc` and
+//! Typed channels over the rings, shaped like `std::sync::mpsc` and
 //! crossbeam-channel, within a process (on the heap) or between processes (in a named
 //! segment).
 //!
@@ -73,7 +73,8 @@ pub use codec::{Codec, Postcard, Raw};
 pub use error::{AckError, ChannelError, RecvError, SendError};
 pub use select::{SelectError, Selectable, select, select_until};
 
-use crate::sync::{Pod, WaitMode};
+use crate::region::Pod;
+use crate::sync::WaitMode;
 use codec::{AckWait, Spec};
 
 #[cfg(not(shmlink_loom))]

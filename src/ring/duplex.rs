@@ -15,7 +15,7 @@ use super::frame::{
     FrameConsumer, FrameProducer, FrameRing, check_frame_sizes, frame_area_len, init_frame_header,
 };
 use super::spsc::SpscHeader;
-use crate::segment::{AREA_ALIGN, HeapRegion, RawArea, Region, ShmSafe};
+use crate::region::{AREA_ALIGN, HeapRegion, RawArea, Region, ShmSafe};
 use crate::sync::WaitMode;
 
 /// The control block of a [`Duplex`]: one ring header per direction.
@@ -56,7 +56,8 @@ unsafe impl ShmSafe for DuplexHeader {
 /// # Examples
 ///
 /// ```
-/// use shmlink::ring::{Duplex, End, WaitMode};
+/// use shmlink::ring::{Duplex, End};
+/// use shmlink::sync::WaitMode;
 ///
 /// let link = Duplex::new(4096, 512, WaitMode::Spin)?;
 /// // Each direction is an ordinary frame ring over a `Half` region.
@@ -139,7 +140,8 @@ const fn half_len(slots: usize) -> usize {
 /// # Examples
 ///
 /// ```
-/// use shmlink::ring::{Duplex, End, WaitMode};
+/// use shmlink::ring::{Duplex, End};
+/// use shmlink::sync::WaitMode;
 ///
 /// let link = Duplex::new(4096, 512, WaitMode::Blocking)?;
 /// let (mut a_tx, mut a_rx) = link.end(End::A)?;
@@ -172,7 +174,8 @@ impl Duplex<HeapRegion<DuplexHeader>> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{Duplex, WaitMode};
+    /// use shmlink::ring::Duplex;
+    /// use shmlink::sync::WaitMode;
     ///
     /// assert!(Duplex::new(4096, 256, WaitMode::Spin).is_ok());
     /// assert!(Duplex::new(4000, 256, WaitMode::Spin).is_err());
@@ -198,7 +201,7 @@ impl Duplex<crate::segment::ShmRegion<DuplexHeader>> {
     fn configure(builder: crate::segment::SegmentBuilder) -> crate::segment::SegmentBuilder {
         builder
             .kind(crate::segment::Kind::Duplex)
-            .fingerprint(crate::segment::fingerprint::<DuplexHeader>())
+            .fingerprint(crate::region::fingerprint::<DuplexHeader>())
     }
 
     /// Creates a duplex link in the named segment `builder` describes.
@@ -210,7 +213,8 @@ impl Duplex<crate::segment::ShmRegion<DuplexHeader>> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{Duplex, End, WaitMode};
+    /// use shmlink::ring::{Duplex, End};
+    /// use shmlink::sync::WaitMode;
     /// use shmlink::segment::Segment;
     /// # let name = format!("doc-duplex-create-{}", std::process::id());
     ///
@@ -256,7 +260,8 @@ impl Duplex<crate::segment::ShmRegion<DuplexHeader>> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{BuildError, Duplex, FrameRing, WaitMode};
+    /// use shmlink::ring::{BuildError, Duplex, FrameRing};
+    /// use shmlink::sync::WaitMode;
     /// use shmlink::segment::Segment;
     /// # let name = format!("doc-duplex-open-{}", std::process::id());
     ///
@@ -275,7 +280,8 @@ impl Duplex<crate::segment::ShmRegion<DuplexHeader>> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{Duplex, WaitMode};
+    /// use shmlink::ring::Duplex;
+    /// use shmlink::sync::WaitMode;
     /// use shmlink::segment::{Kind, Segment};
     /// # let name = format!("doc-duplex-segment-{}", std::process::id());
     ///
@@ -302,7 +308,7 @@ impl<R: Region<Shared = DuplexHeader>> Duplex<R> {
     /// ```
     /// use std::sync::Arc;
     /// use shmlink::ring::{BuildError, Duplex, DuplexHeader};
-    /// use shmlink::segment::HeapRegion;
+    /// use shmlink::region::HeapRegion;
     ///
     /// let zeroed = Arc::new(HeapRegion::<DuplexHeader>::new(8192));
     /// assert!(matches!(Duplex::from_region(zeroed), Err(BuildError::BadConfig(_))));
@@ -342,7 +348,8 @@ impl<R: Region<Shared = DuplexHeader>> Duplex<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{Duplex, WaitMode};
+    /// use shmlink::ring::Duplex;
+    /// use shmlink::sync::WaitMode;
     ///
     /// let link = Duplex::new(4096, 256, WaitMode::Spin)?;
     /// assert_eq!(link.ring(0).capacity_bytes(), 4096);
@@ -357,7 +364,8 @@ impl<R: Region<Shared = DuplexHeader>> Duplex<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{Duplex, WaitMode};
+    /// use shmlink::ring::Duplex;
+    /// use shmlink::sync::WaitMode;
     ///
     /// assert_eq!(Duplex::new(4096, 256, WaitMode::Spin)?.max_frame(), 256);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -377,7 +385,8 @@ impl<R: Region<Shared = DuplexHeader>> Duplex<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{ClaimError, Duplex, End, WaitMode};
+    /// use shmlink::ring::{ClaimError, Duplex, End};
+    /// use shmlink::sync::WaitMode;
     ///
     /// let link = Duplex::new(4096, 256, WaitMode::Spin)?;
     /// let a = link.end(End::A)?;

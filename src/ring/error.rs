@@ -36,7 +36,8 @@ impl std::error::Error for Corruption {}
 /// # Examples
 ///
 /// ```
-/// use shmlink::ring::{BuildError, Spsc, WaitMode};
+/// use shmlink::ring::{BuildError, Spsc};
+/// use shmlink::sync::WaitMode;
 ///
 /// let err = Spsc::<u64, _>::new(100, WaitMode::Spin).unwrap_err();
 /// assert_eq!(err, BuildError::InvalidCapacity(100));
@@ -70,7 +71,7 @@ pub enum BuildError {
     UnsupportedAlignment {
         /// `align_of` the element type.
         align: usize,
-        /// The largest alignment supported ([`AREA_ALIGN`](crate::segment::AREA_ALIGN)).
+        /// The largest alignment supported ([`AREA_ALIGN`](crate::region::AREA_ALIGN)).
         max: usize,
     },
 }
@@ -125,7 +126,8 @@ impl From<OpenError> for BuildError {
 /// # Examples
 ///
 /// ```
-/// use shmlink::ring::{ClaimError, Spsc, WaitMode};
+/// use shmlink::ring::{ClaimError, Spsc};
+/// use shmlink::sync::WaitMode;
 ///
 /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
 /// let _tx = ring.producer()?;
@@ -175,7 +177,8 @@ impl std::error::Error for ClaimError {}
 /// # Examples
 ///
 /// ```
-/// use shmlink::ring::{PushError, Spsc, WaitMode};
+/// use shmlink::ring::{PushError, Spsc};
+/// use shmlink::sync::WaitMode;
 ///
 /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
 /// # let mut tx = ring.producer()?;
@@ -204,7 +207,8 @@ impl<T> PushError<T> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # use shmlink::ring::Spsc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// # let mut tx = ring.producer()?;
     /// tx.push_slice(&[0; 8]);
@@ -251,7 +255,8 @@ impl<T> std::error::Error for PushError<T> {}
 /// # Examples
 ///
 /// ```
-/// use shmlink::ring::{PopError, Spsc, WaitMode};
+/// use shmlink::ring::{PopError, Spsc};
+/// use shmlink::sync::WaitMode;
 ///
 /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
 /// # let (tx, mut rx) = (ring.producer()?, ring.consumer()?);
@@ -290,7 +295,8 @@ impl std::error::Error for PopError {}
 /// # Examples
 ///
 /// ```
-/// use shmlink::ring::{ChunkError, Spsc, WaitMode};
+/// use shmlink::ring::{ChunkError, Spsc};
+/// use shmlink::sync::WaitMode;
 ///
 /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
 /// # let mut tx = ring.producer()?;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::error::{BuildError, ChunkError, ClaimError, Corruption};
 use super::spsc::{Consumer, Producer, Spsc, SpscHeader};
-use crate::segment::{HeapRegion, Region};
+use crate::region::{HeapRegion, Region};
 use crate::sync::{WaitError, WaitMode};
 
 /// High half of every frame header word: `b"FRM1"`.
@@ -33,7 +33,8 @@ const fn words(len: usize) -> usize {
 /// # Examples
 ///
 /// ```
-/// use shmlink::ring::{FrameRing, SendError, WaitMode};
+/// use shmlink::ring::{FrameRing, SendError};
+/// use shmlink::sync::WaitMode;
 ///
 /// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
 /// # let mut tx = ring.producer()?;
@@ -83,7 +84,8 @@ impl std::error::Error for SendError {}
 /// # Examples
 ///
 /// ```
-/// use shmlink::ring::{FrameRing, RecvError, WaitMode};
+/// use shmlink::ring::{FrameRing, RecvError};
+/// use shmlink::sync::WaitMode;
 ///
 /// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
 /// # let (tx, mut rx) = (ring.producer()?, ring.consumer()?);
@@ -128,7 +130,8 @@ fn deadline_after(timeout: Duration) -> Option<Instant> {
 /// # Examples
 ///
 /// ```
-/// use shmlink::ring::{FrameRing, WaitMode};
+/// use shmlink::ring::FrameRing;
+/// use shmlink::sync::WaitMode;
 ///
 /// let ring = FrameRing::new(4096, 1024, WaitMode::Blocking)?;
 /// let mut tx = ring.producer()?;
@@ -183,7 +186,8 @@ impl FrameRing<HeapRegion<SpscHeader>> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{FrameRing, WaitMode};
+    /// use shmlink::ring::FrameRing;
+    /// use shmlink::sync::WaitMode;
     ///
     /// let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
     /// assert_eq!((ring.capacity_bytes(), ring.max_frame()), (4096, 256));
@@ -214,7 +218,8 @@ impl FrameRing<crate::segment::ShmRegion<SpscHeader>> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{FrameRing, WaitMode};
+    /// use shmlink::ring::FrameRing;
+    /// use shmlink::sync::WaitMode;
     /// use shmlink::segment::Segment;
     /// # let name = format!("doc-frame-create-{}", std::process::id());
     ///
@@ -241,7 +246,8 @@ impl FrameRing<crate::segment::ShmRegion<SpscHeader>> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{FrameRing, Spsc, WaitMode};
+    /// use shmlink::ring::{FrameRing, Spsc};
+    /// use shmlink::sync::WaitMode;
     /// use shmlink::segment::Segment;
     /// # let name = format!("doc-frame-open-{}", std::process::id());
     /// # let a = FrameRing::create(Segment::builder(&name).unlink_on_drop(true), 4096, 256, WaitMode::Spin)?;
@@ -334,7 +340,7 @@ fn typed_tag(tag: u64) -> u64 {
     if tag == 0 {
         RING_TAG
     } else {
-        crate::segment::combine_fingerprints(RING_TAG, tag)
+        crate::region::combine_fingerprints(RING_TAG, tag)
     }
 }
 
@@ -351,7 +357,7 @@ impl<R: Region<Shared = SpscHeader>> FrameRing<R> {
     /// ```
     /// use std::sync::Arc;
     /// use shmlink::ring::{BuildError, FrameRing, SpscHeader};
-    /// use shmlink::segment::HeapRegion;
+    /// use shmlink::region::HeapRegion;
     ///
     /// // A zeroed header is rejected, not trusted.
     /// let region = Arc::new(HeapRegion::<SpscHeader>::new(4096));
@@ -369,7 +375,8 @@ impl<R: Region<Shared = SpscHeader>> FrameRing<R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{FrameRing, WaitMode};
+    /// # use shmlink::ring::FrameRing;
+    /// # use shmlink::sync::WaitMode;
     ///
     /// let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
     /// assert_eq!(ring.max_frame(), 256);
@@ -385,7 +392,8 @@ impl<R: Region<Shared = SpscHeader>> FrameRing<R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{FrameRing, WaitMode};
+    /// # use shmlink::ring::FrameRing;
+    /// # use shmlink::sync::WaitMode;
     ///
     /// let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
     /// assert_eq!(ring.capacity_bytes(), 4096);
@@ -405,7 +413,8 @@ impl<R: Region<Shared = SpscHeader>> FrameRing<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{ClaimError, FrameRing, WaitMode};
+    /// use shmlink::ring::{ClaimError, FrameRing};
+    /// use shmlink::sync::WaitMode;
     ///
     /// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
     /// let mut tx = ring.producer()?;
@@ -430,7 +439,8 @@ impl<R: Region<Shared = SpscHeader>> FrameRing<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{ClaimError, FrameRing, WaitMode};
+    /// use shmlink::ring::{ClaimError, FrameRing};
+    /// use shmlink::sync::WaitMode;
     ///
     /// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
     /// # ring.producer()?.try_send(b"hi")?;
@@ -474,7 +484,8 @@ impl<R: Region<Shared = SpscHeader>> fmt::Debug for FrameRing<R> {
 /// # Examples
 ///
 /// ```
-/// use shmlink::ring::{FrameRing, WaitMode};
+/// use shmlink::ring::FrameRing;
+/// use shmlink::sync::WaitMode;
 ///
 /// let ring = FrameRing::new(4096, 256, WaitMode::Blocking)?;
 /// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
@@ -503,7 +514,8 @@ impl<R: Region<Shared = SpscHeader>> FrameProducer<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{FrameRing, SendError, WaitMode};
+    /// use shmlink::ring::{FrameRing, SendError};
+    /// use shmlink::sync::WaitMode;
     ///
     /// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
     /// # let mut tx = ring.producer()?;
@@ -534,15 +546,15 @@ impl<R: Region<Shared = SpscHeader>> FrameProducer<R> {
             }
         };
         chunk.write(0, frame.len() as u64 | FRAME_TAG << 32);
-        crate::sync::crash::point("frame.publish", 1);
+        crate::process::crash::point("frame.publish", 1);
         for (i, bytes) in frame.chunks(8).enumerate() {
             let mut word = [0u8; 8];
             word[..bytes.len()].copy_from_slice(bytes);
             chunk.write(1 + i, u64::from_le_bytes(word));
         }
-        crate::sync::crash::point("frame.publish", 2);
+        crate::process::crash::point("frame.publish", 2);
         chunk.commit_all();
-        crate::sync::crash::point("frame.publish", 3);
+        crate::process::crash::point("frame.publish", 3);
         Ok(())
     }
 
@@ -579,7 +591,8 @@ impl<R: Region<Shared = SpscHeader>> FrameProducer<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{FrameRing, SendError, WaitMode};
+    /// use shmlink::ring::{FrameRing, SendError};
+    /// use shmlink::sync::WaitMode;
     /// use std::time::Duration;
     ///
     /// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
@@ -604,7 +617,8 @@ impl<R: Region<Shared = SpscHeader>> FrameProducer<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{FrameRing, SendError, WaitMode};
+    /// use shmlink::ring::{FrameRing, SendError};
+    /// use shmlink::sync::WaitMode;
     ///
     /// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
     /// # let (mut tx, rx) = (ring.producer()?, ring.consumer()?);
@@ -645,7 +659,8 @@ impl<R: Region<Shared = SpscHeader>> FrameProducer<R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{FrameRing, WaitMode};
+    /// # use shmlink::ring::FrameRing;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
     ///
     /// let tx = ring.producer()?;
@@ -670,7 +685,8 @@ impl<R: Region<Shared = SpscHeader>> fmt::Debug for FrameProducer<R> {
 /// # Examples
 ///
 /// ```
-/// # use shmlink::ring::{FrameRing, WaitMode};
+/// # use shmlink::ring::FrameRing;
+/// # use shmlink::sync::WaitMode;
 /// let ring = FrameRing::new(4096, 256, WaitMode::Blocking)?;
 /// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
 /// let receiver = std::thread::spawn(move || {
@@ -702,7 +718,8 @@ impl<R: Region<Shared = SpscHeader>> FrameConsumer<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{FrameRing, RecvError, WaitMode};
+    /// use shmlink::ring::{FrameRing, RecvError};
+    /// use shmlink::sync::WaitMode;
     ///
     /// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
     /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
@@ -763,7 +780,8 @@ impl<R: Region<Shared = SpscHeader>> FrameConsumer<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{FrameRing, RecvError, WaitMode};
+    /// use shmlink::ring::{FrameRing, RecvError};
+    /// use shmlink::sync::WaitMode;
     /// use std::time::Duration;
     ///
     /// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
@@ -792,7 +810,8 @@ impl<R: Region<Shared = SpscHeader>> FrameConsumer<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{FrameRing, RecvError, WaitMode};
+    /// use shmlink::ring::{FrameRing, RecvError};
+    /// use shmlink::sync::WaitMode;
     ///
     /// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
     /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
@@ -830,7 +849,8 @@ impl<R: Region<Shared = SpscHeader>> FrameConsumer<R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{FrameRing, WaitMode};
+    /// # use shmlink::ring::FrameRing;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
     ///
     /// let rx = ring.consumer()?;

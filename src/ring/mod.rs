@@ -1,4 +1,4 @@
-//! Layer 2: lock-free rings over a [`Region`](crate::segment::Region), so the same code
+//! Lock-free rings over a [`Region`](crate::region::Region), so the same code
 //! runs on the heap (threads, loom, Miri) and in a named segment (processes).
 //!
 //! - [`spsc`]: single producer, single consumer, fixed-size [`Pod`] elements, with
@@ -20,6 +20,8 @@ mod error;
 pub mod frame;
 pub mod mpmc;
 pub mod spsc;
+#[cfg(all(test, shmlink_loom))]
+mod tests;
 
 /// A ring configuration as read (once) from shared memory.
 pub(crate) struct RawConfig {
@@ -65,7 +67,7 @@ impl RawConfig {
     }
 }
 
-pub use crate::sync::Pod;
+pub use crate::region::Pod;
 pub use crate::sync::{WaitMode, WaitWord};
 #[cfg(not(shmlink_loom))]
 pub use duplex::{Duplex, DuplexHeader, End, EndPair, Half};

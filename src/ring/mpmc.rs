@@ -30,10 +30,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::error::{BuildError, ClaimError, Corruption, PopError, PushError};
-use crate::segment::process::{current_token, token_alive, token_pid};
-use crate::segment::{CacheLine, HeapRegion, RawArea, Region, ShmSafe};
+use crate::process::crash;
+use crate::process::{current_token, token_alive, token_pid};
+use crate::region::Pod;
+use crate::region::{CacheLine, HeapRegion, RawArea, Region, ShmSafe};
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
-use crate::sync::{Pod, crash};
 use crate::sync::{WaitError, WaitMode, WaitWord};
 
 /// Largest capacity (slots).
@@ -42,7 +43,8 @@ use crate::sync::{WaitError, WaitMode, WaitWord};
 ///
 /// ```
 /// use shmlink::ring::mpmc::MAX_CAPACITY;
-/// use shmlink::ring::{BuildError, Mpmc, WaitMode};
+/// use shmlink::ring::{BuildError, Mpmc};
+/// use shmlink::sync::WaitMode;
 ///
 /// let too_big = MAX_CAPACITY * 2;
 /// let err = Mpmc::<u64, _>::new(too_big as usize, WaitMode::Spin).unwrap_err();
@@ -55,7 +57,8 @@ pub const MAX_CAPACITY: u64 = 1 << 32;
 ///
 /// ```
 /// use shmlink::ring::mpmc::MAX_PARTICIPANTS;
-/// use shmlink::ring::{ClaimError, Mpmc, WaitMode};
+/// use shmlink::ring::{ClaimError, Mpmc};
+/// use shmlink::sync::WaitMode;
 ///
 /// let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
 /// let producers = (0..MAX_PARTICIPANTS)
@@ -102,7 +105,7 @@ const MAX_LOOKS: u32 = 8;
 ///
 /// ```
 /// use shmlink::ring::mpmc::MpmcConfig;
-/// use shmlink::segment::ShmSafe;
+/// use shmlink::region::ShmSafe;
 ///
 /// // Part of every MPMC header; all zeroes until the creator fills it in.
 /// let config = MpmcConfig::new_zeroed();
@@ -140,7 +143,7 @@ unsafe impl ShmSafe for MpmcConfig {
 ///
 /// ```
 /// use shmlink::ring::mpmc::Participant;
-/// use shmlink::segment::ShmSafe;
+/// use shmlink::region::ShmSafe;
 ///
 /// // A free record: no holder, nothing pending.
 /// let record = Participant::new_zeroed();
@@ -186,7 +189,7 @@ unsafe impl ShmSafe for Participant {
 ///
 /// ```
 /// use shmlink::ring::mpmc::Repairs;
-/// use shmlink::segment::ShmSafe;
+/// use shmlink::region::ShmSafe;
 ///
 /// let counters = Repairs::new_zeroed();
 /// assert_eq!(size_of_val(&counters), 32);
@@ -270,7 +273,8 @@ unsafe impl ShmSafe for MpmcHeader {
 /// # Examples
 ///
 /// ```
-/// # use shmlink::ring::{Mpmc, WaitMode};
+/// # use shmlink::ring::Mpmc;
+/// # use shmlink::sync::WaitMode;
 ///
 /// use shmlink::ring::RepairStats;
 ///
@@ -337,7 +341,8 @@ fn init<T: Pod>(h: &MpmcHeader, area: RawArea, capacity: u64, mode: WaitMode) {
 /// # Examples
 ///
 /// ```
-/// use shmlink::ring::{Mpmc, WaitMode};
+/// use shmlink::ring::Mpmc;
+/// use shmlink::sync::WaitMode;
 ///
 /// let ring = Mpmc::<u64, _>::new(8, WaitMode::Blocking)?;
 /// let mut tx1 = ring.producer()?;
@@ -378,7 +383,8 @@ impl<T: Pod> Mpmc<T, HeapRegion<MpmcHeader>> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{BuildError, Mpmc, WaitMode};
+    /// use shmlink::ring::{BuildError, Mpmc};
+    /// use shmlink::sync::WaitMode;
     ///
     /// let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
     /// assert_eq!(ring.capacity(), 8);
@@ -407,14 +413,14 @@ impl<T: Pod> Mpmc<T, crate::segment::ShmRegion<MpmcHeader>> {
         builder: crate::segment::SegmentBuilder,
         tag: u64,
     ) -> crate::segment::SegmentBuilder {
-        let fp = crate::segment::combine_fingerprints(
-            crate::segment::fingerprint::<MpmcHeader>(),
+        let fp = crate::region::combine_fingerprints(
+            crate::region::fingerprint::<MpmcHeader>(),
             T::FINGERPRINT,
         );
         let fp = if tag == 0 {
             fp
         } else {
-            crate::segment::combine_fingerprints(fp, tag)
+            crate::region::combine_fingerprints(fp, tag)
         };
         builder.kind(crate::segment::Kind::MpmcRing).fingerprint(fp)
     }
@@ -428,7 +434,8 @@ impl<T: Pod> Mpmc<T, crate::segment::ShmRegion<MpmcHeader>> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{Mpmc, WaitMode};
+    /// use shmlink::ring::Mpmc;
+    /// use shmlink::sync::WaitMode;
     /// use shmlink::segment::Segment;
     /// # let name = format!("doc-mpmc-create-{}", std::process::id());
     ///
@@ -475,7 +482,8 @@ impl<T: Pod> Mpmc<T, crate::segment::ShmRegion<MpmcHeader>> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{BuildError, Mpmc, WaitMode};
+    /// use shmlink::ring::{BuildError, Mpmc};
+    /// use shmlink::sync::WaitMode;
     /// use shmlink::segment::Segment;
     /// # let name = format!("doc-mpmc-open-{}", std::process::id());
     /// # let a = Mpmc::<u64, _>::create(Segment::builder(&name).unlink_on_drop(true), 64, WaitMode::Spin)?;
@@ -522,7 +530,7 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Mpmc<T, R> {
     /// ```
     /// use std::sync::Arc;
     /// use shmlink::ring::{BuildError, Mpmc, MpmcHeader};
-    /// use shmlink::segment::HeapRegion;
+    /// use shmlink::region::HeapRegion;
     ///
     /// // A zeroed header holds no ring configuration: it is rejected, not trusted.
     /// let region = Arc::new(HeapRegion::<MpmcHeader>::new(16 * 8));
@@ -554,7 +562,8 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Mpmc<T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Mpmc, WaitMode};
+    /// # use shmlink::ring::Mpmc;
+    /// # use shmlink::sync::WaitMode;
     ///
     /// let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
     /// assert_eq!(ring.capacity(), 8);
@@ -569,7 +578,8 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Mpmc<T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Mpmc, WaitMode};
+    /// # use shmlink::ring::Mpmc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
     ///
     /// let mut tx = ring.producer()?;
@@ -590,7 +600,8 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Mpmc<T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Mpmc, WaitMode};
+    /// # use shmlink::ring::Mpmc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
     ///
     /// assert!(ring.is_empty());
@@ -607,7 +618,8 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Mpmc<T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Mpmc, WaitMode};
+    /// # use shmlink::ring::Mpmc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
     ///
     /// let stats = ring.repairs();
@@ -750,7 +762,8 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Mpmc<T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Mpmc, WaitMode};
+    /// # use shmlink::ring::Mpmc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
     ///
     /// // Any number of producers, up to the participant table's size.
@@ -776,7 +789,8 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Mpmc<T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Mpmc, WaitMode};
+    /// # use shmlink::ring::Mpmc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
     ///
     /// ring.producer()?.try_push(1)?;
@@ -1046,7 +1060,7 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
         // Under loom, scanning the table at every stuck poll multiplies the states to
         // explore: only models where a participant died (crash points) do it.
         #[cfg(shmlink_loom)]
-        if !crate::sync::process::loom::any_killed() {
+        if !crate::process::loom::any_killed() {
             return false;
         }
         let h = self.header();
@@ -1209,7 +1223,8 @@ fn deadline_after(timeout: Duration) -> Option<Instant> {
 /// # Examples
 ///
 /// ```
-/// # use shmlink::ring::{Mpmc, WaitMode};
+/// # use shmlink::ring::Mpmc;
+/// # use shmlink::sync::WaitMode;
 /// let ring = Mpmc::<u64, _>::new(8, WaitMode::Blocking)?;
 /// let mut rx = ring.consumer()?;
 /// let (mut tx1, mut tx2) = (ring.producer()?, ring.producer()?);
@@ -1236,7 +1251,8 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcProducer<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{Mpmc, PushError, WaitMode};
+    /// use shmlink::ring::{Mpmc, PushError};
+    /// use shmlink::sync::WaitMode;
     ///
     /// # let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
     /// let mut tx = ring.producer()?;
@@ -1284,7 +1300,8 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcProducer<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{Mpmc, PushError, WaitMode};
+    /// use shmlink::ring::{Mpmc, PushError};
+    /// use shmlink::sync::WaitMode;
     /// use std::time::Duration;
     ///
     /// # let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
@@ -1309,7 +1326,8 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcProducer<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{Mpmc, PushError, WaitMode};
+    /// use shmlink::ring::{Mpmc, PushError};
+    /// use shmlink::sync::WaitMode;
     ///
     /// # let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
     /// # let (mut tx, rx) = (ring.producer()?, ring.consumer()?);
@@ -1418,7 +1436,8 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcProducer<T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Mpmc, WaitMode};
+    /// # use shmlink::ring::Mpmc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
     ///
     /// let tx = ring.producer()?;
@@ -1453,7 +1472,8 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> fmt::Debug for MpmcProducer<T, R> {
 /// # Examples
 ///
 /// ```
-/// # use shmlink::ring::{Mpmc, WaitMode};
+/// # use shmlink::ring::Mpmc;
+/// # use shmlink::sync::WaitMode;
 /// let ring = Mpmc::<u64, _>::new(8, WaitMode::Blocking)?;
 /// let mut tx = ring.producer()?;
 /// let (mut rx1, mut rx2) = (ring.consumer()?, ring.consumer()?);
@@ -1482,7 +1502,8 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcConsumer<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{Mpmc, PopError, WaitMode};
+    /// use shmlink::ring::{Mpmc, PopError};
+    /// use shmlink::sync::WaitMode;
     ///
     /// # let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
     /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
@@ -1532,7 +1553,8 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcConsumer<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{Mpmc, PopError, WaitMode};
+    /// use shmlink::ring::{Mpmc, PopError};
+    /// use shmlink::sync::WaitMode;
     /// use std::time::Duration;
     ///
     /// # let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
@@ -1555,7 +1577,8 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcConsumer<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{Mpmc, PopError, WaitMode};
+    /// use shmlink::ring::{Mpmc, PopError};
+    /// use shmlink::sync::WaitMode;
     ///
     /// let ring = Mpmc::<u64, _>::new(8, WaitMode::Blocking)?;
     /// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
@@ -1606,7 +1629,8 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcConsumer<T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Mpmc, WaitMode};
+    /// # use shmlink::ring::Mpmc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Mpmc::<u64, _>::new(8, WaitMode::Spin)?;
     ///
     /// let rx = ring.consumer()?;

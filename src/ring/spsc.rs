@@ -18,7 +18,7 @@
 //!   to a process: waits end with `Disconnected` instead of lasting forever);
 //! - blocking waits spin, yield, then sleep on a shared futex ([`WaitMode`]).
 //!
-//! Crash points ([`crash::point`]): the steps after which a participant killed there
+//! Crash points (`process::crash::point`): the steps after which a participant killed there
 //! leaves shared state half changed (a `Drop` during such a death releases nothing):
 //!
 //! | protocol | step 1 | step 2 | step 3 | step 4 | step 5 |
@@ -36,11 +36,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::error::{BuildError, ChunkError, ClaimError, Corruption, PopError, PushError};
-use crate::segment::process::{current_token, token_alive, token_dead, token_pid};
-use crate::segment::{AREA_ALIGN, CacheLine, HeapRegion, RawArea, Region, ShmSafe};
-use crate::sync::Pod;
+use crate::process::crash;
+use crate::process::{current_token, token_alive, token_dead, token_pid};
+use crate::region::Pod;
+use crate::region::{AREA_ALIGN, CacheLine, HeapRegion, RawArea, Region, ShmSafe};
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use crate::sync::crash;
 use crate::sync::{WaitError, WaitMode, WaitWord};
 
 /// Largest capacity (slots).
@@ -49,7 +49,8 @@ use crate::sync::{WaitError, WaitMode, WaitWord};
 ///
 /// ```
 /// use shmlink::ring::spsc::MAX_CAPACITY;
-/// use shmlink::ring::{BuildError, Spsc, WaitMode};
+/// use shmlink::ring::{BuildError, Spsc};
+/// use shmlink::sync::WaitMode;
 ///
 /// let too_big = MAX_CAPACITY * 2;
 /// let err = Spsc::<u64, _>::new(too_big as usize, WaitMode::Spin).unwrap_err();
@@ -66,7 +67,7 @@ const CLOSED: u64 = u64::MAX;
 ///
 /// ```
 /// use shmlink::ring::spsc::RingConfig;
-/// use shmlink::segment::ShmSafe;
+/// use shmlink::region::ShmSafe;
 ///
 /// // Part of every SPSC header; all zeroes until the creator fills it in.
 /// let config = RingConfig::new_zeroed();
@@ -104,7 +105,7 @@ unsafe impl ShmSafe for RingConfig {
 ///
 /// ```
 /// use shmlink::ring::spsc::Roles;
-/// use shmlink::segment::ShmSafe;
+/// use shmlink::region::ShmSafe;
 ///
 /// // Part of every SPSC header: one role word per end, 0 while nobody holds it.
 /// let roles = Roles::new_zeroed();
@@ -244,7 +245,8 @@ pub(crate) fn init_header<T: Pod>(h: &SpscHeader, capacity: u64, mode: WaitMode,
 /// In-process, on the heap:
 ///
 /// ```
-/// use shmlink::ring::{Spsc, WaitMode};
+/// use shmlink::ring::Spsc;
+/// use shmlink::sync::WaitMode;
 ///
 /// let ring = Spsc::<u64, _>::new(8, WaitMode::Blocking)?;
 /// let mut tx = ring.producer()?;
@@ -261,7 +263,8 @@ pub(crate) fn init_header<T: Pod>(h: &SpscHeader, capacity: u64, mode: WaitMode,
 /// Across processes, in a named segment:
 ///
 /// ```
-/// use shmlink::ring::{Spsc, WaitMode};
+/// use shmlink::ring::Spsc;
+/// use shmlink::sync::WaitMode;
 /// use shmlink::segment::Segment;
 /// # let name = format!("doc-spsc-{}", std::process::id());
 ///
@@ -310,7 +313,8 @@ impl<T: Pod> Spsc<T, HeapRegion<SpscHeader>> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{BuildError, Spsc, WaitMode};
+    /// use shmlink::ring::{BuildError, Spsc};
+    /// use shmlink::sync::WaitMode;
     ///
     /// let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// assert_eq!(ring.capacity(), 8);
@@ -351,9 +355,9 @@ impl<T: Pod> Spsc<T, crate::segment::ShmRegion<SpscHeader>> {
     ) -> crate::segment::SegmentBuilder {
         builder
             .kind(kind)
-            .fingerprint(crate::segment::combine_fingerprints(
-                crate::segment::combine_fingerprints(
-                    crate::segment::fingerprint::<SpscHeader>(),
+            .fingerprint(crate::region::combine_fingerprints(
+                crate::region::combine_fingerprints(
+                    crate::region::fingerprint::<SpscHeader>(),
                     T::FINGERPRINT,
                 ),
                 tag,
@@ -370,7 +374,8 @@ impl<T: Pod> Spsc<T, crate::segment::ShmRegion<SpscHeader>> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{Spsc, WaitMode};
+    /// use shmlink::ring::Spsc;
+    /// use shmlink::sync::WaitMode;
     /// use shmlink::segment::Segment;
     /// # let name = format!("doc-spsc-create-{}", std::process::id());
     ///
@@ -426,7 +431,7 @@ impl<T: Pod> Spsc<T, crate::segment::ShmRegion<SpscHeader>> {
         ring.creator = if creator.pid == 0 {
             0 // not a process: no rule
         } else {
-            crate::segment::process::token_of(creator.pid, creator.start_ticks)
+            crate::process::token_of(creator.pid, creator.start_ticks)
         };
         Ok(ring)
     }
@@ -442,7 +447,8 @@ impl<T: Pod> Spsc<T, crate::segment::ShmRegion<SpscHeader>> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{BuildError, Spsc, WaitMode};
+    /// use shmlink::ring::{BuildError, Spsc};
+    /// use shmlink::sync::WaitMode;
     /// use shmlink::segment::Segment;
     /// # let name = format!("doc-spsc-open-{}", std::process::id());
     /// # let _a = Spsc::<u64, _>::create(Segment::builder(&name).unlink_on_drop(true), 64, WaitMode::Spin)?;
@@ -485,7 +491,7 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
     /// ```
     /// use std::sync::Arc;
     /// use shmlink::ring::{BuildError, Spsc, SpscHeader};
-    /// use shmlink::segment::HeapRegion;
+    /// use shmlink::region::HeapRegion;
     ///
     /// // A zeroed header holds no ring configuration: it is rejected, not trusted.
     /// let region = Arc::new(HeapRegion::<SpscHeader>::new(16 * 8));
@@ -519,7 +525,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # use shmlink::ring::Spsc;
+    /// # use shmlink::sync::WaitMode;
     ///
     /// let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// assert_eq!(ring.capacity(), 8);
@@ -534,7 +541,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # use shmlink::ring::Spsc;
+    /// # use shmlink::sync::WaitMode;
     ///
     /// let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// assert_eq!(ring.wait_mode(), WaitMode::Spin);
@@ -555,7 +563,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # use shmlink::ring::Spsc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// # let mut tx = ring.producer()?;
     ///
@@ -577,7 +586,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # use shmlink::ring::Spsc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     ///
     /// assert!(ring.is_empty());
@@ -686,7 +696,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{ClaimError, Spsc, WaitMode};
+    /// use shmlink::ring::{ClaimError, Spsc};
+    /// use shmlink::sync::WaitMode;
     ///
     /// let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// let tx = ring.producer()?;
@@ -750,7 +761,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{ClaimError, Spsc, WaitMode};
+    /// use shmlink::ring::{ClaimError, Spsc};
+    /// use shmlink::sync::WaitMode;
     ///
     /// let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// ring.producer()?.try_push(7)?;
@@ -896,7 +908,8 @@ fn deadline_after(timeout: Duration) -> Option<Instant> {
 /// # Examples
 ///
 /// ```
-/// use shmlink::ring::{Spsc, WaitMode};
+/// use shmlink::ring::Spsc;
+/// use shmlink::sync::WaitMode;
 ///
 /// let ring = Spsc::<u64, _>::new(8, WaitMode::Blocking)?;
 /// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
@@ -1017,7 +1030,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{PushError, Spsc, WaitMode};
+    /// use shmlink::ring::{PushError, Spsc};
+    /// use shmlink::sync::WaitMode;
     ///
     /// let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// let mut tx = ring.producer()?;
@@ -1054,7 +1068,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{PushError, Spsc, WaitMode};
+    /// use shmlink::ring::{PushError, Spsc};
+    /// use shmlink::sync::WaitMode;
     /// use std::time::Duration;
     ///
     /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
@@ -1079,7 +1094,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{PushError, Spsc, WaitMode};
+    /// use shmlink::ring::{PushError, Spsc};
+    /// use shmlink::sync::WaitMode;
     ///
     /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// # let (mut tx, rx) = (ring.producer()?, ring.consumer()?);
@@ -1152,7 +1168,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # use shmlink::ring::Spsc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// # let mut tx = ring.producer()?;
     ///
@@ -1202,7 +1219,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{ChunkError, Spsc, WaitMode};
+    /// use shmlink::ring::{ChunkError, Spsc};
+    /// use shmlink::sync::WaitMode;
     ///
     /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
@@ -1231,7 +1249,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # use shmlink::ring::Spsc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// # let mut tx = ring.producer()?;
     ///
@@ -1302,7 +1321,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # use shmlink::ring::Spsc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
     ///
@@ -1322,7 +1342,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # use shmlink::ring::Spsc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     ///
     /// let tx = ring.producer()?;
@@ -1339,7 +1360,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{PushError, Spsc, WaitMode};
+    /// use shmlink::ring::{PushError, Spsc};
+    /// use shmlink::sync::WaitMode;
     /// use std::time::Duration;
     ///
     /// let ring = Spsc::<u64, _>::new(8, WaitMode::Blocking)?;
@@ -1424,7 +1446,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> fmt::Debug for Producer<T, R> {
 /// # Examples
 ///
 /// ```
-/// # use shmlink::ring::{Spsc, WaitMode};
+/// # use shmlink::ring::Spsc;
+/// # use shmlink::sync::WaitMode;
 /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
 /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
 ///
@@ -1448,7 +1471,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> WriteChunk<'_, T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # use shmlink::ring::Spsc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// # let mut tx = ring.producer()?;
     ///
@@ -1465,7 +1489,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> WriteChunk<'_, T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # use shmlink::ring::Spsc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// # let mut tx = ring.producer()?;
     ///
@@ -1486,7 +1511,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> WriteChunk<'_, T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # use shmlink::ring::Spsc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
     ///
@@ -1520,7 +1546,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> WriteChunk<'_, T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # use shmlink::ring::Spsc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
     ///
@@ -1550,7 +1577,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> WriteChunk<'_, T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # use shmlink::ring::Spsc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// # let mut tx = ring.producer()?;
     ///
@@ -1573,7 +1601,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> WriteChunk<'_, T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # use shmlink::ring::Spsc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// # let mut tx = ring.producer()?;
     ///
@@ -1601,7 +1630,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> fmt::Debug for WriteChunk<'_, T, R>
 /// # Examples
 ///
 /// ```
-/// # use shmlink::ring::{Spsc, WaitMode};
+/// # use shmlink::ring::Spsc;
+/// # use shmlink::sync::WaitMode;
 /// let ring = Spsc::<u64, _>::new(8, WaitMode::Blocking)?;
 /// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
 /// let receiver = std::thread::spawn(move || {
@@ -1717,7 +1747,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{PopError, Spsc, WaitMode};
+    /// use shmlink::ring::{PopError, Spsc};
+    /// use shmlink::sync::WaitMode;
     ///
     /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
@@ -1752,7 +1783,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{PopError, Spsc, WaitMode};
+    /// use shmlink::ring::{PopError, Spsc};
+    /// use shmlink::sync::WaitMode;
     /// use std::time::Duration;
     ///
     /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
@@ -1779,7 +1811,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{PopError, Spsc, WaitMode};
+    /// use shmlink::ring::{PopError, Spsc};
+    /// use shmlink::sync::WaitMode;
     ///
     /// let ring = Spsc::<u64, _>::new(8, WaitMode::Blocking)?;
     /// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
@@ -1864,7 +1897,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # use shmlink::ring::Spsc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
     ///
@@ -1904,7 +1938,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{ChunkError, Spsc, WaitMode};
+    /// use shmlink::ring::{ChunkError, Spsc};
+    /// use shmlink::sync::WaitMode;
     ///
     /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
@@ -1938,7 +1973,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # use shmlink::ring::Spsc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
     ///
@@ -1967,7 +2003,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # use shmlink::ring::Spsc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
     ///
@@ -1989,7 +2026,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # use shmlink::ring::Spsc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     ///
     /// let rx = ring.consumer()?;
@@ -2005,7 +2043,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{PopError, Spsc, WaitMode};
+    /// use shmlink::ring::{PopError, Spsc};
+    /// use shmlink::sync::WaitMode;
     /// use std::time::Duration;
     ///
     /// let ring = Spsc::<u64, _>::new(8, WaitMode::Blocking)?;
@@ -2063,7 +2102,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> fmt::Debug for Consumer<T, R> {
 /// # Examples
 ///
 /// ```
-/// # use shmlink::ring::{Spsc, WaitMode};
+/// # use shmlink::ring::Spsc;
+/// # use shmlink::sync::WaitMode;
 /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
 /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
 ///
@@ -2085,7 +2125,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> ReadChunk<'_, T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # use shmlink::ring::Spsc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
     ///
@@ -2102,7 +2143,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> ReadChunk<'_, T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # use shmlink::ring::Spsc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
     ///
@@ -2124,7 +2166,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> ReadChunk<'_, T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # use shmlink::ring::Spsc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
     ///
@@ -2155,7 +2198,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> ReadChunk<'_, T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # use shmlink::ring::Spsc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
     ///
@@ -2186,7 +2230,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> ReadChunk<'_, T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # use shmlink::ring::Spsc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
     ///
@@ -2208,7 +2253,8 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> ReadChunk<'_, T, R> {
     /// # Examples
     ///
     /// ```
-    /// # use shmlink::ring::{Spsc, WaitMode};
+    /// # use shmlink::ring::Spsc;
+    /// # use shmlink::sync::WaitMode;
     /// # let ring = Spsc::<u64, _>::new(8, WaitMode::Spin)?;
     /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
     ///

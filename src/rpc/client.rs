@@ -21,8 +21,8 @@ use serde::de::DeserializeOwned;
 use super::error::{ConnectError, RpcError, TransportFailure};
 use super::wire::{self, Code, Kind};
 use super::{DEFAULT_TIMEOUT, IdMap, STREAM_WINDOW};
+use crate::rpc::handoff::{Handoff, Reader, Turn};
 use crate::sync::atomic::{AtomicU64, Ordering};
-use crate::sync::handoff::{Handoff, Reader, Turn};
 use crate::transport::{self, Connection, RecvError, SendError};
 
 /// Settings of an RPC client.

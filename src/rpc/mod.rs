@@ -1,4 +1,4 @@
-//! Layer 5: remote procedure calls over any [`transport`](crate::transport): the same
+//! Remote procedure calls over any [`transport`](crate::transport): the same
 //! service code runs over shared memory, Unix domain sockets and TCP.
 //!
 //! A service is declared once with [`service!`](crate::service): a trait the server
@@ -77,7 +77,9 @@
 
 mod client;
 mod error;
+pub(crate) mod handoff;
 mod server;
+pub(crate) mod stop;
 pub mod wire;
 
 use std::sync::Arc;
@@ -119,8 +121,8 @@ impl std::hash::Hasher for IdHasher {
 pub(crate) type IdMap<V> =
     std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
 
-pub use crate::sync::stop::Stop;
-pub(crate) use crate::sync::stop::StopSignal as CallCtl;
+pub use stop::Stop;
+pub(crate) use stop::StopSignal as CallCtl;
 
 /// What a handler knows about its call: the deadline, and whether it should stop.
 ///

@@ -32,7 +32,7 @@
 use core::fmt;
 
 use super::error::OpenError;
-use crate::sync::ShmSafe;
+use crate::region::ShmSafe;
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// `b"shmlink\0"` read as a little-endian u64.
@@ -98,13 +98,13 @@ pub enum Kind {
     MpmcRing,
     /// A ring of variable-length frames ([`crate::ring::frame`]).
     FrameRing,
-    /// A counting semaphore ([`crate::sync::Semaphore`]).
+    /// A counting semaphore ([`crate::lock::Semaphore`]).
     Semaphore,
-    /// A Bakery lock ([`crate::sync::BakeryLock`]).
+    /// A Bakery lock ([`crate::lock::BakeryLock`]).
     BakeryLock,
-    /// A Bakery lock with its protected value ([`crate::sync::BakeryMutex`]).
+    /// A Bakery lock with its protected value ([`crate::lock::BakeryMutex`]).
     BakeryMutex,
-    /// A seqlock-protected value ([`crate::sync::SeqLock`]).
+    /// A seqlock-protected value ([`crate::lock::SeqLock`]).
     SeqLock,
     /// Two frame rings, one per direction ([`crate::ring::duplex`]): a connection of
     /// the shared-memory transport.
@@ -204,7 +204,7 @@ impl fmt::Display for Kind {
 ///
 /// ```
 /// use shmlink::segment::Segment;
-/// use shmlink::segment::process::{current_token, token_of};
+/// use shmlink::process::{current_token, token_of};
 ///
 /// # let name = format!("doc-header-process-id-{}", std::process::id());
 /// let seg = Segment::builder(&name).unlink_on_drop(true).create()?;
@@ -229,7 +229,8 @@ pub struct ProcessId {
 ///
 /// ```
 /// use shmlink::segment::header::{HeaderSpec, SegmentHeader};
-/// use shmlink::segment::{Kind, ShmSafe};
+/// use shmlink::segment::Kind;
+/// use shmlink::region::ShmSafe;
 ///
 /// let spec = HeaderSpec { kind: Kind::Raw, fingerprint: 0, payload_len: 64, created_unix_ns: 0 };
 /// let header = SegmentHeader::new_zeroed();
@@ -277,7 +278,8 @@ impl HeaderSpec {
 ///
 /// ```
 /// use shmlink::segment::header::{HeaderSpec, HeaderState, SegmentHeader};
-/// use shmlink::segment::{Kind, ProcessId, ShmSafe};
+/// use shmlink::segment::{Kind, ProcessId};
+/// use shmlink::region::ShmSafe;
 ///
 /// let header = SegmentHeader::new_zeroed();
 /// header.write_creator(&ProcessId { pid: 42, uid: 1000, start_ticks: 7 });
@@ -350,7 +352,7 @@ unsafe impl ShmSafe for SegmentHeader {
 ///
 /// ```
 /// use shmlink::segment::header::{HeaderState, SegmentHeader};
-/// use shmlink::segment::ShmSafe;
+/// use shmlink::region::ShmSafe;
 ///
 /// let header = SegmentHeader::new_zeroed();
 /// match header.state()? {
@@ -375,7 +377,8 @@ impl SegmentHeader {
     ///
     /// ```
     /// use shmlink::segment::header::SegmentHeader;
-    /// use shmlink::segment::{ProcessId, ShmSafe};
+    /// use shmlink::segment::ProcessId;
+    /// use shmlink::region::ShmSafe;
     ///
     /// let header = SegmentHeader::new_zeroed();
     /// assert_eq!(header.creator(), None);
@@ -402,7 +405,8 @@ impl SegmentHeader {
     ///
     /// ```
     /// use shmlink::segment::header::{HeaderSpec, SegmentHeader};
-    /// use shmlink::segment::{Kind, ShmSafe};
+    /// use shmlink::segment::Kind;
+    /// use shmlink::region::ShmSafe;
     ///
     /// let header = SegmentHeader::new_zeroed();
     /// let spec =
@@ -438,7 +442,7 @@ impl SegmentHeader {
     ///
     /// ```
     /// use shmlink::segment::header::{HeaderState, SegmentHeader};
-    /// use shmlink::segment::ShmSafe;
+    /// use shmlink::region::ShmSafe;
     ///
     /// let header = SegmentHeader::new_zeroed();
     /// // ... write_creator, write_layout, initialise the payload ...
@@ -463,7 +467,8 @@ impl SegmentHeader {
     ///
     /// ```
     /// use shmlink::segment::header::{HeaderState, SegmentHeader};
-    /// use shmlink::segment::{Segment, ShmSafe};
+    /// use shmlink::segment::Segment;
+    /// use shmlink::region::ShmSafe;
     ///
     /// # let name = format!("doc-header-state-{}", std::process::id());
     /// let seg = Segment::builder(&name).unlink_on_drop(true).create()?;
@@ -498,7 +503,8 @@ impl SegmentHeader {
     ///
     /// ```
     /// use shmlink::segment::header::SegmentHeader;
-    /// use shmlink::segment::{Segment, ShmSafe};
+    /// use shmlink::segment::Segment;
+    /// use shmlink::region::ShmSafe;
     ///
     /// # let name = format!("doc-header-creator-{}", std::process::id());
     /// let seg = Segment::builder(&name).unlink_on_drop(true).create()?;
@@ -559,7 +565,7 @@ impl SegmentHeader {
     ///
     /// ```
     /// use shmlink::segment::header::SegmentHeader;
-    /// use shmlink::segment::ShmSafe;
+    /// use shmlink::region::ShmSafe;
     ///
     /// let header = SegmentHeader::new_zeroed();
     /// header.attach();
@@ -578,7 +584,7 @@ impl SegmentHeader {
     ///
     /// ```
     /// use shmlink::segment::header::SegmentHeader;
-    /// use shmlink::segment::ShmSafe;
+    /// use shmlink::region::ShmSafe;
     ///
     /// let header = SegmentHeader::new_zeroed();
     /// header.attach();

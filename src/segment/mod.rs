@@ -1,4 +1,4 @@
-//! Layer 1: named shared-memory segments, the only code in the crate that maps memory.
+//! Named shared-memory segments, the only code in the crate that maps memory.
 //!
 //! A segment is a POSIX shared-memory object `/dev/shm/shmlink.<uid>.<name>` holding a
 //! [`SegmentHeader`] and a payload. One process [creates](SegmentBuilder::create) it,
@@ -6,9 +6,11 @@
 //! layout version, kind, type fingerprint and sizes, and every way this can fail is an
 //! [`OpenError`] or [`CreateError`].
 //!
-//! Algorithms do not use segments directly: they run on a [`Region`] (a [`ShmSafe`]
-//! control block plus a [`RawArea`]), which is either a [`ShmRegion`] in a segment or a
-//! [`HeapRegion`] on the heap (in-process use, loom, Miri).
+//! Algorithms do not use segments directly: they run on a
+//! [`Region`](crate::region::Region), which is either a [`ShmRegion`] in a segment or a
+//! [`HeapRegion`](crate::region::HeapRegion) on the heap (in-process use, loom, Miri).
+//! Each object's module creates and opens its own kind by name (`Spsc::create`,
+//! `Semaphore::create`, ...) through [`SegmentBuilder`] and [`ShmRegion`].
 //!
 //! Liveness: every process that has a segment open holds a shared `flock` on it, which
 //! the kernel releases when the process exits or is killed. A segment nobody holds,
@@ -22,8 +24,6 @@
 mod error;
 pub mod header;
 mod name;
-#[cfg(not(shmlink_loom))]
-mod objects;
 
 #[cfg(not(shmlink_loom))]
 mod shm;
@@ -32,17 +32,9 @@ mod sys;
 #[cfg(not(shmlink_loom))]
 mod typed;
 
-/// Process tokens (they live in [`sync::process`](crate::sync::process)).
-pub use crate::sync::process;
-pub use crate::sync::{
-    AREA_ALIGN, CacheLine, HeapRegion, OutOfBounds, RawArea, Region, ShmSafe, area_offset,
-    combine_fingerprints, fingerprint, layout_fingerprint,
-};
 pub use error::{CreateError, NameError, OpenError, OsError, StaleInfo, StaleReason};
 pub use header::{Kind, ProcessId, SegmentHeader};
 pub use name::{MAX_NAME_LEN, PREFIX, SegmentName};
-#[cfg(not(shmlink_loom))]
-pub use objects::{BakeryStatus, ObjectError, bakery_status};
 #[cfg(not(shmlink_loom))]
 pub use shm::{
     DEFAULT_TIMEOUT, Disposition, MAX_PAYLOAD, Segment, SegmentBuilder, SegmentInfo, Status,

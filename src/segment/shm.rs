@@ -16,7 +16,7 @@ use super::header::{
 };
 use super::name::SegmentName;
 use super::sys::{self, FileInfo};
-use crate::sync::RawArea;
+use crate::region::RawArea;
 
 /// Largest payload a segment may have (1 TiB).
 ///
@@ -376,7 +376,7 @@ impl SegmentBuilder {
                 Some(segment) => {
                     init(&segment);
                     segment.header().publish();
-                    crate::sync::crash::point("segment.create", 4);
+                    crate::process::crash::point("segment.create", 4);
                     return Ok(segment);
                 }
                 // A cleanup judged our fresh object abandoned and removed it: retry.
@@ -557,7 +557,7 @@ fn create_once(
         },
         e => CreateError::Os(OsError::new("shm_open", e)),
     })?;
-    crate::sync::crash::point("segment.create", 1);
+    crate::process::crash::point("segment.create", 1);
     // From here on the name is ours: remove it again if anything below fails, but
     // only while it still names this object (a cleanup may have replaced it).
     let identity = sys::file_info(&file).map(|i| (i.dev, i.ino)).map_err(|e| {
@@ -581,7 +581,7 @@ fn create_once(
         Errno::ENOSPC => fail(CreateError::NoSpace { requested: total }),
         e => os(op, e),
     })?;
-    crate::sync::crash::point("segment.create", 2);
+    crate::process::crash::point("segment.create", 2);
     let len = usize::try_from(total).map_err(|_| os("mmap", Errno::EFBIG))?;
     let map =
         sys::map(&lock, len).map_err(|e| fail(CreateError::Os(OsError::from_io("mmap", &e))))?;
@@ -589,7 +589,7 @@ fn create_once(
     let header = header_of(&map);
     header.write_creator(&creator);
     header.write_layout(spec);
-    crate::sync::crash::point("segment.create", 3);
+    crate::process::crash::point("segment.create", 3);
     // The creator's view comes from what it wrote, never from reading the shared
     // header back (another process could change it before we publish).
     let snapshot = HeaderSnapshot {
@@ -968,7 +968,8 @@ impl Segment {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::segment::{Segment, fingerprint};
+    /// use shmlink::segment::Segment;
+    /// use shmlink::region::fingerprint;
     /// use shmlink::sync::atomic::AtomicU64;
     ///
     /// # let name = format!("doc-seg-fingerprint-{}", std::process::id());

@@ -167,7 +167,7 @@ pub(crate) fn unix_now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-use crate::sync::process::proc_stat;
+use crate::process::proc_stat;
 
 /// Identity of the calling process.
 pub(crate) fn current_process() -> ProcessId {

@@ -7,18 +7,19 @@ use core::ptr::NonNull;
 use super::error::{CreateError, OpenError};
 use super::header::Kind;
 use super::shm::{Disposition, Segment, SegmentBuilder};
-use crate::sync::{RawArea, Region, ShmSafe, area_offset, fingerprint};
+use crate::region::{RawArea, Region, ShmSafe, area_offset, fingerprint};
 
 /// A [`Region`] in a named segment: a `T` control block at the start of the payload,
 /// then a byte area of a length fixed at creation.
 ///
-/// The same algorithm code that runs on a [`HeapRegion`](super::HeapRegion) runs on
+/// The same algorithm code that runs on a [`HeapRegion`](crate::region::HeapRegion) runs on
 /// this, across processes.
 ///
 /// # Examples
 ///
 /// ```
-/// use shmlink::segment::{Region, Segment, ShmRegion};
+/// use shmlink::region::Region;
+/// use shmlink::segment::{Segment, ShmRegion};
 /// use shmlink::sync::atomic::{AtomicU64, Ordering};
 ///
 /// # let name = format!("doc-region-{}", std::process::id());
@@ -55,7 +56,8 @@ impl<T: ShmSafe> ShmRegion<T> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::segment::{Kind, Region, Segment, ShmRegion};
+    /// use shmlink::segment::{Kind, Segment, ShmRegion};
+    /// use shmlink::region::Region;
     /// use shmlink::sync::atomic::AtomicU64;
     ///
     /// # let name = format!("doc-region-create-{}", std::process::id());
@@ -79,7 +81,8 @@ impl<T: ShmSafe> ShmRegion<T> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::segment::{Region, Segment, ShmRegion};
+    /// use shmlink::region::Region;
+    /// use shmlink::segment::{Segment, ShmRegion};
     /// use shmlink::sync::atomic::{AtomicU64, Ordering};
     ///
     /// # let name = format!("doc-region-create-with-{}", std::process::id());
@@ -117,7 +120,8 @@ impl<T: ShmSafe> ShmRegion<T> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::segment::{OpenError, Region, Segment, ShmRegion};
+    /// use shmlink::segment::{OpenError, Segment, ShmRegion};
+    /// use shmlink::region::Region;
     /// use shmlink::sync::atomic::{AtomicU32, AtomicU64};
     ///
     /// # let name = format!("doc-region-open-{}", std::process::id());
@@ -184,7 +188,8 @@ impl<T: ShmSafe> ShmRegion<T> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::segment::{Segment, ShmRegion, area_offset};
+    /// use shmlink::segment::{Segment, ShmRegion};
+    /// use shmlink::region::area_offset;
     /// use shmlink::sync::atomic::AtomicU64;
     ///
     /// # let name = format!("doc-region-segment-{}", std::process::id());

@@ -1,34 +1,24 @@
-//! Layer 0: the memory-model facade and the synchronization primitives built on it.
+//! The memory-model facade and the operating system's wait primitives.
 //!
-//! Every atomic, cell, fence and spin hint in the crate comes from here, and so do the
-//! synchronization objects built on them for threads and processes: [`Semaphore`],
-//! [`BakeryLock`] / [`BakeryMutex`] and [`SeqLock`], each generic over a [`Region`]
-//! (on the heap, or in a named segment via `create`/`open`). Under
-//! `--cfg shmlink_loom` the atomics and cells resolve to [loom]'s model-checked types, so the
-//! algorithms in the higher layers run unchanged inside `loom::model`. Nothing else in
-//! the crate names `std::sync::atomic` or `std::cell::UnsafeCell` (clippy's
-//! `disallowed-types`, see `clippy.toml`).
+//! Every atomic, cell, fence and spin hint in the crate comes from here ([`atomic`],
+//! [`cell`], [`spin_loop`], [`yield_now`]), and so do the waits built directly on
+//! them: the futex calls ([`futex`]) and the wait/wake handshake on a shared word
+//! ([`WaitWord`]). Under `--cfg shmlink_loom` the atomics and cells resolve to
+//! [loom]'s model-checked types, so the algorithms in the higher layers run unchanged
+//! inside `loom::model`. Nothing else in the crate names `std::sync::atomic` or
+//! `std::cell::UnsafeCell` (clippy's `disallowed-types`, see `clippy.toml`).
 //!
-//! Types that live in shared memory (see [`ShmSafe`]) are built
+//! Types that live in shared memory ([`ShmSafe`](crate::region::ShmSafe)) are built
 //! from the atomics in [`atomic`]. Under loom those are loom's types, which are not
 //! layout-compatible with the real ones, so the code that reinterprets mapped bytes as
 //! atomics (`segment`'s mapping) is compiled out in loom builds and models run on the
-//! heap instead ([`HeapRegion`]).
+//! heap instead ([`HeapRegion`](crate::region::HeapRegion)).
 //!
 //! [loom]: https://docs.rs/loom
 
 mod backoff;
-mod bakery;
 pub mod cell;
-pub mod crash;
 pub mod futex;
-pub mod handoff;
-mod pod;
-pub mod process;
-mod region;
-mod semaphore;
-mod seqlock;
-pub mod stop;
 mod wait;
 
 pub use backoff::Backoff;
@@ -56,23 +46,6 @@ pub(crate) fn coarse_now_ns() -> u64 {
             .saturating_add(ts.tv_nsec as u64)
     }
 }
-pub use bakery::{
-    BakeryConfigError, BakeryControl, BakeryGuard, BakeryLock, BakeryMutex, LockError,
-    MAX_PARTICIPANTS, MutexGuard, Participant, SLOT_SIZE,
-};
-#[cfg(not(shmlink_loom))]
-pub(crate) use bakery::{holder_pid as bakery_holder_pid, participants as bakery_participants};
-pub use pod::Pod;
-pub use region::{
-    AREA_ALIGN, CacheLine, HeapRegion, OutOfBounds, RawArea, Region, ShmSafe, area_offset,
-    combine_fingerprints, fingerprint, layout_fingerprint,
-};
-pub use semaphore::{AcquireError, ReleaseError, Semaphore, SemaphoreConfigError, SemaphoreState};
-pub use seqlock::{
-    READ_TRIES, ReadError, SeqLock, SeqLockConfigError, SeqLockControl, SeqWriter, WriterTaken,
-};
-#[cfg(not(shmlink_loom))]
-pub(crate) use seqlock::{area_len as seqlock_area_len, init as seqlock_init};
 pub(crate) use wait::WaitError;
 pub use wait::{SPIN_FOR, WaitMode, WaitWord};
 
@@ -82,7 +55,7 @@ pub use wait::{SPIN_FOR, WaitMode, WaitWord};
 /// They are newtypes (not re-exports) so that clippy's `disallowed-types` can tell them
 /// from the std types, which only this module may name. In normal builds each wrapper
 /// has exactly the size, alignment and bit validity of its integer, which is what lets
-/// [`ShmSafe`] types built from them live in shared memory.
+/// [`ShmSafe`](crate::region::ShmSafe) types built from them live in shared memory.
 ///
 /// # Examples
 ///
@@ -387,22 +360,12 @@ pub fn yield_now() {
 pub use crossbeam_utils::CachePadded;
 
 /// The mutex, guard and condition variable of the in-process blocking code (the RPC
-/// client's reading role, [`handoff`]): std's, or loom's under the loom cfg, so that
-/// code can be model-checked. (parking_lot's are not used: loom cannot see into them.)
-///
-/// # Examples
-///
-/// ```
-/// use shmlink::sync::lock::{Condvar, Mutex};
-///
-/// let (m, cv) = (Mutex::new(0), Condvar::new());
-/// *m.lock().unwrap() += 1;
-/// cv.notify_all();
-/// assert_eq!(*m.lock().unwrap(), 1);
-/// ```
-pub mod lock {
+/// client's reading role and a call's stop signal): std's, or loom's under the loom
+/// cfg, so that code can be model-checked. (parking_lot's are not used: loom cannot
+/// see into them.)
+pub(crate) mod mutex {
     #[cfg(shmlink_loom)]
-    pub use loom::sync::{Condvar, Mutex, MutexGuard};
+    pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
     #[cfg(not(shmlink_loom))]
-    pub use std::sync::{Condvar, Mutex, MutexGuard};
+    pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
 }

@@ -21,7 +21,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::sync::ShmSafe;
+use crate::region::ShmSafe;
 use crate::sync::atomic::{AtomicU32, Ordering, fence};
 use crate::sync::futex;
 
@@ -30,7 +30,8 @@ use crate::sync::futex;
 /// # Examples
 ///
 /// ```
-/// use shmlink::ring::{Spsc, WaitMode};
+/// use shmlink::ring::Spsc;
+/// use shmlink::sync::WaitMode;
 ///
 /// assert_eq!(WaitMode::default(), WaitMode::Blocking);
 /// // Lowest latency, at the price of a busy core while waiting:
@@ -72,8 +73,8 @@ impl WaitMode {
 /// # Examples
 ///
 /// ```
-/// use shmlink::ring::WaitWord;
-/// use shmlink::segment::ShmSafe;
+/// use shmlink::sync::WaitWord;
+/// use shmlink::region::ShmSafe;
 ///
 /// // Ring headers hold one per direction, each on its own cache line.
 /// let word = WaitWord::new_zeroed();
@@ -90,7 +91,7 @@ pub struct WaitWord {
 
 // SAFETY: repr(C), two u32 atomics, no pointers, any bit pattern valid.
 unsafe impl ShmSafe for WaitWord {
-    const TYPE_NAME: &'static str = "shmlink::ring::WaitWord";
+    const TYPE_NAME: &'static str = "shmlink::sync::WaitWord";
     fn new_zeroed() -> Self {
         Self {
             seq: AtomicU32::new(0),

@@ -1,4 +1,4 @@
-//! Layer 4: framed, bidirectional messages between two endpoints, with deadlines, over
+//! Framed, bidirectional messages between two endpoints, with deadlines, over
 //! shared memory, Unix domain sockets or TCP, all behind one API.
 //!
 //! An endpoint is named by a URL:
@@ -103,7 +103,7 @@ pub struct Options {
     /// Bytes of each direction's ring of a shared-memory connection (a power of two;
     /// rounded up to hold two maximal frames).
     pub shm_capacity: usize,
-    /// Whether shared-memory waits spin only ([`WaitMode::Spin`](crate::ring::WaitMode::Spin): lowest latency,
+    /// Whether shared-memory waits spin only ([`WaitMode::Spin`](crate::sync::WaitMode::Spin): lowest latency,
     /// burns a core while idle) or spin then sleep on a futex (the default).
     pub shm_spin: bool,
 }

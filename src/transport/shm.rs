@@ -39,12 +39,14 @@ use super::error::{
 };
 use super::{Hello, Options, remaining};
 
+use crate::process::{token_alive, token_of};
+use crate::region::HeapRegion;
 use crate::ring::{
     self, BuildError, Duplex, DuplexHeader, End, FrameConsumer, FrameProducer, Half, Mpmc,
-    MpmcConsumer, MpmcHeader, MpmcProducer, PopError, PushError, WaitMode,
+    MpmcConsumer, MpmcHeader, MpmcProducer, PopError, PushError,
 };
-use crate::segment::process::{token_alive, token_of};
-use crate::segment::{CreateError, HeapRegion, OpenError, Segment, ShmRegion, Status};
+use crate::segment::{CreateError, OpenError, Segment, ShmRegion, Status};
+use crate::sync::WaitMode;
 use crate::sync::atomic::{AtomicU32, Ordering};
 
 /// Fingerprint tag of an accept queue (`b"SHMLISTN"`).
@@ -133,7 +135,7 @@ impl fmt::Debug for ShmReceiver {
     }
 }
 
-fn send_on<R: crate::segment::Region<Shared = DuplexHeader>>(
+fn send_on<R: crate::region::Region<Shared = DuplexHeader>>(
     tx: &mut FrameProducer<Half<R>>,
     frame: &[u8],
     deadline: Option<Instant>,
@@ -142,7 +144,7 @@ fn send_on<R: crate::segment::Region<Shared = DuplexHeader>>(
     tx.send_until(frame, deadline)
 }
 
-fn recv_on<R: crate::segment::Region<Shared = DuplexHeader>>(
+fn recv_on<R: crate::region::Region<Shared = DuplexHeader>>(
     rx: &mut FrameConsumer<Half<R>>,
     buf: &mut Vec<u8>,
     deadline: Option<Instant>,
@@ -438,7 +440,7 @@ impl ShmListener {
                 }
                 Err(_) => return Err(AcceptError::Timeout),
             };
-            crate::sync::crash::point("shm.accept", 1);
+            crate::process::crash::point("shm.accept", 1);
             if let Some(conn) = self.open_conn(id)? {
                 return Ok(conn);
             }
@@ -463,7 +465,7 @@ impl ShmListener {
         let Ok((mut tx, mut rx)) = link.end(End::B) else {
             return Ok(None); // someone else holds it: not ours to serve
         };
-        crate::sync::crash::point("shm.accept", 2);
+        crate::process::crash::point("shm.accept", 2);
         let mut hello = Vec::new();
         let deadline = Instant::now().checked_add(self.opts.handshake_timeout);
         let theirs = match recv_on(&mut rx, &mut hello, deadline) {
@@ -472,11 +474,11 @@ impl ShmListener {
             Err(ring::RecvError::Timeout | ring::RecvError::Empty) => Err(HandshakeError::Timeout),
             Err(_) => Err(HandshakeError::NotShmlink),
         };
-        crate::sync::crash::point("shm.accept", 3);
+        crate::process::crash::point("shm.accept", 3);
         let ours = self.opts.max_frame.min(link.max_frame());
         // Answer even a bad hello, so the client can say what went wrong.
         let _ = tx.try_send(&Hello::ours(ours).encode());
-        crate::sync::crash::point("shm.accept", 4);
+        crate::process::crash::point("shm.accept", 4);
         let theirs = theirs.map_err(AcceptError::Handshake)?;
         let max = Hello::agree(ours, theirs);
         Ok(Some(ShmConnection::named(tx, rx, max)))
@@ -527,7 +529,7 @@ pub(crate) fn connect(
     if !token_alive(server) {
         return Err(ConnectError::NoListener);
     }
-    crate::sync::crash::point("shm.connect", 1);
+    crate::process::crash::point("shm.connect", 1);
     let seq = NEXT_SEQ.fetch_add(1, Ordering::Relaxed);
     let id = (u64::from(std::process::id()) << 32) | u64::from(seq);
     let conn = conn_name(name, id);
@@ -548,7 +550,7 @@ pub(crate) fn connect(
                 found: 0,
             }))
         })?;
-    crate::sync::crash::point("shm.connect", 2);
+    crate::process::crash::point("shm.connect", 2);
     let mut producer = queue
         .producer()
         .map_err(|e| ConnectError::Shm(BuildError::BadConfig(claim_corruption(e))))?;
@@ -561,7 +563,7 @@ pub(crate) fn connect(
         Err(PushError::Disconnected(_)) => return Err(ConnectError::NoListener),
         Err(_) => return Err(ConnectError::Timeout),
     }
-    crate::sync::crash::point("shm.connect", 3);
+    crate::process::crash::point("shm.connect", 3);
     drop(producer);
     // Wait for the server's hello, checking that the server lives.
     let mut hello = Vec::new();
@@ -588,7 +590,7 @@ pub(crate) fn connect(
         }
     }
     let theirs = Hello::decode(&hello).map_err(ConnectError::Handshake)?;
-    crate::sync::crash::point("shm.connect", 4);
+    crate::process::crash::point("shm.connect", 4);
     // Both ends have it mapped: the name is no longer needed by anyone.
     link.segment().unlink().map_err(|e| {
         ConnectError::Io(IoFailure::new(
@@ -596,7 +598,7 @@ pub(crate) fn connect(
             &std::io::Error::other(e.to_string()),
         ))
     })?;
-    crate::sync::crash::point("shm.connect", 5);
+    crate::process::crash::point("shm.connect", 5);
     let max = Hello::agree(opts.max_frame, theirs);
     Ok(ShmConnection::named(tx, rx, max))
 }

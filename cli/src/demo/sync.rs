@@ -4,9 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use shmlink::segment::{Region, ShmRegion};
+use shmlink::lock::{BakeryControl, BakeryMutex, LockError, Semaphore, SeqLock, SeqLockControl};
+use shmlink::region::Region;
+use shmlink::segment::ShmRegion;
 use shmlink::sync::atomic::{AtomicU64, Ordering};
-use shmlink::sync::{BakeryControl, BakeryMutex, LockError, Semaphore, SeqLock, SeqLockControl};
 
 use super::{SPIN_LIMIT, builder};
 use crate::Result;
@@ -38,7 +39,7 @@ fn names(base: &str) -> [String; 4] {
 /// The objects, created by the parent before the child starts.
 pub struct Objects {
     counter: BakeryMutex<u64, ShmRegion<BakeryControl>>,
-    pool: Semaphore<ShmRegion<shmlink::sync::SemaphoreState>>,
+    pool: Semaphore<ShmRegion<shmlink::lock::SemaphoreState>>,
     board: ShmRegion<Board>,
     snapshot: SeqLock<Snapshot, ShmRegion<SeqLockControl>>,
 }
@@ -86,7 +87,7 @@ fn count(counter: &mut BakeryMutex<u64, ShmRegion<BakeryControl>>, n: u64) -> Re
 
 /// `WORKERS` threads each run `JOBS` jobs, each holding one of the pool's permits
 /// for a few microseconds; records the most workers ever inside at once.
-fn pool_jobs(pool: &Semaphore<ShmRegion<shmlink::sync::SemaphoreState>>, board: &Board) -> Result {
+fn pool_jobs(pool: &Semaphore<ShmRegion<shmlink::lock::SemaphoreState>>, board: &Board) -> Result {
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..WORKERS)
             .map(|_| {

@@ -47,10 +47,10 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::atomic::{AtomicU64, Ordering, fence};
-use super::pod::Pod;
-use super::process::{current_token, token_dead, token_pid};
-use super::region::{CacheLine, HeapRegion, RawArea, Region, ShmSafe};
+use crate::process::{current_token, token_dead, token_pid};
+use crate::region::Pod;
+use crate::region::{CacheLine, HeapRegion, RawArea, Region, ShmSafe};
+use crate::sync::atomic::{AtomicU64, Ordering, fence};
 
 /// Failed read attempts a reader spins through (one spin-loop hint each, about 15 µs
 /// in all) before it reads the clock and starts backing off: yielding, then napping.
@@ -105,7 +105,7 @@ unsafe impl ShmSafe for Meta {
 /// # Examples
 ///
 /// ```
-/// use shmlink::sync::SeqLockControl;
+/// use shmlink::lock::SeqLockControl;
 ///
 /// assert_eq!(size_of::<SeqLockControl>(), 384);
 /// ```
@@ -125,7 +125,7 @@ const _: () = assert!(size_of::<SeqLockControl>() == 384);
 
 // SAFETY: repr(C) of ShmSafe cache lines of atomics, no pointers.
 unsafe impl ShmSafe for SeqLockControl {
-    const TYPE_NAME: &'static str = "shmlink::sync::SeqLockControl";
+    const TYPE_NAME: &'static str = "shmlink::lock::SeqLockControl";
     fn new_zeroed() -> Self {
         Self {
             seq: CacheLine::new_zeroed(),
@@ -150,7 +150,7 @@ pub(crate) const fn area_len<T>() -> usize {
 /// # Examples
 ///
 /// ```
-/// use shmlink::sync::{SeqLock, SeqLockConfigError};
+/// use shmlink::lock::{SeqLock, SeqLockConfigError};
 ///
 /// let lock = SeqLock::new(0u64);
 /// let err = SeqLock::<u32, _>::from_region(lock.region_arc()).unwrap_err();
@@ -182,7 +182,7 @@ impl std::error::Error for SeqLockConfigError {}
 /// # Examples
 ///
 /// ```
-/// use shmlink::sync::{ReadError, SeqLock};
+/// use shmlink::lock::{ReadError, SeqLock};
 ///
 /// let lock = SeqLock::new(1u64);
 /// assert_eq!(lock.try_read(), Ok(1));
@@ -223,7 +223,7 @@ impl std::error::Error for ReadError {}
 /// # Examples
 ///
 /// ```
-/// use shmlink::sync::{SeqLock, WriterTaken};
+/// use shmlink::lock::{SeqLock, WriterTaken};
 ///
 /// let lock = SeqLock::new(0u32);
 /// let _w = lock.writer()?;
@@ -252,7 +252,7 @@ impl std::error::Error for WriterTaken {}
 /// # Examples
 ///
 /// ```
-/// use shmlink::sync::SeqLock;
+/// use shmlink::lock::SeqLock;
 ///
 /// let quote = SeqLock::new([100u64, 101]);
 /// let mut w = quote.writer()?;
@@ -292,7 +292,7 @@ impl<T: Pod> SeqLock<T, HeapRegion<SeqLockControl>> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::SeqLock;
+    /// use shmlink::lock::SeqLock;
     ///
     /// assert_eq!(SeqLock::new(7u8).read()?, 7);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -379,7 +379,7 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqLock<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::SeqLock;
+    /// use shmlink::lock::SeqLock;
     ///
     /// let a = SeqLock::new(5u64);
     /// let b = SeqLock::<u64, _>::from_region(a.region_arc())?;
@@ -465,7 +465,7 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqLock<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::SeqLock;
+    /// use shmlink::lock::SeqLock;
     ///
     /// let lock = SeqLock::new(3u32);
     /// assert_eq!(lock.read()?, 3);
@@ -487,7 +487,7 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqLock<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::SeqLock;
+    /// use shmlink::lock::SeqLock;
     /// use std::time::Duration;
     ///
     /// let lock = SeqLock::new(3u32);
@@ -519,7 +519,7 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqLock<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::SeqLock;
+    /// use shmlink::lock::SeqLock;
     /// use std::time::{Duration, Instant};
     ///
     /// let lock = SeqLock::new([1u64, 2]);
@@ -633,7 +633,7 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqLock<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::SeqLock;
+    /// use shmlink::lock::SeqLock;
     ///
     /// assert_eq!(SeqLock::new(1i8).try_read(), Ok(1));
     /// ```
@@ -646,7 +646,7 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqLock<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::SeqLock;
+    /// use shmlink::lock::SeqLock;
     ///
     /// let lock = SeqLock::new(0u64);
     /// lock.writer()?.write(1);
@@ -666,7 +666,7 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqLock<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::SeqLock;
+    /// use shmlink::lock::SeqLock;
     ///
     /// let lock = SeqLock::new(0u64);
     /// let w = lock.writer()?;
@@ -705,7 +705,7 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqLock<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::SeqLock;
+    /// use shmlink::lock::SeqLock;
     ///
     /// let lock = SeqLock::new(0u64);
     /// let _w = lock.writer()?;
@@ -722,7 +722,7 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqLock<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::SeqLock;
+    /// use shmlink::lock::SeqLock;
     ///
     /// let lock = SeqLock::new(0u16);
     /// assert!(SeqLock::<u16, _>::from_region(lock.region_arc()).is_ok());
@@ -746,7 +746,7 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> std::fmt::Debug for SeqLock<T, 
 /// # Examples
 ///
 /// ```
-/// use shmlink::sync::SeqLock;
+/// use shmlink::lock::SeqLock;
 ///
 /// let lock = SeqLock::new([0u32; 4]);
 /// let mut w = lock.writer()?;
@@ -767,7 +767,7 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqWriter<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::SeqLock;
+    /// use shmlink::lock::SeqLock;
     ///
     /// let lock = SeqLock::new(0u64);
     /// lock.writer()?.write(42);
@@ -783,12 +783,12 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqWriter<T, R> {
         // SYNC: Release fence pairs with the reader's Acquire fence: a reader that
         // reads any word stored below sees `seq == odd` (or later) and retries.
         fence(Ordering::Release);
-        crate::sync::crash::point("seqlock.write", 1);
+        crate::process::crash::point("seqlock.write", 1);
         store_words(self.lock.area, &value);
-        crate::sync::crash::point("seqlock.write", 2);
+        crate::process::crash::point("seqlock.write", 2);
         // SYNC: Release pairs with the reader's Acquire load of `seq`.
         seq.store(odd.wrapping_add(1), Ordering::Release);
-        crate::sync::crash::point("seqlock.write", 3);
+        crate::process::crash::point("seqlock.write", 3);
         let starving = &self.lock.ctl().starving;
         if starving.load(Ordering::Relaxed) != 0 {
             self.pause(starving);
@@ -815,7 +815,7 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqWriter<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::SeqLock;
+    /// use shmlink::lock::SeqLock;
     ///
     /// let lock = SeqLock::new(3u64);
     /// assert_eq!(lock.writer()?.get(), 3);
@@ -840,7 +840,7 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqWriter<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::SeqLock;
+    /// use shmlink::lock::SeqLock;
     ///
     /// let lock = SeqLock::new(1u64);
     /// lock.writer()?.update(|v| *v += 1);

@@ -1,17 +1,16 @@
-//! loom models of the reading role (`shmlink::sync::handoff`), the RPC client's receive
+//! loom models of the reading role (`shmlink::rpc::handoff`), the RPC client's receive
 //! path: callers wait for their own answers from one source that one of them reads at
 //! a time. A lost wake-up shows up as a loom deadlock; a misdelivered answer as a failed
 //! assertion.
 //!
 //! Run with `RUSTFLAGS="--cfg shmlink_loom" cargo test --release --test loom_handoff`.
-#![cfg(shmlink_loom)]
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use crate::rpc::handoff::{Handoff, Turn};
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
-use shmlink::sync::handoff::{Handoff, Turn};
 
 /// The connection: messages `(call id, value)`, or `None` when it fails.
 #[derive(Default)]

@@ -1,5 +1,5 @@
 //! loom models of SPSC recovery: participants killed at each crash point of the
-//! ring's protocols (`shmlink::sync::crash`), and the handles that take their roles
+//! ring's protocols (`crate::process::crash`), and the handles that take their roles
 //! over. Heap-backed: slot values are tracked through the region's shadow cells, so a
 //! consumer reading a slot that a producer writes at the same time is a loom
 //! causality report, not a silent wrong value.
@@ -12,17 +12,17 @@
 //! keeps the models small.
 //!
 //! Run with `RUSTFLAGS="--cfg shmlink_loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release
-//! --test loom_spsc_recovery --target-dir target/loom`.
-#![cfg(shmlink_loom)]
+//! --lib loom_spsc_recovery --target-dir target/loom`.
 
+use crate::process::crash::loom::{die_at, run};
+use crate::process::loom::{is_killed, set_current};
+use crate::region::HeapRegion;
+use crate::ring::{ClaimError, PopError, PushError, Spsc, SpscHeader};
+use crate::sync::WaitMode;
 use loom::thread;
-use shmlink::ring::{ClaimError, PopError, PushError, Spsc, SpscHeader, WaitMode};
-use shmlink::segment::HeapRegion;
-use shmlink::sync::crash::loom::{die_at, run};
-use shmlink::sync::process::loom::{is_killed, set_current};
 
 type Ring = Spsc<u64, HeapRegion<SpscHeader>>;
-type Producer = shmlink::ring::Producer<u64, HeapRegion<SpscHeader>>;
+type Producer = crate::ring::Producer<u64, HeapRegion<SpscHeader>>;
 
 /// Tokens of the model's "processes".
 const DYING: u64 = 2;
@@ -45,7 +45,7 @@ fn push(tx: &mut Producer, v: u64) {
 }
 
 /// Pops until the producer role is closed (cleanly left) and the ring is drained.
-fn drain(rx: &mut shmlink::ring::Consumer<u64, HeapRegion<SpscHeader>>) -> Vec<u64> {
+fn drain(rx: &mut crate::ring::Consumer<u64, HeapRegion<SpscHeader>>) -> Vec<u64> {
     let mut got = Vec::new();
     loop {
         match rx.try_pop() {
@@ -368,7 +368,7 @@ fn two_claimants_of_a_free_role_one_wins() {
 /// (token 3) tries to take the role over: it is refused (`Taken`, the holder's pid),
 /// whatever the holder is doing at that moment, and the holder's elements arrive
 /// untouched. (Liveness under loom is alive or dead; "unknown", which the claim also
-/// treats as alive, is covered by `sync::process`'s tests.)
+/// treats as alive, is covered by `process`'s tests.)
 ///
 /// Weakening caught: a claim that takes any role whose holder is not this process's
 /// own token (no liveness check) takes the live holder's role: the contender's

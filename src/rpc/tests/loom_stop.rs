@@ -1,13 +1,12 @@
-//! loom models of the stop signal of a running RPC call (`shmlink::sync::stop`): the
+//! loom models of the stop signal of a running RPC call (`shmlink::rpc::stop`): the
 //! connection's reader raises cancel/abort flags and grants stream credits while the
 //! handler waits for credit under the signal's lock. A wake-up lost between the
 //! handler's check and its sleep shows up as a loom deadlock.
 //!
 //! Run with `RUSTFLAGS="--cfg shmlink_loom" cargo test --release --test loom_stop`.
-#![cfg(shmlink_loom)]
 
+use crate::rpc::stop::{Stop, StopSignal};
 use loom::thread;
-use shmlink::sync::stop::{Stop, StopSignal};
 
 /// A handler out of credits waits; the reader cancels: the handler stops with
 /// `Cancelled`, whichever runs first.

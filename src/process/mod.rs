@@ -16,15 +16,17 @@
 //!
 //! Under `--cfg shmlink_loom` each model thread has a token of its own
 //! (`process::loom::set_current`) and a participant killed by a crash point
-//! ([`crash`](super::crash)) is dead from then on, so recovery paths can be
+//! (`crash`) is dead from then on, so recovery paths can be
 //! model-checked.
+
+pub(crate) mod crash;
 
 /// What is known of a token's process.
 ///
 /// # Examples
 ///
 /// ```
-/// use shmlink::sync::process::{Liveness, current_token, liveness};
+/// use shmlink::process::{Liveness, current_token, liveness};
 ///
 /// assert_eq!(liveness(current_token()), Liveness::Alive);
 /// assert_eq!(liveness(current_token() ^ (1 << 40)), Liveness::Dead); // pid reused
@@ -47,7 +49,7 @@ impl Liveness {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::process::Liveness;
+    /// use shmlink::process::Liveness;
     ///
     /// assert!(Liveness::Dead.is_dead());
     /// assert!(!Liveness::Unknown.is_dead());
@@ -63,7 +65,7 @@ impl Liveness {
 /// # Examples
 ///
 /// ```
-/// use shmlink::segment::process::{token_of, token_pid};
+/// use shmlink::process::{token_of, token_pid};
 ///
 /// let token = token_of(4242, 123_456);
 /// assert_eq!(token_pid(token), 4242);
@@ -79,7 +81,7 @@ pub const fn token_of(pid: u32, start_ticks: u64) -> u64 {
 /// # Examples
 ///
 /// ```
-/// use shmlink::segment::process::{token_of, token_pid};
+/// use shmlink::process::{token_of, token_pid};
 ///
 /// assert_eq!(token_pid(token_of(77, 5)), 77);
 /// ```
@@ -93,7 +95,7 @@ pub const fn token_pid(token: u64) -> u32 {
 /// # Examples
 ///
 /// ```
-/// use shmlink::segment::process::{current_token, token_alive};
+/// use shmlink::process::{current_token, token_alive};
 ///
 /// let me = current_token();
 /// assert!(token_alive(me));
@@ -111,7 +113,7 @@ pub fn token_alive(token: u64) -> bool {
 /// # Examples
 ///
 /// ```
-/// use shmlink::sync::process::{current_token, token_dead};
+/// use shmlink::process::{current_token, token_dead};
 ///
 /// let me = current_token();
 /// assert!(!token_dead(me));
@@ -213,7 +215,7 @@ pub(crate) use os::{proc_stat, start_ticks_of};
 /// # Examples
 ///
 /// ```
-/// use shmlink::segment::process::{current_token, token_alive};
+/// use shmlink::process::{current_token, token_alive};
 ///
 /// assert!(token_alive(current_token()));
 /// ```
@@ -227,7 +229,7 @@ pub fn current_token() -> u64 {
 /// # Examples
 ///
 /// ```
-/// use shmlink::sync::process::{Liveness, liveness};
+/// use shmlink::process::{Liveness, liveness};
 ///
 /// assert_eq!(liveness(0), Liveness::Dead);
 /// ```
@@ -246,7 +248,7 @@ pub fn liveness(token: u64) -> Liveness {
 /// kernel: once a process is seen dead, everything it did before it died is visible
 /// (a reclaimer reads the dead holder's last stores, not stale ones).
 #[cfg(shmlink_loom)]
-pub mod loom {
+pub(crate) mod loom {
     use std::cell::Cell;
     use std::sync::Mutex;
 

@@ -8,6 +8,10 @@
 //! so a `&T` to it is sound even while another process writes it) followed by a raw byte
 //! area ([`RawArea`]) that is only ever reached through raw pointers and copies.
 
+mod pod;
+
+pub use pod::Pod;
+
 use core::fmt;
 use core::ptr::NonNull;
 use std::alloc::{self, Layout};
@@ -20,7 +24,7 @@ use crate::sync::atomic::{AtomicU32, AtomicU64};
 /// # Examples
 ///
 /// ```
-/// use shmlink::segment::{AREA_ALIGN, area_offset};
+/// use shmlink::region::{AREA_ALIGN, area_offset};
 /// use shmlink::sync::atomic::AtomicU64;
 ///
 /// // An 8-byte control block still has its area start one line pair later.
@@ -46,7 +50,7 @@ pub const AREA_ALIGN: usize = 128;
 /// # Examples
 ///
 /// ```
-/// use shmlink::segment::ShmSafe;
+/// use shmlink::region::ShmSafe;
 /// use shmlink::sync::atomic::AtomicU64;
 ///
 /// #[repr(C)]
@@ -74,7 +78,7 @@ pub unsafe trait ShmSafe: Sized + Send + Sync + 'static {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::segment::ShmSafe;
+    /// use shmlink::region::ShmSafe;
     /// use shmlink::sync::atomic::{AtomicU64, Ordering};
     ///
     /// let counters = <[AtomicU64; 4]>::new_zeroed();
@@ -134,7 +138,7 @@ const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 /// # Examples
 ///
 /// ```
-/// use shmlink::segment::fingerprint;
+/// use shmlink::region::fingerprint;
 /// use shmlink::sync::atomic::{AtomicU32, AtomicU64};
 ///
 /// assert_ne!(fingerprint::<AtomicU64>(), fingerprint::<AtomicU32>());
@@ -149,7 +153,7 @@ pub const fn fingerprint<T: ShmSafe>() -> u64 {
 /// # Examples
 ///
 /// ```
-/// use shmlink::segment::{fingerprint, layout_fingerprint};
+/// use shmlink::region::{fingerprint, layout_fingerprint};
 /// use shmlink::sync::atomic::AtomicU64;
 ///
 /// // Name, version, size and alignment: what `fingerprint` hashes for a type.
@@ -168,7 +172,7 @@ pub const fn layout_fingerprint(name: &str, version: u32, size: usize, align: us
 /// # Examples
 ///
 /// ```
-/// use shmlink::segment::{combine_fingerprints, fingerprint};
+/// use shmlink::region::{combine_fingerprints, fingerprint};
 /// use shmlink::sync::atomic::{AtomicU32, AtomicU64};
 ///
 /// let ring = fingerprint::<AtomicU64>();
@@ -186,7 +190,7 @@ pub const fn combine_fingerprints(a: u64, b: u64) -> u64 {
 /// # Examples
 ///
 /// ```
-/// use shmlink::segment::area_offset;
+/// use shmlink::region::area_offset;
 /// use shmlink::sync::atomic::AtomicU64;
 ///
 /// assert_eq!(area_offset::<AtomicU64>(), 128); // 8 bytes, padded to 128
@@ -202,7 +206,7 @@ pub const fn area_offset<T>() -> usize {
 /// # Examples
 ///
 /// ```
-/// use shmlink::segment::CacheLine;
+/// use shmlink::region::CacheLine;
 /// use shmlink::sync::atomic::{AtomicU64, Ordering};
 ///
 /// assert_eq!(size_of::<CacheLine<AtomicU64>>(), 128);
@@ -241,7 +245,7 @@ unsafe impl<T: ShmSafe> ShmSafe for CacheLine<T> {
 /// Copies are plain `memcpy`s. That is race-free between peers that follow the
 /// owning protocol (a ring only hands a slot to one side at a time); against a peer
 /// that writes a range *while* it is copied on purpose, the bytes read are garbage
-/// (element types are [`Pod`](crate::ring::Pod), so garbage is still a valid value) and
+/// (element types are [`Pod`], so garbage is still a valid value) and
 /// every index or length derived from them must be validated, as the rings do.
 ///
 /// Under `--cfg shmlink_loom` a heap area also carries one loom cell per 8-byte granule,
@@ -253,7 +257,7 @@ unsafe impl<T: ShmSafe> ShmSafe for CacheLine<T> {
 /// # Examples
 ///
 /// ```
-/// use shmlink::segment::{HeapRegion, Region};
+/// use shmlink::region::{HeapRegion, Region};
 /// use shmlink::sync::atomic::AtomicU64;
 ///
 /// let region = HeapRegion::<AtomicU64>::new(64);
@@ -265,7 +269,7 @@ unsafe impl<T: ShmSafe> ShmSafe for CacheLine<T> {
 ///     area.read(10, &mut out)?;
 /// }
 /// assert_eq!(&out, b"abc");
-/// # Ok::<(), shmlink::segment::OutOfBounds>(())
+/// # Ok::<(), shmlink::region::OutOfBounds>(())
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct RawArea {
@@ -288,7 +292,7 @@ unsafe impl Sync for RawArea {}
 /// # Examples
 ///
 /// ```
-/// use shmlink::segment::{HeapRegion, OutOfBounds, Region};
+/// use shmlink::region::{HeapRegion, OutOfBounds, Region};
 /// use shmlink::sync::atomic::AtomicU64;
 ///
 /// let region = HeapRegion::<AtomicU64>::new(16);
@@ -350,7 +354,7 @@ impl RawArea {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::segment::{AREA_ALIGN, HeapRegion, Region};
+    /// use shmlink::region::{AREA_ALIGN, HeapRegion, Region};
     /// use shmlink::sync::atomic::AtomicU64;
     ///
     /// let region = HeapRegion::<AtomicU64>::new(1024);
@@ -358,7 +362,7 @@ impl RawArea {
     /// assert_eq!(second.len(), 512);
     /// assert!(region.area().sub(512, 513).is_err()); // past the end
     /// assert!(region.area().sub(AREA_ALIGN / 2, 8).is_err()); // misaligned
-    /// # Ok::<(), shmlink::segment::OutOfBounds>(())
+    /// # Ok::<(), shmlink::region::OutOfBounds>(())
     /// ```
     #[cfg(not(shmlink_loom))]
     pub fn sub(&self, offset: usize, len: usize) -> Result<RawArea, OutOfBounds> {
@@ -394,7 +398,7 @@ impl RawArea {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::segment::{HeapRegion, Region};
+    /// use shmlink::region::{HeapRegion, Region};
     /// use shmlink::sync::atomic::AtomicU64;
     /// use shmlink::sync::atomic::Ordering;
     ///
@@ -463,7 +467,7 @@ impl RawArea {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::segment::{HeapRegion, Region};
+    /// use shmlink::region::{HeapRegion, Region};
     /// use shmlink::sync::atomic::AtomicU64;
     ///
     /// let region = HeapRegion::<AtomicU64>::new(16);
@@ -499,7 +503,7 @@ impl RawArea {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::segment::{HeapRegion, Region};
+    /// use shmlink::region::{HeapRegion, Region};
     /// use shmlink::sync::atomic::AtomicU64;
     ///
     /// let region = HeapRegion::<AtomicU64>::new(16);
@@ -511,7 +515,7 @@ impl RawArea {
     ///     area.read(8, &mut bytes)?;
     /// }
     /// assert_eq!(bytes, [0xff; 8]);
-    /// # Ok::<(), shmlink::segment::OutOfBounds>(())
+    /// # Ok::<(), shmlink::region::OutOfBounds>(())
     /// ```
     #[inline(always)]
     pub unsafe fn write_value<T: Copy>(&self, offset: usize, value: T) {
@@ -541,7 +545,7 @@ impl RawArea {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::segment::{HeapRegion, Region};
+    /// use shmlink::region::{HeapRegion, Region};
     /// use shmlink::sync::atomic::AtomicU64;
     ///
     /// let region = HeapRegion::<AtomicU64>::new(32);
@@ -554,7 +558,7 @@ impl RawArea {
     ///     area.copy_out(4, dst.as_mut_ptr(), dst.len());
     /// }
     /// assert_eq!(dst, [9, 8, 7, 6]);
-    /// # Ok::<(), shmlink::segment::OutOfBounds>(())
+    /// # Ok::<(), shmlink::region::OutOfBounds>(())
     /// ```
     #[inline(always)]
     pub unsafe fn copy_out(&self, offset: usize, dst: *mut u8, len: usize) {
@@ -574,7 +578,7 @@ impl RawArea {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::segment::{HeapRegion, Region};
+    /// use shmlink::region::{HeapRegion, Region};
     /// use shmlink::sync::atomic::AtomicU64;
     ///
     /// let region = HeapRegion::<AtomicU64>::new(32);
@@ -587,7 +591,7 @@ impl RawArea {
     ///     area.read(16, &mut dst)?;
     /// }
     /// assert_eq!(dst, src);
-    /// # Ok::<(), shmlink::segment::OutOfBounds>(())
+    /// # Ok::<(), shmlink::region::OutOfBounds>(())
     /// ```
     #[inline(always)]
     pub unsafe fn copy_in(&self, offset: usize, src: *const u8, len: usize) {
@@ -602,7 +606,7 @@ impl RawArea {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::segment::{AREA_ALIGN, HeapRegion, Region};
+    /// use shmlink::region::{AREA_ALIGN, HeapRegion, Region};
     /// use shmlink::sync::atomic::AtomicU64;
     ///
     /// let region = HeapRegion::<AtomicU64>::new(64);
@@ -620,7 +624,7 @@ impl RawArea {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::segment::{HeapRegion, Region};
+    /// use shmlink::region::{HeapRegion, Region};
     /// use shmlink::sync::atomic::AtomicU64;
     ///
     /// let region = HeapRegion::<AtomicU64>::new(64);
@@ -636,7 +640,7 @@ impl RawArea {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::segment::{HeapRegion, Region};
+    /// use shmlink::region::{HeapRegion, Region};
     /// use shmlink::sync::atomic::AtomicU64;
     ///
     /// assert!(HeapRegion::<AtomicU64>::new(0).area().is_empty());
@@ -656,7 +660,7 @@ impl RawArea {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::segment::{HeapRegion, Region};
+    /// use shmlink::region::{HeapRegion, Region};
     /// use shmlink::sync::atomic::AtomicU64;
     ///
     /// let region = HeapRegion::<AtomicU64>::new(16);
@@ -665,7 +669,7 @@ impl RawArea {
     /// assert_eq!(p, area.as_ptr().wrapping_add(8));
     /// assert!(area.range(9, 8).is_err());
     /// assert!(area.range(usize::MAX, 2).is_err()); // overflow is caught too
-    /// # Ok::<(), shmlink::segment::OutOfBounds>(())
+    /// # Ok::<(), shmlink::region::OutOfBounds>(())
     /// ```
     #[inline]
     pub fn range(&self, offset: usize, len: usize) -> Result<*mut u8, OutOfBounds> {
@@ -695,7 +699,7 @@ impl RawArea {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::segment::{HeapRegion, Region};
+    /// use shmlink::region::{HeapRegion, Region};
     /// use shmlink::sync::atomic::AtomicU64;
     ///
     /// let region = HeapRegion::<AtomicU64>::new(16);
@@ -708,7 +712,7 @@ impl RawArea {
     ///     assert!(area.read(13, &mut buf).is_err()); // 13 + 4 > 16
     /// }
     /// assert_eq!(buf, [1, 2, 3, 4]);
-    /// # Ok::<(), shmlink::segment::OutOfBounds>(())
+    /// # Ok::<(), shmlink::region::OutOfBounds>(())
     /// ```
     pub unsafe fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), OutOfBounds> {
         self.range(offset, dst.len())?;
@@ -732,7 +736,7 @@ impl RawArea {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::segment::{HeapRegion, Region};
+    /// use shmlink::region::{HeapRegion, Region};
     /// use shmlink::sync::atomic::AtomicU64;
     ///
     /// let region = HeapRegion::<AtomicU64>::new(8);
@@ -742,7 +746,7 @@ impl RawArea {
     ///     area.write(0, b"12345678")?;
     ///     assert!(area.write(4, b"12345678").is_err()); // nothing is written
     /// }
-    /// # Ok::<(), shmlink::segment::OutOfBounds>(())
+    /// # Ok::<(), shmlink::region::OutOfBounds>(())
     /// ```
     pub unsafe fn write(&self, offset: usize, src: &[u8]) -> Result<(), OutOfBounds> {
         self.range(offset, src.len())?;
@@ -773,7 +777,7 @@ impl fmt::Debug for RawArea {
 /// # Examples
 ///
 /// ```
-/// use shmlink::segment::{HeapRegion, Region};
+/// use shmlink::region::{HeapRegion, Region};
 /// use shmlink::sync::atomic::{AtomicU64, Ordering};
 ///
 /// // Written once, runs on the heap and in a named segment alike.
@@ -794,7 +798,7 @@ pub unsafe trait Region: Send + Sync {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::segment::{HeapRegion, Region};
+    /// use shmlink::region::{HeapRegion, Region};
     /// use shmlink::sync::atomic::{AtomicU64, Ordering};
     ///
     /// let region = HeapRegion::<[AtomicU64; 2]>::new(0);
@@ -808,7 +812,7 @@ pub unsafe trait Region: Send + Sync {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::segment::{HeapRegion, Region};
+    /// use shmlink::region::{HeapRegion, Region};
     /// use shmlink::sync::atomic::AtomicU64;
     ///
     /// let region = HeapRegion::<AtomicU64>::new(4096);
@@ -823,7 +827,7 @@ pub unsafe trait Region: Send + Sync {
 /// # Examples
 ///
 /// ```
-/// use shmlink::segment::{HeapRegion, Region};
+/// use shmlink::region::{HeapRegion, Region};
 /// use shmlink::sync::atomic::{AtomicU64, Ordering};
 ///
 /// let region = HeapRegion::<AtomicU64>::new(256);
@@ -858,7 +862,7 @@ impl<T: ShmSafe> HeapRegion<T> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::segment::{HeapRegion, Region};
+    /// use shmlink::region::{HeapRegion, Region};
     /// use shmlink::sync::atomic::{AtomicU64, Ordering};
     ///
     /// let region = HeapRegion::<AtomicU64>::new(1024);
@@ -875,7 +879,7 @@ impl<T: ShmSafe> HeapRegion<T> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::segment::HeapRegion;
+    /// use shmlink::region::HeapRegion;
     /// use shmlink::sync::atomic::AtomicU64;
     ///
     /// assert!(HeapRegion::<AtomicU64>::try_new(64).is_some());

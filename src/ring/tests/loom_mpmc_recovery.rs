@@ -1,16 +1,16 @@
 //! loom models of the MPMC ring's recovery paths: a participant dies at a chosen step
-//! (`sync::crash` points) and a registrant repairs its record while live participants
+//! (`process::crash` points) and a registrant repairs its record while live participants
 //! keep pushing and popping.
 //!
-//! Run with `RUSTFLAGS="--cfg shmlink_loom" cargo test --release --test loom_mpmc_recovery`.
-#![cfg(shmlink_loom)]
+//! Run with `RUSTFLAGS="--cfg shmlink_loom" cargo test --release --lib loom_mpmc_recovery`.
 
+use crate::process::crash;
+use crate::process::loom::set_current;
+use crate::ring::{Mpmc, PopError};
+use crate::sync::WaitMode;
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicU64, Ordering};
 use loom::thread;
-use shmlink::ring::{Mpmc, PopError, WaitMode};
-use shmlink::sync::crash;
-use shmlink::sync::process::loom::set_current;
 
 fn builder(max: usize) -> loom::model::Builder {
     let mut b = loom::model::Builder::new();
@@ -20,10 +20,7 @@ fn builder(max: usize) -> loom::model::Builder {
 
 /// Pops until empty (bounded), returning the values.
 fn drain(
-    rx: &mut shmlink::ring::MpmcConsumer<
-        u64,
-        shmlink::segment::HeapRegion<shmlink::ring::MpmcHeader>,
-    >,
+    rx: &mut crate::ring::MpmcConsumer<u64, crate::region::HeapRegion<crate::ring::MpmcHeader>>,
 ) -> Vec<u64> {
     let mut out = Vec::new();
     for _ in 0..4 {
@@ -238,7 +235,7 @@ fn a_registrant_killed_mid_registration_never_undercounts() {
             let mut rx = ring.consumer().unwrap();
             set_current(2);
             std::mem::forget(ring.producer().unwrap()); // D
-            shmlink::sync::process::loom::kill(2);
+            crate::process::loom::kill(2);
             set_current(3);
             crash::loom::die_at("mpmc.register", step);
             crash::loom::run(|| std::mem::forget(ring.consumer().unwrap()));

@@ -1,5 +1,5 @@
-//! loom models of the Bakery lock's recovery paths (`shmlink::sync::BakeryLock`): a
-//! participant dies at a chosen step of its protocol (`sync::crash` points: its token
+//! loom models of the Bakery lock's recovery paths (`crate::lock::BakeryLock`): a
+//! participant dies at a chosen step of its protocol (`process::crash` points: its token
 //! is marked dead and it unwinds, leaving its slot as a SIGKILL would), while
 //! participants of other processes join, lock, leave and reclaim.
 //!
@@ -18,17 +18,16 @@
 //! the futex model ignores; spinning waiters check for dead slots at every poll.
 //!
 //! Run with `RUSTFLAGS="--cfg shmlink_loom" LOOM_MAX_PREEMPTIONS=3 cargo test
-//! --release --test loom_bakery_recovery --target-dir target/loom`.
-#![cfg(shmlink_loom)]
+//! --release --lib loom_bakery_recovery --target-dir target/loom`.
 
+use crate::lock::{BakeryConfigError, BakeryControl, BakeryLock, LockError};
+use crate::process::crash::loom::{die_at, run};
+use crate::process::loom::{kill, set_current};
+use crate::region::HeapRegion;
+use crate::sync::WaitMode;
+use crate::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use shmlink::sync::atomic::{AtomicUsize, Ordering};
-use shmlink::sync::crash::loom::{die_at, run};
-use shmlink::sync::process::loom::{kill, set_current};
-use shmlink::sync::{
-    BakeryConfigError, BakeryControl, BakeryLock, HeapRegion, LockError, WaitMode,
-};
 
 type Lock = BakeryLock<HeapRegion<BakeryControl>>;
 type SharedRegion = std::sync::Arc<HeapRegion<BakeryControl>>;
@@ -150,7 +149,7 @@ fn live_and_die(
             let others = inside.fetch_add(1, Ordering::Relaxed);
             assert_eq!(others, 0, "two holders of the lock");
             inside.fetch_sub(1, Ordering::Relaxed);
-            shmlink::sync::crash::point(CRITICAL_SECTION, 1);
+            crate::process::crash::point(CRITICAL_SECTION, 1);
             drop(guard);
             drop(lock);
         });

@@ -31,9 +31,9 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::atomic::{AtomicU32, AtomicU64, Ordering};
-use super::region::{HeapRegion, Region, ShmSafe};
-use super::{Backoff, futex};
+use crate::region::{HeapRegion, Region, ShmSafe};
+use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::{Backoff, futex};
 
 /// Longest sleep of a waiting `acquire` before it looks at the value again: a
 /// releaser that died between adding its permit and waking the sleepers costs a
@@ -48,7 +48,7 @@ const VALUE: u64 = WAITER - 1;
 /// # Examples
 ///
 /// ```
-/// use shmlink::sync::SemaphoreState;
+/// use shmlink::lock::SemaphoreState;
 ///
 /// assert_eq!(size_of::<SemaphoreState>(), 128);
 /// ```
@@ -69,7 +69,7 @@ const _: () = assert!(size_of::<SemaphoreState>() == 128 && align_of::<Semaphore
 // SAFETY: repr(C) of integer atomics and padding, no pointers; every bit pattern is a
 // valid (if perhaps nonsensical) state, and every operation copes with any.
 unsafe impl ShmSafe for SemaphoreState {
-    const TYPE_NAME: &'static str = "shmlink::sync::SemaphoreState";
+    const TYPE_NAME: &'static str = "shmlink::lock::SemaphoreState";
     fn new_zeroed() -> Self {
         Self {
             word: AtomicU64::new(0),
@@ -104,7 +104,7 @@ fn check(initial: u32, max: u32) -> Result<(), SemaphoreConfigError> {
 /// # Examples
 ///
 /// ```
-/// use shmlink::sync::{Semaphore, SemaphoreConfigError};
+/// use shmlink::lock::{Semaphore, SemaphoreConfigError};
 ///
 /// assert_eq!(Semaphore::new(0, 0).unwrap_err(), SemaphoreConfigError::ZeroMax);
 /// assert_eq!(
@@ -146,7 +146,7 @@ impl std::error::Error for SemaphoreConfigError {}
 /// # Examples
 ///
 /// ```
-/// use shmlink::sync::{AcquireError, Semaphore};
+/// use shmlink::lock::{AcquireError, Semaphore};
 /// use std::time::Duration;
 ///
 /// let sem = Semaphore::new(0, 1)?;
@@ -178,7 +178,7 @@ impl std::error::Error for AcquireError {}
 /// # Examples
 ///
 /// ```
-/// use shmlink::sync::{ReleaseError, Semaphore};
+/// use shmlink::lock::{ReleaseError, Semaphore};
 ///
 /// let sem = Semaphore::new(3, 4)?;
 /// assert_eq!(sem.release(2), Err(ReleaseError { value: 3, n: 2, max: 4 }));
@@ -219,7 +219,7 @@ impl std::error::Error for ReleaseError {}
 /// # Examples
 ///
 /// ```
-/// use shmlink::sync::Semaphore;
+/// use shmlink::lock::Semaphore;
 ///
 /// let pool = Semaphore::new(2, 2)?; // two permits, at most two
 /// pool.acquire();
@@ -261,7 +261,7 @@ impl Semaphore<HeapRegion<SemaphoreState>> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::Semaphore;
+    /// use shmlink::lock::Semaphore;
     ///
     /// let sem = Semaphore::new(1, 8)?;
     /// assert_eq!((sem.value(), sem.max()), (1, 8));
@@ -284,7 +284,8 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::{HeapRegion, Semaphore, SemaphoreConfigError, SemaphoreState};
+    /// use shmlink::region::HeapRegion;
+    /// use shmlink::lock::{Semaphore, SemaphoreConfigError, SemaphoreState};
     /// use std::sync::Arc;
     ///
     /// let blank = HeapRegion::<SemaphoreState>::new(0); // never initialised
@@ -317,7 +318,7 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::{AcquireError, Semaphore};
+    /// use shmlink::lock::{AcquireError, Semaphore};
     ///
     /// let sem = Semaphore::new(1, 1)?;
     /// assert_eq!(sem.try_acquire(), Ok(()));
@@ -348,7 +349,7 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::Semaphore;
+    /// use shmlink::lock::Semaphore;
     ///
     /// let sem = Semaphore::new(0, 1)?;
     /// let other = sem.clone();
@@ -371,7 +372,7 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::{AcquireError, Semaphore};
+    /// use shmlink::lock::{AcquireError, Semaphore};
     /// use std::time::Duration;
     ///
     /// let sem = Semaphore::new(1, 1)?;
@@ -392,7 +393,7 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::{AcquireError, Semaphore};
+    /// use shmlink::lock::{AcquireError, Semaphore};
     /// use std::time::{Duration, Instant};
     ///
     /// let sem = Semaphore::new(0, 1)?;
@@ -420,7 +421,7 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
         // Register: from here on every release sees us and bumps `wake_seq`.
         // Relaxed: ordering against releases comes from this being an RMW of `word`.
         st.word.fetch_add(WAITER, Ordering::Relaxed);
-        crate::sync::crash::point("semaphore.acquire", 1);
+        crate::process::crash::point("semaphore.acquire", 1);
         loop {
             let s = st.word.load(Ordering::Relaxed);
             let expired = deadline.is_some_and(|d| Instant::now() >= d);
@@ -439,7 +440,7 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
                     .compare_exchange_weak(s, next, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    crate::sync::crash::point("semaphore.acquire", 2);
+                    crate::process::crash::point("semaphore.acquire", 2);
                     return if taken {
                         Ok(())
                     } else {
@@ -475,7 +476,7 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::Semaphore;
+    /// use shmlink::lock::Semaphore;
     ///
     /// let sem = Semaphore::new(0, 4)?;
     /// sem.release(3)?;
@@ -503,14 +504,14 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
                 Err(now) => s = now,
             }
         }
-        crate::sync::crash::point("semaphore.release", 1);
+        crate::process::crash::point("semaphore.release", 1);
         let waiters = (s >> 32) as u32;
         if waiters != 0 && n != 0 {
             // SYNC: Release pairs with the sleeper's Acquire load of `wake_seq`.
             st.wake_seq.fetch_add(1, Ordering::Release);
-            crate::sync::crash::point("semaphore.release", 2);
+            crate::process::crash::point("semaphore.release", 2);
             futex::wake(&st.wake_seq, n.min(waiters));
-            crate::sync::crash::point("semaphore.release", 3);
+            crate::process::crash::point("semaphore.release", 3);
         }
         Ok(())
     }
@@ -520,7 +521,7 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::Semaphore;
+    /// use shmlink::lock::Semaphore;
     ///
     /// assert_eq!(Semaphore::new(3, 5)?.value(), 3);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -534,7 +535,7 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::Semaphore;
+    /// use shmlink::lock::Semaphore;
     ///
     /// assert_eq!(Semaphore::new(3, 5)?.max(), 5);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -549,7 +550,7 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::Semaphore;
+    /// use shmlink::lock::Semaphore;
     ///
     /// assert_eq!(Semaphore::new(1, 1)?.waiters(), 0);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -563,7 +564,8 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::{Region, Semaphore};
+    /// use shmlink::region::Region;
+    /// use shmlink::lock::Semaphore;
     ///
     /// let sem = Semaphore::new(1, 1)?;
     /// assert_eq!(sem.region().area().len(), 0);

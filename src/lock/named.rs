@@ -1,29 +1,28 @@
-//! Named segments for the `sync` objects: `create` and `open` by name for
-//! [`Semaphore`], [`BakeryLock`], [`BakeryMutex`] and [`SeqLock`].
+//! The locks in named segments: `create` and `open` by name for [`Semaphore`],
+//! [`BakeryLock`], [`BakeryMutex`] and [`SeqLock`].
 //!
-//! The objects themselves (layer 0) only know a [`Region`](crate::sync::Region); this
+//! The algorithms only know a [`Region`](crate::region::Region); this
 //! module puts them in a [`ShmRegion`], with the segment kind and a fingerprint of the
 //! object (and of the protected type) checked at open.
 
 use std::sync::Arc;
 
-use super::error::{CreateError, OpenError};
-use super::header::Kind;
-use super::shm::SegmentBuilder;
-use super::typed::ShmRegion;
-use crate::sync::{
-    BakeryConfigError, BakeryControl, BakeryLock, BakeryMutex, Participant, Pod, Region, Semaphore,
-    SemaphoreConfigError, SemaphoreState, SeqLock, SeqLockConfigError, SeqLockControl, WaitMode,
-    combine_fingerprints, fingerprint,
+use crate::lock::{
+    BakeryConfigError, BakeryControl, BakeryLock, BakeryMutex, Participant, Semaphore,
+    SemaphoreConfigError, SemaphoreState, SeqLock, SeqLockConfigError, SeqLockControl,
 };
+use crate::region::{Pod, Region, combine_fingerprints, fingerprint};
+use crate::segment::{CreateError, Kind, OpenError, SegmentBuilder, ShmRegion};
+use crate::sync::WaitMode;
 
 /// Why a named `sync` object could not be created or opened.
 ///
 /// # Examples
 ///
 /// ```
-/// use shmlink::segment::{ObjectError, OpenError, Segment};
-/// use shmlink::sync::Semaphore;
+/// use shmlink::lock::ObjectError;
+/// use shmlink::segment::{OpenError, Segment};
+/// use shmlink::lock::Semaphore;
 ///
 /// let err = Semaphore::open(Segment::builder("no-such-semaphore")).unwrap_err();
 /// assert!(matches!(err, ObjectError::Open(OpenError::NotFound)));
@@ -86,7 +85,7 @@ impl Semaphore<ShmRegion<SemaphoreState>> {
     ///
     /// ```
     /// use shmlink::segment::Segment;
-    /// use shmlink::sync::Semaphore;
+    /// use shmlink::lock::Semaphore;
     /// # let name = format!("doc-sem-create-{}", std::process::id());
     ///
     /// let sem = Semaphore::create(Segment::builder(&name).unlink_on_drop(true), 2, 4)?;
@@ -119,8 +118,9 @@ impl Semaphore<ShmRegion<SemaphoreState>> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::segment::{ObjectError, OpenError, Segment};
-    /// use shmlink::sync::Semaphore;
+    /// use shmlink::lock::ObjectError;
+    /// use shmlink::segment::{OpenError, Segment};
+    /// use shmlink::lock::Semaphore;
     /// # let name = format!("doc-sem-open-{}", std::process::id());
     /// # let _keep = Semaphore::create(Segment::builder(&name).unlink_on_drop(true), 1, 1)?;
     ///
@@ -149,9 +149,9 @@ impl BakeryLock<ShmRegion<BakeryControl>> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::LockError;
+    /// use shmlink::lock::LockError;
     /// use shmlink::segment::Segment;
-    /// use shmlink::sync::BakeryLock;
+    /// use shmlink::lock::BakeryLock;
     /// # let name = format!("doc-bakery-create-{}", std::process::id());
     ///
     /// let mut lock = BakeryLock::create(Segment::builder(&name).unlink_on_drop(true), 16)?;
@@ -179,7 +179,8 @@ impl BakeryLock<ShmRegion<BakeryControl>> {
     ///
     /// ```
     /// use shmlink::segment::Segment;
-    /// use shmlink::sync::{BakeryLock, WaitMode};
+    /// use shmlink::lock::BakeryLock;
+    /// use shmlink::sync::WaitMode;
     /// # let name = format!("doc-bakery-create-mode-{}", std::process::id());
     ///
     /// let builder = Segment::builder(&name).unlink_on_drop(true);
@@ -214,8 +215,9 @@ impl BakeryLock<ShmRegion<BakeryControl>> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::segment::{ObjectError, Segment};
-    /// use shmlink::sync::{BakeryConfigError, BakeryLock};
+    /// use shmlink::lock::ObjectError;
+    /// use shmlink::segment::Segment;
+    /// use shmlink::lock::{BakeryConfigError, BakeryLock};
     /// # let name = format!("doc-bakery-open-{}", std::process::id());
     /// let _first = BakeryLock::create(Segment::builder(&name).unlink_on_drop(true), 1)?;
     ///
@@ -247,9 +249,9 @@ impl<T: Pod> BakeryMutex<T, ShmRegion<BakeryControl>> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::LockError;
+    /// use shmlink::lock::LockError;
     /// use shmlink::segment::Segment;
-    /// use shmlink::sync::BakeryMutex;
+    /// use shmlink::lock::BakeryMutex;
     /// # let name = format!("doc-bmutex-create-{}", std::process::id());
     ///
     /// let mut a = BakeryMutex::create(Segment::builder(&name).unlink_on_drop(true), 8, 0u64)?;
@@ -277,7 +279,8 @@ impl<T: Pod> BakeryMutex<T, ShmRegion<BakeryControl>> {
     ///
     /// ```
     /// use shmlink::segment::Segment;
-    /// use shmlink::sync::{BakeryMutex, WaitMode};
+    /// use shmlink::lock::BakeryMutex;
+    /// use shmlink::sync::WaitMode;
     /// # let name = format!("doc-bmutex-create-mode-{}", std::process::id());
     ///
     /// let builder = Segment::builder(&name).unlink_on_drop(true);
@@ -322,8 +325,9 @@ impl<T: Pod> BakeryMutex<T, ShmRegion<BakeryControl>> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::segment::{ObjectError, OpenError, Segment};
-    /// use shmlink::sync::BakeryMutex;
+    /// use shmlink::lock::ObjectError;
+    /// use shmlink::segment::{OpenError, Segment};
+    /// use shmlink::lock::BakeryMutex;
     /// # let name = format!("doc-bmutex-open-{}", std::process::id());
     /// let _a = BakeryMutex::create(Segment::builder(&name).unlink_on_drop(true), 2, 0u64)?;
     ///
@@ -355,7 +359,7 @@ impl<T: Pod> SeqLock<T, ShmRegion<SeqLockControl>> {
     ///
     /// ```
     /// use shmlink::segment::Segment;
-    /// use shmlink::sync::SeqLock;
+    /// use shmlink::lock::SeqLock;
     /// # let name = format!("doc-seqlock-create-{}", std::process::id());
     ///
     /// let quote = SeqLock::create(Segment::builder(&name).unlink_on_drop(true), [0u64; 4])?;
@@ -370,8 +374,8 @@ impl<T: Pod> SeqLock<T, ShmRegion<SeqLockControl>> {
     ) -> Result<Self, ObjectError<SeqLockConfigError>> {
         let region = ShmRegion::<SeqLockControl>::create_with(
             Self::configure(builder),
-            crate::sync::seqlock_area_len::<T>(),
-            |ctl, area| crate::sync::seqlock_init(ctl, area, value),
+            super::seqlock::area_len::<T>(),
+            |ctl, area| super::seqlock::init(ctl, area, value),
         )?;
         Self::from_region(Arc::new(region)).map_err(ObjectError::Config)
     }
@@ -385,8 +389,9 @@ impl<T: Pod> SeqLock<T, ShmRegion<SeqLockControl>> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::segment::{ObjectError, OpenError, Segment};
-    /// use shmlink::sync::SeqLock;
+    /// use shmlink::lock::ObjectError;
+    /// use shmlink::segment::{OpenError, Segment};
+    /// use shmlink::lock::SeqLock;
     /// # let name = format!("doc-seqlock-open-{}", std::process::id());
     /// let _a = SeqLock::create(Segment::builder(&name).unlink_on_drop(true), 0u64)?;
     ///
@@ -405,8 +410,9 @@ impl<T: Pod> SeqLock<T, ShmRegion<SeqLockControl>> {
 /// # Examples
 ///
 /// ```
-/// use shmlink::segment::{Segment, bakery_status};
-/// use shmlink::sync::{BakeryLock, LockError};
+/// use shmlink::segment::Segment;
+/// use shmlink::lock::bakery_status;
+/// use shmlink::lock::{BakeryLock, LockError};
 /// # let name = format!("doc-bakery-status-{}", std::process::id());
 ///
 /// let mut lock = BakeryLock::create(Segment::builder(&name).unlink_on_drop(true), 4)?;
@@ -429,14 +435,15 @@ pub struct BakeryStatus {
 ///
 /// # Errors
 ///
-/// As [`inspect`](super::inspect) and [`SegmentBuilder::open`]; `WrongKind` if the
+/// As [`inspect`](crate::segment::inspect) and [`SegmentBuilder::open`]; `WrongKind` if the
 /// segment is not a Bakery lock or mutex.
 ///
 /// # Examples
 ///
 /// ```
-/// use shmlink::segment::{OpenError, Segment, bakery_status};
-/// use shmlink::sync::Semaphore;
+/// use shmlink::segment::{OpenError, Segment};
+/// use shmlink::lock::bakery_status;
+/// use shmlink::lock::Semaphore;
 /// # let name = format!("doc-bakery-status-kind-{}", std::process::id());
 ///
 /// let _sem = Semaphore::create(Segment::builder(&name).unlink_on_drop(true), 1, 1)?;
@@ -444,7 +451,7 @@ pub struct BakeryStatus {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn bakery_status(name: &str) -> Result<BakeryStatus, OpenError> {
-    let info = super::shm::inspect(name)?;
+    let info = crate::segment::inspect(name)?;
     let header = info.header.ok_or(OpenError::NotInitialized {
         waited: std::time::Duration::ZERO,
     })?;
@@ -457,12 +464,12 @@ pub fn bakery_status(name: &str) -> Result<BakeryStatus, OpenError> {
             });
         }
     };
-    let builder = super::Segment::builder(name)
+    let builder = crate::segment::Segment::builder(name)
         .kind(kind)
         .fingerprint(header.fingerprint);
     let region = ShmRegion::<BakeryControl>::open(builder)?;
     Ok(BakeryStatus {
-        holder: crate::sync::bakery_holder_pid(region.shared()),
-        participants: crate::sync::bakery_participants(region.shared(), region.area()),
+        holder: super::bakery::holder_pid(region.shared()),
+        participants: super::bakery::participants(region.shared(), region.area()),
     })
 }

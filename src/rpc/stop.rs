@@ -5,15 +5,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::atomic::{AtomicBool, Ordering};
-use super::lock::{Condvar, Mutex, MutexGuard};
+use crate::sync::atomic::{AtomicBool, Ordering};
+use crate::sync::mutex::{Condvar, Mutex, MutexGuard};
 
 /// Why a handler should stop.
 ///
 /// # Examples
 ///
 /// ```
-/// use shmlink::sync::stop::Stop;
+/// use shmlink::rpc::Stop;
 ///
 /// assert_eq!(Stop::Cancelled.to_string(), "the caller cancelled the call");
 /// ```
@@ -43,7 +43,7 @@ impl std::error::Error for Stop {}
 /// stream credits) and the call's handler. The flags are atomics, so the common checks
 /// take no lock; a raised flag is followed by taking the lock and notifying, so a
 /// handler waiting under the lock (credits, [`sleep_until`](Self::sleep_until)) never
-/// misses it (modelled in `loom-tests/stop.rs`).
+/// misses it (modelled in `src/rpc/tests/loom_stop.rs`).
 #[derive(Debug)]
 pub struct StopSignal {
     cancelled: AtomicBool,
@@ -66,17 +66,6 @@ impl StopSignal {
     }
 
     /// A signal with `credits` stream credits to start with.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use shmlink::sync::stop::{Stop, StopSignal};
-    ///
-    /// let s = StopSignal::new(1);
-    /// assert_eq!(s.take_credit(None), Ok(()));
-    /// s.cancel(); // e.g. from the connection's reader: a waiting handler wakes
-    /// assert_eq!(s.take_credit(None), Err(Stop::Cancelled));
-    /// ```
     pub fn new(credits: u64) -> Arc<Self> {
         Self::build(credits, false)
     }
@@ -220,5 +209,20 @@ impl StopSignal {
                 }
             }
         }
+    }
+}
+
+/// The examples of the items above, run as tests (the module is crate-private, so
+/// they cannot be doctests).
+#[cfg(all(test, not(shmlink_loom)))]
+mod examples {
+    #[test]
+    fn stop_signal_new() {
+        use crate::rpc::stop::{Stop, StopSignal};
+
+        let s = StopSignal::new(1);
+        assert_eq!(s.take_credit(None), Ok(()));
+        s.cancel(); // e.g. from the connection's reader: a waiting handler wakes
+        assert_eq!(s.take_credit(None), Err(Stop::Cancelled));
     }
 }

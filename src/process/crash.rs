@@ -17,15 +17,8 @@
 //!   finishes without dying (`tests/crash_points.rs`).
 
 /// Marks the end of step `step` of `protocol` (see the module docs).
-///
-/// # Examples
-///
-/// ```
-/// // A no-op unless a test armed it.
-/// shmlink::sync::crash::point("doc.example", 1);
-/// ```
 #[inline(always)]
-pub fn point(protocol: &'static str, step: u32) {
+pub(crate) fn point(protocol: &'static str, step: u32) {
     #[cfg(shmlink_loom)]
     loom::reached(protocol, step);
     #[cfg(all(feature = "crash-points", not(shmlink_loom)))]
@@ -35,14 +28,8 @@ pub fn point(protocol: &'static str, step: u32) {
 
 /// Whether the calling thread is unwinding from a crash point: Drop impls that release
 /// shared state must then leave it as it is (a killed process releases nothing).
-///
-/// # Examples
-///
-/// ```
-/// assert!(!shmlink::sync::crash::dying());
-/// ```
 #[inline(always)]
-pub fn dying() -> bool {
+pub(crate) fn dying() -> bool {
     #[cfg(shmlink_loom)]
     {
         loom::is_dying()
@@ -76,7 +63,7 @@ pub mod loom {
         if PLAN.with(Cell::get) == Some((protocol, step)) {
             PLAN.with(|p| p.set(None));
             DYING.with(|d| d.set(true));
-            super::super::process::loom::kill(super::super::process::current_token());
+            crate::process::loom::kill(crate::process::current_token());
             std::panic::resume_unwind(Box::new(Died));
         }
     }

@@ -27,7 +27,7 @@
 //! # Waiting
 //!
 //! In [`WaitMode::Blocking`] (the default) a waiter polls for
-//! [`SPIN_FOR`](super::SPIN_FOR), yields, then sleeps on one process-shared futex word
+//! [`SPIN_FOR`](crate::sync::SPIN_FOR), yields, then sleeps on one process-shared futex word
 //! (a [`WaitWord`]) that unlock, a doorway exit and a reclaim wake only when someone
 //! sleeps. Checking for sleepers costs unlock a third SeqCst fence (the wait/wake
 //! handshake is a store-buffering pattern too), so a lock+unlock pair runs three full
@@ -53,19 +53,19 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::atomic::{AtomicU32, AtomicU64, Ordering, fence};
-use super::crash;
-use super::pod::Pod;
-use super::process::{current_token, token_dead, token_pid};
-use super::region::{CacheLine, HeapRegion, RawArea, Region, ShmSafe};
-use super::wait::{WaitError, WaitMode, WaitWord};
+use crate::process::crash;
+use crate::process::{current_token, token_dead, token_pid};
+use crate::region::Pod;
+use crate::region::{CacheLine, HeapRegion, RawArea, Region, ShmSafe};
+use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use crate::sync::{WaitError, WaitMode, WaitWord};
 
 /// The most participants a Bakery lock can have.
 ///
 /// # Examples
 ///
 /// ```
-/// use shmlink::sync::{BakeryConfigError, BakeryLock, MAX_PARTICIPANTS};
+/// use shmlink::lock::{BakeryConfigError, BakeryLock, MAX_PARTICIPANTS};
 ///
 /// assert_eq!(MAX_PARTICIPANTS, 64);
 /// let err = BakeryLock::new(65).unwrap_err();
@@ -122,7 +122,7 @@ struct Holder {
 /// # Examples
 ///
 /// ```
-/// use shmlink::sync::BakeryControl;
+/// use shmlink::lock::BakeryControl;
 ///
 /// assert_eq!(size_of::<BakeryControl>(), 512);
 /// ```
@@ -173,7 +173,7 @@ zeroed_atomics!(
 
 // SAFETY: repr(C) of ShmSafe fields (cache lines of atomics), no pointers.
 unsafe impl ShmSafe for BakeryControl {
-    const TYPE_NAME: &'static str = "shmlink::sync::BakeryControl";
+    const TYPE_NAME: &'static str = "shmlink::lock::BakeryControl";
     fn new_zeroed() -> Self {
         Self {
             config: CacheLine::new_zeroed(),
@@ -226,7 +226,7 @@ fn check_participants(n: u64) -> Result<(), BakeryConfigError> {
 /// # Examples
 ///
 /// ```
-/// use shmlink::sync::{BakeryConfigError, BakeryLock};
+/// use shmlink::lock::{BakeryConfigError, BakeryLock};
 ///
 /// let lock = BakeryLock::new(1)?; // one participant: this handle
 /// assert_eq!(lock.join().unwrap_err(), BakeryConfigError::Full { participants: 1 });
@@ -272,7 +272,7 @@ impl std::error::Error for BakeryConfigError {}
 /// # Examples
 ///
 /// ```
-/// use shmlink::sync::{BakeryLock, LockError};
+/// use shmlink::lock::{BakeryLock, LockError};
 ///
 /// let mut a = BakeryLock::new(2)?;
 /// let mut b = a.join()?;
@@ -312,7 +312,7 @@ impl<G> LockError<G> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::{BakeryLock, LockError};
+    /// use shmlink::lock::{BakeryLock, LockError};
     ///
     /// let mut lock = BakeryLock::new(1)?;
     /// let guard = lock.lock().map_err(LockError::without_guard)?;
@@ -328,7 +328,7 @@ impl<G> LockError<G> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::LockError;
+    /// use shmlink::lock::LockError;
     ///
     /// let e: LockError<u8> = LockError::OwnerDied(1);
     /// assert!(matches!(e.map(|g| g * 2), LockError::OwnerDied(2)));
@@ -369,7 +369,7 @@ enum Acquired {
 /// # Examples
 ///
 /// ```
-/// use shmlink::sync::BakeryLock;
+/// use shmlink::lock::BakeryLock;
 ///
 /// let lock = BakeryLock::new(4)?;
 /// let me = &lock.participants()[0];
@@ -580,8 +580,8 @@ impl<'a> Table<'a> {
 /// # Examples
 ///
 /// ```
-/// use shmlink::sync::LockError;
-/// use shmlink::sync::BakeryLock;
+/// use shmlink::lock::LockError;
+/// use shmlink::lock::BakeryLock;
 ///
 /// let mut lock = BakeryLock::new(8)?;
 /// let mut other = lock.join()?; // e.g. for another thread
@@ -617,7 +617,7 @@ impl BakeryLock<HeapRegion<BakeryControl>> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::BakeryLock;
+    /// use shmlink::lock::BakeryLock;
     ///
     /// let lock = BakeryLock::new(3)?;
     /// assert_eq!((lock.capacity(), lock.slot()), (3, 0));
@@ -639,7 +639,8 @@ impl BakeryLock<HeapRegion<BakeryControl>> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::{BakeryLock, WaitMode};
+    /// use shmlink::lock::BakeryLock;
+    /// use shmlink::sync::WaitMode;
     ///
     /// let lock = BakeryLock::with_mode(2, WaitMode::Spin)?;
     /// assert_eq!(lock.mode(), WaitMode::Spin);
@@ -665,7 +666,8 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::{BakeryConfigError, BakeryControl, BakeryLock, HeapRegion};
+    /// use shmlink::lock::{BakeryConfigError, BakeryControl, BakeryLock};
+    /// use shmlink::region::HeapRegion;
     /// use std::sync::Arc;
     ///
     /// let blank = Arc::new(HeapRegion::<BakeryControl>::new(128)); // never initialised
@@ -729,7 +731,7 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::BakeryLock;
+    /// use shmlink::lock::BakeryLock;
     ///
     /// let lock = BakeryLock::new(2)?;
     /// let other = lock.join()?;
@@ -762,8 +764,8 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::LockError;
-    /// use shmlink::sync::BakeryLock;
+    /// use shmlink::lock::LockError;
+    /// use shmlink::lock::BakeryLock;
     ///
     /// let mut lock = BakeryLock::new(2)?;
     /// let guard = lock.lock().map_err(LockError::without_guard)?;
@@ -783,7 +785,7 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::{BakeryLock, LockError};
+    /// use shmlink::lock::{BakeryLock, LockError};
     ///
     /// let mut a = BakeryLock::new(2)?;
     /// let mut b = a.join()?;
@@ -804,7 +806,7 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::{BakeryLock, LockError};
+    /// use shmlink::lock::{BakeryLock, LockError};
     /// use std::time::Duration;
     ///
     /// let mut a = BakeryLock::new(2)?;
@@ -1001,7 +1003,8 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::{BakeryLock, WaitMode};
+    /// use shmlink::lock::BakeryLock;
+    /// use shmlink::sync::WaitMode;
     ///
     /// assert_eq!(BakeryLock::new(1)?.mode(), WaitMode::Blocking);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -1015,7 +1018,7 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::BakeryLock;
+    /// use shmlink::lock::BakeryLock;
     ///
     /// assert_eq!(BakeryLock::new(1)?.slot(), 0);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -1029,7 +1032,7 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::BakeryLock;
+    /// use shmlink::lock::BakeryLock;
     ///
     /// let lock = BakeryLock::new(2)?;
     /// drop(lock.join()?);
@@ -1045,7 +1048,7 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::BakeryLock;
+    /// use shmlink::lock::BakeryLock;
     ///
     /// assert_eq!(BakeryLock::new(5)?.capacity(), 5);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -1059,7 +1062,7 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::BakeryLock;
+    /// use shmlink::lock::BakeryLock;
     ///
     /// let lock = BakeryLock::new(4)?;
     /// let _other = lock.join()?;
@@ -1075,8 +1078,8 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::LockError;
-    /// use shmlink::sync::BakeryLock;
+    /// use shmlink::lock::LockError;
+    /// use shmlink::lock::BakeryLock;
     ///
     /// let mut lock = BakeryLock::new(1)?;
     /// assert_eq!(lock.holder(), None);
@@ -1093,7 +1096,8 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::{BakeryLock, Region};
+    /// use shmlink::lock::BakeryLock;
+    /// use shmlink::region::Region;
     ///
     /// let lock = BakeryLock::new(2)?;
     /// assert_eq!(lock.region().area().len(), 2 * 128);
@@ -1109,7 +1113,7 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::BakeryLock;
+    /// use shmlink::lock::BakeryLock;
     ///
     /// let lock = BakeryLock::new(2)?;
     /// let second = BakeryLock::from_region(lock.region_arc(), 0, 0)?;
@@ -1184,8 +1188,8 @@ enum Never {}
 /// # Examples
 ///
 /// ```
-/// use shmlink::sync::LockError;
-/// use shmlink::sync::BakeryLock;
+/// use shmlink::lock::LockError;
+/// use shmlink::lock::BakeryLock;
 ///
 /// let mut lock = BakeryLock::new(1)?;
 /// let guard = lock.lock().map_err(LockError::without_guard)?;
@@ -1203,8 +1207,8 @@ impl<R: Region<Shared = BakeryControl>> BakeryGuard<'_, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::LockError;
-    /// use shmlink::sync::BakeryLock;
+    /// use shmlink::lock::LockError;
+    /// use shmlink::lock::BakeryLock;
     ///
     /// let mut lock = BakeryLock::new(1)?;
     /// let guard = lock.lock().map_err(LockError::without_guard)?;
@@ -1228,8 +1232,8 @@ impl<R: Region<Shared = BakeryControl>> BakeryGuard<'_, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::LockError;
-    /// use shmlink::sync::BakeryLock;
+    /// use shmlink::lock::LockError;
+    /// use shmlink::lock::BakeryLock;
     ///
     /// let mut lock = BakeryLock::new(1)?;
     /// assert_eq!(lock.lock().map_err(LockError::without_guard)?.holder(), Some(std::process::id()));
@@ -1264,8 +1268,8 @@ impl<R: Region<Shared = BakeryControl>> std::fmt::Debug for BakeryGuard<'_, R> {
 /// # Examples
 ///
 /// ```
-/// use shmlink::sync::LockError;
-/// use shmlink::sync::BakeryMutex;
+/// use shmlink::lock::LockError;
+/// use shmlink::lock::BakeryMutex;
 ///
 /// let mut counter = BakeryMutex::new(4, 0u64)?;
 /// let mut other = counter.join()?;
@@ -1288,8 +1292,8 @@ impl<T: Pod> BakeryMutex<T, HeapRegion<BakeryControl>> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::LockError;
-    /// use shmlink::sync::BakeryMutex;
+    /// use shmlink::lock::LockError;
+    /// use shmlink::lock::BakeryMutex;
     ///
     /// let mut m = BakeryMutex::new(2, [1u32, 2, 3])?;
     /// assert_eq!(m.lock().map_err(LockError::without_guard)?.get(), [1, 2, 3]);
@@ -1308,7 +1312,8 @@ impl<T: Pod> BakeryMutex<T, HeapRegion<BakeryControl>> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::{BakeryMutex, WaitMode};
+    /// use shmlink::lock::BakeryMutex;
+    /// use shmlink::sync::WaitMode;
     ///
     /// let m = BakeryMutex::with_mode(2, 0u64, WaitMode::Spin)?;
     /// assert_eq!(m.as_lock().mode(), WaitMode::Spin);
@@ -1360,7 +1365,7 @@ impl<T: Pod, R: Region<Shared = BakeryControl>> BakeryMutex<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::{BakeryConfigError, BakeryMutex};
+    /// use shmlink::lock::{BakeryConfigError, BakeryMutex};
     ///
     /// let m = BakeryMutex::new(2, 7u64)?;
     /// let region = m.region_arc();
@@ -1387,7 +1392,7 @@ impl<T: Pod, R: Region<Shared = BakeryControl>> BakeryMutex<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::BakeryMutex;
+    /// use shmlink::lock::BakeryMutex;
     ///
     /// let m = BakeryMutex::new(2, 0u8)?;
     /// let _second = m.join()?;
@@ -1411,7 +1416,7 @@ impl<T: Pod, R: Region<Shared = BakeryControl>> BakeryMutex<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::{BakeryMutex, LockError};
+    /// use shmlink::lock::{BakeryMutex, LockError};
     ///
     /// let mut m = BakeryMutex::new(2, 0u64)?;
     /// let mut guard = match m.lock() {
@@ -1435,8 +1440,8 @@ impl<T: Pod, R: Region<Shared = BakeryControl>> BakeryMutex<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::LockError;
-    /// use shmlink::sync::BakeryMutex;
+    /// use shmlink::lock::LockError;
+    /// use shmlink::lock::BakeryMutex;
     ///
     /// let mut m = BakeryMutex::new(1, 1u8)?;
     /// assert_eq!(m.try_lock().map_err(LockError::without_guard)?.get(), 1);
@@ -1455,8 +1460,8 @@ impl<T: Pod, R: Region<Shared = BakeryControl>> BakeryMutex<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::LockError;
-    /// use shmlink::sync::BakeryMutex;
+    /// use shmlink::lock::LockError;
+    /// use shmlink::lock::BakeryMutex;
     /// use std::time::Duration;
     ///
     /// let mut m = BakeryMutex::new(1, 1u8)?;
@@ -1475,7 +1480,7 @@ impl<T: Pod, R: Region<Shared = BakeryControl>> BakeryMutex<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::BakeryMutex;
+    /// use shmlink::lock::BakeryMutex;
     ///
     /// let m = BakeryMutex::new(3, 0u8)?;
     /// assert_eq!(m.as_lock().capacity(), 3);
@@ -1490,7 +1495,7 @@ impl<T: Pod, R: Region<Shared = BakeryControl>> BakeryMutex<T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::BakeryMutex;
+    /// use shmlink::lock::BakeryMutex;
     ///
     /// let m = BakeryMutex::new(2, 0u8)?;
     /// let second = BakeryMutex::<u8, _>::from_region(m.region_arc())?;
@@ -1527,8 +1532,8 @@ fn wrap<'a, T: Pod, R: Region<Shared = BakeryControl>>(
 /// # Examples
 ///
 /// ```
-/// use shmlink::sync::LockError;
-/// use shmlink::sync::BakeryMutex;
+/// use shmlink::lock::LockError;
+/// use shmlink::lock::BakeryMutex;
 ///
 /// let mut m = BakeryMutex::new(1, 0u32)?;
 /// let mut g = m.lock().map_err(LockError::without_guard)?;
@@ -1552,8 +1557,8 @@ impl<T: Pod, R: Region<Shared = BakeryControl>> MutexGuard<'_, T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::LockError;
-    /// use shmlink::sync::BakeryMutex;
+    /// use shmlink::lock::LockError;
+    /// use shmlink::lock::BakeryMutex;
     ///
     /// let mut m = BakeryMutex::new(1, 9u16)?;
     /// assert_eq!(m.lock().map_err(LockError::without_guard)?.get(), 9);
@@ -1570,8 +1575,8 @@ impl<T: Pod, R: Region<Shared = BakeryControl>> MutexGuard<'_, T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::LockError;
-    /// use shmlink::sync::BakeryMutex;
+    /// use shmlink::lock::LockError;
+    /// use shmlink::lock::BakeryMutex;
     ///
     /// let mut m = BakeryMutex::new(1, 0i64)?;
     /// m.lock().map_err(LockError::without_guard)?.set(-4);
@@ -1589,8 +1594,8 @@ impl<T: Pod, R: Region<Shared = BakeryControl>> MutexGuard<'_, T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::LockError;
-    /// use shmlink::sync::BakeryMutex;
+    /// use shmlink::lock::LockError;
+    /// use shmlink::lock::BakeryMutex;
     ///
     /// let mut m = BakeryMutex::new(1, [0u8; 4])?;
     /// let old = m.lock().map_err(LockError::without_guard)?.update(|v| std::mem::replace(&mut v[0], 7));
@@ -1609,8 +1614,8 @@ impl<T: Pod, R: Region<Shared = BakeryControl>> MutexGuard<'_, T, R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::sync::LockError;
-    /// use shmlink::sync::BakeryMutex;
+    /// use shmlink::lock::LockError;
+    /// use shmlink::lock::BakeryMutex;
     ///
     /// let mut m = BakeryMutex::new(1, 0u8)?;
     /// assert!(m.lock().map_err(LockError::without_guard)?.as_guard().participant().holding);
@@ -1634,7 +1639,7 @@ impl<T: Pod + std::fmt::Debug, R: Region<Shared = BakeryControl>> std::fmt::Debu
 #[cfg(all(test, not(shmlink_loom)))]
 mod tests {
     use super::*;
-    use crate::sync::process::{start_ticks_of, token_of};
+    use crate::process::{start_ticks_of, token_of};
 
     #[test]
     fn threads_count_exactly() {

@@ -14,39 +14,17 @@
 //! as the RPC client's decoding of a response) never keeps the role. Sleepers are
 //! counted, so nobody makes a wake-up system call while nobody sleeps, and no wake-up is
 //! lost: every change a sleeper waits for happens under the lock it re-checks under
-//! (modelled in `loom-tests/handoff.rs`).
+//! (modelled in `src/rpc/tests/loom_handoff.rs`).
 //!
 //! A panic in a closure run under the lock (`take`, or `deliver`'s and `give_up`'s
 //! `f`) is caught, the lock released, and the panic resumed: the mutex is never
 //! poisoned (the table is left as the closure left it).
-//!
-//! # Examples
-//!
-//! ```
-//! use std::collections::HashMap;
-//! use shmlink::sync::handoff::{Handoff, Turn};
-//!
-//! // One thread, one message source: the waiter reads its own answer.
-//! let h = Handoff::new(HashMap::<u64, u64>::new());
-//! let mut source = vec![(7u64, 49u64)].into_iter();
-//! let answer = match h.wait_turn(None, |t| t.remove(&7)) {
-//!     Turn::Ready(v) => v,
-//!     Turn::Read(mut reader) => loop {
-//!         let (id, v) = source.next().expect("a message");
-//!         if let Some(v) = reader.deliver(|t| { t.insert(id, v); t.remove(&7) }) {
-//!             break v;
-//!         }
-//!     },
-//!     Turn::TimedOut => unreachable!("no deadline"),
-//! };
-//! assert_eq!(answer, 49);
-//! ```
 
 use core::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::time::Instant;
 
-use super::lock::{Condvar, Mutex, MutexGuard};
+use crate::sync::mutex::{Condvar, Mutex, MutexGuard};
 
 struct State<T> {
     table: T,
@@ -78,18 +56,6 @@ pub enum Turn<'a, T, R> {
 /// The reading role of a [`Handoff`], held by one waiter at a time. Dropping it while
 /// it still holds the role (the reader returned early, or is unwinding from a panic)
 /// gives the role up and wakes the sleepers, so one of them takes over.
-///
-/// # Examples
-///
-/// ```
-/// use shmlink::sync::handoff::{Handoff, Turn};
-///
-/// let h = Handoff::new(Vec::<u32>::new());
-/// let Turn::Read(reader) = h.wait_turn(None, |v| v.pop()) else { unreachable!() };
-/// // Nothing to read after all (or a panic unwinds through here): the role passes on.
-/// drop(reader);
-/// assert!(matches!(h.wait_turn(None, |v| v.pop()), Turn::Read(_)));
-/// ```
 #[must_use = "dropping the reader gives the reading role up"]
 pub struct Reader<'a, T> {
     handoff: &'a Handoff<T>,
@@ -117,15 +83,6 @@ fn run_locked<'m, S, R>(
 
 impl<T> Handoff<T> {
     /// A hand-off over `table`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use shmlink::sync::handoff::Handoff;
-    ///
-    /// let h = Handoff::new(vec![1u32]);
-    /// assert_eq!(h.with(|t| t.len()), 1);
-    /// ```
     pub fn new(table: T) -> Self {
         Self {
             state: Mutex::new(State {
@@ -142,16 +99,6 @@ impl<T> Handoff<T> {
     }
 
     /// Runs `f` on the table under the lock (to register or remove a slot).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use shmlink::sync::handoff::Handoff;
-    ///
-    /// let h = Handoff::new(Vec::<u32>::new());
-    /// h.with(|t| t.push(3));
-    /// assert_eq!(h.with(|t| t.pop()), Some(3));
-    /// ```
     pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         run_locked(self.lock(), |st| f(&mut st.table)).1
     }
@@ -250,17 +197,6 @@ impl<T> Reader<'_, T> {
     /// # Panics
     ///
     /// If `f` panics; the role is given up all the same.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use shmlink::sync::handoff::{Handoff, Turn};
-    ///
-    /// let h = Handoff::new(Vec::<u32>::new());
-    /// let Turn::Read(reader) = h.wait_turn(None, |v| v.pop()) else { unreachable!() };
-    /// // The source failed: say so to every waiter.
-    /// assert_eq!(reader.give_up(|t| { t.push(0); t.len() }), 1);
-    /// ```
     pub fn give_up<R>(mut self, f: impl FnOnce(&mut T) -> R) -> R {
         let h = self.handoff;
         let mut s = h.lock();
@@ -300,5 +236,82 @@ impl<T: fmt::Debug> fmt::Debug for Handoff<T> {
             .field("reading", &s.reading)
             .field("sleepers", &s.sleepers)
             .finish()
+    }
+}
+
+/// The examples of the items above, run as tests (the module is crate-private, so
+/// they cannot be doctests).
+#[cfg(all(test, not(shmlink_loom)))]
+mod examples {
+    #[test]
+    fn a_waiter_reads_its_own_answer() {
+        use crate::rpc::handoff::{Handoff, Turn};
+        use std::collections::HashMap;
+
+        // One thread, one message source: the waiter reads its own answer.
+        let h = Handoff::new(HashMap::<u64, u64>::new());
+        let mut source = vec![(7u64, 49u64)].into_iter();
+        let answer = match h.wait_turn(None, |t| t.remove(&7)) {
+            Turn::Ready(v) => v,
+            Turn::Read(mut reader) => loop {
+                let (id, v) = source.next().expect("a message");
+                if let Some(v) = reader.deliver(|t| {
+                    t.insert(id, v);
+                    t.remove(&7)
+                }) {
+                    break v;
+                }
+            },
+            Turn::TimedOut => unreachable!("no deadline"),
+        };
+        assert_eq!(answer, 49);
+    }
+
+    #[test]
+    fn a_dropped_reader_passes_the_role_on() {
+        use crate::rpc::handoff::{Handoff, Turn};
+
+        let h = Handoff::new(Vec::<u32>::new());
+        let Turn::Read(reader) = h.wait_turn(None, |v| v.pop()) else {
+            unreachable!()
+        };
+        // Nothing to read after all (or a panic unwinds through here): the role passes on.
+        drop(reader);
+        assert!(matches!(h.wait_turn(None, |v| v.pop()), Turn::Read(_)));
+    }
+
+    #[test]
+    fn handoff_new() {
+        use crate::rpc::handoff::Handoff;
+
+        let h = Handoff::new(vec![1u32]);
+        assert_eq!(h.with(|t| t.len()), 1);
+    }
+
+    #[test]
+    fn handoff_with() {
+        use crate::rpc::handoff::Handoff;
+
+        let h = Handoff::new(Vec::<u32>::new());
+        h.with(|t| t.push(3));
+        assert_eq!(h.with(|t| t.pop()), Some(3));
+    }
+
+    #[test]
+    fn reader_give_up() {
+        use crate::rpc::handoff::{Handoff, Turn};
+
+        let h = Handoff::new(Vec::<u32>::new());
+        let Turn::Read(reader) = h.wait_turn(None, |v| v.pop()) else {
+            unreachable!()
+        };
+        // The source failed: say so to every waiter.
+        assert_eq!(
+            reader.give_up(|t| {
+                t.push(0);
+                t.len()
+            }),
+            1
+        );
     }
 }

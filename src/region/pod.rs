@@ -1,6 +1,6 @@
 //! [`Pod`]: element types that can be copied through shared memory as raw bytes.
 
-use crate::sync::{combine_fingerprints, layout_fingerprint};
+use crate::region::{combine_fingerprints, layout_fingerprint};
 
 /// Plain old data: a `Copy` type with no padding, no pointers and no invalid bit
 /// patterns, so it can be copied byte for byte into shared memory and back, and any
@@ -16,8 +16,8 @@ use crate::sync::{combine_fingerprints, layout_fingerprint};
 /// # Examples
 ///
 /// ```
-/// use shmlink::ring::Pod;
-/// use shmlink::segment::layout_fingerprint;
+/// use shmlink::region::Pod;
+/// use shmlink::region::layout_fingerprint;
 ///
 /// #[derive(Clone, Copy)]
 /// #[repr(C)]
