@@ -1,4 +1,6 @@
-//! Errors of the ring operations.
+//! Errors of the ring operations, all ring kinds together (SPSC and MPMC share
+//! `PushError`, `PopError`, `ClaimError`, `ChunkError`; the frame ring adds
+//! `SendError` and `RecvError`).
 
 use core::fmt;
 
@@ -322,3 +324,96 @@ impl fmt::Display for ChunkError {
 }
 
 impl std::error::Error for ChunkError {}
+
+/// Errors of sending a frame.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::ring::{FrameRing, SendError};
+/// use shmlink::sync::WaitMode;
+///
+/// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
+/// # let mut tx = ring.producer()?;
+/// let err = tx.try_send(&[0; 300]).unwrap_err();
+/// assert_eq!(err, SendError::TooLarge { len: 300, max: 256 });
+/// assert_eq!(err.to_string(), "frame of 300 bytes exceeds the maximum of 256");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The frame is longer than the ring's maximum.
+    TooLarge {
+        /// Its length.
+        len: usize,
+        /// The ring's maximum.
+        max: usize,
+    },
+    /// Not enough room right now.
+    Full,
+    /// Still not enough room at the deadline.
+    Timeout,
+    /// The consumer left or died (and the ring is full).
+    Disconnected,
+    /// The consumer's position is impossible.
+    Corrupted(Corruption),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::TooLarge { len, max } => {
+                write!(f, "frame of {len} bytes exceeds the maximum of {max}")
+            }
+            SendError::Full => f.write_str("frame ring is full"),
+            SendError::Timeout => f.write_str("frame ring stayed full until the deadline"),
+            SendError::Disconnected => f.write_str("consumer disconnected"),
+            SendError::Corrupted(c) => write!(f, "{c}"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Errors of receiving a frame.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::ring::{FrameRing, RecvError};
+/// use shmlink::sync::WaitMode;
+///
+/// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
+/// # let (tx, mut rx) = (ring.producer()?, ring.consumer()?);
+/// let mut buf = Vec::new();
+/// assert_eq!(rx.try_recv(&mut buf), Err(RecvError::Empty));
+/// drop(tx);
+/// assert_eq!(rx.try_recv(&mut buf), Err(RecvError::Disconnected));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// No frame right now.
+    Empty,
+    /// Still no frame at the deadline.
+    Timeout,
+    /// No frame, and the producer left or died.
+    Disconnected,
+    /// A header or position no correct producer writes.
+    Corrupted(Corruption),
+}
+
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecvError::Empty => f.write_str("no frame"),
+            RecvError::Timeout => f.write_str("no frame until the deadline"),
+            RecvError::Disconnected => f.write_str("no frame, and the producer is gone"),
+            RecvError::Corrupted(c) => write!(f, "{c}"),
+        }
+    }
+}
+
+impl std::error::Error for RecvError {}

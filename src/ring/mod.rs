@@ -71,7 +71,9 @@ pub use crate::region::Pod;
 pub use crate::sync::{WaitMode, WaitWord};
 #[cfg(not(shmlink_loom))]
 pub use duplex::{Duplex, DuplexHeader, End, EndPair, Half};
-pub use error::{BuildError, ChunkError, ClaimError, Corruption, PopError, PushError};
-pub use frame::{FrameConsumer, FrameProducer, FrameRing, RecvError, SendError};
+pub use error::{
+    BuildError, ChunkError, ClaimError, Corruption, PopError, PushError, RecvError, SendError,
+};
+pub use frame::{FrameConsumer, FrameProducer, FrameRing};
 pub use mpmc::{Mpmc, MpmcConsumer, MpmcHeader, MpmcProducer, RepairStats};
 pub use spsc::{Consumer, Producer, ReadChunk, Spsc, SpscHeader, WriteChunk};

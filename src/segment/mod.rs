@@ -26,19 +26,28 @@ pub mod header;
 mod name;
 
 #[cfg(not(shmlink_loom))]
-mod shm;
+mod builder;
+#[cfg(not(shmlink_loom))]
+mod create;
+#[cfg(not(shmlink_loom))]
+mod handle;
+#[cfg(not(shmlink_loom))]
+mod open;
+#[cfg(not(shmlink_loom))]
+mod stale;
 #[cfg(not(shmlink_loom))]
 mod sys;
 #[cfg(not(shmlink_loom))]
 mod typed;
 
+#[cfg(not(shmlink_loom))]
+pub use builder::{DEFAULT_TIMEOUT, Disposition, MAX_PAYLOAD, SegmentBuilder};
 pub use error::{CreateError, NameError, OpenError, OsError, StaleInfo, StaleReason};
+#[cfg(not(shmlink_loom))]
+pub use handle::Segment;
 pub use header::{Kind, ProcessId, SegmentHeader};
 pub use name::{MAX_NAME_LEN, PREFIX, SegmentName};
 #[cfg(not(shmlink_loom))]
-pub use shm::{
-    DEFAULT_TIMEOUT, Disposition, MAX_PAYLOAD, Segment, SegmentBuilder, SegmentInfo, Status,
-    inspect, list, remove_stale, unlink,
-};
+pub use stale::{SegmentInfo, Status, inspect, list, remove_stale, unlink};
 #[cfg(not(shmlink_loom))]
 pub use typed::ShmRegion;

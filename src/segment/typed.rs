@@ -6,7 +6,7 @@ use core::ptr::NonNull;
 
 use super::error::{CreateError, OpenError};
 use super::header::Kind;
-use super::shm::{Disposition, Segment, SegmentBuilder};
+use super::{Disposition, Segment, SegmentBuilder};
 use crate::region::{RawArea, Region, ShmSafe, area_offset, fingerprint};
 
 /// A [`Region`] in a named segment: a `T` control block at the start of the payload,
