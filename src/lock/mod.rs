@@ -25,7 +25,7 @@
 
 mod bakery;
 #[cfg(not(shmlink_loom))]
-mod named;
+mod error;
 mod semaphore;
 mod seqlock;
 #[cfg(all(test, shmlink_loom))]
@@ -36,7 +36,9 @@ pub use bakery::{
     MAX_PARTICIPANTS, MutexGuard, Participant, SLOT_SIZE,
 };
 #[cfg(not(shmlink_loom))]
-pub use named::{BakeryStatus, ObjectError, bakery_status};
+pub use bakery::{BakeryStatus, bakery_status};
+#[cfg(not(shmlink_loom))]
+pub use error::ObjectError;
 pub use semaphore::{AcquireError, ReleaseError, Semaphore, SemaphoreConfigError, SemaphoreState};
 pub use seqlock::{
     READ_TRIES, ReadError, SeqLock, SeqLockConfigError, SeqLockControl, SeqWriter, WriterTaken,

@@ -35,6 +35,13 @@ use crate::region::{HeapRegion, Region, ShmSafe};
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::sync::{Backoff, futex};
 
+#[cfg(not(shmlink_loom))]
+use super::ObjectError;
+#[cfg(not(shmlink_loom))]
+use crate::region::fingerprint;
+#[cfg(not(shmlink_loom))]
+use crate::segment::{Kind, SegmentBuilder, ShmRegion};
+
 /// Longest sleep of a waiting `acquire` before it looks at the value again: a
 /// releaser that died between adding its permit and waking the sleepers costs a
 /// waiter at most this long.
@@ -583,6 +590,72 @@ impl<R: Region<Shared = SemaphoreState>> std::fmt::Debug for Semaphore<R> {
             .field("max", &self.max())
             .field("waiters", &self.waiters())
             .finish()
+    }
+}
+
+#[cfg(not(shmlink_loom))]
+impl Semaphore<ShmRegion<SemaphoreState>> {
+    fn configure(builder: SegmentBuilder) -> SegmentBuilder {
+        builder.typed_defaults(Kind::Semaphore, fingerprint::<SemaphoreState>())
+    }
+
+    /// Creates a named semaphore with `initial` permits, at most `max`.
+    ///
+    /// # Errors
+    ///
+    /// [`ObjectError::Config`] for a bad configuration (checked before anything is
+    /// created), [`ObjectError::Create`] from the segment.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::Segment;
+    /// use shmlink::lock::Semaphore;
+    /// # let name = format!("doc-sem-create-{}", std::process::id());
+    ///
+    /// let sem = Semaphore::create(Segment::builder(&name).unlink_on_drop(true), 2, 4)?;
+    /// let other = Semaphore::open(Segment::builder(&name))?; // usually another process
+    /// sem.acquire();
+    /// assert_eq!(other.value(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn create(
+        builder: SegmentBuilder,
+        initial: u32,
+        max: u32,
+    ) -> Result<Self, ObjectError<SemaphoreConfigError>> {
+        Semaphore::new(initial, max).map_err(ObjectError::Config)?; // validate first
+        let region =
+            ShmRegion::<SemaphoreState>::create_with(Self::configure(builder), 0, |s, _| {
+                // Validated above; cannot fail.
+                let _ = s.init(initial, max);
+            })?;
+        Self::from_region(Arc::new(region)).map_err(ObjectError::Config)
+    }
+
+    /// Opens a named semaphore.
+    ///
+    /// # Errors
+    ///
+    /// [`ObjectError::Open`] (`NotFound`, `WrongKind`, ...), or
+    /// [`ObjectError::Config`] if its state is corrupt.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::lock::ObjectError;
+    /// use shmlink::segment::{OpenError, Segment};
+    /// use shmlink::lock::Semaphore;
+    /// # let name = format!("doc-sem-open-{}", std::process::id());
+    /// # let _keep = Semaphore::create(Segment::builder(&name).unlink_on_drop(true), 1, 1)?;
+    ///
+    /// let sem = Semaphore::open(Segment::builder(&name))?;
+    /// assert_eq!(sem.max(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open(builder: SegmentBuilder) -> Result<Self, ObjectError<SemaphoreConfigError>> {
+        let region = ShmRegion::<SemaphoreState>::open(Self::configure(builder))?;
+        Self::from_region(Arc::new(region)).map_err(ObjectError::Config)
     }
 }
 

@@ -52,6 +52,13 @@ use crate::region::Pod;
 use crate::region::{CacheLine, HeapRegion, RawArea, Region, ShmSafe};
 use crate::sync::atomic::{AtomicU64, Ordering, fence};
 
+#[cfg(not(shmlink_loom))]
+use super::ObjectError;
+#[cfg(not(shmlink_loom))]
+use crate::region::{combine_fingerprints, fingerprint};
+#[cfg(not(shmlink_loom))]
+use crate::segment::{Kind, SegmentBuilder, ShmRegion};
+
 /// Failed read attempts a reader spins through (one spin-loop hint each, about 15 µs
 /// in all) before it reads the clock and starts backing off: yielding, then napping.
 /// While writes keep getting in its way, a reader also checks its deadline once per
@@ -881,6 +888,71 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> std::fmt::Debug for SeqWriter<T
         f.debug_struct("SeqWriter")
             .field("version", &self.lock.version())
             .finish()
+    }
+}
+
+#[cfg(not(shmlink_loom))]
+impl<T: Pod> SeqLock<T, ShmRegion<SeqLockControl>> {
+    fn configure(builder: SegmentBuilder) -> SegmentBuilder {
+        builder.typed_defaults(
+            Kind::SeqLock,
+            combine_fingerprints(fingerprint::<SeqLockControl>(), T::FINGERPRINT),
+        )
+    }
+
+    /// Creates a named seqlock holding `value`.
+    ///
+    /// # Errors
+    ///
+    /// [`ObjectError::Create`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::Segment;
+    /// use shmlink::lock::SeqLock;
+    /// # let name = format!("doc-seqlock-create-{}", std::process::id());
+    ///
+    /// let quote = SeqLock::create(Segment::builder(&name).unlink_on_drop(true), [0u64; 4])?;
+    /// let reader = SeqLock::<[u64; 4], _>::open(Segment::builder(&name))?; // another process
+    /// quote.writer()?.write([1, 2, 3, 4]);
+    /// assert_eq!(reader.read()?, [1, 2, 3, 4]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn create(
+        builder: SegmentBuilder,
+        value: T,
+    ) -> Result<Self, ObjectError<SeqLockConfigError>> {
+        let region = ShmRegion::<SeqLockControl>::create_with(
+            Self::configure(builder),
+            super::seqlock::area_len::<T>(),
+            |ctl, area| super::seqlock::init(ctl, area, value),
+        )?;
+        Self::from_region(Arc::new(region)).map_err(ObjectError::Config)
+    }
+
+    /// Opens a named seqlock of `T`.
+    ///
+    /// # Errors
+    ///
+    /// [`ObjectError::Open`] (`TypeMismatch` for another `T`), [`ObjectError::Config`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::lock::ObjectError;
+    /// use shmlink::segment::{OpenError, Segment};
+    /// use shmlink::lock::SeqLock;
+    /// # let name = format!("doc-seqlock-open-{}", std::process::id());
+    /// let _a = SeqLock::create(Segment::builder(&name).unlink_on_drop(true), 0u64)?;
+    ///
+    /// let wrong = SeqLock::<u32, _>::open(Segment::builder(&name)).unwrap_err();
+    /// assert!(matches!(wrong, ObjectError::Open(OpenError::TypeMismatch { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open(builder: SegmentBuilder) -> Result<Self, ObjectError<SeqLockConfigError>> {
+        let region = ShmRegion::<SeqLockControl>::open(Self::configure(builder))?;
+        Self::from_region(Arc::new(region)).map_err(ObjectError::Config)
     }
 }
 

@@ -58,6 +58,13 @@ use crate::region::{CacheLine, HeapRegion, RawArea, Region, ShmSafe};
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 use crate::sync::{WaitError, WaitMode, WaitWord};
 
+#[cfg(not(shmlink_loom))]
+use super::ObjectError;
+#[cfg(not(shmlink_loom))]
+use crate::region::fingerprint;
+#[cfg(not(shmlink_loom))]
+use crate::segment::{Kind, OpenError, SegmentBuilder, ShmRegion};
+
 mod error;
 mod mutex;
 
@@ -1126,6 +1133,175 @@ impl<R: Region<Shared = BakeryControl>> std::fmt::Debug for BakeryGuard<'_, R> {
             .field("slot", &self.lock.slot)
             .finish()
     }
+}
+
+#[cfg(not(shmlink_loom))]
+impl BakeryLock<ShmRegion<BakeryControl>> {
+    fn configure(builder: SegmentBuilder) -> SegmentBuilder {
+        builder.typed_defaults(Kind::BakeryLock, fingerprint::<BakeryControl>())
+    }
+
+    /// Creates a named Bakery lock for up to `participants` processes and claims the
+    /// first slot for this process.
+    ///
+    /// # Errors
+    ///
+    /// [`ObjectError::Config`] (`InvalidParticipants`), [`ObjectError::Create`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::lock::LockError;
+    /// use shmlink::segment::Segment;
+    /// use shmlink::lock::BakeryLock;
+    /// # let name = format!("doc-bakery-create-{}", std::process::id());
+    ///
+    /// let mut lock = BakeryLock::create(Segment::builder(&name).unlink_on_drop(true), 16)?;
+    /// let other = BakeryLock::open(Segment::builder(&name))?; // usually another process
+    /// let guard = lock.lock().map_err(LockError::without_guard)?;
+    /// assert_eq!(other.holder(), Some(std::process::id()));
+    /// # drop(guard);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn create(
+        builder: SegmentBuilder,
+        participants: usize,
+    ) -> Result<Self, ObjectError<BakeryConfigError>> {
+        Self::create_with_mode(builder, participants, WaitMode::Blocking)
+    }
+
+    /// [`create`](Self::create) with a choice of wait mode (see
+    /// [`BakeryLock::with_mode`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::Segment;
+    /// use shmlink::lock::BakeryLock;
+    /// use shmlink::sync::WaitMode;
+    /// # let name = format!("doc-bakery-create-mode-{}", std::process::id());
+    ///
+    /// let builder = Segment::builder(&name).unlink_on_drop(true);
+    /// let lock = BakeryLock::create_with_mode(builder, 4, WaitMode::Spin)?;
+    /// assert_eq!(BakeryLock::open(Segment::builder(&name))?.mode(), WaitMode::Spin);
+    /// # drop(lock);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn create_with_mode(
+        builder: SegmentBuilder,
+        participants: usize,
+        mode: WaitMode,
+    ) -> Result<Self, ObjectError<BakeryConfigError>> {
+        BakeryLock::new(participants).map_err(ObjectError::Config)?; // validate first
+        let region = ShmRegion::<BakeryControl>::create_with(
+            Self::configure(builder),
+            BakeryControl::area_len(participants, 0),
+            |ctl, _| {
+                let _ = ctl.init(participants, 0, 0, mode);
+            },
+        )?;
+        Self::from_region(Arc::new(region), 0, 0).map_err(ObjectError::Config)
+    }
+
+    /// Opens a named Bakery lock and claims a slot for this process.
+    ///
+    /// # Errors
+    ///
+    /// [`ObjectError::Open`]; [`ObjectError::Config`] with
+    /// [`BakeryConfigError::Full`] if every slot is held by a live process.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::lock::ObjectError;
+    /// use shmlink::segment::Segment;
+    /// use shmlink::lock::{BakeryConfigError, BakeryLock};
+    /// # let name = format!("doc-bakery-open-{}", std::process::id());
+    /// let _first = BakeryLock::create(Segment::builder(&name).unlink_on_drop(true), 1)?;
+    ///
+    /// let full = BakeryLock::open(Segment::builder(&name)).unwrap_err();
+    /// assert!(matches!(full, ObjectError::Config(BakeryConfigError::Full { participants: 1 })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open(builder: SegmentBuilder) -> Result<Self, ObjectError<BakeryConfigError>> {
+        let region = ShmRegion::<BakeryControl>::open(Self::configure(builder))?;
+        Self::from_region(Arc::new(region), 0, 0).map_err(ObjectError::Config)
+    }
+}
+
+/// Who holds a named Bakery lock or mutex and who takes part (the `shmlink ls` view).
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::Segment;
+/// use shmlink::lock::bakery_status;
+/// use shmlink::lock::{BakeryLock, LockError};
+/// # let name = format!("doc-bakery-status-{}", std::process::id());
+///
+/// let mut lock = BakeryLock::create(Segment::builder(&name).unlink_on_drop(true), 4)?;
+/// let _guard = lock.lock().map_err(LockError::without_guard)?;
+/// let status = bakery_status(&name)?;
+/// assert_eq!(status.holder, Some(std::process::id()));
+/// assert_eq!(status.participants.len(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[cfg(not(shmlink_loom))]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BakeryStatus {
+    /// The pid holding the lock, if any.
+    pub holder: Option<u32>,
+    /// The claimed slots.
+    pub participants: Vec<Participant>,
+}
+
+/// Reads the holder and participants of the Bakery lock or mutex `name`, without
+/// claiming a slot (the segment is attached for the duration of the call).
+///
+/// # Errors
+///
+/// As [`inspect`](crate::segment::inspect) and [`SegmentBuilder::open`]; `WrongKind` if the
+/// segment is not a Bakery lock or mutex.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::{OpenError, Segment};
+/// use shmlink::lock::bakery_status;
+/// use shmlink::lock::Semaphore;
+/// # let name = format!("doc-bakery-status-kind-{}", std::process::id());
+///
+/// let _sem = Semaphore::create(Segment::builder(&name).unlink_on_drop(true), 1, 1)?;
+/// assert!(matches!(bakery_status(&name), Err(OpenError::WrongKind { .. })));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[cfg(not(shmlink_loom))]
+pub fn bakery_status(name: &str) -> Result<BakeryStatus, OpenError> {
+    let info = crate::segment::inspect(name)?;
+    let header = info.header.ok_or(OpenError::NotInitialized {
+        waited: std::time::Duration::ZERO,
+    })?;
+    let kind = match Kind::from_code(header.kind) {
+        Some(k @ (Kind::BakeryLock | Kind::BakeryMutex)) => k,
+        _ => {
+            return Err(OpenError::WrongKind {
+                expected: Kind::BakeryLock,
+                found: header.kind,
+            });
+        }
+    };
+    let builder = crate::segment::Segment::builder(name)
+        .kind(kind)
+        .fingerprint(header.fingerprint);
+    let region = ShmRegion::<BakeryControl>::open(builder)?;
+    Ok(BakeryStatus {
+        holder: super::bakery::holder_pid(region.shared()),
+        participants: super::bakery::participants(region.shared(), region.area()),
+    })
 }
 
 #[cfg(all(test, not(shmlink_loom)))]

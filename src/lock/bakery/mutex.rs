@@ -11,6 +11,13 @@ use super::{
 use crate::region::{HeapRegion, Pod, RawArea, Region};
 use crate::sync::WaitMode;
 
+#[cfg(not(shmlink_loom))]
+use crate::lock::ObjectError;
+#[cfg(not(shmlink_loom))]
+use crate::region::{combine_fingerprints, fingerprint};
+#[cfg(not(shmlink_loom))]
+use crate::segment::{Kind, SegmentBuilder, ShmRegion};
+
 /// A [`BakeryLock`] with a plain-old-data `T` stored beside it (in the same region),
 /// reachable only through the guard, by copy: another process may hold the lock
 /// next, so no reference into the shared bytes is ever handed out.
@@ -383,5 +390,116 @@ impl<T: Pod + std::fmt::Debug, R: Region<Shared = BakeryControl>> std::fmt::Debu
         f.debug_struct("MutexGuard")
             .field("value", &self.get())
             .finish()
+    }
+}
+
+#[cfg(not(shmlink_loom))]
+impl<T: Pod> BakeryMutex<T, ShmRegion<BakeryControl>> {
+    fn configure(builder: SegmentBuilder) -> SegmentBuilder {
+        builder.typed_defaults(
+            Kind::BakeryMutex,
+            combine_fingerprints(fingerprint::<BakeryControl>(), T::FINGERPRINT),
+        )
+    }
+
+    /// Creates a named Bakery mutex holding `value`, for up to `participants`
+    /// processes, and claims the first slot.
+    ///
+    /// # Errors
+    ///
+    /// [`ObjectError::Config`] (`InvalidParticipants`), [`ObjectError::Create`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::lock::LockError;
+    /// use shmlink::segment::Segment;
+    /// use shmlink::lock::BakeryMutex;
+    /// # let name = format!("doc-bmutex-create-{}", std::process::id());
+    ///
+    /// let mut a = BakeryMutex::create(Segment::builder(&name).unlink_on_drop(true), 8, 0u64)?;
+    /// let mut b = BakeryMutex::<u64, _>::open(Segment::builder(&name))?; // another process
+    /// a.lock().map_err(LockError::without_guard)?.update(|n| *n += 2);
+    /// assert_eq!(b.lock().map_err(LockError::without_guard)?.get(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn create(
+        builder: SegmentBuilder,
+        participants: usize,
+        value: T,
+    ) -> Result<Self, ObjectError<BakeryConfigError>> {
+        Self::create_with_mode(builder, participants, value, WaitMode::Blocking)
+    }
+
+    /// [`create`](Self::create) with a choice of wait mode (see
+    /// [`BakeryLock::with_mode`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::Segment;
+    /// use shmlink::lock::BakeryMutex;
+    /// use shmlink::sync::WaitMode;
+    /// # let name = format!("doc-bmutex-create-mode-{}", std::process::id());
+    ///
+    /// let builder = Segment::builder(&name).unlink_on_drop(true);
+    /// let m = BakeryMutex::create_with_mode(builder, 4, 0u32, WaitMode::Spin)?;
+    /// assert_eq!(m.as_lock().mode(), WaitMode::Spin);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn create_with_mode(
+        builder: SegmentBuilder,
+        participants: usize,
+        value: T,
+        mode: WaitMode,
+    ) -> Result<Self, ObjectError<BakeryConfigError>> {
+        BakeryLock::new(participants).map_err(ObjectError::Config)?; // validate first
+        let mut failed = None;
+        let region = ShmRegion::<BakeryControl>::create_with(
+            Self::configure(builder),
+            BakeryControl::area_len(participants, size_of::<T>()),
+            |ctl, area| {
+                failed = BakeryMutex::<T, ShmRegion<BakeryControl>>::init_parts(
+                    ctl,
+                    area,
+                    participants,
+                    value,
+                    mode,
+                )
+                .err();
+            },
+        )?;
+        if let Some(e) = failed {
+            return Err(ObjectError::Config(e));
+        }
+        Self::from_region(Arc::new(region)).map_err(ObjectError::Config)
+    }
+
+    /// Opens a named Bakery mutex of `T` and claims a slot.
+    ///
+    /// # Errors
+    ///
+    /// [`ObjectError::Open`] (`TypeMismatch` for another `T`), [`ObjectError::Config`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::lock::ObjectError;
+    /// use shmlink::segment::{OpenError, Segment};
+    /// use shmlink::lock::BakeryMutex;
+    /// # let name = format!("doc-bmutex-open-{}", std::process::id());
+    /// let _a = BakeryMutex::create(Segment::builder(&name).unlink_on_drop(true), 2, 0u64)?;
+    ///
+    /// let wrong = BakeryMutex::<u32, _>::open(Segment::builder(&name)).unwrap_err();
+    /// assert!(matches!(wrong, ObjectError::Open(OpenError::TypeMismatch { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open(builder: SegmentBuilder) -> Result<Self, ObjectError<BakeryConfigError>> {
+        let region = ShmRegion::<BakeryControl>::open(Self::configure(builder))?;
+        Self::from_region(Arc::new(region)).map_err(ObjectError::Config)
     }
 }
