@@ -29,11 +29,12 @@ use serde::{Deserialize, Serialize};
 use shmlink::channel::{Channel, Codec, Flavor, Options, Postcard, Raw, Receiver, RecvError};
 use shmlink::sync::WaitMode;
 
-use crate::Result;
-use crate::bench::{
-    Goal, LIMIT, Measurement, Runner, builder, crossbeam_run, finish, in_process, median,
-    online_cpus, percentiles, pin, print_goal_table, print_json, ring_round_trips,
+use super::rings::{crossbeam_run, ring_round_trips};
+use super::{
+    Goal, LIMIT, Measurement, Runner, builder, finish, in_process, median, online_cpus,
+    percentiles, pin, print_goal_table, print_json,
 };
+use crate::Result;
 
 /// A message of the channel cases: how it travels, how it is made and checked.
 trait Message: Serialize + DeserializeOwned + Send + 'static {

@@ -24,11 +24,12 @@ use std::time::{Duration, Instant};
 use shmlink::rpc::{ClientOptions, Context, Server};
 use shmlink::transport::{self, Options};
 
-use crate::Result;
-use crate::bench::{
+use super::rings::{raw_floor, uds_round_trips};
+use super::{
     Goal, LIMIT, Measurement, Runner, finish, median, online_cpus, percentiles, pin,
-    print_goal_table, print_json, raw_floor, uds_round_trips,
+    print_goal_table, print_json,
 };
+use crate::Result;
 
 /// The benchmark service's error (it never fails).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
