@@ -42,8 +42,9 @@ enum Command {
     },
     /// Cross-process measurements with same-run baselines.
     Bench {
-        /// The suite: `rings`, `sync`, `channels` or `rpc`.
-        suite: String,
+        /// The suite to run.
+        #[arg(value_enum)]
+        suite: bench::Suite,
         /// Print a JSON array of {name, metric, value, baseline, ratio}.
         #[arg(long)]
         json: bool,
@@ -85,7 +86,7 @@ fn main() -> ExitCode {
             round_trips,
             stream_items,
         } => demo::child(&name, round_trips, stream_items),
-        Command::Bench { suite, json, quick } => bench::run(&suite, json, quick),
+        Command::Bench { suite, json, quick } => bench::run(suite, json, quick),
         Command::BenchChild { case, name, iters } => bench::child(&case, &name, iters),
         Command::Ls => ls(),
         Command::Rm { names, stale } => rm(&names, stale),

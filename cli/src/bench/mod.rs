@@ -18,17 +18,26 @@ use shmlink::sync::atomic::{AtomicU64, Ordering};
 
 use crate::Result;
 
+/// The suites of `shmlink bench` (the doc lines are clap's help for each value).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    /// SPSC and MPMC rings against raw atomics, Unix sockets, rtrb, crossbeam
+    Rings,
+    /// Bakery lock, semaphore, seqlock against pthread, sem_t, parking_lot, RwLock
+    Sync,
+    /// Typed channels against ipc-channel and crossbeam-channel
+    Channels,
+    /// RPC over shm, Unix sockets and TCP against raw ping-pongs
+    Rpc,
+}
+
 /// Runs one suite.
-pub fn run(suite: &str, json: bool, quick: bool) -> Result {
+pub fn run(suite: Suite, json: bool, quick: bool) -> Result {
     match suite {
-        "rings" => rings::rings(json, quick),
-        "sync" => sync::sync(json, quick),
-        "channels" => channels::channels(json, quick),
-        "rpc" => rpc::rpc(json, quick),
-        other => Err(format!(
-            "unknown bench suite {other:?} (available: rings, sync, channels, rpc)"
-        )
-        .into()),
+        Suite::Rings => rings::rings(json, quick),
+        Suite::Sync => sync::sync(json, quick),
+        Suite::Channels => channels::channels(json, quick),
+        Suite::Rpc => rpc::rpc(json, quick),
     }
 }
 
