@@ -31,8 +31,8 @@ use shmlink::sync::WaitMode;
 
 use super::rings::{crossbeam_run, ring_round_trips};
 use super::{
-    Goal, LIMIT, Measurement, Runner, builder, finish, in_process, median, online_cpus,
-    percentiles, pin, print_goal_table, print_json,
+    Goal, LIMIT, Measurement, Runner, builder, finish, in_process, median, percentiles, pin,
+    print_goal_table, print_json,
 };
 use crate::Result;
 
@@ -364,17 +364,13 @@ impl Stream {
 }
 
 /// A ratio target next to a result line.
-fn print_table(results: &[Measurement], goals: &[Option<Goal>], pinned: bool, quote: usize) {
+fn print_table(results: &[Measurement], goals: &[Option<Goal>], r: &Runner, quote: usize) {
     print_goal_table(
         &format!(
-            "shmlink bench channels ({}; Quote = {quote} B postcard; lower is better for ns, \
-             higher for msgs/s)",
-            if pinned {
-                "parent on core 0, child on core 1"
-            } else {
-                "processes not pinned"
-            }
+            "shmlink bench channels ({}; Quote = {quote} B postcard)",
+            r.placement("parent", "child")
         ),
+        "lower is better for ns, higher for msgs/s",
         results,
         goals,
     );
@@ -412,12 +408,7 @@ fn against(
 
 /// Runs the `channels` suite.
 pub fn channels(json: bool, quick: bool) -> Result {
-    let pinned = online_cpus() >= 2 && pin(0);
-    let mut r = Runner {
-        base: format!("bench-chan-{}", std::process::id()),
-        seq: 0,
-        pinned,
-    };
+    let mut r = Runner::start("bench-chan");
     let p = Plan::new(quick);
     let quote_bytes = postcard::to_allocvec(&Quote::make(100_000))?.len();
     let q = format!("Quote {quote_bytes} B");
@@ -569,7 +560,7 @@ pub fn channels(json: bool, quick: bool) -> Result {
     if json {
         print_json(&results);
     } else {
-        print_table(&results, &goals, r.pinned, quote_bytes);
+        print_table(&results, &goals, &r, quote_bytes);
     }
     Ok(())
 }

@@ -5,7 +5,7 @@
 //! - round trips of 8 B and 1 KiB messages over two SPSC rings, spinning and blocking;
 //! - one-way throughput of 8 B messages, single and batched;
 //! - baselines: a raw two-atomic ping-pong over a shared mapping (the cache-line floor),
-//!   a Unix-domain-socket ping-pong, in-process rtrb and crossbeam-channel, and the
+//!   a Unix-domain-socket ping-pong, in-process rtrb and crossbeam-channel, and
 //!   a bare word ring for batches (the copying alone).
 
 use std::io::{Read, Write};
@@ -19,7 +19,7 @@ use shmlink::sync::WaitMode;
 use shmlink::sync::atomic::{AtomicU64, Ordering};
 
 use super::{
-    LIMIT, Measurement, Runner, builder, finish, in_process, median, online_cpus, percentiles, pin,
+    LIMIT, Measurement, Runner, builder, finish, in_process, median, percentiles, pin,
     print_goal_table, print_json, spin_until,
 };
 use crate::Result;
@@ -27,16 +27,10 @@ use crate::Result;
 /// Messages per batch in the batched throughput case.
 const BATCH: usize = 1024;
 
-fn print_table(results: &[Measurement], pinned: bool) {
+fn print_table(results: &[Measurement], r: &Runner) {
     print_goal_table(
-        &format!(
-            "shmlink bench rings ({}; lower is better for ns, higher for msgs/s)",
-            if pinned {
-                "parent on core 0, child on core 1"
-            } else {
-                "processes not pinned"
-            }
-        ),
+        &format!("shmlink bench rings ({})", r.placement("parent", "child")),
+        "lower is better for ns, higher for msgs/s",
         results,
         &[],
     );
@@ -508,12 +502,7 @@ pub(crate) fn crossbeam_run(items: u64) -> Box<dyn FnOnce() + Send> {
 
 /// Runs the `rings` suite.
 pub fn rings(json: bool, quick: bool) -> Result {
-    let pinned = online_cpus() >= 2 && pin(0);
-    let mut r = Runner {
-        base: format!("bench-{}", std::process::id()),
-        seq: 0,
-        pinned,
-    };
+    let mut r = Runner::start("bench");
     let scale = if quick { 10 } else { 1 };
     let rt = 200_000 / scale;
     let rt_block = 50_000 / scale;
@@ -625,7 +614,7 @@ pub fn rings(json: bool, quick: bool) -> Result {
     if json {
         print_json(&out);
     } else {
-        print_table(&out, r.pinned);
+        print_table(&out, &r);
     }
     Ok(())
 }

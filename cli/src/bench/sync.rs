@@ -31,7 +31,7 @@ use shmlink::sync::WaitMode;
 use shmlink::sync::atomic::{AtomicU64, Ordering};
 
 use super::{
-    Case, Goal, LIMIT, Measurement, Runner, builder, finish, interleaved, median, online_cpus, pin,
+    Case, Goal, LIMIT, Measurement, Runner, builder, finish, interleaved, median, pin,
     print_goal_table, print_json, spin_until,
 };
 use crate::Result;
@@ -550,17 +550,11 @@ fn pthread_contended(r: &mut Runner, n: u64) -> Result<Contended> {
 }
 
 /// Prints the table, with each goal (a ratio ceiling) next to its line.
-fn print_table(results: &[Measurement], goals: &[Option<f64>], pinned: bool) {
+fn print_table(results: &[Measurement], goals: &[Option<f64>], r: &Runner) {
     let goals: Vec<Option<Goal>> = goals.iter().map(|g| g.map(Goal::AtMost)).collect();
     print_goal_table(
-        &format!(
-            "shmlink bench sync ({}; lower is better for ns, higher for /s)",
-            if pinned {
-                "parent on core 0, child on core 1"
-            } else {
-                "processes not pinned"
-            }
-        ),
+        &format!("shmlink bench sync ({})", r.placement("parent", "child")),
+        "lower is better for ns, higher for /s",
         results,
         &goals,
     );
@@ -568,12 +562,7 @@ fn print_table(results: &[Measurement], goals: &[Option<f64>], pinned: bool) {
 
 /// Runs the `sync` suite.
 pub fn sync(json: bool, quick: bool) -> Result {
-    let pinned = online_cpus() >= 2 && pin(0);
-    let mut r = Runner {
-        base: format!("bench-sync-{}", std::process::id()),
-        seq: 0,
-        pinned,
-    };
+    let mut r = Runner::start("bench-sync");
     let p = Plan::new(quick);
     let mut out: Vec<(Measurement, Option<f64>)> = Vec::new();
 
@@ -705,7 +694,7 @@ pub fn sync(json: bool, quick: bool) -> Result {
     if json {
         print_json(&results);
     } else {
-        print_table(&results, &goals, r.pinned);
+        print_table(&results, &goals, &r);
     }
     Ok(())
 }
