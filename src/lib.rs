@@ -43,7 +43,6 @@
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
-#![deny(unsafe_op_in_unsafe_fn)]
 // Loom builds leave out the mapping code and the layers above `channel`, and so the
 // users of some helpers.
 #![cfg_attr(shmlink_loom, allow(dead_code))]

@@ -1,9 +1,6 @@
 //! `shmlink`: the demo, segment listing and cleanup.
 
 mod bench;
-mod bench_channels;
-mod bench_rpc;
-mod bench_sync;
 mod demo;
 
 use std::process::ExitCode;
@@ -45,8 +42,9 @@ enum Command {
     },
     /// Cross-process measurements with same-run baselines.
     Bench {
-        /// The suite: `rings`, `sync`, `channels` or `rpc`.
-        suite: String,
+        /// The suite to run.
+        #[arg(value_enum)]
+        suite: bench::Suite,
         /// Print a JSON array of {name, metric, value, baseline, ratio}.
         #[arg(long)]
         json: bool,
@@ -88,25 +86,7 @@ fn main() -> ExitCode {
             round_trips,
             stream_items,
         } => demo::child(&name, round_trips, stream_items),
-        Command::Bench { suite, json, quick } => match suite.as_str() {
-            "rings" => bench::rings(json, quick),
-            "sync" => bench_sync::sync(json, quick),
-            "channels" => bench_channels::channels(json, quick),
-            "rpc" => bench_rpc::rpc(json, quick),
-            other => Err(format!(
-                "unknown bench suite {other:?} (available: rings, sync, channels, rpc)"
-            )
-            .into()),
-        },
-        Command::BenchChild { case, name, iters } if case.starts_with("sync-") => {
-            bench_sync::child(&case, &name, iters)
-        }
-        Command::BenchChild { case, name, iters } if case.starts_with("rpc-") => {
-            bench_rpc::child(&case, &name, iters)
-        }
-        Command::BenchChild { case, name, iters } if case.starts_with("chan-") => {
-            bench_channels::child(&case, &name, iters)
-        }
+        Command::Bench { suite, json, quick } => bench::run(suite, json, quick),
         Command::BenchChild { case, name, iters } => bench::child(&case, &name, iters),
         Command::Ls => ls(),
         Command::Rm { names, stale } => rm(&names, stale),

@@ -30,11 +30,11 @@ use shmlink::segment::ShmRegion;
 use shmlink::sync::WaitMode;
 use shmlink::sync::atomic::{AtomicU64, Ordering};
 
-use crate::Result;
-use crate::bench::{
-    Goal, LIMIT, Measurement, Runner, builder, finish, median, online_cpus, pin, print_goal_table,
-    print_json, spin_until,
+use super::{
+    Case, Goal, LIMIT, Measurement, Runner, builder, finish, interleaved, median, pin,
+    print_goal_table, print_json, spin_until,
 };
+use crate::Result;
 
 /// Control word states of the start/stop handshake with a child.
 const READY: u64 = 1;
@@ -312,25 +312,6 @@ fn per_call(iters: u64, mut op: impl FnMut() -> Result) -> Result<f64> {
     Ok(started.elapsed().as_nanos() as f64 / iters as f64)
 }
 
-/// One batch of a case: `iters` calls, returning ns per call.
-type Case<'a> = Box<dyn FnMut(u64) -> Result<f64> + 'a>;
-
-/// Runs one warm-up batch of every case, then `rounds` rounds of one batch each, and
-/// returns every case's median.
-fn interleaved(rounds: usize, iters: u64, cases: &mut [Case<'_>]) -> Result<Vec<f64>> {
-    for case in cases.iter_mut() {
-        case(iters)?;
-    }
-    let mut samples = vec![Vec::with_capacity(rounds); cases.len()];
-    for _ in 0..rounds {
-        for (case, s) in cases.iter_mut().zip(&mut samples) {
-            s.push(case(iters)?);
-        }
-    }
-    Ok(samples.into_iter().map(median).collect())
-}
-
-/// Uncontended lock+unlock, ns per pair: `[pthread, pthread robust, parking_lot,
 /// Bakery (idle second participant), Bakery in spin mode (idem)]`.
 fn locks_uncontended(r: &mut Runner, p: &Plan) -> Result<[f64; 5]> {
     let mut bakery = BakeryLock::create(builder(&r.name("bakery")).unlink_on_drop(true), 2)?;
@@ -569,17 +550,11 @@ fn pthread_contended(r: &mut Runner, n: u64) -> Result<Contended> {
 }
 
 /// Prints the table, with each goal (a ratio ceiling) next to its line.
-fn print_table(results: &[Measurement], goals: &[Option<f64>], pinned: bool) {
+fn print_table(results: &[Measurement], goals: &[Option<f64>], r: &Runner) {
     let goals: Vec<Option<Goal>> = goals.iter().map(|g| g.map(Goal::AtMost)).collect();
     print_goal_table(
-        &format!(
-            "shmlink bench sync ({}; lower is better for ns, higher for /s)",
-            if pinned {
-                "parent on core 0, child on core 1"
-            } else {
-                "processes not pinned"
-            }
-        ),
+        &format!("shmlink bench sync ({})", r.placement("parent", "child")),
+        "lower is better for ns, higher for /s",
         results,
         &goals,
     );
@@ -587,12 +562,7 @@ fn print_table(results: &[Measurement], goals: &[Option<f64>], pinned: bool) {
 
 /// Runs the `sync` suite.
 pub fn sync(json: bool, quick: bool) -> Result {
-    let pinned = online_cpus() >= 2 && pin(0);
-    let mut r = Runner {
-        base: format!("bench-sync-{}", std::process::id()),
-        seq: 0,
-        pinned,
-    };
+    let mut r = Runner::start("bench-sync");
     let p = Plan::new(quick);
     let mut out: Vec<(Measurement, Option<f64>)> = Vec::new();
 
@@ -724,7 +694,7 @@ pub fn sync(json: bool, quick: bool) -> Result {
     if json {
         print_json(&results);
     } else {
-        print_table(&results, &goals, r.pinned);
+        print_table(&results, &goals, &r);
     }
     Ok(())
 }

@@ -24,11 +24,12 @@ use std::time::{Duration, Instant};
 use shmlink::rpc::{ClientOptions, Context, Server};
 use shmlink::transport::{self, Options};
 
-use crate::Result;
-use crate::bench::{
-    Goal, LIMIT, Measurement, Runner, finish, median, online_cpus, percentiles, pin,
-    print_goal_table, print_json, raw_floor, uds_round_trips,
+use super::rings::{raw_floor, uds_round_trips};
+use super::{
+    Goal, LIMIT, Measurement, Runner, finish, median, percentiles, pin, print_goal_table,
+    print_json,
 };
+use crate::Result;
 
 /// The benchmark service's error (it never fails).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -239,12 +240,7 @@ fn tcp_round_trips(r: &mut Runner, iters: u64) -> Result<[f64; 3]> {
 
 /// Runs the `rpc` suite.
 pub fn rpc(json: bool, quick: bool) -> Result {
-    let pinned = online_cpus() >= 2 && pin(0);
-    let mut r = Runner {
-        base: format!("bench-rpc-{}", std::process::id()),
-        seq: 0,
-        pinned,
-    };
+    let mut r = Runner::start("bench-rpc");
     let scale = if quick { 10 } else { 1 };
     let rt_spin = 100_000 / scale;
     let rt_block = 20_000 / scale;
@@ -331,14 +327,8 @@ pub fn rpc(json: bool, quick: bool) -> Result {
         print_json(&out);
     } else {
         print_goal_table(
-            &format!(
-                "shmlink bench rpc ({}; lower is better for ns, higher for calls/s)",
-                if r.pinned {
-                    "client on core 0, server on core 1"
-                } else {
-                    "processes not pinned"
-                }
-            ),
+            &format!("shmlink bench rpc ({})", r.placement("client", "server")),
+            "lower is better for ns, higher for calls/s",
             &out,
             &goals,
         );

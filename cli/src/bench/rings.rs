@@ -5,168 +5,35 @@
 //! - round trips of 8 B and 1 KiB messages over two SPSC rings, spinning and blocking;
 //! - one-way throughput of 8 B messages, single and batched;
 //! - baselines: a raw two-atomic ping-pong over a shared mapping (the cache-line floor),
-//!   a Unix-domain-socket ping-pong, in-process rtrb and crossbeam-channel, and the
+//!   a Unix-domain-socket ping-pong, in-process rtrb and crossbeam-channel, and
 //!   a bare word ring for batches (the copying alone).
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use shmlink::region::{Region, ShmSafe};
 use shmlink::ring::{Mpmc, MpmcHeader, PopError, PushError, Spsc, SpscHeader};
-use shmlink::segment::{Segment, SegmentBuilder, ShmRegion};
+use shmlink::segment::ShmRegion;
 use shmlink::sync::WaitMode;
 use shmlink::sync::atomic::{AtomicU64, Ordering};
 
+use super::{
+    LIMIT, Measurement, Runner, builder, finish, in_process, median, percentiles, pin,
+    print_goal_table, print_json, spin_until,
+};
 use crate::Result;
 
-pub(crate) const LIMIT: Duration = Duration::from_secs(20);
 /// Messages per batch in the batched throughput case.
 const BATCH: usize = 1024;
 
-/// One result line.
-pub struct Measurement {
-    pub(crate) name: String,
-    pub(crate) metric: &'static str,
-    pub(crate) value: f64,
-    pub(crate) baseline: Option<(String, f64)>,
-}
-
-impl Measurement {
-    pub(crate) fn new(name: impl Into<String>, metric: &'static str, value: f64) -> Self {
-        Self {
-            name: name.into(),
-            metric,
-            value,
-            baseline: None,
-        }
-    }
-
-    pub(crate) fn against(mut self, baseline: &Measurement) -> Self {
-        self.baseline = Some((baseline.name.clone(), baseline.value));
-        self
-    }
-
-    pub(crate) fn ratio(&self) -> Option<f64> {
-        self.baseline.as_ref().map(|(_, b)| self.value / b)
-    }
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-pub(crate) fn print_json(results: &[Measurement]) {
-    let rows: Vec<String> = results
-        .iter()
-        .map(|m| {
-            let mut row = format!(
-                "{{\"name\": {}, \"metric\": {}, \"value\": {:.3}",
-                json_string(&m.name),
-                json_string(m.metric),
-                m.value
-            );
-            if let (Some((b, _)), Some(r)) = (&m.baseline, m.ratio()) {
-                row.push_str(&format!(
-                    ", \"baseline\": {}, \"ratio\": {:.3}",
-                    json_string(b),
-                    r
-                ));
-            }
-            row.push('}');
-            row
-        })
-        .collect();
-    println!("[\n  {}\n]", rows.join(",\n  "));
-}
-
-fn print_table(results: &[Measurement], pinned: bool) {
+fn print_table(results: &[Measurement], r: &Runner) {
     print_goal_table(
-        &format!(
-            "shmlink bench rings ({}; lower is better for ns, higher for msgs/s)",
-            if pinned {
-                "parent on core 0, child on core 1"
-            } else {
-                "processes not pinned"
-            }
-        ),
+        &format!("shmlink bench rings ({})", r.placement("parent", "child")),
+        "lower is better for ns, higher for msgs/s",
         results,
         &[],
     );
-}
-
-/// A goal on a measurement's ratio to its baseline.
-#[derive(Clone, Copy)]
-pub(crate) enum Goal {
-    AtLeast(f64),
-    AtMost(f64),
-}
-
-impl Goal {
-    pub(crate) fn describe(self, ratio: f64) -> String {
-        let (sign, g, met) = match self {
-            Self::AtLeast(g) => (">=", g, ratio >= g),
-            Self::AtMost(g) => ("<=", g, ratio <= g),
-        };
-        format!(
-            "  [goal {sign} {g:.1}x: {} at {ratio:.3}x]",
-            if met { "met" } else { "MISSED" }
-        )
-    }
-}
-
-/// Prints `title`, then one row per measurement with its ratio and, where `goals`
-/// has one, whether the goal was met.
-pub(crate) fn print_goal_table(title: &str, results: &[Measurement], goals: &[Option<Goal>]) {
-    println!("{title}");
-    let width = results
-        .iter()
-        .map(|m| m.name.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    println!(
-        "{:<width$} {:<8} {:>14}  ratio vs baseline",
-        "name", "metric", "value"
-    );
-    for (i, m) in results.iter().enumerate() {
-        let ratio = match (&m.baseline, m.ratio()) {
-            (Some((b, _)), Some(r)) => format!("{r:.2}x {b}"),
-            _ => String::new(),
-        };
-        let goal = match (goals.get(i).copied().flatten(), m.ratio()) {
-            (Some(g), Some(r)) => g.describe(r),
-            _ => String::new(),
-        };
-        println!(
-            "{:<width$} {:<8} {:>14.1}  {ratio}{goal}",
-            m.name, m.metric, m.value
-        );
-    }
-}
-
-/// Pins the calling process to `cpu` if the machine has it; returns whether it did.
-pub fn pin(cpu: usize) -> bool {
-    let mut set = nix::sched::CpuSet::new();
-    if set.set(cpu).is_err() {
-        return false;
-    }
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).is_ok()
-}
-
-pub(crate) fn online_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// A message type for the round-trip cases.
@@ -203,10 +70,6 @@ impl Msg for [u8; 1024] {
 
 type ShmSpsc<T> = Spsc<T, ShmRegion<SpscHeader>>;
 
-pub(crate) fn builder(name: &str) -> SegmentBuilder {
-    Segment::builder(name).timeout(Duration::from_secs(5))
-}
-
 fn pop_one<T: Msg>(
     rx: &mut shmlink::ring::Consumer<T, ShmRegion<SpscHeader>>,
     spin: bool,
@@ -241,60 +104,6 @@ fn push_one<T: Msg>(tx: &mut shmlink::ring::Producer<T, ShmRegion<SpscHeader>>, 
     }
 }
 
-/// Latency percentiles (ns) after dropping the first tenth as warm-up.
-pub(crate) fn percentiles(mut samples: Vec<Duration>) -> [f64; 3] {
-    let warm = samples.len() / 10;
-    samples.drain(..warm);
-    samples.sort_unstable();
-    let at = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize].as_nanos() as f64;
-    [at(0.5), at(0.99), at(0.999)]
-}
-
-pub(crate) struct Runner {
-    pub(crate) base: String,
-    pub(crate) seq: u32,
-    pub(crate) pinned: bool,
-}
-
-impl Runner {
-    pub(crate) fn name(&mut self, tag: &str) -> String {
-        self.seq += 1;
-        format!("{}.{}.{tag}", self.base, self.seq)
-    }
-
-    pub(crate) fn child(&self, case: &str, name: &str, iters: u64) -> Result<Child> {
-        Ok(Command::new(std::env::current_exe()?)
-            .args([
-                "bench-child",
-                "--case",
-                case,
-                "--name",
-                name,
-                "--iters",
-                &iters.to_string(),
-            ])
-            .spawn()?)
-    }
-}
-
-pub(crate) fn finish(mut child: Child) -> Result {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return if status.success() {
-                Ok(())
-            } else {
-                Err(format!("bench child failed: {status}").into())
-            };
-        }
-        if started.elapsed() > LIMIT {
-            let _ = child.kill();
-            return Err("bench child hung".into());
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 /// The raw floor's shared block: two words on separate lines.
 #[repr(C)]
 struct PingPong {
@@ -316,19 +125,6 @@ unsafe impl ShmSafe for PingPong {
             _pad1: core::array::from_fn(|_| z()),
         }
     }
-}
-
-pub(crate) fn spin_until(word: &AtomicU64, want: u64) -> Result {
-    let started = Instant::now();
-    let mut polls = 0u32;
-    while word.load(Ordering::Acquire) != want {
-        std::hint::spin_loop();
-        polls = polls.wrapping_add(1);
-        if polls % (1 << 20) == 0 && started.elapsed() > LIMIT {
-            return Err("peer stopped answering".into());
-        }
-    }
-    Ok(())
 }
 
 pub(crate) fn raw_floor(r: &mut Runner, iters: u64) -> Result<[f64; 3]> {
@@ -575,25 +371,6 @@ fn mpmc_produce_child(name: &str, items: u64) -> Result {
     Ok(())
 }
 
-/// The median of a non-empty sample set.
-pub(crate) fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// In-process two-thread throughput of a baseline queue (pinned like the processes).
-pub(crate) fn in_process(items: u64, run: fn(u64) -> Box<dyn FnOnce() + Send>) -> f64 {
-    let consumer = run(items);
-    let started = Instant::now();
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            pin(1);
-            consumer();
-        });
-    });
-    items as f64 / started.elapsed().as_secs_f64()
-}
-
 fn rtrb_run(items: u64) -> Box<dyn FnOnce() + Send> {
     let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(4096);
     let producer = std::thread::spawn(move || {
@@ -725,12 +502,7 @@ pub(crate) fn crossbeam_run(items: u64) -> Box<dyn FnOnce() + Send> {
 
 /// Runs the `rings` suite.
 pub fn rings(json: bool, quick: bool) -> Result {
-    let pinned = online_cpus() >= 2 && pin(0);
-    let mut r = Runner {
-        base: format!("bench-{}", std::process::id()),
-        seq: 0,
-        pinned,
-    };
+    let mut r = Runner::start("bench");
     let scale = if quick { 10 } else { 1 };
     let rt = 200_000 / scale;
     let rt_block = 50_000 / scale;
@@ -842,7 +614,7 @@ pub fn rings(json: bool, quick: bool) -> Result {
     if json {
         print_json(&out);
     } else {
-        print_table(&out, r.pinned);
+        print_table(&out, &r);
     }
     Ok(())
 }

@@ -29,11 +29,12 @@ use serde::{Deserialize, Serialize};
 use shmlink::channel::{Channel, Codec, Flavor, Options, Postcard, Raw, Receiver, RecvError};
 use shmlink::sync::WaitMode;
 
-use crate::Result;
-use crate::bench::{
-    Goal, LIMIT, Measurement, Runner, builder, crossbeam_run, finish, in_process, median,
-    online_cpus, percentiles, pin, print_goal_table, print_json, ring_round_trips,
+use super::rings::{crossbeam_run, ring_round_trips};
+use super::{
+    Goal, LIMIT, Measurement, Runner, builder, finish, in_process, median, percentiles, pin,
+    print_goal_table, print_json,
 };
+use crate::Result;
 
 /// A message of the channel cases: how it travels, how it is made and checked.
 trait Message: Serialize + DeserializeOwned + Send + 'static {
@@ -363,17 +364,13 @@ impl Stream {
 }
 
 /// A ratio target next to a result line.
-fn print_table(results: &[Measurement], goals: &[Option<Goal>], pinned: bool, quote: usize) {
+fn print_table(results: &[Measurement], goals: &[Option<Goal>], r: &Runner, quote: usize) {
     print_goal_table(
         &format!(
-            "shmlink bench channels ({}; Quote = {quote} B postcard; lower is better for ns, \
-             higher for msgs/s)",
-            if pinned {
-                "parent on core 0, child on core 1"
-            } else {
-                "processes not pinned"
-            }
+            "shmlink bench channels ({}; Quote = {quote} B postcard)",
+            r.placement("parent", "child")
         ),
+        "lower is better for ns, higher for msgs/s",
         results,
         goals,
     );
@@ -411,12 +408,7 @@ fn against(
 
 /// Runs the `channels` suite.
 pub fn channels(json: bool, quick: bool) -> Result {
-    let pinned = online_cpus() >= 2 && pin(0);
-    let mut r = Runner {
-        base: format!("bench-chan-{}", std::process::id()),
-        seq: 0,
-        pinned,
-    };
+    let mut r = Runner::start("bench-chan");
     let p = Plan::new(quick);
     let quote_bytes = postcard::to_allocvec(&Quote::make(100_000))?.len();
     let q = format!("Quote {quote_bytes} B");
@@ -568,7 +560,7 @@ pub fn channels(json: bool, quick: bool) -> Result {
     if json {
         print_json(&results);
     } else {
-        print_table(&results, &goals, r.pinned, quote_bytes);
+        print_table(&results, &goals, &r, quote_bytes);
     }
     Ok(())
 }
