@@ -34,20 +34,21 @@
 //!   fed random frames after a proper hello either answers every request or closes the
 //!   connection, and then serves a proper client.
 //!
-//! Known failures, each asserting the documented behaviour (bugs in `src/rpc` and
-//! `src/transport/socket.rs`; see the doc comments of the tests):
+//! Regressions: these cases failed when the suite was written, and the same commit
+//! (e8c0378) fixed `src/rpc` and `src/transport/socket.rs` (the doc comments of the
+//! tests say what went wrong):
 //! - `late_answer_keeps_the_connection_working::{unix,tcp}_*`,
 //!   `stream_deadline_stops_the_handler::{unix,tcp}_pool`,
 //!   `deadline_is_carried_to_the_server::{unix,tcp}_inline`: an answer sent after its
-//!   call's deadline fails on sockets, and the server then drops every later answer
+//!   call's deadline failed on sockets, and the server then dropped every later answer
 //!   on that connection;
 //! - `stream_deadline_stops_the_handler::*_inline`,
 //!   `random_frames_regression_stream_past_its_deadline` (and, depending on the
 //!   random cases, `server_survives_random_frames_inline`): an inline streaming
-//!   handler is never told its deadline passed;
+//!   handler was never told its deadline passed;
 //! - `call_whose_deadline_passed_while_queued_is_not_run::*`: inline, a request's
-//!   budget starts when the reader reads it, not when it was sent;
-//! - `call_stopped_by_its_deadline_is_counted_as_such`: counted as `completed`.
+//!   budget started when the reader read it, not when it was sent;
+//! - `call_stopped_by_its_deadline_is_counted_as_such`: it was counted as `completed`.
 
 mod support;
 
@@ -918,7 +919,7 @@ fn answers_come_out_of_order(tr: Tr, mode: Mode) {
 
 // ---- 3. deadlines ----
 
-/// (Inline on unix and tcp this FAILS today at the check that the connection still
+/// (Inline on unix and tcp this used to fail at the check that the connection still
 /// answers: the handler stopped by its deadline answers after it, see
 /// `late_answer_keeps_the_connection_working`.)
 fn deadline_is_carried_to_the_server(tr: Tr, mode: Mode) {
@@ -1047,10 +1048,10 @@ fn expired_budget_is_never_run(tr: Tr, mode: Mode) {
 /// a running handler (its caller gave up and cancelled) must not be run once the
 /// reader gets to it: "the server does not start a call whose deadline passed".
 ///
-/// FAILS today: the deadline travels as a budget that the server starts counting
-/// when it *reads* the request (`on_request`, src/rpc/server.rs), so time spent
-/// queued in the transport is not charged, and the cancel that follows the request
-/// is only read after the call ran.
+/// Before e8c0378 this failed: the deadline travels as a budget that the server
+/// started counting when it *read* the request (`on_request`, src/rpc/server.rs), so
+/// time spent queued in the transport was not charged, and the cancel that follows
+/// the request was only read after the call ran.
 fn call_whose_deadline_passed_while_queued_is_not_run(tr: Tr, mode: Mode) {
     let fix = Fixture::new(tr, mode);
     let case = fix.label();
@@ -1086,8 +1087,9 @@ fn call_whose_deadline_passed_while_queued_is_not_run(tr: Tr, mode: Mode) {
 /// A handler stopped by its call's deadline is counted as `deadline_exceeded` ("calls
 /// not started, or stopped, because their deadline passed"), not `completed`.
 ///
-/// FAILS today: `run_call` (src/rpc/server.rs) looks only at the cancel/abort flags
-/// after the handler returns, so such a call counts as `completed`.
+/// Before e8c0378 this failed: `run_call` (src/rpc/server.rs) looked only at the
+/// cancel/abort flags after the handler returned, so such a call counted as
+/// `completed`.
 #[test]
 #[cfg_attr(miri, ignore = "real-time deadlines; slow under Miri")]
 fn call_stopped_by_its_deadline_is_counted_as_such() {
@@ -1123,11 +1125,11 @@ fn call_stopped_by_its_deadline_is_counted_as_such() {
 /// nobody having cancelled the call: the caller may take or drop that answer, but the
 /// connection must keep working.
 ///
-/// FAILS on unix and tcp today: `Conn::send` (src/rpc/server.rs) sends the answer
-/// with the call's deadline, which has passed; the socket sender refuses a passed
-/// deadline before trying (`plan_timeout` in src/transport/socket.rs), and `Conn::send`
-/// then marks the whole connection gone: the server keeps reading and running
-/// requests but drops every later answer.
+/// Before e8c0378 this failed on unix and tcp: `Conn::send` (src/rpc/server.rs) sends
+/// the answer with the call's deadline, which has passed; the socket sender refused a
+/// passed deadline before trying (`plan_timeout` in src/transport/socket.rs), and
+/// `Conn::send` then marked the whole connection gone: the server kept reading and
+/// running requests but dropped every later answer.
 fn late_answer_keeps_the_connection_working(tr: Tr, mode: Mode) {
     let fix = Fixture::new(tr, mode);
     let case = fix.label();
@@ -1162,12 +1164,13 @@ fn late_answer_keeps_the_connection_working(tr: Tr, mode: Mode) {
 /// `Sink::send` reports `Stop::DeadlineExceeded`, the client's stream ends (with the
 /// deadline, or the handler's error), and the connection keeps working.
 ///
-/// FAILS inline today: an inline call's control block has unlimited credits, and
-/// `CallCtl::take_credit` (src/rpc/mod.rs) then checks only the cancel and abort
-/// flags, never the deadline; the handler streams on until the transport is full,
-/// where `Conn::send` times out and marks the connection gone (`Stop::Cancelled`, and
-/// later answers are dropped). On unix and tcp with the pool, the handler's end goes
-/// out after the deadline: see `late_answer_keeps_the_connection_working`.
+/// Before e8c0378 this failed inline: an inline call's control block has unlimited
+/// credits, and `CallCtl::take_credit` (src/rpc/mod.rs) then checked only the cancel
+/// and abort flags, never the deadline; the handler streamed on until the transport
+/// was full, where `Conn::send` timed out and marked the connection gone
+/// (`Stop::Cancelled`, and later answers were dropped). On unix and tcp with the pool,
+/// the handler's end goes out after the deadline: see
+/// `late_answer_keeps_the_connection_working`.
 fn stream_deadline_stops_the_handler(tr: Tr, mode: Mode) {
     const BUDGET: Duration = Duration::from_millis(300);
     let fix = Fixture::new(tr, mode);
@@ -2099,7 +2102,7 @@ fn server_survives_random_frames(mode: Mode, methods: Vec<u64>) {
 /// out long before its items do. The server must stop the stream at the deadline and
 /// answer the next request.
 ///
-/// FAILS inline today: see `stream_deadline_stops_the_handler`.
+/// Before e8c0378 this failed inline: see `stream_deadline_stops_the_handler`.
 #[test]
 #[cfg_attr(miri, ignore = "real-time deadlines; slow under Miri")]
 fn random_frames_regression_stream_past_its_deadline() {
