@@ -24,11 +24,11 @@ use std::time::{Duration, Instant};
 
 use shmlink::channel::{AckError, Channel, Flavor, Options, RecvError, SendError};
 use shmlink::region::Region;
-use shmlink::segment::{Segment, SegmentBuilder, ShmRegion};
+use shmlink::segment::ShmRegion;
 use shmlink::sync::WaitMode;
 use shmlink::sync::atomic::{AtomicU64, Ordering};
 use support::messages::{Msg, Note, Tick};
-use support::{Child, Scenario, arg, report, unique_name};
+use support::{Child, Scenario, arg, builder, report, unique_name};
 
 scenarios!(
     send_stream,
@@ -59,10 +59,6 @@ macro_rules! by_kind {
             other => panic!("unknown kind {other:?}"),
         }
     };
-}
-
-fn builder(name: &str) -> SegmentBuilder {
-    Segment::builder(name).timeout(Duration::from_secs(5))
 }
 
 /// A fresh named channel (removed when the parent's last handle drops).

@@ -45,6 +45,19 @@ macro_rules! scenarios {
     };
 }
 
+/// A segment builder with a 5 s open timeout (a child opening what its parent created
+/// does not wait long for a parent that failed).
+pub fn builder(name: &str) -> shmlink::segment::SegmentBuilder {
+    shmlink::segment::Segment::builder(name).timeout(Duration::from_secs(5))
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the same clock in every process, so times can be
+/// compared across processes (the moment of a kill, a start line for racers).
+pub fn now_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock_gettime");
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
 /// A unique segment name for one test: tag, pid and a counter.
 pub fn unique_name(tag: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
