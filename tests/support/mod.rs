@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 pub mod kv;
 pub mod messages;
+pub mod segfile;
 pub mod watch;
 
 /// Environment variable naming the scenario a child runs.
