@@ -1,4 +1,9 @@
-//! Cross-process test helper, shared by every integration test binary (`mod support;`).
+//! What the integration test binaries share (`mod support;` in a one-file binary,
+//! `#[path = "../support/mod.rs"] mod support;` in a `tests/NAME/main.rs` one): this
+//! file, the child-process helper; [`watch`], children that may die at any moment
+//! (crash points); [`kv`], the service of the RPC tests; [`messages`], the message
+//! types of the channel tests; [`segfile`], a segment's file read and written from
+//! outside.
 //!
 //! A test spawns a child process that re-executes the current test binary and runs one
 //! named *scenario* there: the binary declares its scenarios with [`scenarios!`], which
