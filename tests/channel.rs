@@ -17,113 +17,22 @@
 
 mod support;
 
-use std::fmt::Debug;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use shmlink::channel::{
-    self, AckError, Channel, ChannelError, Codec, Flavor, Options, Postcard, Raw, RecvError,
-    SendError,
+    self, AckError, Channel, ChannelError, Flavor, Options, Postcard, RecvError, SendError,
 };
-use shmlink::region::Pod;
-use shmlink::region::layout_fingerprint;
 use shmlink::ring::FrameRing;
 use shmlink::segment::{self, OpenError, Segment};
 use shmlink::sync::WaitMode;
 use shmlink::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use support::messages::{Msg, Note, Tick};
 use support::unique_name;
 
-// ---- message kinds ----
-
-/// A plain-old-data message (the `Raw` codec): 24 bytes, no padding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(C)]
-struct Tick {
-    seq: u64,
-    price: u64,
-    qty: u32,
-    venue: u32,
-}
-
-const _: () = assert!(size_of::<Tick>() == 24 && align_of::<Tick>() == 8);
-
-// SAFETY: repr(C), integer fields only (8 + 8 + 4 + 4 bytes, no padding), no pointers;
-// every bit pattern is a valid Tick.
-unsafe impl Pod for Tick {
-    const FINGERPRINT: u64 = layout_fingerprint("tests::channel::Tick", 1, 24, 8);
-}
-
-/// A serde message (the `Postcard` codec) of about 100 encoded bytes.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Note {
-    seq: u64,
-    urgent: bool,
-    text: String,
-    data: Vec<u32>,
-}
-
-/// What the generic properties need of a message type.
-trait Msg: Clone + PartialEq + Debug + Send + 'static {
-    type C: Codec<Self>;
-    const NAME: &'static str;
-    /// Serde messages: `len` only says "any or none", and `capacity` counts frames of
-    /// the maximum size (smaller messages fit more).
-    const SERDE: bool;
-    /// Message number `seq`; distinct for distinct `seq`.
-    fn make(seq: u64) -> Self;
-    /// The number it was made from (panics if the contents do not match it).
-    fn seq(&self) -> u64;
-}
-
-impl Msg for u64 {
-    type C = Raw;
-    const NAME: &'static str = "u64";
-    const SERDE: bool = false;
-    fn make(seq: u64) -> Self {
-        seq
-    }
-    fn seq(&self) -> u64 {
-        *self
-    }
-}
-
-impl Msg for Tick {
-    type C = Raw;
-    const NAME: &'static str = "Tick";
-    const SERDE: bool = false;
-    fn make(seq: u64) -> Self {
-        Tick {
-            seq,
-            price: seq.wrapping_mul(0x9e37_79b9_7f4a_7c15),
-            qty: seq as u32 ^ 0x5555_5555,
-            venue: (seq % 7) as u32,
-        }
-    }
-    fn seq(&self) -> u64 {
-        assert_eq!(*self, Tick::make(self.seq), "Tick contents intact");
-        self.seq
-    }
-}
-
-impl Msg for Note {
-    type C = Postcard;
-    const NAME: &'static str = "Note";
-    const SERDE: bool = true;
-    fn make(seq: u64) -> Self {
-        Note {
-            seq,
-            urgent: seq % 3 == 0,
-            text: format!("note {seq:>10} from the channel tests"),
-            data: (0..12).map(|k| (seq as u32).wrapping_mul(31) ^ k).collect(),
-        }
-    }
-    fn seq(&self) -> u64 {
-        assert_eq!(*self, Note::make(self.seq), "Note contents intact");
-        self.seq
-    }
-}
+// ---- message kinds (see tests/support/messages.rs) ----
 
 #[test]
 fn note_encodes_to_about_100_bytes() {

@@ -22,16 +22,13 @@ mod support;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-use shmlink::channel::{
-    AckError, Channel, Codec, Flavor, Options, Postcard, Raw, RecvError, SendError,
-};
-use shmlink::region::Pod;
-use shmlink::region::{Region, layout_fingerprint};
-use shmlink::segment::{Segment, SegmentBuilder, ShmRegion};
+use shmlink::channel::{AckError, Channel, Flavor, Options, RecvError, SendError};
+use shmlink::region::Region;
+use shmlink::segment::ShmRegion;
 use shmlink::sync::WaitMode;
 use shmlink::sync::atomic::{AtomicU64, Ordering};
-use support::{Child, Scenario, arg, report, unique_name};
+use support::messages::{Msg, Note, Tick};
+use support::{Child, Scenario, arg, builder, report, unique_name};
 
 scenarios!(
     send_stream,
@@ -53,91 +50,15 @@ const STREAM: u64 = if cfg!(debug_assertions) {
     100_000
 };
 
-// ---- message kinds (the same as tests/channel.rs) ----
-
-/// A plain-old-data message (the `Raw` codec): 24 bytes, no padding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(C)]
-struct Tick {
-    seq: u64,
-    price: u64,
-    qty: u32,
-    venue: u32,
-}
-
-const _: () = assert!(size_of::<Tick>() == 24 && align_of::<Tick>() == 8);
-
-// SAFETY: repr(C), integer fields only (8 + 8 + 4 + 4 bytes, no padding), no pointers;
-// every bit pattern is a valid Tick.
-unsafe impl Pod for Tick {
-    const FINGERPRINT: u64 = layout_fingerprint("tests::channel::Tick", 1, 24, 8);
-}
-
-/// A serde message (the `Postcard` codec) of about 100 encoded bytes.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Note {
-    seq: u64,
-    urgent: bool,
-    text: String,
-    data: Vec<u32>,
-}
-
-trait Msg: Clone + PartialEq + std::fmt::Debug + Send + 'static {
-    type C: Codec<Self>;
-    /// How scenarios are told which kind to use.
-    const KIND: &'static str;
-    fn make(seq: u64) -> Self;
-    /// The number it was made from (panics if the contents do not match it).
-    fn seq(&self) -> u64;
-}
-
-impl Msg for Tick {
-    type C = Raw;
-    const KIND: &'static str = "tick";
-    fn make(seq: u64) -> Self {
-        Tick {
-            seq,
-            price: seq.wrapping_mul(0x9e37_79b9_7f4a_7c15),
-            qty: seq as u32 ^ 0x5555_5555,
-            venue: (seq % 7) as u32,
-        }
-    }
-    fn seq(&self) -> u64 {
-        assert_eq!(*self, Tick::make(self.seq), "Tick contents intact");
-        self.seq
-    }
-}
-
-impl Msg for Note {
-    type C = Postcard;
-    const KIND: &'static str = "note";
-    fn make(seq: u64) -> Self {
-        Note {
-            seq,
-            urgent: seq % 3 == 0,
-            text: format!("note {seq:>10} from the channel tests"),
-            data: (0..12).map(|k| (seq as u32).wrapping_mul(31) ^ k).collect(),
-        }
-    }
-    fn seq(&self) -> u64 {
-        assert_eq!(*self, Note::make(self.seq), "Note contents intact");
-        self.seq
-    }
-}
-
 /// Runs `$f::<M>()` for the message kind the parent passed as `kind`.
 macro_rules! by_kind {
     ($f:ident) => {
         match arg("kind").as_str() {
-            "tick" => $f::<Tick>(),
-            "note" => $f::<Note>(),
+            "Tick" => $f::<Tick>(),
+            "Note" => $f::<Note>(),
             other => panic!("unknown kind {other:?}"),
         }
     };
-}
-
-fn builder(name: &str) -> SegmentBuilder {
-    Segment::builder(name).timeout(Duration::from_secs(5))
 }
 
 /// A fresh named channel (removed when the parent's last handle drops).
@@ -160,11 +81,11 @@ fn open<M: Msg>() -> Channel<M, M::C> {
 fn child<M: Msg>(scenario: &str, name: &str) -> Scenario {
     Scenario::new(scenario)
         .arg("name", name)
-        .arg("kind", M::KIND)
+        .arg("kind", M::NAME)
 }
 
 fn label<M: Msg>(flavor: Flavor, mode: WaitMode) -> String {
-    format!("{} {flavor:?} {mode:?}", M::KIND)
+    format!("{} {flavor:?} {mode:?}", M::NAME)
 }
 
 /// Kills `child` after `delay` on another thread; joining gives when SIGKILL was sent.

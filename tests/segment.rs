@@ -4,7 +4,7 @@
 mod support;
 
 use std::fs::OpenOptions;
-use std::io::{Seek, SeekFrom, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use shmlink::segment::{
     SegmentName, ShmRegion, Status,
 };
 use shmlink::sync::atomic::{AtomicU64, Ordering};
+use support::segfile::poke;
 use support::unique_name;
 
 fn builder(name: &str) -> SegmentBuilder {
@@ -22,15 +23,6 @@ fn builder(name: &str) -> SegmentBuilder {
         .payload_len(256)
         .fingerprint(0xabcd)
         .timeout(Duration::from_millis(200))
-}
-
-/// Overwrites bytes of the segment file through the filesystem, as a hostile or buggy
-/// process would.
-fn poke(name: &str, offset: u64, bytes: &[u8]) {
-    let path = SegmentName::new(name).unwrap().path();
-    let mut f = OpenOptions::new().write(true).open(path).unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    f.write_all(bytes).unwrap();
 }
 
 fn truncate_file(name: &str, len: u64) {

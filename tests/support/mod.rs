@@ -1,4 +1,9 @@
-//! Cross-process test helper, shared by every integration test binary (`mod support;`).
+//! What the integration test binaries share (`mod support;` in a one-file binary,
+//! `#[path = "../support/mod.rs"] mod support;` in a `tests/NAME/main.rs` one): this
+//! file, the child-process helper; [`watch`], children that may die at any moment
+//! (crash points); [`kv`], the service of the RPC tests; [`messages`], the message
+//! types of the channel tests; [`segfile`], a segment's file read and written from
+//! outside.
 //!
 //! A test spawns a child process that re-executes the current test binary and runs one
 //! named *scenario* there: the binary declares its scenarios with [`scenarios!`], which
@@ -15,6 +20,9 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+pub mod kv;
+pub mod messages;
+pub mod segfile;
 pub mod watch;
 
 /// Environment variable naming the scenario a child runs.
@@ -41,6 +49,19 @@ macro_rules! scenarios {
             }
         }
     };
+}
+
+/// A segment builder with a 5 s open timeout (a child opening what its parent created
+/// does not wait long for a parent that failed).
+pub fn builder(name: &str) -> shmlink::segment::SegmentBuilder {
+    shmlink::segment::Segment::builder(name).timeout(Duration::from_secs(5))
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the same clock in every process, so times can be
+/// compared across processes (the moment of a kill, a start line for racers).
+pub fn now_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock_gettime");
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
 }
 
 /// A unique segment name for one test: tag, pid and a counter.

@@ -1,6 +1,7 @@
-//! The `sync` objects shared between real processes: a Bakery mutex counting from four
-//! processes, a holder and a waiter killed with SIGKILL, a semaphore bounding how many
-//! processes are inside, and a seqlock read by other processes while it is written.
+//! The process-shared locks (`shmlink::lock`) between real processes: a Bakery mutex
+//! counting from four processes, a holder and a waiter killed with SIGKILL, a semaphore
+//! bounding how many processes are inside, and a seqlock read by other processes while
+//! it is written.
 //!
 //! Every test re-executes this binary as child processes (see `tests/support`); the
 //! children report what they saw with `@@ key=value` lines, and the parent asserts on
@@ -12,14 +13,13 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use nix::time::{ClockId, clock_gettime};
 use shmlink::lock::{
     BakeryControl, BakeryLock, BakeryMutex, LockError, Participant, Semaphore, SeqLock,
 };
 use shmlink::region::{Region, ShmSafe};
-use shmlink::segment::{Segment, SegmentBuilder, ShmRegion};
+use shmlink::segment::ShmRegion;
 use shmlink::sync::atomic::{AtomicU64, Ordering};
-use support::{Scenario, arg, report, unique_name};
+use support::{Scenario, arg, builder, now_ns, report, unique_name};
 
 scenarios!(
     bakery_count,
@@ -38,17 +38,6 @@ const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
 /// lock notices a dead owner with a liveness check every 10 ms, so this leaves ample
 /// room even on a loaded machine; debug builds get no extra slack.
 const AFTER_DEATH: Duration = Duration::from_millis(100);
-
-/// A segment builder with a short open timeout.
-fn builder(name: &str) -> SegmentBuilder {
-    Segment::builder(name).timeout(Duration::from_secs(5))
-}
-
-/// `CLOCK_MONOTONIC` in nanoseconds: the same clock in every process.
-fn now_ns() -> u64 {
-    let t = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("clock_gettime");
-    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
-}
 
 /// Polls (without sleeping for long) until `done` holds, panicking with `what` after
 /// [`CHILD_TIMEOUT`].

@@ -1,13 +1,13 @@
 //! The frame ring: round trips of many sizes, wrap-around, limits, and corrupted
 //! headers written into a named ring's segment.
 
-use std::fs::OpenOptions;
-use std::io::{Seek, SeekFrom, Write};
 use std::time::Duration;
 
 use shmlink::ring::{BuildError, FrameRing, RecvError, SendError};
-use shmlink::segment::{Segment, SegmentName};
+use shmlink::segment::Segment;
 use shmlink::sync::WaitMode;
+
+use crate::support::segfile::poke_u64;
 
 fn name(tag: &str) -> String {
     format!("t-frame-{}-{tag}", std::process::id())
@@ -107,15 +107,6 @@ fn threads_stream_random_frames_with_checksums() {
     });
 }
 
-fn poke(name: &str, offset: u64, value: u64) {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .open(SegmentName::new(name).unwrap().path())
-        .unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    f.write_all(&value.to_le_bytes()).unwrap();
-}
-
 /// Segment header (128) + SpscHeader (768): the first slot of the area. Slots are
 /// 16 bytes: a stamp, then the word.
 const AREA: u64 = 128 + 768;
@@ -150,13 +141,13 @@ fn corrupted_headers_are_typed_errors() {
         // lap is wherever the consumer is; the ring is empty before each send, and
         // each frame takes 2 words, so its header is at word (2 * k) % 32).
         let k = cases.iter().position(|c| c.1 == what).unwrap() as u64;
-        poke(&n, word_offset(2 * k), header);
+        poke_u64(&n, word_offset(2 * k), header);
         match rx.try_recv(&mut buf) {
             Err(RecvError::Corrupted(c)) => assert_eq!(c.what, what),
             other => panic!("{what}: expected Corrupted, got {other:?}"),
         }
         // Repair and drain, so the next case starts clean.
-        poke(&n, word_offset(2 * k), TAG | 4);
+        poke_u64(&n, word_offset(2 * k), TAG | 4);
         assert_eq!(rx.try_recv(&mut buf), Ok(4));
         assert_eq!(buf, b"abcd");
     }

@@ -2,14 +2,14 @@
 //! repair of slots left unfinished by dead participants (simulated by writing a dead
 //! process's claim into a named ring's segment).
 
-use std::fs::OpenOptions;
-use std::io::{Seek, SeekFrom, Write};
 use std::time::{Duration, Instant};
 
 use shmlink::ring::{BuildError, ClaimError, Mpmc, PopError, PushError};
-use shmlink::segment::{Segment, SegmentName};
+use shmlink::segment::Segment;
 use shmlink::sync::WaitMode;
 use shmlink::sync::atomic::{AtomicU64, Ordering};
+
+use crate::support::segfile::{file_offsets_of, peek_u64, poke_u64};
 
 fn name(tag: &str) -> String {
     format!("t-mpmc-{}-{tag}", std::process::id())
@@ -162,24 +162,6 @@ const HEAD: u64 = PAYLOAD + 256;
 const PARTICIPANTS: u64 = PAYLOAD + 768;
 const AREA: u64 = PAYLOAD + 128 * (6 + 32);
 
-fn poke_u64(name: &str, offset: u64, value: u64) {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .open(SegmentName::new(name).unwrap().path())
-        .unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    f.write_all(&value.to_le_bytes()).unwrap();
-}
-
-fn read_u64(name: &str, offset: u64) -> u64 {
-    let bytes = std::fs::read(SegmentName::new(name).unwrap().path()).unwrap();
-    u64::from_le_bytes(
-        bytes[offset as usize..offset as usize + 8]
-            .try_into()
-            .unwrap(),
-    )
-}
-
 /// A token whose process does not exist.
 const DEAD: u64 = 0x0000_0001_7fff_fff0;
 
@@ -198,14 +180,14 @@ fn a_push_claimed_by_a_dead_producer_becomes_a_hole() {
     poke_u64(&n, rec + 8, 1);
     poke_u64(&n, rec + 16, 2); // pending_push = position 1 + 1
     poke_u64(&n, TAIL, 2);
-    assert_eq!(read_u64(&n, AREA + 16), 1, "slot 1 still free-stamped");
+    assert_eq!(peek_u64(&n, AREA + 16), 1, "slot 1 still free-stamped");
     tx.try_push(12).unwrap(); // position 2
     assert_eq!(rx.try_pop(), Ok(10));
     // Position 1 is stuck; the consumer finds the dead claimant, makes a hole, skips it.
     assert_eq!(rx.try_pop(), Ok(12));
     assert_eq!(ring.repairs().holes, 1);
     assert_eq!(ring.repairs().lost, 0);
-    assert_eq!(read_u64(&n, rec + 16), 0, "the dead claim is cleared");
+    assert_eq!(peek_u64(&n, rec + 16), 0, "the dead claim is cleared");
     // The ring keeps working across laps.
     for i in 0..20 {
         tx.try_push(i).unwrap();
@@ -223,7 +205,7 @@ fn a_live_claimant_is_never_repaired() {
     // Position 0 claimed by a *live* participant (this process) that has not published.
     let me = {
         // Our own token is in the consumer's record (participant 0).
-        read_u64(&n, PARTICIPANTS)
+        peek_u64(&n, PARTICIPANTS)
     };
     let rec = PARTICIPANTS + 30 * 128;
     poke_u64(&n, rec, me);
@@ -236,7 +218,7 @@ fn a_live_claimant_is_never_repaired() {
         "waits for the live claimant"
     );
     assert_eq!(ring.repairs().holes, 0);
-    assert_eq!(read_u64(&n, AREA), 0, "slot untouched");
+    assert_eq!(peek_u64(&n, AREA), 0, "slot untouched");
 }
 
 #[test]
@@ -390,18 +372,6 @@ where
             assert_eq!(rx.try_pop(), Ok(make(lap * cap + i)));
         }
     }
-}
-
-/// File offsets at which `needle` occurs in the segment file of `n` (mapped at a page
-/// boundary: an offset's alignment is the address's).
-fn file_offsets_of(n: &str, needle: &[u8]) -> Vec<usize> {
-    let bytes = std::fs::read(SegmentName::new(n).unwrap().path()).unwrap();
-    bytes
-        .windows(needle.len())
-        .enumerate()
-        .filter(|(_, w)| *w == needle)
-        .map(|(i, _)| i)
-        .collect()
 }
 
 /// Slots of over-aligned elements hold the value at an offset aligned for it (a

@@ -1,14 +1,12 @@
-//! The SPSC ring within one process: capacity checks, full/empty, FIFO order across
-//! wrap-arounds, roles, disconnects, timeouts, batches and chunks, element types, named
-//! rings, corrupted positions written from outside, and threaded streams.
-
-mod support;
+//! The SPSC ring: capacity checks, full/empty, FIFO order across wrap-arounds, roles,
+//! disconnects, timeouts, batches and chunks, element types, named rings, corrupted
+//! positions written from outside, and threaded streams, all within one process; and
+//! waits on rings whose creator, a child process, dies before the other end is
+//! claimed.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::fs::OpenOptions;
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -21,9 +19,10 @@ use shmlink::ring::{
 use shmlink::segment::{CreateError, MAX_PAYLOAD, OpenError, Segment, SegmentName};
 use shmlink::sync::WaitMode;
 
-type HeapSpsc<T> = Spsc<T, HeapRegion<SpscHeader>>;
+use crate::support;
+use crate::support::segfile::{file_offsets_of, peek_u64, poke_u64, seg_path};
 
-scenarios!(create_rings_and_hang);
+type HeapSpsc<T> = Spsc<T, HeapRegion<SpscHeader>>;
 
 /// A segment name unique to this process and test.
 fn name(tag: &str) -> String {
@@ -905,18 +904,6 @@ fn elements_aligned_above_the_area_are_refused() {
     );
 }
 
-/// File offsets at which `needle` occurs in the segment file of `n` (the file is
-/// mapped at a page boundary, so an offset's alignment is the address's).
-fn file_offsets_of(n: &str, needle: &[u8]) -> Vec<usize> {
-    let bytes = std::fs::read(seg_path(n)).unwrap();
-    bytes
-        .windows(needle.len())
-        .enumerate()
-        .filter(|(_, w)| *w == needle)
-        .map(|(i, _)| i)
-        .collect()
-}
-
 #[test]
 #[cfg_attr(miri, ignore = "maps a shared file")]
 fn u128_slots_are_aligned() {
@@ -1085,24 +1072,6 @@ fn line_offset(line: u64) -> u64 {
 }
 const TAIL: u64 = 2;
 const HEAD: u64 = 3;
-
-fn seg_path(n: &str) -> PathBuf {
-    SegmentName::new(n).unwrap().path()
-}
-
-fn peek_u64(n: &str, offset: u64) -> u64 {
-    let mut f = OpenOptions::new().read(true).open(seg_path(n)).unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    let mut b = [0u8; 8];
-    f.read_exact(&mut b).unwrap();
-    u64::from_le_bytes(b)
-}
-
-fn poke_u64(n: &str, offset: u64, value: u64) {
-    let mut f = OpenOptions::new().write(true).open(seg_path(n)).unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    f.write_all(&value.to_le_bytes()).unwrap();
-}
 
 #[test]
 #[cfg_attr(miri, ignore = "maps a shared file")]
@@ -1613,7 +1582,7 @@ fn role_held_by_another_live_process_is_taken_until_it_dies() {
 /// Child: creates an SPSC ring (`name`-spsc), a frame ring (`name`-frame) and a full
 /// one-slot ring (`name`-full), claims no role of any, reports `ready`, and waits to
 /// be killed.
-fn create_rings_and_hang() {
+pub(crate) fn create_rings_and_hang() {
     let n = support::arg("name");
     let mode = match support::arg("mode").as_str() {
         "spin" => WaitMode::Spin,
