@@ -76,7 +76,7 @@ fn spin_until(word: &AtomicU64, want: u64) -> Result {
     while word.load(Ordering::Acquire) != want {
         std::hint::spin_loop();
         spins = spins.wrapping_add(1);
-        if spins % 4096 == 0 && started.elapsed() > SPIN_LIMIT {
+        if spins.is_multiple_of(4096) && started.elapsed() > SPIN_LIMIT {
             return Err("peer stopped answering".into());
         }
     }

@@ -154,7 +154,7 @@ pub fn select_until(
     let mut polls = 0u32;
     loop {
         polls = polls.wrapping_add(1);
-        let check_clock = polls % 64 == 0 || yields > 0;
+        let check_clock = polls.is_multiple_of(64) || yields > 0;
         if check_clock {
             let now = Instant::now();
             let thorough = now >= next_liveness;

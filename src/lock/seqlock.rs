@@ -584,7 +584,7 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqLock<T, R> {
         {
             // Spin without reading the clock, except once per READ_TRIES failures (a
             // writer that keeps writing must not keep us past the deadline).
-            if retry.stuck <= READ_TRIES && retry.failures % READ_TRIES != 0 {
+            if retry.stuck <= READ_TRIES && !retry.failures.is_multiple_of(READ_TRIES) {
                 crate::sync::spin_loop();
                 return Ok(());
             }

@@ -102,11 +102,12 @@ mod armed {
     }
 
     pub(super) fn reached(protocol: &'static str, step: u32) {
-        if let Some((p, s)) = plan() {
-            if p == protocol && *s == step {
-                // SAFETY: kill and getpid have no memory-safety preconditions.
-                unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-            }
+        if let Some((p, s)) = plan()
+            && p == protocol
+            && *s == step
+        {
+            // SAFETY: kill and getpid have no memory-safety preconditions.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
         }
     }
 }

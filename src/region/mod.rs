@@ -371,7 +371,7 @@ impl RawArea {
             len,
             area_len: self.len,
         };
-        if offset % AREA_ALIGN != 0 {
+        if !offset.is_multiple_of(AREA_ALIGN) {
             return Err(err);
         }
         let start = self.range(offset, len).map_err(|_| err)?;
@@ -413,7 +413,7 @@ impl RawArea {
     #[inline(always)]
     #[allow(clippy::needless_lifetimes)] // the lifetime is the point of the contract
     pub unsafe fn atomic_u64<'a>(&'a self, offset: usize) -> &'a crate::sync::atomic::AtomicU64 {
-        debug_assert!(offset % 8 == 0 && offset + 8 <= self.len);
+        debug_assert!(offset.is_multiple_of(8) && offset + 8 <= self.len);
         #[cfg(shmlink_loom)]
         if let Some(atomics) = self.shadow_atomics {
             // SAFETY: the shadow array lives as long as the HeapRegion, which outlives

@@ -68,7 +68,7 @@ impl<R: Region<Shared = SpscHeader>> Clone for FrameRing<R> {
 
 fn check_sizes(capacity_bytes: usize, max_frame: usize) -> Result<usize, BuildError> {
     let bad = || BuildError::InvalidCapacity(capacity_bytes as u64);
-    if capacity_bytes % 8 != 0 || !(capacity_bytes / 8).is_power_of_two() {
+    if !capacity_bytes.is_multiple_of(8) || !(capacity_bytes / 8).is_power_of_two() {
         return Err(bad());
     }
     // A maximal frame must fit with room to spare, and its length in the header.

@@ -206,7 +206,7 @@ impl WaitWord {
             // sleeping, where a pass is already a system call). A poll is bounded (an
             // MPMC attempt looks at most a few hundred times), so a deadline is kept
             // within about a millisecond whatever the ring holds.
-            if polls % 64 == 0 || yields > 0 || cfg!(shmlink_loom) {
+            if polls.is_multiple_of(64) || yields > 0 || cfg!(shmlink_loom) {
                 if gone(false) {
                     return ready().ok_or(WaitError::Disconnected);
                 }

@@ -85,7 +85,7 @@ impl Msg for Note {
     fn make(seq: u64) -> Self {
         Note {
             seq,
-            urgent: seq % 3 == 0,
+            urgent: seq.is_multiple_of(3),
             text: format!("note {seq:>10} from the channel tests"),
             data: (0..12).map(|k| (seq as u32).wrapping_mul(31) ^ k).collect(),
         }

@@ -140,7 +140,7 @@ pub(crate) fn spin_until(word: &AtomicU64, want: u64) -> Result {
     while word.load(Ordering::Acquire) != want {
         std::hint::spin_loop();
         polls = polls.wrapping_add(1);
-        if polls % (1 << 20) == 0 && started.elapsed() > LIMIT {
+        if polls.is_multiple_of(1 << 20) && started.elapsed() > LIMIT {
             return Err("peer stopped answering".into());
         }
     }

@@ -85,7 +85,7 @@ fn pop_one<T: Msg>(
             Err(PopError::Empty) => {
                 std::hint::spin_loop();
                 polls = polls.wrapping_add(1);
-                if polls % (1 << 20) == 0 && started.elapsed() > LIMIT {
+                if polls.is_multiple_of(1 << 20) && started.elapsed() > LIMIT {
                     return Err("peer stopped answering".into());
                 }
             }
@@ -268,7 +268,7 @@ fn ring_throughput(r: &mut Runner, batched: bool, items: u64) -> Result<f64> {
             }
         }
         std::hint::spin_loop();
-        if got % 4096 == 0 && Instant::now() > deadline {
+        if got.is_multiple_of(4096) && Instant::now() > deadline {
             return Err("throughput: stalled".into());
         }
     }
@@ -340,7 +340,7 @@ fn mpmc_throughput(r: &mut Runner, items: u64) -> Result<f64> {
             }
             Err(PopError::Empty) => {
                 std::hint::spin_loop();
-                if got % 4096 == 0 && Instant::now() > deadline {
+                if got.is_multiple_of(4096) && Instant::now() > deadline {
                     return Err("mpmc throughput: stalled".into());
                 }
             }

@@ -730,7 +730,7 @@ pub fn child(case: &str, name: &str, iters: u64) -> Result {
             while word.load(Ordering::Acquire) != GO {
                 i += 1;
                 w.write([i; 8]);
-                if i % (1 << 16) == 0 && started.elapsed() > LIMIT {
+                if i.is_multiple_of(1 << 16) && started.elapsed() > LIMIT {
                     return Err("seqlock writer: never told to stop".into());
                 }
             }

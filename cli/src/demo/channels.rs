@@ -25,7 +25,7 @@ fn order(id: u64) -> Order {
     Order {
         id,
         symbol: "ACME.XNAS".into(),
-        side: id % 2 == 0,
+        side: id.is_multiple_of(2),
         price: 101.25 + id as f64 / 100.0,
         quantities: (0..16).map(|k| (id as u32).wrapping_mul(31) ^ k).collect(),
     }

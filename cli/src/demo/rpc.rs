@@ -243,10 +243,10 @@ pub fn parent_phase(base: &str, round_trips: u64) -> Result {
         let mut window: std::collections::VecDeque<Call<Option<u64>, StoreError>> =
             std::collections::VecDeque::new();
         for _ in 0..piped {
-            if window.len() == 64 {
-                if let Some(c) = window.pop_front() {
-                    c.wait().map_err(rpc_err)?;
-                }
+            if window.len() == 64
+                && let Some(c) = window.pop_front()
+            {
+                c.wait().map_err(rpc_err)?;
             }
             window.push_back(client.get("hits".into()));
         }

@@ -141,7 +141,7 @@ pub fn parent_phase(objs: &mut Objects, n: u64, child: &mut std::process::Child)
     while board[READER_DONE].load(Ordering::Acquire) == 0 {
         seq += 1;
         writer.write(checksummed(seq));
-        if seq % 1024 == 0 {
+        if seq.is_multiple_of(1024) {
             if let Some(status) = child.try_wait()? {
                 return Err(format!("child exited early ({status}) in the seqlock phase").into());
             }

@@ -885,7 +885,7 @@ impl RawHandle {
         }
         let polls = self.polls.get().wrapping_add(1);
         self.polls.set(polls);
-        if !thorough && polls % LIVENESS_POLLS != 0 {
+        if !thorough && !polls.is_multiple_of(LIVENESS_POLLS) {
             return false;
         }
         if holder == 0 {
