@@ -69,6 +69,10 @@ pub mod transport;
 
 #[cfg(not(shmlink_loom))]
 pub mod rpc;
+
+#[cfg(not(shmlink_loom))]
+pub mod dlock;
+
 /// Under loom, only the RPC layer's in-process primitives, for their models.
 #[cfg(shmlink_loom)]
 mod rpc {

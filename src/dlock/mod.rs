@@ -1,0 +1,10 @@
+//! Distributed locking across hosts: Maekawa's quorum algorithm with leases and
+//! fencing tokens (work in progress, issue 13).
+//!
+//! - [`quorum`]: quorum systems (majority, grid, finite projective plane), each checked
+//!   at construction so that every two quorums intersect.
+//! - [`protocol`]: the sans-IO protocol core, a state machine fed messages and clock
+//!   readings, so that the same code runs in the simulator and over real transports.
+
+pub mod protocol;
+pub mod quorum;
