@@ -1,7 +1,8 @@
 //! How messages travel: [`Raw`] copies plain-old-data values into a ring of `T`;
 //! [`Postcard`] encodes serde values into a frame ring (SPSC) or a ring of fixed-size
-//! cells (MPMC, see `cells.rs`). The [`Codec`] trait ties a
-//! message type to its rings and handles; it is sealed.
+//! cells (MPMC, see `cells.rs`). A [`Codec`] builds its channel's ring and moves a
+//! message in and out of it; everything else a channel does is the same for both
+//! codecs and lives on the flavour enums (`flavor.rs`). The trait is sealed.
 
 use std::time::Instant;
 
@@ -9,15 +10,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::Flavor;
-use super::cells::{self, CellPopError, CellRing, CellRx, CellTx};
+use super::cells::{CellPopError, Cells, MAX_CELL_MESSAGE};
 use super::error::{ChannelError, RecvError, SendError};
-use crate::region::{HeapRegion, Pod};
-use crate::ring::{
-    self, Consumer, FrameConsumer, FrameProducer, FrameRing, Mpmc, MpmcConsumer, MpmcHeader,
-    MpmcProducer, PopError, Producer, PushError, Spsc, SpscHeader,
-};
-use crate::sync::{WaitMode, WaitWord};
-use std::sync::Arc;
+use super::flavor::{ReceiverFlavor, RingFlavor, SenderFlavor};
+use crate::region::Pod;
+use crate::ring::{self, FrameRing, Mpmc, PopError, PushError, Spsc};
+use crate::sync::WaitMode;
+
+#[cfg(not(shmlink_loom))]
+use crate::segment::{OpenError, SegmentBuilder};
 
 /// Why an acknowledgement wait ended without one.
 #[doc(hidden)]
@@ -47,9 +48,6 @@ impl From<crate::sync::WaitError> for AckWait {
     }
 }
 
-#[cfg(not(shmlink_loom))]
-use crate::segment::{OpenError, SegmentBuilder, ShmRegion};
-
 mod sealed {
     pub trait Sealed {}
 }
@@ -64,69 +62,52 @@ pub struct Spec {
     pub max_message: usize,
 }
 
+/// How long a send or receive may wait.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub enum Wait {
+    /// Not at all.
+    No,
+    /// For room or a message, until the deadline (`None`: while the peers live).
+    Until(Option<Instant>),
+}
+
 /// How messages of type `T` travel through a channel. Implemented by [`Raw`] (for
 /// [`Pod`] types) and [`Postcard`] (for serde types); not implementable outside the
-/// crate. The items are the channel's internals.
+/// crate. The items are the channel's internals: which ring the codec builds, and
+/// how a message goes in and comes out.
 pub trait Codec<T>: sealed::Sealed + Sized + 'static {
+    /// What a ring slot holds: the message itself ([`Raw`]), or a placeholder for
+    /// codecs whose rings carry bytes.
     #[doc(hidden)]
-    type Ring: Clone + Send + Sync;
-    #[doc(hidden)]
-    type Tx: Send;
-    #[doc(hidden)]
-    type Rx: Send;
+    type Unit: Pod;
 
     #[doc(hidden)]
-    fn heap(spec: Spec) -> Result<Self::Ring, ChannelError>;
+    fn heap(spec: Spec) -> Result<RingFlavor<Self::Unit>, ChannelError>;
     #[doc(hidden)]
     #[cfg(not(shmlink_loom))]
-    fn create(builder: SegmentBuilder, spec: Spec) -> Result<Self::Ring, ChannelError>;
+    fn create(builder: SegmentBuilder, spec: Spec) -> Result<RingFlavor<Self::Unit>, ChannelError>;
     #[doc(hidden)]
     #[cfg(not(shmlink_loom))]
-    fn open(builder: SegmentBuilder) -> Result<Self::Ring, ChannelError>;
-    #[doc(hidden)]
-    fn sender(ring: &Self::Ring) -> Result<Self::Tx, ChannelError>;
-    #[doc(hidden)]
-    fn receiver(ring: &Self::Ring) -> Result<Self::Rx, ChannelError>;
-    #[doc(hidden)]
-    fn flavor(ring: &Self::Ring) -> Flavor;
-    #[doc(hidden)]
-    fn capacity(ring: &Self::Ring) -> usize;
-    #[doc(hidden)]
-    fn len(ring: &Self::Ring) -> usize;
+    fn open(builder: SegmentBuilder) -> Result<RingFlavor<Self::Unit>, ChannelError>;
 
-    /// Enqueues without waiting; on success, the position its acknowledgement waits
-    /// for.
+    /// Enqueues `msg` (encoding it into `buf` first, if the codec encodes); on
+    /// success, the position its acknowledgement waits for.
     #[doc(hidden)]
-    fn try_send(tx: &mut Self::Tx, msg: T) -> Result<u64, SendError<T>>;
-    /// Enqueues, waiting for room until `deadline` (`None`: while receivers live).
-    #[doc(hidden)]
-    fn send_until(
-        tx: &mut Self::Tx,
+    fn send(
+        tx: &mut SenderFlavor<Self::Unit>,
+        buf: &mut [u8],
         msg: T,
-        deadline: Option<Instant>,
+        wait: Wait,
     ) -> Result<u64, SendError<T>>;
-    /// Waits until the message sent at `pos` was taken.
+
+    /// Takes a message (receiving it into `buf` first, if the codec decodes).
     #[doc(hidden)]
-    fn wait_taken(tx: &mut Self::Tx, pos: u64, deadline: Option<Instant>) -> Result<(), AckWait>;
-    /// Whether every receiver is gone (`thorough`: also checks that their processes
-    /// live; a `/proc` read).
-    #[doc(hidden)]
-    fn receivers_gone(tx: &mut Self::Tx, thorough: bool) -> bool;
-    /// Whether every sender is gone (`thorough`: also checks that their processes
-    /// live).
-    #[doc(hidden)]
-    fn senders_gone(ring: &Self::Ring, thorough: bool) -> bool;
-    /// A message is waiting, or the senders are gone (`thorough`: also checks that
-    /// their processes live).
-    #[doc(hidden)]
-    fn ready(ring: &Self::Ring, thorough: bool) -> bool;
-    /// The word receivers sleep on, if senders notify it (blocking mode).
-    #[doc(hidden)]
-    fn data_word(ring: &Self::Ring) -> Option<&WaitWord>;
-    #[doc(hidden)]
-    fn try_recv(rx: &mut Self::Rx) -> Result<T, RecvError>;
-    #[doc(hidden)]
-    fn recv_until(rx: &mut Self::Rx, deadline: Option<Instant>) -> Result<T, RecvError>;
+    fn recv(
+        rx: &mut ReceiverFlavor<Self::Unit>,
+        buf: &mut Vec<u8>,
+        wait: Wait,
+    ) -> Result<T, RecvError>;
 }
 
 /// Plain-old-data messages, copied as they are into a ring of `T` (the default
@@ -185,94 +166,6 @@ pub struct Postcard;
 
 impl sealed::Sealed for Postcard {}
 
-type HeapSpsc = HeapRegion<SpscHeader>;
-type HeapMpmc = HeapRegion<MpmcHeader>;
-#[cfg(not(shmlink_loom))]
-type ShmSpsc = ShmRegion<SpscHeader>;
-#[cfg(not(shmlink_loom))]
-type ShmMpmc = ShmRegion<MpmcHeader>;
-
-/// The ring of a [`Raw`] channel.
-#[doc(hidden)]
-#[derive(Debug)]
-pub enum RawRing<T: Pod> {
-    SpscHeap(Spsc<T, HeapSpsc>),
-    MpmcHeap(Mpmc<T, HeapMpmc>),
-    #[cfg(not(shmlink_loom))]
-    SpscShm(Spsc<T, ShmSpsc>),
-    #[cfg(not(shmlink_loom))]
-    MpmcShm(Mpmc<T, ShmMpmc>),
-}
-
-impl<T: Pod> Clone for RawRing<T> {
-    fn clone(&self) -> Self {
-        match self {
-            Self::SpscHeap(r) => Self::SpscHeap(r.clone()),
-            Self::MpmcHeap(r) => Self::MpmcHeap(r.clone()),
-            #[cfg(not(shmlink_loom))]
-            Self::SpscShm(r) => Self::SpscShm(r.clone()),
-            #[cfg(not(shmlink_loom))]
-            Self::MpmcShm(r) => Self::MpmcShm(r.clone()),
-        }
-    }
-}
-
-/// The sending handle of a [`Raw`] channel.
-#[doc(hidden)]
-#[derive(Debug)]
-pub enum RawTx<T: Pod> {
-    Spsc(SpscTx<T>),
-    Mpmc(MpmcTx<T>),
-}
-
-/// The receiving handle of a [`Raw`] channel.
-#[doc(hidden)]
-#[derive(Debug)]
-pub enum RawRx<T: Pod> {
-    SpscHeap(Consumer<T, HeapSpsc>),
-    MpmcHeap(MpmcConsumer<T, HeapMpmc>),
-    #[cfg(not(shmlink_loom))]
-    SpscShm(Consumer<T, ShmSpsc>),
-    #[cfg(not(shmlink_loom))]
-    MpmcShm(MpmcConsumer<T, ShmMpmc>),
-}
-
-#[doc(hidden)]
-#[derive(Debug)]
-pub enum SpscTx<T: Pod> {
-    Heap(Producer<T, HeapSpsc>),
-    #[cfg(not(shmlink_loom))]
-    Shm(Producer<T, ShmSpsc>),
-}
-
-#[doc(hidden)]
-#[derive(Debug)]
-pub enum MpmcTx<T: Pod> {
-    Heap(MpmcProducer<T, HeapMpmc>),
-    #[cfg(not(shmlink_loom))]
-    Shm(MpmcProducer<T, ShmMpmc>),
-}
-
-/// Runs `$body` with `$p` bound to the handle inside any variant of a two-region
-/// enum (heap, and shared memory outside loom builds).
-macro_rules! each {
-    ($e:expr, $ty:ident, $p:ident => $body:expr) => {
-        match $e {
-            $ty::Heap($p) => $body,
-            #[cfg(not(shmlink_loom))]
-            $ty::Shm($p) => $body,
-        }
-    };
-    ($e:expr, $ty:ident, $p:ident => $body:expr, cells $c:ident => $cells:expr) => {
-        match $e {
-            $ty::Heap($p) => $body,
-            #[cfg(not(shmlink_loom))]
-            $ty::Shm($p) => $body,
-            $ty::Cells($c) => $cells,
-        }
-    };
-}
-
 fn push_error<T>(e: PushError<T>) -> SendError<T> {
     match e {
         PushError::Full(v) => SendError::Full(v),
@@ -291,57 +184,9 @@ fn pop_error(e: PopError) -> RecvError {
     }
 }
 
-impl<T: Pod> SpscTx<T> {
-    fn try_send(&mut self, msg: T) -> Result<u64, SendError<T>> {
-        each!(self, SpscTx, p => {
-            // Receivers that left are seen at once (a role word); dead ones through
-            // the producer's rate-limited liveness check.
-            if p.peer_left() {
-                return Err(SendError::Disconnected(msg));
-            }
-            p.try_push(msg).map_err(push_error)?;
-            Ok(p.position())
-        })
-    }
-
-    fn send_until(&mut self, msg: T, deadline: Option<Instant>) -> Result<u64, SendError<T>> {
-        each!(self, SpscTx, p => {
-            if p.peer_left() {
-                return Err(SendError::Disconnected(msg));
-            }
-            p.push_until(msg, deadline).map_err(push_error)?;
-            Ok(p.position())
-        })
-    }
-
-    fn wait_taken(&mut self, pos: u64, deadline: Option<Instant>) -> Result<(), AckWait> {
-        each!(self, SpscTx, p => p.wait_consumed(pos, deadline).map_err(AckWait::from))
-    }
-}
-
-impl<T: Pod> MpmcTx<T> {
-    fn try_send(&mut self, msg: T) -> Result<u64, SendError<T>> {
-        each!(self, MpmcTx, p => {
-            if p.consumers_gone(false) {
-                return Err(SendError::Disconnected(msg));
-            }
-            p.try_push_at(msg).map_err(push_error)
-        })
-    }
-
-    fn send_until(&mut self, msg: T, deadline: Option<Instant>) -> Result<u64, SendError<T>> {
-        each!(self, MpmcTx, p => {
-            if p.consumers_gone(false) {
-                return Err(SendError::Disconnected(msg));
-            }
-            p.push_until_at(msg, deadline).map_err(push_error)
-        })
-    }
-
-    fn wait_taken(&mut self, pos: u64, deadline: Option<Instant>) -> Result<(), AckWait> {
-        each!(self, MpmcTx, p => p.wait_taken(pos, deadline).map_err(AckWait::from))
-    }
-}
+/// A handle on a ring its codec never builds (a raw ring under a serde codec, or the
+/// reverse): impossible by construction, reported rather than trusted.
+const OTHER_CODEC: &str = "the channel's ring belongs to another codec";
 
 fn spsc_capacity(spec: &Spec) -> Result<(), ChannelError> {
     if spec.flavor == Flavor::Spsc || spec.capacity >= 2 {
@@ -354,256 +199,80 @@ fn spsc_capacity(spec: &Spec) -> Result<(), ChannelError> {
 }
 
 impl<T: Pod> Codec<T> for Raw {
-    type Ring = RawRing<T>;
-    type Tx = RawTx<T>;
-    type Rx = RawRx<T>;
+    type Unit = T;
 
-    fn heap(spec: Spec) -> Result<RawRing<T>, ChannelError> {
+    fn heap(spec: Spec) -> Result<RingFlavor<T>, ChannelError> {
         spsc_capacity(&spec)?;
         Ok(match spec.flavor {
-            Flavor::Spsc => RawRing::SpscHeap(Spsc::new(spec.capacity, spec.mode)?),
-            Flavor::Mpmc => RawRing::MpmcHeap(Mpmc::new(spec.capacity, spec.mode)?),
+            Flavor::Spsc => RingFlavor::Spsc(Spsc::new_tagged(spec.capacity, spec.mode, 0)?),
+            Flavor::Mpmc => RingFlavor::Mpmc(Mpmc::new_in(spec.capacity, spec.mode)?),
         })
     }
 
     #[cfg(not(shmlink_loom))]
-    fn create(builder: SegmentBuilder, spec: Spec) -> Result<RawRing<T>, ChannelError> {
+    fn create(builder: SegmentBuilder, spec: Spec) -> Result<RingFlavor<T>, ChannelError> {
         Ok(match spec.flavor {
-            Flavor::Spsc => RawRing::SpscShm(Spsc::create(builder, spec.capacity, spec.mode)?),
-            Flavor::Mpmc => RawRing::MpmcShm(Mpmc::create(builder, spec.capacity, spec.mode)?),
+            Flavor::Spsc => RingFlavor::Spsc(Spsc::create_tagged(
+                builder,
+                spec.capacity,
+                spec.mode,
+                crate::segment::Kind::SpscRing,
+                0,
+                0,
+            )?),
+            Flavor::Mpmc => {
+                RingFlavor::Mpmc(Mpmc::create_tagged(builder, spec.capacity, spec.mode, 0)?)
+            }
         })
     }
 
     #[cfg(not(shmlink_loom))]
-    fn open(builder: SegmentBuilder) -> Result<RawRing<T>, ChannelError> {
+    fn open(builder: SegmentBuilder) -> Result<RingFlavor<T>, ChannelError> {
         // The segment's kind says the flavour.
-        match Spsc::open(builder.clone()) {
-            Ok(r) => Ok(RawRing::SpscShm(r)),
+        match Spsc::open_tagged(builder.clone(), crate::segment::Kind::SpscRing, 0) {
+            Ok(r) => Ok(RingFlavor::Spsc(r)),
             Err(ring::BuildError::Open(OpenError::WrongKind { .. })) => {
-                Ok(RawRing::MpmcShm(Mpmc::open(builder)?))
+                Ok(RingFlavor::Mpmc(Mpmc::open_tagged(builder, 0)?))
             }
             Err(e) => Err(e.into()),
         }
     }
 
-    fn sender(ring: &RawRing<T>) -> Result<RawTx<T>, ChannelError> {
-        Ok(match ring {
-            RawRing::SpscHeap(r) => RawTx::Spsc(SpscTx::Heap(r.producer()?)),
-            RawRing::MpmcHeap(r) => RawTx::Mpmc(MpmcTx::Heap(r.producer()?)),
-            #[cfg(not(shmlink_loom))]
-            RawRing::SpscShm(r) => RawTx::Spsc(SpscTx::Shm(r.producer()?)),
-            #[cfg(not(shmlink_loom))]
-            RawRing::MpmcShm(r) => RawTx::Mpmc(MpmcTx::Shm(r.producer()?)),
-        })
-    }
-
-    fn receiver(ring: &RawRing<T>) -> Result<RawRx<T>, ChannelError> {
-        Ok(match ring {
-            RawRing::SpscHeap(r) => RawRx::SpscHeap(r.consumer()?),
-            RawRing::MpmcHeap(r) => RawRx::MpmcHeap(r.consumer()?),
-            #[cfg(not(shmlink_loom))]
-            RawRing::SpscShm(r) => RawRx::SpscShm(r.consumer()?),
-            #[cfg(not(shmlink_loom))]
-            RawRing::MpmcShm(r) => RawRx::MpmcShm(r.consumer()?),
-        })
-    }
-
-    fn flavor(ring: &RawRing<T>) -> Flavor {
-        match ring {
-            RawRing::SpscHeap(_) => Flavor::Spsc,
-            RawRing::MpmcHeap(_) => Flavor::Mpmc,
-            #[cfg(not(shmlink_loom))]
-            RawRing::SpscShm(_) => Flavor::Spsc,
-            #[cfg(not(shmlink_loom))]
-            RawRing::MpmcShm(_) => Flavor::Mpmc,
-        }
-    }
-
-    fn capacity(ring: &RawRing<T>) -> usize {
-        match ring {
-            RawRing::SpscHeap(r) => r.capacity(),
-            RawRing::MpmcHeap(r) => r.capacity(),
-            #[cfg(not(shmlink_loom))]
-            RawRing::SpscShm(r) => r.capacity(),
-            #[cfg(not(shmlink_loom))]
-            RawRing::MpmcShm(r) => r.capacity(),
-        }
-    }
-
-    fn len(ring: &RawRing<T>) -> usize {
-        match ring {
-            RawRing::SpscHeap(r) => r.len(),
-            RawRing::MpmcHeap(r) => r.len(),
-            #[cfg(not(shmlink_loom))]
-            RawRing::SpscShm(r) => r.len(),
-            #[cfg(not(shmlink_loom))]
-            RawRing::MpmcShm(r) => r.len(),
-        }
-    }
-
     #[inline]
-    fn try_send(tx: &mut RawTx<T>, msg: T) -> Result<u64, SendError<T>> {
-        match tx {
-            RawTx::Spsc(p) => p.try_send(msg),
-            RawTx::Mpmc(p) => p.try_send(msg),
-        }
-    }
-
-    fn send_until(
-        tx: &mut RawTx<T>,
+    fn send(
+        tx: &mut SenderFlavor<T>,
+        _buf: &mut [u8],
         msg: T,
-        deadline: Option<Instant>,
+        wait: Wait,
     ) -> Result<u64, SendError<T>> {
-        match tx {
-            RawTx::Spsc(p) => p.send_until(msg, deadline),
-            RawTx::Mpmc(p) => p.send_until(msg, deadline),
-        }
-    }
-
-    fn wait_taken(tx: &mut RawTx<T>, pos: u64, deadline: Option<Instant>) -> Result<(), AckWait> {
-        match tx {
-            RawTx::Spsc(p) => p.wait_taken(pos, deadline),
-            RawTx::Mpmc(p) => p.wait_taken(pos, deadline),
-        }
-    }
-
-    fn receivers_gone(tx: &mut RawTx<T>, thorough: bool) -> bool {
-        match tx {
-            RawTx::Spsc(p) => {
-                each!(p, SpscTx, p => if thorough { p.is_abandoned() } else { p.peer_left() })
+        match (tx, wait) {
+            (SenderFlavor::Spsc(p), Wait::No) => p.try_push_at(msg),
+            (SenderFlavor::Spsc(p), Wait::Until(d)) => p.push_until_at(msg, d),
+            (SenderFlavor::Mpmc(p), Wait::No) => p.try_push_at(msg),
+            (SenderFlavor::Mpmc(p), Wait::Until(d)) => p.push_until_at(msg, d),
+            (SenderFlavor::Frames(_) | SenderFlavor::Cells(_), _) => {
+                return Err(SendError::Encode {
+                    msg,
+                    reason: OTHER_CODEC.into(),
+                });
             }
-            RawTx::Mpmc(p) => each!(p, MpmcTx, p => p.consumers_gone(thorough)),
         }
-    }
-
-    fn senders_gone(ring: &RawRing<T>, thorough: bool) -> bool {
-        match ring {
-            RawRing::SpscHeap(r) => r.producer_gone(thorough),
-            RawRing::MpmcHeap(r) => r.producers_gone(thorough),
-            #[cfg(not(shmlink_loom))]
-            RawRing::SpscShm(r) => r.producer_gone(thorough),
-            #[cfg(not(shmlink_loom))]
-            RawRing::MpmcShm(r) => r.producers_gone(thorough),
-        }
-    }
-
-    fn ready(ring: &RawRing<T>, thorough: bool) -> bool {
-        match ring {
-            RawRing::SpscHeap(r) => !r.is_empty() || r.producer_gone(thorough),
-            RawRing::MpmcHeap(r) => !r.is_empty() || r.producers_gone(thorough),
-            #[cfg(not(shmlink_loom))]
-            RawRing::SpscShm(r) => !r.is_empty() || r.producer_gone(thorough),
-            #[cfg(not(shmlink_loom))]
-            RawRing::MpmcShm(r) => !r.is_empty() || r.producers_gone(thorough),
-        }
-    }
-
-    fn data_word(ring: &RawRing<T>) -> Option<&WaitWord> {
-        let (word, mode) = match ring {
-            RawRing::SpscHeap(r) => (r.data_word(), r.wait_mode()),
-            RawRing::MpmcHeap(r) => (r.data_word(), r.mode()),
-            #[cfg(not(shmlink_loom))]
-            RawRing::SpscShm(r) => (r.data_word(), r.wait_mode()),
-            #[cfg(not(shmlink_loom))]
-            RawRing::MpmcShm(r) => (r.data_word(), r.mode()),
-        };
-        (mode == WaitMode::Blocking).then_some(word)
+        .map_err(push_error)
     }
 
     #[inline]
-    fn try_recv(rx: &mut RawRx<T>) -> Result<T, RecvError> {
-        match rx {
-            RawRx::SpscHeap(c) => c.try_pop(),
-            RawRx::MpmcHeap(c) => c.try_pop(),
-            #[cfg(not(shmlink_loom))]
-            RawRx::SpscShm(c) => c.try_pop(),
-            #[cfg(not(shmlink_loom))]
-            RawRx::MpmcShm(c) => c.try_pop(),
+    fn recv(rx: &mut ReceiverFlavor<T>, _buf: &mut Vec<u8>, wait: Wait) -> Result<T, RecvError> {
+        match (rx, wait) {
+            (ReceiverFlavor::Spsc(c), Wait::No) => c.try_pop(),
+            (ReceiverFlavor::Spsc(c), Wait::Until(d)) => c.pop_until(d),
+            (ReceiverFlavor::Mpmc(c), Wait::No) => c.try_pop(),
+            (ReceiverFlavor::Mpmc(c), Wait::Until(d)) => c.pop_until(d),
+            (ReceiverFlavor::Frames(_) | ReceiverFlavor::Cells(_), _) => {
+                return Err(RecvError::Decode(OTHER_CODEC.into()));
+            }
         }
         .map_err(pop_error)
     }
-
-    fn recv_until(rx: &mut RawRx<T>, deadline: Option<Instant>) -> Result<T, RecvError> {
-        match rx {
-            RawRx::SpscHeap(c) => c.pop_until(deadline),
-            RawRx::MpmcHeap(c) => c.pop_until(deadline),
-            #[cfg(not(shmlink_loom))]
-            RawRx::SpscShm(c) => c.pop_until(deadline),
-            #[cfg(not(shmlink_loom))]
-            RawRx::MpmcShm(c) => c.pop_until(deadline),
-        }
-        .map_err(pop_error)
-    }
-}
-
-/// The ring of a [`Postcard`] channel.
-#[doc(hidden)]
-#[derive(Debug)]
-pub enum FrameAny {
-    Heap(FrameRing<HeapSpsc>),
-    #[cfg(not(shmlink_loom))]
-    Shm(FrameRing<ShmSpsc>),
-    /// MPMC: a ring of fixed-size cells.
-    Cells(Arc<dyn CellRing>),
-}
-
-impl Clone for FrameAny {
-    fn clone(&self) -> Self {
-        match self {
-            Self::Heap(r) => Self::Heap(r.clone()),
-            #[cfg(not(shmlink_loom))]
-            Self::Shm(r) => Self::Shm(r.clone()),
-            Self::Cells(r) => Self::Cells(r.clone()),
-        }
-    }
-}
-
-impl From<FrameRing<HeapSpsc>> for FrameAny {
-    fn from(r: FrameRing<HeapSpsc>) -> Self {
-        Self::Heap(r)
-    }
-}
-
-#[cfg(not(shmlink_loom))]
-impl From<FrameRing<ShmSpsc>> for FrameAny {
-    fn from(r: FrameRing<ShmSpsc>) -> Self {
-        Self::Shm(r)
-    }
-}
-
-#[doc(hidden)]
-#[derive(Debug)]
-pub enum FrameTxAny {
-    Heap(FrameProducer<HeapSpsc>),
-    #[cfg(not(shmlink_loom))]
-    Shm(FrameProducer<ShmSpsc>),
-    Cells(Box<dyn CellTx>),
-}
-
-#[doc(hidden)]
-#[derive(Debug)]
-pub enum FrameRxAny {
-    Heap(FrameConsumer<HeapSpsc>),
-    #[cfg(not(shmlink_loom))]
-    Shm(FrameConsumer<ShmSpsc>),
-    Cells(Box<dyn CellRx>),
-}
-
-/// The sending handle of a [`Postcard`] channel: the frame producer and the buffer
-/// messages are encoded into.
-#[doc(hidden)]
-#[derive(Debug)]
-pub struct PostcardTx {
-    link: FrameTxAny,
-    buf: Vec<u8>,
-}
-
-/// The receiving handle of a [`Postcard`] channel.
-#[doc(hidden)]
-#[derive(Debug)]
-pub struct PostcardRx {
-    link: FrameRxAny,
-    buf: Vec<u8>,
 }
 
 /// Ring capacity in 8-byte words (the caller asks for bytes) for a frame channel: `capacity` frames of the
@@ -656,7 +325,7 @@ fn cell_pop_error(e: CellPopError) -> RecvError {
 /// An MPMC serde channel's maximum, checked before building (cells hold up to
 /// 16 KiB).
 fn cells_spec(spec: &Spec) -> Result<(), ChannelError> {
-    if spec.max_message > cells::MAX_CELL_MESSAGE {
+    if spec.max_message > MAX_CELL_MESSAGE {
         return Err(ChannelError::Unsupported(
             "serde messages longer than 16376 bytes on an MPMC channel (use SPSC)",
         ));
@@ -673,65 +342,16 @@ fn frame_recv_error(e: ring::RecvError) -> RecvError {
     }
 }
 
-impl PostcardTx {
-    /// Encodes `msg` into the buffer; its length.
-    fn encode<T: Serialize>(&mut self, msg: &T) -> Result<usize, Option<String>> {
-        match postcard::to_slice(msg, &mut self.buf) {
-            Ok(bytes) => Ok(bytes.len()),
-            Err(postcard::Error::SerializeBufferFull) => Err(None),
-            Err(e) => Err(Some(e.to_string())),
-        }
-    }
-
-    fn send<T: Serialize>(
-        &mut self,
-        msg: T,
-        deadline: Option<Option<Instant>>,
-    ) -> Result<u64, SendError<T>> {
-        let max = self.buf.len();
-        let len = match self.encode(&msg) {
-            Ok(n) => n,
-            Err(None) => return Err(SendError::TooLarge { msg, max }),
-            Err(Some(reason)) => return Err(SendError::Encode { msg, reason }),
-        };
-        let frame = &self.buf[..len];
-        each!(&mut self.link, FrameTxAny, p => {
-            if p.peer_left() {
-                return Err(SendError::Disconnected(msg));
-            }
-            let sent = match deadline {
-                None => p.try_send(frame),
-                Some(d) => p.send_until(frame, d),
-            };
-            match sent {
-                Ok(()) => Ok(p.position()),
-                Err(e) => Err(frame_send_error(e, msg, max)),
-            }
-        }, cells c => {
-            if c.consumers_gone(false) {
-                return Err(SendError::Disconnected(msg));
-            }
-            let sent = match deadline {
-                None => c.try_push(frame),
-                Some(d) => c.push_until(frame, d),
-            };
-            sent.map_err(|e| cell_push_error(e, msg))
-        })
-    }
-}
-
-impl PostcardRx {
-    fn decode<T: DeserializeOwned>(&self, n: usize) -> Result<T, RecvError> {
-        match postcard::take_from_bytes(&self.buf[..n]) {
-            // A frame holds exactly one message: bytes left over mean it was not one
-            // of ours.
-            Ok((v, [])) => Ok(v),
-            Ok((_, rest)) => Err(RecvError::Decode(format!(
-                "{} bytes left after the message",
-                rest.len()
-            ))),
-            Err(e) => Err(RecvError::Decode(e.to_string())),
-        }
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RecvError> {
+    match postcard::take_from_bytes(bytes) {
+        // A frame holds exactly one message: bytes left over mean it was not one of
+        // ours.
+        Ok((v, [])) => Ok(v),
+        Ok((_, rest)) => Err(RecvError::Decode(format!(
+            "{} bytes left after the message",
+            rest.len()
+        ))),
+        Err(e) => Err(RecvError::Decode(e.to_string())),
     }
 }
 
@@ -750,139 +370,110 @@ fn type_tag<T>() -> u64 {
 }
 
 impl<T: Serialize + DeserializeOwned + 'static> Codec<T> for Postcard {
-    type Ring = FrameAny;
-    type Tx = PostcardTx;
-    type Rx = PostcardRx;
+    /// Frames and cells carry bytes: no ring of units is ever built.
+    type Unit = u64;
 
-    fn heap(spec: Spec) -> Result<FrameAny, ChannelError> {
+    fn heap(spec: Spec) -> Result<RingFlavor<u64>, ChannelError> {
         if spec.flavor == Flavor::Mpmc {
             cells_spec(&spec)?;
-            let ring = cells::heap(spec.capacity, spec.max_message, spec.mode)?;
-            return Ok(FrameAny::Cells(ring));
+            let ring = Cells::new(spec.capacity, spec.max_message, spec.mode)?;
+            return Ok(RingFlavor::Cells(ring));
         }
         let (bytes, max) = frame_spec(&spec)?;
-        Ok(FrameRing::new(bytes, max as usize, spec.mode)?.into())
+        Ok(RingFlavor::Frames(FrameRing::new_in(
+            bytes,
+            max as usize,
+            spec.mode,
+        )?))
     }
 
     #[cfg(not(shmlink_loom))]
-    fn create(builder: SegmentBuilder, spec: Spec) -> Result<FrameAny, ChannelError> {
+    fn create(builder: SegmentBuilder, spec: Spec) -> Result<RingFlavor<u64>, ChannelError> {
+        let tag = type_tag::<T>();
         if spec.flavor == Flavor::Mpmc {
             cells_spec(&spec)?;
-            let tag = type_tag::<T>();
-            let ring = cells::create(builder, spec.capacity, spec.max_message, spec.mode, tag)?;
-            return Ok(FrameAny::Cells(ring));
+            let ring = Cells::create(builder, spec.capacity, spec.max_message, spec.mode, tag)?;
+            return Ok(RingFlavor::Cells(ring));
         }
         let (bytes, max) = frame_spec(&spec)?;
-        Ok(
-            FrameRing::create_typed(builder, bytes, max as usize, spec.mode, type_tag::<T>())?
-                .into(),
-        )
+        Ok(RingFlavor::Frames(FrameRing::create_typed(
+            builder,
+            bytes,
+            max as usize,
+            spec.mode,
+            tag,
+        )?))
     }
 
     #[cfg(not(shmlink_loom))]
-    fn open(builder: SegmentBuilder) -> Result<FrameAny, ChannelError> {
+    fn open(builder: SegmentBuilder) -> Result<RingFlavor<u64>, ChannelError> {
         // The segment's kind says the flavour: frames (SPSC) or cells (MPMC).
         match FrameRing::open_typed(builder.clone(), type_tag::<T>()) {
-            Ok(r) => Ok(r.into()),
+            Ok(r) => Ok(RingFlavor::Frames(r)),
             Err(ring::BuildError::Open(OpenError::WrongKind { .. })) => {
-                Ok(FrameAny::Cells(cells::open(builder, type_tag::<T>())?))
+                Ok(RingFlavor::Cells(Cells::open(builder, type_tag::<T>())?))
             }
             Err(e) => Err(e.into()),
         }
     }
 
-    fn sender(ring: &FrameAny) -> Result<PostcardTx, ChannelError> {
-        let (link, max) = match ring {
-            FrameAny::Heap(r) => (FrameTxAny::Heap(r.producer()?), r.max_frame()),
-            #[cfg(not(shmlink_loom))]
-            FrameAny::Shm(r) => (FrameTxAny::Shm(r.producer()?), r.max_frame()),
-            FrameAny::Cells(r) => (FrameTxAny::Cells(r.sender()?), r.max_message()),
+    fn send(
+        tx: &mut SenderFlavor<u64>,
+        buf: &mut [u8],
+        msg: T,
+        wait: Wait,
+    ) -> Result<u64, SendError<T>> {
+        let max = buf.len();
+        let len = match postcard::to_slice(&msg, buf) {
+            Ok(bytes) => bytes.len(),
+            Err(postcard::Error::SerializeBufferFull) => {
+                return Err(SendError::TooLarge { msg, max });
+            }
+            Err(e) => {
+                return Err(SendError::Encode {
+                    msg,
+                    reason: e.to_string(),
+                });
+            }
         };
-        Ok(PostcardTx {
-            link,
-            buf: vec![0; max],
-        })
-    }
-
-    fn receiver(ring: &FrameAny) -> Result<PostcardRx, ChannelError> {
-        let (link, max) = match ring {
-            FrameAny::Heap(r) => (FrameRxAny::Heap(r.consumer()?), r.max_frame()),
-            #[cfg(not(shmlink_loom))]
-            FrameAny::Shm(r) => (FrameRxAny::Shm(r.consumer()?), r.max_frame()),
-            FrameAny::Cells(r) => (FrameRxAny::Cells(r.receiver()?), r.max_message()),
-        };
-        Ok(PostcardRx {
-            link,
-            buf: Vec::with_capacity(max),
-        })
-    }
-
-    fn flavor(ring: &FrameAny) -> Flavor {
-        match ring {
-            FrameAny::Cells(_) => Flavor::Mpmc,
-            _ => Flavor::Spsc,
+        let frame = &buf[..len];
+        match tx {
+            SenderFlavor::Frames(p) => match wait {
+                Wait::No => p.try_send_at(frame),
+                Wait::Until(d) => p.send_until_at(frame, d),
+            }
+            .map_err(|e| frame_send_error(e, msg, max)),
+            SenderFlavor::Cells(c) => match wait {
+                Wait::No => c.try_push_at(frame),
+                Wait::Until(d) => c.push_until_at(frame, d),
+            }
+            .map_err(|e| cell_push_error(e, msg)),
+            SenderFlavor::Spsc(_) | SenderFlavor::Mpmc(_) => Err(SendError::Encode {
+                msg,
+                reason: OTHER_CODEC.into(),
+            }),
         }
     }
 
-    fn capacity(ring: &FrameAny) -> usize {
-        // In frames of the maximum size.
-        each!(ring, FrameAny, r => r.capacity_bytes() / (r.max_frame().div_ceil(8) * 8 + 8).max(1),
-            cells c => c.capacity())
-    }
-
-    fn len(ring: &FrameAny) -> usize {
-        // Words in flight is all a frame ring knows cheaply: report whether any.
-        each!(ring, FrameAny, r => usize::from(!r.is_empty()), cells c => c.len())
-    }
-
-    fn try_send(tx: &mut PostcardTx, msg: T) -> Result<u64, SendError<T>> {
-        tx.send(msg, None)
-    }
-
-    fn send_until(
-        tx: &mut PostcardTx,
-        msg: T,
-        deadline: Option<Instant>,
-    ) -> Result<u64, SendError<T>> {
-        tx.send(msg, Some(deadline))
-    }
-
-    fn wait_taken(tx: &mut PostcardTx, pos: u64, deadline: Option<Instant>) -> Result<(), AckWait> {
-        each!(&mut tx.link, FrameTxAny, p => p.wait_consumed(pos, deadline).map_err(AckWait::from),
-            cells c => c.wait_taken(pos, deadline))
-    }
-
-    fn receivers_gone(tx: &mut PostcardTx, thorough: bool) -> bool {
-        each!(&mut tx.link, FrameTxAny, p => if thorough { p.is_abandoned() } else { p.peer_left() },
-            cells c => c.consumers_gone(thorough))
-    }
-
-    fn senders_gone(ring: &FrameAny, thorough: bool) -> bool {
-        each!(ring, FrameAny, r => r.words().producer_gone(thorough),
-            cells c => c.senders_gone(thorough))
-    }
-
-    fn ready(ring: &FrameAny, thorough: bool) -> bool {
-        each!(ring, FrameAny, r => !r.is_empty() || r.words().producer_gone(thorough),
-            cells c => c.ready(thorough))
-    }
-
-    fn data_word(ring: &FrameAny) -> Option<&WaitWord> {
-        each!(ring, FrameAny, r => {
-            let words = r.words();
-            (words.wait_mode() == WaitMode::Blocking).then_some(words.data_word())
-        }, cells c => c.data_word())
-    }
-
-    fn try_recv(rx: &mut PostcardRx) -> Result<T, RecvError> {
-        let n = each!(&mut rx.link, FrameRxAny, c => c.try_recv(&mut rx.buf).map_err(frame_recv_error),
-            cells c => c.try_pop(&mut rx.buf).map(|()| rx.buf.len()).map_err(cell_pop_error))?;
-        rx.decode(n)
-    }
-
-    fn recv_until(rx: &mut PostcardRx, deadline: Option<Instant>) -> Result<T, RecvError> {
-        let n = each!(&mut rx.link, FrameRxAny, c => c.recv_until(&mut rx.buf, deadline).map_err(frame_recv_error),
-            cells c => c.pop_until(&mut rx.buf, deadline).map(|()| rx.buf.len()).map_err(cell_pop_error))?;
-        rx.decode(n)
+    fn recv(rx: &mut ReceiverFlavor<u64>, buf: &mut Vec<u8>, wait: Wait) -> Result<T, RecvError> {
+        let n = match rx {
+            ReceiverFlavor::Frames(c) => match wait {
+                Wait::No => c.try_recv(buf),
+                Wait::Until(d) => c.recv_until(buf, d),
+            }
+            .map_err(frame_recv_error)?,
+            ReceiverFlavor::Cells(c) => {
+                match wait {
+                    Wait::No => c.try_pop(buf),
+                    Wait::Until(d) => c.pop_until(buf, d),
+                }
+                .map_err(cell_pop_error)?;
+                buf.len()
+            }
+            ReceiverFlavor::Spsc(_) | ReceiverFlavor::Mpmc(_) => {
+                return Err(RecvError::Decode(OTHER_CODEC.into()));
+            }
+        };
+        decode(&buf[..n])
     }
 }

@@ -67,6 +67,7 @@ use std::time::{Duration, Instant};
 mod cells;
 mod codec;
 mod error;
+mod flavor;
 mod select;
 
 pub use codec::{Codec, Postcard, Raw};
@@ -75,7 +76,8 @@ pub use select::{SelectError, Selectable, select, select_until};
 
 use crate::region::Pod;
 use crate::sync::WaitMode;
-use codec::{AckWait, Spec};
+use codec::{AckWait, Spec, Wait};
+use flavor::{ReceiverFlavor, RingFlavor, SenderFlavor};
 
 #[cfg(not(shmlink_loom))]
 use crate::segment::SegmentBuilder;
@@ -237,7 +239,7 @@ impl Options {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Channel<T, C: Codec<T> = Raw> {
-    ring: C::Ring,
+    ring: RingFlavor<C::Unit>,
     _msg: PhantomData<fn(T) -> T>,
 }
 
@@ -369,7 +371,8 @@ impl<T, C: Codec<T>> Channel<T, C> {
     /// ```
     pub fn sender(&self) -> Result<Sender<T, C>, ChannelError> {
         Ok(Sender {
-            tx: C::sender(&self.ring)?,
+            tx: self.ring.sender()?,
+            buf: vec![0; self.ring.max_message()],
             liveness: Liveness::default(),
             _msg: PhantomData,
         })
@@ -393,8 +396,9 @@ impl<T, C: Codec<T>> Channel<T, C> {
     /// ```
     pub fn receiver(&self) -> Result<Receiver<T, C>, ChannelError> {
         Ok(Receiver {
-            rx: C::receiver(&self.ring)?,
+            rx: self.ring.receiver()?,
             ring: self.ring.clone(),
+            buf: Vec::with_capacity(self.ring.max_message()),
             liveness: Liveness::default(),
             _msg: PhantomData,
         })
@@ -411,7 +415,7 @@ impl<T, C: Codec<T>> Channel<T, C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn flavor(&self) -> Flavor {
-        C::flavor(&self.ring)
+        self.ring.flavor()
     }
 
     /// Messages the channel holds.
@@ -425,7 +429,7 @@ impl<T, C: Codec<T>> Channel<T, C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn capacity(&self) -> usize {
-        C::capacity(&self.ring)
+        self.ring.capacity()
     }
 
     /// Messages in flight right now (for serde channels: 1 if any, else 0).
@@ -441,7 +445,7 @@ impl<T, C: Codec<T>> Channel<T, C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn len(&self) -> usize {
-        C::len(&self.ring)
+        self.ring.len()
     }
 
     /// Whether no message is in flight.
@@ -487,7 +491,9 @@ fn deadline_after(timeout: Duration) -> Option<Instant> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Sender<T, C: Codec<T> = Raw> {
-    tx: C::Tx,
+    tx: SenderFlavor<C::Unit>,
+    /// Where a message is encoded (empty for codecs that do not encode).
+    buf: Vec<u8>,
     liveness: Liveness,
     _msg: PhantomData<fn(T) -> T>,
 }
@@ -542,10 +548,20 @@ impl<T, C: Codec<T>> Sender<T, C> {
     /// `try_send`, after the periodic liveness check of the receivers.
     #[inline]
     fn try_enqueue(&mut self, msg: T) -> Result<u64, SendError<T>> {
-        if self.liveness.due() && C::receivers_gone(&mut self.tx, true) {
+        if self.liveness.due() && self.tx.consumers_gone(true) {
             return Err(SendError::Disconnected(msg));
         }
-        C::try_send(&mut self.tx, msg)
+        self.push(msg, Wait::No)
+    }
+
+    /// Hands `msg` to the codec, unless the receivers left (seen at once: a role
+    /// word; dead ones are found by the periodic check above and by waits).
+    #[inline]
+    fn push(&mut self, msg: T, wait: Wait) -> Result<u64, SendError<T>> {
+        if self.tx.consumers_gone(false) {
+            return Err(SendError::Disconnected(msg));
+        }
+        C::send(&mut self.tx, &mut self.buf, msg, wait)
     }
 
     /// Enqueues `msg`, waiting for room while a receiver lives (asynchronous send:
@@ -578,7 +594,7 @@ impl<T, C: Codec<T>> Sender<T, C> {
     fn enqueue(&mut self, msg: T, timeout: Option<Duration>) -> Result<u64, SendError<T>> {
         match self.try_enqueue(msg) {
             Err(SendError::Full(msg)) => {
-                C::send_until(&mut self.tx, msg, timeout.and_then(deadline_after))
+                self.push(msg, Wait::Until(timeout.and_then(deadline_after)))
             }
             other => other,
         }
@@ -659,14 +675,14 @@ impl<T, C: Codec<T>> Sender<T, C> {
         // One deadline for both steps, read from the clock once.
         let deadline = deadline_after(timeout);
         let pos = match self.try_enqueue(msg) {
-            Err(SendError::Full(msg)) => C::send_until(&mut self.tx, msg, deadline)?,
+            Err(SendError::Full(msg)) => self.push(msg, Wait::Until(deadline))?,
             other => other?,
         };
         self.await_ack(pos, deadline)
     }
 
     fn await_ack(&mut self, pos: u64, deadline: Option<Instant>) -> Result<(), AckError<T>> {
-        match C::wait_taken(&mut self.tx, pos, deadline) {
+        match self.tx.wait_taken(pos, deadline) {
             Ok(()) => Ok(()),
             Err(AckWait::Timeout) => Err(AckError::Unacknowledged {
                 disconnected: false,
@@ -697,8 +713,10 @@ impl<T, C: Codec<T>> std::fmt::Debug for Sender<T, C> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Receiver<T, C: Codec<T> = Raw> {
-    rx: C::Rx,
-    ring: C::Ring,
+    rx: ReceiverFlavor<C::Unit>,
+    ring: RingFlavor<C::Unit>,
+    /// Where a message is received before decoding.
+    buf: Vec<u8>,
     liveness: Liveness,
     _msg: PhantomData<fn(T) -> T>,
 }
@@ -724,7 +742,7 @@ impl<T, C: Codec<T>> Receiver<T, C> {
     /// ```
     #[inline]
     pub fn try_recv(&mut self) -> Result<T, RecvError> {
-        match C::try_recv(&mut self.rx) {
+        match C::recv(&mut self.rx, &mut self.buf, Wait::No) {
             Err(RecvError::Empty) if self.liveness.due() => self.empty_or_disconnected(),
             other => other,
         }
@@ -735,10 +753,10 @@ impl<T, C: Codec<T>> Receiver<T, C> {
     /// senders' state decides: another receiver may take a message between our looks.)
     #[cold]
     fn empty_or_disconnected(&mut self) -> Result<T, RecvError> {
-        if !C::senders_gone(&self.ring, true) {
+        if !self.ring.producers_gone(true) {
             return Err(RecvError::Empty);
         }
-        match C::try_recv(&mut self.rx) {
+        match C::recv(&mut self.rx, &mut self.buf, Wait::No) {
             Err(RecvError::Empty) => Err(RecvError::Disconnected),
             other => other,
         }
@@ -764,8 +782,8 @@ impl<T, C: Codec<T>> Receiver<T, C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn recv(&mut self) -> Result<T, RecvError> {
-        match C::try_recv(&mut self.rx) {
-            Err(RecvError::Empty) => C::recv_until(&mut self.rx, None),
+        match C::recv(&mut self.rx, &mut self.buf, Wait::No) {
+            Err(RecvError::Empty) => C::recv(&mut self.rx, &mut self.buf, Wait::Until(None)),
             other => other,
         }
     }
@@ -787,8 +805,12 @@ impl<T, C: Codec<T>> Receiver<T, C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<T, RecvError> {
-        match C::try_recv(&mut self.rx) {
-            Err(RecvError::Empty) => C::recv_until(&mut self.rx, deadline_after(timeout)),
+        match C::recv(&mut self.rx, &mut self.buf, Wait::No) {
+            Err(RecvError::Empty) => C::recv(
+                &mut self.rx,
+                &mut self.buf,
+                Wait::Until(deadline_after(timeout)),
+            ),
             other => other,
         }
     }
@@ -841,7 +863,7 @@ impl<T, C: Codec<T>> Receiver<T, C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn len(&self) -> usize {
-        C::len(&self.ring)
+        self.ring.len()
     }
 
     /// Whether no message is waiting.
@@ -871,7 +893,7 @@ impl<T, C: Codec<T>> Receiver<T, C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn capacity(&self) -> usize {
-        C::capacity(&self.ring)
+        self.ring.capacity()
     }
 }
 

@@ -35,11 +35,11 @@ impl<T, C: Codec<T>> sealed::Sealed for Receiver<T, C> {}
 
 impl<T, C: Codec<T>> Selectable for Receiver<T, C> {
     fn is_ready(&self, thorough: bool) -> bool {
-        C::ready(&self.ring, thorough)
+        self.ring.ready(thorough)
     }
 
     fn data_word(&self) -> Option<&WaitWord> {
-        C::data_word(&self.ring)
+        self.ring.data_word()
     }
 }
 

@@ -185,25 +185,20 @@ impl Duplex<HeapRegion<DuplexHeader>> {
         max_frame: usize,
         mode: WaitMode,
     ) -> Result<Self, BuildError> {
-        let slots = check_frame_sizes(capacity_bytes, max_frame)?;
-        let area = 2 * half_len(slots);
-        let region = HeapRegion::<DuplexHeader>::try_new(area)
-            .ok_or(BuildError::OutOfMemory { bytes: area })?;
-        for h in &region.shared().sides {
-            init_frame_header(h, capacity_bytes, max_frame, mode);
-        }
-        Self::from_region(Arc::new(region))
+        Self::new_in(capacity_bytes, max_frame, mode)
     }
+}
+
+/// The kind and fingerprint of a duplex segment.
+#[cfg(not(shmlink_loom))]
+fn configure(builder: crate::segment::SegmentBuilder) -> crate::segment::SegmentBuilder {
+    builder
+        .kind(crate::segment::Kind::Duplex)
+        .fingerprint(crate::region::fingerprint::<DuplexHeader>())
 }
 
 #[cfg(not(shmlink_loom))]
 impl Duplex<crate::segment::ShmRegion<DuplexHeader>> {
-    fn configure(builder: crate::segment::SegmentBuilder) -> crate::segment::SegmentBuilder {
-        builder
-            .kind(crate::segment::Kind::Duplex)
-            .fingerprint(crate::region::fingerprint::<DuplexHeader>())
-    }
-
     /// Creates a duplex link in the named segment `builder` describes.
     ///
     /// # Errors
@@ -236,17 +231,7 @@ impl Duplex<crate::segment::ShmRegion<DuplexHeader>> {
         max_frame: usize,
         mode: WaitMode,
     ) -> Result<Self, BuildError> {
-        let slots = check_frame_sizes(capacity_bytes, max_frame)?;
-        let region = crate::segment::ShmRegion::<DuplexHeader>::create_with(
-            Self::configure(builder),
-            2 * half_len(slots),
-            |h, _| {
-                for side in &h.sides {
-                    init_frame_header(side, capacity_bytes, max_frame, mode);
-                }
-            },
-        )?;
-        Self::from_region(Arc::new(region))
+        Self::create_in(builder, capacity_bytes, max_frame, mode)
     }
 
     /// Opens the duplex link in the named segment `builder` describes; both ring
@@ -271,8 +256,7 @@ impl Duplex<crate::segment::ShmRegion<DuplexHeader>> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open(builder: crate::segment::SegmentBuilder) -> Result<Self, BuildError> {
-        let region = crate::segment::ShmRegion::<DuplexHeader>::open(Self::configure(builder))?;
-        Self::from_region(Arc::new(region))
+        Self::open_in(builder)
     }
 
     /// The segment the link lives in.
@@ -291,6 +275,71 @@ impl Duplex<crate::segment::ShmRegion<DuplexHeader>> {
     /// ```
     pub fn segment(&self) -> &crate::segment::Segment {
         self.region.segment()
+    }
+}
+
+#[cfg(not(shmlink_loom))]
+impl Duplex<crate::segment::AnyRegion<DuplexHeader>> {
+    /// The segment the link lives in, if it is named.
+    pub(crate) fn segment(&self) -> Option<&crate::segment::Segment> {
+        self.region.segment()
+    }
+}
+
+/// Constructors for any region that a heap or named region converts into (the
+/// public `new`, `create` and `open` are these, for one region type each).
+impl<R: Region<Shared = DuplexHeader>> Duplex<R> {
+    /// `new` for any region a heap region converts into.
+    pub(crate) fn new_in(
+        capacity_bytes: usize,
+        max_frame: usize,
+        mode: WaitMode,
+    ) -> Result<Self, BuildError>
+    where
+        R: From<HeapRegion<DuplexHeader>>,
+    {
+        let slots = check_frame_sizes(capacity_bytes, max_frame)?;
+        let area = 2 * half_len(slots);
+        let region = HeapRegion::<DuplexHeader>::try_new(area)
+            .ok_or(BuildError::OutOfMemory { bytes: area })?;
+        for h in &region.shared().sides {
+            init_frame_header(h, capacity_bytes, max_frame, mode);
+        }
+        Self::from_region(Arc::new(R::from(region)))
+    }
+
+    /// `create` for any region a named region converts into.
+    #[cfg(not(shmlink_loom))]
+    pub(crate) fn create_in(
+        builder: crate::segment::SegmentBuilder,
+        capacity_bytes: usize,
+        max_frame: usize,
+        mode: WaitMode,
+    ) -> Result<Self, BuildError>
+    where
+        R: From<crate::segment::ShmRegion<DuplexHeader>>,
+    {
+        let slots = check_frame_sizes(capacity_bytes, max_frame)?;
+        let region = crate::segment::ShmRegion::<DuplexHeader>::create_with(
+            configure(builder),
+            2 * half_len(slots),
+            |h, _| {
+                for side in &h.sides {
+                    init_frame_header(side, capacity_bytes, max_frame, mode);
+                }
+            },
+        )?;
+        Self::from_region(Arc::new(R::from(region)))
+    }
+
+    /// `open` for any region a named region converts into.
+    #[cfg(not(shmlink_loom))]
+    pub(crate) fn open_in(builder: crate::segment::SegmentBuilder) -> Result<Self, BuildError>
+    where
+        R: From<crate::segment::ShmRegion<DuplexHeader>>,
+    {
+        let region = crate::segment::ShmRegion::<DuplexHeader>::open(configure(builder))?;
+        Self::from_region(Arc::new(R::from(region)))
     }
 }
 

@@ -108,9 +108,7 @@ impl FrameRing<HeapRegion<SpscHeader>> {
         max_frame: usize,
         mode: WaitMode,
     ) -> Result<Self, BuildError> {
-        let slots = check_sizes(capacity_bytes, max_frame)?;
-        let words = Spsc::<u64, _>::new_tagged(slots, mode, max_frame as u32)?;
-        Ok(Self { words, max_frame })
+        Self::new_in(capacity_bytes, max_frame, mode)
     }
 }
 
@@ -173,40 +171,6 @@ impl FrameRing<crate::segment::ShmRegion<SpscHeader>> {
     pub fn open(builder: crate::segment::SegmentBuilder) -> Result<Self, BuildError> {
         Self::open_typed(builder, 0)
     }
-
-    /// `create` for a ring whose frames carry one message type, identified by `tag`
-    /// (part of the segment's fingerprint, so another message type fails to open it
-    /// with `TypeMismatch`); 0 is a plain frame ring.
-    pub(crate) fn create_typed(
-        builder: crate::segment::SegmentBuilder,
-        capacity_bytes: usize,
-        max_frame: usize,
-        mode: WaitMode,
-        tag: u64,
-    ) -> Result<Self, BuildError> {
-        let slots = check_sizes(capacity_bytes, max_frame)?;
-        let words = Spsc::<u64, _>::create_tagged(
-            builder,
-            slots,
-            mode,
-            crate::segment::Kind::FrameRing,
-            typed_tag(tag),
-            max_frame as u32,
-        )?;
-        Ok(Self { words, max_frame })
-    }
-
-    /// `open` for a ring created with [`create_typed`](Self::create_typed).
-    pub(crate) fn open_typed(
-        builder: crate::segment::SegmentBuilder,
-        tag: u64,
-    ) -> Result<Self, BuildError> {
-        let words =
-            Spsc::<u64, _>::open_tagged(builder, crate::segment::Kind::FrameRing, typed_tag(tag))?;
-        let max_frame = words.aux() as usize;
-        check_sizes(words.capacity() * 8, max_frame)?;
-        Ok(Self { words, max_frame })
-    }
 }
 
 /// Writes the configuration of a frame ring of `capacity_bytes` for frames up to
@@ -248,6 +212,65 @@ fn typed_tag(tag: u64) -> u64 {
         RING_TAG
     } else {
         crate::region::combine_fingerprints(RING_TAG, tag)
+    }
+}
+
+/// Constructors for any region that a heap or named region converts into.
+impl<R: Region<Shared = SpscHeader>> FrameRing<R> {
+    /// `new` for any region a heap region converts into.
+    pub(crate) fn new_in(
+        capacity_bytes: usize,
+        max_frame: usize,
+        mode: WaitMode,
+    ) -> Result<Self, BuildError>
+    where
+        R: From<crate::region::HeapRegion<SpscHeader>>,
+    {
+        let slots = check_sizes(capacity_bytes, max_frame)?;
+        let words = Spsc::<u64, R>::new_tagged(slots, mode, max_frame as u32)?;
+        Ok(Self { words, max_frame })
+    }
+
+    #[cfg(not(shmlink_loom))]
+    /// `create` for a ring whose frames carry one message type, identified by `tag`
+    /// (part of the segment's fingerprint, so another message type fails to open it
+    /// with `TypeMismatch`); 0 is a plain frame ring.
+    pub(crate) fn create_typed(
+        builder: crate::segment::SegmentBuilder,
+        capacity_bytes: usize,
+        max_frame: usize,
+        mode: WaitMode,
+        tag: u64,
+    ) -> Result<Self, BuildError>
+    where
+        R: From<crate::segment::ShmRegion<SpscHeader>>,
+    {
+        let slots = check_sizes(capacity_bytes, max_frame)?;
+        let words = Spsc::<u64, R>::create_tagged(
+            builder,
+            slots,
+            mode,
+            crate::segment::Kind::FrameRing,
+            typed_tag(tag),
+            max_frame as u32,
+        )?;
+        Ok(Self { words, max_frame })
+    }
+
+    #[cfg(not(shmlink_loom))]
+    /// `open` for a ring created with [`create_typed`](Self::create_typed).
+    pub(crate) fn open_typed(
+        builder: crate::segment::SegmentBuilder,
+        tag: u64,
+    ) -> Result<Self, BuildError>
+    where
+        R: From<crate::segment::ShmRegion<SpscHeader>>,
+    {
+        let words =
+            Spsc::<u64, R>::open_tagged(builder, crate::segment::Kind::FrameRing, typed_tag(tag))?;
+        let max_frame = words.aux() as usize;
+        check_sizes(words.capacity() * 8, max_frame)?;
+        Ok(Self { words, max_frame })
     }
 }
 
@@ -465,28 +488,37 @@ impl<R: Region<Shared = SpscHeader>> FrameProducer<R> {
         Ok(())
     }
 
-    /// Words pushed so far: after a send, the position its acknowledgement waits for.
-    pub(crate) fn position(&self) -> u64 {
-        self.inner.position()
-    }
-
     /// Waits until the consumer has taken every frame before word position `pos`.
-    pub(crate) fn wait_consumed(
+    pub(crate) fn wait_taken(
         &mut self,
         pos: u64,
         deadline: Option<std::time::Instant>,
     ) -> Result<(), crate::sync::WaitError> {
-        self.inner.wait_consumed(pos, deadline)
+        self.inner.wait_taken(pos, deadline)
     }
 
-    /// Cheap check that the consumer left (rate-limited liveness check).
-    pub(crate) fn peer_left(&mut self) -> bool {
-        self.inner.peer_left()
+    /// Whether the consumer is gone: it left (seen at once), or (`thorough`) its
+    /// process died.
+    pub(crate) fn consumers_gone(&mut self, thorough: bool) -> bool {
+        self.inner.consumers_gone(thorough)
     }
 
-    /// Whether the consumer left or its process died.
-    pub(crate) fn is_abandoned(&mut self) -> bool {
-        self.inner.is_abandoned()
+    /// [`try_send`](Self::try_send), returning the word position an acknowledgement
+    /// waits for with [`wait_taken`](Self::wait_taken).
+    #[inline]
+    pub(crate) fn try_send_at(&mut self, frame: &[u8]) -> Result<u64, SendError> {
+        self.try_send(frame)?;
+        Ok(self.inner.position())
+    }
+
+    /// `send_until`, returning the position as `try_send_at`.
+    pub(crate) fn send_until_at(
+        &mut self,
+        frame: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<u64, SendError> {
+        self.send_until(frame, deadline)?;
+        Ok(self.inner.position())
     }
 
     /// Sends `frame`, waiting for room until `timeout` passes.

@@ -394,37 +394,31 @@ impl<T: Pod> Mpmc<T, HeapRegion<MpmcHeader>> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn new(capacity: usize, mode: WaitMode) -> Result<Self, BuildError> {
-        const { assert!(align_of::<T>() <= 128) };
-        let capacity = capacity as u64;
-        check_capacity(capacity)?;
-        let bytes = area_len::<T>(capacity)?;
-        let region =
-            HeapRegion::<MpmcHeader>::try_new(bytes).ok_or(BuildError::OutOfMemory { bytes })?;
-        init::<T>(region.shared(), region.area(), capacity, mode);
-        Self::from_region(Arc::new(region))
+        Self::new_in(capacity, mode)
     }
 }
 
 #[cfg(not(shmlink_loom))]
-impl<T: Pod> Mpmc<T, crate::segment::ShmRegion<MpmcHeader>> {
-    /// The kind, and a fingerprint of the header, `T` and (unless 0) a `tag` naming
-    /// what the elements carry (the message type of a serde channel's cells).
-    fn configure_tagged(
-        builder: crate::segment::SegmentBuilder,
-        tag: u64,
-    ) -> crate::segment::SegmentBuilder {
-        let fp = crate::region::combine_fingerprints(
-            crate::region::fingerprint::<MpmcHeader>(),
-            T::FINGERPRINT,
-        );
-        let fp = if tag == 0 {
-            fp
-        } else {
-            crate::region::combine_fingerprints(fp, tag)
-        };
-        builder.kind(crate::segment::Kind::MpmcRing).fingerprint(fp)
-    }
+/// The kind, and a fingerprint of the header, `T` and (unless 0) a `tag` naming
+/// what the elements carry (the message type of a serde channel's cells).
+fn configure_tagged<T: Pod>(
+    builder: crate::segment::SegmentBuilder,
+    tag: u64,
+) -> crate::segment::SegmentBuilder {
+    let fp = crate::region::combine_fingerprints(
+        crate::region::fingerprint::<MpmcHeader>(),
+        T::FINGERPRINT,
+    );
+    let fp = if tag == 0 {
+        fp
+    } else {
+        crate::region::combine_fingerprints(fp, tag)
+    };
+    builder.kind(crate::segment::Kind::MpmcRing).fingerprint(fp)
+}
 
+#[cfg(not(shmlink_loom))]
+impl<T: Pod> Mpmc<T, crate::segment::ShmRegion<MpmcHeader>> {
     /// Creates a ring in the named segment `builder` describes.
     ///
     /// # Errors
@@ -451,25 +445,6 @@ impl<T: Pod> Mpmc<T, crate::segment::ShmRegion<MpmcHeader>> {
         mode: WaitMode,
     ) -> Result<Self, BuildError> {
         Self::create_tagged(builder, capacity, mode, 0)
-    }
-
-    /// `create` with a fingerprint `tag` (see `configure_tagged`).
-    pub(crate) fn create_tagged(
-        builder: crate::segment::SegmentBuilder,
-        capacity: usize,
-        mode: WaitMode,
-        tag: u64,
-    ) -> Result<Self, BuildError> {
-        const { assert!(align_of::<T>() <= 128) };
-        let capacity = capacity as u64;
-        check_capacity(capacity)?;
-        let bytes = area_len::<T>(capacity)?;
-        let region = crate::segment::ShmRegion::<MpmcHeader>::create_with(
-            Self::configure_tagged(builder, tag),
-            bytes,
-            |h, area| init::<T>(h, area, capacity, mode),
-        )?;
-        Self::from_region(Arc::new(region))
     }
 
     /// Opens the ring in the named segment `builder` describes.
@@ -501,20 +476,66 @@ impl<T: Pod> Mpmc<T, crate::segment::ShmRegion<MpmcHeader>> {
         Self::open_tagged(builder, 0)
     }
 
+    /// The segment the ring lives in.
+    pub(crate) fn segment(&self) -> &crate::segment::Segment {
+        self.region.segment()
+    }
+}
+
+/// Constructors for any region that a heap or named region converts into (the
+/// public `new`, `create` and `open` are these, for one region type each).
+impl<T: Pod, R: Region<Shared = MpmcHeader>> Mpmc<T, R> {
+    /// `new` for any region a heap region converts into.
+    pub(crate) fn new_in(capacity: usize, mode: WaitMode) -> Result<Self, BuildError>
+    where
+        R: From<HeapRegion<MpmcHeader>>,
+    {
+        const { assert!(align_of::<T>() <= 128) };
+        let capacity = capacity as u64;
+        check_capacity(capacity)?;
+        let bytes = area_len::<T>(capacity)?;
+        let region =
+            HeapRegion::<MpmcHeader>::try_new(bytes).ok_or(BuildError::OutOfMemory { bytes })?;
+        init::<T>(region.shared(), region.area(), capacity, mode);
+        Self::from_region(Arc::new(R::from(region)))
+    }
+
+    #[cfg(not(shmlink_loom))]
+    /// `create` with a fingerprint `tag` (see `configure_tagged`).
+    pub(crate) fn create_tagged(
+        builder: crate::segment::SegmentBuilder,
+        capacity: usize,
+        mode: WaitMode,
+        tag: u64,
+    ) -> Result<Self, BuildError>
+    where
+        R: From<crate::segment::ShmRegion<MpmcHeader>>,
+    {
+        const { assert!(align_of::<T>() <= 128) };
+        let capacity = capacity as u64;
+        check_capacity(capacity)?;
+        let bytes = area_len::<T>(capacity)?;
+        let region = crate::segment::ShmRegion::<MpmcHeader>::create_with(
+            configure_tagged::<T>(builder, tag),
+            bytes,
+            |h, area| init::<T>(h, area, capacity, mode),
+        )?;
+        Self::from_region(Arc::new(R::from(region)))
+    }
+
+    #[cfg(not(shmlink_loom))]
     /// `open` with a fingerprint `tag` (see `configure_tagged`).
     pub(crate) fn open_tagged(
         builder: crate::segment::SegmentBuilder,
         tag: u64,
-    ) -> Result<Self, BuildError> {
+    ) -> Result<Self, BuildError>
+    where
+        R: From<crate::segment::ShmRegion<MpmcHeader>>,
+    {
         const { assert!(align_of::<T>() <= 128) };
         let region =
-            crate::segment::ShmRegion::<MpmcHeader>::open(Self::configure_tagged(builder, tag))?;
-        Self::from_region(Arc::new(region))
-    }
-
-    /// The segment the ring lives in.
-    pub(crate) fn segment(&self) -> &crate::segment::Segment {
-        self.region.segment()
+            crate::segment::ShmRegion::<MpmcHeader>::open(configure_tagged::<T>(builder, tag))?;
+        Self::from_region(Arc::new(R::from(region)))
     }
 }
 
@@ -695,7 +716,7 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Mpmc<T, R> {
     }
 
     /// The ring's wait mode.
-    pub(crate) fn mode(&self) -> WaitMode {
+    pub(crate) fn wait_mode(&self) -> WaitMode {
         self.mode
     }
 

@@ -11,6 +11,8 @@
 //! [`HeapRegion`](crate::region::HeapRegion) on the heap (in-process use, loom, Miri).
 //! Each object's module creates and opens its own kind by name (`Spsc::create`,
 //! `Semaphore::create`, ...) through [`SegmentBuilder`] and [`ShmRegion`].
+//! [`AnyRegion`] is either, chosen at run time, for code that holds objects of both
+//! kinds in one type (channels, shared-memory connections).
 //!
 //! Liveness: every process that has a segment open holds a shared `flock` on it, which
 //! the kernel releases when the process exits or is killed. A segment nobody holds,
@@ -21,6 +23,7 @@
 //! In loom builds (`--cfg shmlink_loom`) only the region and header types exist: loom's
 //! atomics cannot be laid over mapped bytes.
 
+mod any;
 mod error;
 pub mod header;
 mod name;
@@ -40,6 +43,7 @@ mod sys;
 #[cfg(not(shmlink_loom))]
 mod typed;
 
+pub use any::AnyRegion;
 #[cfg(not(shmlink_loom))]
 pub use builder::{DEFAULT_TIMEOUT, Disposition, MAX_PAYLOAD, SegmentBuilder};
 pub use error::{CreateError, NameError, OpenError, OsError, StaleInfo, StaleReason};

@@ -40,12 +40,11 @@ use super::error::{
 use super::{Hello, Options, remaining};
 
 use crate::process::{token_alive, token_of};
-use crate::region::HeapRegion;
 use crate::ring::{
     self, BuildError, Duplex, DuplexHeader, End, FrameConsumer, FrameProducer, Half, Mpmc,
     MpmcConsumer, MpmcHeader, MpmcProducer, PopError, PushError,
 };
-use crate::segment::{CreateError, OpenError, Segment, ShmRegion, Status};
+use crate::segment::{AnyRegion, CreateError, OpenError, Segment, ShmRegion, Status};
 use crate::sync::WaitMode;
 use crate::sync::atomic::{AtomicU32, Ordering};
 
@@ -56,8 +55,8 @@ const BACKLOG: usize = 64;
 /// How often a connecting client checks that the listener's process lives.
 const LIVENESS_SLICE: Duration = Duration::from_millis(20);
 
-type Named = ShmRegion<DuplexHeader>;
-type Heap = HeapRegion<DuplexHeader>;
+/// One direction of a connection, on the heap (`pair`) or in a named segment.
+type Link = Half<AnyRegion<DuplexHeader>>;
 
 /// Connection ids of this process.
 static NEXT_SEQ: AtomicU32 = AtomicU32::new(1);
@@ -69,10 +68,10 @@ pub struct ShmConnection {
 }
 
 impl ShmConnection {
-    fn named(tx: FrameProducer<Half<Named>>, rx: FrameConsumer<Half<Named>>, max: usize) -> Self {
+    fn new(tx: FrameProducer<Link>, rx: FrameConsumer<Link>, max: usize) -> Self {
         Self {
-            tx: ShmSender::new(Tx::Named(tx), max),
-            rx: ShmReceiver::new(Rx::Named(rx), max),
+            tx: ShmSender::new(tx, max),
+            rx: ShmReceiver::new(rx, max),
         }
     }
 
@@ -95,26 +94,16 @@ impl fmt::Debug for ShmConnection {
     }
 }
 
-enum Tx {
-    Named(FrameProducer<Half<Named>>),
-    Heap(FrameProducer<Half<Heap>>),
-}
-
-enum Rx {
-    Named(FrameConsumer<Half<Named>>),
-    Heap(FrameConsumer<Half<Heap>>),
-}
-
 /// The sending half of a shared-memory connection.
 pub struct ShmSender {
-    tx: Tx,
+    tx: FrameProducer<Link>,
     max: usize,
     broken: bool,
 }
 
 /// The receiving half of a shared-memory connection.
 pub struct ShmReceiver {
-    rx: Rx,
+    rx: FrameConsumer<Link>,
     max: usize,
     broken: bool,
 }
@@ -135,25 +124,8 @@ impl fmt::Debug for ShmReceiver {
     }
 }
 
-fn send_on<R: crate::region::Region<Shared = DuplexHeader>>(
-    tx: &mut FrameProducer<Half<R>>,
-    frame: &[u8],
-    deadline: Option<Instant>,
-) -> Result<(), ring::SendError> {
-    // Tries first and reads the clock only if it has to wait.
-    tx.send_until(frame, deadline)
-}
-
-fn recv_on<R: crate::region::Region<Shared = DuplexHeader>>(
-    rx: &mut FrameConsumer<Half<R>>,
-    buf: &mut Vec<u8>,
-    deadline: Option<Instant>,
-) -> Result<usize, ring::RecvError> {
-    rx.recv_until(buf, deadline)
-}
-
 impl ShmSender {
-    fn new(tx: Tx, max: usize) -> Self {
+    fn new(tx: FrameProducer<Link>, max: usize) -> Self {
         Self {
             tx,
             max,
@@ -177,11 +149,8 @@ impl ShmSender {
                 max: self.max,
             });
         }
-        let r = match &mut self.tx {
-            Tx::Named(tx) => send_on(tx, frame, deadline),
-            Tx::Heap(tx) => send_on(tx, frame, deadline),
-        };
-        r.map_err(|e| match e {
+        // Tries first and reads the clock only if it has to wait.
+        self.tx.send_until(frame, deadline).map_err(|e| match e {
             ring::SendError::TooLarge { len, max } => SendError::TooLarge { len, max },
             ring::SendError::Full | ring::SendError::Timeout => SendError::Timeout,
             ring::SendError::Disconnected => SendError::Disconnected,
@@ -199,7 +168,7 @@ impl ShmSender {
 }
 
 impl ShmReceiver {
-    fn new(rx: Rx, max: usize) -> Self {
+    fn new(rx: FrameConsumer<Link>, max: usize) -> Self {
         Self {
             rx,
             max,
@@ -217,10 +186,7 @@ impl ShmReceiver {
         if self.broken {
             return Err(RecvError::Broken);
         }
-        let r = match &mut self.rx {
-            Rx::Named(rx) => recv_on(rx, buf, deadline),
-            Rx::Heap(rx) => recv_on(rx, buf, deadline),
-        };
+        let r = self.rx.recv_until(buf, deadline);
         self.settle(r, buf)
     }
 
@@ -238,10 +204,7 @@ impl ShmReceiver {
         if self.broken {
             return Err(RecvError::Broken);
         }
-        let r = match &mut self.rx {
-            Rx::Named(rx) => rx.try_recv(buf),
-            Rx::Heap(rx) => rx.try_recv(buf),
-        };
+        let r = self.rx.try_recv(buf);
         self.settle(r, buf)
     }
 
@@ -320,8 +283,8 @@ fn mode(opts: &Options) -> WaitMode {
 
 /// An in-process connected pair over a heap duplex.
 pub(crate) fn pair(opts: &Options) -> Result<(ShmConnection, ShmConnection), ConnectError> {
-    let link =
-        Duplex::new(ring_capacity(opts), ring_max(opts), mode(opts)).map_err(ConnectError::Shm)?;
+    let link = Duplex::<AnyRegion<_>>::new_in(ring_capacity(opts), ring_max(opts), mode(opts))
+        .map_err(ConnectError::Shm)?;
     let claim = |end| {
         link.end(end)
             .map_err(|e| ConnectError::Shm(BuildError::BadConfig(claim_corruption(e))))
@@ -329,10 +292,7 @@ pub(crate) fn pair(opts: &Options) -> Result<(ShmConnection, ShmConnection), Con
     let (a_tx, a_rx) = claim(End::A)?;
     let (b_tx, b_rx) = claim(End::B)?;
     let max = opts.max_frame;
-    let conn = |tx, rx| ShmConnection {
-        tx: ShmSender::new(Tx::Heap(tx), max),
-        rx: ShmReceiver::new(Rx::Heap(rx), max),
-    };
+    let conn = |tx, rx| ShmConnection::new(tx, rx, max);
     Ok((conn(a_tx, a_rx), conn(b_tx, b_rx)))
 }
 
@@ -450,8 +410,9 @@ impl ShmListener {
     /// Opens the connection of `id`; `None` if its client is gone.
     fn open_conn(&self, id: u64) -> Result<Option<ShmConnection>, AcceptError> {
         let name = conn_name(&self.name, id);
-        let link = match Duplex::open(Segment::builder(&name).timeout(self.opts.handshake_timeout))
-        {
+        let link = match Duplex::<AnyRegion<_>>::open_in(
+            Segment::builder(&name).timeout(self.opts.handshake_timeout),
+        ) {
             Ok(link) => link,
             Err(BuildError::Open(OpenError::NotFound | OpenError::InvalidName(_))) => {
                 return Ok(None);
@@ -468,7 +429,7 @@ impl ShmListener {
         crate::process::crash::point("shm.accept", 2);
         let mut hello = Vec::new();
         let deadline = Instant::now().checked_add(self.opts.handshake_timeout);
-        let theirs = match recv_on(&mut rx, &mut hello, deadline) {
+        let theirs = match rx.recv_until(&mut hello, deadline) {
             Ok(_) => Hello::decode(&hello),
             Err(ring::RecvError::Disconnected) => Err(HandshakeError::Disconnected),
             Err(ring::RecvError::Timeout | ring::RecvError::Empty) => Err(HandshakeError::Timeout),
@@ -481,7 +442,7 @@ impl ShmListener {
         crate::process::crash::point("shm.accept", 4);
         let theirs = theirs.map_err(AcceptError::Handshake)?;
         let max = Hello::agree(ours, theirs);
-        Ok(Some(ShmConnection::named(tx, rx, max)))
+        Ok(Some(ShmConnection::new(tx, rx, max)))
     }
 }
 
@@ -533,7 +494,7 @@ pub(crate) fn connect(
     let seq = NEXT_SEQ.fetch_add(1, Ordering::Relaxed);
     let id = (u64::from(std::process::id()) << 32) | u64::from(seq);
     let conn = conn_name(name, id);
-    let link = Duplex::create(
+    let link = Duplex::<AnyRegion<_>>::create_in(
         Segment::builder(&conn).unlink_on_drop(true),
         ring_capacity(opts),
         ring_max(opts),
@@ -573,7 +534,7 @@ pub(crate) fn connect(
             Some(d) if d < slice => d,
             _ => slice,
         };
-        match recv_on(&mut rx, &mut hello, Some(until)) {
+        match rx.recv_until(&mut hello, Some(until)) {
             Ok(_) => break,
             Err(ring::RecvError::Timeout | ring::RecvError::Empty) => {
                 if !token_alive(server) {
@@ -592,13 +553,15 @@ pub(crate) fn connect(
     let theirs = Hello::decode(&hello).map_err(ConnectError::Handshake)?;
     crate::process::crash::point("shm.connect", 4);
     // Both ends have it mapped: the name is no longer needed by anyone.
-    link.segment().unlink().map_err(|e| {
-        ConnectError::Io(IoFailure::new(
-            "shm_unlink",
-            &std::io::Error::other(e.to_string()),
-        ))
-    })?;
+    if let Some(segment) = link.segment() {
+        segment.unlink().map_err(|e| {
+            ConnectError::Io(IoFailure::new(
+                "shm_unlink",
+                &std::io::Error::other(e.to_string()),
+            ))
+        })?;
+    }
     crate::process::crash::point("shm.connect", 5);
     let max = Hello::agree(opts.max_frame, theirs);
-    Ok(ShmConnection::named(tx, rx, max))
+    Ok(ShmConnection::new(tx, rx, max))
 }

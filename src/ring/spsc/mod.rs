@@ -332,45 +332,40 @@ impl<T: Pod> Spsc<T, HeapRegion<SpscHeader>> {
     pub fn new(capacity: usize, mode: WaitMode) -> Result<Self, BuildError> {
         Self::new_tagged(capacity, mode, 0)
     }
+}
 
-    /// `new` for rings built on this one (aux word).
-    pub(crate) fn new_tagged(
-        capacity: usize,
-        mode: WaitMode,
-        aux: u32,
-    ) -> Result<Self, BuildError> {
-        check_align::<T>()?;
-        let capacity = capacity as u64;
-        check_capacity(capacity)?;
-        let area = usize::try_from(capacity)
-            .ok()
-            .and_then(|c| c.checked_mul(slot_size::<T>()))
-            .ok_or(BuildError::InvalidCapacity(capacity))?;
-        let region = HeapRegion::<SpscHeader>::try_new(area)
-            .ok_or(BuildError::OutOfMemory { bytes: area })?;
-        init_header::<T>(region.shared(), capacity, mode, aux);
-        Self::from_region(Arc::new(region))
-    }
+/// Checks a ring of `capacity` `T`s; the capacity and the area bytes it needs.
+fn area_for<T>(capacity: usize) -> Result<(u64, usize), BuildError> {
+    check_align::<T>()?;
+    let capacity = capacity as u64;
+    check_capacity(capacity)?;
+    let area = usize::try_from(capacity)
+        .ok()
+        .and_then(|c| c.checked_mul(slot_size::<T>()))
+        .ok_or(BuildError::InvalidCapacity(capacity))?;
+    Ok((capacity, area))
+}
+
+/// The kind, and a fingerprint of the header, `T` and `tag`.
+#[cfg(not(shmlink_loom))]
+fn configure<T: Pod>(
+    builder: crate::segment::SegmentBuilder,
+    kind: crate::segment::Kind,
+    tag: u64,
+) -> crate::segment::SegmentBuilder {
+    builder
+        .kind(kind)
+        .fingerprint(crate::region::combine_fingerprints(
+            crate::region::combine_fingerprints(
+                crate::region::fingerprint::<SpscHeader>(),
+                T::FINGERPRINT,
+            ),
+            tag,
+        ))
 }
 
 #[cfg(not(shmlink_loom))]
 impl<T: Pod> Spsc<T, crate::segment::ShmRegion<SpscHeader>> {
-    fn configure(
-        builder: crate::segment::SegmentBuilder,
-        kind: crate::segment::Kind,
-        tag: u64,
-    ) -> crate::segment::SegmentBuilder {
-        builder
-            .kind(kind)
-            .fingerprint(crate::region::combine_fingerprints(
-                crate::region::combine_fingerprints(
-                    crate::region::fingerprint::<SpscHeader>(),
-                    T::FINGERPRINT,
-                ),
-                tag,
-            ))
-    }
-
     /// Creates a ring in the named segment that `builder` describes.
     ///
     /// # Errors
@@ -406,43 +401,6 @@ impl<T: Pod> Spsc<T, crate::segment::ShmRegion<SpscHeader>> {
         )
     }
 
-    /// `create` for rings built on this one (kind, fingerprint tag, aux word).
-    pub(crate) fn create_tagged(
-        builder: crate::segment::SegmentBuilder,
-        capacity: usize,
-        mode: WaitMode,
-        kind: crate::segment::Kind,
-        tag: u64,
-        aux: u32,
-    ) -> Result<Self, BuildError> {
-        check_align::<T>()?;
-        let capacity = capacity as u64;
-        check_capacity(capacity)?;
-        let area = usize::try_from(capacity)
-            .ok()
-            .and_then(|c| c.checked_mul(slot_size::<T>()))
-            .ok_or(BuildError::InvalidCapacity(capacity))?;
-        let region = crate::segment::ShmRegion::<SpscHeader>::create_with(
-            Self::configure(builder, kind, tag),
-            area,
-            |h, _| init_header::<T>(h, capacity, mode, aux),
-        )?;
-        Self::with_creator(region)
-    }
-
-    /// Wraps a named ring's region, remembering the process that created its segment
-    /// (see [`unclaimed_and_orphaned`]).
-    fn with_creator(region: crate::segment::ShmRegion<SpscHeader>) -> Result<Self, BuildError> {
-        let creator = region.segment().creator();
-        let mut ring = Self::from_region(Arc::new(region))?;
-        ring.creator = if creator.pid == 0 {
-            0 // not a process: no rule
-        } else {
-            crate::process::token_of(creator.pid, creator.start_ticks)
-        };
-        Ok(ring)
-    }
-
     /// Opens the ring in the named segment that `builder` describes; the segment's
     /// kind and element type are checked.
     ///
@@ -471,16 +429,75 @@ impl<T: Pod> Spsc<T, crate::segment::ShmRegion<SpscHeader>> {
     pub fn open(builder: crate::segment::SegmentBuilder) -> Result<Self, BuildError> {
         Self::open_tagged(builder, crate::segment::Kind::SpscRing, 0)
     }
+}
 
+/// Constructors for any region that a heap or named region converts into (the
+/// public `new`, `create` and `open` are these, for one region type each).
+impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
+    /// `new` for rings built on this one (aux word).
+    pub(crate) fn new_tagged(capacity: usize, mode: WaitMode, aux: u32) -> Result<Self, BuildError>
+    where
+        R: From<HeapRegion<SpscHeader>>,
+    {
+        let (capacity, area) = area_for::<T>(capacity)?;
+        let region = HeapRegion::<SpscHeader>::try_new(area)
+            .ok_or(BuildError::OutOfMemory { bytes: area })?;
+        init_header::<T>(region.shared(), capacity, mode, aux);
+        Self::from_region(Arc::new(R::from(region)))
+    }
+
+    #[cfg(not(shmlink_loom))]
+    /// `create` for rings built on this one (kind, fingerprint tag, aux word).
+    pub(crate) fn create_tagged(
+        builder: crate::segment::SegmentBuilder,
+        capacity: usize,
+        mode: WaitMode,
+        kind: crate::segment::Kind,
+        tag: u64,
+        aux: u32,
+    ) -> Result<Self, BuildError>
+    where
+        R: From<crate::segment::ShmRegion<SpscHeader>>,
+    {
+        let (capacity, area) = area_for::<T>(capacity)?;
+        let region = crate::segment::ShmRegion::<SpscHeader>::create_with(
+            configure::<T>(builder, kind, tag),
+            area,
+            |h, _| init_header::<T>(h, capacity, mode, aux),
+        )?;
+        Self::with_creator(region)
+    }
+
+    #[cfg(not(shmlink_loom))]
+    /// Wraps a named ring's region, remembering the process that created its segment
+    /// (see [`unclaimed_and_orphaned`]).
+    fn with_creator(region: crate::segment::ShmRegion<SpscHeader>) -> Result<Self, BuildError>
+    where
+        R: From<crate::segment::ShmRegion<SpscHeader>>,
+    {
+        let creator = region.segment().creator();
+        let mut ring = Self::from_region(Arc::new(R::from(region)))?;
+        ring.creator = if creator.pid == 0 {
+            0 // not a process: no rule
+        } else {
+            crate::process::token_of(creator.pid, creator.start_ticks)
+        };
+        Ok(ring)
+    }
+
+    #[cfg(not(shmlink_loom))]
     /// `open` for rings built on this one.
     pub(crate) fn open_tagged(
         builder: crate::segment::SegmentBuilder,
         kind: crate::segment::Kind,
         tag: u64,
-    ) -> Result<Self, BuildError> {
+    ) -> Result<Self, BuildError>
+    where
+        R: From<crate::segment::ShmRegion<SpscHeader>>,
+    {
         check_align::<T>()?;
         let region =
-            crate::segment::ShmRegion::<SpscHeader>::open(Self::configure(builder, kind, tag))?;
+            crate::segment::ShmRegion::<SpscHeader>::open(configure::<T>(builder, kind, tag))?;
         Self::with_creator(region)
     }
 }
@@ -675,7 +692,7 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
 
     /// Whether the producer left (`thorough`: or its process died, or it never came
     /// and the ring's creator is dead, see [`unclaimed_and_orphaned`]).
-    pub(crate) fn producer_gone(&self, thorough: bool) -> bool {
+    pub(crate) fn producers_gone(&self, thorough: bool) -> bool {
         let role = &self.region.shared().roles.producer;
         let holder = role.load(Ordering::Acquire);
         holder == CLOSED

@@ -378,7 +378,7 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
     /// which the consumer writes anyway; a sleeping one is woken by the consumer's
     /// release (blocking mode), so no extra traffic is needed for acknowledgements.
     #[cold]
-    pub(crate) fn wait_consumed(
+    pub(crate) fn wait_taken(
         &mut self,
         pos: u64,
         deadline: Option<Instant>,
@@ -412,6 +412,34 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
     /// paths.
     pub(crate) fn peer_left(&mut self) -> bool {
         self.raw.peer_gone(&self.raw.header().roles.consumer, false)
+    }
+
+    /// Whether the consumer is gone: it left (seen at once), or (`thorough`) its
+    /// process died; the name the MPMC producer uses too.
+    pub(crate) fn consumers_gone(&mut self, thorough: bool) -> bool {
+        if thorough {
+            self.is_abandoned()
+        } else {
+            self.peer_left()
+        }
+    }
+
+    /// [`try_push`](Self::try_push), returning the position the value took (what an
+    /// acknowledgement waits for with [`wait_taken`](Self::wait_taken)).
+    #[inline]
+    pub(crate) fn try_push_at(&mut self, value: T) -> Result<u64, PushError<T>> {
+        self.try_push(value)?;
+        Ok(self.tail)
+    }
+
+    /// [`push_until`](Self::push_until), returning the position as `try_push_at`.
+    pub(crate) fn push_until_at(
+        &mut self,
+        value: T,
+        deadline: Option<Instant>,
+    ) -> Result<u64, PushError<T>> {
+        self.push_until(value, deadline)?;
+        Ok(self.tail)
     }
 
     /// `true` if the consumer left or its process died (or it never claimed the role
