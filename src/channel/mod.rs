@@ -61,6 +61,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#![deny(unsafe_code)]
+
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 

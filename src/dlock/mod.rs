@@ -6,5 +6,7 @@
 //! - [`protocol`]: the sans-IO protocol core, a state machine fed messages and clock
 //!   readings, so that the same code runs in the simulator and over real transports.
 
+#![deny(unsafe_code)]
+
 pub mod protocol;
 pub mod quorum;
