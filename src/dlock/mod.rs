@@ -5,8 +5,16 @@
 //!   at construction so that every two quorums intersect.
 //! - [`protocol`]: the sans-IO protocol core, a state machine fed messages and clock
 //!   readings, so that the same code runs in the simulator and over real transports.
+//! - [`FencingToken`] and [`FencedResource`]: what makes a holder that lost its lease
+//!   harmless.
+//! - [`NodeState`]: a node's incarnation and token reservation across restarts.
 
 #![deny(unsafe_code)]
 
+mod fence;
 pub mod protocol;
 pub mod quorum;
+mod state;
+
+pub use fence::{FenceError, FencedResource, FencingToken};
+pub use state::{NodeState, StateError};
