@@ -7,14 +7,17 @@
 //!   readings, so that the same code runs in the simulator and over real transports.
 //! - [`FencingToken`] and [`FencedResource`]: what makes a holder that lost its lease
 //!   harmless.
+//! - [`Lock`]: one interface for the Bakery lock (one host) and the distributed lock.
 //! - [`NodeState`]: a node's incarnation and token reservation across restarts.
 
 #![deny(unsafe_code)]
 
 mod fence;
+mod lock;
 pub mod protocol;
 pub mod quorum;
 mod state;
 
 pub use fence::{FenceError, FencedResource, FencingToken};
+pub use lock::{LocalGuard, Lock, LockGuard, LockLost, LostReason};
 pub use state::{NodeState, StateError};

@@ -1116,6 +1116,52 @@ impl<R: Region<Shared = BakeryControl>> BakeryGuard<'_, R> {
     pub fn holder(&self) -> Option<u32> {
         self.lock.holder()
     }
+
+    /// This acquisition's number: one more than the previous holder's, so it strictly
+    /// increases across holders and serves as a fencing token (a holder that died
+    /// before it was counted got no guard, so never used its number).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::lock::{BakeryLock, LockError};
+    ///
+    /// let mut lock = BakeryLock::new(1)?;
+    /// let first = lock.lock().map_err(LockError::without_guard)?.acquisition();
+    /// let second = lock.lock().map_err(LockError::without_guard)?.acquisition();
+    /// assert!(second > first);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn acquisition(&self) -> u64 {
+        // Only the holder writes the count, and we hold the lock.
+        self.lock
+            .table()
+            .ctl
+            .holder
+            .acquisitions
+            .load(Ordering::Relaxed)
+    }
+
+    /// Whether the holder record still names this handle: `false` if its slot was
+    /// taken from it (its process was judged dead, or the shared memory was
+    /// overwritten), when the lock no longer protects anything for this caller.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::lock::{BakeryLock, LockError};
+    ///
+    /// let mut lock = BakeryLock::new(1)?;
+    /// assert!(lock.lock().map_err(LockError::without_guard)?.still_held());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn still_held(&self) -> bool {
+        let t = self.lock.table();
+        let holder = &t.ctl.holder;
+        holder.slot.load(Ordering::Relaxed) == self.lock.slot as u32 + 1
+            && holder.token.load(Ordering::Relaxed) == self.lock.token
+            && t.word(self.lock.slot, OWNER).load(Ordering::Relaxed) == self.lock.token
+    }
 }
 
 impl<R: Region<Shared = BakeryControl>> Drop for BakeryGuard<'_, R> {
