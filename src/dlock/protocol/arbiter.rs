@@ -38,7 +38,8 @@ struct Grant {
     expires: Nanos,
     /// Whether `Inquire` was sent for this vote.
     inquired: bool,
-    /// When to re-send `Inquire` (or `Locked`, as a probe) while others wait.
+    /// When to re-send `Inquire` (from the retransmission interval, backing off to
+    /// `L / 3`) or `Locked` (as a probe, every `L / 3`) while others wait.
     next_probe: Nanos,
     probe_every: u64,
 }
@@ -139,8 +140,8 @@ impl ArbLock {
             fenced: None,
             expires: now.after(core.lease),
             inquired: false,
-            next_probe: now.after(core.retransmit),
-            probe_every: core.retransmit,
+            next_probe: now.after(core.third),
+            probe_every: core.third,
         });
     }
 }
@@ -242,8 +243,8 @@ impl Arbiter {
         };
         if was_empty {
             // Probing starts when someone waits.
-            g.next_probe = now.after(core.retransmit);
-            g.probe_every = core.retransmit;
+            g.next_probe = now.after(core.third);
+            g.probe_every = core.third;
         }
         if g.prio < prio || first < prio {
             // Behind a higher priority.

@@ -45,9 +45,9 @@
 //! 5. **Lock-delay.** A node grants nothing for `L` after it starts, so that votes it
 //!    gave before a restart, and forgot, lapse first.
 //! 6. `Release` frees the votes. Requesters retransmit unanswered messages (backing
-//!    off from the retransmit interval to `L / 3`) and keep waiting requests alive at
-//!    `L / 3`; arbiters re-send `Inquire` (or `Locked`, as a probe) to a voted-for
-//!    requester while others wait. A requester answers `Locked` or `Inquire` for an
+//!    off from the retransmit interval to `L / 3`) and keep waiting requests alive every
+//!    `L / 2`; arbiters re-send `Inquire` to a voted-for requester while a higher
+//!    priority waits, and `Locked`, as a probe, every `L / 3` while a lower one waits. A requester answers `Locked` or `Inquire` for an
 //!    attempt it no longer has with `Release`. Every handler is idempotent per
 //!    [`RequestId`], so duplicated, reordered and lost messages only cost time.
 //!
@@ -387,8 +387,11 @@ struct Core {
     /// `L * (1 - eps) / (1 + eps)`: how long after sending a `Fence`/`Renew` the holder
     /// may count on it.
     holder_lease: u64,
-    /// `L / 3`: the renewal period, the keep-alive period, and the retransmission cap.
+    /// `L / 3`: the renewal period, the retransmission cap, and the probe period.
     third: u64,
+    /// `L / 2`: how often a waiting requester tells arbiters that answered it that it is
+    /// alive (an arbiter drops a waiter, or an unfenced vote, silent for `L`).
+    keepalive: u64,
     retransmit: u64,
     /// The Lamport clock.
     clock: u64,
@@ -455,27 +458,28 @@ impl Core {
 /// node.acquire(jobs, Nanos(0))?;
 ///
 /// // A starting node grants nothing for a lease (lock-delay), so that votes it gave
-/// // before a restart lapse first.
+/// // before a restart lapse first. The driver runs the timers until then.
 /// assert_eq!(node.drain().count(), 0);
-/// let at = node.next_deadline().unwrap();
-/// assert_eq!(at, Nanos(3_000_000_000));
-///
-/// node.tick(at);
-/// let mut token = None;
-/// for out in node.drain() {
-///     match out {
-///         Out::Persist { high_water } => { /* write it to the state file, then go on */ }
-///         Out::Granted { token: t, valid_until, .. } => {
-///             assert!(valid_until > at);
-///             token = Some(t);
+/// let (mut now, mut token) = (Nanos(0), None);
+/// while token.is_none() {
+///     now = node.next_deadline().expect("a request waits");
+///     node.tick(now);
+///     for out in node.drain() {
+///         match out {
+///             Out::Persist { high_water } => { /* write it to the state file, then go on */ }
+///             Out::Granted { token: t, valid_until, .. } => {
+///                 assert!(valid_until > now);
+///                 token = Some(t);
+///             }
+///             Out::Send(msg) => unreachable!("a one-node cluster only talks to itself: {msg:?}"),
+///             other => unreachable!("{other:?}"),
 ///         }
-///         Out::Send(msg) => unreachable!("a one-node cluster only talks to itself: {msg:?}"),
-///         other => unreachable!("{other:?}"),
 ///     }
 /// }
+/// assert_eq!(now, Nanos(3_000_000_000));
 /// assert_eq!(token, Some(1));
 /// assert!(node.valid_until(jobs).is_some());
-/// node.release(jobs, at)?;
+/// node.release(jobs, now)?;
 /// assert_eq!(node.valid_until(jobs), None);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -518,6 +522,7 @@ impl Node {
             lease,
             holder_lease,
             third: lease / 3,
+            keepalive: lease / 2,
             retransmit: nanos(config.retransmit),
             clock: 0,
             known,
@@ -697,9 +702,11 @@ impl Node {
         let kind = body.kind();
         let id = body.id();
         let valid = if kind.to_arbiter() {
-            id.node == from
-                && id.incarnation == msg.incarnation
-                && core.quorums.quorum(from).contains(&core.node)
+            // A restarted node answers a vote for its previous incarnation with a
+            // Release of it (already dropped here when the new incarnation was seen).
+            let incarnation_ok = id.incarnation == msg.incarnation
+                || (kind == MsgKind::Release && id.incarnation < msg.incarnation);
+            id.node == from && incarnation_ok && core.quorums.quorum(from).contains(&core.node)
         } else {
             id.node == core.node && core.quorum.contains(&from)
         };

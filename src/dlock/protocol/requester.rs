@@ -92,10 +92,10 @@ impl Slot {
         self.backoff = core.retransmit;
     }
 
-    /// Answered: keep alive at a third of the lease from now on.
+    /// Answered: only keep-alives from now on.
     fn answered(&mut self, core: &Core, now: Nanos) {
-        self.backoff = core.third;
-        self.next_tx = now.after(core.third);
+        self.backoff = core.keepalive;
+        self.next_tx = now.after(core.keepalive);
     }
 }
 
@@ -156,7 +156,9 @@ impl Req {
             }
             core.send(s.arbiter, lock, body);
             s.next_tx = now.after(s.backoff);
-            s.backoff = (s.backoff * 2).min(core.third).max(core.retransmit);
+            if s.backoff < core.third {
+                s.backoff = (s.backoff * 2).min(core.third);
+            }
         }
     }
 
@@ -408,7 +410,7 @@ impl Requester {
                     s.sent_at = None;
                     if s.arbiter == from {
                         s.next_tx = now;
-                        s.backoff = core.third;
+                        s.backoff = core.keepalive;
                     } else {
                         s.answered(core, now);
                     }
