@@ -697,6 +697,15 @@ impl Sim {
                 }
                 *upto = (*upto).max(order);
                 self.r.delivered += 1;
+                if std::env::var_os("SIM_TRACE").is_some() {
+                    eprintln!(
+                        "{:>10}us {} -> {} {:?}",
+                        self.now / 1000,
+                        m.from,
+                        m.to,
+                        m.body
+                    );
+                }
                 let i = usize::from(m.to);
                 let h = &mut self.hosts[i];
                 let now = h.local(self.now);
@@ -1066,14 +1075,16 @@ proptest! {
         loss in 0..200u32,
         dup in 0..200u32,
         locks in 1..=2u64,
-        eps_ppm in 0..=50_000u32,
+        eps_ppm in 0..=100_000u32,
         fault_gap_leases in 1..4u64,
+        max_delay_ms in 1..=30u64,
     ) {
         let mut p = Params::new(seed, systems()[system].clone());
         p.loss = loss;
         p.dup = dup;
         p.locks = locks;
         p.eps_ppm = eps_ppm;
+        p.delay = (0, max_delay_ms * MS);
         p.fault_gap = fault_gap_leases * p.lease / 2;
         p.fault_phase = 12 * p.lease;
         p.final_phase = 6 * p.lease;

@@ -357,6 +357,7 @@ impl Arbiter {
         lock: LockName,
         id: RequestId,
         token: u64,
+        round: u64,
     ) {
         if token == 0 || token > MAX_TOKEN {
             core.stats.invalid += 1;
@@ -369,15 +370,7 @@ impl Arbiter {
                     self.marks.raise(core, token);
                     g.fenced = g.fenced.max(Some(token));
                     g.expires = g.expires.max(now.after(core.lease));
-                    core.send(
-                        id.node,
-                        lock,
-                        Body::FenceAck {
-                            id,
-                            token,
-                            round: 0,
-                        },
-                    );
+                    core.send(id.node, lock, Body::FenceAck { id, token, round });
                 } else {
                     // Computed from an older vote: send the current one.
                     let (hw, stamp) = (g.hw_at_grant, g.stamp);
@@ -406,7 +399,7 @@ impl Arbiter {
         lock: LockName,
         id: RequestId,
         token: u64,
-        round: u32,
+        round: u64,
     ) {
         let grant = self.locks.get_mut(&lock).and_then(|l| l.grant.as_mut());
         match grant {

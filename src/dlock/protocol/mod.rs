@@ -724,7 +724,7 @@ impl Node {
             Body::Request { id, ts } => arb.on_request(core, now, lock, id, ts),
             Body::Relinquish { id, stamp } => arb.on_relinquish(core, now, lock, id, stamp),
             Body::Release { id } => arb.on_release(core, now, lock, id),
-            Body::Fence { id, token } => arb.on_fence(core, now, lock, id, token),
+            Body::Fence { id, token, round } => arb.on_fence(core, now, lock, id, token, round),
             Body::Renew { id, token, round } => arb.on_renew(core, now, lock, id, token, round),
             Body::Locked {
                 id,

@@ -160,16 +160,22 @@ pub enum Body {
         id: RequestId,
         /// The fencing token.
         token: u64,
+        /// The requester's confirmation round (see `FenceAck`).
+        round: u64,
     },
-    /// The arbiter acknowledged `token` (`round` 0: the `Fence`) or renewed the lease
-    /// (`round` n: the n-th `Renew`).
+    /// The arbiter acknowledged the `Fence` or `Renew` of `round` for `token`.
+    ///
+    /// Every fencing attempt and every renewal of an attempt has a new round, so that
+    /// an acknowledgement delayed from an earlier one (possibly for a vote that lapsed
+    /// since) is never taken for the current one: the holder's validity counts from the
+    /// send time of the very round acknowledged.
     FenceAck {
         /// The attempt.
         id: RequestId,
         /// The fencing token acknowledged.
         token: u64,
-        /// 0 for the fence, then the renewal's number.
-        round: u32,
+        /// The round acknowledged.
+        round: u64,
     },
     /// The holder renews its lease.
     Renew {
@@ -177,8 +183,8 @@ pub enum Body {
         id: RequestId,
         /// The holder's fencing token.
         token: u64,
-        /// The renewal's number (from 1).
-        round: u32,
+        /// The requester's confirmation round.
+        round: u64,
     },
     /// The requester is done (or gave up): the arbiter frees the vote and forgets the
     /// request.

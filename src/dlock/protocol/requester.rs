@@ -7,6 +7,9 @@ use super::msg::{Body, LockName, RequestId};
 use super::{AcquireError, Core, LostReason, Nanos, NotHeld, Out, RequestState};
 use crate::dlock::quorum::NodeId;
 
+/// A grant of an arbiter: (its incarnation, its stamp), in the order it made them.
+type At = (u64, u64);
+
 /// What one arbiter's vote is, as far as the requester knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Vote {
@@ -14,10 +17,10 @@ enum Vote {
     None,
     /// Waiting behind a higher priority (or the vote was lost).
     Failed,
-    /// Voted for us as grant `stamp`, with its high-water mark.
-    Granted { stamp: u64, hw: u64 },
-    /// Given back (grant `stamp`); queued again.
-    Yielded { stamp: u64 },
+    /// Voted for us as grant `at`, with its high-water mark.
+    Granted { at: At, hw: u64 },
+    /// Given back (grant `at`); queued again.
+    Yielded { at: At },
 }
 
 /// The requester's view of one member of its quorum.
@@ -25,10 +28,10 @@ enum Vote {
 struct Slot {
     arbiter: NodeId,
     /// The newest (arbiter incarnation, stamp) acted on: older answers are stale.
-    last: (u64, u64),
+    last: At,
     vote: Vote,
-    /// An `Inquire` (for grant `stamp`) deferred until we learn we cannot complete.
-    inquired: Option<u64>,
+    /// An `Inquire` (for grant `at`) deferred until we learn we cannot complete.
+    inquired: Option<At>,
     /// Whether the current `Fence` or `Renew` is acknowledged.
     acked: bool,
     /// When the current `Fence` or `Renew` was first sent to this arbiter.
@@ -56,8 +59,9 @@ struct Req {
     started: Nanos,
     phase: Phase,
     slots: Vec<Slot>,
-    /// The renewal round (0: the fence).
-    round: u32,
+    /// The confirmation round: raised at every fencing attempt and every renewal, so
+    /// that only acknowledgements of the current one count.
+    round: u64,
     /// When the current round started.
     round_sent: Nanos,
     valid_until: Nanos,
@@ -140,7 +144,11 @@ impl Req {
         for s in &mut self.slots {
             let body = match self.phase {
                 Phase::Waiting => Body::Request { id, ts: self.ts },
-                Phase::Fencing { token } if !s.acked => Body::Fence { id, token },
+                Phase::Fencing { token } if !s.acked => Body::Fence {
+                    id,
+                    token,
+                    round: self.round,
+                },
                 Phase::Held { token } if !s.acked => Body::Renew {
                     id,
                     token,
@@ -173,6 +181,7 @@ impl Req {
             })
             .max()
             .unwrap_or(0);
+        self.round += 1;
         self.phase = Phase::Fencing {
             token: max.saturating_add(1),
         };
@@ -183,17 +192,17 @@ impl Req {
         }
     }
 
-    /// Gives back the vote granted as `stamp` by `slot`.
+    /// Gives back the vote `slot` granted as `at`.
     fn relinquish(
         core: &mut Core,
         lock: LockName,
         id: RequestId,
         s: &mut Slot,
-        stamp: u64,
+        at: At,
         now: Nanos,
     ) {
-        core.send(s.arbiter, lock, Body::Relinquish { id, stamp });
-        s.vote = Vote::Yielded { stamp };
+        core.send(s.arbiter, lock, Body::Relinquish { id, stamp: at.1 });
+        s.vote = Vote::Yielded { at };
         s.inquired = None;
         s.answered(core, now);
     }
@@ -206,8 +215,8 @@ impl Req {
         }
         let id = self.id;
         for s in &mut self.slots {
-            if let Some(stamp) = s.inquired {
-                Self::relinquish(core, lock, id, s, stamp, now);
+            if let Some(at) = s.inquired {
+                Self::relinquish(core, lock, id, s, at, now);
             }
         }
     }
@@ -332,21 +341,22 @@ impl Requester {
         };
         let phase = r.phase;
         let Some(s) = r.slot(from) else { return };
-        if (incarnation, stamp) < s.last {
+        let at = (incarnation, stamp);
+        if at < s.last {
             core.stats.stale += 1;
             return;
         }
-        s.last = (incarnation, stamp);
+        s.last = at;
         match (phase, s.vote) {
             // A duplicate or a probe.
-            (_, Vote::Granted { stamp: had, .. }) if had == stamp => {}
+            (_, Vote::Granted { at: had, .. }) if had == at => {}
             // A vote we gave back, sent again: give it back again.
-            (Phase::Waiting, Vote::Yielded { stamp: gave }) if gave == stamp => {
+            (Phase::Waiting, Vote::Yielded { at: gave }) if gave == at => {
                 core.send(from, lock, Body::Relinquish { id, stamp });
             }
             (Phase::Waiting, _) => {
-                s.vote = Vote::Granted { stamp, hw };
-                if s.inquired.is_some_and(|i| i != stamp) {
+                s.vote = Vote::Granted { at, hw };
+                if s.inquired.is_some_and(|i| i != at) {
                     s.inquired = None;
                 }
                 s.answered(core, now);
@@ -359,7 +369,7 @@ impl Requester {
             }
             // A new vote while fencing (the arbiter lost the old one): fence again.
             (Phase::Fencing { .. }, _) => {
-                s.vote = Vote::Granted { stamp, hw };
+                s.vote = Vote::Granted { at, hw };
                 r.start_fencing(core, now);
             }
             // Held: the renewals tell whether the fenced vote still stands.
@@ -445,18 +455,19 @@ impl Requester {
         }
         let can_yield = r.should_yield(core, now);
         let Some(s) = r.slot(from) else { return };
-        if (incarnation, stamp) < s.last {
+        let at = (incarnation, stamp);
+        if at < s.last {
             core.stats.stale += 1;
             return;
         }
-        s.last = (incarnation, stamp);
+        s.last = at;
         match s.vote {
-            Vote::Yielded { stamp: gave } if gave == stamp => {
+            Vote::Yielded { at: gave } if gave == at => {
                 core.send(from, lock, Body::Relinquish { id, stamp });
             }
-            Vote::Granted { stamp: had, .. } if had > stamp => core.stats.stale += 1,
-            _ if can_yield => Req::relinquish(core, lock, id, s, stamp, now),
-            _ => s.inquired = Some(stamp),
+            // About the newest grant (seen or not yet): give it back, or later.
+            _ if can_yield => Req::relinquish(core, lock, id, s, at, now),
+            _ => s.inquired = Some(at),
         }
         // Giving one vote back means we cannot complete: give back the others asked for.
         r.yield_deferred(core, lock, now);
@@ -471,16 +482,18 @@ impl Requester {
         lock: LockName,
         id: RequestId,
         token: u64,
-        round: u32,
+        round: u64,
     ) {
         let Some(r) = self.current(core, from, lock, id, false) else {
             return;
         };
-        let (phase, current_round) = (r.phase, r.round);
+        let current_round = r.round;
+        let phase = r.phase;
         let Some(s) = r.slot(from) else { return };
         let ours = match phase {
-            Phase::Fencing { token: t } => t == token && round == 0,
-            Phase::Held { token: t } => t == token && round == current_round,
+            Phase::Fencing { token: t } | Phase::Held { token: t } => {
+                t == token && round == current_round
+            }
             Phase::Waiting => false,
         };
         let Some(sent_at) = s.sent_at.filter(|_| ours && !s.acked) else {
@@ -497,6 +510,7 @@ impl Requester {
             Phase::Fencing { token } if r.slots.iter().all(|s| s.acked) => {
                 if valid_until <= now {
                     // Acknowledged too late to be of use: fence again.
+                    r.round += 1;
                     for s in &mut r.slots {
                         s.rearm(core, now);
                     }
@@ -504,7 +518,6 @@ impl Requester {
                     return;
                 }
                 r.phase = Phase::Held { token };
-                r.round = 0;
                 r.round_sent = from_time;
                 r.valid_until = valid_until;
                 core.stats.granted += 1;
@@ -530,7 +543,7 @@ impl Requester {
                     continue;
                 }
                 if now >= r.round_sent.after(core.third) {
-                    r.round = r.round.saturating_add(1);
+                    r.round += 1;
                     r.round_sent = now;
                     for s in &mut r.slots {
                         s.rearm(core, now);

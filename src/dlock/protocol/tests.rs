@@ -424,7 +424,11 @@ fn other_epochs_and_garbage_are_counted_and_dropped() {
     for token in [0, u64::MAX, MAX_TOKEN + 1] {
         net.deliver(Msg {
             from: 2,
-            body: Body::Fence { id: id2, token },
+            body: Body::Fence {
+                id: id2,
+                token,
+                round: 1,
+            },
             ..good
         });
     }
@@ -478,16 +482,17 @@ fn random_messages_never_panic() {
                 } else {
                     small(next())
                 },
+                round: small(next()),
             },
             6 => Body::FenceAck {
                 id,
                 token: small(next()),
-                round: small(next()) as u32,
+                round: small(next()),
             },
             7 => Body::Renew {
                 id,
                 token: small(next()),
-                round: small(next()) as u32,
+                round: small(next()),
             },
             _ => Body::Release { id },
         };
@@ -694,4 +699,67 @@ fn config_is_checked() {
         bad(&|c| c.lease = Duration::ZERO),
         ConfigError::LeaseTooShort
     );
+}
+
+#[test]
+fn an_acknowledgement_of_an_earlier_fencing_attempt_does_not_count() {
+    // Found by the simulator: a requester fenced token T, lost a vote and fenced T
+    // again later; the first attempt's delayed FenceAck, from an arbiter whose vote had
+    // lapsed meanwhile, completed the second attempt. Rounds tell them apart.
+    let mut net = Net::started(3);
+    let id = net.acquire(0); // quorum {0, 1}; node 0 votes for itself at once
+    let request = net.queue.pop_front().unwrap();
+    net.deliver(request);
+    let locked = net.queue.pop_front().unwrap();
+    net.deliver(locked);
+    let fence = net.queue.pop_front().unwrap();
+    assert!(matches!(
+        fence.body,
+        Body::Fence {
+            token: 1,
+            round: 1,
+            ..
+        }
+    ));
+    net.deliver(fence);
+    let old_ack = net.queue.pop_front().unwrap();
+    assert!(matches!(
+        old_ack.body,
+        Body::FenceAck {
+            token: 1,
+            round: 1,
+            ..
+        }
+    ));
+    // A new vote from node 1 (as after a lapse and a new grant): fence again, same
+    // token, next round.
+    let Body::Locked { stamp, .. } = locked.body else {
+        unreachable!()
+    };
+    let new_vote = Msg {
+        body: Body::Locked {
+            id,
+            high_water: 0,
+            stamp: stamp + 5,
+        },
+        ..locked
+    };
+    net.deliver(new_vote);
+    assert!(matches!(
+        net.queue.back().unwrap().body,
+        Body::Fence {
+            token: 1,
+            round: 2,
+            ..
+        }
+    ));
+    net.queue.clear();
+    let before = net.nodes[0].stats().stale;
+    net.deliver(old_ack);
+    assert!(net.granted.is_empty());
+    assert_eq!(net.nodes[0].stats().stale, before + 1);
+    assert!(matches!(
+        net.nodes[0].request(lock()),
+        Some((_, RequestState::Fencing { token: 1 }))
+    ));
 }
