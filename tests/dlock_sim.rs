@@ -316,6 +316,8 @@ struct Report {
     final_wait_max: u64,
     wait_bound: u64,
     messages: KindCounts,
+    /// Messages by kind (in `MsgKind::ALL` order) and grants after the snapshot.
+    measured: Option<([u64; 9], u64)>,
 }
 
 impl Report {
@@ -365,6 +367,9 @@ struct Sim {
     delivered_upto: BTreeMap<(NodeId, NodeId), u64>,
     sent: u64,
     same_time_ticks: (u64, u64),
+    /// When to take `snapshot` (messages and grants so far), to measure from then on.
+    snapshot_at: u64,
+    snapshot: Option<(KindCounts, u64)>,
     r: Report,
 }
 
@@ -404,6 +409,8 @@ impl Sim {
             delivered_upto: BTreeMap::new(),
             sent: 0,
             same_time_ticks: (0, 0),
+            snapshot_at: u64::MAX,
+            snapshot: None,
             r: Report {
                 runs: 1,
                 wait_bound: wait_bound(&p),
@@ -668,6 +675,9 @@ impl Sim {
         let Some(((at, _), ev)) = self.events.pop_first() else {
             return false;
         };
+        if at >= self.snapshot_at && self.snapshot.is_none() {
+            self.snapshot = Some((messages(&self.hosts), self.r.grants));
+        }
         self.now = at;
         if let Some(i) = ev.host() {
             if let Some(until) = self.hosts[i].paused_until {
@@ -839,6 +849,11 @@ impl Sim {
             self.r.stale += s.stale;
             self.r.invalid += s.invalid;
         }
+        if let Some((before, grants)) = self.snapshot {
+            let after = messages(&self.hosts);
+            let by_kind = MsgKind::ALL.map(|k| after.get(k) - before.get(k));
+            self.r.measured = Some((by_kind, self.r.grants - grants));
+        }
         assert!(
             self.r.final_wait_max <= self.r.wait_bound,
             "a request waited {} ms after the faults stopped; the bound is {} ms",
@@ -929,33 +944,29 @@ fn uncontended(quorums: Arc<Quorums>, rounds: usize) -> (f64, u64) {
     (total as f64 / rounds as f64, renewals)
 }
 
-/// Invariant 4, contended: every node competes for one lock, no faults. Returns
-/// messages per critical section without renewals, and renewals per critical section.
-fn contended(quorums: Arc<Quorums>, seed: u64) -> (f64, f64) {
+/// Invariant 4, contended: every node competes for one lock (no think time), no
+/// faults, with `lease`; measured over 100 hold times after the start-up lock-delay.
+/// Returns messages by kind (in `MsgKind::ALL` order) and critical sections.
+fn contended(quorums: Arc<Quorums>, seed: u64, lease: u64) -> ([u64; 9], u64) {
     let mut p = Params::new(seed, quorums);
     p.fault_gap = 0;
     p.locks = 1;
     p.think = 0;
     p.long_holds = 0;
     p.fault_phase = 0;
-    let r = Sim::new(p).run();
-    if std::env::var("SIM_DEBUG").is_ok() {
-        for kind in MsgKind::ALL {
-            eprint!(
-                "{}={:.2} ",
-                kind.name(),
-                r.messages.get(kind) as f64 / r.grants as f64
-            );
-        }
-        eprintln!();
-    }
-    let renew = r.messages.get(MsgKind::Renew) as f64;
-    let grants = r.grants as f64;
-    // A renewal is a Renew and its FenceAck.
-    (
-        (r.messages.total() as f64 - 2.0 * renew) / grants,
-        2.0 * renew / grants,
-    )
+    p.lease = lease;
+    p.final_phase = 2 * lease + 100 * p.hold;
+    let mut sim = Sim::new(p);
+    sim.snapshot_at = 2 * lease;
+    sim.run().measured.expect("measured")
+}
+
+/// Messages per critical section without renewals (a Renew and its FenceAck), and
+/// renewal messages per critical section.
+fn per_cs((m, grants): ([u64; 9], u64)) -> (f64, f64) {
+    let renew = 2.0 * m[MsgKind::Renew as usize] as f64;
+    let total = m.iter().sum::<u64>() as f64;
+    ((total - renew) / grants as f64, renew / grants as f64)
 }
 
 #[test]
@@ -968,99 +979,140 @@ fn uncontended_critical_sections_cost_5k_messages() {
     }
 }
 
+/// The table the team quotes: `cargo test --test dlock_sim -- --nocapture summary`.
 #[test]
 fn summary() {
+    const SEEDS: u64 = 6;
+    let p = Params::new(0, Quorums::majority(3));
     println!();
     println!(
-        "dlock simulator: lease 300 ms, drift +/-2%, delays 0.5..6 ms, 5% loss, 5% duplication \
-         in the fault phase (20 leases), then 8 fault-free leases"
+        "dlock simulator, {SEEDS} seeds per system: lease {} ms, clock rates 1 +/- {}%, delays {}..{} ms; \
+         {} leases of faults ({}% loss, {}% duplication, a crash, pause > lease or partition \
+         every ~{} ms, {}% of waits with a timeout), then {} fault-free leases",
+        p.lease / MS,
+        p.eps_ppm / 10_000,
+        p.delay.0 as f64 / MS as f64,
+        p.delay.1 / MS,
+        p.fault_phase / p.lease,
+        p.loss / 10,
+        p.dup / 10,
+        p.fault_gap / MS,
+        p.timeouts / 10,
+        p.final_phase / p.lease,
     );
     println!(
-        "{:<12} {:>2} {:>4} {:>6} {:>6} {:>5} {:>5} {:>5} {:>7} {:>7} {:>7} {:>6} {:>5} {:>5} {:>8} {:>7} {:>7} {:>7}",
+        "{:<11} {:>2} {:>6} {:>5} {:>5} {:>5} {:>7} {:>6} {:>6} {:>7} {:>5} {:>5} {:>5} {:>6} {:>7} {:>7}",
         "system",
         "K",
-        "runs",
         "grants",
-        "lost",
         "crash",
         "pause",
         "part",
-        "msgLoss",
+        "dropped",
+        "cut",
         "dup",
         "reorder",
-        "timeo",
-        "lapse",
+        "tmout",
         "Lost",
+        "lapse",
         "checks",
         "wait",
-        "bound",
-        "un/cont"
+        "bound"
     );
     let mut all = Report::default();
+    let mut costs = Vec::new();
     for q in systems() {
         let mut r = Report::default();
-        for seed in 0..3u64 {
+        for seed in 0..SEEDS {
             r.add(&Sim::new(Params::new(seed * 7919 + q.nodes() as u64, q.clone())).run());
         }
-        let (un, _) = uncontended(q.clone(), q.nodes() * 2);
-        let (cont, renew) = contended(q.clone(), 99);
         println!(
-            "{:<12} {:>2} {:>4} {:>6} {:>6} {:>5} {:>5} {:>5} {:>7} {:>7} {:>7} {:>6} {:>5} {:>5} {:>8} {:>5}ms {:>5}ms {:>3.0}/{:<3.1} (+{:.1} renew)",
+            "{:<11} {:>2} {:>6} {:>5} {:>5} {:>5} {:>7} {:>6} {:>6} {:>7} {:>5} {:>5} {:>5} {:>6} {:>5}ms {:>5}ms",
             format!("{}-{}", q.name(), q.nodes()),
             q.k(),
-            r.runs,
             r.grants,
-            r.lost_msgs + r.cut_msgs,
             r.crashes,
             r.pauses,
             r.partitions,
             r.lost_msgs,
+            r.cut_msgs,
             r.duplicated,
             r.reordered,
             r.timeouts,
-            r.lapsed_votes,
             r.lost_expired + r.lost_revoked,
+            r.lapsed_votes,
             r.overlap_checks + r.token_checks,
             r.final_wait_max / MS,
             r.wait_bound / MS,
-            un,
-            cont,
-            renew,
         );
         all.add(&r);
+        let (un, _) = uncontended(q.clone(), q.nodes() * 2);
+        let short = contended(q.clone(), 99, 300 * MS);
+        let long = contended(q.clone(), 99, 3000 * MS);
+        costs.push((q, un, short, long));
     }
     println!(
-        "holders paused {}, crashed {}",
-        all.paused_holders, all.crashed_holders
-    );
-    println!(
-        "all: {} runs, {} grants, {} overlap and {} token checks passed, {} crashes, {} pauses > lease, \
-         {} partitions, {} messages lost (+{} cut), {} duplicated, {} reordered, {} locks lost \
-         ({} expired, {} revoked), {} votes lapsed, {} stale and {} invalid messages dropped",
+        "all {} runs: {} grants; {} overlap and {} token checks passed; {} holders paused, {} crashed; \
+         {} locks lost ({} expired, {} revoked); {} stale and {} invalid messages dropped; \
+         max wait after faults {} ms (bound {} ms)",
         all.runs,
         all.grants,
         all.overlap_checks,
         all.token_checks,
-        all.crashes,
-        all.pauses,
-        all.partitions,
-        all.lost_msgs,
-        all.cut_msgs,
-        all.duplicated,
-        all.reordered,
+        all.paused_holders,
+        all.crashed_holders,
         all.lost_expired + all.lost_revoked,
         all.lost_expired,
         all.lost_revoked,
-        all.lapsed_votes,
         all.stale,
         all.invalid,
+        all.final_wait_max / MS,
+        all.wait_bound / MS,
     );
+    println!();
+    println!(
+        "messages per critical section (sent + looped back), fault-free; contended: every node, one lock, holds 0..20 ms, \
+         after the start-up lock-delay"
+    );
+    println!(
+        "{:<11} {:>2} {:>12} {:>22} {:>22}   contended L=300ms by kind",
+        "system", "K", "uncontended", "contended L=300ms", "contended L=3s"
+    );
+    for (q, un, short, long) in costs {
+        let k = q.k() as f64;
+        let kinds: String = MsgKind::ALL
+            .iter()
+            .filter(|&&kind| short.0[kind as usize] > 0)
+            .map(|&kind| {
+                format!(
+                    " {}={:.1}",
+                    kind.name(),
+                    short.0[kind as usize] as f64 / short.1 as f64
+                )
+            })
+            .collect();
+        let (s, s_renew) = per_cs(short);
+        let (l, _) = per_cs(long);
+        println!(
+            "{:<11} {:>2} {:>5.1} ({:.0}K) {:>8.1} ({:.1}K) +{:.1} renew {:>8.1} ({:.1}K)        {}",
+            format!("{}-{}", q.name(), q.nodes()),
+            q.k(),
+            un,
+            un / k,
+            s,
+            s / k,
+            s_renew,
+            l,
+            l / k,
+            kinds.trim_start(),
+        );
+    }
 }
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        // PROPTEST_CASES=500 for a longer search; 12 keep the test within seconds.
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(12),
+        // PROPTEST_CASES=10000 for a longer search (about 100 s); 128 take about 2 s.
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(128),
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
             "tests/dlock_sim.proptest-regressions",
         ))),
