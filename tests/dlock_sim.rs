@@ -1111,8 +1111,8 @@ fn summary() {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        // PROPTEST_CASES=10000 for a longer search (about 100 s); 128 take about 2 s.
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(128),
+        // PROPTEST_CASES=10000 for a longer search (about 100 s); 256 take about 3 s.
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256),
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
             "tests/dlock_sim.proptest-regressions",
         ))),

@@ -31,11 +31,13 @@
 //!    vote back already and has not got it again); it ignores `Inquire` once it holds
 //!    every vote. This resolves the deadlock of the original 1985 algorithm.
 //! 3. With every vote, the requester picks `token = 1 + max(high-water marks)` and
-//!    sends `Fence{token}`. An arbiter acknowledges (`FenceAck`) only for its current
-//!    vote and only a token above its mark when it voted, after raising its mark (and
-//!    persisting it, in blocks of [`HIGH_WATER_BLOCK`]). Since quorums intersect, tokens
-//!    strictly increase from holder to holder. With every acknowledgement the lock is
-//!    [`Granted`](Out::Granted).
+//!    sends `Fence{token, round}`. An arbiter acknowledges (`FenceAck`) only for its
+//!    current vote and only a token above its mark when it voted, after raising its
+//!    mark (and persisting it, in blocks of [`HIGH_WATER_BLOCK`]). Since quorums
+//!    intersect, tokens strictly increase from holder to holder. With an
+//!    acknowledgement of the current round from every member the lock is
+//!    [`Granted`](Out::Granted). (Each fencing attempt and each renewal has a new
+//!    round, so a late acknowledgement of an earlier attempt never counts.)
 //! 4. **Leases.** An arbiter's vote lapses a lease `L` (on its own clock) after the
 //!    last `Fence`/`Renew` it acknowledged, or, before the fence, after it last heard the
 //!    requester; a lapsed vote goes to the next request. The holder counts the lock valid
@@ -47,16 +49,25 @@
 //! 6. `Release` frees the votes. Requesters retransmit unanswered messages (backing
 //!    off from the retransmit interval to `L / 3`) and keep waiting requests alive every
 //!    `L / 2`; arbiters re-send `Inquire` to a voted-for requester while a higher
-//!    priority waits, and `Locked`, as a probe, every `L / 3` while a lower one waits. A requester answers `Locked` or `Inquire` for an
-//!    attempt it no longer has with `Release`. Every handler is idempotent per
-//!    [`RequestId`], so duplicated, reordered and lost messages only cost time.
+//!    priority waits, and `Locked`, as a probe, every `L / 3` while a lower one waits.
+//!    A requester answers `Locked` or `Inquire` for an attempt it no longer has with
+//!    `Release`. Every handler is idempotent per [`RequestId`], and arbiters number
+//!    their votes (`stamp`), so duplicated, reordered and lost messages only cost time.
 //!
 //! # Guarantees
 //!
 //! Two holders' validity windows never overlap in real time as long as every node's
-//! clock rate is within `1 +/- eps` of real time (`eps` = [`Config::epsilon_ppm`]).
-//! Beyond that, and always for a holder paused past its validity, only a resource that
-//! refuses stale fencing tokens is safe.
+//! clock rate is within `1 +/- eps` of real time (`eps` = [`Config::epsilon_ppm`]):
+//! hence the holder's factor `(1 - eps) / (1 + eps)`, since a slow holder clock and a
+//! fast arbiter clock differ by up to `2 eps`. Beyond that, and always for a holder
+//! paused past its validity, only a resource that refuses stale fencing tokens is
+//! safe. A holder must check [`Node::valid_until`] against a fresh clock reading
+//! before each use of the lock.
+//!
+//! Liveness needs the quorum's members up: a requester whose quorum holds a dead node
+//! waits until it returns or the cluster is rebuilt under a new epoch. It gives back
+//! the votes that higher-priority requests ask for, but lower-priority requests that
+//! need one of its votes wait with it.
 //!
 //! # Examples
 //!
@@ -279,7 +290,7 @@ impl fmt::Display for LostReason {
 }
 
 /// What the driver must do, in order (see the [module docs](self)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Out {
     /// Send the message to `msg.to`.
@@ -615,8 +626,9 @@ impl Node {
         }
     }
 
-    /// Until when the held `lock` is valid (on this node's clock), if it is held. The
-    /// holder must not act on the lock at or after this reading.
+    /// Until when the held `lock` is valid (on this node's clock), if it is held and
+    /// was valid at the latest reading given to the node. The holder must not act on
+    /// the lock at or after the returned reading.
     #[must_use]
     pub fn valid_until(&self, lock: LockName) -> Option<Nanos> {
         match self.requester.state(lock)?.1 {

@@ -143,8 +143,8 @@ impl Net {
 
 #[test]
 fn single_node_flow_and_uncontended_cost() {
-    // Three nodes, node 0 alone: K = 2, so 5K = 10 messages, two of them looped back
-    // per kind... counted over sent + looped.
+    // Three nodes, only node 0 asks: K = 2, so 5K = 10 messages (one of each kind to
+    // itself, looped back, and one to node 1).
     let mut net = Net::started(3);
     let id = net.acquire(0);
     net.run();
@@ -650,7 +650,7 @@ fn cancel_withdraws_a_queued_request() {
     let mut net = Net::started(3);
     net.acquire(0);
     net.run();
-    // Node 1 waits behind node 0 at node 1 ... no: quorum {1, 2}; node 0 holds 1's vote.
+    // Node 1 (quorum {1, 2}) waits: node 0 holds node 1's vote.
     net.acquire(1);
     net.run();
     assert!(net.nodes[1].valid_until(lock()).is_none());
