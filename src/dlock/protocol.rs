@@ -1,1 +1,0 @@
-//! The sans-IO protocol core (issue 13): messages and the node state machine.
