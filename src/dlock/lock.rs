@@ -33,6 +33,9 @@ pub enum LostReason {
     /// The holder's place in the lock was taken from it (a local lock whose process
     /// was judged dead, or whose shared memory was overwritten).
     SlotTaken,
+    /// An arbiter said it no longer holds the vote (it restarted, or the vote lapsed
+    /// while the holder could not reach it).
+    Revoked,
 }
 
 impl fmt::Display for LockLost {
@@ -40,6 +43,7 @@ impl fmt::Display for LockLost {
         let why = match self.reason {
             LostReason::LeaseExpired => "its lease ran out before a renewal was acknowledged",
             LostReason::SlotTaken => "its slot was taken from this holder",
+            LostReason::Revoked => "an arbiter no longer holds its vote",
         };
         write!(f, "lock {} lost: {why}", self.lock)
     }

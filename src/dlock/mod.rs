@@ -9,14 +9,22 @@
 //!   harmless.
 //! - [`Lock`]: one interface for the Bakery lock (one host) and the distributed lock.
 //! - [`NodeState`]: a node's incarnation and token reservation across restarts.
+//! - [`LockNode`]: the protocol core driven over RPC ([`service`]: the peer and local
+//!   services), and [`DistLock`]: the lock as a process of a host takes it.
 
 #![deny(unsafe_code)]
 
+mod client;
 mod fence;
 mod lock;
+mod node;
 pub mod protocol;
 pub mod quorum;
+pub mod service;
 mod state;
+
+pub use client::{DistGuard, DistLock, DistLockError, HOST_PARTICIPANTS};
+pub use node::{LockNode, NodeOptions, StartError, monotonic_now};
 
 pub use fence::{FenceError, FencedResource, FencingToken};
 pub use lock::{LocalGuard, Lock, LockGuard, LockLost, LostReason};

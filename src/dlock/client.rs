@@ -1,0 +1,418 @@
+//! The distributed lock as a process of a host sees it: [`DistLock`], a [`Lock`] taken
+//! through the host's [`LockNode`](super::LockNode), after the host's Bakery lock of
+//! the same name, so that only one process per host contends across hosts.
+
+use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use super::FencingToken;
+use super::lock::{Lock, LockGuard, LockLost, LostReason};
+use super::node::monotonic_now;
+use super::protocol::LockName;
+use super::service::{AcquireArgs, LocalClient, LockEvent, NodeError, NodeStatus, ReleaseArgs};
+use crate::lock::{BakeryConfigError, BakeryGuard, BakeryLock, LockError, ObjectError};
+use crate::rpc::{ConnectError, RpcError};
+use crate::segment::ShmRegion;
+use crate::segment::{CreateError, OpenError, Segment};
+
+/// Slots of the host's Bakery lock per lock name: processes of one host that may
+/// wait for the same distributed lock at once.
+pub const HOST_PARTICIPANTS: usize = 64;
+
+/// Why taking or opening a [`DistLock`] failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DistLockError {
+    /// The host's node could not be reached.
+    Connect {
+        /// The node's local URL.
+        url: String,
+        /// Why.
+        source: ConnectError,
+    },
+    /// The host's Bakery lock for the name could not be opened, created or taken.
+    Host {
+        /// The lock.
+        lock: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The node refused the attempt.
+    Node {
+        /// The lock.
+        lock: String,
+        /// Why.
+        source: NodeError,
+    },
+    /// The call to the node failed (the node stopped or died).
+    Rpc {
+        /// The lock.
+        lock: String,
+        /// Why.
+        source: RpcError<NodeError>,
+    },
+    /// The lock was not granted in time.
+    Timeout {
+        /// The lock.
+        lock: String,
+    },
+    /// The lock was granted and lost before it could be handed over.
+    Lost(LockLost),
+}
+
+impl fmt::Display for DistLockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Connect { url, source } => write!(f, "lock node at {url}: {source}"),
+            Self::Host { lock, reason } => write!(f, "host lock of {lock}: {reason}"),
+            Self::Node { lock, source } => write!(f, "lock {lock}: {source}"),
+            Self::Rpc { lock, source } => write!(f, "lock {lock}: the node call failed: {source}"),
+            Self::Timeout { lock } => write!(f, "lock {lock}: not granted in time"),
+            Self::Lost(l) => write!(f, "{l}"),
+        }
+    }
+}
+
+impl std::error::Error for DistLockError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Connect { source, .. } => Some(source),
+            Self::Node { source, .. } => Some(source),
+            Self::Rpc { source, .. } => Some(source),
+            Self::Lost(l) => Some(l),
+            _ => None,
+        }
+    }
+}
+
+/// The segment name of the host's Bakery lock for a distributed lock taken through
+/// the node at `node_url` (one per node, so that nodes sharing a host in tests do
+/// not share it).
+fn host_segment(node_url: &str, name: &str) -> String {
+    let node = LockName::new(node_url).0;
+    format!("shmlink-dlock-{node:016x}-{:016x}", LockName::new(name).0)
+}
+
+/// Opens the host's Bakery lock for `name`, creating it if no live one exists.
+fn host_lock(
+    node_url: &str,
+    name: &str,
+) -> Result<BakeryLock<ShmRegion<crate::lock::BakeryControl>>, DistLockError> {
+    let seg = host_segment(node_url, name);
+    let fail = |reason: String| DistLockError::Host {
+        lock: name.to_owned(),
+        reason,
+    };
+    let mut last = String::new();
+    for _ in 0..100 {
+        match BakeryLock::open(Segment::builder(&seg)) {
+            Ok(l) => return Ok(l),
+            Err(ObjectError::Open(OpenError::NotFound)) => {
+                match BakeryLock::create(Segment::builder(&seg), HOST_PARTICIPANTS) {
+                    Ok(l) => return Ok(l),
+                    // Another process created it first: open that one.
+                    Err(ObjectError::Create(CreateError::AlreadyExists)) => {}
+                    Err(e) => return Err(fail(format!("create {seg}: {e}"))),
+                }
+            }
+            // Being initialised by its creator: try again shortly.
+            Err(ObjectError::Open(e @ OpenError::NotInitialized { .. })) => {
+                last = e.to_string();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(ObjectError::Config(e @ BakeryConfigError::Full { .. })) => {
+                return Err(fail(format!("open {seg}: {e}")));
+            }
+            Err(e) => return Err(fail(format!("open {seg}: {e}"))),
+        }
+    }
+    Err(fail(format!("open {seg}: {last}")))
+}
+
+/// A distributed lock, taken through this host's lock node.
+///
+/// [`lock`](Lock::lock) first takes the host's Bakery lock of the same name (so only
+/// one process of the host asks the cluster), then asks the node, which runs Maekawa's
+/// algorithm with the other nodes. The guard holds while the node renews the lease;
+/// [`LockGuard::check`] says whether it still does, and the [`FencingToken`] makes a
+/// holder that lost it harmless to a [`FencedResource`](super::FencedResource).
+///
+/// # Examples
+///
+/// See [`LockNode`](super::LockNode).
+pub struct DistLock {
+    name: String,
+    url: String,
+    client: LocalClient,
+    host: BakeryLock<ShmRegion<crate::lock::BakeryControl>>,
+    keys: AtomicU64,
+}
+
+impl fmt::Debug for DistLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DistLock")
+            .field("name", &self.name)
+            .field("node", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DistLock {
+    /// The lock `name`, taken through the node serving this host at `node_url`.
+    ///
+    /// # Errors
+    ///
+    /// [`DistLockError::Connect`], [`DistLockError::Host`].
+    pub fn open(node_url: &str, name: &str) -> Result<DistLock, DistLockError> {
+        let client = LocalClient::connect(node_url).map_err(|source| DistLockError::Connect {
+            url: node_url.to_owned(),
+            source,
+        })?;
+        let host = host_lock(node_url, name)?;
+        let seed = u64::from(std::process::id()) << 32 ^ monotonic_now().0;
+        Ok(DistLock {
+            name: name.to_owned(),
+            url: node_url.to_owned(),
+            client,
+            host,
+            keys: AtomicU64::new(seed),
+        })
+    }
+
+    /// The lock's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The node's state (what `shmlink ls` shows).
+    ///
+    /// # Errors
+    ///
+    /// [`DistLockError::Rpc`] if the node does not answer.
+    pub fn node_status(&self) -> Result<NodeStatus, DistLockError> {
+        self.client
+            .status(())
+            .wait()
+            .map_err(|source| DistLockError::Rpc {
+                lock: self.name.clone(),
+                source,
+            })
+    }
+
+    fn take(&mut self, deadline: Option<Instant>) -> Result<DistGuard<'_>, DistLockError> {
+        let DistLock {
+            name,
+            client,
+            host,
+            keys,
+            ..
+        } = self;
+        let (name, client): (&String, &LocalClient) = (name, client);
+        let remaining = || deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let host_taken = match remaining() {
+            None => host.lock(),
+            Some(left) => host.lock_timeout(left),
+        };
+        let (host_guard, previous_died) = match host_taken {
+            Ok(g) => (g, false),
+            Err(LockError::OwnerDied(g)) => (g, true),
+            Err(LockError::Timeout) => return Err(DistLockError::Timeout { lock: name.clone() }),
+            Err(e) => {
+                return Err(DistLockError::Host {
+                    lock: name.clone(),
+                    reason: e.without_guard().to_string(),
+                });
+            }
+        };
+        let key = keys.fetch_add(1, Ordering::Relaxed);
+        let stream = client.with_timeout(Duration::MAX).acquire(AcquireArgs {
+            name: name.clone(),
+            pid: std::process::id(),
+            key,
+        });
+        let state = Arc::new(Held {
+            valid_until: AtomicU64::new(0),
+            lost: AtomicBool::new(false),
+            expired: AtomicBool::new(false),
+        });
+        let (tx, rx) = mpsc::channel();
+        let held = state.clone();
+        // One thread per acquisition reads what the node says: the grant, then
+        // renewals and a loss, which it records for `check`.
+        std::thread::Builder::new()
+            .name("shmlink-dlock-guard".into())
+            .spawn(move || {
+                let mut granted = false;
+                for event in stream {
+                    match event {
+                        Ok(LockEvent::Granted { token, valid_until }) => {
+                            held.valid_until.store(valid_until, Ordering::Release);
+                            granted = true;
+                            let _ = tx.send(Ok(token));
+                        }
+                        Ok(LockEvent::Renewed { valid_until }) => {
+                            held.valid_until.fetch_max(valid_until, Ordering::AcqRel);
+                        }
+                        Ok(LockEvent::Lost { expired }) => {
+                            held.expired.store(expired, Ordering::Relaxed);
+                            held.lost.store(true, Ordering::Release);
+                            if !granted {
+                                let _ = tx.send(Err(None));
+                            }
+                        }
+                        Err(e) => {
+                            if !granted {
+                                let _ = tx.send(Err(Some(e)));
+                            }
+                            break;
+                        }
+                    }
+                }
+                // The stream ended: no more renewals; validity runs out on its own.
+            })
+            .map_err(|e| DistLockError::Host {
+                lock: name.clone(),
+                reason: format!("start the guard thread: {e}"),
+            })?;
+        let outcome = match remaining() {
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(left) => rx.recv_timeout(left),
+        };
+        let release = |client: &LocalClient| {
+            let _ = client
+                .with_timeout(Duration::from_secs(1))
+                .release(ReleaseArgs {
+                    name: name.clone(),
+                    key,
+                })
+                .wait();
+        };
+        match outcome {
+            Ok(Ok(token)) => Ok(DistGuard {
+                name,
+                client,
+                key,
+                token,
+                state,
+                previous_died,
+                _host: host_guard,
+            }),
+            Ok(Err(Some(RpcError::Service(source)))) => Err(DistLockError::Node {
+                lock: name.clone(),
+                source,
+            }),
+            Ok(Err(Some(source))) => Err(DistLockError::Rpc {
+                lock: name.clone(),
+                source,
+            }),
+            Ok(Err(None)) | Err(RecvTimeoutError::Disconnected) => {
+                release(client);
+                Err(DistLockError::Rpc {
+                    lock: name.clone(),
+                    source: RpcError::ServerGone,
+                })
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                // Withdraw the attempt (the node also does when the stream ends).
+                release(client);
+                Err(DistLockError::Timeout { lock: name.clone() })
+            }
+        }
+    }
+}
+
+/// What the guard thread records.
+struct Held {
+    valid_until: AtomicU64,
+    lost: AtomicBool,
+    expired: AtomicBool,
+}
+
+/// A held [`DistLock`]. Dropping it releases the lock, then the host's Bakery lock.
+pub struct DistGuard<'a> {
+    name: &'a String,
+    client: &'a LocalClient,
+    key: u64,
+    token: FencingToken,
+    state: Arc<Held>,
+    previous_died: bool,
+    _host: BakeryGuard<'a, ShmRegion<crate::lock::BakeryControl>>,
+}
+
+impl fmt::Debug for DistGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DistGuard")
+            .field("lock", self.name)
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DistGuard<'_> {
+    /// Until when the lock is valid, on the host's monotonic clock (see
+    /// [`monotonic_now`](super::monotonic_now)); renewals move it.
+    #[must_use]
+    pub fn valid_until(&self) -> u64 {
+        self.state.valid_until.load(Ordering::Acquire)
+    }
+}
+
+impl LockGuard for DistGuard<'_> {
+    fn token(&self) -> FencingToken {
+        self.token
+    }
+
+    fn check(&self) -> Result<(), LockLost> {
+        let lost = |reason| {
+            Err(LockLost {
+                lock: self.name.clone(),
+                reason,
+            })
+        };
+        if self.state.lost.load(Ordering::Acquire) {
+            return lost(if self.state.expired.load(Ordering::Relaxed) {
+                LostReason::LeaseExpired
+            } else {
+                LostReason::Revoked
+            });
+        }
+        if monotonic_now().0 >= self.valid_until() {
+            return lost(LostReason::LeaseExpired);
+        }
+        Ok(())
+    }
+
+    fn previous_holder_died(&self) -> bool {
+        self.previous_died
+    }
+}
+
+impl Drop for DistGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .client
+            .with_timeout(Duration::from_secs(1))
+            .release(ReleaseArgs {
+                name: self.name.clone(),
+                key: self.key,
+            })
+            .wait();
+    }
+}
+
+impl Lock for DistLock {
+    type Guard<'a> = DistGuard<'a>;
+    type Error = DistLockError;
+
+    fn lock(&mut self) -> Result<DistGuard<'_>, DistLockError> {
+        self.take(None)
+    }
+
+    fn try_lock_for(&mut self, timeout: Duration) -> Result<DistGuard<'_>, DistLockError> {
+        self.take(Instant::now().checked_add(timeout))
+    }
+}

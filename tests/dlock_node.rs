@@ -1,0 +1,223 @@
+//! Lock nodes over real transports, in one process: Maekawa's protocol driven over
+//! the RPC layer (shm and TCP between nodes), processes' clients through the local
+//! service, the host's Bakery lock first, fencing tokens checked by a fenced resource.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use shmlink::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use shmlink::dlock::protocol::Config;
+use shmlink::dlock::quorum::{QuorumSystem, default_for};
+use shmlink::dlock::service::{AcquireArgs, LocalClient, LockEvent};
+use shmlink::dlock::{
+    DistLock, DistLockError, FencedResource, Lock, LockGuard, LockNode, NodeOptions,
+};
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// A scratch directory for state files, removed on drop.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("dlock-node-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Member URLs of an `n`-node cluster: shm or TCP on loopback.
+fn members(tag: &str, n: usize, tcp: bool) -> Vec<String> {
+    let run = NEXT.fetch_add(1, Ordering::Relaxed);
+    (0..n)
+        .map(|i| {
+            if tcp {
+                format!("tcp://127.0.0.1:{}", free_tcp_port())
+            } else {
+                format!("shm://dlock-{tag}-{}-{run}-p{i}", std::process::id())
+            }
+        })
+        .collect()
+}
+
+const LEASE: Duration = Duration::from_millis(600);
+
+fn options(tag: &str, members: &[String], i: usize, dir: &Dir) -> NodeOptions {
+    let quorums: Arc<dyn QuorumSystem> = Arc::from(default_for(members.len()).unwrap());
+    let mut protocol = Config::new(7, i as u16, quorums);
+    protocol.lease = LEASE;
+    protocol.retransmit = Duration::from_millis(30);
+    NodeOptions {
+        protocol,
+        members: members.to_vec(),
+        listen: members[i].clone(),
+        local: Some(format!(
+            "shm://dlock-{tag}-{}-{}-local{i}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        )),
+        state_file: dir.0.join(format!("node{i}.state")),
+    }
+}
+
+fn cluster(tag: &str, n: usize, tcp: bool, dir: &Dir) -> Vec<LockNode> {
+    let m = members(tag, n, tcp);
+    (0..n)
+        .map(|i| LockNode::start(options(tag, &m, i, dir)).unwrap())
+        .collect()
+}
+
+/// Clients on every node increment a counter held by a fenced resource; every
+/// increment must be applied exactly once, in rising token order.
+fn contend(nodes: &[LockNode], per_node: usize, rounds: usize) {
+    let counter = Arc::new(FencedResource::new("counter", 0u64));
+    let tokens = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let start = Arc::new(Barrier::new(nodes.len() * per_node));
+    std::thread::scope(|s| {
+        for node in nodes {
+            for _ in 0..per_node {
+                let url = node.local_url().unwrap().to_owned();
+                let (counter, tokens, start) = (counter.clone(), tokens.clone(), start.clone());
+                s.spawn(move || {
+                    let mut lock = DistLock::open(&url, "counter").unwrap();
+                    start.wait();
+                    for _ in 0..rounds {
+                        let guard = lock.try_lock_for(Duration::from_secs(20)).unwrap();
+                        guard.check().unwrap();
+                        // Read, then write back one more: an overlapping holder would
+                        // lose an increment, a stale one is refused by the fence.
+                        let seen = counter.get();
+                        counter
+                            .apply(guard.token(), |v| {
+                                assert_eq!(*v, seen, "another holder wrote in between");
+                                *v += 1;
+                            })
+                            .unwrap();
+                        tokens.lock().unwrap().push(guard.token().0);
+                    }
+                });
+            }
+        }
+    });
+    let total = (nodes.len() * per_node * rounds) as u64;
+    assert_eq!(counter.get(), total);
+    let tokens = tokens.lock().unwrap();
+    let mut sorted = tokens.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), tokens.len(), "a token was handed out twice");
+}
+
+#[test]
+fn three_nodes_over_shm_exclude_each_other_with_rising_tokens() {
+    let dir = Dir::new("shm3");
+    let nodes = cluster("shm3", 3, false, &dir);
+    contend(&nodes, 2, 8);
+    let sent: u64 = nodes.iter().map(|n| n.stats().sent.total()).sum();
+    assert!(sent > 0);
+}
+
+#[test]
+fn five_nodes_over_tcp_exclude_each_other_with_rising_tokens() {
+    let dir = Dir::new("tcp5");
+    let nodes = cluster("tcp5", 5, true, &dir);
+    contend(&nodes, 1, 6);
+}
+
+#[test]
+fn a_starting_node_grants_after_the_lock_delay_and_tokens_survive_restarts() {
+    let dir = Dir::new("restart");
+    let m = members("restart", 1, false);
+    let opts = options("restart", &m, 0, &dir);
+    let mut last = 0;
+    for start in 0..2 {
+        let node = LockNode::start(opts.clone()).unwrap();
+        assert_eq!(node.status().incarnation, start + 1);
+        let t0 = Instant::now();
+        let mut lock = DistLock::open(node.local_url().unwrap(), "restart").unwrap();
+        let token = lock.lock().unwrap().token().0;
+        // Lock-delay: a starting node grants nothing for a lease.
+        assert!(t0.elapsed() >= LEASE.mul_f64(0.9), "{:?}", t0.elapsed());
+        assert!(token > last, "token {token} after {last}");
+        last = token;
+        drop(lock);
+        node.shutdown();
+    }
+}
+
+#[test]
+fn a_holder_whose_node_stops_loses_the_lock_and_another_node_takes_it_later() {
+    let dir = Dir::new("crash");
+    let mut nodes = cluster("crash", 3, false, &dir);
+    let url0 = nodes[0].local_url().unwrap().to_owned();
+    let url1 = nodes[1].local_url().unwrap().to_owned();
+    let mut a = DistLock::open(&url0, "crash").unwrap();
+    let guard = a.lock().unwrap();
+    let first = guard.token();
+    // Node 0 stops as if it crashed: nothing is released, its votes lapse.
+    let node0 = nodes.remove(0);
+    let t0 = Instant::now();
+    node0.shutdown();
+    let mut b = DistLock::open(&url1, "crash").unwrap();
+    let taken = b.try_lock_for(Duration::from_secs(10)).unwrap();
+    assert!(taken.token() > first);
+    // Not before the old holder's validity ran out.
+    assert!(
+        guard.check().is_err(),
+        "the old guard still claims the lock"
+    );
+    assert!(t0.elapsed() >= LEASE.mul_f64(0.5), "{:?}", t0.elapsed());
+    drop(taken);
+    std::mem::forget(guard); // its node is gone; releasing would only time out
+}
+
+#[test]
+fn a_timed_out_attempt_is_withdrawn_and_a_dropped_client_stream_releases() {
+    let dir = Dir::new("withdraw");
+    let nodes = cluster("withdraw", 3, false, &dir);
+    let url0 = nodes[0].local_url().unwrap().to_owned();
+    let url1 = nodes[1].local_url().unwrap().to_owned();
+    let mut a = DistLock::open(&url0, "w").unwrap();
+    let held = a.lock().unwrap();
+    let mut b = DistLock::open(&url1, "w").unwrap();
+    let timed_out = b
+        .try_lock_for(Duration::from_millis(200))
+        .map(|g| g.token());
+    assert!(
+        matches!(timed_out, Err(DistLockError::Timeout { .. })),
+        "{timed_out:?}"
+    );
+    assert!(
+        nodes[1].status().locks.is_empty(),
+        "the attempt was not withdrawn"
+    );
+    drop(held);
+    // A client that drops its stream without releasing (as a dying process does).
+    let raw = LocalClient::connect(&url0).unwrap();
+    let mut stream = raw.with_timeout(Duration::MAX).acquire(AcquireArgs {
+        name: "w".into(),
+        pid: 1,
+        key: 99,
+    });
+    assert!(matches!(stream.next(), Some(Ok(LockEvent::Granted { .. }))));
+    drop(stream);
+    let later = b.try_lock_for(Duration::from_secs(10)).unwrap();
+    later.check().unwrap();
+}
