@@ -9,15 +9,19 @@
 //!   harmless.
 //! - [`Lock`]: one interface for the Bakery lock (one host) and the distributed lock.
 //! - [`NodeState`]: a node's incarnation and token reservation across restarts.
+//! - [`NodeConfig`]: a node's configuration file (members, quorum system, timing,
+//!   state file), parsed and checked.
 
 #![deny(unsafe_code)]
 
+mod config;
 mod fence;
 mod lock;
 pub mod protocol;
 pub mod quorum;
 mod state;
 
+pub use config::{ConfigFileError, NodeConfig, QuorumChoice};
 pub use fence::{FenceError, FencedResource, FencingToken};
 pub use lock::{LocalGuard, Lock, LockGuard, LockLost, LostReason};
 pub use state::{NodeState, StateError};
