@@ -11,10 +11,13 @@
 //! - [`NodeState`]: a node's incarnation and token reservation across restarts.
 //! - [`LockNode`]: the protocol core driven over RPC ([`service`]: the peer and local
 //!   services), and [`DistLock`]: the lock as a process of a host takes it.
+//! - [`NodeConfig`]: a node's configuration file (members, quorum system, timing,
+//!   state file), parsed and checked.
 
 #![deny(unsafe_code)]
 
 mod client;
+mod config;
 mod fence;
 mod lock;
 mod node;
@@ -24,8 +27,8 @@ pub mod service;
 mod state;
 
 pub use client::{DistGuard, DistLock, DistLockError, HOST_PARTICIPANTS};
-pub use node::{LockNode, NodeOptions, StartError, monotonic_now};
-
+pub use config::{ConfigFileError, NodeConfig, QuorumChoice};
 pub use fence::{FenceError, FencedResource, FencingToken};
 pub use lock::{LocalGuard, Lock, LockGuard, LockLost, LostReason};
+pub use node::{LockNode, NodeOptions, StartError, monotonic_now};
 pub use state::{NodeState, StateError};
