@@ -2,9 +2,9 @@
 //! the RPC layer (shm and TCP between nodes), processes' clients through the local
 //! service, the host's Bakery lock first, fencing tokens checked by a fenced resource.
 
+use shmlink::sync::atomic::{AtomicUsize, Ordering};
 use std::net::TcpListener;
 use std::path::PathBuf;
-use shmlink::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,10 @@
-//! `shmlink`: the demo, segment listing and cleanup.
+//! `shmlink`: the demo, segment listing and cleanup, benches, and the lock node.
 
 mod bench;
 mod demo;
+mod lockd;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -30,8 +32,39 @@ enum Command {
         #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
         stream_items: u64,
     },
-    /// List every shmlink segment: name, kind, size, creator, alive/idle/stale.
-    Ls,
+    /// List every shmlink segment: name, kind, size, creator, alive/idle/stale; and
+    /// the locks held and waited for on this host's lock node, if one runs.
+    Ls {
+        /// The host's lock node (its `local` URL); default: the one in --config, or
+        /// the default local URL.
+        #[arg(long)]
+        node: Option<String>,
+        /// A lock node configuration file naming the node's local URL.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run a distributed-lock node (Maekawa's quorum algorithm with leases and fencing
+    /// tokens) until SIGINT or SIGTERM.
+    Lockd {
+        /// The node's configuration file (see docs/dlock.md).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run a command while holding a distributed lock, like flock(1); the command gets
+    /// the fencing token in SHMLINK_FENCING_TOKEN, and is terminated if the lock is lost.
+    Lock {
+        /// The lock's name.
+        name: String,
+        /// The configuration file of this host's node.
+        #[arg(long)]
+        config: PathBuf,
+        /// Give up after this many seconds (default: wait as long as it takes).
+        #[arg(long)]
+        timeout: Option<f64>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Remove a segment by name (processes attached keep their mapping).
     Rm {
         /// Segment names.
@@ -88,7 +121,22 @@ fn main() -> ExitCode {
         } => demo::child(&name, round_trips, stream_items),
         Command::Bench { suite, json, quick } => bench::run(suite, json, quick),
         Command::BenchChild { case, name, iters } => bench::child(&case, &name, iters),
-        Command::Ls => ls(),
+        Command::Ls { node, config } => ls(node, config),
+        Command::Lockd { config } => lockd::lockd(&config),
+        Command::Lock {
+            name,
+            config,
+            timeout,
+            command,
+        } => {
+            return match lockd::lock(&name, &config, &command, timeout) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("shmlink lock: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Rm { names, stale } => rm(&names, stale),
     };
     match result {
@@ -102,7 +150,22 @@ fn main() -> ExitCode {
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-fn ls() -> Result {
+fn ls(node: Option<String>, config: Option<PathBuf>) -> Result {
+    let url = match (node, config) {
+        (Some(url), _) => Some(url),
+        (None, Some(path)) => Some(shmlink::dlock::NodeConfig::load(path)?.local),
+        (None, None) => None,
+    };
+    segments()?;
+    match url {
+        Some(url) => lockd::ls_node(&url),
+        // The default node shows only if one answers there.
+        None => lockd::ls_default_node(),
+    }
+    Ok(())
+}
+
+fn segments() -> Result {
     let all = segment::list()?;
     if all.is_empty() {
         println!("no shmlink segments in /dev/shm");

@@ -33,7 +33,7 @@ use super::service::{
     AcquireArgs, Local, LocalServer, LockEvent, LockInfo, NodeError, NodeStatus, Peer, PeerClient,
     PeerServer, ReleaseArgs,
 };
-use super::{FencingToken, NodeState, StateError};
+use super::{ConfigFileError, FencingToken, NodeConfig, NodeState, StateError};
 use crate::rpc::{ClientOptions, Context, RpcError, Server, ServerHandle, Sink};
 use crate::transport::ListenError;
 
@@ -63,6 +63,40 @@ pub struct NodeOptions {
     pub local: Option<String>,
     /// The node state file (incarnation, fencing reservation).
     pub state_file: PathBuf,
+}
+
+impl NodeOptions {
+    /// The options a [`NodeConfig`] (a `shmlink lockd` configuration file) describes.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigFileError`] if the configuration does not check.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::dlock::{NodeConfig, NodeOptions};
+    ///
+    /// let config = NodeConfig::parse(
+    ///     "epoch = 3\nnode = 1\nmembers = tcp://10.0.0.1:7000, tcp://10.0.0.2:7000, \
+    ///      tcp://10.0.0.3:7000\nstate = /var/lib/shmlink/node1.state\n",
+    /// )?;
+    /// let options = NodeOptions::from_config(&config)?;
+    /// assert_eq!(options.listen, "tcp://10.0.0.2:7000");
+    /// assert_eq!(options.protocol.epoch, 3);
+    /// assert_eq!(options.local.as_deref(), Some(NodeConfig::DEFAULT_LOCAL));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_config(config: &NodeConfig) -> Result<NodeOptions, ConfigFileError> {
+        config.check()?;
+        Ok(NodeOptions {
+            protocol: config.protocol()?,
+            members: config.members.clone(),
+            listen: config.listen.clone(),
+            local: Some(config.local.clone()),
+            state_file: config.state_file.clone(),
+        })
+    }
 }
 
 /// Why a [`LockNode`] did not start.
