@@ -18,6 +18,7 @@ use shmlink::sync::atomic::{AtomicU64, Ordering};
 use crate::Result;
 
 mod channels;
+mod dlock;
 mod rpc;
 mod sync;
 
@@ -178,6 +179,7 @@ pub fn parent(round_trips: u32, stream_items: u64) -> Result {
     if !status.success() {
         return Err(format!("child failed: {status}").into());
     }
+    dlock::parent_phase(&name)?;
     sync::parent_finish(sync_objects, u64::from(round_trips))?;
     let reply = board.shared().reply.load(Ordering::Acquire);
     println!("[parent {me}] child replied {reply} (42 x 2) and exited: {status}");

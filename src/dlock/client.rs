@@ -145,6 +145,7 @@ fn host_lock(
 /// See [`LockNode`](super::LockNode).
 pub struct DistLock {
     name: String,
+    segment: String,
     url: String,
     client: LocalClient,
     host: BakeryLock<ShmRegion<crate::lock::BakeryControl>>,
@@ -172,9 +173,11 @@ impl DistLock {
             source,
         })?;
         let host = host_lock(node_url, name)?;
+        let segment = host_segment(node_url, name);
         let seed = u64::from(std::process::id()) << 32 ^ monotonic_now().0;
         Ok(DistLock {
             name: name.to_owned(),
+            segment,
             url: node_url.to_owned(),
             client,
             host,
@@ -186,6 +189,13 @@ impl DistLock {
     #[must_use]
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The name of the host's Bakery lock for this lock and node (a named segment
+    /// that outlives its users, as other processes of the host may open it).
+    #[must_use]
+    pub fn host_segment(&self) -> &str {
+        &self.segment
     }
 
     /// The node's state (what `shmlink ls` shows).
