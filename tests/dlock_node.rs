@@ -12,7 +12,7 @@ use shmlink::dlock::protocol::Config;
 use shmlink::dlock::quorum::{QuorumSystem, default_for};
 use shmlink::dlock::service::{AcquireArgs, LocalClient, LockEvent};
 use shmlink::dlock::{
-    DistLock, DistLockError, FencedResource, Lock, LockGuard, LockNode, NodeOptions,
+    DistLock, DistLockError, FencedResource, Lock, LockGuard, LockNode, NodeOptions, monotonic_now,
 };
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -220,4 +220,76 @@ fn a_timed_out_attempt_is_withdrawn_and_a_dropped_client_stream_releases() {
     drop(stream);
     let later = b.try_lock_for(Duration::from_secs(10)).unwrap();
     later.check().unwrap();
+}
+
+#[test]
+fn a_live_holder_is_renewed_past_the_lease_and_a_silent_one_is_not() {
+    let dir = Dir::new("renew");
+    let nodes = cluster("renew", 3, false, &dir);
+    let url0 = nodes[0].local_url().unwrap().to_owned();
+    let url1 = nodes[1].local_url().unwrap().to_owned();
+    // A holder whose client answers the node's reports keeps the lock for three leases.
+    let mut a = DistLock::open(&url0, "r").unwrap();
+    let guard = a.lock().unwrap();
+    let first = guard.valid_until();
+    let held_from = Instant::now();
+    while held_from.elapsed() < 3 * LEASE {
+        guard.check().unwrap();
+        std::thread::sleep(LEASE / 10);
+    }
+    assert!(guard.valid_until() > first, "never renewed");
+    drop(guard);
+
+    // A client that never answers (a paused process): the node stops renewing, and
+    // the lock goes to another host only after the silent holder's validity ended.
+    let raw = LocalClient::connect(&url0).unwrap();
+    let mut silent = raw.with_timeout(Duration::MAX).acquire(AcquireArgs {
+        name: "r".into(),
+        pid: 1,
+        key: 5,
+    });
+    let Some(Ok(LockEvent::Granted { valid_until, .. })) = silent.next() else {
+        panic!("not granted");
+    };
+    let mut b = DistLock::open(&url1, "r").unwrap();
+    let next = b.try_lock_for(Duration::from_secs(10)).unwrap();
+    let now = monotonic_now().0;
+    assert!(
+        now >= valid_until,
+        "granted {} ns before the silent holder's validity ended",
+        valid_until - now
+    );
+    next.check().unwrap();
+    assert!(
+        matches!(silent.next(), Some(Ok(LockEvent::Lost { expired: true }))),
+        "the silent holder was not told it lost the lock"
+    );
+}
+
+#[test]
+fn nodes_reconnect_to_a_restarted_arbiter() {
+    let dir = Dir::new("reconnect");
+    let m = members("reconnect", 3, true);
+    let opts: Vec<NodeOptions> = (0..3).map(|i| options("reconnect", &m, i, &dir)).collect();
+    let mut nodes: Vec<Option<LockNode>> = opts
+        .iter()
+        .map(|o| Some(LockNode::start(o.clone()).unwrap()))
+        .collect();
+    let url0 = opts[0].local.clone().unwrap();
+    let mut a = DistLock::open(&url0, "re").unwrap();
+    let before = a.lock().unwrap().token();
+    // Every other member restarts: node 0's connections to them break, and each of
+    // node 0's quorums holds one of them.
+    for i in 1..3 {
+        nodes[i].take().unwrap().shutdown();
+        nodes[i] = Some(LockNode::start(opts[i].clone()).unwrap());
+    }
+    let t0 = Instant::now();
+    let after = a.try_lock_for(Duration::from_secs(10)).unwrap().token();
+    assert!(after > before, "token {after} after {before}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t0.elapsed()
+    );
 }

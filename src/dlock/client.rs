@@ -251,6 +251,18 @@ impl DistLock {
         });
         let (tx, rx) = mpsc::channel();
         let held = state.clone();
+        let (pinger, alive) = (
+            client.with_timeout(Duration::from_secs(1)),
+            ReleaseArgs {
+                name: name.clone(),
+                key,
+            },
+        );
+        // Answers every grant and renewal report, so that the node goes on renewing
+        // only while this process runs.
+        let keepalive = move || {
+            let _ = pinger.keepalive(alive.clone()).wait();
+        };
         // One thread per acquisition reads what the node says: the grant, then
         // renewals and a loss, which it records for `check`.
         std::thread::Builder::new()
@@ -263,9 +275,11 @@ impl DistLock {
                             held.valid_until.store(valid_until, Ordering::Release);
                             granted = true;
                             let _ = tx.send(Ok(token));
+                            keepalive();
                         }
                         Ok(LockEvent::Renewed { valid_until }) => {
                             held.valid_until.fetch_max(valid_until, Ordering::AcqRel);
+                            keepalive();
                         }
                         Ok(LockEvent::Lost { expired }) => {
                             held.expired.store(expired, Ordering::Relaxed);

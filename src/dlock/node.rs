@@ -160,6 +160,9 @@ struct Waiter {
     events: Sender<LockEvent>,
     /// The validity last reported.
     reported: Option<Nanos>,
+    /// When the client must have answered the last report with a keep-alive, or the
+    /// node stops renewing the lock.
+    ack_due: Option<Nanos>,
 }
 
 /// An arbiter-side stream, by attempt.
@@ -189,6 +192,9 @@ struct Shared {
     inner: Mutex<Inner>,
     tick: Condvar,
     queues: Vec<Option<Mutex<Sender<Msg>>>>,
+    /// Set by a request stream that failed on its connection: the peer's sender
+    /// thread reconnects before its next call.
+    broken: Vec<AtomicBool>,
     stop: AtomicBool,
     undelivered: AtomicU64,
 }
@@ -249,6 +255,7 @@ impl Shared {
                 } => {
                     if let Some(w) = inner.waiters.get_mut(&lock) {
                         w.reported = Some(valid_until);
+                        w.ack_due = Some(monotonic_now().after(self.ack_window()));
                         let _ = w.events.send(LockEvent::Granted {
                             token: FencingToken(token),
                             valid_until: valid_until.0,
@@ -258,6 +265,7 @@ impl Shared {
                 Out::Lost { lock, reason, .. } => {
                     if let Some(w) = inner.waiters.get_mut(&lock) {
                         w.reported = None;
+                        w.ack_due = None;
                         let expired = reason == protocol::LostReason::Expired;
                         let _ = w.events.send(LockEvent::Lost { expired });
                     }
@@ -271,10 +279,38 @@ impl Shared {
                 && new > old
             {
                 w.reported = Some(new);
+                if w.ack_due.is_none() {
+                    w.ack_due = Some(monotonic_now().after(self.ack_window()));
+                }
                 let _ = w.events.send(LockEvent::Renewed { valid_until: new.0 });
             }
         }
         self.tick.notify_one();
+    }
+
+    /// How long a local holder has to answer a grant or renewal report: a quarter of
+    /// the lease, so that the node stops renewing before its next renewal round (at a
+    /// third of the lease) when the holder does not answer.
+    fn ack_window(&self) -> u64 {
+        u64::try_from(self.lease.as_nanos() / 4).unwrap_or(u64::MAX)
+    }
+
+    /// Stops renewing the locks whose holders did not answer in time; the earliest
+    /// keep-alive still due.
+    fn check_holders(&self, inner: &mut Inner, now: Nanos) -> Option<Nanos> {
+        let Inner { node, waiters, .. } = inner;
+        let mut next: Option<Nanos> = None;
+        for (lock, w) in waiters.iter_mut() {
+            match w.ack_due {
+                Some(due) if now >= due => {
+                    w.ack_due = None;
+                    node.stop_renewing(*lock, now);
+                }
+                Some(due) => next = Some(next.map_or(due, |n| n.min(due))),
+                None => {}
+            }
+        }
+        next
     }
 
     fn route(&self, inner: &mut Inner, msg: Msg, ack: Option<&mut (RequestId, Option<Msg>)>) {
@@ -491,6 +527,7 @@ impl Local for LocalSide {
                     pid: args.pid,
                     events: tx,
                     reported: None,
+                    ack_due: None,
                 },
             );
             s.apply(&mut inner, None);
@@ -534,6 +571,18 @@ impl Local for LocalSide {
         Ok(())
     }
 
+    fn keepalive(&self, _ctx: &Context, args: ReleaseArgs) -> Result<(), NodeError> {
+        let lock = LockName::new(&args.name);
+        let mut inner = self.0.lock();
+        match inner.waiters.get_mut(&lock) {
+            Some(w) if w.key == args.key => {
+                w.ack_due = None;
+                Ok(())
+            }
+            _ => Err(NodeError::NotHeld { lock: args.name }),
+        }
+    }
+
     fn status(&self, _ctx: &Context, (): ()) -> Result<NodeStatus, NodeError> {
         Ok(self.0.status())
     }
@@ -569,6 +618,9 @@ fn peer_loop(shared: &Arc<Shared>, peer: NodeId, url: &str, rx: &Receiver<Msg>) 
         };
         if shared.stop.load(Ordering::Relaxed) {
             return;
+        }
+        if shared.broken[usize::from(peer)].swap(false, Ordering::Relaxed) {
+            client = None;
         }
         let mut batch = vec![first];
         while batch.len() < 256 {
@@ -621,6 +673,11 @@ fn peer_loop(shared: &Arc<Shared>, peer: NodeId, url: &str, rx: &Receiver<Msg>) 
                                                 break;
                                             }
                                         }
+                                        Err(e) if connection_failed(&e) => {
+                                            sh.broken[usize::from(peer)]
+                                                .store(true, Ordering::Relaxed);
+                                            break;
+                                        }
                                         _ => break,
                                     }
                                 }
@@ -657,10 +714,7 @@ fn peer_loop(shared: &Arc<Shared>, peer: NodeId, url: &str, rx: &Receiver<Msg>) 
             };
             if let Some(e) = err {
                 shared.undelivered.fetch_add(1, Ordering::Relaxed);
-                broken |= matches!(
-                    e,
-                    RpcError::ServerGone | RpcError::Transport(_) | RpcError::Protocol(_)
-                );
+                broken |= connection_failed(&e);
             }
         }
         if broken {
@@ -669,18 +723,30 @@ fn peer_loop(shared: &Arc<Shared>, peer: NodeId, url: &str, rx: &Receiver<Msg>) 
     }
 }
 
+/// Whether a call failed because its connection did (then the client reconnects).
+fn connection_failed<E>(e: &RpcError<E>) -> bool {
+    matches!(
+        e,
+        RpcError::ServerGone | RpcError::Transport(_) | RpcError::Protocol(_)
+    )
+}
+
 /// Runs the core's timers.
 fn timer_loop(shared: &Shared) {
     let mut inner = shared.lock();
     while !shared.stop.load(Ordering::Relaxed) {
         let now = monotonic_now();
+        let mut due = None;
         if inner.failed.is_none() {
+            due = shared.check_holders(&mut inner, now);
             inner.node.tick(now);
             shared.apply(&mut inner, None);
         }
-        let wait = inner
-            .node
-            .next_deadline()
+        let next = match (inner.node.next_deadline(), due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let wait = next
             .map_or(Duration::from_secs(1), |d| {
                 Duration::from_nanos(d.since(now))
             })
@@ -806,6 +872,7 @@ impl LockNode {
             }),
             tick: Condvar::new(),
             queues,
+            broken: (0..nodes).map(|_| AtomicBool::new(false)).collect(),
             stop: AtomicBool::new(false),
             undelivered: AtomicU64::new(0),
         });

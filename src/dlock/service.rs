@@ -206,6 +206,10 @@ crate::service! {
         stream fn acquire(args: AcquireArgs) -> LockEvent;
         /// Releases a lock held (or withdraws one requested) through `acquire`.
         fn release(args: ReleaseArgs) -> ();
+        /// The holder is alive: its client answers every `Granted` and `Renewed` with
+        /// this. A holder that does not (paused, stuck) is no longer renewed, so its
+        /// lock runs out with its validity and can go to another host.
+        fn keepalive(args: ReleaseArgs) -> ();
         /// The node's state, for `shmlink ls`.
         fn status(unit: ()) -> NodeStatus;
     }

@@ -595,6 +595,18 @@ impl Node {
         id
     }
 
+    /// Stops renewing `lock` (a driver whose local holder stopped answering: paused or
+    /// stuck). The lock stays valid to the end of its current validity and is then
+    /// [`Lost`](Out::Lost) as expired; the votes are not freed before that, since the
+    /// holder may still act until then. Returns whether this node has an attempt on
+    /// `lock` (one still waiting is granted and then not renewed).
+    pub fn stop_renewing(&mut self, lock: LockName, now: Nanos) -> bool {
+        let now = self.enter(now);
+        let had = self.requester.stop_renewing(lock);
+        self.pump(now);
+        had
+    }
+
     /// Handles a message from the network. Messages of another epoch, malformed ones
     /// and stale ones are counted in [`stats`](Self::stats) and dropped.
     pub fn handle(&mut self, msg: Msg, now: Nanos) {

@@ -65,6 +65,8 @@ struct Req {
     /// When the current round started.
     round_sent: Nanos,
     valid_until: Nanos,
+    /// Whether renewals go on (see [`Requester::stop_renewing`]).
+    renew: bool,
 }
 
 #[derive(Debug, Default)]
@@ -260,6 +262,7 @@ impl Requester {
             round: 0,
             round_sent: now,
             valid_until: now,
+            renew: true,
         };
         req.transmit(core, lock, now);
         self.reqs.insert(lock, req);
@@ -281,6 +284,13 @@ impl Requester {
         let r = self.reqs.remove(&lock)?;
         r.withdraw(core, lock);
         Some(r.id)
+    }
+
+    /// Starts no more renewals of `lock`: the lock runs out at the end of its current
+    /// validity and is lost then (the votes are not freed early, since the holder may
+    /// act until that moment). Whether there was an attempt on `lock`.
+    pub(super) fn stop_renewing(&mut self, lock: LockName) -> bool {
+        self.reqs.get_mut(&lock).map(|r| r.renew = false).is_some()
     }
 
     pub(super) fn state(&self, lock: LockName) -> Option<(RequestId, RequestState)> {
@@ -542,7 +552,7 @@ impl Requester {
                     lost.push(lock);
                     continue;
                 }
-                if now >= r.round_sent.after(core.third) {
+                if r.renew && now >= r.round_sent.after(core.third) {
                     r.round += 1;
                     r.round_sent = now;
                     for s in &mut r.slots {
@@ -569,7 +579,9 @@ impl Requester {
             }
             if let Phase::Held { .. } = r.phase {
                 at_least(r.valid_until);
-                at_least(r.round_sent.after(core.third));
+                if r.renew {
+                    at_least(r.round_sent.after(core.third));
+                }
             }
         }
         at

@@ -763,3 +763,47 @@ fn an_acknowledgement_of_an_earlier_fencing_attempt_does_not_count() {
         Some((_, RequestState::Fencing { token: 1 }))
     ));
 }
+
+#[test]
+fn a_lock_no_longer_renewed_runs_out_without_freeing_votes_early() {
+    let mut net = Net::started(3);
+    net.acquire(0);
+    net.run();
+    let valid = net.nodes[0].valid_until(lock()).unwrap();
+    assert!(net.nodes[0].stop_renewing(lock(), net.now));
+    assert!(
+        !net.nodes[1].stop_renewing(lock(), net.now),
+        "node 1 has no attempt"
+    );
+    let renews = net.nodes[0].stats().sent.get(MsgKind::Renew);
+    // Node 1 asks while node 0 still holds: it waits, however long node 0 holds.
+    net.acquire(1);
+    net.run();
+    let mut t = net.now;
+    while net.lost.is_empty() {
+        t = t.after(LEASE / 20);
+        assert!(t <= valid.after(LEASE), "never lost");
+        net.tick(t);
+        net.run();
+        if t < valid {
+            assert_eq!(net.holders(), vec![0], "at {t:?}, valid until {valid:?}");
+        }
+    }
+    assert_eq!(net.lost, vec![(0, LostReason::Expired)]);
+    assert!(
+        t >= valid,
+        "lost at {t:?} before the validity ended at {valid:?}"
+    );
+    assert_eq!(
+        net.nodes[0].stats().sent.get(MsgKind::Renew),
+        renews,
+        "renewed anyway"
+    );
+    // Then the votes go to node 1.
+    for _ in 0..40 {
+        t = t.after(LEASE / 10);
+        net.tick(t);
+        net.run();
+    }
+    assert_eq!(net.holders(), vec![1]);
+}
