@@ -189,7 +189,7 @@ fn a_holder_whose_node_stops_loses_the_lock_and_another_node_takes_it_later() {
 }
 
 #[test]
-fn a_timed_out_attempt_is_withdrawn_and_a_dropped_client_stream_releases() {
+fn a_timed_out_attempt_is_withdrawn_and_a_dropped_client_lock_runs_out() {
     let dir = Dir::new("withdraw");
     let nodes = cluster("withdraw", 3, false, &dir);
     let url0 = nodes[0].local_url().unwrap().to_owned();
@@ -209,17 +209,39 @@ fn a_timed_out_attempt_is_withdrawn_and_a_dropped_client_stream_releases() {
         "the attempt was not withdrawn"
     );
     drop(held);
-    // A client that drops its stream without releasing (as a dying process does).
+    // A client that drops its stream without releasing (as a dying process does, or
+    // one whose connection broke): its lock is no longer renewed and runs out, and is
+    // not freed before the validity it was told.
     let raw = LocalClient::connect(&url0).unwrap();
     let mut stream = raw.with_timeout(Duration::MAX).acquire(AcquireArgs {
         name: "w".into(),
         pid: 1,
         key: 99,
     });
-    assert!(matches!(stream.next(), Some(Ok(LockEvent::Granted { .. }))));
+    let Some(Ok(LockEvent::Granted { valid_until, .. })) = stream.next() else {
+        panic!("not granted");
+    };
     drop(stream);
     let later = b.try_lock_for(Duration::from_secs(10)).unwrap();
     later.check().unwrap();
+    let now = monotonic_now().0;
+    assert!(now >= valid_until, "granted {} ns early", valid_until - now);
+    drop(later);
+    // The same host takes it again after a client left without releasing: the node
+    // waits for the orphaned lock to run out instead of refusing.
+    let mut stream = raw.with_timeout(Duration::MAX).acquire(AcquireArgs {
+        name: "w".into(),
+        pid: 1,
+        key: 100,
+    });
+    assert!(matches!(stream.next(), Some(Ok(LockEvent::Granted { .. }))));
+    drop(stream);
+    let mut again = DistLock::open(&url0, "w").unwrap();
+    again
+        .try_lock_for(Duration::from_secs(10))
+        .unwrap()
+        .check()
+        .unwrap();
 }
 
 #[test]

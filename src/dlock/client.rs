@@ -296,7 +296,12 @@ impl DistLock {
                         }
                     }
                 }
-                // The stream ended: no more renewals; validity runs out on its own.
+                // The stream ended (released, or the node or the connection went): no
+                // more reports, so whatever happens at the node now goes unheard. Stop
+                // counting on the lock.
+                if granted {
+                    held.lost.store(true, Ordering::Release);
+                }
             })
             .map_err(|e| DistLockError::Host {
                 lock: name.clone(),

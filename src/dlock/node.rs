@@ -15,8 +15,9 @@
 //! waits for the network: each peer has a thread that connects (and reconnects), opens
 //! the request streams, makes the unary calls and feeds their answers back.
 //!
-//! The node's clock is the host's `CLOCK_MONOTONIC`, which every process of the host
-//! reads alike, so a local client compares a validity deadline with its own reading.
+//! The node's clock is the host's `CLOCK_BOOTTIME` ([`monotonic_now`]), which every
+//! process of the host reads alike, so a local client compares a validity deadline
+//! with its own reading.
 
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::collections::{HashMap, HashSet};
@@ -37,18 +38,26 @@ use super::{ConfigFileError, FencingToken, NodeConfig, NodeState, StateError};
 use crate::rpc::{ClientOptions, Context, RpcError, Server, ServerHandle, Sink};
 use crate::transport::ListenError;
 
-/// A reading of the host's monotonic clock (`CLOCK_MONOTONIC`), the clock of every
-/// lock node and local client.
+/// A reading of the host's monotonic clock, the clock of every lock node and local
+/// client: `CLOCK_BOOTTIME`, which unlike `CLOCK_MONOTONIC` goes on while the host is
+/// suspended (a holder's clock that stopped during a suspend would overstate its
+/// validity without bound).
 #[must_use]
 pub fn monotonic_now() -> Nanos {
-    // CLOCK_MONOTONIC cannot fail on Linux; if it ever did, time would stand still,
-    // which delays lease ends and renewals but never lengthens a holder's validity
-    // past what the arbiters' own clocks allow (the core never lets a reading go back).
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(Nanos(0), |ts| {
+    // CLOCK_BOOTTIME cannot fail on Linux (since 2.6.39); if it ever did, time would
+    // stand still on this node, and a holder here would count its validity from
+    // readings that no longer move: the fence is then the only protection, as for any
+    // clock beyond the drift bound.
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).map_or(Nanos(0), |ts| {
         let ns = i128::from(ts.tv_sec()) * 1_000_000_000 + i128::from(ts.tv_nsec());
         Nanos(u64::try_from(ns).unwrap_or(0))
     })
 }
+
+/// Workers of a node's local server: each attempt of a local client (one per lock
+/// name on a host, since each takes the host's Bakery lock first) holds one while it
+/// waits and holds; calls beyond them queue.
+pub const LOCAL_WORKERS: usize = 64;
 
 /// How to start a [`LockNode`].
 #[derive(Debug, Clone)]
@@ -208,8 +217,9 @@ impl Shared {
         relock(&self.inner)
     }
 
-    /// Feeds `msg` to the core and applies what it outputs; returns the `FenceAck`
-    /// for `msg`'s attempt if `want_ack`.
+    /// Feeds `msg` to the core and applies what it outputs; returns, if `want_ack`,
+    /// the `FenceAck` for `msg`'s attempt, or another answer about it that found no
+    /// stream.
     fn deliver(&self, msg: Msg, want_ack: bool) -> Result<Option<Msg>, NodeError> {
         if self.stop.load(Ordering::Relaxed) {
             return Err(self.stopped("shutting down"));
@@ -324,10 +334,19 @@ impl Shared {
                     )
                 });
                 if !sent {
-                    self.undelivered.fetch_add(1, Ordering::Relaxed);
+                    // No stream (a holder's ended after two leases): an answer to the
+                    // `fence` or `renew` call being handled goes back as its reply, so
+                    // that a holder hears a refused renewal at once.
+                    match ack {
+                        Some((want, slot)) if *want == id && slot.is_none() => *slot = Some(msg),
+                        _ => {
+                            self.undelivered.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
             }
             MsgKind::FenceAck => match ack {
+                // The acknowledgement wins over another answer put there first.
                 Some((want, slot)) if *want == id => *slot = Some(msg),
                 _ => {
                     self.undelivered.fetch_add(1, Ordering::Relaxed);
@@ -505,7 +524,8 @@ impl Local for LocalSide {
         let s = &self.0;
         let lock = LockName::new(&args.name);
         let (tx, rx) = mpsc::channel();
-        {
+        let mut tx = Some(tx);
+        loop {
             let mut inner = s.lock();
             if let Some(reason) = &inner.failed {
                 return Err(s.stopped(reason));
@@ -513,24 +533,34 @@ impl Local for LocalSide {
             if s.stop.load(Ordering::Relaxed) {
                 return Err(s.stopped("shutting down"));
             }
-            if inner.waiters.contains_key(&lock) {
-                return Err(NodeError::Busy { lock: args.name });
+            // Another client of this host holds or waits (one that skipped the
+            // host's Bakery lock, or one that just left and is not noticed yet): wait
+            // for it, as for any holder.
+            if !inner.waiters.contains_key(&lock)
+                && inner.node.acquire(lock, monotonic_now()).is_ok()
+            {
+                let events = tx.take().expect("inserted once");
+                inner.waiters.insert(
+                    lock,
+                    Waiter {
+                        name: args.name.clone(),
+                        key: args.key,
+                        pid: args.pid,
+                        events,
+                        reported: None,
+                        ack_due: None,
+                    },
+                );
+                s.apply(&mut inner, None);
+                break;
             }
-            if inner.node.acquire(lock, monotonic_now()).is_err() {
-                return Err(NodeError::Busy { lock: args.name });
+            // Or the lock of a client that left without releasing runs out (within a
+            // lease).
+            drop(inner);
+            if ctx.is_cancelled() {
+                return Ok(());
             }
-            inner.waiters.insert(
-                lock,
-                Waiter {
-                    name: args.name.clone(),
-                    key: args.key,
-                    pid: args.pid,
-                    events: tx,
-                    reported: None,
-                    ack_due: None,
-                },
-            );
-            s.apply(&mut inner, None);
+            std::thread::sleep(Duration::from_millis(5));
         }
         loop {
             match rx.recv_timeout(Duration::from_millis(50)) {
@@ -548,11 +578,22 @@ impl Local for LocalSide {
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             }
         }
-        // The client went away (or cancelled) without releasing: withdraw.
+        // The client went away (or cancelled) without releasing. An attempt not granted
+        // yet is withdrawn. A granted lock is not released: the client may be alive
+        // behind a broken connection and act until the validity it was told, so the
+        // lock is only no longer renewed, and runs out then.
         let mut inner = s.lock();
         if inner.waiters.get(&lock).is_some_and(|w| w.key == args.key) {
             inner.waiters.remove(&lock);
-            inner.node.cancel(lock, monotonic_now());
+            let now = monotonic_now();
+            if matches!(
+                inner.node.request(lock),
+                Some((_, RequestState::Held { .. }))
+            ) {
+                inner.node.stop_renewing(lock, now);
+            } else {
+                inner.node.cancel(lock, now);
+            }
             s.apply(&mut inner, None);
         }
         Ok(())
@@ -876,8 +917,9 @@ impl LockNode {
             stop: AtomicBool::new(false),
             undelivered: AtomicU64::new(0),
         });
-        // Every open request stream holds a worker for as long as it lives.
-        let workers = 8 + 4 * nodes;
+        // Every open request stream holds a worker for as long as it lives: room for
+        // a few locks contended by every node at once.
+        let workers = 16 + 8 * nodes;
         let peer_server = Server::new(PeerServer(PeerSide(shared.clone())))
             .workers(workers)
             .serve(&opts.listen)
@@ -894,8 +936,9 @@ impl LockNode {
             local_url: None,
         };
         if let Some(url) = &opts.local {
+            // Each attempt of a local client holds a worker while it waits and holds.
             let local = Server::new(LocalServer(LocalSide(shared.clone())))
-                .workers(16)
+                .workers(LOCAL_WORKERS)
                 .serve(url)
                 .map_err(|source| StartError::Listen {
                     url: url.clone(),

@@ -37,12 +37,6 @@ pub enum NodeError {
         /// The epoch named in the message.
         epoch: u64,
     },
-    /// This node already has an attempt on the lock (a process of this host that does
-    /// not take the host's Bakery lock first, or one that has not released yet).
-    Busy {
-        /// The lock.
-        lock: String,
-    },
     /// The lock is not held through this connection.
     NotHeld {
         /// The lock.
@@ -64,10 +58,6 @@ impl fmt::Display for NodeError {
             Self::NotForThisNode { to, epoch } => write!(
                 f,
                 "dlock message for node {to} of epoch {epoch} reached another node or epoch"
-            ),
-            Self::Busy { lock } => write!(
-                f,
-                "lock {lock} is already requested or held by another process of this host"
             ),
             Self::NotHeld { lock } => write!(f, "lock {lock} is not held by this client"),
             Self::Stopped { reason } => write!(f, "the lock node stopped: {reason}"),
@@ -91,7 +81,8 @@ impl NodeError {
 #[non_exhaustive]
 pub enum LockEvent {
     /// Granted with `token`, valid until `valid_until` on the host's monotonic clock
-    /// (`CLOCK_MONOTONIC`, in nanoseconds: the same for every process of the host).
+    /// (`CLOCK_BOOTTIME` in nanoseconds, as [`monotonic_now`](super::monotonic_now)
+    /// reads it: the same for every process of the host).
     Granted {
         /// The fencing token.
         token: FencingToken,
