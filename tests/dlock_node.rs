@@ -126,6 +126,7 @@ fn contend(nodes: &[LockNode], per_node: usize, rounds: usize) {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "sockets, threads and named segments")]
 fn three_nodes_over_shm_exclude_each_other_with_rising_tokens() {
     let dir = Dir::new("shm3");
     let nodes = cluster("shm3", 3, false, &dir);
@@ -135,6 +136,7 @@ fn three_nodes_over_shm_exclude_each_other_with_rising_tokens() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "sockets, threads and named segments")]
 fn five_nodes_over_tcp_exclude_each_other_with_rising_tokens() {
     let dir = Dir::new("tcp5");
     let nodes = cluster("tcp5", 5, true, &dir);
@@ -142,6 +144,7 @@ fn five_nodes_over_tcp_exclude_each_other_with_rising_tokens() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "sockets, threads and named segments")]
 fn a_starting_node_grants_after_the_lock_delay_and_tokens_survive_restarts() {
     let dir = Dir::new("restart");
     let m = members("restart", 1, false);
@@ -163,6 +166,7 @@ fn a_starting_node_grants_after_the_lock_delay_and_tokens_survive_restarts() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "sockets, threads and named segments")]
 fn a_holder_whose_node_stops_loses_the_lock_and_another_node_takes_it_later() {
     let dir = Dir::new("crash");
     let mut nodes = cluster("crash", 3, false, &dir);
@@ -189,6 +193,7 @@ fn a_holder_whose_node_stops_loses_the_lock_and_another_node_takes_it_later() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "sockets, threads and named segments")]
 fn a_timed_out_attempt_is_withdrawn_and_a_dropped_client_lock_runs_out() {
     let dir = Dir::new("withdraw");
     let nodes = cluster("withdraw", 3, false, &dir);
@@ -245,6 +250,7 @@ fn a_timed_out_attempt_is_withdrawn_and_a_dropped_client_lock_runs_out() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "sockets, threads and named segments")]
 fn a_live_holder_is_renewed_past_the_lease_and_a_silent_one_is_not() {
     let dir = Dir::new("renew");
     let nodes = cluster("renew", 3, false, &dir);
@@ -289,6 +295,7 @@ fn a_live_holder_is_renewed_past_the_lease_and_a_silent_one_is_not() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "sockets, threads and named segments")]
 fn nodes_reconnect_to_a_restarted_arbiter() {
     let dir = Dir::new("reconnect");
     let m = members("reconnect", 3, true);

@@ -970,6 +970,7 @@ fn per_cs((m, grants): ([u64; 9], u64)) -> (f64, f64) {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "a long seeded simulation: runs natively")]
 fn uncontended_critical_sections_cost_5k_messages() {
     for q in systems() {
         let k = q.k() as f64;
@@ -981,6 +982,7 @@ fn uncontended_critical_sections_cost_5k_messages() {
 
 /// The table the team quotes: `cargo test --test dlock_sim -- --nocapture summary`.
 #[test]
+#[cfg_attr(miri, ignore = "a long seeded simulation: runs natively")]
 fn summary() {
     const SEEDS: u64 = 6;
     let p = Params::new(0, Quorums::majority(3));
@@ -1121,6 +1123,7 @@ proptest! {
 
     /// Random systems, seeds and fault rates: invariants 1-3 hold on every run.
     #[test]
+    #[cfg_attr(miri, ignore = "a long seeded simulation: runs natively")]
     fn invariants_hold_under_faults(
         seed in any::<u64>(),
         system in 0..5usize,

@@ -1698,11 +1698,13 @@ local = shm://shmlink-lockd     # optional
         #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
         #[test]
+        #[cfg_attr(miri, ignore = "proptest: too slow under Miri")]
         fn arbitrary_text_never_panics(text in any::<String>()) {
             let _ = NodeConfig::parse(&text);
         }
 
         #[test]
+        #[cfg_attr(miri, ignore = "proptest: too slow under Miri")]
         fn config_like_text_never_panics(lines in prop::collection::vec(config_like_line(), 0..12)) {
             let text = lines.join("\n");
             if let Err(e) = NodeConfig::parse(&text) {
@@ -1711,6 +1713,7 @@ local = shm://shmlink-lockd     # optional
         }
 
         #[test]
+        #[cfg_attr(miri, ignore = "proptest: too slow under Miri")]
         fn valid_configs_round_trip(c in valid_config()) {
             prop_assert!(c.check().is_ok(), "{:?}", c.check());
             prop_assert_eq!(NodeConfig::parse(&c.to_text()).unwrap(), c.clone());

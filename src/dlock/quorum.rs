@@ -825,6 +825,7 @@ mod tests {
         #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
         #[test]
+        #[cfg_attr(miri, ignore = "proptest: too slow under Miri")]
         fn majority_quorums_intersect(n in 1usize..=64, mask in any::<u64>()) {
             let m = Majority::new(n).unwrap();
             assert_valid(&m);
@@ -837,6 +838,7 @@ mod tests {
         }
 
         #[test]
+        #[cfg_attr(miri, ignore = "proptest: too slow under Miri")]
         fn grid_quorums_intersect(n in 1usize..=64, mask in any::<u64>()) {
             let g = Grid::new(n).unwrap();
             assert_valid(&g);
