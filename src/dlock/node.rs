@@ -522,6 +522,13 @@ fn peer_loop(shared: &Arc<Shared>, peer: NodeId, url: &str, rx: &Receiver<Msg>) 
     opts.transport.connect_timeout = timeout;
     let mut client: Option<PeerClient> = None;
     let mut down_until: Option<Instant> = None;
+    // Connections are numbered; a request stream that finds its connection dead stores
+    // the number here, so that the next batch dials again. The unary calls below see a
+    // dead connection themselves, but a requester whose only traffic to an arbiter is
+    // its retransmitted `Request` (a stream) would otherwise keep opening streams on
+    // the connection to an arbiter that died and restarted, and never reach it.
+    let dead = Arc::new(AtomicU64::new(0));
+    let mut connection = 0u64;
     loop {
         let first = match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(m) => m,
@@ -543,6 +550,9 @@ fn peer_loop(shared: &Arc<Shared>, peer: NodeId, url: &str, rx: &Receiver<Msg>) 
                 Err(_) => break,
             }
         }
+        if client.is_some() && dead.load(Ordering::Relaxed) == connection {
+            client = None;
+        }
         if client.is_none() {
             if down_until.is_some_and(|t| Instant::now() < t) {
                 shared
@@ -553,6 +563,7 @@ fn peer_loop(shared: &Arc<Shared>, peer: NodeId, url: &str, rx: &Receiver<Msg>) 
             match PeerClient::connect_with(url, &opts) {
                 Ok(c) => {
                     client = Some(c);
+                    connection += 1;
                     down_until = None;
                 }
                 Err(_) => {
@@ -575,7 +586,7 @@ fn peer_loop(shared: &Arc<Shared>, peer: NodeId, url: &str, rx: &Receiver<Msg>) 
                     let opened = shared.lock().open.insert((peer, id));
                     if opened {
                         let stream = c.with_timeout(2 * shared.lease + timeout).request(msg);
-                        let sh = shared.clone();
+                        let (sh, dead, on) = (shared.clone(), dead.clone(), connection);
                         let spawned = std::thread::Builder::new()
                             .name(format!("shmlink-dlock-stream-{peer}"))
                             .spawn(move || {
@@ -586,6 +597,14 @@ fn peer_loop(shared: &Arc<Shared>, peer: NodeId, url: &str, rx: &Receiver<Msg>) 
                                             if sh.deliver(answer, false).is_err() {
                                                 break;
                                             }
+                                        }
+                                        Err(
+                                            RpcError::ServerGone
+                                            | RpcError::Transport(_)
+                                            | RpcError::Protocol(_),
+                                        ) => {
+                                            dead.store(on, Ordering::Relaxed);
+                                            break;
                                         }
                                         _ => break,
                                     }
