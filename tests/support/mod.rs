@@ -245,6 +245,23 @@ impl Child {
         }
     }
 
+    /// Like [`wait_for`](Self::wait_for), but gives up quietly: `None` if no line
+    /// starting with `prefix` came within `timeout` or the child's output ended. For a
+    /// test that waits on several children in turn (with a short `timeout` each).
+    pub fn try_wait_for(&mut self, prefix: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).ok()?;
+            self.seen.push(line.clone());
+            if let Some(r) = line.strip_prefix(LINE_PREFIX)
+                && r.starts_with(prefix)
+            {
+                return Some(r.to_owned());
+            }
+        }
+    }
+
     /// Sends SIGKILL and reaps the child.
     pub fn kill(mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
