@@ -1416,8 +1416,6 @@ fn a_holder_paused_past_its_lease_is_refused_by_the_fence() {
 /// The same with only the client process paused (a long GC pause, a debugger).
 #[test]
 #[cfg_attr(miri, ignore = "spawns processes")]
-#[ignore = "known defect: the node renews the lease for a paused client, so nobody else \
-            gets the lock until it resumes (run with --ignored to see it fail)"]
 fn a_paused_client_alone_loses_its_lock_after_the_lease() {
     paused_holder("client-pause", false);
 }
