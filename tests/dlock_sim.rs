@@ -6,15 +6,20 @@
 //! random time (so messages reorder), duplicates and loses some, and cuts minorities
 //! off for a while; nodes crash and restart (keeping only the incarnation and the
 //! persisted fencing high-water mark), and pause for longer than the lease, then go on
-//! with their old state. On every node a client takes one of the locks again and again,
-//! holds it for a while and lets go, sometimes giving up on a wait (`try_lock_for`).
+//! with their old state. Some runs also kill nodes for good (crash, never restart), up
+//! to as many as the quorum system tolerates ([`QuorumSystem::tolerates`]): the live
+//! nodes must route around them ([`QuorumSystem::live_quorum`]). On every live node a
+//! client takes one of the locks again and again, holds it for a while and lets go,
+//! sometimes giving up on a wait (`try_lock_for`).
 //!
 //! Checked on every run:
 //!
 //! 1. no two holders' validity windows, mapped to global time, overlap;
 //! 2. fencing tokens strictly increase across the grants of a lock, in global order;
-//! 3. once faults stop, every request is granted within [`wait_bound`] (no deadlock, no
-//!    starvation), and when clients stop, nothing is left waiting;
+//! 3. once faults stop, every request of a live node is granted within [`wait_bound`]
+//!    (no deadlock, no starvation, no live node blocked by a dead one), every live node
+//!    is granted the lock at least once, and when clients stop, nothing is left
+//!    waiting;
 //! 4. messages per critical section: `5K` uncontended (within `3K..6K`); the contended
 //!    number is reported.
 //!
@@ -30,7 +35,7 @@ use shmlink::dlock::protocol::{
     Config, KindCounts, LockName, LostReason, Msg, MsgKind, Nanos, Node, Out, RequestId,
     RequestState,
 };
-use shmlink::dlock::quorum::{NodeId, QuorumSystem};
+use shmlink::dlock::quorum::{Grid, Majority, NodeId, ProjectivePlane, QuorumSystem};
 
 const MS: u64 = 1_000_000;
 
@@ -66,7 +71,7 @@ struct Quorums {
 impl Quorums {
     /// Node `i`: itself and the next `n / 2` nodes, cyclically (any two sets of
     /// `n / 2 + 1` intersect).
-    fn majority(n: usize) -> Arc<Quorums> {
+    fn majority(n: usize) -> Arc<dyn QuorumSystem> {
         let q = (0..n)
             .map(|i| {
                 let mut q: Vec<NodeId> = (0..=n / 2).map(|k| ((i + k) % n) as NodeId).collect();
@@ -81,7 +86,7 @@ impl Quorums {
     }
 
     /// `side x side` nodes; node `i`: its row and its column (K = 2 * side - 1).
-    fn grid(side: usize) -> Arc<Quorums> {
+    fn grid(side: usize) -> Arc<dyn QuorumSystem> {
         let q = (0..side * side)
             .map(|i| {
                 let (r, c) = (i / side, i % side);
@@ -96,10 +101,6 @@ impl Quorums {
             })
             .collect();
         Arc::new(Quorums { name: "grid", q })
-    }
-
-    fn k(&self) -> usize {
-        self.q[0].len()
     }
 }
 
@@ -116,7 +117,7 @@ impl QuorumSystem for Quorums {
 }
 
 /// The systems every run covers: majority for N = 3, 5, 9 and grids for N = 4, 9.
-fn systems() -> Vec<Arc<Quorums>> {
+fn systems() -> Vec<Arc<dyn QuorumSystem>> {
     vec![
         Quorums::majority(3),
         Quorums::majority(5),
@@ -126,11 +127,23 @@ fn systems() -> Vec<Arc<Quorums>> {
     ]
 }
 
+/// The systems run with nodes dying for good, as many as each tolerates: the crate's
+/// majority for N = 5 (2 dead), grid for N = 9 (2), planes for N = 7 (2) and 13 (3).
+/// (Their `live_quorum` is the crate's: for the majority, any 3 live nodes.)
+fn death_systems() -> Vec<Arc<dyn QuorumSystem>> {
+    vec![
+        Arc::new(Majority::new(5).unwrap()),
+        Arc::new(Grid::new(9).unwrap()),
+        Arc::new(ProjectivePlane::new(7).unwrap()),
+        Arc::new(ProjectivePlane::new(13).unwrap()),
+    ]
+}
+
 /// One run's settings. Times are global nanoseconds.
 #[derive(Debug, Clone)]
 struct Params {
     seed: u64,
-    quorums: Arc<Quorums>,
+    quorums: Arc<dyn QuorumSystem>,
     /// How many lock names the clients use.
     locks: u64,
     lease: u64,
@@ -153,10 +166,13 @@ struct Params {
     think: u64,
     /// Per mille of waits given a timeout (fault phase only).
     timeouts: u32,
+    /// Nodes that die for good at random times of the fault phase (at most
+    /// `quorums.tolerates()`).
+    deaths: usize,
 }
 
 impl Params {
-    fn new(seed: u64, quorums: Arc<Quorums>) -> Params {
+    fn new(seed: u64, quorums: Arc<dyn QuorumSystem>) -> Params {
         let lease = 300 * MS;
         Params {
             seed,
@@ -175,11 +191,17 @@ impl Params {
             long_holds: 50,
             think: 20 * MS,
             timeouts: 100,
+            deaths: 0,
         }
     }
 
     fn n(&self) -> usize {
         self.quorums.nodes()
+    }
+
+    /// The largest quorum, `K`.
+    fn k(&self) -> usize {
+        self.quorums.quorum_size()
     }
 }
 
@@ -194,13 +216,17 @@ impl Params {
 /// - then its turn among the other `N - 1` clients, each of which may overtake it at
 ///   most twice before the Lamport clocks (advanced by every answer) rank it first, for
 ///   at most a hold plus 12 message delays per critical section (request, yields,
-///   inquiry, vote, fence and acknowledgement, release), and one retransmission interval.
+///   inquiry, vote, fence and acknowledgement, release), and one retransmission interval;
+/// - with nodes dead for good, `L` (plus drift) per dead node: an attempt that asks a
+///   dead member its node does not suspect yet moves a lease after the first question
+///   it left unanswered, and the quorum it moves to may hold another such member.
 fn wait_bound(p: &Params) -> u64 {
     let drift = 1_000_000 + u64::from(p.eps_ppm);
     let lease = p.lease * drift / (1_000_000 - u64::from(p.eps_ppm));
     let per_cs = p.hold + 12 * p.delay.1 + p.retransmit;
     let long_hold = if p.long_holds > 0 { 3 * p.lease } else { 0 };
-    lease + lease / 3 + long_hold + 2 * (p.n() as u64) * per_cs
+    let dead = p.deaths as u64 * lease;
+    lease + lease / 3 + long_hold + dead + 2 * (p.n() as u64) * per_cs
 }
 
 enum Ev {
@@ -211,6 +237,8 @@ enum Ev {
     Release(usize, RequestId),
     Timeout(usize, RequestId),
     Fault,
+    /// A node dies for good.
+    Die,
     Restart(usize),
     Resume(usize),
     Heal,
@@ -246,6 +274,8 @@ enum Client {
 
 struct Host {
     node: Option<Node>,
+    /// Dead for good: never restarts.
+    gone: bool,
     incarnation: u64,
     persisted: u64,
     rate_ppm: i64,
@@ -299,6 +329,8 @@ struct Report {
     reordered: u64,
     cut_msgs: u64,
     crashes: u64,
+    deaths: u64,
+    dead_holders: u64,
     pauses: u64,
     paused_holders: u64,
     crashed_holders: u64,
@@ -310,6 +342,8 @@ struct Report {
     lapsed_votes: u64,
     stale: u64,
     invalid: u64,
+    suspicions: u64,
+    moves: u64,
     overlap_checks: u64,
     token_checks: u64,
     final_grants: u64,
@@ -329,6 +363,8 @@ impl Report {
         self.reordered += o.reordered;
         self.cut_msgs += o.cut_msgs;
         self.crashes += o.crashes;
+        self.deaths += o.deaths;
+        self.dead_holders += o.dead_holders;
         self.pauses += o.pauses;
         self.paused_holders += o.paused_holders;
         self.crashed_holders += o.crashed_holders;
@@ -340,6 +376,8 @@ impl Report {
         self.lapsed_votes += o.lapsed_votes;
         self.stale += o.stale;
         self.invalid += o.invalid;
+        self.suspicions += o.suspicions;
+        self.moves += o.moves;
         self.overlap_checks += o.overlap_checks;
         self.token_checks += o.token_checks;
         self.final_grants += o.final_grants;
@@ -363,6 +401,8 @@ struct Sim {
     clients: bool,
     faults_end: u64,
     windows: Vec<Window>,
+    /// Grants after the faults stopped, by node.
+    final_grants: Vec<u64>,
     /// Highest send order delivered per (from, to).
     delivered_upto: BTreeMap<(NodeId, NodeId), u64>,
     sent: u64,
@@ -381,6 +421,7 @@ impl Sim {
         let hosts = (0..n)
             .map(|_| Host {
                 node: None,
+                gone: false,
                 incarnation: 0,
                 persisted: 0,
                 rate_ppm: (rng.next() % (2 * eps as u64 + 1)) as i64 - eps,
@@ -406,6 +447,7 @@ impl Sim {
             clients: true,
             faults_end: p.fault_phase,
             windows: Vec::new(),
+            final_grants: vec![0; n],
             delivered_upto: BTreeMap::new(),
             sent: 0,
             same_time_ticks: (0, 0),
@@ -548,6 +590,7 @@ impl Sim {
         self.r.grants += 1;
         if self.now >= self.faults_end {
             self.r.final_grants += 1;
+            self.final_grants[i] += 1;
             let wait = self.now - since.max(self.faults_end);
             self.r.final_wait_max = self.r.final_wait_max.max(wait);
         }
@@ -648,6 +691,25 @@ impl Sim {
         }
     }
 
+    /// A node not dead yet (more often a holder) dies for good.
+    fn die(&mut self) {
+        let n = self.p.n();
+        let mut i = self.victim();
+        while self.hosts[i].gone {
+            i = (i + 1) % n; // deaths < n: some node is not gone
+        }
+        self.r.deaths += 1;
+        if let Client::Holding { .. } = self.hosts[i].client {
+            self.r.dead_holders += 1;
+        }
+        self.close(i);
+        let h = &mut self.hosts[i];
+        h.gone = true;
+        h.node = None;
+        h.tick_at = None;
+        h.paused_until = None;
+    }
+
     fn resume(&mut self, i: usize) {
         if self.hosts[i].paused_until.take().is_some() {
             let h = &mut self.hosts[i];
@@ -665,7 +727,7 @@ impl Sim {
         self.cut = None;
         for i in 0..self.p.n() {
             self.resume(i);
-            if !self.alive(i) {
+            if !self.alive(i) && !self.hosts[i].gone {
                 self.start(i);
             }
         }
@@ -803,8 +865,9 @@ impl Sim {
                     self.fault();
                 }
             }
+            Ev::Die => self.die(),
             Ev::Restart(i) => {
-                if !self.alive(i) {
+                if !self.alive(i) && !self.hosts[i].gone {
                     self.start(i);
                 }
             }
@@ -823,6 +886,11 @@ impl Sim {
             let first = self.rng.range(0, self.p.fault_gap);
             self.push(first, Ev::Fault);
         }
+        assert!(self.p.deaths <= self.p.quorums.tolerates());
+        for _ in 0..self.p.deaths {
+            let at = self.rng.range(0, fault_end.max(1) - 1);
+            self.push(at, Ev::Die);
+        }
         self.push(fault_end, Ev::FaultsEnd);
         self.push(end, Ev::ClientsEnd);
         let deadline = end + wait_bound(&self.p) + 4 * self.p.lease;
@@ -836,18 +904,30 @@ impl Sim {
         for (i, h) in self.hosts.iter().enumerate() {
             assert!(
                 matches!(h.client, Client::Idle),
-                "node {i}: {:?} when the network went quiet (deadlock)",
+                "seed {:#x}: node {i}: {:?} when the network went quiet (deadlock)",
+                self.p.seed,
                 h.client
+            );
+            assert!(
+                h.gone || self.final_grants[i] > 0,
+                "seed {:#x}: live node {i} never got the lock after the faults stopped",
+                self.p.seed
             );
         }
         self.check();
         for h in &self.hosts {
-            let s = h.node.as_ref().expect("alive at the end").stats();
+            let Some(node) = h.node.as_ref() else {
+                assert!(h.gone, "a node left down at the end");
+                continue;
+            };
+            let s = node.stats();
             self.r.messages += s.sent;
             self.r.messages += s.looped;
             self.r.lapsed_votes += s.lapsed;
             self.r.stale += s.stale;
             self.r.invalid += s.invalid;
+            self.r.suspicions += s.suspicions;
+            self.r.moves += s.moves;
         }
         if let Some((before, grants)) = self.snapshot {
             let after = messages(&self.hosts);
@@ -899,10 +979,10 @@ impl Sim {
     }
 }
 
-/// Messages (sent and looped back) over the whole cluster.
+/// Messages (sent and looped back) over the live nodes of the cluster.
 fn messages(hosts: &[Host]) -> KindCounts {
     let mut k = KindCounts::default();
-    for h in hosts {
+    for h in hosts.iter().filter(|h| !h.gone) {
         let s = h.node.as_ref().expect("alive").stats();
         k += s.sent;
         k += s.looped;
@@ -912,12 +992,12 @@ fn messages(hosts: &[Host]) -> KindCounts {
 
 /// Invariant 4, uncontended: one critical section at a time on a quiet, fault-free
 /// network. Returns messages per critical section (each in 3K..6K), and renewals.
-fn uncontended(quorums: Arc<Quorums>, rounds: usize) -> (f64, u64) {
+fn uncontended(quorums: Arc<dyn QuorumSystem>, rounds: usize) -> (f64, u64) {
     let mut p = Params::new(1, quorums);
     p.fault_gap = 0;
     p.locks = 1;
     p.long_holds = 0;
-    let k = p.quorums.k() as u64;
+    let k = p.k() as u64;
     let n = p.n();
     let mut sim = Sim::new(p);
     sim.clients = false;
@@ -947,7 +1027,7 @@ fn uncontended(quorums: Arc<Quorums>, rounds: usize) -> (f64, u64) {
 /// Invariant 4, contended: every node competes for one lock (no think time), no
 /// faults, with `lease`; measured over 100 hold times after the start-up lock-delay.
 /// Returns messages by kind (in `MsgKind::ALL` order) and critical sections.
-fn contended(quorums: Arc<Quorums>, seed: u64, lease: u64) -> ([u64; 9], u64) {
+fn contended(quorums: Arc<dyn QuorumSystem>, seed: u64, lease: u64) -> ([u64; 9], u64) {
     let mut p = Params::new(seed, quorums);
     p.fault_gap = 0;
     p.locks = 1;
@@ -973,7 +1053,7 @@ fn per_cs((m, grants): ([u64; 9], u64)) -> (f64, f64) {
 #[cfg_attr(miri, ignore = "a long seeded simulation: runs natively")]
 fn uncontended_critical_sections_cost_5k_messages() {
     for q in systems() {
-        let k = q.k() as f64;
+        let k = q.quorum_size() as f64;
         let (per_cs, renewals) = uncontended(q, 12);
         assert_eq!(per_cs, 5.0 * k);
         assert_eq!(renewals, 0);
@@ -1031,7 +1111,7 @@ fn summary() {
         println!(
             "{:<11} {:>2} {:>6} {:>5} {:>5} {:>5} {:>7} {:>6} {:>6} {:>7} {:>5} {:>5} {:>5} {:>6} {:>5}ms {:>5}ms",
             format!("{}-{}", q.name(), q.nodes()),
-            q.k(),
+            q.quorum_size(),
             r.grants,
             r.crashes,
             r.pauses,
@@ -1056,7 +1136,7 @@ fn summary() {
     println!(
         "all {} runs: {} grants; {} overlap and {} token checks passed; {} holders paused, {} crashed; \
          {} locks lost ({} expired, {} revoked); {} stale and {} invalid messages dropped; \
-         max wait after faults {} ms (bound {} ms)",
+         {} attempts moved off {} suspected nodes; max wait after faults {} ms (bound {} ms)",
         all.runs,
         all.grants,
         all.overlap_checks,
@@ -1068,8 +1148,73 @@ fn summary() {
         all.lost_revoked,
         all.stale,
         all.invalid,
+        all.moves,
+        all.suspicions,
         all.final_wait_max / MS,
         all.wait_bound / MS,
+    );
+    println!();
+    println!(
+        "the same faults, and nodes dead for good (crash, never restart) at random times of the faults, \
+         as many as the system tolerates; {SEEDS} seeds per system"
+    );
+    println!(
+        "{:<11} {:>2} {:>4} {:>6} {:>5} {:>5} {:>5} {:>7} {:>5} {:>5} {:>6} {:>7} {:>7}",
+        "system",
+        "K",
+        "dead",
+        "grants",
+        "final",
+        "crash",
+        "moves",
+        "suspect",
+        "Lost",
+        "lapse",
+        "checks",
+        "wait",
+        "bound"
+    );
+    let mut dead = Report::default();
+    for q in death_systems() {
+        let mut r = Report::default();
+        for seed in 0..SEEDS {
+            let mut p = Params::new(seed * 7919 + 1000 + q.nodes() as u64, q.clone());
+            p.deaths = q.tolerates();
+            r.add(&Sim::new(p).run());
+        }
+        println!(
+            "{:<11} {:>2} {:>4} {:>6} {:>5} {:>5} {:>5} {:>7} {:>5} {:>5} {:>6} {:>5}ms {:>5}ms",
+            format!("{}-{}", q.name(), q.nodes()),
+            q.quorum_size(),
+            r.deaths,
+            r.grants,
+            r.final_grants,
+            r.crashes,
+            r.moves,
+            r.suspicions,
+            r.lost_expired + r.lost_revoked,
+            r.lapsed_votes,
+            r.overlap_checks + r.token_checks,
+            r.final_wait_max / MS,
+            r.wait_bound / MS,
+        );
+        dead.add(&r);
+    }
+    println!(
+        "all {} runs with dead nodes: {} nodes dead for good ({} while holding); {} grants, {} after the faults \
+         stopped (every live node's requests granted); {} overlap and {} token checks passed; {} attempts \
+         moved off {} suspected nodes; max wait after faults {} ms (bound {} ms)",
+        dead.runs,
+        dead.deaths,
+        dead.dead_holders,
+        dead.grants,
+        dead.final_grants,
+        dead.overlap_checks,
+        dead.token_checks,
+        dead.moves,
+        dead.suspicions,
+        dead.final_wait_max / MS,
+        dead.wait_bound / MS,
     );
     println!();
     println!(
@@ -1081,7 +1226,7 @@ fn summary() {
         "system", "K", "uncontended", "contended L=300ms", "contended L=3s"
     );
     for (q, un, short, long) in costs {
-        let k = q.k() as f64;
+        let k = q.quorum_size() as f64;
         let kinds: String = MsgKind::ALL
             .iter()
             .filter(|&&kind| short.0[kind as usize] > 0)
@@ -1098,7 +1243,7 @@ fn summary() {
         println!(
             "{:<11} {:>2} {:>5.1} ({:.0}K) {:>8.1} ({:.1}K) +{:.1} renew {:>8.1} ({:.1}K)        {}",
             format!("{}-{}", q.name(), q.nodes()),
-            q.k(),
+            q.quorum_size(),
             un,
             un / k,
             s,
@@ -1121,12 +1266,14 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
-    /// Random systems, seeds and fault rates: invariants 1-3 hold on every run.
+    /// Random systems, seeds and fault rates, and up to as many nodes dead for good
+    /// as the system tolerates: invariants 1-3 hold on every run.
     #[test]
     #[cfg_attr(miri, ignore = "a long seeded simulation: runs natively")]
     fn invariants_hold_under_faults(
         seed in any::<u64>(),
-        system in 0..5usize,
+        system in 0..9usize,
+        deaths in 0..=3usize,
         loss in 0..200u32,
         dup in 0..200u32,
         locks in 1..=2u64,
@@ -1134,7 +1281,9 @@ proptest! {
         fault_gap_leases in 1..4u64,
         max_delay_ms in 1..=30u64,
     ) {
-        let mut p = Params::new(seed, systems()[system].clone());
+        let q = systems().into_iter().chain(death_systems()).nth(system).unwrap();
+        let mut p = Params::new(seed, q);
+        p.deaths = deaths.min(p.quorums.tolerates());
         p.loss = loss;
         p.dup = dup;
         p.locks = locks;

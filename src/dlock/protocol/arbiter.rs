@@ -238,6 +238,22 @@ impl Arbiter {
         );
         let first = *l.waiters.keys().next().expect("just inserted");
         let Some(g) = &mut l.grant else {
+            if core.in_lock_delay(now) {
+                // Starting: no vote for anyone yet. Say so, so that the requester knows
+                // this node is up (a member silent for a lease is suspected) and gives
+                // back what others ask for meanwhile.
+                let w = l.waiters.get_mut(&prio).expect("just inserted");
+                w.failed_sent = true;
+                core.send(
+                    id.node,
+                    lock,
+                    Body::Failed {
+                        id,
+                        stamp: marks.stamp,
+                    },
+                );
+                return;
+            }
             l.grant_next(marks, core, now, lock);
             return;
         };
@@ -286,6 +302,22 @@ impl Arbiter {
                 Body::Inquire {
                     id: g.prio.id,
                     stamp: g.stamp,
+                },
+            );
+        }
+        if g.fenced.is_some() {
+            // The holder fenced a token: it keeps the vote until it releases (or the
+            // lease ends), whatever its priority. This request waits behind it, and
+            // hears so: otherwise it would hear nothing for as long as the holder
+            // holds, and suspect this node of being down.
+            let w = l.waiters.get_mut(&prio).expect("just inserted");
+            w.failed_sent = true;
+            core.send(
+                id.node,
+                lock,
+                Body::Failed {
+                    id,
+                    stamp: marks.stamp,
                 },
             );
         }

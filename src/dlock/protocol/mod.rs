@@ -5,10 +5,11 @@
 //! the driver feeds it messages ([`Node::handle`]), requests ([`Node::acquire`],
 //! [`Node::release`], [`Node::cancel`]) and timer ticks ([`Node::tick`] at
 //! [`Node::next_deadline`]), each with a reading of the node's own monotonic clock
-//! ([`Nanos`]), and applies what it [drains](Node::drain), **in order**:
+//! ([`Nanos`]), optionally what it knows of peers ([`Node::set_alive`]), and applies
+//! what it [drains](Node::drain), **in order**:
 //!
 //! - [`Out::Send`]: a message for another node (messages a node sends itself, as a
-//!   member of its own quorum, are looped back inside the core);
+//!   member of the quorum it asks, are looped back inside the core);
 //! - [`Out::Persist`]: write the fencing high-water mark to stable storage, and finish
 //!   before acting on any later output (a later `Send` may acknowledge a token the mark
 //!   covers);
@@ -19,19 +20,26 @@
 //!
 //! # The protocol
 //!
-//! Each node is both a *requester* and an *arbiter* for the nodes whose quorum holds it.
+//! Each node is both a *requester* and an *arbiter*, for any node that asks it.
 //!
-//! 1. The requester sends `Request{id, ts}` to its quorum, with priority `(ts, id)`
-//!    (`ts` a Lamport timestamp; lower is first).
+//! 1. The requester picks a quorum for the attempt: its own, unless it suspects a
+//!    member of it (item 7); then another quorum of the system whose members it believes
+//!    up ([`QuorumSystem::live_quorum`]), or its own if there is none. It sends
+//!    `Request{id, ts}` to that quorum, with priority `(ts, id)` (`ts` a Lamport
+//!    timestamp; lower is first).
 //! 2. An arbiter gives its single vote per lock to one request (`Locked`, carrying its
 //!    fencing high-water mark) and queues the others. It answers a request that waits
 //!    behind one of higher priority with `Failed`; when a request outranks the one it
 //!    voted for, it asks that one to give the vote back (`Inquire`). A requester gives
 //!    it back (`Relinquish`) if it cannot complete anyway (it got a `Failed`, or gave a
 //!    vote back already and has not got it again); it ignores `Inquire` once it holds
-//!    every vote. This resolves the deadlock of the original 1985 algorithm.
-//! 3. With every vote, the requester picks `token = 1 + max(high-water marks)` and
-//!    sends `Fence{token, round}`. An arbiter acknowledges (`FenceAck`) only for its
+//!    every vote. This resolves the deadlock of the original 1985 algorithm. An arbiter
+//!    that cannot vote yet (its lock-delay, item 5) or whose vote went to a holder that
+//!    fenced (which keeps it until it releases) answers a request with `Failed` too, so
+//!    that a live arbiter always answers.
+//! 3. With every vote of the attempt's quorum, the requester picks
+//!    `token = 1 + max(high-water marks)` (never below a token it fenced before in the
+//!    same attempt) and sends `Fence{token, round}`. An arbiter acknowledges (`FenceAck`) only for its
 //!    current vote and only a token above its mark when it voted, after raising its
 //!    mark (and persisting it, in blocks of [`HIGH_WATER_BLOCK`]). Since quorums
 //!    intersect, tokens strictly increase from holder to holder. With an
@@ -50,9 +58,32 @@
 //!    off from the retransmit interval to `L / 3`) and keep waiting requests alive every
 //!    `L / 2`; arbiters re-send `Inquire` to a voted-for requester while a higher
 //!    priority waits, and `Locked`, as a probe, every `L / 3` while a lower one waits.
-//!    A requester answers `Locked` or `Inquire` for an attempt it no longer has with
-//!    `Release`. Every handler is idempotent per [`RequestId`], and arbiters number
-//!    their votes (`stamp`), so duplicated, reordered and lost messages only cost time.
+//!    A requester answers `Locked` or `Inquire` for an attempt it no longer has, or
+//!    from a node no longer in the attempt's quorum, with `Release`. Every handler is
+//!    idempotent per [`RequestId`], and arbiters number their votes (`stamp`), so
+//!    duplicated, reordered and lost messages only cost time.
+//! 7. **Dead members.** A requester suspects a member of an attempt's quorum that
+//!    leaves the attempt's questions (`Request`, `Fence`, `Renew`) unanswered, with no
+//!    message of any kind from it, for a lease `L`; any message from the member's
+//!    current incarnation clears the suspicion (so does [`Node::set_alive`]). A waiting
+//!    attempt with a suspected member moves to the quorum `live_quorum` gives under
+//!    these suspicions, if that is another: `Release` to the members it leaves (freeing
+//!    a vote they gave it), `Request` with the same id and priority to those it joins;
+//!    the votes of members in both are kept. A fencing attempt whose suspected member
+//!    has not acknowledged goes back to waiting first (nobody relies on a token the
+//!    whole quorum has not acknowledged). A held attempt never moves: its renewals
+//!    fail, the lease ends it, and the next attempt starts on a live quorum. If no
+//!    quorum is believed up, more nodes are suspected than the system tolerates, so some
+//!    suspicions are likely wrong: those of nodes no attempt asks (which nothing would
+//!    clear) are forgotten.
+//!
+//!    Why `L`: a live arbiter answers every question, and a requester asks again at
+//!    least every `L / 2` (retransmissions back off to `L / 3`, keep-alives every
+//!    `L / 2`), so a reachable member stays silent for `L` only if several messages in a
+//!    row are lost. `L` is also how long an arbiter keeps a silent requester's vote or
+//!    place, and how long a dead holder's votes take to lapse: suspecting sooner would
+//!    mostly wait on those anyway. A wrong suspicion costs a move (at most `2K`
+//!    messages), never safety, and ends at the member's next message.
 //!
 //! # Guarantees
 //!
@@ -64,10 +95,21 @@
 //! safe. A holder must check [`Node::valid_until`] against a fresh clock reading
 //! before each use of the lock.
 //!
-//! Liveness needs the quorum's members up: a requester whose quorum holds a dead node
-//! waits until it returns or the cluster is rebuilt under a new epoch. It gives back
-//! the votes that higher-priority requests ask for, but lower-priority requests that
-//! need one of its votes wait with it.
+//! Mutual exclusion does not depend on which quorum a requester asks, only on every
+//! quorum of the system meeting every other (checked when it is built) and on each
+//! arbiter giving one vote per lock at a time; fencing tokens still rise for the same
+//! reason. So arbiters vote for any node, and requesters may move.
+//!
+//! Liveness needs a live quorum, not a particular one: as long as one exists for a
+//! requester, which holds for every node while at most
+//! [`tolerates`](QuorumSystem::tolerates) nodes are dead (per the table in
+//! `docs/dlock.md`), its requests are eventually granted. A dead member costs a
+//! waiting attempt a lease (until it is suspected) and a move; a dead member of a
+//! holder's quorum costs the holder the lock at the end of its lease. A requester with
+//! no live quorum waits on its own quorum until enough members return (or the cluster
+//! is rebuilt under a new epoch); meanwhile it gives back the votes that
+//! higher-priority requests ask for, but lower-priority requests that need one of its
+//! votes wait with it.
 //!
 //! # Examples
 //!
@@ -363,10 +405,16 @@ pub struct Stats {
     /// Messages of another configuration epoch, dropped.
     pub other_epoch: u64,
     /// Malformed messages (node out of range, not for this node, an id that does not
-    /// match its sender, a sender outside the quorum it claims), dropped.
+    /// match its sender), dropped.
     pub invalid: u64,
-    /// Messages about an attempt, grant or incarnation that is no longer current.
+    /// Messages about an attempt, grant or incarnation that is no longer current, or
+    /// answers from a node that is not (or no longer) in the attempt's quorum.
     pub stale: u64,
+    /// Times a node was suspected of being down (it left a question of an attempt
+    /// unanswered for the lease, or the driver said so).
+    pub suspicions: u64,
+    /// Waiting attempts moved to another quorum, off a suspected member.
+    pub moves: u64,
     /// Locks granted to this node.
     pub granted: u64,
     /// Held locks lost.
@@ -389,8 +437,19 @@ struct Core {
     node: NodeId,
     incarnation: u64,
     quorums: Arc<dyn QuorumSystem>,
-    /// This node's quorum.
+    /// This node's own quorum: what an attempt asks when every member is believed up,
+    /// and the fallback when no quorum is.
     quorum: Vec<NodeId>,
+    /// The view: `suspected[n]` if node `n` is believed down (never this node). Set
+    /// when `n` leaves a question of one of this node's attempts unanswered for
+    /// `suspect_after` (or by [`Node::set_alive`]); cleared by any message from `n`.
+    suspected: Vec<bool>,
+    /// Raised at every change of `suspected`, so that attempts are rerouted only when
+    /// the view changed since they last were.
+    view: u64,
+    /// How long a member of an attempt's quorum may leave the attempt's questions
+    /// (`Request`, `Fence`, `Renew`) unanswered before it is suspected: the lease `L`.
+    suspect_after: u64,
     /// When this incarnation started: it grants nothing before `started + lease`.
     started: Nanos,
     /// `L`, in nanoseconds.
@@ -438,6 +497,64 @@ impl Core {
     /// Whether the lock-delay after this incarnation's start still runs.
     fn in_lock_delay(&self, now: Nanos) -> bool {
         now < self.started.after(self.lease)
+    }
+
+    fn is_suspected(&self, node: NodeId) -> bool {
+        self.suspected
+            .get(usize::from(node))
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// Suspects `node` of being down (never this node).
+    fn suspect(&mut self, node: NodeId) {
+        if node != self.node
+            && let Some(s) = self.suspected.get_mut(usize::from(node))
+            && !*s
+        {
+            *s = true;
+            self.view += 1;
+            self.stats.suspicions += 1;
+        }
+    }
+
+    fn unsuspect(&mut self, node: NodeId) {
+        if let Some(s) = self.suspected.get_mut(usize::from(node))
+            && *s
+        {
+            *s = false;
+            self.view += 1;
+        }
+    }
+
+    /// The quorum a waiting attempt should ask under the view:
+    /// [`QuorumSystem::live_quorum`], the own quorum when all of it is believed up.
+    ///
+    /// `None` when no quorum is believed up. Then more nodes are suspected than the
+    /// system may lose (or some quorum would be left), so when the cluster is within
+    /// its tolerance some suspicions are wrong: a node falsely suspected is never asked
+    /// again, so it might never be cleared. Suspicions of nodes outside `asked` (the
+    /// members of this node's attempts, which are asked, so cleared by their next
+    /// answer) are forgotten then, and the search repeated. A node really down is
+    /// suspected again a lease after the next attempt asks it.
+    fn choose_quorum(&mut self, asked: &[bool]) -> Option<Vec<NodeId>> {
+        let alive = |c: &Core| c.suspected.iter().map(|&s| !s).collect::<Vec<bool>>();
+        if let Some(q) = self.quorums.live_quorum(self.node, &alive(self)) {
+            return Some(q);
+        }
+        let mut forgot = false;
+        for (n, s) in self.suspected.iter_mut().enumerate() {
+            if *s && !asked.get(n).copied().unwrap_or(false) {
+                *s = false;
+                forgot = true;
+            }
+        }
+        if forgot {
+            self.view += 1;
+            self.quorums.live_quorum(self.node, &alive(self))
+        } else {
+            None
+        }
     }
 }
 
@@ -529,6 +646,9 @@ impl Node {
             incarnation,
             quorum: config.quorums.quorum(config.node).to_vec(),
             quorums: config.quorums,
+            suspected: vec![false; nodes],
+            view: 0,
+            suspect_after: lease,
             started: now,
             lease,
             holder_lease,
@@ -655,6 +775,41 @@ impl Node {
         self.requester.state(lock)
     }
 
+    /// The quorum this node's attempt on `lock` asks (sorted): chosen when the attempt
+    /// started, and changed while it waits if a member is suspected of being down.
+    #[must_use]
+    pub fn request_quorum(&self, lock: LockName) -> Option<&[NodeId]> {
+        self.requester.quorum(lock)
+    }
+
+    /// Whether this node suspects `node` of being down (see [`set_alive`](Self::set_alive)).
+    #[must_use]
+    pub fn is_suspected(&self, node: NodeId) -> bool {
+        self.core.is_suspected(node)
+    }
+
+    /// Tells the node what the driver knows of `node`: down (a refused connection, a
+    /// peer that said it is stopping) or up again (a connection that works again).
+    ///
+    /// The core needs none of this: it suspects a member of an attempt's quorum that
+    /// leaves the attempt's questions unanswered for a lease, and clears the suspicion
+    /// at the next message from it. A node said to be down is avoided by attempts that
+    /// start or wait from now on, until a message from it arrives (or the core finds
+    /// no quorum without the nodes it suspects, and forgets the suspicions it cannot
+    /// check). This node and nodes out of range are ignored.
+    pub fn set_alive(&mut self, node: NodeId, alive: bool, now: Nanos) {
+        let now = self.enter(now);
+        if node != self.core.node && usize::from(node) < self.core.known.len() {
+            if alive {
+                self.core.unsuspect(node);
+                self.requester.heard(node);
+            } else {
+                self.core.suspect(node);
+            }
+        }
+        self.pump(now);
+    }
+
     /// This node's attempts, by lock.
     pub fn requests(&self) -> impl Iterator<Item = (LockName, RequestId, RequestState)> + '_ {
         self.requester.states()
@@ -686,10 +841,19 @@ impl Node {
         self.requester.advance(&mut self.core, now);
     }
 
-    /// Delivers the messages this node sent itself, and what they cause.
+    /// Delivers the messages this node sent itself, and what they cause; moves waiting
+    /// attempts off suspected members (which may send more to itself).
     fn pump(&mut self, now: Nanos) {
-        while let Some(msg) = self.core.loopback.pop_front() {
-            self.receive(msg, now, true);
+        loop {
+            while let Some(msg) = self.core.loopback.pop_front() {
+                self.receive(msg, now, true);
+            }
+            // Terminates: within one call suspicions only go (a message, or the core
+            // forgetting them), and an attempt moves only to a quorum it is not on.
+            self.requester.reroute(&mut self.core, now);
+            if self.core.loopback.is_empty() {
+                return;
+            }
         }
     }
 
@@ -725,19 +889,29 @@ impl Node {
         let body = msg.body;
         let kind = body.kind();
         let id = body.id();
+        // Any node may ask this one for its vote: a requester asks whichever quorum it
+        // believes up, and exclusion rests on its quorum meeting every other one (and
+        // on one vote per lock here), not on who asks. A requester takes answers only
+        // from the members of its attempt's current quorum (checked by the handlers).
         let valid = if kind.to_arbiter() {
             // A restarted node answers a vote for its previous incarnation with a
             // Release of it (already dropped here when the new incarnation was seen).
             let incarnation_ok = id.incarnation == msg.incarnation
                 || (kind == MsgKind::Release && id.incarnation < msg.incarnation);
-            id.node == from && incarnation_ok && core.quorums.quorum(from).contains(&core.node)
+            id.node == from && incarnation_ok
         } else {
-            id.node == core.node && core.quorum.contains(&from)
+            id.node == core.node
         };
         if !valid {
             core.stats.invalid += 1;
             return;
         }
+        if !looped {
+            // Any message from the node's current incarnation shows it is up.
+            core.unsuspect(from);
+            self.requester.heard(from);
+        }
+        let core = &mut self.core;
         core.clock = core.clock.max(msg.clock).saturating_add(1);
         if !looped {
             core.stats.received.bump(kind);

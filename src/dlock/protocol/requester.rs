@@ -1,5 +1,6 @@
 //! The requester role: collect the quorum's votes, fence a token, hold and renew the
-//! lease, release.
+//! lease, release; suspect members that stop answering, and move a waiting attempt to
+//! a quorum believed up.
 
 use std::collections::BTreeMap;
 
@@ -27,6 +28,12 @@ enum Vote {
 #[derive(Debug)]
 struct Slot {
     arbiter: NodeId,
+    /// When the arbiter joined the attempt's quorum.
+    since: Nanos,
+    /// When the attempt first asked the arbiter something (`Request`, `Fence`,
+    /// `Renew`) since it last heard from it (any message, about anything): the arbiter
+    /// is suspected `suspect_after` later. `None` while nothing is unanswered.
+    asked: Option<Nanos>,
     /// The newest (arbiter incarnation, stamp) acted on: older answers are stale.
     last: At,
     vote: Vote,
@@ -56,9 +63,17 @@ enum Phase {
 struct Req {
     id: RequestId,
     ts: u64,
-    started: Nanos,
     phase: Phase,
+    /// The quorum the attempt asks, sorted: `slots[i]` is `quorum[i]`'s.
+    quorum: Vec<NodeId>,
     slots: Vec<Slot>,
+    /// The token of an earlier fencing of this attempt that did not complete: a new
+    /// one is never lower (an arbiter that acknowledged it keeps it as the vote's
+    /// token, and would refuse renewals of a lower one).
+    floor: u64,
+    /// The view ([`Core::view`]) the attempt was last rerouted under; `None` when it
+    /// must be looked at again (it started, or started fencing).
+    routed: Option<u64>,
     /// The confirmation round: raised at every fencing attempt and every renewal, so
     /// that only acknowledgements of the current one count.
     round: u64,
@@ -79,6 +94,8 @@ impl Slot {
     fn new(arbiter: NodeId, now: Nanos, retransmit: u64) -> Slot {
         Slot {
             arbiter,
+            since: now,
+            asked: None,
             last: (0, 0),
             vote: Vote::None,
             inquired: None,
@@ -112,13 +129,20 @@ impl Req {
 
     /// Whether this attempt cannot complete soon, so gives back votes when asked: it
     /// waits behind a higher priority somewhere, gave a vote back already, or has heard
-    /// nothing from an arbiter for a third of the lease (which may be down).
+    /// nothing from an arbiter for a third of the lease since it joined the quorum
+    /// (which may be down).
     fn should_yield(&self, core: &Core, now: Nanos) -> bool {
         self.slots.iter().any(|s| match s.vote {
             Vote::Failed | Vote::Yielded { .. } => true,
-            Vote::None => now >= self.started.after(core.third),
+            Vote::None => now >= s.since.after(core.third),
             Vote::Granted { .. } => false,
         })
+    }
+
+    fn all_granted(&self) -> bool {
+        self.slots
+            .iter()
+            .all(|s| matches!(s.vote, Vote::Granted { .. }))
     }
 
     fn state(&self) -> RequestState {
@@ -164,6 +188,9 @@ impl Req {
             if self.phase != Phase::Waiting && s.sent_at.is_none() {
                 s.sent_at = Some(now);
             }
+            if s.arbiter != core.node {
+                s.asked.get_or_insert(now);
+            }
             core.send(s.arbiter, lock, body);
             s.next_tx = now.after(s.backoff);
             if s.backoff < core.third {
@@ -184,8 +211,9 @@ impl Req {
             .max()
             .unwrap_or(0);
         self.round += 1;
+        self.routed = None;
         self.phase = Phase::Fencing {
-            token: max.saturating_add(1),
+            token: max.saturating_add(1).max(self.floor),
         };
         for s in &mut self.slots {
             s.inquired = None;
@@ -229,6 +257,52 @@ impl Req {
             core.send(s.arbiter, lock, Body::Release { id: self.id });
         }
     }
+
+    /// Fencing stops (an arbiter refused the fence, or a member that has not
+    /// acknowledged it is suspected): back to collecting votes, keeping those held
+    /// except `drop`'s, and the token as the floor of the next one.
+    fn unfence(&mut self, core: &Core, now: Nanos, drop: NodeId) {
+        if let Phase::Fencing { token } = self.phase {
+            self.floor = self.floor.max(token);
+        }
+        self.phase = Phase::Waiting;
+        for s in &mut self.slots {
+            s.acked = false;
+            s.sent_at = None;
+            if s.arbiter == drop {
+                s.next_tx = now;
+                s.backoff = core.keepalive;
+            } else {
+                s.answered(core, now);
+            }
+        }
+    }
+
+    /// Moves the waiting attempt to quorum `q`: `Release` to the members it leaves
+    /// (freeing a vote they gave it, or its place in their queue), `Request` (same id,
+    /// same priority) to those it joins; the votes of members in both are kept.
+    fn move_to(&mut self, core: &mut Core, lock: LockName, q: Vec<NodeId>, now: Nanos) {
+        debug_assert_eq!(self.phase, Phase::Waiting);
+        let id = self.id;
+        let mut old = std::mem::take(&mut self.slots);
+        for s in &old {
+            if !q.contains(&s.arbiter) {
+                core.send(s.arbiter, lock, Body::Release { id });
+            }
+        }
+        self.slots = q
+            .iter()
+            .map(|&a| match old.iter().position(|s| s.arbiter == a) {
+                Some(i) => old.swap_remove(i),
+                None => Slot::new(a, now, core.retransmit),
+            })
+            .collect();
+        self.quorum = q;
+        core.stats.moves += 1;
+        if self.all_granted() {
+            self.start_fencing(core, now);
+        }
+    }
 }
 
 impl Requester {
@@ -248,17 +322,27 @@ impl Requester {
             incarnation: core.incarnation,
             seq: self.seq,
         };
-        let slots = core
-            .quorum
+        // A quorum believed up, else the own one (and wait: its members answer when
+        // they come back, and a member that answers is no longer suspected).
+        let mut asked = self.asked(core);
+        for &m in &core.quorum {
+            asked[usize::from(m)] = true;
+        }
+        let quorum = core
+            .choose_quorum(&asked)
+            .unwrap_or_else(|| core.quorum.clone());
+        let slots = quorum
             .iter()
             .map(|&a| Slot::new(a, now, core.retransmit))
             .collect();
         let mut req = Req {
             id,
             ts: core.clock,
-            started: now,
             phase: Phase::Waiting,
+            quorum,
             slots,
+            floor: 0,
+            routed: None,
             round: 0,
             round_sent: now,
             valid_until: now,
@@ -301,6 +385,85 @@ impl Requester {
         self.reqs.iter().map(|(&l, r)| (l, r.id, r.state()))
     }
 
+    pub(super) fn quorum(&self, lock: LockName) -> Option<&[NodeId]> {
+        self.reqs.get(&lock).map(|r| r.quorum.as_slice())
+    }
+
+    /// The members of this node's attempts (by node): the nodes it asks.
+    fn asked(&self, core: &Core) -> Vec<bool> {
+        let mut asked = vec![false; core.known.len()];
+        for s in self.reqs.values().flat_map(|r| &r.slots) {
+            asked[usize::from(s.arbiter)] = true;
+        }
+        asked
+    }
+
+    /// A message from `node` arrived: whatever the attempts asked it is answered, as
+    /// far as suspicion goes.
+    pub(super) fn heard(&mut self, node: NodeId) {
+        for s in self.reqs.values_mut().flat_map(|r| &mut r.slots) {
+            if s.arbiter == node {
+                s.asked = None;
+            }
+        }
+    }
+
+    /// Suspects the members that left an attempt's question unanswered for
+    /// `suspect_after`.
+    fn suspect(&self, core: &mut Core, now: Nanos) {
+        for s in self.reqs.values().flat_map(|r| &r.slots) {
+            if let Some(t) = s.asked
+                && now >= t.after(core.suspect_after)
+            {
+                core.suspect(s.arbiter);
+            }
+        }
+    }
+
+    /// Takes waiting attempts off suspected members: a fencing attempt that waits for
+    /// a suspected member's acknowledgement goes back to waiting (its token was not
+    /// acknowledged by the whole quorum, so nobody relies on it), and a waiting attempt
+    /// with a suspected member moves to the quorum [`Core::choose_quorum`] gives, if it
+    /// is another. A held attempt never moves: its renewals fail, and the lease ends it.
+    pub(super) fn reroute(&mut self, core: &mut Core, now: Nanos) {
+        if !core.suspected.contains(&true) {
+            return;
+        }
+        if self.reqs.values().all(|r| r.routed == Some(core.view)) {
+            return;
+        }
+        let asked = self.asked(core);
+        for (&lock, r) in &mut self.reqs {
+            if r.routed == Some(core.view) {
+                continue;
+            }
+            r.routed = Some(core.view);
+            if let Phase::Fencing { .. } = r.phase
+                && let Some(s) = r
+                    .slots
+                    .iter()
+                    .find(|s| !s.acked && core.is_suspected(s.arbiter))
+            {
+                let drop = s.arbiter;
+                r.unfence(core, now, drop);
+                // Its vote may be gone with it; if it answers, it is a vote again.
+                r.slot(drop).expect("a member").vote = Vote::None;
+            }
+            if r.phase != Phase::Waiting || !r.slots.iter().any(|s| core.is_suspected(s.arbiter)) {
+                continue;
+            }
+            if let Some(q) = core.choose_quorum(&asked)
+                && q != r.quorum
+            {
+                r.move_to(core, lock, q, now);
+                r.transmit(core, lock, now);
+            }
+            // Whether it moved or not, it is settled under the view as it is now (which
+            // the search may have changed).
+            r.routed = Some(core.view);
+        }
+    }
+
     /// The held lock is gone: say so, and free the votes.
     fn lose(core: &mut Core, lock: LockName, r: &Req, reason: LostReason) {
         core.stats.lost += 1;
@@ -312,8 +475,10 @@ impl Requester {
         r.withdraw(core, lock);
     }
 
-    /// The attempt this message is about, if it is the current one on `lock`; otherwise
-    /// the message is stale, and the arbiter is told to free what it holds for it.
+    /// The attempt this message is about, if it is the current one on `lock` and `from`
+    /// is in its quorum; otherwise the message is stale, and (if `answer`) the arbiter is
+    /// told to free what it holds for it (a vote of an attempt that moved on, whose
+    /// `Release` was lost, comes back here).
     fn current(
         &mut self,
         core: &mut Core,
@@ -323,7 +488,7 @@ impl Requester {
         answer: bool,
     ) -> Option<&mut Req> {
         match self.reqs.get_mut(&lock) {
-            Some(r) if r.id == id => Some(r),
+            Some(r) if r.id == id && r.quorum.contains(&from) => Some(r),
             _ => {
                 core.stats.stale += 1;
                 if answer {
@@ -370,10 +535,7 @@ impl Requester {
                     s.inquired = None;
                 }
                 s.answered(core, now);
-                if r.slots
-                    .iter()
-                    .all(|s| matches!(s.vote, Vote::Granted { .. }))
-                {
+                if r.all_granted() {
                     r.start_fencing(core, now);
                 }
             }
@@ -424,17 +586,7 @@ impl Requester {
             Phase::Fencing { .. } => {
                 // The vote lapsed before the fence arrived: back to waiting for it.
                 s.vote = Vote::Failed;
-                r.phase = Phase::Waiting;
-                for s in &mut r.slots {
-                    s.acked = false;
-                    s.sent_at = None;
-                    if s.arbiter == from {
-                        s.next_tx = now;
-                        s.backoff = core.keepalive;
-                    } else {
-                        s.answered(core, now);
-                    }
-                }
+                r.unfence(core, now, from);
             }
             Phase::Held { .. } => {
                 let r = self.reqs.remove(&lock).expect("current");
@@ -543,8 +695,10 @@ impl Requester {
         }
     }
 
-    /// Lost leases, renewals, retransmissions.
+    /// Suspicions and moves, lost leases, renewals, retransmissions.
     pub(super) fn advance(&mut self, core: &mut Core, now: Nanos) {
+        self.suspect(core, now);
+        self.reroute(core, now);
         let mut lost = Vec::new();
         for (&lock, r) in &mut self.reqs {
             if let Phase::Held { .. } = r.phase {
@@ -575,6 +729,11 @@ impl Requester {
             for s in &r.slots {
                 if r.phase == Phase::Waiting || !s.acked {
                     at_least(s.next_tx);
+                }
+                if let Some(t) = s.asked
+                    && !core.is_suspected(s.arbiter)
+                {
+                    at_least(t.after(core.suspect_after));
                 }
             }
             if let Phase::Held { .. } = r.phase {

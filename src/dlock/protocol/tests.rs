@@ -134,6 +134,28 @@ impl Net {
         }
     }
 
+    /// Delivers messages and runs the timers due up to `limit`, until `done`; returns
+    /// whether it is.
+    fn run_until(&mut self, limit: Nanos, done: impl Fn(&Net) -> bool) -> bool {
+        for _ in 0..10_000 {
+            self.run();
+            if done(self) {
+                return true;
+            }
+            let next = self.nodes.iter().filter_map(Node::next_deadline).min();
+            match next {
+                Some(t) if t <= limit => self.tick(t.max(self.now)),
+                _ => return false,
+            }
+        }
+        panic!("the timers did not settle");
+    }
+
+    /// Messages of `kind` node `i` sent to `to` (looped back, if `to` is `i`).
+    fn sent(&self, i: usize, kind: MsgKind) -> u64 {
+        self.nodes[i].stats().sent.get(kind)
+    }
+
     fn holders(&self) -> Vec<usize> {
         (0..self.nodes.len())
             .filter(|&i| self.nodes[i].valid_until(lock()).is_some())
@@ -372,8 +394,6 @@ fn other_epochs_and_garbage_are_counted_and_dropped() {
             ..good
         },
         Msg { to: 2, ..good },
-        // Node 1's quorum is {1, 2}: node 0 is not its arbiter.
-        good,
         // An id that is not the sender's.
         Msg { from: 2, ..good },
         Msg {
@@ -762,6 +782,254 @@ fn an_acknowledgement_of_an_earlier_fencing_attempt_does_not_count() {
         net.nodes[0].request(lock()),
         Some((_, RequestState::Fencing { token: 1 }))
     ));
+}
+
+#[test]
+fn an_arbiter_votes_for_a_node_outside_its_quorums() {
+    // Node 1's own quorum is {1, 2}, but a requester asks whichever quorum it believes
+    // up: node 0 votes for it like for anyone.
+    let mut net = Net::started(3);
+    assert!(!Majority::new(3).quorum(1).contains(&0));
+    let id = RequestId {
+        node: 1,
+        incarnation: 1,
+        seq: 1,
+    };
+    let request = Msg {
+        epoch: EPOCH,
+        from: 1,
+        incarnation: 1,
+        to: 0,
+        clock: 5,
+        lock: lock(),
+        body: Body::Request { id, ts: 5 },
+    };
+    net.deliver(request);
+    assert_eq!(net.nodes[0].stats().invalid, 0);
+    assert_eq!(net.nodes[0].stats().received.get(MsgKind::Request), 1);
+    let answer = net.queue.pop_front().expect("an answer");
+    assert_eq!((answer.from, answer.to), (0, 1));
+    assert!(matches!(answer.body, Body::Locked { id: a, .. } if a == id));
+    // The vote is node 1's: node 0's own attempt waits behind it.
+    net.acquire(0);
+    net.run();
+    assert!(net.granted.is_empty());
+    assert_eq!(net.nodes[0].stats().looped.get(MsgKind::Failed), 1);
+}
+
+#[test]
+fn a_waiting_attempt_moves_off_a_dead_member() {
+    // Node 1 is down: nothing reaches it or comes from it. Node 0's own quorum {0, 1}
+    // holds it.
+    let mut net = Net::started(3);
+    net.drop = Box::new(|m| m.to == 1 || m.from == 1);
+    let id = net.acquire(0);
+    let t0 = net.now;
+    assert_eq!(net.nodes[0].request_quorum(lock()), Some(&[0, 1][..]));
+    // Short of a lease, it waits (with its own vote) and suspects nobody.
+    assert!(!net.run_until(t0.after(LEASE - 1), |n| !n.granted.is_empty()));
+    assert!(net.now >= t0.after(LEASE / 2), "{:?}", net.now);
+    assert!(!net.nodes[0].is_suspected(1));
+    assert!(matches!(
+        net.nodes[0].request(lock()),
+        Some((
+            _,
+            RequestState::Waiting {
+                votes: 1,
+                quorum: 2
+            }
+        ))
+    ));
+    // A lease after its first unanswered request, node 1 is suspected, and the attempt
+    // moves to {0, 2}: Release to node 1, Request to node 2, node 0's vote kept.
+    let releases = net.sent(0, MsgKind::Release);
+    assert!(net.run_until(t0.after(2 * LEASE), |n| !n.granted.is_empty()));
+    assert!(net.now >= t0.after(LEASE));
+    assert_eq!(net.granted, vec![(0, id, 1)]);
+    assert!(net.nodes[0].is_suspected(1));
+    assert_eq!(net.nodes[0].request_quorum(lock()), Some(&[0, 2][..]));
+    let stats = net.nodes[0].stats();
+    assert_eq!((stats.moves, stats.suspicions), (1, 1));
+    // Its own vote was kept (never released).
+    assert_eq!(stats.looped.get(MsgKind::Release), 0);
+    assert_eq!(net.sent(0, MsgKind::Release), releases + 1);
+    assert!(net.nodes[2].stats().received.get(MsgKind::Request) >= 1);
+    // The next attempt goes straight to the live quorum.
+    net.release(0);
+    net.run();
+    net.acquire(0);
+    assert_eq!(net.nodes[0].request_quorum(lock()), Some(&[0, 2][..]));
+    net.run();
+    assert_eq!(net.granted.len(), 2);
+    assert_eq!(net.nodes[0].stats().moves, 1);
+}
+
+#[test]
+fn a_held_attempt_never_moves() {
+    let mut net = Net::started(3);
+    let id = net.acquire(0);
+    net.run();
+    assert_eq!(net.granted, vec![(0, id, 1)]);
+    // The driver says node 1 is down: the holder keeps its quorum (the token was
+    // acknowledged there) and sends nothing.
+    net.nodes[0].set_alive(1, false, net.now);
+    net.collect(0);
+    assert!(net.nodes[0].is_suspected(1));
+    assert!(net.queue.is_empty());
+    assert_eq!(net.nodes[0].request_quorum(lock()), Some(&[0, 1][..]));
+    // Node 1 really is down: renewals fail and the lease ends the lock; it never moved.
+    net.drop = Box::new(|m| m.to == 1 || m.from == 1);
+    let t = net.now;
+    let lost = net.run_until(t.after(2 * LEASE), |n| {
+        if n.lost.is_empty() {
+            assert_eq!(n.nodes[0].request_quorum(lock()), Some(&[0, 1][..]));
+            assert!(n.nodes[0].valid_until(lock()).is_some());
+        }
+        !n.lost.is_empty()
+    });
+    assert!(lost);
+    assert_eq!(net.lost, vec![(0, LostReason::Expired)]);
+    assert_eq!(net.nodes[0].stats().moves, 0);
+    // The next attempt starts on a quorum without the suspected node, and its token is
+    // higher (node 0 is in both quorums).
+    net.acquire(0);
+    assert_eq!(net.nodes[0].request_quorum(lock()), Some(&[0, 2][..]));
+    net.run();
+    assert_eq!(net.granted.len(), 2);
+    assert_eq!(net.granted[1].2, 2);
+}
+
+#[test]
+fn a_message_from_a_suspected_node_clears_the_suspicion() {
+    let mut net = Net::started(3);
+    net.drop = Box::new(|m| m.to == 1 || m.from == 1);
+    net.acquire(0);
+    let t0 = net.now;
+    assert!(net.run_until(t0.after(2 * LEASE), |n| n.nodes[0].is_suspected(1)));
+    net.queue.clear();
+    let from_1 = Msg {
+        epoch: EPOCH,
+        from: 1,
+        incarnation: 1,
+        to: 0,
+        clock: 1,
+        lock: lock(),
+        body: Body::Release {
+            id: RequestId {
+                node: 1,
+                incarnation: 1,
+                seq: 9,
+            },
+        },
+    };
+    // A malformed message proves nothing...
+    net.nodes[0].handle(Msg { to: 2, ..from_1 }, net.now);
+    net.collect(0);
+    assert_eq!(net.nodes[0].stats().invalid, 1);
+    assert!(net.nodes[0].is_suspected(1));
+    // ...but any well-formed one does, even one about nothing node 0 knows.
+    let stale = net.nodes[0].stats().stale;
+    net.deliver(from_1);
+    assert_eq!(net.nodes[0].stats().stale, stale + 1);
+    assert!(!net.nodes[0].is_suspected(1));
+    // Node 0 holds on {0, 2} meanwhile; its next attempt asks its own quorum again.
+    net.drop = Box::new(|_| false);
+    net.run();
+    net.release(0);
+    net.run();
+    net.acquire(0);
+    assert_eq!(net.nodes[0].request_quorum(lock()), Some(&[0, 1][..]));
+    net.run();
+    assert_eq!(net.granted.len(), 2);
+    // The driver can say so too.
+    net.nodes[0].set_alive(2, false, net.now);
+    assert!(net.nodes[0].is_suspected(2));
+    net.nodes[0].set_alive(2, true, net.now);
+    assert!(!net.nodes[0].is_suspected(2));
+    net.nodes[0].set_alive(0, false, net.now);
+    assert!(!net.nodes[0].is_suspected(0), "never itself");
+}
+
+#[test]
+fn a_fencing_attempt_whose_member_dies_falls_back_and_moves() {
+    // Node 1 votes for node 0, then dies before it acknowledges the fence.
+    let mut net = Net::started(3);
+    let id = net.acquire(0);
+    let request = net.queue.pop_front().unwrap();
+    assert_eq!(request.to, 1);
+    net.deliver(request);
+    let locked = net.queue.pop_front().unwrap();
+    net.deliver(locked);
+    assert!(matches!(
+        net.nodes[0].request(lock()),
+        Some((_, RequestState::Fencing { token: 1 }))
+    ));
+    net.drop = Box::new(|m| m.to == 1 || m.from == 1);
+    let t0 = net.now;
+    assert!(net.run_until(t0.after(3 * LEASE), |n| !n.granted.is_empty()));
+    // A lease after the unanswered fence: back to waiting, off to {0, 2}, fenced there.
+    // Node 0's own vote, fenced at 1, lapsed meanwhile (a fencing attempt does not keep
+    // the votes that acknowledged alive), so it was granted again over a mark of 1.
+    assert!(net.now >= t0.after(LEASE));
+    assert_eq!(net.granted, vec![(0, id, 2)]);
+    assert_eq!(net.nodes[0].request_quorum(lock()), Some(&[0, 2][..]));
+    assert_eq!(net.nodes[0].stats().moves, 1);
+    // Renewals work on the new quorum.
+    let valid = net.nodes[0].valid_until(lock()).unwrap();
+    let t = net.now;
+    net.tick(t.after(LEASE / 2));
+    net.run();
+    assert!(net.nodes[0].valid_until(lock()).unwrap() > valid);
+    assert!(net.lost.is_empty());
+}
+
+#[test]
+fn arbiters_answer_requests_they_cannot_grant_yet() {
+    // A requester that hears nothing from a member for a lease suspects it, so an
+    // arbiter answers even when it has no vote to give: during its lock-delay, and to a
+    // request that outranks a holder that fenced (and will not give the vote back).
+    let mut net = Net::new(3); // at 0: in the lock-delay
+    net.acquire(2); // quorum {0, 2}
+    net.run();
+    assert_eq!(net.sent(0, MsgKind::Failed), 1);
+    assert!(net.granted.is_empty());
+    net.nodes[2].cancel(lock(), net.now);
+    net.collect(2);
+    net.run();
+
+    let mut net = Net::started(3);
+    net.acquire(0);
+    net.run();
+    assert_eq!(net.granted.len(), 1);
+    // Node 2's request with an older timestamp than the holder's outranks it.
+    let id = RequestId {
+        node: 2,
+        incarnation: 1,
+        seq: 1,
+    };
+    let failed = net.nodes[0].stats().looped.get(MsgKind::Failed) + net.sent(0, MsgKind::Failed);
+    net.deliver(Msg {
+        epoch: EPOCH,
+        from: 2,
+        incarnation: 1,
+        to: 0,
+        clock: 0,
+        lock: lock(),
+        body: Body::Request { id, ts: 0 },
+    });
+    let to_2: Vec<Msg> = net.queue.iter().copied().filter(|m| m.to == 2).collect();
+    assert!(
+        matches!(to_2[..], [Msg { body: Body::Failed { id: a, .. }, .. }] if a == id),
+        "{to_2:?}"
+    );
+    assert_eq!(
+        net.nodes[0].stats().looped.get(MsgKind::Failed) + net.sent(0, MsgKind::Failed),
+        failed + 1
+    );
+    // The holder keeps the lock.
+    net.queue.retain(|m| m.to != 2);
+    net.run();
+    assert!(net.nodes[0].valid_until(lock()).is_some());
 }
 
 #[test]
