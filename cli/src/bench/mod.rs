@@ -1,11 +1,12 @@
 //! `shmlink bench SUITE`: cross-process measurements with same-run baselines.
 //!
-//! Each suite lives in a file of its own ([`rings`], [`sync`], [`channels`], [`rpc`]);
-//! this module holds what they share: the child processes they run (this binary,
-//! `bench-child --case CASE`), the measurement type, medians and percentiles of
+//! Each suite lives in a file of its own ([`rings`], [`sync`], [`channels`], [`rpc`],
+//! [`dlock`]); this module holds what they share: the child processes they run (this
+//! binary, `bench-child --case CASE`), the measurement type, medians and percentiles of
 //! repeated runs, and the JSON and table output.
 
 mod channels;
+mod dlock;
 mod rings;
 mod rpc;
 mod sync;
@@ -29,6 +30,8 @@ pub enum Suite {
     Channels,
     /// RPC over shm, Unix sockets and TCP against raw ping-pongs
     Rpc,
+    /// Distributed lock, 3/5/9 nodes in one process, against a central server and Bakery
+    Dlock,
 }
 
 /// Runs one suite.
@@ -38,6 +41,7 @@ pub fn run(suite: Suite, json: bool, quick: bool) -> Result {
         Suite::Sync => sync::sync(json, quick),
         Suite::Channels => channels::channels(json, quick),
         Suite::Rpc => rpc::rpc(json, quick),
+        Suite::Dlock => dlock::dlock(json, quick),
     }
 }
 
@@ -295,18 +299,21 @@ const COLUMNS: usize = 100;
 pub(crate) enum Goal {
     AtLeast(f64),
     AtMost(f64),
+    /// Between the two bounds, both included.
+    Within(f64, f64),
 }
 
 impl Goal {
     /// One line on the goal of row `row` (right-aligned to `width`): the bound, met or
     /// missed, at what ratio.
     fn describe(self, row: usize, width: usize, ratio: f64) -> String {
-        let (sign, g, met) = match self {
-            Self::AtLeast(g) => (">=", g, ratio >= g),
-            Self::AtMost(g) => ("<=", g, ratio <= g),
+        let (bound, met) = match self {
+            Self::AtLeast(g) => (format!(">= {g:.1}x"), ratio >= g),
+            Self::AtMost(g) => (format!("<= {g:.1}x"), ratio <= g),
+            Self::Within(lo, hi) => (format!("in {lo:.1}x..{hi:.1}x"), (lo..=hi).contains(&ratio)),
         };
         format!(
-            "  row {row:>width$}: ratio {sign} {g:.1}x, {} at {ratio:.3}x",
+            "  row {row:>width$}: ratio {bound}, {} at {ratio:.3}x",
             if met { "met" } else { "MISSED" }
         )
     }
@@ -466,6 +473,25 @@ mod tests {
             lines
                 .iter()
                 .any(|l| l.contains("row  2: ratio <= 1.2x, MISSED at"))
+        );
+    }
+
+    /// A range goal says which bounds and whether the ratio fell between them.
+    #[test]
+    fn range_goals_name_both_bounds() {
+        let k = Measurement::new("quorum size K", "nodes", 3.0);
+        let results = vec![
+            Measurement::new("messages, uncontended", "msgs/CS", 15.0).against(&k),
+            Measurement::new("messages, contended", "msgs/CS", 21.0).against(&k),
+            k,
+        ];
+        let goal = Some(Goal::Within(3.0, 6.0));
+        let lines = table("title", "legend", &results, &[goal, goal, None]);
+        let n = lines.len();
+        assert_eq!(lines[n - 2], "  row  1: ratio in 3.0x..6.0x, met at 5.000x");
+        assert_eq!(
+            lines[n - 1],
+            "  row  2: ratio in 3.0x..6.0x, MISSED at 7.000x"
         );
     }
 }
