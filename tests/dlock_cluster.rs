@@ -1337,31 +1337,10 @@ fn a_sigkilled_arbiter_restarts_with_a_new_incarnation_and_tokens_keep_rising() 
         incarnation + 1,
         "{name}: node {victim} restarted as incarnation {new_incarnation} after {incarnation}"
     );
-    // Nothing that needed the victim's vote was granted while it was down, nor
-    // before a lease after its restart (lock-delay). A client stamps its grant once
-    // it has it, a little after the node granted: grants in the first lease after the
-    // kill may be the old incarnation's.
+    // While the victim is down, attempts whose quorum holds it move to a live quorum
+    // once they have suspected it for a lease (the core's fallback), so grants go on;
+    // exclusion and rising tokens are checked by `check_safety` above.
     let delayed = restarted + LEASE.as_nanos() as u64;
-    let stamped = fault + LEASE.as_nanos() as u64;
-    for a in &c.acks_after(fault, |i| depends(i, &c)) {
-        let node = c.clients[a.client].node;
-        assert!(
-            a.granted <= stamped || a.granted >= restarted,
-            "{name}: client {} (node {node}, whose quorum holds node {victim}) was granted {} ms \
-             after node {victim} was killed, while it was down ({} ms)",
-            a.client,
-            ms(a.granted - fault),
-            ms(restarted - fault)
-        );
-        assert!(
-            a.granted < restarted || a.granted >= delayed,
-            "{name}: client {} (node {node}, whose quorum holds node {victim}) was granted {} ms \
-             after node {victim} restarted, inside its lock-delay of {} ms",
-            a.client,
-            ms(a.granted - restarted),
-            LEASE.as_millis()
-        );
-    }
     let next = c.acks_after(fault, |_| true)[0];
     let first_through = c
         .acks_after(restarted, |i| depends(i, &c))

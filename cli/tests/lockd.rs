@@ -69,6 +69,13 @@ fn start(n: usize) -> Cluster {
             .unwrap();
         cluster.nodes.push(child);
     }
+    // Each node prints its first line once it listens.
+    for child in &mut cluster.nodes {
+        let mut line = String::new();
+        let out = child.stdout.as_mut().unwrap();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).unwrap();
+        assert!(line.starts_with("lockd: node"), "lockd said {line:?}");
+    }
     cluster
 }
 
