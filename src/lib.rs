@@ -77,6 +77,7 @@ pub mod dlock;
 #[cfg(shmlink_loom)]
 mod rpc {
     pub(crate) mod handoff;
+    pub(crate) mod pool;
     pub(crate) mod stop;
     #[cfg(test)]
     mod tests;

@@ -78,6 +78,7 @@
 mod client;
 mod error;
 pub(crate) mod handoff;
+pub(crate) mod pool;
 mod server;
 pub(crate) mod stop;
 pub mod wire;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::pool::JobQueue;
 use super::wire::{self, Code, Kind};
 use super::{CallCtl, Context, IdMap, STREAM_WINDOW, Service, Stop};
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -175,15 +176,7 @@ impl<S: Service> Server<S> {
             aborting: AtomicBool::new(false),
             inline: self.workers == 0,
             workers: self.workers,
-            pool: Pool {
-                queue: Mutex::new(PoolState {
-                    jobs: VecDeque::new(),
-                    closed: false,
-                    idle: 0,
-                }),
-                cv: Condvar::new(),
-                cap: self.workers.max(1) * 64,
-            },
+            pool: JobQueue::new(self.workers.max(1) * 64),
             conns: Mutex::new(Vec::new()),
             live: AtomicUsize::new(0),
             exit_lock: Mutex::new(()),
@@ -221,25 +214,13 @@ struct Job {
     payload: Vec<u8>,
 }
 
-struct PoolState {
-    jobs: VecDeque<Job>,
-    closed: bool,
-    idle: usize,
-}
-
-struct Pool {
-    queue: Mutex<PoolState>,
-    cv: Condvar,
-    cap: usize,
-}
-
 struct ServerShared {
     service: Box<dyn Service>,
     closing: AtomicBool,
     aborting: AtomicBool,
     inline: bool,
     workers: usize,
-    pool: Pool,
+    pool: JobQueue<Job>,
     conns: Mutex<Vec<std::sync::Weak<Conn>>>,
     /// Threads still running (accept, readers, workers).
     live: AtomicUsize,
@@ -379,6 +360,7 @@ impl ServerHandle {
         self.wait_threads(deadline, s.pool_threads());
         if s.live.load(Ordering::Acquire) > s.pool_threads() {
             s.aborting.store(true, Ordering::Release);
+            s.pool.abort();
             for c in relock(&s.conns).iter().filter_map(std::sync::Weak::upgrade) {
                 c.inline_ctl.abort();
                 for ctl in relock(&c.calls).values() {
@@ -387,11 +369,7 @@ impl ServerHandle {
             }
             self.wait_threads(Instant::now() + Duration::from_secs(1), s.pool_threads());
         }
-        {
-            let mut q = relock(&s.pool.queue);
-            q.closed = true;
-        }
-        s.pool.cv.notify_all();
+        s.pool.close();
         self.wait_threads(Instant::now() + Duration::from_secs(1), 0);
         s.stats.snapshot()
     }
@@ -641,43 +619,12 @@ fn on_request(
         ctl,
         payload: payload.to_vec(),
     };
-    let pool = &shared.pool;
-    let mut q = relock(&pool.queue);
     // A full queue holds the reader back, and with it the client (back-pressure).
-    while q.jobs.len() >= pool.cap && !q.closed && !shared.aborting.load(Ordering::Acquire) {
-        q = pool
-            .cv
-            .wait_timeout(q, POLL)
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
-    }
-    q.jobs.push_back(job);
-    let wake = q.idle > 0;
-    drop(q);
-    if wake {
-        pool.cv.notify_all();
-    }
+    shared.pool.push(job);
 }
 
 fn worker_loop(shared: &Arc<ServerShared>) {
-    let pool = &shared.pool;
-    loop {
-        let job = {
-            let mut q = relock(&pool.queue);
-            loop {
-                if let Some(job) = q.jobs.pop_front() {
-                    break job;
-                }
-                if q.closed {
-                    return;
-                }
-                q.idle += 1;
-                q = pool.cv.wait(q).unwrap_or_else(|p| p.into_inner());
-                q.idle -= 1;
-            }
-        };
-        // A reader may wait for room.
-        pool.cv.notify_all();
+    while let Some(job) = shared.pool.pop() {
         run_call(
             shared,
             &job.conn,

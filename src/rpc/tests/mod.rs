@@ -3,4 +3,5 @@
 //! loom_ --target-dir target/loom`.
 
 mod loom_handoff;
+mod loom_pool;
 mod loom_stop;
