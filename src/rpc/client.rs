@@ -625,10 +625,51 @@ enum Next {
     End(Reply),
 }
 
-impl<T: DeserializeOwned, E: DeserializeOwned> Iterator for CallStream<T, E> {
-    type Item = Result<T, RpcError<E>>;
+impl<T: DeserializeOwned, E: DeserializeOwned> CallStream<T, E> {
+    /// The next item, waiting at most until `until` (or the stream's own deadline, if
+    /// earlier). As [`Iterator::next`], except that when `until` passes first it
+    /// returns `Some(Err(RpcError::DeadlineExceeded))` and the stream goes on: the
+    /// call is not cancelled, and a later `next` or `next_until` reads on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use shmlink::rpc::{Context, RpcError, Server, Sink};
+    ///
+    /// shmlink::service! {
+    ///     pub trait Ticks {
+    ///         client TicksClient;
+    ///         server TicksServer;
+    ///         error String;
+    ///         /// One item now, one after 50 ms.
+    ///         stream fn two(n: u64) -> u64;
+    ///     }
+    /// }
+    /// struct Slow;
+    /// impl Ticks for Slow {
+    ///     fn two(&self, _: &Context, n: u64, sink: &mut Sink<'_, u64>) -> Result<(), String> {
+    ///         sink.send(&n).map_err(|e| e.to_string())?;
+    ///         std::thread::sleep(Duration::from_millis(50));
+    ///         sink.send(&(n + 1)).map_err(|e| e.to_string())
+    ///     }
+    /// }
+    /// let server = Server::new(TicksServer(Slow)).serve("tcp://127.0.0.1:0")?;
+    /// let client = TicksClient::connect(server.url().unwrap())?;
+    /// let mut items = client.two(7);
+    /// assert_eq!(items.next_until(Instant::now() + Duration::from_secs(5)).unwrap()?, 7);
+    /// // The second item is not there yet: the wait ends, the stream does not.
+    /// let soon = Instant::now() + Duration::from_millis(1);
+    /// assert!(matches!(items.next_until(soon), Some(Err(RpcError::DeadlineExceeded))));
+    /// assert_eq!(items.next().unwrap()?, 8);
+    /// assert!(items.next().is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn next_until(&mut self, until: Instant) -> Option<Result<T, RpcError<E>>> {
+        self.next_before(Some(until))
+    }
 
-    fn next(&mut self) -> Option<Self::Item> {
+    fn next_before(&mut self, until: Option<Instant>) -> Option<Result<T, RpcError<E>>> {
         if self.finished {
             return None;
         }
@@ -638,7 +679,9 @@ impl<T: DeserializeOwned, E: DeserializeOwned> Iterator for CallStream<T, E> {
         }
         let shared = self.shared.clone()?;
         let id = self.id;
-        let next = shared.wait(id, self.deadline, |calls, frame| {
+        let early = until.is_some_and(|u| self.deadline.is_none_or(|d| u < d));
+        let deadline = if early { until } else { self.deadline };
+        let next = shared.wait(id, deadline, |calls, frame| {
             if frame.is_some() {
                 return None; // items and the end go through the slot
             }
@@ -676,11 +719,21 @@ impl<T: DeserializeOwned, E: DeserializeOwned> Iterator for CallStream<T, E> {
                     Err(e) => Some(Err(e)),
                 }
             }
+            // The caller's own deadline passed: the stream goes on.
+            Err(RpcError::DeadlineExceeded) if early => Some(Err(RpcError::DeadlineExceeded)),
             Err(e) => {
                 self.finished = true;
                 Some(Err(e.cast()))
             }
         }
+    }
+}
+
+impl<T: DeserializeOwned, E: DeserializeOwned> Iterator for CallStream<T, E> {
+    type Item = Result<T, RpcError<E>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_before(None)
     }
 }
 
