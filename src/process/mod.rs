@@ -128,6 +128,7 @@ pub fn token_dead(token: u64) -> bool {
 mod os {
     use super::{Liveness, token_of, token_pid};
     use std::sync::Mutex;
+    use std::time::{Duration, Instant};
 
     /// `(pid, token)` of the last token computed, so a forked child computes its own.
     static CACHE: Mutex<(u32, u64)> = Mutex::new((0, 0));
@@ -147,11 +148,59 @@ mod os {
         token
     }
 
+    /// How long a full check that found a process alive stands in for the next
+    /// ones, as long as its pid still exists (see [`liveness`]).
+    const RECHECK: Duration = Duration::from_millis(20);
+
+    /// Tokens a full check found alive, and when (the few peers a process waits on),
+    /// and the slot to replace next (round-robin).
+    struct Recent {
+        slots: [(u64, Option<Instant>); 8],
+        next: usize,
+    }
+
+    static RECENT: Mutex<Recent> = Mutex::new(Recent {
+        slots: [(0, None); 8],
+        next: 0,
+    });
+
+    fn recently_alive(token: u64) -> bool {
+        let recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
+        recent
+            .slots
+            .iter()
+            .any(|&(t, at)| t == token && at.is_some_and(|at| at.elapsed() < RECHECK))
+    }
+
+    fn remember_alive(token: u64) {
+        let mut recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
+        let Recent { slots, next } = &mut *recent;
+        let now = Some(Instant::now());
+        if let Some(slot) = slots.iter_mut().find(|(t, _)| *t == token) {
+            slot.1 = now;
+            return;
+        }
+        slots[*next] = (token, now);
+        *next = (*next + 1) % slots.len();
+    }
+
     /// The three-way liveness of `token` (see the module docs).
+    ///
+    /// The calling process's own token is alive without a look. For another, a pid
+    /// that no longer exists is dead at once; a pid that exists is checked against
+    /// the token's start time in `/proc/PID/stat`, whose cost grows with the threads of
+    /// that process (tens of microseconds for a lock node's), so a process found alive
+    /// that way is taken as alive, while its pid exists, for 20 ms more. That
+    /// errs only towards "alive" (a pid reused, or a zombie, within those 20 ms is
+    /// found out at the next full check), which delays a repair by as much and never
+    /// breaks safety.
     pub fn liveness(token: u64) -> Liveness {
         let pid = token_pid(token);
         if token == 0 || pid == 0 {
             return Liveness::Dead;
+        }
+        if token == current_token() {
+            return Liveness::Alive;
         }
         // No file descriptor needed: "no such process" is positive evidence.
         #[cfg(not(miri))]
@@ -166,12 +215,18 @@ mod os {
                 }
             }
         }
+        if recently_alive(token) {
+            return Liveness::Alive;
+        }
         let want = token >> 32;
         match proc_stat(pid) {
             Ok(Some((b'Z' | b'X', _))) => Liveness::Dead,
             // Start time 0: the token was made without one; the pid exists.
             Ok(Some(_)) if want == 0 => Liveness::Alive,
-            Ok(Some((_, start))) if start & 0xffff_ffff == want => Liveness::Alive,
+            Ok(Some((_, start))) if start & 0xffff_ffff == want => {
+                remember_alive(token);
+                Liveness::Alive
+            }
             Ok(Some(_)) => Liveness::Dead,
             Ok(None) => Liveness::Unknown,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Liveness::Dead,
@@ -365,6 +420,36 @@ mod tests {
             0,
             "1: a live process read as dead; 10/11: setup failed"
         );
+    }
+
+    /// A process found alive is remembered as alive for a while, but only while its
+    /// pid exists: once reaped it is dead at once, and a zombie (killed, not reaped) is
+    /// found dead at the next full check.
+    #[test]
+    #[cfg_attr(miri, ignore = "spawns processes and reads /proc")]
+    fn a_child_found_alive_is_dead_once_it_is_gone() {
+        for reap in [true, false] {
+            let mut child = std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap();
+            let pid = child.id();
+            let token = token_of(pid, start_ticks_of(pid).unwrap());
+            assert_eq!(liveness(token), Liveness::Alive);
+            assert_eq!(liveness(token), Liveness::Alive); // remembered
+            child.kill().unwrap();
+            if reap {
+                child.wait().unwrap();
+                assert_eq!(liveness(token), Liveness::Dead, "reaped: no such pid");
+            } else {
+                let t0 = std::time::Instant::now();
+                while liveness(token) != Liveness::Dead {
+                    assert!(t0.elapsed() < std::time::Duration::from_secs(5), "zombie");
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                child.wait().unwrap();
+            }
+        }
     }
 
     #[test]
