@@ -322,3 +322,49 @@ fn nodes_reconnect_to_a_restarted_arbiter() {
         t0.elapsed()
     );
 }
+
+/// The threads of this process whose name starts with `prefix` (as `/proc` shows
+/// names: at most 15 bytes).
+fn threads_named(prefix: &str) -> std::collections::HashSet<u64> {
+    let mut tids = std::collections::HashSet::new();
+    for entry in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if comm.trim_end().starts_with(prefix)
+            && let Ok(tid) = entry.file_name().to_string_lossy().parse()
+        {
+            tids.insert(tid);
+        }
+    }
+    tids
+}
+
+/// Defect: every acquisition started two threads on the path to its grant (a guard
+/// thread in the client, a stream reader in the node), tens of microseconds each. Now
+/// the client's guard thread serves every acquisition of its lock, and the node's
+/// waits run on threads it keeps: some thread of each kind is there for every one of
+/// 30 acquisitions (a fresh thread per acquisition would leave none in common; other
+/// tests' threads, running meanwhile, only add to the sets).
+#[test]
+#[cfg_attr(miri, ignore = "sockets, threads and named segments")]
+fn acquisitions_reuse_the_guard_and_the_node_threads() {
+    let dir = Dir::new("reuse");
+    let nodes = cluster("reuse", 3, false, &dir);
+    let mut lock = DistLock::open(nodes[0].local_url().unwrap(), "reuse").unwrap();
+    let (mut guards, mut waits): (Option<std::collections::HashSet<u64>>, Option<_>) = (None, None);
+    for _ in 0..30 {
+        let guard = lock.try_lock_for(Duration::from_secs(20)).unwrap();
+        guard.check().unwrap();
+        // Node 0's stream to its other quorum member stays open while the lock is held.
+        let (g, w) = (
+            threads_named("shmlink-dlock-g"),
+            threads_named("shmlink-dlock-0"),
+        );
+        guards = Some(guards.map_or(g.clone(), |s| &s & &g));
+        waits = Some(waits.map_or(w.clone(), |s: std::collections::HashSet<u64>| &s & &w));
+    }
+    assert!(
+        !guards.unwrap().is_empty(),
+        "a guard thread per acquisition"
+    );
+    assert!(!waits.unwrap().is_empty(), "a node thread per acquisition");
+}

@@ -5,7 +5,7 @@
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::fmt;
 use std::sync::Arc;
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::FencingToken;
@@ -14,7 +14,7 @@ use super::node::monotonic_now;
 use super::protocol::LockName;
 use super::service::{AcquireArgs, LocalClient, LockEvent, NodeError, NodeStatus, ReleaseArgs};
 use crate::lock::{BakeryConfigError, BakeryGuard, BakeryLock, LockError, ObjectError};
-use crate::rpc::{ConnectError, RpcError};
+use crate::rpc::{CallStream, ConnectError, RpcError};
 use crate::segment::ShmRegion;
 use crate::segment::{CreateError, OpenError, Segment};
 
@@ -150,6 +150,8 @@ pub struct DistLock {
     client: LocalClient,
     host: BakeryLock<ShmRegion<crate::lock::BakeryControl>>,
     keys: AtomicU64,
+    /// The guard thread, from the first acquisition on.
+    watcher: Option<Watcher>,
 }
 
 impl fmt::Debug for DistLock {
@@ -182,6 +184,7 @@ impl DistLock {
             client,
             host,
             keys: AtomicU64::new(seed),
+            watcher: None,
         })
     }
 
@@ -219,6 +222,7 @@ impl DistLock {
             client,
             host,
             keys,
+            watcher,
             ..
         } = self;
         let (name, client): (&String, &LocalClient) = (name, client);
@@ -238,79 +242,19 @@ impl DistLock {
                 });
             }
         };
+        let watcher = match watcher {
+            Some(w) => w,
+            None => watcher.insert(Watcher::start().map_err(|e| DistLockError::Host {
+                lock: name.clone(),
+                reason: format!("start the guard thread: {e}"),
+            })?),
+        };
         let key = keys.fetch_add(1, Ordering::Relaxed);
-        let stream = client.with_timeout(Duration::MAX).acquire(AcquireArgs {
+        let mut stream = client.with_timeout(Duration::MAX).acquire(AcquireArgs {
             name: name.clone(),
             pid: std::process::id(),
             key,
         });
-        let state = Arc::new(Held {
-            valid_until: AtomicU64::new(0),
-            lost: AtomicBool::new(false),
-            expired: AtomicBool::new(false),
-        });
-        let (tx, rx) = mpsc::channel();
-        let held = state.clone();
-        let (pinger, alive) = (
-            client.with_timeout(Duration::from_secs(1)),
-            ReleaseArgs {
-                name: name.clone(),
-                key,
-            },
-        );
-        // Answers every grant and renewal report, so that the node goes on renewing
-        // only while this process runs.
-        let keepalive = move || {
-            let _ = pinger.keepalive(alive.clone()).wait();
-        };
-        // One thread per acquisition reads what the node says: the grant, then
-        // renewals and a loss, which it records for `check`.
-        std::thread::Builder::new()
-            .name("shmlink-dlock-guard".into())
-            .spawn(move || {
-                let mut granted = false;
-                for event in stream {
-                    match event {
-                        Ok(LockEvent::Granted { token, valid_until }) => {
-                            held.valid_until.store(valid_until, Ordering::Release);
-                            granted = true;
-                            let _ = tx.send(Ok(token));
-                            keepalive();
-                        }
-                        Ok(LockEvent::Renewed { valid_until }) => {
-                            held.valid_until.fetch_max(valid_until, Ordering::AcqRel);
-                            keepalive();
-                        }
-                        Ok(LockEvent::Lost { expired }) => {
-                            held.expired.store(expired, Ordering::Relaxed);
-                            held.lost.store(true, Ordering::Release);
-                            if !granted {
-                                let _ = tx.send(Err(None));
-                            }
-                        }
-                        Err(e) => {
-                            if !granted {
-                                let _ = tx.send(Err(Some(e)));
-                            }
-                            break;
-                        }
-                    }
-                }
-                // The stream ended (released, or the node or the connection went): no
-                // more reports, so whatever happens at the node now goes unheard. Stop
-                // counting on the lock.
-                if granted {
-                    held.lost.store(true, Ordering::Release);
-                }
-            })
-            .map_err(|e| DistLockError::Host {
-                lock: name.clone(),
-                reason: format!("start the guard thread: {e}"),
-            })?;
-        let outcome = match remaining() {
-            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            Some(left) => rx.recv_timeout(left),
-        };
         let release = |client: &LocalClient| {
             let _ = client
                 .with_timeout(Duration::from_secs(1))
@@ -320,37 +264,145 @@ impl DistLock {
                 })
                 .wait();
         };
-        match outcome {
-            Ok(Ok(token)) => Ok(DistGuard {
-                name,
-                client,
+        // This thread reads what the node says until the grant; the guard thread reads
+        // the rest (renewals, a loss) and answers each report with a keep-alive.
+        let granted = loop {
+            let event = match deadline {
+                None => stream.next(),
+                Some(d) => stream.next_until(d),
+            };
+            match event {
+                Some(Ok(LockEvent::Granted { token, valid_until })) => {
+                    break Ok((token, valid_until));
+                }
+                // Renewals come only after a grant.
+                Some(Ok(LockEvent::Renewed { .. })) => {}
+                Some(Err(RpcError::DeadlineExceeded))
+                    if deadline.is_some_and(|d| Instant::now() >= d) =>
+                {
+                    break Err(DistLockError::Timeout { lock: name.clone() });
+                }
+                Some(Err(RpcError::Service(source))) => {
+                    break Err(DistLockError::Node {
+                        lock: name.clone(),
+                        source,
+                    });
+                }
+                Some(Err(source)) => {
+                    break Err(DistLockError::Rpc {
+                        lock: name.clone(),
+                        source,
+                    });
+                }
+                // The node failed the attempt (it stopped), or the stream ended.
+                Some(Ok(LockEvent::Lost { .. })) | None => {
+                    break Err(DistLockError::Rpc {
+                        lock: name.clone(),
+                        source: RpcError::ServerGone,
+                    });
+                }
+            }
+        };
+        let (token, valid_until) = match granted {
+            Ok(g) => g,
+            Err(e) => {
+                // Withdraw the attempt at once (the node also does when the stream
+                // ends, which dropping it does, but only at its next look).
+                release(client);
+                return Err(e);
+            }
+        };
+        let state = Arc::new(Held {
+            valid_until: AtomicU64::new(valid_until),
+            lost: AtomicBool::new(false),
+            expired: AtomicBool::new(false),
+        });
+        let watch = Watch {
+            stream,
+            held: state.clone(),
+            pinger: client.with_timeout(Duration::from_secs(1)),
+            alive: ReleaseArgs {
+                name: name.clone(),
                 key,
-                token,
-                state,
-                previous_died,
-                _host: host_guard,
-            }),
-            Ok(Err(Some(RpcError::Service(source)))) => Err(DistLockError::Node {
+            },
+        };
+        if let Err(mpsc::SendError(watch)) = watcher.tx.send(watch) {
+            // The guard thread is gone (it cannot be: it ends when this lock drops).
+            drop(watch);
+            release(client);
+            return Err(DistLockError::Host {
                 lock: name.clone(),
-                source,
-            }),
-            Ok(Err(Some(source))) => Err(DistLockError::Rpc {
-                lock: name.clone(),
-                source,
-            }),
-            Ok(Err(None)) | Err(RecvTimeoutError::Disconnected) => {
-                release(client);
-                Err(DistLockError::Rpc {
-                    lock: name.clone(),
-                    source: RpcError::ServerGone,
-                })
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                // Withdraw the attempt (the node also does when the stream ends).
-                release(client);
-                Err(DistLockError::Timeout { lock: name.clone() })
-            }
+                reason: "the guard thread is gone".into(),
+            });
         }
+        Ok(DistGuard {
+            name,
+            client,
+            key,
+            token,
+            state,
+            previous_died,
+            _host: host_guard,
+        })
+    }
+}
+
+/// One lock's guard thread: it reads the node's reports on each held lock (renewals,
+/// a loss), records them for [`DistGuard::check`], and answers each with a keep-alive,
+/// so that the node goes on renewing only while this process runs. It is started at
+/// the first acquisition and serves every later one, and ends once the [`DistLock`]
+/// is dropped and the last lock's stream has ended.
+struct Watcher {
+    tx: mpsc::Sender<Watch>,
+}
+
+/// A granted lock, handed to the guard thread.
+struct Watch {
+    stream: CallStream<LockEvent, NodeError>,
+    held: Arc<Held>,
+    pinger: LocalClient,
+    alive: ReleaseArgs,
+}
+
+impl Watcher {
+    fn start() -> std::io::Result<Watcher> {
+        let (tx, rx) = mpsc::channel::<Watch>();
+        std::thread::Builder::new()
+            .name("shmlink-dlock-guard".into())
+            .spawn(move || {
+                for Watch {
+                    stream,
+                    held,
+                    pinger,
+                    alive,
+                } in rx
+                {
+                    let keepalive = || {
+                        let _ = pinger.keepalive(alive.clone()).wait();
+                    };
+                    // Answers the grant's report.
+                    keepalive();
+                    for event in stream {
+                        match event {
+                            Ok(LockEvent::Renewed { valid_until }) => {
+                                held.valid_until.fetch_max(valid_until, Ordering::AcqRel);
+                                keepalive();
+                            }
+                            Ok(LockEvent::Lost { expired }) => {
+                                held.expired.store(expired, Ordering::Relaxed);
+                                held.lost.store(true, Ordering::Release);
+                            }
+                            Ok(LockEvent::Granted { .. }) => {}
+                            Err(_) => break,
+                        }
+                    }
+                    // The stream ended (released, or the node or the connection went):
+                    // no more reports, so whatever happens at the node now goes
+                    // unheard. Stop counting on the lock.
+                    held.lost.store(true, Ordering::Release);
+                }
+            })?;
+        Ok(Watcher { tx })
     }
 }
 

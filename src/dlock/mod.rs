@@ -25,6 +25,7 @@ pub mod protocol;
 pub mod quorum;
 pub mod service;
 mod state;
+mod tasks;
 
 pub use client::{DistGuard, DistLock, DistLockError, HOST_PARTICIPANTS};
 pub use config::{ConfigFileError, NodeConfig, QuorumChoice};

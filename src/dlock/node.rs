@@ -34,6 +34,7 @@ use super::service::{
     AcquireArgs, Local, LocalServer, LockEvent, LockInfo, NodeError, NodeStatus, Peer, PeerClient,
     PeerServer, ReleaseArgs,
 };
+use super::tasks::Tasks;
 use super::{ConfigFileError, FencingToken, NodeConfig, NodeState, StateError};
 use crate::rpc::{ClientOptions, Context, RpcError, Server, ServerHandle, Sink};
 use crate::transport::ListenError;
@@ -190,6 +191,8 @@ struct Inner {
     generation: u64,
     /// Request streams this node has open to its arbiters.
     open: HashSet<(NodeId, RequestId)>,
+    /// When the timer thread wakes next (`None`: it is awake).
+    timer_at: Option<Nanos>,
     waiters: HashMap<LockName, Waiter>,
 }
 
@@ -206,6 +209,8 @@ struct Shared {
     broken: Vec<AtomicBool>,
     stop: AtomicBool,
     undelivered: AtomicU64,
+    /// Threads for blocking waits (request streams, answers of calls).
+    tasks: Arc<Tasks>,
 }
 
 fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -295,7 +300,22 @@ impl Shared {
                 let _ = w.events.send(LockEvent::Renewed { valid_until: new.0 });
             }
         }
-        self.tick.notify_one();
+        // Wake the timer thread only if it now has something to do before it wakes.
+        if let Some(at) = inner.timer_at
+            && Self::next_due(inner).is_some_and(|due| due < at)
+        {
+            inner.timer_at = None;
+            self.tick.notify_one();
+        }
+    }
+
+    /// The earliest of the core's deadlines and the keep-alives due.
+    fn next_due(inner: &Inner) -> Option<Nanos> {
+        let acks = inner.waiters.values().filter_map(|w| w.ack_due).min();
+        match (inner.node.next_deadline(), acks) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// How long a local holder has to answer a grant or renewal report: a quarter of
@@ -305,22 +325,15 @@ impl Shared {
         u64::try_from(self.lease.as_nanos() / 4).unwrap_or(u64::MAX)
     }
 
-    /// Stops renewing the locks whose holders did not answer in time; the earliest
-    /// keep-alive still due.
-    fn check_holders(&self, inner: &mut Inner, now: Nanos) -> Option<Nanos> {
+    /// Stops renewing the locks whose holders did not answer in time.
+    fn check_holders(inner: &mut Inner, now: Nanos) {
         let Inner { node, waiters, .. } = inner;
-        let mut next: Option<Nanos> = None;
         for (lock, w) in waiters.iter_mut() {
-            match w.ack_due {
-                Some(due) if now >= due => {
-                    w.ack_due = None;
-                    node.stop_renewing(*lock, now);
-                }
-                Some(due) => next = Some(next.map_or(due, |n| n.min(due))),
-                None => {}
+            if w.ack_due.is_some_and(|due| now >= due) {
+                w.ack_due = None;
+                node.stop_renewing(*lock, now);
             }
         }
-        next
     }
 
     fn route(&self, inner: &mut Inner, msg: Msg, ack: Option<&mut (RequestId, Option<Msg>)>) {
@@ -703,27 +716,24 @@ fn peer_loop(shared: &Arc<Shared>, peer: NodeId, url: &str, rx: &Receiver<Msg>) 
                     if opened {
                         let stream = c.with_timeout(2 * shared.lease + timeout).request(msg);
                         let sh = shared.clone();
-                        let spawned = std::thread::Builder::new()
-                            .name(format!("shmlink-dlock-stream-{peer}"))
-                            .spawn(move || {
-                                for item in stream {
-                                    match item {
-                                        // Only the arbiter this stream goes to speaks on it.
-                                        Ok(answer) if answer.from == peer => {
-                                            if sh.deliver(answer, false).is_err() {
-                                                break;
-                                            }
-                                        }
-                                        Err(e) if connection_failed(&e) => {
-                                            sh.broken[usize::from(peer)]
-                                                .store(true, Ordering::Relaxed);
+                        let spawned = shared.tasks.run(move || {
+                            for item in stream {
+                                match item {
+                                    // Only the arbiter this stream goes to speaks on it.
+                                    Ok(answer) if answer.from == peer => {
+                                        if sh.deliver(answer, false).is_err() {
                                             break;
                                         }
-                                        _ => break,
                                     }
+                                    Err(e) if connection_failed(&e) => {
+                                        sh.broken[usize::from(peer)].store(true, Ordering::Relaxed);
+                                        break;
+                                    }
+                                    _ => break,
                                 }
-                                sh.lock().open.remove(&(peer, id));
-                            });
+                            }
+                            sh.lock().open.remove(&(peer, id));
+                        });
                         if spawned.is_err() {
                             shared.lock().open.remove(&(peer, id));
                         }
@@ -740,25 +750,35 @@ fn peer_loop(shared: &Arc<Shared>, peer: NodeId, url: &str, rx: &Receiver<Msg>) 
                 }
             }
         }
-        let mut broken = false;
-        for p in pending {
-            let err = match p {
-                Pending::Unit(call) => call.wait().err(),
-                Pending::Ack(call) => match call.wait() {
-                    Ok(Some(ack)) if ack.from == peer => {
-                        let _ = shared.deliver(ack, false);
-                        None
-                    }
-                    Ok(_) => None,
-                    Err(e) => Some(e),
-                },
-            };
-            if let Some(e) = err {
-                shared.undelivered.fetch_add(1, Ordering::Relaxed);
-                broken |= connection_failed(&e);
-            }
+        if pending.is_empty() {
+            continue;
         }
-        if broken {
+        // The answers are waited for elsewhere: this thread goes on sending.
+        let sh = shared.clone();
+        let waited = shared.tasks.run(move || {
+            for p in pending {
+                let err = match p {
+                    Pending::Unit(call) => call.wait().err(),
+                    Pending::Ack(call) => match call.wait() {
+                        Ok(Some(ack)) if ack.from == peer => {
+                            let _ = sh.deliver(ack, false);
+                            None
+                        }
+                        Ok(_) => None,
+                        Err(e) => Some(e),
+                    },
+                };
+                if let Some(e) = err {
+                    sh.undelivered.fetch_add(1, Ordering::Relaxed);
+                    if connection_failed(&e) {
+                        sh.broken[usize::from(peer)].store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+        if waited.is_err() {
+            // (Shutting down, or out of threads: the calls are cancelled, and the
+            // core retransmits.)
             client = None;
         }
     }
@@ -777,26 +797,23 @@ fn timer_loop(shared: &Shared) {
     let mut inner = shared.lock();
     while !shared.stop.load(Ordering::Relaxed) {
         let now = monotonic_now();
-        let mut due = None;
         if inner.failed.is_none() {
-            due = shared.check_holders(&mut inner, now);
+            Shared::check_holders(&mut inner, now);
             inner.node.tick(now);
             shared.apply(&mut inner, None);
         }
-        let next = match (inner.node.next_deadline(), due) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let wait = next
+        let wait = Shared::next_due(&inner)
             .map_or(Duration::from_secs(1), |d| {
                 Duration::from_nanos(d.since(now))
             })
             .clamp(Duration::from_micros(100), Duration::from_secs(1));
+        inner.timer_at = Some(now.after(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX)));
         inner = shared
             .tick
             .wait_timeout(inner, wait)
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .0;
+        inner.timer_at = None;
     }
 }
 
@@ -909,6 +926,7 @@ impl LockNode {
                 routes: HashMap::new(),
                 generation: 0,
                 open: HashSet::new(),
+                timer_at: None,
                 waiters: HashMap::new(),
             }),
             tick: Condvar::new(),
@@ -916,6 +934,7 @@ impl LockNode {
             broken: (0..nodes).map(|_| AtomicBool::new(false)).collect(),
             stop: AtomicBool::new(false),
             undelivered: AtomicU64::new(0),
+            tasks: Tasks::new(format!("shmlink-dlock-{me}-wait")),
         });
         // Every open request stream holds a worker for as long as it lives: room for
         // a few locks contended by every node at once.
@@ -1004,6 +1023,7 @@ impl LockNode {
 
     fn stop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.tasks.close();
         self.shared.tick.notify_all();
         if let Some(s) = self.local_server.take() {
             s.shutdown(Duration::from_millis(200));
