@@ -939,8 +939,11 @@ impl LockNode {
         // Every open request stream holds a worker for as long as it lives: room for
         // a few locks contended by every node at once.
         let workers = 16 + 8 * nodes;
+        // Unary handlers only feed the core and never wait: they run on the
+        // connection's reader, without a hand-off to a worker.
         let peer_server = Server::new(PeerServer(PeerSide(shared.clone())))
             .workers(workers)
+            .inline_unary(true)
             .serve(&opts.listen)
             .map_err(|source| StartError::Listen {
                 url: opts.listen.clone(),
@@ -958,6 +961,7 @@ impl LockNode {
             // Each attempt of a local client holds a worker while it waits and holds.
             let local = Server::new(LocalServer(LocalSide(shared.clone())))
                 .workers(LOCAL_WORKERS)
+                .inline_unary(true)
                 .serve(url)
                 .map_err(|source| StartError::Listen {
                     url: url.clone(),

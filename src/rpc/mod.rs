@@ -214,6 +214,13 @@ pub trait Service: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Runs method `method` on `request`, answering through `reply`.
     fn dispatch(&self, method: u64, ctx: &Context, request: &[u8], reply: &mut Responder<'_>);
+    /// Whether `method` is a unary method of this service (what
+    /// [`Server::inline_unary`] runs on the reader). `false` unless known: the
+    /// default, for services written by hand.
+    fn is_unary(&self, method: u64) -> bool {
+        let _ = method;
+        false
+    }
 }
 
 /// Support for the code [`service!`](crate::service) generates; not a public API.
@@ -470,6 +477,11 @@ macro_rules! service {
                     }
                 )*
                 reply.unknown_method();
+            }
+
+            fn is_unary(&self, method: u64) -> bool {
+                false $(|| method == const { $crate::rpc::__private::method_id(&[
+                    stringify!($svc), stringify!($cname), stringify!($creq), stringify!($cresp)]) })*
             }
         }
     };
