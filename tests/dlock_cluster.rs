@@ -1370,8 +1370,9 @@ fn a_sigkilled_arbiter_restarts_with_a_new_incarnation_and_tokens_keep_rising() 
     println!(
         "recovery arbiter-kill: {} ms to the next increment (client {} on node {}; quorums \
          holding node {victim}: those of nodes {dependent:?}); node {victim} ({status}) back \
-         after {} ms as incarnation {new_incarnation}, first grant needing it {} ms after its \
-         restart (lock-delay {} ms); {} increments, {} refused",
+         after {} ms as incarnation {new_incarnation}, first grant to a client of those nodes \
+         {} ms after its restart (lock-delay {} ms; an attempt may have moved to a live \
+         quorum); {} increments, {} refused",
         ms(next.at - fault),
         next.client,
         c.clients[next.client].node,
