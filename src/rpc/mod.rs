@@ -89,7 +89,9 @@ use std::time::{Duration, Instant};
 
 pub use client::{Call, CallStream, Client, ClientOptions};
 pub use error::{ConnectError, RpcError, TransportFailure};
-pub use server::{Responder, Server, ServerHandle, ServerStats, Sink, StreamClosed};
+pub use server::{
+    Responder, Server, ServerHandle, ServerStats, Sink, StreamClosed, StreamSender, TryStreamError,
+};
 
 /// Items a streaming call may run ahead of its consumer before [`Sink::send`] waits.
 pub const STREAM_WINDOW: u64 = 64;

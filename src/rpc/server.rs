@@ -3,6 +3,7 @@
 
 use core::fmt;
 use core::marker::PhantomData;
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -675,7 +676,7 @@ fn on_request(
 
 fn worker_loop(shared: &Arc<ServerShared>) {
     while let Some(job) = shared.pool.pop() {
-        run_call(
+        let detached = run_call(
             shared,
             &job.conn,
             job.id,
@@ -685,7 +686,9 @@ fn worker_loop(shared: &Arc<ServerShared>) {
             &job.payload,
             true,
         );
-        job.conn.finish_call(job.id);
+        if !detached {
+            job.conn.finish_call(job.id);
+        }
     }
 }
 
@@ -694,25 +697,25 @@ fn worker_loop(shared: &Arc<ServerShared>) {
 #[allow(clippy::too_many_arguments)]
 fn run_call(
     shared: &ServerShared,
-    conn: &Conn,
+    conn: &Arc<Conn>,
     id: u64,
     method: u64,
     deadline: Option<Instant>,
     ctl: &Arc<CallCtl>,
     payload: &[u8],
     queued: bool,
-) {
+) -> bool {
     let ctx = Context::new(id, deadline, ctl.clone());
     let before = if queued { ctx.check() } else { Ok(()) };
     match before {
         Err(Stop::Cancelled) | Err(Stop::ShuttingDown) => {
             Counters::bump(&shared.stats.cancelled);
-            return;
+            return false;
         }
         Err(Stop::DeadlineExceeded) => {
             Counters::bump(&shared.stats.deadline_exceeded);
             conn.reply_code(id, Code::DeadlineExceeded);
-            return;
+            return false;
         }
         Ok(()) => {}
     }
@@ -721,6 +724,7 @@ fn run_call(
         id,
         ctx: &ctx,
         ended: false,
+        detached: Cell::new(false),
     };
     let run = catch_unwind(AssertUnwindSafe(|| {
         shared
@@ -728,12 +732,18 @@ fn run_call(
             .dispatch(method, &ctx, payload, &mut responder);
     }));
     let ended = responder.ended;
+    let detached = responder.detached.get();
     if run.is_err() {
         Counters::bump(&shared.stats.panicked);
-        if !ended {
+        if !ended && !detached {
             conn.reply_code(id, Code::Internal);
         }
-        return;
+        return detached;
+    }
+    if detached {
+        // Goes on through its `StreamSender`.
+        Counters::bump(&shared.stats.completed);
+        return true;
     }
     if !ended {
         conn.reply_code(id, Code::Internal);
@@ -744,15 +754,18 @@ fn run_call(
         Err(Stop::DeadlineExceeded) => Counters::bump(&shared.stats.deadline_exceeded),
         Ok(()) => Counters::bump(&shared.stats.completed),
     }
+    false
 }
 
 /// How a handler's outcome goes back to the caller; used by the code
 /// [`service!`](crate::service) generates.
 pub struct Responder<'a> {
-    conn: &'a Conn,
+    conn: &'a Arc<Conn>,
     id: u64,
     ctx: &'a Context,
     ended: bool,
+    /// Set by [`Sink::detach`]: the stream ends when its [`StreamSender`] does.
+    detached: Cell<bool>,
 }
 
 impl fmt::Debug for Responder<'_> {
@@ -780,6 +793,9 @@ impl Responder<'_> {
             return;
         }
         self.ended = true;
+        if self.detached.get() {
+            return; // the stream's sender ends it
+        }
         if self.ctx.ctl().is_cancelled_flag() {
             return; // nobody waits for it
         }
@@ -819,6 +835,7 @@ impl Responder<'_> {
             conn: self.conn,
             id: self.id,
             ctx: self.ctx,
+            detached: &self.detached,
             _t: PhantomData,
         }
     }
@@ -838,9 +855,10 @@ impl std::error::Error for StreamClosed {}
 
 /// Where a streaming handler sends its items.
 pub struct Sink<'a, T> {
-    conn: &'a Conn,
+    conn: &'a Arc<Conn>,
     id: u64,
     ctx: &'a Context,
+    detached: &'a Cell<bool>,
     _t: PhantomData<fn(&T)>,
 }
 
@@ -878,5 +896,194 @@ impl<T: Serialize> Sink<'_, T> {
             }
             Err(StreamClosed(why))
         }
+    }
+}
+
+impl<T: Serialize> Sink<'_, T> {
+    /// Detaches the stream from the handler: the call goes on after the handler
+    /// returns, and the returned [`StreamSender`] sends its items, from any thread,
+    /// until it is [finished](StreamSender::finish) or dropped (which ends the stream
+    /// as `Ok`). The handler's own result is then not sent. For streams fed by events
+    /// elsewhere (a subscription, a lock's grants): no thread waits for them, so a
+    /// handler of a server with [`inline_unary`](Server::inline_unary) or without
+    /// workers can return at once. A cancel, the client leaving or the server shutting
+    /// down close the sender ([`StreamSender::is_closed`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Mutex;
+    /// use shmlink::rpc::{Context, Server, Sink, StreamSender};
+    ///
+    /// shmlink::service! {
+    ///     pub trait News {
+    ///         client NewsClient;
+    ///         server NewsServer;
+    ///         error String;
+    ///         /// Subscribes: the stream gets what `publish` publishes.
+    ///         stream fn subscribe(unit: ()) -> String;
+    ///         /// Publishes to every subscriber, then ends their streams if `last`.
+    ///         fn publish(args: (String, bool)) -> ();
+    ///     }
+    /// }
+    /// #[derive(Default)]
+    /// struct Hub(Mutex<Vec<StreamSender<String>>>);
+    /// impl News for Hub {
+    ///     fn subscribe(&self, _: &Context, (): (), sink: &mut Sink<'_, String>) -> Result<(), String> {
+    ///         self.0.lock().unwrap().push(sink.detach());
+    ///         Ok(()) // returns at once; the stream stays open
+    ///     }
+    ///     fn publish(&self, _: &Context, (text, last): (String, bool)) -> Result<(), String> {
+    ///         let mut subs = self.0.lock().unwrap();
+    ///         subs.retain(|s| s.try_send(&text).is_ok());
+    ///         if last {
+    ///             subs.clear(); // dropping a sender ends its stream
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// let server = Server::new(NewsServer(Hub::default())).workers(0).serve("tcp://127.0.0.1:0")?;
+    /// let url = server.url().unwrap();
+    /// let (reader, writer) = (NewsClient::connect(url)?, NewsClient::connect(url)?);
+    /// let mut news = reader.subscribe(());
+    /// while server.stats().completed == 0 {
+    ///     std::thread::yield_now(); // until the subscription is in
+    /// }
+    /// writer.publish(("hello".into(), false)).wait()?;
+    /// writer.publish(("bye".into(), true)).wait()?;
+    /// assert_eq!(news.next().unwrap()?, "hello");
+    /// assert_eq!(news.next().unwrap()?, "bye");
+    /// assert!(news.next().is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn detach(&mut self) -> StreamSender<T> {
+        self.detached.set(true);
+        // A call run inline shares the reader's reused control block: give the
+        // detached stream one of its own, where the reader finds it (cancels).
+        let ctl = if Arc::ptr_eq(self.ctx.ctl(), &self.conn.inline_ctl) {
+            let ctl = CallCtl::unlimited();
+            relock(&self.conn.calls).insert(self.id, ctl.clone());
+            ctl
+        } else {
+            self.ctx.ctl().clone()
+        };
+        StreamSender {
+            conn: self.conn.clone(),
+            id: self.id,
+            deadline: self.ctx.deadline(),
+            ctl,
+            _t: PhantomData,
+        }
+    }
+}
+
+/// Why [`StreamSender::try_send`] did not send an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TryStreamError {
+    /// The client is [`STREAM_WINDOW`] items behind, or the transport has no room
+    /// now: the item was not sent, the stream goes on.
+    Full,
+    /// The stream is over (cancelled, deadline passed, client gone, server shutting
+    /// down): stop sending.
+    Closed(Stop),
+}
+
+impl fmt::Display for TryStreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Full => f.write_str("stream item not sent: the client is behind"),
+            Self::Closed(stop) => write!(f, "stream closed: {stop}"),
+        }
+    }
+}
+
+impl std::error::Error for TryStreamError {}
+
+/// The sending end of a detached stream ([`Sink::detach`]): sends items from any
+/// thread, and ends the stream when finished or dropped. It never waits: an item
+/// goes out now or not at all.
+pub struct StreamSender<T> {
+    conn: Arc<Conn>,
+    id: u64,
+    deadline: Option<Instant>,
+    ctl: Arc<CallCtl>,
+    _t: PhantomData<fn(&T)>,
+}
+
+impl<T> fmt::Debug for StreamSender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamSender")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> StreamSender<T> {
+    /// Why the stream is over, if it is.
+    pub fn closed(&self) -> Option<Stop> {
+        if self.conn.gone.load(Ordering::Relaxed) {
+            return Some(Stop::Cancelled);
+        }
+        self.ctl.stop_reason(self.deadline)
+    }
+
+    /// Whether the stream is over ([`closed`](Self::closed)).
+    pub fn is_closed(&self) -> bool {
+        self.closed().is_some()
+    }
+
+    /// Ends the stream with `result` (as a handler's result ends it).
+    pub fn finish<E: Serialize>(self, result: Result<(), E>) {
+        match result {
+            Ok(()) => self.end(Code::Ok, |_| true),
+            Err(e) => self.end(Code::ServiceError, |b| append(b, &e)),
+        }
+    }
+
+    fn end(&self, code: Code, body: impl FnOnce(&mut Vec<u8>) -> bool) {
+        if relock(&self.conn.calls).remove(&self.id).is_none() {
+            return; // already ended
+        }
+        if !self.ctl.is_cancelled_flag() {
+            // Now or never: a client too far behind to take it learns of the end from
+            // its deadline.
+            self.conn
+                .send(Kind::Reply, code, self.id, Some(Instant::now()), body);
+        }
+    }
+}
+
+impl<T: Serialize> StreamSender<T> {
+    /// Sends one item if it can go out now.
+    ///
+    /// # Errors
+    ///
+    /// [`TryStreamError::Full`] if the client is behind (the item is not sent),
+    /// [`TryStreamError::Closed`] once the stream is over.
+    pub fn try_send(&self, item: &T) -> Result<(), TryStreamError> {
+        if let Some(stop) = self.closed() {
+            return Err(TryStreamError::Closed(stop));
+        }
+        if !self.ctl.try_take_credit() {
+            return Err(TryStreamError::Full);
+        }
+        if self
+            .conn
+            .send(Kind::Item, Code::Ok, self.id, Some(Instant::now()), |b| {
+                append(b, item)
+            })
+        {
+            Ok(())
+        } else if let Some(stop) = self.closed() {
+            Err(TryStreamError::Closed(stop))
+        } else {
+            Err(TryStreamError::Full)
+        }
+    }
+}
+
+impl<T> Drop for StreamSender<T> {
+    fn drop(&mut self) {
+        self.end(Code::Ok, |_| true);
     }
 }

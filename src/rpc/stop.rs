@@ -138,6 +138,20 @@ impl StopSignal {
         .map(|_| ())
     }
 
+    /// Takes one stream credit if there is one, without waiting; `false` if none.
+    pub fn try_take_credit(&self) -> bool {
+        if self.unlimited {
+            return true;
+        }
+        let mut c = self.lock();
+        if *c > 0 {
+            *c -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
     /// The flags' verdict (no clock read).
     fn flag_reason(&self) -> Option<Stop> {
         if self.aborted.load(Ordering::Acquire) {

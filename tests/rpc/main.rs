@@ -328,6 +328,7 @@ mod concurrency;
 mod connect;
 mod cross_process;
 mod deadlines;
+mod detached;
 mod fuzz;
 mod shutdown;
 mod streams;
