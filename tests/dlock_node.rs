@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use shmlink::dlock::protocol::Config;
 use shmlink::dlock::quorum::{QuorumSystem, default_for};
-use shmlink::dlock::service::{AcquireArgs, LocalClient, LockEvent};
+use shmlink::dlock::service::{AcquireArgs, LocalClient, LockEvent, NodeError};
 use shmlink::dlock::{
     DistLock, DistLockError, FencedResource, Lock, LockGuard, LockNode, NodeOptions, monotonic_now,
 };
+use shmlink::rpc::RpcError;
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
@@ -232,15 +233,35 @@ fn a_timed_out_attempt_is_withdrawn_and_a_dropped_client_lock_runs_out() {
     let now = monotonic_now().0;
     assert!(now >= valid_until, "granted {} ns early", valid_until - now);
     drop(later);
-    // The same host takes it again after a client left without releasing: the node
-    // waits for the orphaned lock to run out instead of refusing.
-    let mut stream = raw.with_timeout(Duration::MAX).acquire(AcquireArgs {
-        name: "w".into(),
-        pid: 1,
-        key: 100,
-    });
-    assert!(matches!(stream.next(), Some(Ok(LockEvent::Granted { .. }))));
+    // The same host takes it again after a client left without releasing. While
+    // another attempt of the host is on, the node answers `Busy` at once (its handlers
+    // never wait: they run on the connection's reader), and the caller asks again.
+    let ask = |key| {
+        raw.with_timeout(Duration::MAX).acquire(AcquireArgs {
+            name: "w".into(),
+            pid: 1,
+            key,
+        })
+    };
+    let t0 = Instant::now();
+    let stream = loop {
+        let mut stream = ask(100);
+        match stream.next() {
+            Some(Ok(LockEvent::Granted { .. })) => break stream,
+            Some(Err(RpcError::Service(NodeError::Busy { .. }))) => {
+                assert!(t0.elapsed() < Duration::from_secs(10), "busy for 10 s");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    let busy = ask(101).next();
+    assert!(
+        matches!(busy, Some(Err(RpcError::Service(NodeError::Busy { .. })))),
+        "a second attempt of the host while one holds: {busy:?}"
+    );
     drop(stream);
+    // `DistLock` asks again until the orphaned lock has run out.
     let mut again = DistLock::open(&url0, "w").unwrap();
     again
         .try_lock_for(Duration::from_secs(10))

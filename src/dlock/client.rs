@@ -18,6 +18,10 @@ use crate::rpc::{CallStream, ConnectError, RpcError};
 use crate::segment::ShmRegion;
 use crate::segment::{CreateError, OpenError, Segment};
 
+/// How long [`DistLock`] waits before it asks again when the node is busy with another
+/// attempt of this host on the lock ([`NodeError::Busy`]).
+const BUSY_RETRY: Duration = Duration::from_millis(5);
+
 /// Slots of the host's Bakery lock per lock name: processes of one host that may
 /// wait for the same distributed lock at once.
 pub const HOST_PARTICIPANTS: usize = 64;
@@ -250,11 +254,14 @@ impl DistLock {
             })?),
         };
         let key = keys.fetch_add(1, Ordering::Relaxed);
-        let mut stream = client.with_timeout(Duration::MAX).acquire(AcquireArgs {
-            name: name.clone(),
-            pid: std::process::id(),
-            key,
-        });
+        let open = || {
+            client.with_timeout(Duration::MAX).acquire(AcquireArgs {
+                name: name.clone(),
+                pid: std::process::id(),
+                key,
+            })
+        };
+        let mut stream = open();
         let release = |client: &LocalClient| {
             let _ = client
                 .with_timeout(Duration::from_secs(1))
@@ -281,6 +288,16 @@ impl DistLock {
                     if deadline.is_some_and(|d| Instant::now() >= d) =>
                 {
                     break Err(DistLockError::Timeout { lock: name.clone() });
+                }
+                // Another attempt of this host is still on (one that just left, whose
+                // lock runs out within a lease): ask again shortly.
+                Some(Err(RpcError::Service(NodeError::Busy { .. }))) => {
+                    let retry = Instant::now() + BUSY_RETRY;
+                    if deadline.is_some_and(|d| retry >= d) {
+                        break Err(DistLockError::Timeout { lock: name.clone() });
+                    }
+                    std::thread::sleep(BUSY_RETRY);
+                    stream = open();
                 }
                 Some(Err(RpcError::Service(source))) => {
                     break Err(DistLockError::Node {

@@ -23,7 +23,6 @@ use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -36,7 +35,9 @@ use super::service::{
 };
 use super::tasks::Tasks;
 use super::{ConfigFileError, FencingToken, NodeConfig, NodeState, StateError};
-use crate::rpc::{ClientOptions, Context, RpcError, Server, ServerHandle, Sink};
+use crate::rpc::{
+    ClientOptions, Context, RpcError, Server, ServerHandle, Sink, StreamSender, TryStreamError,
+};
 use crate::transport::ListenError;
 
 /// A reading of the host's monotonic clock, the clock of every lock node and local
@@ -55,10 +56,8 @@ pub fn monotonic_now() -> Nanos {
     })
 }
 
-/// Workers of a node's local server: each attempt of a local client (one per lock
-/// name on a host, since each takes the host's Bakery lock first) holds one while it
-/// waits and holds; calls beyond them queue.
-pub const LOCAL_WORKERS: usize = 64;
+/// How often the timer looks for local clients that went away without releasing.
+const CLIENT_POLL: Duration = Duration::from_millis(50);
 
 /// How to start a [`LockNode`].
 #[derive(Debug, Clone)]
@@ -167,7 +166,8 @@ struct Waiter {
     name: String,
     key: u64,
     pid: u32,
-    events: Sender<LockEvent>,
+    /// The `acquire` stream, detached: events go out from the thread that has them.
+    events: StreamSender<LockEvent>,
     /// The validity last reported.
     reported: Option<Nanos>,
     /// When the client must have answered the last report with a keep-alive, or the
@@ -177,8 +177,9 @@ struct Waiter {
 
 /// An arbiter-side stream, by attempt.
 struct Route {
-    generation: u64,
-    tx: SyncSender<Msg>,
+    /// When the stream opened: it is ended two leases later.
+    opened: Instant,
+    tx: StreamSender<Msg>,
 }
 
 struct Inner {
@@ -188,9 +189,6 @@ struct Inner {
     /// write could acknowledge a token the file does not cover).
     failed: Option<String>,
     routes: HashMap<RequestId, Route>,
-    generation: u64,
-    /// Request streams this node has open to its arbiters.
-    open: HashSet<(NodeId, RequestId)>,
     /// When the timer thread wakes next (`None`: it is awake).
     timer_at: Option<Nanos>,
     waiters: HashMap<LockName, Waiter>,
@@ -203,10 +201,8 @@ struct Shared {
     retransmit: Duration,
     inner: Mutex<Inner>,
     tick: Condvar,
-    queues: Vec<Option<Mutex<Sender<Msg>>>>,
-    /// Set by a request stream that failed on its connection: the peer's sender
-    /// thread reconnects before its next call.
-    broken: Vec<AtomicBool>,
+    /// This node's side of each other member (`None`: itself).
+    links: Vec<Option<Link>>,
     stop: AtomicBool,
     undelivered: AtomicU64,
     /// Threads for blocking waits (request streams, answers of calls).
@@ -225,7 +221,7 @@ impl Shared {
     /// Feeds `msg` to the core and applies what it outputs; returns, if `want_ack`,
     /// the `FenceAck` for `msg`'s attempt, or another answer about it that found no
     /// stream.
-    fn deliver(&self, msg: Msg, want_ack: bool) -> Result<Option<Msg>, NodeError> {
+    fn deliver(self: &Arc<Self>, msg: Msg, want_ack: bool) -> Result<Option<Msg>, NodeError> {
         if self.stop.load(Ordering::Relaxed) {
             return Err(self.stopped("shutting down"));
         }
@@ -236,7 +232,32 @@ impl Shared {
         inner.node.handle(msg, monotonic_now());
         let mut ack = want_ack.then_some((msg.body.id(), None));
         self.apply(&mut inner, ack.as_mut());
+        drop(inner);
+        self.send_queued();
         Ok(ack.and_then(|(_, m)| m))
+    }
+
+    /// The link to `peer` (`None` for this node, or an id out of range).
+    fn link(&self, peer: NodeId) -> Option<&Link> {
+        self.links.get(usize::from(peer)).and_then(Option::as_ref)
+    }
+
+    /// Sends what the core queued for other nodes, from this thread, to every peer
+    /// that is connected and not being sent to already (see [`Link`]).
+    fn send_queued(self: &Arc<Self>) {
+        for link in self.links.iter().flatten() {
+            link.send_queued(self);
+        }
+    }
+
+    /// Has the links' threads send what the core queued (for the timer thread, which
+    /// does no network I/O).
+    fn kick_links(&self) {
+        for link in self.links.iter().flatten() {
+            if !relock(&link.state).queue.is_empty() {
+                link.wake.notify_one();
+            }
+        }
     }
 
     fn stopped(&self, reason: &str) -> NodeError {
@@ -257,7 +278,7 @@ impl Shared {
                     if let Err(e) = inner.state.reserve(high_water) {
                         inner.failed = Some(e.to_string());
                         for w in inner.waiters.values() {
-                            let _ = w.events.send(LockEvent::Lost { expired: false });
+                            let _ = w.events.try_send(&LockEvent::Lost { expired: false });
                         }
                     }
                 }
@@ -271,7 +292,7 @@ impl Shared {
                     if let Some(w) = inner.waiters.get_mut(&lock) {
                         w.reported = Some(valid_until);
                         w.ack_due = Some(monotonic_now().after(self.ack_window()));
-                        let _ = w.events.send(LockEvent::Granted {
+                        let _ = w.events.try_send(&LockEvent::Granted {
                             token: FencingToken(token),
                             valid_until: valid_until.0,
                         });
@@ -282,7 +303,7 @@ impl Shared {
                         w.reported = None;
                         w.ack_due = None;
                         let expired = reason == protocol::LostReason::Expired;
-                        let _ = w.events.send(LockEvent::Lost { expired });
+                        let _ = w.events.try_send(&LockEvent::Lost { expired });
                     }
                 }
             }
@@ -297,7 +318,9 @@ impl Shared {
                 if w.ack_due.is_none() {
                     w.ack_due = Some(monotonic_now().after(self.ack_window()));
                 }
-                let _ = w.events.send(LockEvent::Renewed { valid_until: new.0 });
+                let _ = w
+                    .events
+                    .try_send(&LockEvent::Renewed { valid_until: new.0 });
             }
         }
         // Wake the timer thread only if it now has something to do before it wakes.
@@ -309,9 +332,18 @@ impl Shared {
         }
     }
 
-    /// The earliest of the core's deadlines and the keep-alives due.
+    /// The earliest of the core's deadlines, the keep-alives due and, while local
+    /// clients wait or hold, the next look at whether they left ([`CLIENT_POLL`]).
     fn next_due(inner: &Inner) -> Option<Nanos> {
-        let acks = inner.waiters.values().filter_map(|w| w.ack_due).min();
+        let poll = (!inner.waiters.is_empty()).then(|| {
+            monotonic_now().after(u64::try_from(CLIENT_POLL.as_nanos()).unwrap_or(u64::MAX))
+        });
+        let acks = inner
+            .waiters
+            .values()
+            .filter_map(|w| w.ack_due)
+            .chain(poll)
+            .min();
         match (inner.node.next_deadline(), acks) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -325,28 +357,31 @@ impl Shared {
         u64::try_from(self.lease.as_nanos() / 4).unwrap_or(u64::MAX)
     }
 
-    /// Stops renewing the locks whose holders did not answer in time.
+    /// Stops renewing the locks whose holders did not answer in time, and ends the
+    /// attempts of clients that went away (or cancelled) without releasing: an
+    /// attempt not granted yet is withdrawn; a granted lock is not released, since the
+    /// client may be alive behind a broken connection and act until the validity it
+    /// was told, so it is only no longer renewed, and runs out then.
     fn check_holders(inner: &mut Inner, now: Nanos) {
         let Inner { node, waiters, .. } = inner;
-        for (lock, w) in waiters.iter_mut() {
-            if w.ack_due.is_some_and(|due| now >= due) {
+        waiters.retain(|lock, w| {
+            let left = w.events.is_closed();
+            let held = matches!(node.request(*lock), Some((_, RequestState::Held { .. })));
+            if left && !held {
+                node.cancel(*lock, now);
+            } else if left || w.ack_due.is_some_and(|due| now >= due) {
                 w.ack_due = None;
                 node.stop_renewing(*lock, now);
             }
-        }
+            !left
+        });
     }
 
     fn route(&self, inner: &mut Inner, msg: Msg, ack: Option<&mut (RequestId, Option<Msg>)>) {
         let id = msg.body.id();
         match msg.body.kind() {
             MsgKind::Locked | MsgKind::Failed | MsgKind::Inquire => {
-                let sent = inner.routes.get(&id).is_some_and(|r| {
-                    !matches!(
-                        r.tx.try_send(msg),
-                        Err(TrySendError::Disconnected(_) | TrySendError::Full(_))
-                    )
-                });
-                if !sent {
+                if !self.down_stream(inner, id, &msg) {
                     // No stream (a holder's ended after two leases): an answer to the
                     // `fence` or `renew` call being handled goes back as its reply, so
                     // that a holder hears a refused renewal at once.
@@ -358,23 +393,52 @@ impl Shared {
                     }
                 }
             }
-            MsgKind::FenceAck => match ack {
-                // The acknowledgement wins over another answer put there first.
-                Some((want, slot)) if *want == id => *slot = Some(msg),
-                _ => {
-                    self.undelivered.fetch_add(1, Ordering::Relaxed);
+            // Down the attempt's stream too, when it is open: the requester's thread that
+            // reads the stream (and delivered the `Locked` that caused the fence) then
+            // gets it itself, with no hand-off from whichever thread reads the reply.
+            MsgKind::FenceAck => {
+                if !self.down_stream(inner, id, &msg) {
+                    match ack {
+                        // The acknowledgement wins over another answer put there first.
+                        Some((want, slot)) if *want == id => *slot = Some(msg),
+                        _ => {
+                            self.undelivered.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
-            },
+            }
             _ => {
                 let queued = self
-                    .queues
+                    .links
                     .get(usize::from(msg.to))
                     .and_then(Option::as_ref)
-                    .is_some_and(|q| relock(q).send(msg).is_ok());
+                    .is_some_and(|link| link.queue(msg));
                 if !queued {
                     self.undelivered.fetch_add(1, Ordering::Relaxed);
                 }
             }
+        }
+    }
+
+    /// Sends `msg` down attempt `id`'s stream, if one is open; whether it went.
+    fn down_stream(&self, inner: &mut Inner, id: RequestId, msg: &Msg) -> bool {
+        match inner.routes.get(&id) {
+            Some(r) if r.opened.elapsed() < 2 * self.lease => match r.tx.try_send(msg) {
+                Ok(()) => true,
+                // The requester is far behind: a lost message, sent again.
+                Err(TryStreamError::Full) => false,
+                Err(TryStreamError::Closed(_)) => {
+                    inner.routes.remove(&id);
+                    false
+                }
+            },
+            // A stream lives at most two leases; the requester's next keep-alive
+            // reopens it.
+            Some(_) => {
+                inner.routes.remove(&id);
+                false
+            }
+            None => false,
         }
     }
 
@@ -389,7 +453,12 @@ impl Shared {
         }
     }
 
-    fn unary(&self, method: &str, kind: MsgKind, msg: Msg) -> Result<Option<Msg>, NodeError> {
+    fn unary(
+        self: &Arc<Self>,
+        method: &str,
+        kind: MsgKind,
+        msg: Msg,
+    ) -> Result<Option<Msg>, NodeError> {
         if msg.body.kind() != kind {
             return Err(NodeError::wrong_kind(method, msg.body.kind()));
         }
@@ -451,50 +520,20 @@ impl Shared {
 struct PeerSide(Arc<Shared>);
 
 impl Peer for PeerSide {
-    fn request(&self, ctx: &Context, msg: Msg, sink: &mut Sink<'_, Msg>) -> Result<(), NodeError> {
+    fn request(&self, _ctx: &Context, msg: Msg, sink: &mut Sink<'_, Msg>) -> Result<(), NodeError> {
         let s = &self.0;
         if msg.body.kind() != MsgKind::Request {
             return Err(NodeError::wrong_kind("request", msg.body.kind()));
         }
         s.check_addressed(&msg)?;
-        let id = msg.body.id();
-        // Room for a burst of answers; a stream that falls that far behind drops
-        // answers, which only costs a retransmission.
-        let (tx, rx) = mpsc::sync_channel(64);
-        let generation = {
-            let mut inner = s.lock();
-            inner.generation += 1;
-            let generation = inner.generation;
-            inner.routes.insert(id, Route { generation, tx });
-            generation
+        // The stream goes on after this returns: the core's answers for the attempt go
+        // down it from whichever thread delivers what caused them (see `route`).
+        let route = Route {
+            opened: Instant::now(),
+            tx: sink.detach(),
         };
+        s.lock().routes.insert(msg.body.id(), route);
         s.deliver(msg, false)?;
-        // A stream lives at most two leases; the requester's next keep-alive reopens it.
-        let end = Instant::now() + 2 * s.lease;
-        loop {
-            match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(answer) => {
-                    if sink.send(&answer).is_err() {
-                        break;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    if ctx.is_cancelled() || Instant::now() >= end || s.stop.load(Ordering::Relaxed)
-                    {
-                        break;
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        let mut inner = s.lock();
-        if inner
-            .routes
-            .get(&id)
-            .is_some_and(|r| r.generation == generation)
-        {
-            inner.routes.remove(&id);
-        }
         Ok(())
     }
 
@@ -530,85 +569,43 @@ struct LocalSide(Arc<Shared>);
 impl Local for LocalSide {
     fn acquire(
         &self,
-        ctx: &Context,
+        _ctx: &Context,
         args: AcquireArgs,
         sink: &mut Sink<'_, LockEvent>,
     ) -> Result<(), NodeError> {
         let s = &self.0;
         let lock = LockName::new(&args.name);
-        let (tx, rx) = mpsc::channel();
-        let mut tx = Some(tx);
-        loop {
-            let mut inner = s.lock();
-            if let Some(reason) = &inner.failed {
-                return Err(s.stopped(reason));
-            }
-            if s.stop.load(Ordering::Relaxed) {
-                return Err(s.stopped("shutting down"));
-            }
-            // Another client of this host holds or waits (one that skipped the
-            // host's Bakery lock, or one that just left and is not noticed yet): wait
-            // for it, as for any holder.
-            if !inner.waiters.contains_key(&lock)
-                && inner.node.acquire(lock, monotonic_now()).is_ok()
-            {
-                let events = tx.take().expect("inserted once");
-                inner.waiters.insert(
-                    lock,
-                    Waiter {
-                        name: args.name.clone(),
-                        key: args.key,
-                        pid: args.pid,
-                        events,
-                        reported: None,
-                        ack_due: None,
-                    },
-                );
-                s.apply(&mut inner, None);
-                break;
-            }
-            // Or the lock of a client that left without releasing runs out (within a
-            // lease).
-            drop(inner);
-            if ctx.is_cancelled() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        loop {
-            match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(event) => {
-                    if sink.send(&event).is_err() {
-                        break;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    if ctx.is_cancelled() || s.stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                }
-                // Released through `release`.
-                Err(RecvTimeoutError::Disconnected) => return Ok(()),
-            }
-        }
-        // The client went away (or cancelled) without releasing. An attempt not granted
-        // yet is withdrawn. A granted lock is not released: the client may be alive
-        // behind a broken connection and act until the validity it was told, so the
-        // lock is only no longer renewed, and runs out then.
         let mut inner = s.lock();
-        if inner.waiters.get(&lock).is_some_and(|w| w.key == args.key) {
-            inner.waiters.remove(&lock);
-            let now = monotonic_now();
-            if matches!(
-                inner.node.request(lock),
-                Some((_, RequestState::Held { .. }))
-            ) {
-                inner.node.stop_renewing(lock, now);
-            } else {
-                inner.node.cancel(lock, now);
-            }
-            s.apply(&mut inner, None);
+        if let Some(reason) = &inner.failed {
+            return Err(s.stopped(reason));
         }
+        if s.stop.load(Ordering::Relaxed) {
+            return Err(s.stopped("shutting down"));
+        }
+        // Another client of this host holds or waits (one that skipped the host's
+        // Bakery lock, or one that just left and is not noticed yet, whose lock runs out
+        // within a lease): the caller asks again, as for any holder. (Waiting here
+        // would hold up the caller's connection: handlers run on its reader.)
+        if inner.waiters.contains_key(&lock) || inner.node.acquire(lock, monotonic_now()).is_err() {
+            return Err(NodeError::Busy { lock: args.name });
+        }
+        // The stream goes on after this returns: the node's events go down it from
+        // whichever thread has them, and the timer notices a client that left
+        // (`check_holders`).
+        inner.waiters.insert(
+            lock,
+            Waiter {
+                name: args.name.clone(),
+                key: args.key,
+                pid: args.pid,
+                events: sink.detach(),
+                reported: None,
+                ack_due: None,
+            },
+        );
+        s.apply(&mut inner, None);
+        drop(inner);
+        s.send_queued();
         Ok(())
     }
 
@@ -622,6 +619,8 @@ impl Local for LocalSide {
         inner.waiters.remove(&lock);
         inner.node.cancel(lock, monotonic_now());
         s.apply(&mut inner, None);
+        drop(inner);
+        s.send_queued();
         Ok(())
     }
 
@@ -642,105 +641,145 @@ impl Local for LocalSide {
     }
 }
 
-/// A call to a peer whose answer the sender thread waits for.
+/// A call to a peer whose answer a task waits for.
 enum Pending {
     Unit(crate::rpc::Call<(), NodeError>),
     Ack(crate::rpc::Call<Option<Msg>, NodeError>),
 }
 
-/// Sends this node's messages to `peer`: connects and reconnects, opens the request
-/// streams, and feeds answers back to the core.
-fn peer_loop(shared: &Arc<Shared>, peer: NodeId, url: &str, rx: &Receiver<Msg>) {
-    let timeout = shared.retransmit.max(Duration::from_millis(50));
-    let mut opts = ClientOptions {
-        timeout,
-        ..ClientOptions::default()
-    };
-    opts.transport.connect_timeout = timeout;
-    let mut client: Option<PeerClient> = None;
-    let mut down_until: Option<Instant> = None;
-    loop {
-        let first = match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(m) => m,
-            Err(RecvTimeoutError::Timeout) => {
-                if shared.stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                continue;
-            }
-            Err(RecvTimeoutError::Disconnected) => return,
-        };
-        if shared.stop.load(Ordering::Relaxed) {
-            return;
+/// Most messages queued for one peer; beyond, they count as lost (the core sends
+/// them again), so a peer that is down costs bounded memory.
+const LINK_QUEUE: usize = 1 << 16;
+
+/// This node's side of one other member: the messages queued for it, and the
+/// connection to it.
+///
+/// The core queues messages under the node's mutex; the thread that made it output
+/// them sends them after releasing the mutex (`Shared::send_queued`): a message goes
+/// out with no hand-off to another thread. One thread sends to a peer at a time
+/// (`sending`), so messages leave in the order they were queued; a thread that finds
+/// another sending leaves its messages to it, which looks at the queue again before it
+/// stops. The link's own thread connects (and reconnects after a failure), and sends
+/// what the timer thread queued: neither a connect nor the timer waits for a peer.
+struct Link {
+    peer: NodeId,
+    url: String,
+    state: Mutex<LinkState>,
+    /// The link's thread waits here.
+    wake: Condvar,
+    /// Set by a call or stream that failed on its connection: reconnect before the
+    /// next call.
+    broken: AtomicBool,
+}
+
+#[derive(Default)]
+struct LinkState {
+    queue: std::collections::VecDeque<Msg>,
+    client: Option<Arc<PeerClient>>,
+    /// A thread is sending (or connecting).
+    sending: bool,
+    /// Request streams open to this peer.
+    open: HashSet<RequestId>,
+}
+
+impl Link {
+    fn new(peer: NodeId, url: String) -> Link {
+        Link {
+            peer,
+            url,
+            state: Mutex::new(LinkState::default()),
+            wake: Condvar::new(),
+            broken: AtomicBool::new(false),
         }
-        if shared.broken[usize::from(peer)].swap(false, Ordering::Relaxed) {
-            client = None;
+    }
+
+    /// Queues `msg`; `false` if the queue is full.
+    fn queue(&self, msg: Msg) -> bool {
+        let mut st = relock(&self.state);
+        if st.queue.len() >= LINK_QUEUE {
+            return false;
         }
-        let mut batch = vec![first];
-        while batch.len() < 256 {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
+        st.queue.push_back(msg);
+        true
+    }
+
+    /// Sends the queue from this thread, unless another thread sends or the peer is
+    /// not connected (then the link's thread is woken to connect).
+    fn send_queued(&self, shared: &Arc<Shared>) {
+        let mut st = relock(&self.state);
+        loop {
+            if st.sending || st.queue.is_empty() {
+                return;
+            }
+            if self.broken.swap(false, Ordering::Relaxed) {
+                st.client = None;
+            }
+            let Some(client) = st.client.clone() else {
+                drop(st);
+                self.wake.notify_one();
+                return;
+            };
+            st.sending = true;
+            let n = st.queue.len().min(256);
+            let LinkState { queue, open, .. } = &mut *st;
+            let batch: Vec<(Msg, bool)> = queue
+                .drain(..n)
+                .map(|m| {
+                    let new_stream = m.body.kind() == MsgKind::Request && open.insert(m.body.id());
+                    (m, new_stream)
+                })
+                .collect();
+            drop(st);
+            let sent = self.send_batch(shared, &client, batch);
+            st = relock(&self.state);
+            st.sending = false;
+            if !sent {
+                st.client = None;
             }
         }
-        if client.is_none() {
-            if down_until.is_some_and(|t| Instant::now() < t) {
-                shared
-                    .undelivered
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                continue;
-            }
-            match PeerClient::connect_with(url, &opts) {
-                Ok(c) => {
-                    client = Some(c);
-                    down_until = None;
-                }
-                Err(_) => {
-                    // The core retransmits: drop what was queued, and do not dial again
-                    // for every message while the peer is down.
-                    down_until = Some(Instant::now() + timeout);
-                    shared
-                        .undelivered
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    continue;
-                }
-            }
-        }
-        let Some(c) = client.as_ref() else { continue };
+    }
+
+    /// Makes the calls for `batch` (`true`: open a request stream); the answers are
+    /// waited for on the node's tasks. `false` if that failed (the calls are
+    /// cancelled, and the core sends again).
+    fn send_batch(&self, shared: &Arc<Shared>, c: &PeerClient, batch: Vec<(Msg, bool)>) -> bool {
+        let peer = self.peer;
+        let timeout = call_timeout(shared);
         let mut pending = Vec::with_capacity(batch.len());
-        for msg in batch {
+        for (msg, new_stream) in batch {
             let id = msg.body.id();
             match msg.body.kind() {
-                MsgKind::Request => {
-                    let opened = shared.lock().open.insert((peer, id));
-                    if opened {
-                        let stream = c.with_timeout(2 * shared.lease + timeout).request(msg);
-                        let sh = shared.clone();
-                        let spawned = shared.tasks.run(move || {
-                            for item in stream {
-                                match item {
-                                    // Only the arbiter this stream goes to speaks on it.
-                                    Ok(answer) if answer.from == peer => {
-                                        if sh.deliver(answer, false).is_err() {
-                                            break;
-                                        }
-                                    }
-                                    Err(e) if connection_failed(&e) => {
-                                        sh.broken[usize::from(peer)].store(true, Ordering::Relaxed);
+                MsgKind::Request if new_stream => {
+                    let stream = c.with_timeout(2 * shared.lease + timeout).request(msg);
+                    let sh = shared.clone();
+                    let read = shared.tasks.run(move || {
+                        let link = sh.link(peer);
+                        for item in stream {
+                            match item {
+                                // Only the arbiter this stream goes to speaks on it.
+                                Ok(answer) if answer.from == peer => {
+                                    if sh.deliver(answer, false).is_err() {
                                         break;
                                     }
-                                    _ => break,
                                 }
+                                Err(e) if connection_failed(&e) => {
+                                    if let Some(link) = link {
+                                        link.broken.store(true, Ordering::Relaxed);
+                                    }
+                                    break;
+                                }
+                                _ => break,
                             }
-                            sh.lock().open.remove(&(peer, id));
-                        });
-                        if spawned.is_err() {
-                            shared.lock().open.remove(&(peer, id));
                         }
-                    } else {
-                        pending.push(Pending::Unit(c.refresh(msg)));
+                        if let Some(link) = link {
+                            relock(&link.state).open.remove(&id);
+                        }
+                    });
+                    if read.is_err() {
+                        relock(&self.state).open.remove(&id);
                     }
                 }
+                MsgKind::Request => pending.push(Pending::Unit(c.refresh(msg))),
                 MsgKind::Relinquish => pending.push(Pending::Unit(c.relinquish(msg))),
                 MsgKind::Release => pending.push(Pending::Unit(c.release(msg))),
                 MsgKind::Fence => pending.push(Pending::Ack(c.fence(msg))),
@@ -751,9 +790,8 @@ fn peer_loop(shared: &Arc<Shared>, peer: NodeId, url: &str, rx: &Receiver<Msg>) 
             }
         }
         if pending.is_empty() {
-            continue;
+            return true;
         }
-        // The answers are waited for elsewhere: this thread goes on sending.
         let sh = shared.clone();
         let waited = shared.tasks.run(move || {
             for p in pending {
@@ -770,17 +808,72 @@ fn peer_loop(shared: &Arc<Shared>, peer: NodeId, url: &str, rx: &Receiver<Msg>) 
                 };
                 if let Some(e) = err {
                     sh.undelivered.fetch_add(1, Ordering::Relaxed);
-                    if connection_failed(&e) {
-                        sh.broken[usize::from(peer)].store(true, Ordering::Relaxed);
+                    if connection_failed(&e)
+                        && let Some(link) = sh.link(peer)
+                    {
+                        link.broken.store(true, Ordering::Relaxed);
                     }
                 }
             }
         });
-        if waited.is_err() {
-            // (Shutting down, or out of threads: the calls are cancelled, and the
-            // core retransmits.)
-            client = None;
+        waited.is_ok()
+    }
+}
+
+/// The budget of a unary call to a peer, and of a connect.
+fn call_timeout(shared: &Shared) -> Duration {
+    shared.retransmit.max(Duration::from_millis(50))
+}
+
+/// The link's own thread: connects and reconnects to its peer, and sends what nobody
+/// else sends (what the timer queued, what was queued while it connected).
+fn link_loop(shared: &Arc<Shared>, link: &Link) {
+    let timeout = call_timeout(shared);
+    let mut opts = ClientOptions {
+        timeout,
+        ..ClientOptions::default()
+    };
+    opts.transport.connect_timeout = timeout;
+    let mut down_until: Option<Instant> = None;
+    let mut st = relock(&link.state);
+    while !shared.stop.load(Ordering::Relaxed) {
+        if !st.sending && !st.queue.is_empty() {
+            if link.broken.swap(false, Ordering::Relaxed) {
+                st.client = None;
+            }
+            if st.client.is_some() {
+                drop(st);
+                link.send_queued(shared);
+                st = relock(&link.state);
+                continue;
+            }
+            if down_until.is_none_or(|t| Instant::now() >= t) {
+                // Others leave the queue alone while this thread connects.
+                st.sending = true;
+                drop(st);
+                let connected = PeerClient::connect_with(&link.url, &opts);
+                st = relock(&link.state);
+                st.sending = false;
+                match connected {
+                    Ok(c) => {
+                        st.client = Some(Arc::new(c));
+                        down_until = None;
+                        continue;
+                    }
+                    // Do not dial again for every message while the peer is down.
+                    Err(_) => down_until = Some(Instant::now() + timeout),
+                }
+            }
+            // Down: the core sends again.
+            let lost = st.queue.len() as u64;
+            st.queue.clear();
+            shared.undelivered.fetch_add(lost, Ordering::Relaxed);
         }
+        st = link
+            .wake
+            .wait_timeout(st, Duration::from_millis(100))
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0;
     }
 }
 
@@ -801,6 +894,7 @@ fn timer_loop(shared: &Shared) {
             Shared::check_holders(&mut inner, now);
             inner.node.tick(now);
             shared.apply(&mut inner, None);
+            shared.kick_links();
         }
         let wait = Shared::next_due(&inner)
             .map_or(Duration::from_secs(1), |d| {
@@ -904,14 +998,9 @@ impl LockNode {
             monotonic_now(),
         )
         .map_err(StartError::Config)?;
-        let mut receivers = Vec::new();
-        let queues = (0..nodes)
+        let links = (0..nodes)
             .map(|n| {
-                (n != usize::from(me)).then(|| {
-                    let (tx, rx) = mpsc::channel();
-                    receivers.push((n as NodeId, rx));
-                    Mutex::new(tx)
-                })
+                (n != usize::from(me)).then(|| Link::new(n as NodeId, opts.members[n].clone()))
             })
             .collect();
         let shared = Arc::new(Shared {
@@ -924,26 +1013,20 @@ impl LockNode {
                 state,
                 failed: None,
                 routes: HashMap::new(),
-                generation: 0,
-                open: HashSet::new(),
                 timer_at: None,
                 waiters: HashMap::new(),
             }),
             tick: Condvar::new(),
-            queues,
-            broken: (0..nodes).map(|_| AtomicBool::new(false)).collect(),
+            links,
             stop: AtomicBool::new(false),
             undelivered: AtomicU64::new(0),
             tasks: Tasks::new(format!("shmlink-dlock-{me}-wait")),
         });
-        // Every open request stream holds a worker for as long as it lives: room for
-        // a few locks contended by every node at once.
-        let workers = 16 + 8 * nodes;
-        // Unary handlers only feed the core and never wait: they run on the
-        // connection's reader, without a hand-off to a worker.
+        // Every handler only feeds the core and returns (a request stream is detached
+        // and goes on without it): they run on the connections' readers, without a
+        // hand-off to a worker.
         let peer_server = Server::new(PeerServer(PeerSide(shared.clone())))
-            .workers(workers)
-            .inline_unary(true)
+            .workers(0)
             .serve(&opts.listen)
             .map_err(|source| StartError::Listen {
                 url: opts.listen.clone(),
@@ -958,10 +1041,10 @@ impl LockNode {
             local_url: None,
         };
         if let Some(url) = &opts.local {
-            // Each attempt of a local client holds a worker while it waits and holds.
+            // Every handler only feeds the core and returns (an `acquire` stream is
+            // detached): they run on the connections' readers.
             let local = Server::new(LocalServer(LocalSide(shared.clone())))
-                .workers(LOCAL_WORKERS)
-                .inline_unary(true)
+                .workers(0)
                 .serve(url)
                 .map_err(|source| StartError::Listen {
                     url: url.clone(),
@@ -970,15 +1053,17 @@ impl LockNode {
             started.local_url = Some(local.url().unwrap_or(url).to_owned());
             started.local_server = Some(local);
         }
-        for (peer, rx) in receivers {
+        for peer in (0..nodes).filter(|&n| n != usize::from(me)) {
             let sh = shared.clone();
-            let url = opts.members[usize::from(peer)].clone();
-            if let Ok(t) = std::thread::Builder::new()
+            let t = std::thread::Builder::new()
                 .name(format!("shmlink-dlock-peer-{peer}"))
-                .spawn(move || peer_loop(&sh, peer, &url, &rx))
-            {
-                started.threads.push(t);
-            }
+                .spawn(move || {
+                    if let Some(link) = sh.links[peer].as_ref() {
+                        link_loop(&sh, link);
+                    }
+                })
+                .map_err(StartError::Thread)?;
+            started.threads.push(t);
         }
         let sh = shared.clone();
         let timer = std::thread::Builder::new()
@@ -1029,6 +1114,9 @@ impl LockNode {
         self.shared.stop.store(true, Ordering::Relaxed);
         self.shared.tasks.close();
         self.shared.tick.notify_all();
+        for link in self.shared.links.iter().flatten() {
+            link.wake.notify_all();
+        }
         if let Some(s) = self.local_server.take() {
             s.shutdown(Duration::from_millis(200));
         }

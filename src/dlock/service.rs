@@ -47,6 +47,13 @@ pub enum NodeError {
         /// Why.
         reason: String,
     },
+    /// Another attempt of this host on the lock is still on (a client that skipped
+    /// the host's Bakery lock, or one that just left, whose lock runs out within a
+    /// lease): ask again shortly. [`DistLock`](super::DistLock) does.
+    Busy {
+        /// The lock.
+        lock: String,
+    },
 }
 
 impl fmt::Display for NodeError {
@@ -61,6 +68,7 @@ impl fmt::Display for NodeError {
             ),
             Self::NotHeld { lock } => write!(f, "lock {lock} is not held by this client"),
             Self::Stopped { reason } => write!(f, "the lock node stopped: {reason}"),
+            Self::Busy { lock } => write!(f, "lock {lock}: another attempt of this host is on"),
         }
     }
 }
