@@ -19,10 +19,10 @@
 //!   member; the goal is 3K..6K);
 //! - **the quorum's round trip**, measured directly: a unary RPC echo to a server
 //!   beside each other member of node 0's quorum (its messages to itself never leave
-//!   its core), all in flight at once, over TCP loopback, each server with the worker
-//!   pool a node's peer server has (8 + 4N threads). The goal is an uncontended acquire
-//!   within two such round trips plus 10%. For reference, the same echo to a server
-//!   that runs its handler inline on the connection's reader (no pool);
+//!   its core), all in flight at once, over TCP loopback, each server running its
+//!   handler on the connection's reader, as a node's peer server does (`workers(0)`).
+//!   The goal is an uncontended acquire within two such round trips plus 10%. For
+//!   reference, one such echo alone;
 //! - **contended**: one client per node, all on one lock, for a fixed time (2 s; 0.5 s
 //!   with `--quick`): critical sections per second and messages per critical section;
 //!   every critical section increments a counter behind a [`FencedResource`] and checks
@@ -71,13 +71,6 @@ const SIZES: [usize; 3] = [3, 5, 9];
 const LEASE: Duration = Duration::from_secs(3);
 /// The nodes' retransmission interval.
 const RETRANSMIT: Duration = Duration::from_millis(50);
-
-/// The worker pool of a node's peer server in a cluster of `n` (as `LockNode::start`
-/// sizes it in src/dlock/node.rs): the quorum round trip's echo servers get the same,
-/// since a pool's hand-off is part of every message's round trip.
-fn peer_workers(n: usize) -> usize {
-    8 + 4 * n
-}
 
 /// Iteration counts of one run.
 struct Plan {
@@ -294,7 +287,8 @@ impl Cluster {
         let (mut pings, mut servers) = (Vec::new(), Vec::new());
         for _ in quorum.iter().filter(|&&m| m != 0) {
             let server = Server::new(PingServer(Echo))
-                .workers(peer_workers(n))
+                // As a node's peer server runs its handlers (src/dlock/node.rs).
+                .workers(0)
                 .serve("tcp://127.0.0.1:0")?;
             let url = server.url().ok_or("echo server without a URL")?.to_owned();
             pings.push(PingClient::connect_with(&url, &client_options())?);
@@ -774,10 +768,7 @@ fn rows(m: &Measured) -> (Vec<Measurement>, Vec<Option<Goal>>) {
             m => format!("{m} echoes at once"),
         };
         let rtt = Measurement::new(
-            format!(
-                "N={n}: 2 quorum round trips ({echoes}, pool of {})",
-                peer_workers(n)
-            ),
+            format!("N={n}: 2 quorum round trips ({echoes}, handlers inline)"),
             "ns",
             2.0 * med(&s.rtt, |b| b.ns),
         );
