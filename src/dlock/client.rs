@@ -16,7 +16,7 @@ use super::service::{AcquireArgs, LocalClient, LockEvent, NodeError, NodeStatus,
 use crate::lock::{BakeryConfigError, BakeryGuard, BakeryLock, LockError, ObjectError};
 use crate::rpc::{CallStream, ConnectError, RpcError};
 use crate::segment::ShmRegion;
-use crate::segment::{CreateError, OpenError, Segment};
+use crate::segment::{self, CreateError, OpenError, Segment};
 
 /// How long [`DistLock`] waits before it asks again when the node is busy with another
 /// attempt of this host on the lock ([`NodeError::Busy`]).
@@ -152,7 +152,8 @@ pub struct DistLock {
     segment: String,
     url: String,
     client: LocalClient,
-    host: BakeryLock<ShmRegion<crate::lock::BakeryControl>>,
+    /// `None` only while dropping.
+    host: Option<BakeryLock<ShmRegion<crate::lock::BakeryControl>>>,
     keys: AtomicU64,
     /// The guard thread, from the first acquisition on.
     watcher: Option<Watcher>,
@@ -186,7 +187,7 @@ impl DistLock {
             segment,
             url: node_url.to_owned(),
             client,
-            host,
+            host: Some(host),
             keys: AtomicU64::new(seed),
             watcher: None,
         })
@@ -198,8 +199,10 @@ impl DistLock {
         &self.name
     }
 
-    /// The name of the host's Bakery lock for this lock and node (a named segment
-    /// that outlives its users, as other processes of the host may open it).
+    /// The name of the host's Bakery lock for this lock and node: a named segment that
+    /// every process of the host taking the lock through the node opens, and the last
+    /// one to drop its `DistLock` removes (a crashed process leaves it stale, for
+    /// `shmlink rm --stale`).
     #[must_use]
     pub fn host_segment(&self) -> &str {
         &self.segment
@@ -230,6 +233,9 @@ impl DistLock {
             ..
         } = self;
         let (name, client): (&String, &LocalClient) = (name, client);
+        let Some(host) = host.as_mut() else {
+            unreachable!("the host lock is taken only by drop")
+        };
         let remaining = || deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let host_taken = match remaining() {
             None => host.lock(),
@@ -512,5 +518,15 @@ impl Lock for DistLock {
 
     fn try_lock_for(&mut self, timeout: Duration) -> Result<DistGuard<'_>, DistLockError> {
         self.take(Instant::now().checked_add(timeout))
+    }
+}
+
+impl Drop for DistLock {
+    fn drop(&mut self) {
+        // Leave the host's Bakery lock, then remove its segment if no other process of
+        // the host has it open (a process opening it meanwhile keeps it, or sees it
+        // removed and creates another).
+        drop(self.host.take());
+        let _ = segment::remove_idle(&self.segment);
     }
 }

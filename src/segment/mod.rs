@@ -52,6 +52,6 @@ pub use handle::Segment;
 pub use header::{Kind, ProcessId, SegmentHeader};
 pub use name::{MAX_NAME_LEN, PREFIX, SegmentName};
 #[cfg(not(shmlink_loom))]
-pub use stale::{SegmentInfo, Status, inspect, list, remove_stale, unlink};
+pub use stale::{SegmentInfo, Status, inspect, list, remove_idle, remove_stale, unlink};
 #[cfg(not(shmlink_loom))]
 pub use typed::ShmRegion;

@@ -320,7 +320,41 @@ pub fn remove_stale(name: &str) -> Result<bool, OpenError> {
     remove_stale_named(&name)
 }
 
+/// Removes `name` if, and only if, no process has it open and every process that had
+/// it left cleanly ([`Status::Idle`]); returns whether it did. For the last user of a
+/// segment that others may open again at any time (a lock per name, say): the check and
+/// the unlink happen under an exclusive file lock, as in [`remove_stale`], so a
+/// process opening it meanwhile either keeps it or sees it removed and creates a new
+/// one.
+///
+/// # Errors
+///
+/// As [`inspect`]; a missing segment is `Ok(false)`.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::{Segment, remove_idle};
+///
+/// # let name = format!("doc-seg-remove-idle-{}", std::process::id());
+/// let seg = Segment::builder(&name).create()?;
+/// assert!(!remove_idle(&name)?); // open here: left alone
+/// drop(seg);
+/// assert!(remove_idle(&name)?); // nobody has it open: removed
+/// assert!(!remove_idle(&name)?); // already gone
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn remove_idle(name: &str) -> Result<bool, OpenError> {
+    let name = SegmentName::new(name)?;
+    remove_named_if(&name, |s| matches!(s, Status::Idle))
+}
+
 pub(super) fn remove_stale_named(name: &SegmentName) -> Result<bool, OpenError> {
+    remove_named_if(name, |s| matches!(s, Status::Stale(_)))
+}
+
+/// Removes `name` if nobody has it open and its status passes `remove`.
+fn remove_named_if(name: &SegmentName, remove: fn(&Status) -> bool) -> Result<bool, OpenError> {
     let file = match sys::open_existing(name) {
         Ok(f) => f,
         Err(Errno::ENOENT) => return Ok(false),
@@ -341,10 +375,7 @@ pub(super) fn remove_stale_named(name: &SegmentName) -> Result<bool, OpenError> 
         None
     };
     let mut header = None;
-    if !matches!(
-        judge(map.as_ref(), &info, false, &mut header),
-        Status::Stale(_)
-    ) {
+    if !remove(&judge(map.as_ref(), &info, false, &mut header)) {
         return Ok(false);
     }
     if sys::name_identity(name) != Some((info.dev, info.ino)) {
