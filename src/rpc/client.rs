@@ -61,6 +61,8 @@ struct Reply {
 
 enum Slot {
     Unary(Option<Reply>),
+    /// A unary call nobody waits for ([`Call::detach`]): its answer is dropped.
+    Detached,
     Stream {
         items: VecDeque<Vec<u8>>,
         end: Option<Reply>,
@@ -409,6 +411,10 @@ impl Shared {
                     }
                 }
                 bad = match f.kind {
+                    Kind::Reply if matches!(t.calls.get(&f.id), Some(Slot::Detached)) => {
+                        t.calls.remove(&f.id);
+                        None
+                    }
                     Kind::Reply => {
                         let reply = Reply {
                             code: f.code,
@@ -417,7 +423,8 @@ impl Shared {
                         match t.calls.get_mut(&f.id) {
                             Some(Slot::Unary(r)) => *r = Some(reply),
                             Some(Slot::Stream { end, .. }) => *end = Some(reply),
-                            None => {} // a call given up on: drop the late answer
+                            // A call given up on: drop the late answer.
+                            Some(Slot::Detached) | None => {}
                         }
                         None
                     }
@@ -426,7 +433,9 @@ impl Shared {
                             items.push_back(f.payload.to_vec());
                             None
                         }
-                        Some(Slot::Unary(_)) => Some("stream item for a unary call"),
+                        Some(Slot::Unary(_) | Slot::Detached) => {
+                            Some("stream item for a unary call")
+                        }
                         None => None,
                     },
                     _ => Some("unexpected frame kind from the server"),
@@ -459,6 +468,7 @@ impl Shared {
         let running = self.table.with(|t| {
             let running = match t.calls.remove(&id) {
                 Some(Slot::Unary(r)) => r.is_none(),
+                Some(Slot::Detached) => true,
                 Some(Slot::Stream { end, .. }) => end.is_none(),
                 None => false,
             };
@@ -587,6 +597,71 @@ impl<T: DeserializeOwned, E: DeserializeOwned> Call<T, E> {
     /// The call's deadline.
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
+    }
+
+    /// Stops waiting for the answer without cancelling the call: the server runs it,
+    /// and its answer is dropped when it comes, by whichever caller reads the
+    /// connection then. For a notification whose answer does not matter: no thread
+    /// waits for it, and no cancel goes out. (The answer is read only when some other
+    /// call on the connection is waited for; until then it waits in the transport.)
+    ///
+    /// # Errors
+    ///
+    /// What kept the request from going out (the connection failed before it, say).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::rpc::{Context, Server};
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// shmlink::service! {
+    ///     pub trait Tally {
+    ///         client TallyClient;
+    ///         server TallyServer;
+    ///         error String;
+    ///         /// Adds `n`.
+    ///         fn add(n: u64) -> ();
+    ///         /// The sum so far.
+    ///         fn sum(unit: ()) -> u64;
+    ///     }
+    /// }
+    /// #[derive(Default)]
+    /// struct Sum(AtomicU64);
+    /// impl Tally for Sum {
+    ///     fn add(&self, _: &Context, n: u64) -> Result<(), String> {
+    ///         self.0.fetch_add(n, Ordering::Relaxed);
+    ///         Ok(())
+    ///     }
+    ///     fn sum(&self, _: &Context, (): ()) -> Result<u64, String> {
+    ///         Ok(self.0.load(Ordering::Relaxed))
+    ///     }
+    /// }
+    /// let server = Server::new(TallyServer(Sum::default())).workers(0).serve("tcp://127.0.0.1:0")?;
+    /// let client = TallyClient::connect(server.url().unwrap())?;
+    /// for n in 1..=10 {
+    ///     client.add(n).detach()?; // sent; nobody waits for its answer
+    /// }
+    /// // One connection, handlers inline: the adds ran before this call.
+    /// assert_eq!(client.sum(()).wait()?, 55);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn detach(mut self) -> Result<(), RpcError<E>> {
+        if let Some(e) = self.failed.take() {
+            return Err(e.cast());
+        }
+        let Some(shared) = self.shared.take() else {
+            return Ok(());
+        };
+        let id = self.id;
+        shared.table.with(|t| {
+            if matches!(t.calls.get(&id), Some(Slot::Unary(Some(_)))) {
+                t.calls.remove(&id); // already answered
+            } else if let Some(slot @ Slot::Unary(None)) = t.calls.get_mut(&id) {
+                *slot = Slot::Detached;
+            }
+        });
+        Ok(())
     }
 }
 
