@@ -173,6 +173,8 @@ struct Waiter {
     /// When the client must have answered the last report with a keep-alive, or the
     /// node stops renewing the lock.
     ack_due: Option<Nanos>,
+    /// When the client asked.
+    asked: Instant,
 }
 
 /// An arbiter-side stream, by attempt.
@@ -205,6 +207,8 @@ struct Shared {
     links: Vec<Option<Link>>,
     stop: AtomicBool,
     undelivered: AtomicU64,
+    /// How long the last grant to a local client took at this node, in ns (0: none).
+    last_grant: AtomicU64,
     /// Threads for blocking waits (request streams, answers of calls).
     tasks: Arc<Tasks>,
 }
@@ -290,6 +294,8 @@ impl Shared {
                     ..
                 } => {
                     if let Some(w) = inner.waiters.get_mut(&lock) {
+                        let took = u64::try_from(w.asked.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                        self.last_grant.store(took, Ordering::Relaxed);
                         w.reported = Some(valid_until);
                         w.ack_due = Some(monotonic_now().after(self.ack_window()));
                         let _ = w.events.try_send(&LockEvent::Granted {
@@ -601,6 +607,7 @@ impl Local for LocalSide {
                 events: sink.detach(),
                 reported: None,
                 ack_due: None,
+                asked: Instant::now(),
             },
         );
         s.apply(&mut inner, None);
@@ -639,12 +646,6 @@ impl Local for LocalSide {
     fn status(&self, _ctx: &Context, (): ()) -> Result<NodeStatus, NodeError> {
         Ok(self.0.status())
     }
-}
-
-/// A call to a peer whose answer a task waits for.
-enum Pending {
-    Unit(crate::rpc::Call<(), NodeError>),
-    Ack(crate::rpc::Call<Option<Msg>, NodeError>),
 }
 
 /// Most messages queued for one peer; beyond, they count as lost (the core sends
@@ -722,11 +723,18 @@ impl Link {
             st.sending = true;
             let n = st.queue.len().min(256);
             let LinkState { queue, open, .. } = &mut *st;
+            // For a `Request`: whether it opens a stream (none is open for its attempt);
+            // for the others: whether the attempt's stream is open (answers go down it).
             let batch: Vec<(Msg, bool)> = queue
                 .drain(..n)
                 .map(|m| {
-                    let new_stream = m.body.kind() == MsgKind::Request && open.insert(m.body.id());
-                    (m, new_stream)
+                    let id = m.body.id();
+                    let flag = if m.body.kind() == MsgKind::Request {
+                        open.insert(id)
+                    } else {
+                        open.contains(&id)
+                    };
+                    (m, flag)
                 })
                 .collect();
             drop(st);
@@ -739,17 +747,27 @@ impl Link {
         }
     }
 
-    /// Makes the calls for `batch` (`true`: open a request stream); the answers are
-    /// waited for on the node's tasks. `false` if that failed (the calls are
-    /// cancelled, and the core sends again).
+    /// Makes the calls for `batch` (with each message, for a `Request`: open a stream;
+    /// else: the attempt's stream is open). Answers that matter are waited for on the
+    /// node's tasks; the others are detached (nobody waits for them: the arbiter's
+    /// answer to a `Fence` goes down the open stream, and `Release`, `Relinquish` and
+    /// `refresh` answer nothing). `false` if that failed (the calls are cancelled, and
+    /// the core sends again).
     fn send_batch(&self, shared: &Arc<Shared>, c: &PeerClient, batch: Vec<(Msg, bool)>) -> bool {
         let peer = self.peer;
         let timeout = call_timeout(shared);
         let mut pending = Vec::with_capacity(batch.len());
-        for (msg, new_stream) in batch {
+        let mut failed = false;
+        let mut detach = |r: Result<(), RpcError<NodeError>>| {
+            if let Err(e) = r {
+                shared.undelivered.fetch_add(1, Ordering::Relaxed);
+                failed |= connection_failed(&e);
+            }
+        };
+        for (msg, flag) in batch {
             let id = msg.body.id();
             match msg.body.kind() {
-                MsgKind::Request if new_stream => {
+                MsgKind::Request if flag => {
                     let stream = c.with_timeout(2 * shared.lease + timeout).request(msg);
                     let sh = shared.clone();
                     let read = shared.tasks.run(move || {
@@ -779,32 +797,33 @@ impl Link {
                         relock(&self.state).open.remove(&id);
                     }
                 }
-                MsgKind::Request => pending.push(Pending::Unit(c.refresh(msg))),
-                MsgKind::Relinquish => pending.push(Pending::Unit(c.relinquish(msg))),
-                MsgKind::Release => pending.push(Pending::Unit(c.release(msg))),
-                MsgKind::Fence => pending.push(Pending::Ack(c.fence(msg))),
-                MsgKind::Renew => pending.push(Pending::Ack(c.renew(msg))),
+                MsgKind::Request => detach(c.refresh(msg).detach()),
+                MsgKind::Relinquish => detach(c.relinquish(msg).detach()),
+                MsgKind::Release => detach(c.release(msg).detach()),
+                MsgKind::Fence if flag => detach(c.fence(msg).detach()),
+                MsgKind::Fence => pending.push(c.fence(msg)),
+                MsgKind::Renew => pending.push(c.renew(msg)),
                 _ => {
                     shared.undelivered.fetch_add(1, Ordering::Relaxed);
                 }
             }
+        }
+        if failed {
+            self.broken.store(true, Ordering::Relaxed);
         }
         if pending.is_empty() {
             return true;
         }
         let sh = shared.clone();
         let waited = shared.tasks.run(move || {
-            for p in pending {
-                let err = match p {
-                    Pending::Unit(call) => call.wait().err(),
-                    Pending::Ack(call) => match call.wait() {
-                        Ok(Some(ack)) if ack.from == peer => {
-                            let _ = sh.deliver(ack, false);
-                            None
-                        }
-                        Ok(_) => None,
-                        Err(e) => Some(e),
-                    },
+            for call in pending {
+                let err = match call.wait() {
+                    Ok(Some(ack)) if ack.from == peer => {
+                        let _ = sh.deliver(ack, false);
+                        None
+                    }
+                    Ok(_) => None,
+                    Err(e) => Some(e),
                 };
                 if let Some(e) = err {
                     sh.undelivered.fetch_add(1, Ordering::Relaxed);
@@ -941,7 +960,9 @@ fn timer_loop(shared: &Shared) {
 /// })?;
 ///
 /// let mut lock = DistLock::open(node.local_url().unwrap(), "jobs")?;
+/// assert_eq!(node.last_grant(), None);
 /// let first = lock.lock()?.token();
+/// assert!(node.last_grant().is_some()); // the grant's time at the node
 /// let guard = lock.lock()?;
 /// assert!(guard.token() > first);
 /// assert!(guard.check().is_ok());
@@ -1020,6 +1041,7 @@ impl LockNode {
             links,
             stop: AtomicBool::new(false),
             undelivered: AtomicU64::new(0),
+            last_grant: AtomicU64::new(0),
             tasks: Tasks::new(format!("shmlink-dlock-{me}-wait")),
         });
         // Every handler only feeds the core and returns (a request stream is detached
@@ -1096,6 +1118,22 @@ impl LockNode {
     #[must_use]
     pub fn status(&self) -> NodeStatus {
         self.shared.status()
+    }
+
+    /// How long the last grant to a local client took at this node: from its
+    /// `acquire` to the grant, the part of an acquisition that Maekawa's algorithm
+    /// takes (for an uncontended lock, the quorum's two round trips: votes, then the
+    /// fence), without the client's own call to the node. `None` before the first.
+    ///
+    /// # Examples
+    ///
+    /// See [`LockNode`]: `node.last_grant()` is `Some` after the first `lock()`.
+    #[must_use]
+    pub fn last_grant(&self) -> Option<Duration> {
+        match self.shared.last_grant.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
     }
 
     /// The protocol core's counters.
