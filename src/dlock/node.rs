@@ -175,6 +175,9 @@ struct Waiter {
     ack_due: Option<Nanos>,
     /// When the client asked.
     asked: Instant,
+    /// The core's attempt: outputs of an earlier attempt on the lock (the `Lost` of a
+    /// departed client's lock, drained after this attempt began) are not this one's.
+    attempt: RequestId,
 }
 
 /// An arbiter-side stream, by attempt.
@@ -289,11 +292,11 @@ impl Shared {
                 Out::Send(msg) => self.route(inner, msg, ack.as_deref_mut()),
                 Out::Granted {
                     lock,
+                    id,
                     token,
                     valid_until,
-                    ..
                 } => {
-                    if let Some(w) = inner.waiters.get_mut(&lock) {
+                    if let Some(w) = inner.waiters.get_mut(&lock).filter(|w| w.attempt == id) {
                         let took = u64::try_from(w.asked.elapsed().as_nanos()).unwrap_or(u64::MAX);
                         self.last_grant.store(took, Ordering::Relaxed);
                         w.reported = Some(valid_until);
@@ -304,8 +307,8 @@ impl Shared {
                         });
                     }
                 }
-                Out::Lost { lock, reason, .. } => {
-                    if let Some(w) = inner.waiters.get_mut(&lock) {
+                Out::Lost { lock, id, reason } => {
+                    if let Some(w) = inner.waiters.get_mut(&lock).filter(|w| w.attempt == id) {
                         w.reported = None;
                         w.ack_due = None;
                         let expired = reason == protocol::LostReason::Expired;
@@ -592,9 +595,12 @@ impl Local for LocalSide {
         // Bakery lock, or one that just left and is not noticed yet, whose lock runs out
         // within a lease): the caller asks again, as for any holder. (Waiting here
         // would hold up the caller's connection: handlers run on its reader.)
-        if inner.waiters.contains_key(&lock) || inner.node.acquire(lock, monotonic_now()).is_err() {
+        if inner.waiters.contains_key(&lock) {
             return Err(NodeError::Busy { lock: args.name });
         }
+        let Ok(attempt) = inner.node.acquire(lock, monotonic_now()) else {
+            return Err(NodeError::Busy { lock: args.name });
+        };
         // The stream goes on after this returns: the node's events go down it from
         // whichever thread has them, and the timer notices a client that left
         // (`check_holders`).
@@ -608,6 +614,7 @@ impl Local for LocalSide {
                 reported: None,
                 ack_due: None,
                 asked: Instant::now(),
+                attempt,
             },
         );
         s.apply(&mut inner, None);
