@@ -73,6 +73,15 @@ pub mod rpc;
 #[cfg(not(shmlink_loom))]
 pub mod dlock;
 
+/// Under loom, only the lock node's outgoing queue and wait threads, for their models.
+#[cfg(shmlink_loom)]
+mod dlock {
+    pub(crate) mod outbox;
+    pub(crate) mod tasks;
+    #[cfg(test)]
+    mod tests;
+}
+
 /// Under loom, only the RPC layer's in-process primitives, for their models.
 #[cfg(shmlink_loom)]
 mod rpc {

@@ -21,6 +21,7 @@ mod config;
 mod fence;
 mod lock;
 mod node;
+mod outbox;
 pub mod protocol;
 pub mod quorum;
 pub mod service;

@@ -27,6 +27,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::outbox::{Flush, Outbox};
 use super::protocol::{self, LockName, Msg, MsgKind, Nanos, Node, Out, RequestId, RequestState};
 use super::quorum::NodeId;
 use super::service::{
@@ -261,8 +262,8 @@ impl Shared {
     /// does no network I/O).
     fn kick_links(&self) {
         for link in self.links.iter().flatten() {
-            if !relock(&link.state).queue.is_empty() {
-                link.wake.notify_one();
+            if link.out.is_pending() {
+                link.out.wake();
             }
         }
     }
@@ -664,30 +665,19 @@ const LINK_QUEUE: usize = 1 << 16;
 ///
 /// The core queues messages under the node's mutex; the thread that made it output
 /// them sends them after releasing the mutex (`Shared::send_queued`): a message goes
-/// out with no hand-off to another thread. One thread sends to a peer at a time
-/// (`sending`), so messages leave in the order they were queued; a thread that finds
-/// another sending leaves its messages to it, which looks at the queue again before it
-/// stops. The link's own thread connects (and reconnects after a failure), and sends
-/// what the timer thread queued: neither a connect nor the timer waits for a peer.
+/// out with no hand-off to another thread. The [`Outbox`] lets one thread send at a
+/// time, so messages leave in the order they were queued, and strands none. The link's
+/// own thread connects (and reconnects after a failure), and sends what the timer
+/// thread queued: neither a connect nor the timer waits for a peer.
 struct Link {
     peer: NodeId,
     url: String,
-    state: Mutex<LinkState>,
-    /// The link's thread waits here.
-    wake: Condvar,
+    out: Outbox<Msg, Arc<PeerClient>>,
+    /// Request streams open to this peer.
+    open: Mutex<HashSet<RequestId>>,
     /// Set by a call or stream that failed on its connection: reconnect before the
     /// next call.
     broken: AtomicBool,
-}
-
-#[derive(Default)]
-struct LinkState {
-    queue: std::collections::VecDeque<Msg>,
-    client: Option<Arc<PeerClient>>,
-    /// A thread is sending (or connecting).
-    sending: bool,
-    /// Request streams open to this peer.
-    open: HashSet<RequestId>,
 }
 
 impl Link {
@@ -695,62 +685,45 @@ impl Link {
         Link {
             peer,
             url,
-            state: Mutex::new(LinkState::default()),
-            wake: Condvar::new(),
+            out: Outbox::new(LINK_QUEUE),
+            open: Mutex::new(HashSet::new()),
             broken: AtomicBool::new(false),
         }
     }
 
     /// Queues `msg`; `false` if the queue is full.
     fn queue(&self, msg: Msg) -> bool {
-        let mut st = relock(&self.state);
-        if st.queue.len() >= LINK_QUEUE {
-            return false;
-        }
-        st.queue.push_back(msg);
-        true
+        self.out.push(msg)
     }
 
     /// Sends the queue from this thread, unless another thread sends or the peer is
     /// not connected (then the link's thread is woken to connect).
     fn send_queued(&self, shared: &Arc<Shared>) {
-        let mut st = relock(&self.state);
-        loop {
-            if st.sending || st.queue.is_empty() {
-                return;
-            }
-            if self.broken.swap(false, Ordering::Relaxed) {
-                st.client = None;
-            }
-            let Some(client) = st.client.clone() else {
-                drop(st);
-                self.wake.notify_one();
-                return;
+        if self.broken.swap(false, Ordering::Relaxed) {
+            self.out.disconnect();
+        }
+        let flushed = self.out.flush(|client, batch| {
+            // For a `Request`: whether it opens a stream (none is open for its
+            // attempt); for the others: whether the attempt's stream is open.
+            let batch: Vec<(Msg, bool)> = {
+                let mut open = relock(&self.open);
+                batch
+                    .into_iter()
+                    .map(|m| {
+                        let id = m.body.id();
+                        let flag = if m.body.kind() == MsgKind::Request {
+                            open.insert(id)
+                        } else {
+                            open.contains(&id)
+                        };
+                        (m, flag)
+                    })
+                    .collect()
             };
-            st.sending = true;
-            let n = st.queue.len().min(256);
-            let LinkState { queue, open, .. } = &mut *st;
-            // For a `Request`: whether it opens a stream (none is open for its attempt);
-            // for the others: whether the attempt's stream is open (answers go down it).
-            let batch: Vec<(Msg, bool)> = queue
-                .drain(..n)
-                .map(|m| {
-                    let id = m.body.id();
-                    let flag = if m.body.kind() == MsgKind::Request {
-                        open.insert(id)
-                    } else {
-                        open.contains(&id)
-                    };
-                    (m, flag)
-                })
-                .collect();
-            drop(st);
-            let sent = self.send_batch(shared, &client, batch);
-            st = relock(&self.state);
-            st.sending = false;
-            if !sent {
-                st.client = None;
-            }
+            self.send_batch(shared, client, batch)
+        });
+        if flushed == Flush::NotConnected {
+            self.out.wake();
         }
     }
 
@@ -797,11 +770,11 @@ impl Link {
                             }
                         }
                         if let Some(link) = link {
-                            relock(&link.state).open.remove(&id);
+                            relock(&link.open).remove(&id);
                         }
                     });
                     if read.is_err() {
-                        relock(&self.state).open.remove(&id);
+                        relock(&self.open).remove(&id);
                     }
                 }
                 MsgKind::Request => detach(c.refresh(msg).detach()),
@@ -861,45 +834,26 @@ fn link_loop(shared: &Arc<Shared>, link: &Link) {
     };
     opts.transport.connect_timeout = timeout;
     let mut down_until: Option<Instant> = None;
-    let mut st = relock(&link.state);
     while !shared.stop.load(Ordering::Relaxed) {
-        if !st.sending && !st.queue.is_empty() {
-            if link.broken.swap(false, Ordering::Relaxed) {
-                st.client = None;
-            }
-            if st.client.is_some() {
-                drop(st);
-                link.send_queued(shared);
-                st = relock(&link.state);
+        if link.out.is_pending() {
+            link.send_queued(shared);
+            if down_until.is_none_or(|t| Instant::now() >= t) && link.out.begin_connect() {
+                // Others leave the queue alone while this thread connects.
+                let connected = PeerClient::connect_with(&link.url, &opts).ok();
+                down_until = match connected {
+                    Some(_) => None,
+                    // Do not dial again for every message while the peer is down.
+                    None => Some(Instant::now() + timeout),
+                };
+                let lost = link.out.end_connect(connected.map(Arc::new));
+                shared.undelivered.fetch_add(lost as u64, Ordering::Relaxed);
                 continue;
             }
-            if down_until.is_none_or(|t| Instant::now() >= t) {
-                // Others leave the queue alone while this thread connects.
-                st.sending = true;
-                drop(st);
-                let connected = PeerClient::connect_with(&link.url, &opts);
-                st = relock(&link.state);
-                st.sending = false;
-                match connected {
-                    Ok(c) => {
-                        st.client = Some(Arc::new(c));
-                        down_until = None;
-                        continue;
-                    }
-                    // Do not dial again for every message while the peer is down.
-                    Err(_) => down_until = Some(Instant::now() + timeout),
-                }
-            }
             // Down: the core sends again.
-            let lost = st.queue.len() as u64;
-            st.queue.clear();
-            shared.undelivered.fetch_add(lost, Ordering::Relaxed);
+            let lost = link.out.drop_queued();
+            shared.undelivered.fetch_add(lost as u64, Ordering::Relaxed);
         }
-        st = link
-            .wake
-            .wait_timeout(st, Duration::from_millis(100))
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .0;
+        link.out.wait(Duration::from_millis(100));
     }
 }
 
@@ -1160,7 +1114,7 @@ impl LockNode {
         self.shared.tasks.close();
         self.shared.tick.notify_all();
         for link in self.shared.links.iter().flatten() {
-            link.wake.notify_all();
+            link.out.wake();
         }
         if let Some(s) = self.local_server.take() {
             s.shutdown(Duration::from_millis(200));

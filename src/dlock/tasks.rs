@@ -7,10 +7,17 @@
 //! fixed pool too small or too big. [`Tasks`] keeps the threads it started: a task
 //! goes to an idle one if there is one, else to a new thread, which afterwards waits
 //! for more work and ends after [`IDLE`] without any.
+//!
+//! A task goes to an idle thread only if one is idle and not yet claimed by an earlier
+//! task (`idle > tasks.len()`): a task queued behind a long one (a stream that lasts a
+//! lease) would wait for it. Modelled in `src/dlock/tests/loom_tasks.rs` (loom's
+//! condition variable never times out, so the idle threads' ending is not).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::sync::mutex::{Condvar, Mutex, MutexGuard};
 
 /// How long a thread waits for a task before it ends.
 pub(crate) const IDLE: Duration = Duration::from_secs(10);
@@ -47,9 +54,7 @@ impl Tasks {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs `task` on an idle thread, or on a new one.
@@ -74,13 +79,10 @@ impl Tasks {
         }
         drop(s);
         let this = self.clone();
-        std::thread::Builder::new()
-            .name(self.name.clone())
-            .spawn(move || {
-                task();
-                this.serve();
-            })
-            .map(drop)
+        spawn(&self.name, move || {
+            task();
+            this.serve();
+        })
     }
 
     /// A thread's loop after its first task.
@@ -100,7 +102,7 @@ impl Tasks {
             let (g, waited) = self
                 .cv
                 .wait_timeout(s, IDLE)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                .unwrap_or_else(|p| p.into_inner());
             s = g;
             s.idle -= 1;
             if waited.timed_out() && s.tasks.is_empty() {
@@ -116,7 +118,22 @@ impl Tasks {
     }
 }
 
-#[cfg(test)]
+#[cfg(not(shmlink_loom))]
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .map(drop)
+}
+
+#[cfg(shmlink_loom)]
+#[allow(clippy::unnecessary_wraps)]
+fn spawn(_name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    loom::thread::spawn(f);
+    Ok(())
+}
+
+#[cfg(all(test, not(shmlink_loom)))]
 mod tests {
     use super::*;
     use std::sync::mpsc;
