@@ -878,8 +878,9 @@ fn segment_create(t: &mut Trial) -> Result<(), String> {
         Ok((board, how)) => {
             let value = board.shared().value.load(Ordering::Acquire);
             let want = match how {
-                Disposition::Created => 0,
-                Disposition::Opened => BOARD_VALUE,
+                Disposition::Created | Disposition::Replaced => 0,
+                // Published before the creator died: what it wrote is kept.
+                Disposition::Opened | Disposition::Resumed => BOARD_VALUE,
             };
             if value != want {
                 return Err(format!(
@@ -889,7 +890,7 @@ fn segment_create(t: &mut Trial) -> Result<(), String> {
             t.note(format!("{how:?}"));
             t.recovered(ended.at, Instant::now(), "open_or_create")
         }
-        // Documented: a stale segment is removed and a fresh one created in its place.
+        // Documented: a stale segment is resumed or replaced, never returned as an error.
         Err(OpenError::Stale(info)) => Err(format!(
             "open_or_create returned Stale({:?}) after {took:?} instead of replacing the \
              stale segment",

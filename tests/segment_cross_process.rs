@@ -198,7 +198,7 @@ fn creator_killed_before_ready_leaves_a_stale_segment() {
     // open_or_create replaces the stale segment with a fresh one.
     let (fresh, how) =
         ShmRegion::<Board>::open_or_create(builder(&name).unlink_on_drop(true), 0).unwrap();
-    assert_eq!(how, Disposition::Created);
+    assert_eq!(how, Disposition::Replaced);
     assert_eq!(fresh.segment().creator().pid, std::process::id());
 }
 

@@ -55,3 +55,28 @@ impl<C> From<OpenError> for ObjectError<C> {
         Self::Open(e)
     }
 }
+
+/// `open_or_create` of a lock in a named segment: the region opened, created (with
+/// `init`) or resumed, then `build` checks it; a resumed region that `build` refuses is
+/// replaced (see [`resume_or_replace`](crate::segment::resume_or_replace)).
+pub(crate) fn open_or_create_in<C: crate::region::ShmSafe, O, E>(
+    builder: &crate::segment::SegmentBuilder,
+    area_len: usize,
+    mut init: impl FnMut(&C, crate::region::RawArea),
+    build: impl Fn(std::sync::Arc<crate::segment::ShmRegion<C>>) -> Result<O, E>,
+    segment_of: impl Fn(&O) -> &crate::segment::Segment,
+) -> Result<(O, crate::segment::Disposition), ObjectError<E>> {
+    use crate::segment::{Disposition, ShmRegion};
+    crate::segment::resume_or_replace(
+        builder.wait_limit(),
+        || {
+            let (region, how) =
+                ShmRegion::<C>::open_or_create_staged(builder.clone(), area_len, &mut init)
+                    .map_err(|e| (ObjectError::Open(e), Disposition::Opened))?;
+            build(std::sync::Arc::new(region))
+                .map(|o| (o, how))
+                .map_err(|e| (ObjectError::Config(e), how))
+        },
+        |o: &O| Some(segment_of(o)),
+    )
+}

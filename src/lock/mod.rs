@@ -39,6 +39,8 @@ pub use bakery::{
 pub use bakery::{BakeryStatus, bakery_status};
 #[cfg(not(shmlink_loom))]
 pub use error::ObjectError;
+#[cfg(not(shmlink_loom))]
+pub(crate) use error::open_or_create_in;
 pub use semaphore::{AcquireError, ReleaseError, Semaphore, SemaphoreConfigError, SemaphoreState};
 pub use seqlock::{
     READ_TRIES, ReadError, SeqLock, SeqLockConfigError, SeqLockControl, SeqWriter, WriterTaken,

@@ -132,6 +132,13 @@ pub enum SemaphoreConfigError {
     },
     /// The shared state holds a maximum of 0: not a semaphore anyone created.
     Corrupt,
+    /// `open_or_create` found a live semaphore with another maximum.
+    MaxMismatch {
+        /// The maximum asked for.
+        expected: u32,
+        /// The existing semaphore's.
+        found: u32,
+    },
 }
 
 impl std::fmt::Display for SemaphoreConfigError {
@@ -142,6 +149,10 @@ impl std::fmt::Display for SemaphoreConfigError {
                 write!(f, "initial value {initial} is above the maximum {max}")
             }
             Self::Corrupt => f.write_str("the semaphore's shared state is corrupt (maximum 0)"),
+            Self::MaxMismatch { expected, found } => write!(
+                f,
+                "the semaphore has a maximum of {found} permits, not the {expected} asked for"
+            ),
         }
     }
 }
@@ -656,6 +667,58 @@ impl Semaphore<ShmRegion<SemaphoreState>> {
     pub fn open(builder: SegmentBuilder) -> Result<Self, ObjectError<SemaphoreConfigError>> {
         let region = ShmRegion::<SemaphoreState>::open(Self::configure(builder))?;
         Self::from_region(Arc::new(region)).map_err(ObjectError::Config)
+    }
+
+    /// Opens the named semaphore, or creates it with `initial` permits, at most `max`,
+    /// if the name holds none. One left stale by a crash is resumed with its count
+    /// when its maximum is `max`, and replaced otherwise; a live one with another
+    /// maximum is [`SemaphoreConfigError::MaxMismatch`]. (Permits a dead process held
+    /// are not returned by resuming.)
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create) and [`open`](Self::open).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::lock::Semaphore;
+    /// use shmlink::segment::{Disposition, Segment};
+    /// # let name = format!("doc-sem-open-or-create-{}", std::process::id());
+    ///
+    /// let builder = Segment::builder(&name).unlink_on_drop(true);
+    /// let (a, how) = Semaphore::open_or_create(builder.clone(), 2, 4)?;
+    /// assert_eq!(how, Disposition::Created);
+    /// a.acquire();
+    /// let (b, how) = Semaphore::open_or_create(builder, 2, 4)?; // `initial` is not applied
+    /// assert_eq!((how, b.value()), (Disposition::Opened, 1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_or_create(
+        builder: SegmentBuilder,
+        initial: u32,
+        max: u32,
+    ) -> Result<(Self, crate::segment::Disposition), ObjectError<SemaphoreConfigError>> {
+        Semaphore::new(initial, max).map_err(ObjectError::Config)?; // validate first
+        super::open_or_create_in(
+            &Self::configure(builder),
+            0,
+            |s: &SemaphoreState, _| {
+                let _ = s.init(initial, max);
+            },
+            |region| {
+                let sem = Self::from_region(region)?;
+                if sem.max() == max {
+                    Ok(sem)
+                } else {
+                    Err(SemaphoreConfigError::MaxMismatch {
+                        expected: max,
+                        found: sem.max(),
+                    })
+                }
+            },
+            |sem| sem.region.segment(),
+        )
     }
 }
 

@@ -954,6 +954,43 @@ impl<T: Pod> SeqLock<T, ShmRegion<SeqLockControl>> {
         let region = ShmRegion::<SeqLockControl>::open(Self::configure(builder))?;
         Self::from_region(Arc::new(region)).map_err(ObjectError::Config)
     }
+
+    /// Opens the named seqlock, or creates it holding `value` if the name holds none.
+    /// One left stale by a crash is resumed with the value it holds (a write the dead
+    /// writer left half done is reported to readers as usual, until a new writer
+    /// writes), and replaced if it does not validate.
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create) and [`open`](Self::open).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::lock::SeqLock;
+    /// use shmlink::segment::{Disposition, Segment};
+    /// # let name = format!("doc-seqlock-open-or-create-{}", std::process::id());
+    ///
+    /// let builder = Segment::builder(&name).unlink_on_drop(true);
+    /// let (a, how) = SeqLock::open_or_create(builder.clone(), 1u64)?;
+    /// assert_eq!(how, Disposition::Created);
+    /// let (b, how) = SeqLock::open_or_create(builder, 2u64)?; // `value` is not applied
+    /// assert_eq!((how, b.read()?), (Disposition::Opened, 1));
+    /// # drop(a);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_or_create(
+        builder: SegmentBuilder,
+        value: T,
+    ) -> Result<(Self, crate::segment::Disposition), ObjectError<SeqLockConfigError>> {
+        super::open_or_create_in(
+            &Self::configure(builder),
+            super::seqlock::area_len::<T>(),
+            |ctl, area| super::seqlock::init(ctl, area, value),
+            Self::from_region,
+            |l| l.region.segment(),
+        )
+    }
 }
 
 #[cfg(all(test, not(shmlink_loom)))]

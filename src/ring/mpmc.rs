@@ -476,9 +476,100 @@ impl<T: Pod> Mpmc<T, crate::segment::ShmRegion<MpmcHeader>> {
         Self::open_tagged(builder, 0)
     }
 
+    /// Opens the ring, or creates it with `capacity` and `mode` if the name holds
+    /// none; a ring left stale by a crash is resumed with the values committed to it
+    /// when it is a ring of `T` with this capacity, and replaced otherwise (see
+    /// [`Spsc::open_or_create`](super::Spsc::open_or_create), which works the same).
+    /// Registrations of dead processes are repaired as usual, and a value a dead
+    /// consumer had taken is counted in [`repairs`](Self::repairs).
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create) and [`open`](Self::open).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::Mpmc;
+    /// use shmlink::segment::{Disposition, Segment};
+    /// use shmlink::sync::WaitMode;
+    /// # let name = format!("doc-mpmc-open-or-create-{}", std::process::id());
+    ///
+    /// let builder = Segment::builder(&name).unlink_on_drop(true);
+    /// let (a, how) = Mpmc::<u64, _>::open_or_create(builder.clone(), 64, WaitMode::Blocking)?;
+    /// assert_eq!(how, Disposition::Created);
+    /// let (b, how) = Mpmc::<u64, _>::open_or_create(builder, 64, WaitMode::Blocking)?;
+    /// assert_eq!(how, Disposition::Opened);
+    /// a.producer()?.try_push(3)?;
+    /// assert_eq!(b.consumer()?.try_pop(), Ok(3));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_or_create(
+        builder: crate::segment::SegmentBuilder,
+        capacity: usize,
+        mode: WaitMode,
+    ) -> Result<(Self, crate::segment::Disposition), BuildError> {
+        const { assert!(align_of::<T>() <= 128) };
+        let capacity = capacity as u64;
+        check_capacity(capacity)?;
+        let bytes = area_len::<T>(capacity)?;
+        let builder = configure_tagged::<T>(builder, 0);
+        crate::segment::resume_or_replace(
+            builder.wait_limit(),
+            || {
+                let (region, how) = crate::segment::ShmRegion::<MpmcHeader>::open_or_create_staged(
+                    builder.clone(),
+                    bytes,
+                    |h, area| init::<T>(h, area, capacity, mode),
+                )
+                .map_err(|e| (BuildError::from(e), crate::segment::Disposition::Opened))?;
+                Self::from_region(Arc::new(region))
+                    .map(|ring| (ring, how))
+                    .map_err(|e| (e, how))
+            },
+            |ring: &Self| Some(ring.segment()),
+        )
+    }
+
     /// The segment the ring lives in.
-    pub(crate) fn segment(&self) -> &crate::segment::Segment {
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::Mpmc;
+    /// use shmlink::segment::Segment;
+    /// use shmlink::sync::WaitMode;
+    /// # let name = format!("doc-mpmc-segment-{}", std::process::id());
+    ///
+    /// let ring = Mpmc::<u64, _>::create(Segment::builder(&name), 64, WaitMode::Spin)?;
+    /// assert_eq!(ring.segment().name().as_str(), name);
+    /// ring.segment().unlink()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn segment(&self) -> &crate::segment::Segment {
         self.region.segment()
+    }
+
+    /// Whether the ring's name still refers to this ring (see
+    /// [`Segment::is_current`](crate::segment::Segment::is_current)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::Mpmc;
+    /// use shmlink::segment::Segment;
+    /// use shmlink::sync::WaitMode;
+    /// # let name = format!("doc-mpmc-is-current-{}", std::process::id());
+    ///
+    /// let ring = Mpmc::<u64, _>::create(Segment::builder(&name), 64, WaitMode::Spin)?;
+    /// assert!(ring.is_current());
+    /// ring.segment().unlink()?;
+    /// assert!(!ring.is_current());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn is_current(&self) -> bool {
+        self.segment().is_current()
     }
 }
 

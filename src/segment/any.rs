@@ -42,6 +42,13 @@ pub enum AnyRegion<T: ShmSafe> {
     Named(ShmRegion<T>),
 }
 
+#[cfg(not(shmlink_loom))]
+impl<T: ShmSafe> super::NamedRegion for AnyRegion<T> {
+    fn named_segment(&self) -> Option<&super::Segment> {
+        self.segment()
+    }
+}
+
 impl<T: ShmSafe> AnyRegion<T> {
     /// Whether the region is in a named segment.
     ///

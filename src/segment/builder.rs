@@ -68,6 +68,41 @@ pub enum Disposition {
     Created,
     /// It existed and was opened.
     Opened,
+    /// A **stale** object of the name (a process attached to it died without
+    /// detaching) matched what was asked for (kind, type, size, and the object's own
+    /// check of its contents), and was taken over as it is: what it holds (committed
+    /// messages, lock state, counters) is kept, and the roles of dead participants are
+    /// reclaimed by the object's usual recovery. This process is now its creator of
+    /// record ([`Segment::is_creator`]).
+    Resumed,
+    /// A stale object of the name did not validate (another kind, type or size, a
+    /// creator that died before publishing it, or contents its object refused), or
+    /// the builder asked for [`OnStale::Replace`]: it was removed and a fresh one
+    /// created in its place.
+    Replaced,
+}
+
+/// What [`SegmentBuilder::open_or_create`] does with a **stale** segment of the name
+/// (see [`SegmentBuilder::open`]).
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::{OnStale, Segment};
+///
+/// // Start from a fresh object even if a crashed run left one behind.
+/// let builder = Segment::builder("fresh-every-run").on_stale(OnStale::Replace);
+/// # drop(builder);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnStale {
+    /// Take it over as it is when it validates ([`Disposition::Resumed`]), else
+    /// replace it ([`Disposition::Replaced`]). The default: a consumer restarted after
+    /// a crash still receives what was committed to it.
+    #[default]
+    Resume,
+    /// Always remove it and create a fresh one ([`Disposition::Replaced`]).
+    Replace,
 }
 
 /// Configures and then creates or opens a named [`Segment`].
@@ -96,6 +131,7 @@ pub struct SegmentBuilder {
     timeout: Duration,
     unlink_on_drop: bool,
     dir: Option<PathBuf>,
+    on_stale: OnStale,
 }
 
 impl SegmentBuilder {
@@ -123,6 +159,7 @@ impl SegmentBuilder {
             timeout: DEFAULT_TIMEOUT,
             unlink_on_drop: false,
             dir: None,
+            on_stale: OnStale::Resume,
         }
     }
 
@@ -218,6 +255,31 @@ impl SegmentBuilder {
     pub fn unlink_on_drop(mut self, yes: bool) -> Self {
         self.unlink_on_drop = yes;
         self
+    }
+
+    /// What [`open_or_create`](Self::open_or_create) does with a stale segment of the
+    /// name: resume it if it validates (the default), or replace it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{Disposition, OnStale, Segment};
+    ///
+    /// # let name = format!("doc-seg-on-stale-{}", std::process::id());
+    /// let builder = Segment::builder(&name).payload_len(64).on_stale(OnStale::Replace);
+    /// let (seg, how) = builder.open_or_create()?; // nothing stale here
+    /// assert_eq!(how, Disposition::Created);
+    /// # seg.unlink()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn on_stale(mut self, on_stale: OnStale) -> Self {
+        self.on_stale = on_stale;
+        self
+    }
+
+    /// The timeout set by [`timeout`](Self::timeout).
+    pub(crate) fn wait_limit(&self) -> Duration {
+        self.timeout
     }
 
     /// Places the segment in the directory `dir`, as the file
@@ -422,16 +484,24 @@ impl SegmentBuilder {
     /// ```
     pub fn open(&self) -> Result<Segment, OpenError> {
         let name = self.place()?;
-        open_validated(&name, &self.expect(), Instant::now() + self.timeout)
+        open_validated(&name, &self.expect(), Instant::now() + self.timeout, false)
     }
 
     /// Opens the segment, or creates it if it does not exist. When several processes
     /// race, exactly one creates (`O_EXCL`) and the others open what it publishes.
     ///
-    /// A **stale** segment of that name (see [`open`](Self::open)) is removed and a
-    /// fresh one created in its place: its contents came from a crash and are not
-    /// trusted. A live segment that does not match the builder (kind, fingerprint,
-    /// size) is an error, never silently replaced.
+    /// A **stale** segment of that name (see [`open`](Self::open)) is, by default
+    /// ([`OnStale::Resume`]), **resumed** when its header matches this builder (kind,
+    /// fingerprint, size): taken over as it is, with its contents
+    /// ([`Disposition::Resumed`]). One that does not match, or whose creator died
+    /// before publishing it, is removed and a fresh one created in its place
+    /// ([`Disposition::Replaced`]); so is every stale segment with
+    /// [`OnStale::Replace`]. The decision is taken under an exclusive lock, so of
+    /// several racers exactly one resumes or replaces, and the others open the result.
+    /// A live segment that does not match the builder is an error, never replaced.
+    ///
+    /// The objects built on segments (rings, channels, locks) have `open_or_create`s of
+    /// their own, which also check the object's contents before resuming it.
     ///
     /// # Errors
     ///
@@ -447,33 +517,92 @@ impl SegmentBuilder {
     /// let builder = Segment::builder(&name).payload_len(1024).unlink_on_drop(true);
     /// let (seg, how) = builder.open_or_create()?;
     /// match how {
-    ///     Disposition::Created => assert!(seg.is_creator()),
+    ///     Disposition::Created | Disposition::Replaced => assert!(seg.is_creator()),
+    ///     Disposition::Resumed => assert!(seg.is_creator()), // after a crash
     ///     Disposition::Opened => assert!(!seg.is_creator()),
     /// }
     /// assert_eq!(seg.payload_len(), 1024);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open_or_create(&self) -> Result<(Segment, Disposition), OpenError> {
+        let (segment, how) = self.open_or_create_staged(&mut |_| ())?;
+        segment.finish_resume(Instant::now() + self.timeout)?;
+        Ok((segment, how))
+    }
+
+    /// [`open_or_create`](Self::open_or_create), with `init` run on a segment this
+    /// call creates before it is published; a [`Disposition::Resumed`] segment comes
+    /// back still held exclusively, for its object to check its contents: then
+    /// [`Segment::finish_resume`] lets others in, and dropping it instead removes it
+    /// (see [`resume_or_replace`]).
+    pub(crate) fn open_or_create_staged(
+        &self,
+        init: &mut dyn FnMut(&Segment),
+    ) -> Result<(Segment, Disposition), OpenError> {
         let name = self.place()?;
         let deadline = Instant::now() + self.timeout;
         let mut backoff = Backoff::new();
+        let resume = self.on_stale == OnStale::Resume;
+        let mut replaced = false;
         loop {
-            match self.create() {
+            match self.create_with(&mut *init) {
+                Ok(segment) if replaced => return Ok((segment, Disposition::Replaced)),
                 Ok(segment) => return Ok((segment, Disposition::Created)),
                 Err(CreateError::AlreadyExists) => {}
                 Err(e) => return Err(e.into()),
             }
-            match open_validated(&name, &self.expect(), deadline) {
+            match open_validated(&name, &self.expect(), deadline, resume) {
+                Ok(mut segment) if segment.is_pending_resume() => {
+                    segment.unlink_on_drop = self.unlink_on_drop;
+                    return Ok((segment, Disposition::Resumed));
+                }
                 Ok(segment) => return Ok((segment, Disposition::Opened)),
                 // Removed between our create and open: try to create again.
                 Err(OpenError::NotFound) if Instant::now() < deadline => {}
                 Err(OpenError::Stale(_)) if Instant::now() < deadline => {
-                    if !remove_stale_named(&name)? {
+                    if remove_stale_named(&name)? {
+                        replaced = true;
+                    } else {
                         backoff.sleep();
                     }
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+}
+
+/// Runs `attempt` (an object's `open_or_create` on a staged segment, see
+/// [`SegmentBuilder::open_or_create_staged`]) until it builds the object. When the
+/// object refuses the contents of a segment it was resuming, that segment was removed
+/// as it dropped (it was stale, and nobody else could reach it): the next attempt
+/// creates a fresh one, reported as [`Disposition::Replaced`]. `segment_of` gives the
+/// object's segment, whose resumption is then finished.
+pub(crate) fn resume_or_replace<O, E: From<OpenError>>(
+    timeout: Duration,
+    mut attempt: impl FnMut() -> Result<(O, Disposition), (E, Disposition)>,
+    segment_of: impl Fn(&O) -> Option<&Segment>,
+) -> Result<(O, Disposition), E> {
+    let mut replaced = false;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match attempt() {
+            Ok((object, how)) => {
+                let finished = segment_of(&object).map_or(Ok(()), |s| s.finish_resume(deadline));
+                match finished {
+                    Ok(()) => {}
+                    // Removed by a cleanup while we resumed it: start over.
+                    Err(OpenError::NotFound) if Instant::now() < deadline => continue,
+                    Err(e) => return Err(e.into()),
+                }
+                let how = match how {
+                    Disposition::Created if replaced => Disposition::Replaced,
+                    how => how,
+                };
+                return Ok((object, how));
+            }
+            Err((_, Disposition::Resumed)) if Instant::now() < deadline => replaced = true,
+            Err((e, _)) => return Err(e),
         }
     }
 }

@@ -88,5 +88,6 @@ pub(super) fn create_once(
         identity: (info.dev, info.ino),
         unlink_on_drop,
         created: true,
+        pending_resume: crate::sync::atomic::AtomicBool::new(false),
     }))
 }

@@ -15,6 +15,10 @@ use super::name::SegmentName;
 use super::open::header_of;
 use super::sys;
 use crate::region::RawArea;
+use crate::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use super::error::OpenError;
 
 /// A named shared-memory segment, mapped and attached.
 ///
@@ -50,6 +54,10 @@ pub struct Segment {
     pub(super) identity: (u64, u64),
     pub(super) unlink_on_drop: bool,
     pub(super) created: bool,
+    /// Resumed from a stale segment and still held exclusively, until
+    /// [`finish_resume`](Self::finish_resume); dropped before that, the segment is
+    /// removed (its object refused its contents).
+    pub(super) pending_resume: AtomicBool,
 }
 
 impl Segment {
@@ -272,8 +280,83 @@ impl Segment {
     }
 }
 
+impl Segment {
+    /// Whether the name still refers to this segment: `false` once it was removed
+    /// (and perhaps created again by someone else), so that a long-running process
+    /// can tell that others no longer find it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::Segment;
+    ///
+    /// # let name = format!("doc-seg-is-current-{}", std::process::id());
+    /// let old = Segment::builder(&name).payload_len(64).create()?;
+    /// assert!(old.is_current());
+    /// old.unlink()?;
+    /// let new = Segment::builder(&name).payload_len(64).unlink_on_drop(true).create()?;
+    /// assert!(!old.is_current()); // the name now holds another segment
+    /// assert!(new.is_current());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn is_current(&self) -> bool {
+        sys::name_identity(&self.name) == Some(self.identity)
+    }
+
+    /// Whether this segment was resumed and its resumption is not finished.
+    pub(crate) fn is_pending_resume(&self) -> bool {
+        self.pending_resume.load(Ordering::Relaxed)
+    }
+
+    /// Ends the resumption of a stale segment (nothing to do for any other): every
+    /// process that was attached is dead, so the attach count starts again from
+    /// this process, and the exclusive lock becomes the shared one every attached
+    /// process holds, letting other openers in.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError::NotFound`] if a cleanup removed the segment in the moment the lock
+    /// was converted (start over); [`OpenError::Busy`] if the shared lock could not be
+    /// had by `deadline`.
+    pub(crate) fn finish_resume(&self, deadline: Instant) -> Result<(), OpenError> {
+        if !self.pending_resume.swap(false, Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.header().clear_attached();
+        let started = Instant::now();
+        let mut backoff = super::open::Backoff::new();
+        // Conversion is unlock-then-lock: another opener may slip in meanwhile (it
+        // finds a segment nobody is attached to, which opens normally).
+        loop {
+            match self.lock.relock(nix::fcntl::FlockArg::LockSharedNonblock) {
+                Ok(()) => break,
+                Err(Errno::EWOULDBLOCK) if Instant::now() < deadline => backoff.sleep(),
+                Err(Errno::EWOULDBLOCK) => {
+                    return Err(OpenError::Busy {
+                        waited: started.elapsed(),
+                    });
+                }
+                Err(e) => return Err(OpenError::Os(OsError::new("flock", e))),
+            }
+        }
+        self.header().attach();
+        match sys::file_info(&self.lock) {
+            Ok(info) if info.nlink == 0 => Err(OpenError::NotFound),
+            Ok(_) => Ok(()),
+            Err(e) => Err(super::open::open_error("fstat", e)),
+        }
+    }
+}
+
 impl Drop for Segment {
     fn drop(&mut self) {
+        if self.pending_resume.load(Ordering::Relaxed) {
+            // A stale segment whose object refused its contents, still held
+            // exclusively: nobody else is attached, so it can go.
+            let _ = self.unlink();
+            return;
+        }
         self.header().detach();
         if self.unlink_on_drop {
             let _ = self.unlink();

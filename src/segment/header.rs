@@ -598,6 +598,13 @@ impl SegmentHeader {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
+    /// Starts the attach count again from zero: for the resumer of a stale segment,
+    /// which holds it exclusively, so that every process counted is dead.
+    pub(super) fn clear_attached(&self) {
+        // Relaxed: as `attach`, ordered by the exclusive file lock.
+        self.attached.store(0, Ordering::Relaxed);
+    }
+
     /// Number of processes attached and not cleanly detached.
     ///
     /// # Examples

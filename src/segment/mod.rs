@@ -45,7 +45,9 @@ mod typed;
 
 pub use any::AnyRegion;
 #[cfg(not(shmlink_loom))]
-pub use builder::{DEFAULT_TIMEOUT, Disposition, MAX_PAYLOAD, SegmentBuilder};
+pub(crate) use builder::resume_or_replace;
+#[cfg(not(shmlink_loom))]
+pub use builder::{DEFAULT_TIMEOUT, Disposition, MAX_PAYLOAD, OnStale, SegmentBuilder};
 pub use error::{CreateError, NameError, OpenError, OsError, StaleInfo, StaleReason};
 #[cfg(not(shmlink_loom))]
 pub use handle::Segment;
@@ -55,3 +57,11 @@ pub use name::{MAX_NAME_LEN, PREFIX, SegmentName};
 pub use stale::{SegmentInfo, Status, inspect, list, remove_idle, remove_stale, unlink};
 #[cfg(not(shmlink_loom))]
 pub use typed::ShmRegion;
+
+/// A region that may be in a named segment: how an object's `open_or_create` reaches
+/// the segment it resumed, whatever region type it is generic over.
+#[cfg(not(shmlink_loom))]
+pub(crate) trait NamedRegion {
+    /// The segment, for a region in one.
+    fn named_segment(&self) -> Option<&Segment>;
+}

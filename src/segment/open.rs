@@ -14,6 +14,7 @@ use super::handle::Segment;
 use super::header::{Expect, HEADER_SIZE, HeaderState, ProcessId, SegmentHeader};
 use super::name::SegmentName;
 use super::sys::{self, FileInfo};
+use crate::sync::atomic::AtomicBool;
 
 /// Takes the shared (attached) lock, waiting out an exclusive lock held by a cleanup.
 pub(super) fn lock_shared(file: File, deadline: Instant) -> Result<Flock<File>, Errno> {
@@ -187,10 +188,17 @@ pub(super) fn header_of(map: &MmapRaw) -> &SegmentHeader {
     unsafe { &*map.as_ptr().cast::<SegmentHeader>() }
 }
 
+/// Opens and attaches the published segment `name`, checked against `expect`.
+///
+/// A stale segment (a process died attached to it) is `OpenError::Stale`, unless
+/// `resume` is set and its header matches `expect`: then it comes back still held
+/// exclusively, marked pending ([`Segment::finish_resume`]), with this process as its
+/// creator of record.
 pub(super) fn open_validated(
     name: &SegmentName,
     expect: &Expect,
     deadline: Instant,
+    resume: bool,
 ) -> Result<Segment, OpenError> {
     let started = Instant::now();
     loop {
@@ -202,12 +210,16 @@ pub(super) fn open_validated(
             Ok(lock) => {
                 let snap = header.snapshot();
                 if snap.attached > 0 {
-                    return Err(OpenError::Stale(StaleInfo {
+                    let stale = OpenError::Stale(StaleInfo {
                         creator: Some(snap.creator),
                         reason: StaleReason::CrashedWhileAttached {
                             attached: snap.attached,
                         },
-                    }));
+                    });
+                    if !resume {
+                        return Err(stale);
+                    }
+                    return resume_stale(name, expect, map, lock, stale);
                 }
                 match lock.relock(FlockArg::LockSharedNonblock) {
                     Ok(()) => lock,
@@ -253,6 +265,42 @@ pub(super) fn open_validated(
             identity: (info.dev, info.ino),
             unlink_on_drop: false,
             created: false,
+            pending_resume: AtomicBool::new(false),
         });
     }
+}
+
+/// A stale segment held under our exclusive lock (nobody else holds it: every process
+/// that was attached is dead): checked like any opened segment and, if it matches,
+/// handed back pending, with this process written in as its creator. `stale` is
+/// returned when it does not match, for the caller to replace it.
+fn resume_stale(
+    name: &SegmentName,
+    expect: &Expect,
+    map: MmapRaw,
+    lock: Flock<File>,
+    stale: OpenError,
+) -> Result<Segment, OpenError> {
+    let info = sys::file_info(&lock).map_err(|e| open_error("fstat", e))?;
+    if info.nlink == 0 {
+        return Err(OpenError::NotFound);
+    }
+    let header = header_of(&map);
+    let snapshot = header.snapshot();
+    if check_file(&info, map.len() as u64).is_err()
+        || snapshot.validate(expect, map.len() as u64).is_err()
+    {
+        return Err(stale);
+    }
+    header.write_creator(&sys::current_process());
+    Ok(Segment {
+        snapshot: header.snapshot(),
+        map,
+        lock,
+        name: name.clone(),
+        identity: (info.dev, info.ino),
+        unlink_on_drop: false,
+        created: true,
+        pending_resume: AtomicBool::new(true),
+    })
 }

@@ -165,6 +165,22 @@ impl<T: ShmSafe> ShmRegion<T> {
         Ok((Self::from_segment(segment)?, how))
     }
 
+    /// `open_or_create` for the objects built on a region, with `init` run on a
+    /// region this call creates: a [`Disposition::Resumed`] region is still held
+    /// exclusively, for the object to check (see
+    /// [`resume_or_replace`](super::builder::resume_or_replace)).
+    pub(crate) fn open_or_create_staged(
+        builder: SegmentBuilder,
+        area_len: usize,
+        mut init: impl FnMut(&T, RawArea),
+    ) -> Result<(Self, Disposition), OpenError> {
+        let (segment, how) =
+            Self::configure(builder, Some(area_len)).open_or_create_staged(&mut |seg| {
+                init(shared_of::<T>(seg), area_of::<T>(seg, area_len))
+            })?;
+        Ok((Self::from_segment(segment)?, how))
+    }
+
     fn from_segment(segment: Segment) -> Result<Self, OpenError> {
         let offset = area_offset::<T>();
         let area_len =
@@ -265,6 +281,12 @@ unsafe impl<T: ShmSafe> Region for ShmRegion<T> {
 
     fn area(&self) -> RawArea {
         area_of::<T>(&self.segment, self.area_len)
+    }
+}
+
+impl<T: ShmSafe> super::NamedRegion for ShmRegion<T> {
+    fn named_segment(&self) -> Option<&Segment> {
+        Some(&self.segment)
     }
 }
 

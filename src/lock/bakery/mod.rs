@@ -1277,6 +1277,47 @@ impl BakeryLock<ShmRegion<BakeryControl>> {
         let region = ShmRegion::<BakeryControl>::open(Self::configure(builder))?;
         Self::from_region(Arc::new(region), 0, 0).map_err(ObjectError::Config)
     }
+
+    /// Opens the named lock, or creates it with `participants` slots (blocking waits)
+    /// if the name holds none. One left stale by a crash is resumed when it has
+    /// `participants` slots and validates: the slots of dead processes are reclaimed
+    /// as usual, and if one of them held the lock, the next holder is told
+    /// ([`LockError::OwnerDied`]). Anything else stale is replaced.
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create) and [`open`](Self::open).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::lock::BakeryLock;
+    /// use shmlink::segment::{Disposition, Segment};
+    /// # let name = format!("doc-bakery-open-or-create-{}", std::process::id());
+    ///
+    /// let builder = Segment::builder(&name).unlink_on_drop(true);
+    /// let (mut a, how) = BakeryLock::open_or_create(builder.clone(), 4)?;
+    /// assert_eq!(how, Disposition::Created);
+    /// let (_b, how) = BakeryLock::open_or_create(builder, 4)?;
+    /// assert_eq!(how, Disposition::Opened);
+    /// a.lock().map(drop).map_err(|e| e.without_guard())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_or_create(
+        builder: SegmentBuilder,
+        participants: usize,
+    ) -> Result<(Self, crate::segment::Disposition), ObjectError<BakeryConfigError>> {
+        BakeryLock::new(participants).map_err(ObjectError::Config)?; // validate first
+        crate::lock::open_or_create_in(
+            &Self::configure(builder),
+            BakeryControl::area_len(participants, 0),
+            |ctl: &BakeryControl, _| {
+                let _ = ctl.init(participants, 0, 0, WaitMode::Blocking);
+            },
+            |region| Self::from_region(region, 0, 0),
+            |l| l.region.segment(),
+        )
+    }
 }
 
 /// Who holds a named Bakery lock or mutex and who takes part (the `shmlink ls` view).

@@ -502,4 +502,53 @@ impl<T: Pod> BakeryMutex<T, ShmRegion<BakeryControl>> {
         let region = ShmRegion::<BakeryControl>::open(Self::configure(builder))?;
         Self::from_region(Arc::new(region)).map_err(ObjectError::Config)
     }
+
+    /// Opens the named mutex, or creates it with `participants` slots holding `value`
+    /// if the name holds none. One left stale by a crash is resumed with the value it
+    /// holds when it has `participants` slots and validates (the next holder after a
+    /// holder died is told, to repair the value: [`LockError::OwnerDied`]); anything
+    /// else stale is replaced.
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create) and [`open`](Self::open).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::lock::BakeryMutex;
+    /// use shmlink::segment::{Disposition, Segment};
+    /// # let name = format!("doc-bakery-mutex-open-or-create-{}", std::process::id());
+    ///
+    /// let builder = Segment::builder(&name).unlink_on_drop(true);
+    /// let (mut a, how) = BakeryMutex::open_or_create(builder.clone(), 4, 0u64)?;
+    /// assert_eq!(how, Disposition::Created);
+    /// a.lock().map_err(|e| e.without_guard())?.set(5);
+    /// let (mut b, how) = BakeryMutex::open_or_create(builder, 4, 0u64)?; // `value` not applied
+    /// let value = b.lock().map_err(|e| e.without_guard())?.get();
+    /// assert_eq!((how, value), (Disposition::Opened, 5));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_or_create(
+        builder: SegmentBuilder,
+        participants: usize,
+        value: T,
+    ) -> Result<(Self, crate::segment::Disposition), ObjectError<BakeryConfigError>> {
+        BakeryLock::new(participants).map_err(ObjectError::Config)?; // validate first
+        crate::lock::open_or_create_in(
+            &Self::configure(builder),
+            BakeryControl::area_len(participants, size_of::<T>()),
+            |ctl, area| {
+                let _ = BakeryMutex::<T, ShmRegion<BakeryControl>>::init_parts(
+                    ctl,
+                    area,
+                    participants,
+                    value,
+                    WaitMode::Blocking,
+                );
+            },
+            Self::from_region,
+            |m| m.lock.region.segment(),
+        )
+    }
 }

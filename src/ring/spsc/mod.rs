@@ -429,6 +429,97 @@ impl<T: Pod> Spsc<T, crate::segment::ShmRegion<SpscHeader>> {
     pub fn open(builder: crate::segment::SegmentBuilder) -> Result<Self, BuildError> {
         Self::open_tagged(builder, crate::segment::Kind::SpscRing, 0)
     }
+
+    /// Opens the ring, or creates it with `capacity` and `mode` if the name holds
+    /// none: the call every process of an application can make, whichever starts
+    /// first and however often it restarts.
+    ///
+    /// A ring left **stale** by a crash (a process attached to it was killed) is
+    /// resumed when it is a ring of `T` with this capacity and its configuration
+    /// validates ([`Disposition::Resumed`](crate::segment::Disposition::Resumed)):
+    /// every value committed to it and not yet consumed is still there, and a role
+    /// whose holder died can be claimed again. Anything else stale under the name is
+    /// replaced by a fresh ring ([`Disposition::Replaced`](crate::segment::Disposition::Replaced));
+    /// [`OnStale::Replace`](crate::segment::OnStale::Replace) asks for that always. A
+    /// live ring of another type or capacity is an error, never replaced.
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create) and [`open`](Self::open).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::Spsc;
+    /// use shmlink::segment::{Disposition, Segment};
+    /// use shmlink::sync::WaitMode;
+    /// # let name = format!("doc-spsc-open-or-create-{}", std::process::id());
+    ///
+    /// // Producer and consumer run the same line, in either order.
+    /// let builder = Segment::builder(&name).unlink_on_drop(true);
+    /// let (a, how) = Spsc::<u64, _>::open_or_create(builder.clone(), 64, WaitMode::Blocking)?;
+    /// assert_eq!(how, Disposition::Created);
+    /// let (b, how) = Spsc::<u64, _>::open_or_create(builder, 64, WaitMode::Blocking)?;
+    /// assert_eq!(how, Disposition::Opened);
+    /// a.producer()?.push(7).unwrap();
+    /// assert_eq!(b.consumer()?.try_pop(), Ok(7));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_or_create(
+        builder: crate::segment::SegmentBuilder,
+        capacity: usize,
+        mode: WaitMode,
+    ) -> Result<(Self, crate::segment::Disposition), BuildError> {
+        Self::open_or_create_tagged(
+            builder,
+            capacity,
+            mode,
+            crate::segment::Kind::SpscRing,
+            0,
+            0,
+        )
+    }
+
+    /// The ring's segment.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::Spsc;
+    /// use shmlink::segment::Segment;
+    /// use shmlink::sync::WaitMode;
+    /// # let name = format!("doc-spsc-segment-{}", std::process::id());
+    ///
+    /// let ring = Spsc::<u64, _>::create(Segment::builder(&name), 64, WaitMode::Spin)?;
+    /// assert_eq!(ring.segment().name().as_str(), name);
+    /// ring.segment().unlink()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn segment(&self) -> &crate::segment::Segment {
+        self.region.segment()
+    }
+
+    /// Whether the ring's name still refers to this ring (see
+    /// [`Segment::is_current`](crate::segment::Segment::is_current)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::Spsc;
+    /// use shmlink::segment::Segment;
+    /// use shmlink::sync::WaitMode;
+    /// # let name = format!("doc-spsc-is-current-{}", std::process::id());
+    ///
+    /// let ring = Spsc::<u64, _>::create(Segment::builder(&name), 64, WaitMode::Spin)?;
+    /// assert!(ring.is_current());
+    /// ring.segment().unlink()?; // e.g. `shmlink rm` from another process
+    /// assert!(!ring.is_current());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn is_current(&self) -> bool {
+        self.segment().is_current()
+    }
 }
 
 /// Constructors for any region that a heap or named region converts into (the
@@ -483,6 +574,39 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
             crate::process::token_of(creator.pid, creator.start_ticks)
         };
         Ok(ring)
+    }
+
+    #[cfg(not(shmlink_loom))]
+    /// `open_or_create` for rings built on this one.
+    pub(crate) fn open_or_create_tagged(
+        builder: crate::segment::SegmentBuilder,
+        capacity: usize,
+        mode: WaitMode,
+        kind: crate::segment::Kind,
+        tag: u64,
+        aux: u32,
+    ) -> Result<(Self, crate::segment::Disposition), BuildError>
+    where
+        R: From<crate::segment::ShmRegion<SpscHeader>> + crate::segment::NamedRegion,
+    {
+        check_align::<T>()?;
+        let (capacity, area) = area_for::<T>(capacity)?;
+        let builder = configure::<T>(builder, kind, tag);
+        crate::segment::resume_or_replace(
+            builder.wait_limit(),
+            || {
+                let (region, how) = crate::segment::ShmRegion::<SpscHeader>::open_or_create_staged(
+                    builder.clone(),
+                    area,
+                    |h, _| init_header::<T>(h, capacity, mode, aux),
+                )
+                .map_err(|e| (BuildError::from(e), crate::segment::Disposition::Opened))?;
+                Self::with_creator(region)
+                    .map(|ring| (ring, how))
+                    .map_err(|e| (e, how))
+            },
+            |ring: &Self| ring.region.named_segment(),
+        )
     }
 
     #[cfg(not(shmlink_loom))]
