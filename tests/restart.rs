@@ -190,6 +190,28 @@ fn a_stale_ring_is_replaced_when_asked_or_when_it_does_not_match() {
     drop(ring);
 }
 
+/// A stale ring whose header matches but whose own configuration is garbage (written
+/// from outside after its users died) is refused by the ring's check while still held
+/// exclusively, removed, and a fresh one created.
+#[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
+fn a_stale_ring_whose_contents_do_not_validate_is_replaced() {
+    let name = unique_name("restart-garbage");
+    leave_stale_ring(&name, 5);
+    // The ring's configuration is the first line of the payload, after the header.
+    support::segfile::poke(&name, 128, &[0xff; 32]);
+    let (ring, how) = Spsc::<u64, _>::open_or_create(
+        builder(&name).unlink_on_drop(true),
+        CAPACITY,
+        WaitMode::Blocking,
+    )
+    .unwrap();
+    assert_eq!(how, Disposition::Replaced);
+    assert_eq!(ring.capacity(), CAPACITY);
+    assert_eq!(ring.consumer().unwrap().try_pop(), Err(PopError::Empty));
+    assert!(ring.is_current());
+}
+
 #[test]
 #[cfg_attr(miri, ignore = "spawns a process")]
 fn a_live_ring_is_never_replaced() {
