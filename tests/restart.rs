@@ -7,6 +7,7 @@ mod support;
 
 use std::time::Duration;
 
+use shmlink::channel::{Channel, Flavor, Options, Postcard};
 use shmlink::lock::{BakeryMutex, LockError, Semaphore, SeqLock};
 use shmlink::ring::{Mpmc, PopError, Spsc};
 use shmlink::segment::{Disposition, OnStale};
@@ -19,6 +20,7 @@ scenarios!(
     spsc_produce_more,
     locks_use_and_hang,
     mpmc_produce_and_hang,
+    channels_send_and_hang,
 );
 
 const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -344,4 +346,76 @@ fn mpmc_produce_and_hang() {
     }
     report("pushed");
     std::thread::sleep(Duration::from_secs(600));
+}
+
+/// The four kinds of named channel a test restarts: raw and postcard, SPSC and MPMC.
+fn channel_options() -> [(&'static str, Options); 2] {
+    [
+        ("spsc", Options::new().capacity(64).flavor(Flavor::Spsc)),
+        ("mpmc", Options::new().capacity(64).flavor(Flavor::Mpmc)),
+    ]
+}
+
+/// Sends `0..20` (raw) and their decimal strings (postcard) into each kind of
+/// channel, then waits to be killed.
+fn channels_send_and_hang() {
+    let name = arg("name");
+    let mut keep = Vec::new();
+    for (flavor, options) in channel_options() {
+        let (raw, _) =
+            Channel::<u64>::open_or_create(builder(&format!("{name}-raw-{flavor}")), options)
+                .unwrap();
+        let mut tx = raw.sender().unwrap();
+        let (text, _) = Channel::<String, Postcard>::open_or_create(
+            builder(&format!("{name}-text-{flavor}")),
+            options,
+        )
+        .unwrap();
+        let mut text_tx = text.sender().unwrap();
+        for i in 0..20u64 {
+            tx.send(i).unwrap();
+            text_tx.send(i.to_string()).unwrap();
+        }
+        keep.push((raw, tx, text, text_tx));
+    }
+    report("sent");
+    std::thread::sleep(Duration::from_secs(600));
+    drop(keep);
+}
+
+/// Every kind of named channel keeps what was sent into it when its sender dies
+/// before anyone received: the restarted receiver resumes it and gets it all.
+#[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
+fn channels_restarted_after_their_sender_died_deliver_what_was_sent() {
+    let name = unique_name("restart-channels");
+    let mut sender = Scenario::new("channels_send_and_hang")
+        .arg("name", &name)
+        .spawn();
+    sender.wait_for("sent", CHILD_TIMEOUT);
+    sender.kill();
+    for (flavor, options) in channel_options() {
+        let (raw, how) = Channel::<u64>::open_or_create(
+            builder(&format!("{name}-raw-{flavor}")).unlink_on_drop(true),
+            options,
+        )
+        .unwrap();
+        assert_eq!(how, Disposition::Resumed, "raw {flavor}");
+        let mut rx = raw.receiver().unwrap();
+        let (text, how) = Channel::<String, Postcard>::open_or_create(
+            builder(&format!("{name}-text-{flavor}")).unlink_on_drop(true),
+            options,
+        )
+        .unwrap();
+        assert_eq!(how, Disposition::Resumed, "postcard {flavor}");
+        let mut text_rx = text.receiver().unwrap();
+        for i in 0..20u64 {
+            assert_eq!(rx.try_recv().unwrap(), i, "raw {flavor}");
+            assert_eq!(
+                text_rx.try_recv().unwrap(),
+                i.to_string(),
+                "postcard {flavor}"
+            );
+        }
+    }
 }

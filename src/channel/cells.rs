@@ -155,6 +155,20 @@ fn cell_words(max_message: usize) -> Result<usize, BuildError> {
 /// Calls `$make` (generic over the ring's element type) for the cell size `$words`,
 /// wrapping the ring it returns in that size's variant.
 macro_rules! for_size {
+    // `$make` returns the ring with something else: the pair, with the ring wrapped.
+    (pair $words:expr, $make:ident ( $($arg:expr),* )) => {
+        match $words {
+            8 => $make::<8>($($arg),*).map(|(r, x)| (Cells::W8(r), x)),
+            16 => $make::<16>($($arg),*).map(|(r, x)| (Cells::W16(r), x)),
+            32 => $make::<32>($($arg),*).map(|(r, x)| (Cells::W32(r), x)),
+            64 => $make::<64>($($arg),*).map(|(r, x)| (Cells::W64(r), x)),
+            128 => $make::<128>($($arg),*).map(|(r, x)| (Cells::W128(r), x)),
+            256 => $make::<256>($($arg),*).map(|(r, x)| (Cells::W256(r), x)),
+            512 => $make::<512>($($arg),*).map(|(r, x)| (Cells::W512(r), x)),
+            1024 => $make::<1024>($($arg),*).map(|(r, x)| (Cells::W1024(r), x)),
+            _ => $make::<2048>($($arg),*).map(|(r, x)| (Cells::W2048(r), x)),
+        }
+    };
     ($words:expr, $make:ident ( $($arg:expr),* )) => {
         match $words {
             8 => $make::<8>($($arg),*).map(Cells::W8),
@@ -188,6 +202,16 @@ fn create_ring<const K: usize>(
 }
 
 #[cfg(not(shmlink_loom))]
+fn open_or_create_ring<const K: usize>(
+    builder: SegmentBuilder,
+    capacity: usize,
+    mode: WaitMode,
+    tag: u64,
+) -> Result<(Mpmc<[u64; K], Region>, crate::segment::Disposition), BuildError> {
+    Mpmc::open_or_create_tagged(builder, capacity, mode, tag)
+}
+
+#[cfg(not(shmlink_loom))]
 fn open_ring<const K: usize>(
     builder: SegmentBuilder,
     tag: u64,
@@ -217,6 +241,23 @@ impl Cells {
         for_size!(
             cell_words(max_message)?,
             create_ring(builder, capacity, mode, tag)
+        )
+    }
+
+    /// Opens the named ring of cells for messages of up to `max_message` bytes, or
+    /// creates it (see [`Mpmc::open_or_create`]). A live ring of another cell size
+    /// fails with `TypeMismatch` (the size is part of the fingerprint).
+    #[cfg(not(shmlink_loom))]
+    pub(crate) fn open_or_create(
+        builder: SegmentBuilder,
+        capacity: usize,
+        max_message: usize,
+        mode: WaitMode,
+        tag: u64,
+    ) -> Result<(Self, crate::segment::Disposition), BuildError> {
+        for_size!(
+            pair cell_words(max_message)?,
+            open_or_create_ring(builder, capacity, mode, tag)
         )
     }
 

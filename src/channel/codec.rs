@@ -90,6 +90,12 @@ pub trait Codec<T>: sealed::Sealed + Sized + 'static {
     #[doc(hidden)]
     #[cfg(not(shmlink_loom))]
     fn open(builder: SegmentBuilder) -> Result<RingFlavor<Self::Unit>, ChannelError>;
+    #[doc(hidden)]
+    #[cfg(not(shmlink_loom))]
+    fn open_or_create(
+        builder: SegmentBuilder,
+        spec: Spec,
+    ) -> Result<(RingFlavor<Self::Unit>, crate::segment::Disposition), ChannelError>;
 
     /// Enqueues `msg` (encoding it into `buf` first, if the codec encodes); on
     /// success, the position its acknowledgement waits for.
@@ -222,6 +228,32 @@ impl<T: Pod> Codec<T> for Raw {
             )?),
             Flavor::Mpmc => {
                 RingFlavor::Mpmc(Mpmc::create_tagged(builder, spec.capacity, spec.mode, 0)?)
+            }
+        })
+    }
+
+    #[cfg(not(shmlink_loom))]
+    fn open_or_create(
+        builder: SegmentBuilder,
+        spec: Spec,
+    ) -> Result<(RingFlavor<T>, crate::segment::Disposition), ChannelError> {
+        spsc_capacity(&spec)?;
+        Ok(match spec.flavor {
+            Flavor::Spsc => {
+                let (ring, how) = Spsc::open_or_create_tagged(
+                    builder,
+                    spec.capacity,
+                    spec.mode,
+                    crate::segment::Kind::SpscRing,
+                    0,
+                    0,
+                )?;
+                (RingFlavor::Spsc(ring), how)
+            }
+            Flavor::Mpmc => {
+                let (ring, how) =
+                    Mpmc::open_or_create_tagged(builder, spec.capacity, spec.mode, 0)?;
+                (RingFlavor::Mpmc(ring), how)
             }
         })
     }
@@ -403,6 +435,24 @@ impl<T: Serialize + DeserializeOwned + 'static> Codec<T> for Postcard {
             spec.mode,
             tag,
         )?))
+    }
+
+    #[cfg(not(shmlink_loom))]
+    fn open_or_create(
+        builder: SegmentBuilder,
+        spec: Spec,
+    ) -> Result<(RingFlavor<u64>, crate::segment::Disposition), ChannelError> {
+        let tag = type_tag::<T>();
+        if spec.flavor == Flavor::Mpmc {
+            cells_spec(&spec)?;
+            let (ring, how) =
+                Cells::open_or_create(builder, spec.capacity, spec.max_message, spec.mode, tag)?;
+            return Ok((RingFlavor::Cells(ring), how));
+        }
+        let (bytes, max) = frame_spec(&spec)?;
+        let (ring, how) =
+            FrameRing::open_or_create_typed(builder, bytes, max as usize, spec.mode, tag)?;
+        Ok((RingFlavor::Frames(ring), how))
     }
 
     #[cfg(not(shmlink_loom))]

@@ -352,6 +352,51 @@ impl<T, C: Codec<T>> Channel<T, C> {
         })
     }
 
+    /// Opens the named channel, or creates it with `options` if the name holds none:
+    /// the call both ends can make, in either order, however often they restart.
+    ///
+    /// A channel left stale by a crash (every process using it died) is resumed with
+    /// the messages committed to it and not yet received, when its flavour, message
+    /// type and sizes are these ([`Disposition::Resumed`](crate::segment::Disposition::Resumed));
+    /// the roles of dead senders and receivers can be claimed again. Anything else
+    /// stale under the name is replaced ([`Disposition::Replaced`](crate::segment::Disposition::Replaced)).
+    /// A live channel of another flavour, type or size is an error, never replaced.
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create) and [`open`](Self::open).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::channel::{Channel, Options};
+    /// use shmlink::segment::{Disposition, Segment};
+    /// # let name = format!("doc-channel-open-or-create-{}", std::process::id());
+    ///
+    /// let builder = Segment::builder(&name).unlink_on_drop(true);
+    /// let (a, how) = Channel::<u64>::open_or_create(builder.clone(), Options::new())?;
+    /// assert_eq!(how, Disposition::Created);
+    /// let (b, how) = Channel::<u64>::open_or_create(builder, Options::new())?;
+    /// assert_eq!(how, Disposition::Opened);
+    /// a.sender()?.send(5)?;
+    /// assert_eq!(b.receiver()?.recv()?, 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(not(shmlink_loom))]
+    pub fn open_or_create(
+        builder: SegmentBuilder,
+        options: Options,
+    ) -> Result<(Self, crate::segment::Disposition), ChannelError> {
+        let (ring, how) = C::open_or_create(builder, options.spec)?;
+        Ok((
+            Self {
+                ring,
+                _msg: PhantomData,
+            },
+            how,
+        ))
+    }
+
     /// A sending handle.
     ///
     /// # Errors

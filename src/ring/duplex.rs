@@ -259,6 +259,70 @@ impl Duplex<crate::segment::ShmRegion<DuplexHeader>> {
         Self::open_in(builder)
     }
 
+    /// Opens the duplex, or creates it if the name holds none; one left stale by a
+    /// crash is resumed with the frames committed to either ring when its capacity
+    /// and largest frame are these, and replaced otherwise (as
+    /// [`Spsc::open_or_create`](super::Spsc::open_or_create)). A live one with another
+    /// largest frame is [`BuildError::Mismatch`].
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create) and [`open`](Self::open).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::Duplex;
+    /// use shmlink::segment::{Disposition, Segment};
+    /// use shmlink::sync::WaitMode;
+    /// # let name = format!("doc-duplex-open-or-create-{}", std::process::id());
+    ///
+    /// let builder = Segment::builder(&name).unlink_on_drop(true);
+    /// let (_a, how) = Duplex::open_or_create(builder.clone(), 4096, 256, WaitMode::Blocking)?;
+    /// assert_eq!(how, Disposition::Created);
+    /// let (_b, how) = Duplex::open_or_create(builder, 4096, 256, WaitMode::Blocking)?;
+    /// assert_eq!(how, Disposition::Opened);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_or_create(
+        builder: crate::segment::SegmentBuilder,
+        capacity_bytes: usize,
+        max_frame: usize,
+        mode: WaitMode,
+    ) -> Result<(Self, crate::segment::Disposition), BuildError> {
+        let slots = check_frame_sizes(capacity_bytes, max_frame)?;
+        let builder = configure(builder);
+        crate::segment::resume_or_replace(
+            builder.wait_limit(),
+            || {
+                let (region, how) =
+                    crate::segment::ShmRegion::<DuplexHeader>::open_or_create_staged(
+                        builder.clone(),
+                        2 * half_len(slots),
+                        |h, _| {
+                            for side in &h.sides {
+                                init_frame_header(side, capacity_bytes, max_frame, mode);
+                            }
+                        },
+                    )
+                    .map_err(|e| (BuildError::from(e), crate::segment::Disposition::Opened))?;
+                match Self::from_region(Arc::new(region)) {
+                    Ok(d) if d.max_frame() == max_frame => Ok((d, how)),
+                    Ok(d) => Err((
+                        BuildError::Mismatch {
+                            what: "largest frame",
+                            expected: max_frame as u64,
+                            found: d.max_frame() as u64,
+                        },
+                        how,
+                    )),
+                    Err(e) => Err((e, how)),
+                }
+            },
+            |d: &Self| Some(d.segment()),
+        )
+    }
+
     /// The segment the link lives in.
     ///
     /// # Examples

@@ -76,6 +76,23 @@ pub enum BuildError {
         /// The largest alignment supported ([`AREA_ALIGN`](crate::region::AREA_ALIGN)).
         max: usize,
     },
+    /// `open_or_create` found a live ring configured otherwise than asked (a frame
+    /// ring's largest frame, say); a stale one would have been replaced.
+    ///
+    /// ```
+    /// use shmlink::ring::BuildError;
+    ///
+    /// let e = BuildError::Mismatch { what: "largest frame", expected: 256, found: 1024 };
+    /// assert_eq!(e.to_string(), "the ring's largest frame is 1024, not the 256 asked for");
+    /// ```
+    Mismatch {
+        /// What differs.
+        what: &'static str,
+        /// What was asked for.
+        expected: u64,
+        /// What the ring has.
+        found: u64,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -94,6 +111,14 @@ impl fmt::Display for BuildError {
             BuildError::UnsupportedAlignment { align, max } => {
                 write!(f, "element alignment {align} is above the supported {max}")
             }
+            BuildError::Mismatch {
+                what,
+                expected,
+                found,
+            } => write!(
+                f,
+                "the ring's {what} is {found}, not the {expected} asked for"
+            ),
         }
     }
 }
@@ -106,7 +131,8 @@ impl std::error::Error for BuildError {
             BuildError::BadConfig(e) => Some(e),
             BuildError::InvalidCapacity(_)
             | BuildError::OutOfMemory { .. }
-            | BuildError::UnsupportedAlignment { .. } => None,
+            | BuildError::UnsupportedAlignment { .. }
+            | BuildError::Mismatch { .. } => None,
         }
     }
 }

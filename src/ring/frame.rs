@@ -171,6 +171,40 @@ impl FrameRing<crate::segment::ShmRegion<SpscHeader>> {
     pub fn open(builder: crate::segment::SegmentBuilder) -> Result<Self, BuildError> {
         Self::open_typed(builder, 0)
     }
+
+    /// Opens the ring, or creates it if the name holds none; a ring left stale by a
+    /// crash is resumed with the frames committed to it when its capacity and largest
+    /// frame are these, and replaced otherwise (as
+    /// [`Spsc::open_or_create`](super::Spsc::open_or_create)). A live ring with another
+    /// largest frame is [`BuildError::Mismatch`].
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create) and [`open`](Self::open).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::FrameRing;
+    /// use shmlink::segment::{Disposition, Segment};
+    /// use shmlink::sync::WaitMode;
+    /// # let name = format!("doc-frames-open-or-create-{}", std::process::id());
+    ///
+    /// let builder = Segment::builder(&name).unlink_on_drop(true);
+    /// let (_a, how) = FrameRing::open_or_create(builder.clone(), 4096, 256, WaitMode::Blocking)?;
+    /// assert_eq!(how, Disposition::Created);
+    /// let (_b, how) = FrameRing::open_or_create(builder, 4096, 256, WaitMode::Blocking)?;
+    /// assert_eq!(how, Disposition::Opened);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_or_create(
+        builder: crate::segment::SegmentBuilder,
+        capacity_bytes: usize,
+        max_frame: usize,
+        mode: WaitMode,
+    ) -> Result<(Self, crate::segment::Disposition), BuildError> {
+        Self::open_or_create_typed(builder, capacity_bytes, max_frame, mode, 0)
+    }
 }
 
 /// Writes the configuration of a frame ring of `capacity_bytes` for frames up to
@@ -255,6 +289,30 @@ impl<R: Region<Shared = SpscHeader>> FrameRing<R> {
             max_frame as u32,
         )?;
         Ok(Self { words, max_frame })
+    }
+
+    #[cfg(not(shmlink_loom))]
+    /// `open_or_create` for [`create_typed`](Self::create_typed) rings.
+    pub(crate) fn open_or_create_typed(
+        builder: crate::segment::SegmentBuilder,
+        capacity_bytes: usize,
+        max_frame: usize,
+        mode: WaitMode,
+        tag: u64,
+    ) -> Result<(Self, crate::segment::Disposition), BuildError>
+    where
+        R: From<crate::segment::ShmRegion<SpscHeader>> + crate::segment::NamedRegion,
+    {
+        let slots = check_sizes(capacity_bytes, max_frame)?;
+        let (words, how) = Spsc::<u64, R>::open_or_create_tagged(
+            builder,
+            slots,
+            mode,
+            crate::segment::Kind::FrameRing,
+            typed_tag(tag),
+            max_frame as u32,
+        )?;
+        Ok((Self { words, max_frame }, how))
     }
 
     #[cfg(not(shmlink_loom))]

@@ -509,26 +509,7 @@ impl<T: Pod> Mpmc<T, crate::segment::ShmRegion<MpmcHeader>> {
         capacity: usize,
         mode: WaitMode,
     ) -> Result<(Self, crate::segment::Disposition), BuildError> {
-        const { assert!(align_of::<T>() <= 128) };
-        let capacity = capacity as u64;
-        check_capacity(capacity)?;
-        let bytes = area_len::<T>(capacity)?;
-        let builder = configure_tagged::<T>(builder, 0);
-        crate::segment::resume_or_replace(
-            builder.wait_limit(),
-            || {
-                let (region, how) = crate::segment::ShmRegion::<MpmcHeader>::open_or_create_staged(
-                    builder.clone(),
-                    bytes,
-                    |h, area| init::<T>(h, area, capacity, mode),
-                )
-                .map_err(|e| (BuildError::from(e), crate::segment::Disposition::Opened))?;
-                Self::from_region(Arc::new(region))
-                    .map(|ring| (ring, how))
-                    .map_err(|e| (e, how))
-            },
-            |ring: &Self| Some(ring.segment()),
-        )
+        Self::open_or_create_tagged(builder, capacity, mode, 0)
     }
 
     /// The segment the ring lives in.
@@ -612,6 +593,39 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Mpmc<T, R> {
             |h, area| init::<T>(h, area, capacity, mode),
         )?;
         Self::from_region(Arc::new(R::from(region)))
+    }
+
+    #[cfg(not(shmlink_loom))]
+    /// `open_or_create` with a fingerprint `tag` (see `configure_tagged`).
+    pub(crate) fn open_or_create_tagged(
+        builder: crate::segment::SegmentBuilder,
+        capacity: usize,
+        mode: WaitMode,
+        tag: u64,
+    ) -> Result<(Self, crate::segment::Disposition), BuildError>
+    where
+        R: From<crate::segment::ShmRegion<MpmcHeader>> + crate::segment::NamedRegion,
+    {
+        const { assert!(align_of::<T>() <= 128) };
+        let capacity = capacity as u64;
+        check_capacity(capacity)?;
+        let bytes = area_len::<T>(capacity)?;
+        let builder = configure_tagged::<T>(builder, tag);
+        crate::segment::resume_or_replace(
+            builder.wait_limit(),
+            || {
+                let (region, how) = crate::segment::ShmRegion::<MpmcHeader>::open_or_create_staged(
+                    builder.clone(),
+                    bytes,
+                    |h, area| init::<T>(h, area, capacity, mode),
+                )
+                .map_err(|e| (BuildError::from(e), crate::segment::Disposition::Opened))?;
+                Self::from_region(Arc::new(R::from(region)))
+                    .map(|ring| (ring, how))
+                    .map_err(|e| (e, how))
+            },
+            |ring: &Self| ring.region.named_segment(),
+        )
     }
 
     #[cfg(not(shmlink_loom))]

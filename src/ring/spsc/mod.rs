@@ -601,9 +601,18 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
                     |h, _| init_header::<T>(h, capacity, mode, aux),
                 )
                 .map_err(|e| (BuildError::from(e), crate::segment::Disposition::Opened))?;
-                Self::with_creator(region)
-                    .map(|ring| (ring, how))
-                    .map_err(|e| (e, how))
+                match Self::with_creator(region) {
+                    Ok(ring) if ring.aux() == aux => Ok((ring, how)),
+                    Ok(ring) => Err((
+                        BuildError::Mismatch {
+                            what: "largest frame",
+                            expected: u64::from(aux),
+                            found: u64::from(ring.aux()),
+                        },
+                        how,
+                    )),
+                    Err(e) => Err((e, how)),
+                }
             },
             |ring: &Self| ring.region.named_segment(),
         )
