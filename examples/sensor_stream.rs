@@ -12,7 +12,9 @@
 //! consumer), then one calibration command synchronously (`send_acked` returns only
 //! once the consumer has taken it). The consumer takes a reading every 20 µs, so the
 //! producer spends most of its time waiting for room. Stop either side with Ctrl-C:
-//! the other notices (the channel reports the peer as disconnected).
+//! the other notices (the channel reports the peer as disconnected). Start it again
+//! and it goes on: the channel, left stale by the stopped side, is resumed with what
+//! was sent into it and not yet received.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 use shmlink::channel::{AckError, Channel, ChannelError, Options, RecvError};
 use shmlink::region::Pod;
 use shmlink::region::layout_fingerprint;
-use shmlink::segment::Segment;
+use shmlink::segment::{Disposition, Segment};
 
 /// One sensor reading: plain old data, copied as is into shared memory.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -43,11 +45,22 @@ const NAME: &str = "example-sensor-stream";
 const READINGS: u64 = 20_000;
 
 fn channel() -> Result<Channel<Reading>, ChannelError> {
-    // Whoever comes first creates the channel; the other opens it.
-    match Channel::create(Segment::builder(NAME), Options::new().capacity(256)) {
-        Ok(ch) => Ok(ch),
-        Err(_) => Channel::open(Segment::builder(NAME).timeout(Duration::from_secs(10))),
+    // Whoever comes first creates the channel; the other opens it. After a Ctrl-C or
+    // a kill -9 of both sides the channel is resumed, with the readings sent and not
+    // yet received.
+    let (ch, how) = Channel::open_or_create(Segment::builder(NAME), Options::new().capacity(256))?;
+    match how {
+        Disposition::Resumed => println!(
+            "[{}] resumed the channel an interrupted run left",
+            std::process::id()
+        ),
+        Disposition::Replaced => println!(
+            "[{}] replaced a channel an interrupted run left",
+            std::process::id()
+        ),
+        Disposition::Created | Disposition::Opened => {}
     }
+    Ok(ch)
 }
 
 fn produce() -> Result<(), Box<dyn std::error::Error>> {
@@ -105,6 +118,15 @@ fn consume() -> Result<(), Box<dyn std::error::Error>> {
                 );
             }
             Ok(r) => {
+                // A resumed channel first delivers what an interrupted producer left;
+                // a producer started again begins at 0.
+                if r.seq != expected && (expected == 0 || r.seq == 0) {
+                    println!(
+                        "[consumer] readings go on at {} after {expected}: another producer run",
+                        r.seq
+                    );
+                    expected = r.seq;
+                }
                 assert_eq!(r.seq, expected, "readings arrive in order, once");
                 expected += 1;
                 // A slow consumer: 20 µs of "work" per reading.
@@ -127,9 +149,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("produce") => produce(),
         Some("consume") => consume(),
         None => {
-            // Both roles, as two processes; the creator's segment name is fixed, so
-            // clear a leftover from an interrupted run first.
-            let _ = shmlink::segment::unlink(NAME);
+            // Both roles, as two processes (a channel an interrupted run left is
+            // resumed by whichever starts first).
             let exe = std::env::current_exe()?;
             let mut consumer = Command::new(&exe).arg("consume").spawn()?;
             let mut producer = Command::new(&exe).arg("produce").spawn()?;

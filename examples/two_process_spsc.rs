@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use shmlink::ring::{PopError, Spsc};
-use shmlink::segment::Segment;
+use shmlink::segment::{OnStale, Segment};
 use shmlink::sync::WaitMode;
 
 const COUNT: u64 = 1_000_000;
@@ -29,9 +29,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(()); // dropping `tx` tells the consumer nothing more will come
     }
 
-    let name = format!("example-spsc-{}", std::process::id());
-    let ring = Spsc::<u64, _>::create(
-        Segment::builder(&name).unlink_on_drop(true),
+    // One fixed name: a ring a killed run left is replaced by a fresh one (this
+    // example counts from 0; `OnStale::Resume`, the default, would keep its numbers).
+    let name = "example-spsc".to_owned();
+    let (ring, _) = Spsc::<u64, _>::open_or_create(
+        Segment::builder(&name)
+            .on_stale(OnStale::Replace)
+            .unlink_on_drop(true),
         4096,
         WaitMode::Blocking,
     )?;

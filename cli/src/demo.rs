@@ -19,6 +19,7 @@ use crate::Result;
 
 mod channels;
 mod dlock;
+mod leftovers;
 mod rpc;
 mod sync;
 
@@ -85,8 +86,13 @@ fn spin_until(word: &AtomicU64, want: u64) -> Result {
 }
 
 pub fn parent(round_trips: u32, stream_items: u64) -> Result {
+    leftovers::remove_on_signal()?;
     let me = std::process::id();
     let name = format!("demo-{me}");
+    let swept = leftovers::sweep_dead_runs();
+    if swept > 0 {
+        println!("shmlink demo: removed {swept} name(s) left by earlier runs that were killed");
+    }
     println!("shmlink demo: two processes over the named segment {name:?}");
 
     let t = Instant::now();
@@ -191,6 +197,7 @@ pub fn parent(round_trips: u32, stream_items: u64) -> Result {
 }
 
 pub fn child(name: &str, round_trips: u32, stream_items: u64) -> Result {
+    leftovers::exit_with_parent()?;
     let me = std::process::id();
     let t = Instant::now();
     let board = ShmRegion::<Board>::open(builder(name))?;

@@ -26,6 +26,7 @@ pub fn lockd(config: &Path) -> Result {
     stop.add(Signal::SIGINT);
     stop.add(Signal::SIGTERM);
     stop.thread_block()?;
+    watch_parent();
     let node = LockNode::start(NodeOptions::from_config(&cfg)?)?;
     let status = node.status();
     println!(
@@ -47,6 +48,31 @@ pub fn lockd(config: &Path) -> Result {
     println!("lockd: {signal:?}: stopping (held locks lapse with their leases)");
     node.shutdown();
     Ok(())
+}
+
+/// Environment variable naming a process whose end stops the node, as a SIGTERM
+/// would: set by `shmlink demo` for its nodes, so that a demo killed with SIGKILL
+/// leaves no node running (and no listener behind).
+pub const PARENT_ENV: &str = "SHMLINK_LOCKD_PARENT";
+
+/// If [`PARENT_ENV`] names our parent, a thread that sends us SIGTERM once the
+/// parent is gone (we are then re-parented), checking every 100 ms.
+fn watch_parent() {
+    let Some(parent) = std::env::var(PARENT_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return;
+    };
+    if nix::unistd::getppid().as_raw() != parent {
+        return;
+    }
+    std::thread::spawn(move || {
+        while nix::unistd::getppid().as_raw() == parent {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = kill(nix::unistd::getpid(), Signal::SIGTERM);
+    });
 }
 
 /// Runs `command` while holding `name`; its exit code is the command's.

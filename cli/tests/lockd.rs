@@ -17,7 +17,16 @@ struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // SIGTERM first: a node that stops removes its listener (a SIGKILLed one
+        // leaves it stale in /dev/shm); SIGKILL what is left after 2 s.
+        for n in &self.nodes {
+            let _ = Command::new("kill").arg(n.id().to_string()).status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
         for n in &mut self.nodes {
+            while matches!(n.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let _ = n.kill();
             let _ = n.wait();
         }

@@ -13,10 +13,10 @@ use super::lock::{Lock, LockGuard, LockLost, LostReason};
 use super::node::monotonic_now;
 use super::protocol::LockName;
 use super::service::{AcquireArgs, LocalClient, LockEvent, NodeError, NodeStatus, ReleaseArgs};
-use crate::lock::{BakeryConfigError, BakeryGuard, BakeryLock, LockError, ObjectError};
+use crate::lock::{BakeryGuard, BakeryLock, LockError};
 use crate::rpc::{CallStream, ConnectError, RpcError};
 use crate::segment::ShmRegion;
-use crate::segment::{self, CreateError, OpenError, Segment};
+use crate::segment::{self, Segment};
 
 /// How long [`DistLock`] waits before it asks again when the node is busy with another
 /// attempt of this host on the lock ([`NodeError::Busy`]).
@@ -100,40 +100,19 @@ fn host_segment(node_url: &str, name: &str) -> String {
     format!("shmlink-dlock-{node:016x}-{:016x}", LockName::new(name).0)
 }
 
-/// Opens the host's Bakery lock for `name`, creating it if no live one exists.
+/// Opens the host's Bakery lock for `name`, creating it if there is none, and resuming
+/// one a crashed process left (its dead participants' slots are reclaimed).
 fn host_lock(
     node_url: &str,
     name: &str,
 ) -> Result<BakeryLock<ShmRegion<crate::lock::BakeryControl>>, DistLockError> {
     let seg = host_segment(node_url, name);
-    let fail = |reason: String| DistLockError::Host {
-        lock: name.to_owned(),
-        reason,
-    };
-    let mut last = String::new();
-    for _ in 0..100 {
-        match BakeryLock::open(Segment::builder(&seg)) {
-            Ok(l) => return Ok(l),
-            Err(ObjectError::Open(OpenError::NotFound)) => {
-                match BakeryLock::create(Segment::builder(&seg), HOST_PARTICIPANTS) {
-                    Ok(l) => return Ok(l),
-                    // Another process created it first: open that one.
-                    Err(ObjectError::Create(CreateError::AlreadyExists)) => {}
-                    Err(e) => return Err(fail(format!("create {seg}: {e}"))),
-                }
-            }
-            // Being initialised by its creator: try again shortly.
-            Err(ObjectError::Open(e @ OpenError::NotInitialized { .. })) => {
-                last = e.to_string();
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err(ObjectError::Config(e @ BakeryConfigError::Full { .. })) => {
-                return Err(fail(format!("open {seg}: {e}")));
-            }
-            Err(e) => return Err(fail(format!("open {seg}: {e}"))),
-        }
-    }
-    Err(fail(format!("open {seg}: {last}")))
+    BakeryLock::open_or_create(Segment::builder(&seg), HOST_PARTICIPANTS)
+        .map(|(lock, _)| lock)
+        .map_err(|e| DistLockError::Host {
+            lock: name.to_owned(),
+            reason: format!("open or create {seg}: {e}"),
+        })
 }
 
 /// A distributed lock, taken through this host's lock node.
@@ -191,6 +170,23 @@ impl DistLock {
             keys: AtomicU64::new(seed),
             watcher: None,
         })
+    }
+
+    /// The name of the host's Bakery lock segment that a [`DistLock`] of lock `name`
+    /// through the node at `node_url` uses (see [`host_segment`](Self::host_segment)),
+    /// for a program that cleans up after itself.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::dlock::DistLock;
+    ///
+    /// let seg = DistLock::host_segment_name("shm://shmlink-lockd", "orders");
+    /// assert!(seg.starts_with("shmlink-dlock-"));
+    /// ```
+    #[must_use]
+    pub fn host_segment_name(node_url: &str, name: &str) -> String {
+        host_segment(node_url, name)
     }
 
     /// The lock's name.

@@ -13,6 +13,27 @@ use shmlink::dlock::{DistLock, FencedResource, Lock, LockGuard};
 use crate::Result;
 
 const NODES: usize = 3;
+
+/// The lock the demo takes.
+const LOCK: &str = "demo";
+
+/// Where the run `base` writes its nodes' configuration and state files.
+pub fn config_dir(base: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("shmlink-{base}-dlock"))
+}
+
+/// The local URL of node `i` of the demo run whose names start with `base`.
+fn local_url(base: &str, i: usize) -> String {
+    format!("shm://{base}-lockd-{i}")
+}
+
+/// The host segments the demo run `base` makes (one per node it takes the lock
+/// through), named by hashes rather than by `base`.
+pub fn host_segments(base: &str) -> Vec<String> {
+    (0..NODES)
+        .map(|i| DistLock::host_segment_name(&local_url(base, i), LOCK))
+        .collect()
+}
 const LEASE_MS: u64 = 500;
 
 /// What the phase made, undone on drop: node processes, namespaces, files.
@@ -111,7 +132,7 @@ fn free_port() -> Result<u16> {
 pub fn parent_phase(base: &str) -> Result {
     let me = std::process::id();
     let mut setup = Setup {
-        dir: std::env::temp_dir().join(format!("shmlink-{base}-dlock")),
+        dir: config_dir(base),
         nodes: Vec::new(),
         namespaces: Vec::new(),
         locals: Vec::new(),
@@ -136,7 +157,7 @@ pub fn parent_phase(base: &str) -> Result {
     let mut locals = Vec::new();
     for i in 0..NODES {
         let config = setup.dir.join(format!("node{i}.conf"));
-        let local = format!("shm://{base}-lockd-{i}");
+        let local = local_url(base, i);
         std::fs::write(
             &config,
             format!(
@@ -154,6 +175,7 @@ pub fn parent_phase(base: &str) -> Result {
             Command::new(&exe)
         };
         let child = cmd
+            .env(crate::lockd::PARENT_ENV, me.to_string())
             .args(["lockd", "--config"])
             .arg(&config)
             .stdout(Stdio::null())
@@ -236,7 +258,7 @@ pub fn parent_phase(base: &str) -> Result {
 fn open_when_up(url: &str) -> Result<DistLock> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match DistLock::open(url, "demo") {
+        match DistLock::open(url, LOCK) {
             Ok(l) => return Ok(l),
             Err(e) if Instant::now() > deadline => return Err(e.into()),
             Err(_) => std::thread::sleep(Duration::from_millis(20)),

@@ -126,6 +126,11 @@ impl Store for std::sync::Arc<Shop> {
     }
 }
 
+/// The file name of the RPC phase's Unix socket (in the temporary directory).
+pub fn socket_file(base: &str) -> String {
+    format!("{base}.rpc.sock")
+}
+
 fn shm_url(base: &str) -> String {
     format!("shm://{base}.rpc")
 }
@@ -143,9 +148,7 @@ pub fn child_phase(base: &str) -> Result {
     });
     let unix = format!(
         "unix://{}",
-        std::env::temp_dir()
-            .join(format!("{base}.rpc.sock"))
-            .display()
+        std::env::temp_dir().join(socket_file(base)).display()
     );
     let mut servers = Vec::new();
     for url in [unix.as_str(), "tcp://127.0.0.1:0"] {
