@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use shmlink::rpc::{ClientOptions, Context, Server, ServerHandle};
-use shmlink::transport::{self, Connection, Options};
+use shmlink::transport::{self, Connection, TransportOptions};
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Never;
@@ -35,11 +35,11 @@ impl Echo for Svc {
 /// Calls in flight in the pipelined cases.
 const WINDOW: usize = 64;
 
-fn opts() -> Options {
-    Options {
+fn opts() -> TransportOptions {
+    TransportOptions {
         shm_spin: true,
         max_frame: 4096,
-        ..Options::default()
+        ..TransportOptions::default()
     }
 }
 

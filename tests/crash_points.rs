@@ -39,7 +39,7 @@ use shmlink::ring::{FrameRing, Mpmc, PopError, RecvError, Spsc};
 use shmlink::segment::{Disposition, OpenError, Segment, ShmRegion};
 use shmlink::sync::WaitMode;
 use shmlink::sync::atomic::{AtomicU64, Ordering};
-use shmlink::transport::{self, AcceptError, Options};
+use shmlink::transport::{self, AcceptError, TransportOptions};
 use support::watch::{Ended, ExitWatch};
 use support::{Child, Scenario, arg, report, unique_name};
 
@@ -1673,13 +1673,13 @@ fn seqlock_writer_dies(t: &mut Trial) -> Result<(), String> {
 // ---------------------------------------------------------------------------------
 // shm transport: a client dies connecting, or a server dies accepting.
 
-fn transport_opts() -> Options {
-    Options {
+fn transport_opts() -> TransportOptions {
+    TransportOptions {
         max_frame: 4096,
         connect_timeout: WAIT,
         handshake_timeout: Duration::from_secs(1),
         shm_capacity: 16 * 1024,
-        ..Options::default()
+        ..TransportOptions::default()
     }
 }
 

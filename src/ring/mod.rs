@@ -67,8 +67,8 @@ impl RawConfig {
     }
 }
 
-pub use crate::region::Pod;
-pub use crate::sync::{WaitMode, WaitWord};
+pub(crate) use crate::region::Pod;
+pub(crate) use crate::sync::WaitMode;
 #[cfg(not(shmlink_loom))]
 pub use duplex::{Duplex, DuplexHeader, End, EndPair, Half};
 pub use error::{

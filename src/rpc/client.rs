@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::{ConnectError, RpcError, TransportFailure};
 use super::wire::{self, Code, Kind};
-use super::{DEFAULT_TIMEOUT, IdMap, STREAM_WINDOW};
+use super::{DEFAULT_CALL_TIMEOUT, IdMap, STREAM_WINDOW};
 use crate::rpc::handoff::{Handoff, Reader, Turn};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::transport::{self, Connection, RecvError, SendError};
@@ -39,7 +39,7 @@ use crate::transport::{self, Connection, RecvError, SendError};
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
     /// Transport settings (maximum frame, connect timeout, shm ring size).
-    pub transport: transport::Options,
+    pub transport: transport::TransportOptions,
     /// Time budget of each call unless a handle says otherwise.
     pub timeout: Duration,
 }
@@ -47,8 +47,8 @@ pub struct ClientOptions {
 impl Default for ClientOptions {
     fn default() -> Self {
         Self {
-            transport: transport::Options::default(),
-            timeout: DEFAULT_TIMEOUT,
+            transport: transport::TransportOptions::default(),
+            timeout: DEFAULT_CALL_TIMEOUT,
         }
     }
 }

@@ -97,7 +97,7 @@ pub use server::{
 pub const STREAM_WINDOW: u64 = 64;
 
 /// Default time budget of a call when the client sets none.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A hasher for call ids (sequential `u64`s chosen by the client): one multiply
 /// instead of SipHash. A hostile client choosing colliding ids only slows its own

@@ -92,7 +92,7 @@ pub struct Server<S: Service> {
     service: S,
     workers: usize,
     inline_unary: bool,
-    opts: transport::Options,
+    opts: transport::TransportOptions,
 }
 
 impl<S: Service> fmt::Debug for Server<S> {
@@ -111,7 +111,7 @@ impl<S: Service> Server<S> {
             service,
             workers: 4,
             inline_unary: false,
-            opts: transport::Options::default(),
+            opts: transport::TransportOptions::default(),
         }
     }
 
@@ -174,7 +174,7 @@ impl<S: Service> Server<S> {
     }
 
     /// Transport settings for the listener.
-    pub fn options(mut self, opts: transport::Options) -> Self {
+    pub fn options(mut self, opts: transport::TransportOptions) -> Self {
         self.opts = opts;
         self
     }

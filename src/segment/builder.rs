@@ -32,13 +32,13 @@ pub const MAX_PAYLOAD: u64 = 1 << 40;
 /// # Examples
 ///
 /// ```
-/// use shmlink::segment::{DEFAULT_TIMEOUT, Segment};
+/// use shmlink::segment::{DEFAULT_OPEN_TIMEOUT, Segment};
 ///
 /// // Give a creator that is known to initialise slowly more time.
-/// let builder = Segment::builder("slow-init").timeout(DEFAULT_TIMEOUT * 5);
+/// let builder = Segment::builder("slow-init").timeout(DEFAULT_OPEN_TIMEOUT * 5);
 /// # drop(builder);
 /// ```
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Largest file a segment may have: the header plus [`MAX_PAYLOAD`].
 pub(super) const MAX_FILE: u64 = MAX_PAYLOAD + HEADER_SIZE as u64;
@@ -137,7 +137,7 @@ pub struct SegmentBuilder {
 impl SegmentBuilder {
     /// A builder for the segment `name` (validated when used, see [`SegmentName`]).
     /// Defaults: kind [`Kind::Raw`], fingerprint 0, payload 0 bytes, timeout
-    /// [`DEFAULT_TIMEOUT`], no unlink on drop.
+    /// [`DEFAULT_OPEN_TIMEOUT`], no unlink on drop.
     ///
     /// # Examples
     ///
@@ -156,7 +156,7 @@ impl SegmentBuilder {
             kind: None,
             fingerprint: None,
             payload_len: None,
-            timeout: DEFAULT_TIMEOUT,
+            timeout: DEFAULT_OPEN_TIMEOUT,
             unlink_on_drop: false,
             dir: None,
             on_stale: OnStale::Resume,

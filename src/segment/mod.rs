@@ -47,7 +47,7 @@ pub use any::AnyRegion;
 #[cfg(not(shmlink_loom))]
 pub(crate) use builder::resume_or_replace;
 #[cfg(not(shmlink_loom))]
-pub use builder::{DEFAULT_TIMEOUT, Disposition, MAX_PAYLOAD, OnStale, SegmentBuilder};
+pub use builder::{DEFAULT_OPEN_TIMEOUT, Disposition, MAX_PAYLOAD, OnStale, SegmentBuilder};
 pub use error::{CreateError, NameError, OpenError, OsError, StaleInfo, StaleReason};
 #[cfg(not(shmlink_loom))]
 pub use handle::Segment;

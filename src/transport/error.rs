@@ -162,9 +162,9 @@ impl From<AddressError> for ListenError {
 /// # Examples
 ///
 /// ```
-/// use shmlink::transport::{self, ConnectError, Options};
+/// use shmlink::transport::{self, ConnectError, TransportOptions};
 ///
-/// let err = transport::connect("tcp://127.0.0.1:1", &Options::default()).unwrap_err();
+/// let err = transport::connect("tcp://127.0.0.1:1", &TransportOptions::default()).unwrap_err();
 /// assert_eq!(err, ConnectError::NoListener);
 /// assert_eq!(err.to_string(), "nothing listens at the address");
 /// ```
@@ -240,9 +240,9 @@ impl std::error::Error for AcceptError {}
 /// # Examples
 ///
 /// ```
-/// use shmlink::transport::{self, Options, SendError};
+/// use shmlink::transport::{self, TransportOptions, SendError};
 ///
-/// let opts = Options { max_frame: 1024, ..Options::default() };
+/// let opts = TransportOptions { max_frame: 1024, ..TransportOptions::default() };
 /// let (a, _b) = transport::pair(&opts)?;
 /// let (mut tx, _rx) = a.split();
 /// assert_eq!(tx.send(&[0; 2000], None), Err(SendError::TooLarge { len: 2000, max: 1024 }));

@@ -28,14 +28,14 @@
 //!
 //! ```
 //! use std::time::{Duration, Instant};
-//! use shmlink::transport::{self, Options};
+//! use shmlink::transport::{self, TransportOptions};
 //!
 //! # let url = format!("shm://doc-transport-{}", std::process::id());
-//! let listener = transport::listen(&url, &Options::default())?;
+//! let listener = transport::listen(&url, &TransportOptions::default())?;
 //! let client = std::thread::spawn({
 //!     let url = url.clone();
 //!     move || -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
-//!         let (mut tx, mut rx) = transport::connect(&url, &Options::default())?.split();
+//!         let (mut tx, mut rx) = transport::connect(&url, &TransportOptions::default())?.split();
 //!         tx.send(b"ping", None)?;
 //!         let mut buf = Vec::new();
 //!         rx.recv(&mut buf, Some(Instant::now() + Duration::from_secs(5)))?;
@@ -82,17 +82,17 @@ pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
 ///
 /// ```
 /// use std::time::Duration;
-/// use shmlink::transport::Options;
+/// use shmlink::transport::TransportOptions;
 ///
-/// let opts = Options {
+/// let opts = TransportOptions {
 ///     max_frame: 64 * 1024,
 ///     connect_timeout: Duration::from_secs(2),
-///     ..Options::default()
+///     ..TransportOptions::default()
 /// };
 /// assert_eq!(opts.max_frame, 65536);
 /// ```
 #[derive(Debug, Clone)]
-pub struct Options {
+pub struct TransportOptions {
     /// Largest frame this side accepts (and proposes in the hello).
     pub max_frame: usize,
     /// How long [`connect`] may take, handshake included, when no earlier deadline
@@ -108,7 +108,7 @@ pub struct Options {
     pub shm_spin: bool,
 }
 
-impl Default for Options {
+impl Default for TransportOptions {
     fn default() -> Self {
         Self {
             max_frame: DEFAULT_MAX_FRAME,
@@ -219,10 +219,10 @@ pub trait Transport: Send + 'static {
 /// # Examples
 ///
 /// ```
-/// use shmlink::transport::{self, FrameRecv, FrameSend, Options, Transport};
+/// use shmlink::transport::{self, FrameRecv, FrameSend, TransportOptions, Transport};
 ///
 /// // An in-process pair, as used in tests.
-/// let (a, b) = transport::pair(&Options::default())?;
+/// let (a, b) = transport::pair(&TransportOptions::default())?;
 /// let ((mut a_tx, _a_rx), (_b_tx, mut b_rx)) = (a.split(), b.split());
 /// a_tx.send(b"hi", None)?;
 /// let mut buf = Vec::new();
@@ -267,9 +267,9 @@ impl Connection {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::transport::{self, Options};
+    /// use shmlink::transport::{self, TransportOptions};
     ///
-    /// let opts = Options { max_frame: 4096, ..Options::default() };
+    /// let opts = TransportOptions { max_frame: 4096, ..TransportOptions::default() };
     /// let (a, _b) = transport::pair(&opts)?;
     /// assert_eq!(a.max_frame(), 4096);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -356,9 +356,9 @@ impl Receiver {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::transport::{self, Options, RecvError};
+    /// use shmlink::transport::{self, TransportOptions, RecvError};
     ///
-    /// let (a, b) = transport::pair(&Options::default())?;
+    /// let (a, b) = transport::pair(&TransportOptions::default())?;
     /// let ((mut tx, _), (_, mut rx)) = (a.split(), b.split());
     /// let mut buf = Vec::new();
     /// assert_eq!(rx.try_recv(&mut buf), Err(RecvError::Timeout));
@@ -428,11 +428,11 @@ impl Listener {
     ///
     /// ```
     /// use std::time::{Duration, Instant};
-    /// use shmlink::transport::{self, Options};
+    /// use shmlink::transport::{self, TransportOptions};
     ///
-    /// let listener = transport::listen("tcp://127.0.0.1:0", &Options::default())?;
+    /// let listener = transport::listen("tcp://127.0.0.1:0", &TransportOptions::default())?;
     /// let url = listener.url();
-    /// let client = std::thread::spawn(move || transport::connect(&url, &Options::default()).map(|_| ()));
+    /// let client = std::thread::spawn(move || transport::connect(&url, &TransportOptions::default()).map(|_| ()));
     /// let incoming = listener.accept_incoming(Instant::now().checked_add(Duration::from_secs(5)))?;
     /// let conn = incoming.handshake()?; // e.g. on a thread of its own
     /// assert_eq!(conn.kind(), "tcp");
@@ -451,9 +451,9 @@ impl Listener {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::transport::{self, Options};
+    /// use shmlink::transport::{self, TransportOptions};
     ///
-    /// let listener = transport::listen("tcp://127.0.0.1:0", &Options::default())?;
+    /// let listener = transport::listen("tcp://127.0.0.1:0", &TransportOptions::default())?;
     /// assert!(listener.url().starts_with("tcp://127.0.0.1:"));
     /// assert!(!listener.url().ends_with(":0"));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -499,23 +499,23 @@ impl Incoming {
 /// # Examples
 ///
 /// ```
-/// use shmlink::transport::{self, ListenError, Options};
+/// use shmlink::transport::{self, ListenError, TransportOptions};
 ///
 /// # let url = format!("shm://doc-listen-{}", std::process::id());
-/// let first = transport::listen(&url, &Options::default())?;
-/// assert!(matches!(transport::listen(&url, &Options::default()), Err(ListenError::InUse)));
-/// assert!(matches!(transport::listen("http://x", &Options::default()), Err(ListenError::BadAddress(_))));
+/// let first = transport::listen(&url, &TransportOptions::default())?;
+/// assert!(matches!(transport::listen(&url, &TransportOptions::default()), Err(ListenError::InUse)));
+/// assert!(matches!(transport::listen("http://x", &TransportOptions::default()), Err(ListenError::BadAddress(_))));
 /// # drop(first);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn listen(url: &str, opts: &Options) -> Result<Listener, ListenError> {
+pub fn listen(url: &str, opts: &TransportOptions) -> Result<Listener, ListenError> {
     match Address::parse(url)? {
         Address::Shm(name) => shm::ShmListener::bind(&name, opts).map(Listener::Shm),
         addr => socket::SocketListener::bind(&addr, opts).map(Listener::Socket),
     }
 }
 
-/// Connects to `url`, waiting at most [`Options::connect_timeout`].
+/// Connects to `url`, waiting at most [`TransportOptions::connect_timeout`].
 ///
 /// # Errors
 ///
@@ -525,14 +525,14 @@ pub fn listen(url: &str, opts: &Options) -> Result<Listener, ListenError> {
 /// # Examples
 ///
 /// ```
-/// use shmlink::transport::{self, ConnectError, Options};
+/// use shmlink::transport::{self, ConnectError, TransportOptions};
 ///
-/// let err = transport::connect("shm://nobody-listens-here", &Options::default()).unwrap_err();
+/// let err = transport::connect("shm://nobody-listens-here", &TransportOptions::default()).unwrap_err();
 /// assert!(matches!(err, ConnectError::NoListener));
-/// let err = transport::connect("unix:///nonexistent/sock", &Options::default()).unwrap_err();
+/// let err = transport::connect("unix:///nonexistent/sock", &TransportOptions::default()).unwrap_err();
 /// assert!(matches!(err, ConnectError::NoListener));
 /// ```
-pub fn connect(url: &str, opts: &Options) -> Result<Connection, ConnectError> {
+pub fn connect(url: &str, opts: &TransportOptions) -> Result<Connection, ConnectError> {
     let deadline = Instant::now().checked_add(opts.connect_timeout);
     match Address::parse(url)? {
         Address::Shm(name) => shm::connect(&name, opts, deadline).map(Connection::Shm),
@@ -545,8 +545,8 @@ pub fn connect(url: &str, opts: &Options) -> Result<Connection, ConnectError> {
 ///
 /// # Errors
 ///
-/// [`ConnectError::Shm`] if the ring cannot be built for [`Options::max_frame`].
-pub fn pair(opts: &Options) -> Result<(Connection, Connection), ConnectError> {
+/// [`ConnectError::Shm`] if the ring cannot be built for [`TransportOptions::max_frame`].
+pub fn pair(opts: &TransportOptions) -> Result<(Connection, Connection), ConnectError> {
     let (a, b) = shm::pair(opts)?;
     Ok((Connection::Shm(a), Connection::Shm(b)))
 }

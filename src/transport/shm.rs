@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use super::error::{
     AcceptError, ConnectError, HandshakeError, IoFailure, ListenError, RecvError, SendError,
 };
-use super::{Hello, Options, remaining};
+use super::{Hello, TransportOptions, remaining};
 
 use crate::process::{token_alive, token_of};
 use crate::ring::{
@@ -262,18 +262,18 @@ impl super::Transport for ShmConnection {
 
 /// Ring bytes per direction for `opts`: the configured size, grown to hold two
 /// maximal frames.
-fn ring_capacity(opts: &Options) -> usize {
+fn ring_capacity(opts: &TransportOptions) -> usize {
     let need = 2 * (ring_max(opts) + 8) + 16;
     opts.shm_capacity.max(need).next_power_of_two()
 }
 
 /// The rings' own maximum: room for the hello even when the agreed maximum is
 /// smaller (the agreed one is enforced by the sender and receiver).
-fn ring_max(opts: &Options) -> usize {
+fn ring_max(opts: &TransportOptions) -> usize {
     opts.max_frame.max(super::HELLO_LEN)
 }
 
-fn mode(opts: &Options) -> WaitMode {
+fn mode(opts: &TransportOptions) -> WaitMode {
     if opts.shm_spin {
         WaitMode::Spin
     } else {
@@ -282,7 +282,9 @@ fn mode(opts: &Options) -> WaitMode {
 }
 
 /// An in-process connected pair over a heap duplex.
-pub(crate) fn pair(opts: &Options) -> Result<(ShmConnection, ShmConnection), ConnectError> {
+pub(crate) fn pair(
+    opts: &TransportOptions,
+) -> Result<(ShmConnection, ShmConnection), ConnectError> {
     let link = Duplex::<AnyRegion<_>>::new_in(ring_capacity(opts), ring_max(opts), mode(opts))
         .map_err(ConnectError::Shm)?;
     let claim = |end| {
@@ -318,7 +320,7 @@ pub struct ShmListener {
     /// Held so the queue never looks abandoned by every producer (clients come and
     /// go; the server must keep waiting, not see "disconnected").
     _keep: MpmcProducer<u64, ShmRegion<MpmcHeader>>,
-    opts: Options,
+    opts: TransportOptions,
 }
 
 impl fmt::Debug for ShmListener {
@@ -331,7 +333,7 @@ impl fmt::Debug for ShmListener {
 }
 
 impl ShmListener {
-    pub(crate) fn bind(name: &str, opts: &Options) -> Result<Self, ListenError> {
+    pub(crate) fn bind(name: &str, opts: &TransportOptions) -> Result<Self, ListenError> {
         let create = || {
             Mpmc::<u64, _>::create_tagged(
                 Segment::builder(name).unlink_on_drop(true),
@@ -480,7 +482,7 @@ fn map_open(e: BuildError) -> ConnectError {
 /// Connects to the listener `name` (see the module docs for the steps).
 pub(crate) fn connect(
     name: &str,
-    opts: &Options,
+    opts: &TransportOptions,
     deadline: Option<Instant>,
 ) -> Result<ShmConnection, ConnectError> {
     let queue =

@@ -26,7 +26,7 @@ use nix::sys::socket::{MsgFlags, UnixAddr, sendmsg};
 use super::error::{
     AcceptError, ConnectError, HandshakeError, IoFailure, ListenError, RecvError, SendError,
 };
-use super::{Address, HELLO_LEN, Hello, Options, remaining};
+use super::{Address, HELLO_LEN, Hello, TransportOptions, remaining};
 
 /// Bytes of the receive buffer.
 const RECV_BUF: usize = 64 * 1024;
@@ -492,11 +492,11 @@ enum Inner {
 #[derive(Debug)]
 pub struct SocketListener {
     inner: Inner,
-    opts: Options,
+    opts: TransportOptions,
 }
 
 impl SocketListener {
-    pub(crate) fn bind(addr: &Address, opts: &Options) -> Result<Self, ListenError> {
+    pub(crate) fn bind(addr: &Address, opts: &TransportOptions) -> Result<Self, ListenError> {
         let inner = match addr {
             Address::Unix(path) => {
                 let listener = match bind_private(path) {
@@ -545,10 +545,10 @@ impl SocketListener {
     ///
     /// ```
     /// use std::os::unix::fs::PermissionsExt;
-    /// use shmlink::transport::{self, Listener, Options};
+    /// use shmlink::transport::{self, Listener, TransportOptions};
     ///
     /// # let path = std::env::temp_dir().join(format!("doc-set-mode-{}.sock", std::process::id()));
-    /// let listener = transport::listen(&format!("unix://{}", path.display()), &Options::default())?;
+    /// let listener = transport::listen(&format!("unix://{}", path.display()), &TransportOptions::default())?;
     /// let mode = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
     /// assert_eq!(mode(&path)?, 0o600); // the default: the owner only
     /// if let Listener::Socket(socket) = &listener {
@@ -583,7 +583,7 @@ impl SocketListener {
     }
 
     /// Waits for a client until `deadline` and completes its hello (which has
-    /// [`Options::handshake_timeout`]).
+    /// [`TransportOptions::handshake_timeout`]).
     ///
     /// # Errors
     ///
@@ -704,7 +704,7 @@ pub struct SocketIncoming {
 }
 
 impl SocketIncoming {
-    /// Reads the client's hello (waiting at most [`Options::handshake_timeout`]) and
+    /// Reads the client's hello (waiting at most [`TransportOptions::handshake_timeout`]) and
     /// answers it.
     ///
     /// # Errors
@@ -782,7 +782,7 @@ fn read_hello_counted(
 /// Connects to a `unix://` or `tcp://` address and exchanges hellos.
 pub(crate) fn connect(
     addr: &Address,
-    opts: &Options,
+    opts: &TransportOptions,
     deadline: Option<Instant>,
 ) -> Result<SocketConnection, ConnectError> {
     let refused = |e: &io::Error, op| match e.kind() {

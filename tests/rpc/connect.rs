@@ -90,7 +90,7 @@ fn silent_socket_client_does_not_hold_up_others() {
     for tr in [Tr::Unix, Tr::Tcp] {
         let state = Arc::new(State::default());
         let server = Server::new(KvServer(Svc(state)))
-            .options(transport::Options {
+            .options(transport::TransportOptions {
                 handshake_timeout: Duration::from_secs(10),
                 ..topts()
             })

@@ -154,11 +154,11 @@ proptest! {
 }
 
 /// Transport options of the fuzzed connections: small frames, small rings.
-fn fuzz_opts() -> transport::Options {
-    transport::Options {
+fn fuzz_opts() -> transport::TransportOptions {
+    transport::TransportOptions {
         max_frame: 4096,
         shm_capacity: 16 * 1024,
-        ..transport::Options::default()
+        ..transport::TransportOptions::default()
     }
 }
 

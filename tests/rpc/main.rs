@@ -88,10 +88,10 @@ impl Mode {
 /// once).
 const MAX_FRAME: usize = 64 * 1024;
 
-fn topts() -> transport::Options {
-    transport::Options {
+fn topts() -> transport::TransportOptions {
+    transport::TransportOptions {
         max_frame: MAX_FRAME,
-        ..transport::Options::default()
+        ..transport::TransportOptions::default()
     }
 }
 

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use shmlink::transport::{self, AcceptError, ConnectError, ListenError, Options, RecvError};
+use shmlink::transport::{
+    self, AcceptError, ConnectError, ListenError, RecvError, TransportOptions,
+};
 
 use crate::support::unique_name;
 use crate::{Kind, after, connect_pair, echo, listen, opts, round_trip, soon};
@@ -40,7 +42,7 @@ fn listen_twice_is_in_use(kind: Kind) {
 }
 
 fn connect_to_nothing_is_no_listener(kind: Kind) {
-    let opts = Options {
+    let opts = TransportOptions {
         connect_timeout: Duration::from_secs(5),
         ..opts()
     };
@@ -115,7 +117,7 @@ fn accept_and_connect_time_out(kind: Kind) {
         "{kind:?}: no client"
     );
     // A client whose server never accepts gives up at its connect timeout.
-    let impatient = Options {
+    let impatient = TransportOptions {
         connect_timeout: Duration::from_millis(300),
         ..opts.clone()
     };

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use shmlink::transport::{self, Listener, Options, Receiver, RecvError};
+use shmlink::transport::{self, Listener, Receiver, RecvError, TransportOptions};
 
 use crate::support::{Child, Scenario, arg, report};
 use crate::{
@@ -67,7 +67,7 @@ fn hang_frame(seq: u64) -> Vec<u8> {
 /// frames `hang_frame(0..count)`, reports `sent`, then waits to be killed.
 pub(crate) fn connect_then_hang() {
     let count: u64 = arg("count").parse().unwrap();
-    let opts = Options {
+    let opts = TransportOptions {
         connect_timeout: Duration::from_millis(arg("connect_timeout_ms").parse().unwrap()),
         ..opts()
     };
@@ -358,7 +358,7 @@ fn tcp_between_network_namespaces() {
     assert_eq!(c.get("kind").map(String::as_str), Some("tcp"));
     assert_eq!(
         c.get("max_frame"),
-        Some(&Options::default().max_frame.to_string())
+        Some(&TransportOptions::default().max_frame.to_string())
     );
     assert_eq!(
         s.get("echoed").map(String::as_str),

@@ -32,7 +32,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use shmlink::transport::{
-    self, Connection, HELLO_LEN, Listener, Options, PROTOCOL_VERSION, Receiver, RecvError, Sender,
+    self, Connection, HELLO_LEN, Listener, PROTOCOL_VERSION, Receiver, RecvError, Sender,
+    TransportOptions,
 };
 use support::unique_name;
 
@@ -165,31 +166,31 @@ fn after(d: Duration) -> Option<Instant> {
     Some(Instant::now() + d)
 }
 
-/// Options with generous connect and handshake timeouts (tests run in parallel on
+/// TransportOptions with generous connect and handshake timeouts (tests run in parallel on
 /// small machines).
-fn opts() -> Options {
-    Options {
+fn opts() -> TransportOptions {
+    TransportOptions {
         connect_timeout: LONG,
         handshake_timeout: LONG,
-        ..Options::default()
+        ..TransportOptions::default()
     }
 }
 
-fn opts_max(max_frame: usize) -> Options {
-    Options {
+fn opts_max(max_frame: usize) -> TransportOptions {
+    TransportOptions {
         max_frame,
         ..opts()
     }
 }
 
-fn listen(kind: Kind, opts: &Options) -> Listener {
+fn listen(kind: Kind, opts: &TransportOptions) -> Listener {
     let url = kind.listen_url();
     transport::listen(&url, opts).unwrap_or_else(|e| panic!("listen {url}: {e}"))
 }
 
 /// Connects a client with `client_opts` to `listener` (from another thread: connect
 /// waits for the server's hello) and accepts it. Returns (server end, client end).
-fn connect_pair(listener: &Listener, client_opts: &Options) -> (Connection, Connection) {
+fn connect_pair(listener: &Listener, client_opts: &TransportOptions) -> (Connection, Connection) {
     let url = listener.url();
     let client_opts = client_opts.clone();
     let client = thread::spawn(move || transport::connect(&url, &client_opts));

@@ -12,8 +12,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use shmlink::transport::{
-    self, AcceptError, ConnectError, Connection, HELLO_LEN, HandshakeError, Listener, Options,
-    PROTOCOL_VERSION, RecvError,
+    self, AcceptError, ConnectError, Connection, HELLO_LEN, HandshakeError, Listener,
+    PROTOCOL_VERSION, RecvError, TransportOptions,
 };
 
 use crate::support::Scenario;
@@ -162,7 +162,11 @@ impl Drop for RawListener {
 }
 
 /// A raw client that sent its hello (and `then`, in the same write) and was accepted.
-fn raw_client(kind: Kind, server_opts: &Options, then: &[u8]) -> (Listener, RawPeer, Connection) {
+fn raw_client(
+    kind: Kind,
+    server_opts: &TransportOptions,
+    then: &[u8],
+) -> (Listener, RawPeer, Connection) {
     let listener = listen(kind, server_opts);
     let mut raw = RawPeer::connect(&listener.url());
     let mut first = good_hello(server_opts.max_frame as u32).to_vec();
@@ -173,7 +177,7 @@ fn raw_client(kind: Kind, server_opts: &Options, then: &[u8]) -> (Listener, RawP
 }
 
 fn bad_hellos_are_typed_and_the_listener_survives(kind: Kind) {
-    let opts = Options {
+    let opts = TransportOptions {
         handshake_timeout: Duration::from_millis(300),
         ..opts()
     };

@@ -22,7 +22,7 @@ use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use shmlink::rpc::{ClientOptions, Context, Server};
-use shmlink::transport::{self, Options};
+use shmlink::transport::{self, TransportOptions};
 
 use super::rings::{raw_floor, uds_round_trips};
 use super::{
@@ -116,10 +116,10 @@ fn start(r: &mut Runner, via: Via, workers: u64) -> Result<(std::process::Child,
     let url = via.url(r);
     let child = r.child("rpc-serve", &url, workers)?;
     let opts = ClientOptions {
-        transport: Options {
+        transport: TransportOptions {
             shm_spin: via == Via::ShmSpin,
             max_frame: 4096,
-            ..Options::default()
+            ..TransportOptions::default()
         },
         timeout: LIMIT,
     };
@@ -185,10 +185,10 @@ fn rpc_pipelined(r: &mut Runner, via: Via, calls: u64) -> Result<f64> {
 fn transport_round_trips(r: &mut Runner, via: Via, iters: u64) -> Result<[f64; 3]> {
     let url = via.url(r);
     let child = r.child("rpc-transport-echo", &url, iters)?;
-    let opts = Options {
+    let opts = TransportOptions {
         shm_spin: via == Via::ShmSpin,
         max_frame: 4096,
-        ..Options::default()
+        ..TransportOptions::default()
     };
     let started = Instant::now();
     let conn = loop {
@@ -346,9 +346,9 @@ pub fn child(case: &str, name: &str, iters: u64) -> Result {
             let (quit, wait) = std::sync::mpsc::sync_channel(1);
             let server = Server::new(BenchServer(Echo { quit }))
                 .workers(iters as usize)
-                .options(transport::Options {
+                .options(transport::TransportOptions {
                     max_frame: 4096,
-                    ..transport::Options::default()
+                    ..transport::TransportOptions::default()
                 })
                 .serve(name)?;
             wait.recv_timeout(Duration::from_secs(600))
@@ -359,9 +359,9 @@ pub fn child(case: &str, name: &str, iters: u64) -> Result {
         "rpc-transport-echo" => {
             let listener = transport::listen(
                 name,
-                &Options {
+                &TransportOptions {
                     max_frame: 4096,
-                    ..Options::default()
+                    ..TransportOptions::default()
                 },
             )?;
             let deadline = Instant::now().checked_add(LIMIT * 3);
