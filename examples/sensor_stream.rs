@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 
 use shmlink::channel::{AckError, Channel, ChannelError, Options, RecvError};
 use shmlink::region::Pod;
-use shmlink::region::layout_fingerprint;
 use shmlink::segment::{Disposition, Segment};
 
-/// One sensor reading: plain old data, copied as is into shared memory.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+/// One sensor reading: plain old data, copied as is into shared memory (the derive
+/// checks at compile time that it is: repr(C), no padding, plain fields).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod)]
 #[repr(C)]
 struct Reading {
     seq: u64,
@@ -33,12 +33,6 @@ struct Reading {
     /// 0 for a reading, 1 for a calibration command.
     kind: u32,
     celsius: f64,
-}
-
-// SAFETY: repr(C), fields 8 + 4 + 4 + 8 bytes with no padding, any bit pattern valid,
-// no pointers.
-unsafe impl Pod for Reading {
-    const FINGERPRINT: u64 = layout_fingerprint("sensor_stream::Reading", 1, 24, 8);
 }
 
 const NAME: &str = "example-sensor-stream";

@@ -11,6 +11,8 @@
 mod pod;
 
 pub use pod::Pod;
+/// `#[derive(Pod)]`: see [`Pod`](trait@Pod).
+pub use shmlink_derive::Pod;
 
 use core::fmt;
 use core::ptr::NonNull;

@@ -13,7 +13,79 @@ use crate::region::{combine_fingerprints, layout_fingerprint};
 /// its layout is the same in every process that uses the same `FINGERPRINT`, and that
 /// its alignment is at most 128.
 ///
+/// # Deriving it
+///
+/// `#[derive(Pod)]` implements it without `unsafe`, after checking at compile time
+/// that the type is a struct with `#[repr(C)]` (or `#[repr(transparent)]`), has no
+/// generic parameters, no padding (its size is the sum of its fields') and only `Pod`
+/// fields. Its fingerprint comes from the type's name, a layout version
+/// (`#[pod(version = N)]`, default 1), its size and alignment, and each field's name
+/// and fingerprint: renaming, retyping or reordering a field changes it, so a program
+/// built with the old layout fails to open a ring of the new one (`TypeMismatch`).
+///
+/// ```
+/// use shmlink::region::Pod;
+///
+/// #[derive(Clone, Copy, Debug, PartialEq, Pod)]
+/// #[repr(C)]
+/// struct Quote {
+///     price: u64,
+///     qty: u32,
+///     venue: u32,
+///     levels: [u64; 4],
+/// }
+///
+/// #[derive(Clone, Copy, Pod)]
+/// #[repr(C)]
+/// #[pod(version = 2)]
+/// struct QuoteV2 {
+///     price: u64,
+///     qty: u32,
+///     venue: u32,
+///     levels: [u64; 4],
+/// }
+/// assert_ne!(Quote::FINGERPRINT, QuoteV2::FINGERPRINT);
+/// ```
+///
+/// What it refuses, each at compile time:
+///
+/// ```compile_fail
+/// # use shmlink::region::Pod;
+/// #[derive(Clone, Copy, Pod)] // no #[repr(C)]: the layout may change between builds
+/// struct A { x: u64 }
+/// ```
+///
+/// ```compile_fail
+/// # use shmlink::region::Pod;
+/// #[derive(Clone, Copy, Pod)]
+/// #[repr(C)]
+/// struct Padded { x: u8, y: u64 } // 7 bytes of padding after `x`
+/// ```
+///
+/// ```compile_fail
+/// # use shmlink::region::Pod;
+/// #[derive(Clone, Copy, Pod)]
+/// #[repr(C)]
+/// struct Flag { set: bool } // `bool` is not Pod: 2 to 255 are invalid
+/// ```
+///
+/// ```compile_fail
+/// # use shmlink::region::Pod;
+/// #[derive(Clone, Copy, Pod)]
+/// #[repr(C)]
+/// struct Ptr { p: &'static u64 } // a pointer means nothing in another process
+/// ```
+///
+/// ```compile_fail
+/// # use shmlink::region::Pod;
+/// #[derive(Clone, Copy, Pod)]
+/// #[repr(u8)]
+/// enum Side { Buy, Sell } // an enum has invalid bit patterns
+/// ```
+///
 /// # Examples
+///
+/// By hand, for what the derive does not take (generic types, say):
 ///
 /// ```
 /// use shmlink::region::Pod;
