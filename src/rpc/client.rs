@@ -23,7 +23,9 @@ use super::wire::{self, Code, Kind};
 use super::{DEFAULT_CALL_TIMEOUT, IdMap, STREAM_WINDOW};
 use crate::rpc::handoff::{Handoff, Reader, Turn};
 use crate::sync::atomic::{AtomicU64, Ordering};
-use crate::transport::{self, Connection, RecvError, SendError};
+use crate::transport::{
+    self, ConnectError as TransportConnectError, Connection, RecvError, SendError,
+};
 
 /// Settings of an RPC client.
 ///
@@ -172,6 +174,63 @@ impl Client {
     ) -> Result<Client, ConnectError> {
         let conn = transport::connect(url, &opts.transport)?;
         Self::new(conn, service_id, opts)
+    }
+
+    /// Like [`connect`](Self::connect), but while nothing listens at `url` (no socket
+    /// yet, connection refused, no listener segment, or a dead server's), tries again
+    /// until `timeout` has passed: for a client that may start before its server, or
+    /// while the server restarts. It tries every millisecond at first, then backs off
+    /// to every 50 ms.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError::Timeout`] if nothing listened in time; any other
+    /// [`ConnectError`] at once (a wrong service, a refused handshake, a bad URL).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use shmlink::rpc::{Client, ClientOptions, ConnectError};
+    ///
+    /// // Nothing ever listens here: the call gives up after the timeout.
+    /// let started = Instant::now();
+    /// let err = Client::connect_timeout(
+    ///     "unix:///nonexistent/rpc.sock",
+    ///     42,
+    ///     &ClientOptions::default(),
+    ///     Duration::from_millis(30),
+    /// );
+    /// assert!(matches!(err, Err(ConnectError::Timeout)));
+    /// assert!(started.elapsed() >= Duration::from_millis(30));
+    /// ```
+    pub fn connect_timeout(
+        url: &str,
+        service_id: u64,
+        opts: &ClientOptions,
+        timeout: Duration,
+    ) -> Result<Client, ConnectError> {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match transport::connect(url, &opts.transport) {
+                Ok(conn) => return Self::new(conn, service_id, opts),
+                Err(TransportConnectError::NoListener) => {
+                    let now = Instant::now();
+                    let Some(left) =
+                        deadline.map_or(Some(pause), |d| d.checked_duration_since(now))
+                    else {
+                        return Err(ConnectError::Timeout);
+                    };
+                    if left.is_zero() {
+                        return Err(ConnectError::Timeout);
+                    }
+                    std::thread::sleep(pause.min(left));
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// An RPC client over `conn`: sends the hello with `service_id` and waits for the

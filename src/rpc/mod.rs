@@ -277,6 +277,21 @@ pub mod __private {
 /// name and types, so a client and server that disagree on a method's types get
 /// [`RpcError::UnknownMethod`] instead of garbage. See the [module docs](crate::rpc)
 /// for a full example.
+///
+/// Everything generated, for a service `NAME` with stub `CLIENT` and adapter `SERVER`:
+///
+/// | item | what |
+/// |---|---|
+/// | `trait NAME` | the methods the server implements, each with a [`Context`] |
+/// | `CLIENT::SERVICE_ID` | the service's id, checked in the hello |
+/// | `CLIENT::connect(url)` | connects with [`ClientOptions::default`] |
+/// | `CLIENT::connect_with(url, &opts)` | connects with options (timeouts, transport) |
+/// | `CLIENT::connect_timeout(url, timeout)` | waits up to `timeout` for a server to listen at `url` ([`Client::connect_timeout`]) |
+/// | `CLIENT::from_connection(conn, &opts)` | a client over a [`Connection`](crate::transport::Connection) already made |
+/// | `client.with_timeout(t)`, `client.with_deadline(d)` | a handle on the same connection whose calls get that budget |
+/// | `client.raw()` | the untyped [`Client`] |
+/// | `client.method(arg)` | a call: [`Call`], or [`CallStream`] for a `stream fn` |
+/// | `SERVER(impl)` | the [`Service`] to hand to a [`Server`] |
 #[macro_export]
 macro_rules! service {
     (
@@ -369,6 +384,21 @@ macro_rules! service {
                 -> ::core::result::Result<Self, $crate::rpc::ConnectError>
             {
                 Ok(Self { inner: $crate::rpc::Client::connect(url, Self::SERVICE_ID, opts)? })
+            }
+
+            /// Connects to a server at `url`, waiting up to `timeout` for one to listen
+            /// there (see [`Client::connect_timeout`]($crate::rpc::Client::connect_timeout)).
+            ///
+            /// # Errors
+            ///
+            /// [`ConnectError::Timeout`]($crate::rpc::ConnectError::Timeout) if none did.
+            pub fn connect_timeout(url: &str, timeout: ::std::time::Duration)
+                -> ::core::result::Result<Self, $crate::rpc::ConnectError>
+            {
+                let opts = $crate::rpc::ClientOptions::default();
+                Ok(Self {
+                    inner: $crate::rpc::Client::connect_timeout(url, Self::SERVICE_ID, &opts, timeout)?,
+                })
             }
 
             /// A client over an established transport connection.

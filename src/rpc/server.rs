@@ -93,6 +93,7 @@ pub struct Server<S: Service> {
     workers: usize,
     inline_unary: bool,
     opts: transport::TransportOptions,
+    stop_when_alone: bool,
 }
 
 impl<S: Service> fmt::Debug for Server<S> {
@@ -112,7 +113,46 @@ impl<S: Service> Server<S> {
             workers: 4,
             inline_unary: false,
             opts: transport::TransportOptions::default(),
+            stop_when_alone: false,
         }
+    }
+
+    /// Stops the server once its last client has left (after a first one came): for
+    /// a child process that serves one parent, which then exits with
+    /// [`ServerHandle::wait`] instead of being told to.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::rpc::{Context, Server};
+    ///
+    /// shmlink::service! {
+    ///     pub trait Echo {
+    ///         client EchoClient;
+    ///         server EchoServer;
+    ///         error String;
+    ///         fn echo(x: u64) -> u64;
+    ///     }
+    /// }
+    /// struct Me;
+    /// impl Echo for Me {
+    ///     fn echo(&self, _: &Context, x: u64) -> Result<u64, String> {
+    ///         Ok(x)
+    ///     }
+    /// }
+    /// let server = Server::new(EchoServer(Me))
+    ///     .stop_after_last_client(true)
+    ///     .serve("tcp://127.0.0.1:0")?;
+    /// let client = EchoClient::connect(server.url().unwrap())?;
+    /// assert_eq!(client.echo(7).wait()?, 7);
+    /// drop(client); // the only client leaves...
+    /// let stats = server.wait(); // ...so this returns
+    /// assert_eq!(stats.connections, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stop_after_last_client(mut self, yes: bool) -> Self {
+        self.stop_when_alone = yes;
+        self
     }
 
     /// Runs handlers on a pool of `n` threads shared by all connections: calls of one
@@ -232,6 +272,8 @@ impl<S: Service> Server<S> {
             exit_cv: Condvar::new(),
             stats: Counters::default(),
             handshake_timeout: self.opts.handshake_timeout,
+            stop_when_alone: self.stop_when_alone,
+            clients: AtomicUsize::new(0),
         });
         for i in 0..self.workers {
             shared.live.fetch_add(1, Ordering::AcqRel);
@@ -279,6 +321,32 @@ struct ServerShared {
     exit_cv: Condvar,
     stats: Counters,
     handshake_timeout: Duration,
+    /// [`Server::stop_after_last_client`].
+    stop_when_alone: bool,
+    /// Connections past their hello and not yet closed.
+    clients: AtomicUsize,
+}
+
+/// One client counted in [`ServerShared::clients`] while it lives; the last one to go
+/// stops a server that asked for it.
+struct ClientCount<'a>(&'a ServerShared);
+
+impl<'a> ClientCount<'a> {
+    fn new(shared: &'a ServerShared) -> Self {
+        shared.clients.fetch_add(1, Ordering::AcqRel);
+        ClientCount(shared)
+    }
+}
+
+impl Drop for ClientCount<'_> {
+    fn drop(&mut self) {
+        let s = self.0;
+        if s.clients.fetch_sub(1, Ordering::AcqRel) == 1 && s.stop_when_alone {
+            let _g = relock(&s.exit_lock);
+            s.closing.store(true, Ordering::Release);
+            s.exit_cv.notify_all();
+        }
+    }
 }
 
 impl ServerShared {
@@ -392,6 +460,27 @@ impl ServerHandle {
     /// of its own.
     pub fn serve_connection(&self, conn: Connection) {
         spawn_reader(&self.shared, move || Some(conn));
+    }
+
+    /// Waits until the server stops on its own, which it does once its last client
+    /// has left if it was built with
+    /// [`stop_after_last_client`](Server::stop_after_last_client) (otherwise it
+    /// serves, and this waits, until the process ends); then finishes as
+    /// [`shutdown`](Self::shutdown) does, with a grace of one second. Returns the
+    /// final counters.
+    pub fn wait(mut self) -> ServerStats {
+        {
+            let s = &self.shared;
+            let mut g = relock(&s.exit_lock);
+            while !s.closing.load(Ordering::Acquire) {
+                g = s
+                    .exit_cv
+                    .wait_timeout(g, POLL)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+        }
+        self.stop(Duration::from_secs(1))
     }
 
     /// Stops gracefully: no new connections, new calls are refused with
@@ -525,6 +614,7 @@ fn serve_conn(shared: &Arc<ServerShared>, conn: Connection) {
         }
     }
     Counters::bump(&shared.stats.connections);
+    let _client = ClientCount::new(shared);
     {
         let mut conns = relock(&shared.conns);
         conns.retain(|w| w.strong_count() > 0);

@@ -117,3 +117,57 @@ fn silent_socket_client_does_not_hold_up_others() {
         server.shutdown(Duration::from_secs(1));
     }
 }
+
+/// A fresh URL that nothing listens at yet, on any socket or shm transport (a TCP
+/// port bound and released: a race with another process is unlikely).
+fn future_url(tr: Tr) -> String {
+    match tr {
+        Tr::Tcp => {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            format!("tcp://{}", l.local_addr().expect("addr"))
+        }
+        tr => listen_url(tr),
+    }
+}
+
+/// `connect_timeout` waits for a server that starts after the client, and finds the
+/// next one after a restart; a server built with `stop_after_last_client` stops once
+/// its client leaves, and `wait` returns.
+#[test]
+#[cfg_attr(miri, ignore = "opens sockets")]
+fn a_client_waits_for_its_server_and_a_one_client_server_stops_with_it() {
+    for tr in [Tr::Shm, Tr::Unix, Tr::Tcp] {
+        let url = future_url(tr);
+        let start_later = |url: String| {
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                Server::new(KvServer(Svc(Arc::new(State::default()))))
+                    .stop_after_last_client(true)
+                    .serve(&url)
+                    .expect("serve")
+            })
+        };
+        // Nothing listens yet: a plain connect fails at once, one that waits does not.
+        assert!(KvClient::connect(&url).is_err(), "{tr:?}");
+        let server = start_later(url.clone());
+        let client = KvClient::connect_timeout(&url, Duration::from_secs(10)).expect("connect");
+        assert_eq!(client.add((2, 3)).wait(), Ok(5), "{tr:?}");
+        let server = server.join().expect("server thread");
+        drop(client);
+        let stats = server.wait();
+        assert_eq!(stats.connections, 1, "{tr:?}");
+
+        // A restart: the next server comes up after the client started waiting.
+        let server = start_later(url.clone());
+        let client = KvClient::connect_timeout(&url, Duration::from_secs(10)).expect("reconnect");
+        assert_eq!(client.add((4, 5)).wait(), Ok(9), "{tr:?}");
+        drop(client);
+        server.join().expect("server thread").wait();
+
+        // And nobody, ever: a typed timeout, not a hang.
+        let t0 = Instant::now();
+        let err = KvClient::connect_timeout(&url, Duration::from_millis(50)).unwrap_err();
+        assert_eq!(err, ConnectError::Timeout, "{tr:?}");
+        assert!(t0.elapsed() < Duration::from_secs(5), "{tr:?}");
+    }
+}
