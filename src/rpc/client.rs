@@ -44,6 +44,13 @@ pub struct ClientOptions {
     pub transport: transport::TransportOptions,
     /// Time budget of each call unless a handle says otherwise.
     pub timeout: Duration,
+    /// Connect again after the connection failed (the server stopped, died or
+    /// restarted): calls in flight on the failed connection fail with a typed error
+    /// ([`RpcError::ServerGone`] if the server went), and the next call dials the URL
+    /// again, at most once per backoff interval (1 ms, doubling up to 1 s, while the
+    /// server is away; calls meanwhile fail at once). Only for clients made from a URL
+    /// (`connect`, `connect_with`, `connect_timeout`). Default `false`.
+    pub reconnect: bool,
 }
 
 impl Default for ClientOptions {
@@ -51,6 +58,7 @@ impl Default for ClientOptions {
         Self {
             transport: transport::TransportOptions::default(),
             timeout: DEFAULT_CALL_TIMEOUT,
+            reconnect: false,
         }
     }
 }
@@ -138,12 +146,67 @@ impl Budget {
 #[derive(Clone)]
 pub struct Client {
     shared: Arc<Shared>,
+    /// With [`ClientOptions::reconnect`]: the connection of the moment, shared by
+    /// every clone (`shared` is then the first one, unused).
+    redial: Option<Arc<Redial>>,
     budget: Budget,
+}
+
+/// What a reconnecting client dials, and its connection of the moment.
+struct Redial {
+    url: String,
+    service_id: u64,
+    opts: ClientOptions,
+    state: Mutex<RedialState>,
+}
+
+struct RedialState {
+    current: Arc<Shared>,
+    /// No dialing before this (backoff while the server is away).
+    next_try: Option<Instant>,
+    pause: Duration,
+}
+
+/// The first pause between two dials of a server that is away, and the longest.
+const REDIAL_FIRST: Duration = Duration::from_millis(1);
+const REDIAL_MAX: Duration = Duration::from_secs(1);
+
+impl Redial {
+    /// The connection to use now: the current one, or, once it failed, a new one if
+    /// the backoff allows a dial and the dial succeeds (otherwise the failed one, on
+    /// which a call fails at once with the connection's error).
+    fn current(&self) -> Arc<Shared> {
+        let mut st = relock(&self.state);
+        if st.current.table.with(|t| t.dead.is_none()) {
+            return st.current.clone();
+        }
+        let now = Instant::now();
+        if st.next_try.is_some_and(|t| now < t) {
+            return st.current.clone();
+        }
+        let opts = ClientOptions {
+            reconnect: false,
+            ..self.opts.clone()
+        };
+        match Client::connect(&self.url, self.service_id, &opts) {
+            Ok(c) => {
+                st.current = c.shared;
+                st.next_try = None;
+                st.pause = REDIAL_FIRST;
+            }
+            Err(_) => {
+                st.next_try = Some(now + st.pause);
+                st.pause = (st.pause * 2).min(REDIAL_MAX);
+            }
+        }
+        st.current.clone()
+    }
 }
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (in_flight, dead) = self.shared.table.with(|t| (t.calls.len(), t.dead.clone()));
+        let shared = self.conn();
+        let (in_flight, dead) = shared.table.with(|t| (t.calls.len(), t.dead.clone()));
         f.debug_struct("Client")
             .field("in_flight", &in_flight)
             .field("dead", &dead)
@@ -173,7 +236,33 @@ impl Client {
         opts: &ClientOptions,
     ) -> Result<Client, ConnectError> {
         let conn = transport::connect(url, &opts.transport)?;
-        Self::new(conn, service_id, opts)
+        Self::new(conn, service_id, opts).map(|c| c.redialing(url, service_id, opts))
+    }
+
+    /// With [`ClientOptions::reconnect`], makes this client dial `url` again after
+    /// its connection fails.
+    fn redialing(mut self, url: &str, service_id: u64, opts: &ClientOptions) -> Client {
+        if opts.reconnect {
+            self.redial = Some(Arc::new(Redial {
+                url: url.to_owned(),
+                service_id,
+                opts: opts.clone(),
+                state: Mutex::new(RedialState {
+                    current: self.shared.clone(),
+                    next_try: None,
+                    pause: REDIAL_FIRST,
+                }),
+            }));
+        }
+        self
+    }
+
+    /// The connection calls go on now.
+    fn conn(&self) -> Arc<Shared> {
+        match &self.redial {
+            None => self.shared.clone(),
+            Some(r) => r.current(),
+        }
     }
 
     /// Like [`connect`](Self::connect), but while nothing listens at `url` (no socket
@@ -214,7 +303,10 @@ impl Client {
         let mut pause = Duration::from_millis(1);
         loop {
             match transport::connect(url, &opts.transport) {
-                Ok(conn) => return Self::new(conn, service_id, opts),
+                Ok(conn) => {
+                    return Self::new(conn, service_id, opts)
+                        .map(|c| c.redialing(url, service_id, opts));
+                }
                 Err(TransportConnectError::NoListener) => {
                     let now = Instant::now();
                     let Some(left) =
@@ -291,6 +383,7 @@ impl Client {
                 next_id: AtomicU64::new(1),
                 max_frame,
             }),
+            redial: None,
             budget: Budget::Timeout(opts.timeout),
         })
     }
@@ -299,6 +392,7 @@ impl Client {
     pub fn with_timeout(&self, timeout: Duration) -> Client {
         Client {
             shared: self.shared.clone(),
+            redial: self.redial.clone(),
             budget: Budget::Timeout(timeout),
         }
     }
@@ -307,6 +401,7 @@ impl Client {
     pub fn with_deadline(&self, deadline: Instant) -> Client {
         Client {
             shared: self.shared.clone(),
+            redial: self.redial.clone(),
             budget: Budget::Deadline(deadline),
         }
     }
@@ -314,12 +409,12 @@ impl Client {
     /// Largest frame of the connection (requests and responses must fit, with a
     /// header of up to [`wire::MAX_HEADER_LEN`] bytes).
     pub fn max_frame(&self) -> usize {
-        self.shared.max_frame
+        self.conn().max_frame
     }
 
     /// Calls in flight on this connection.
     pub fn in_flight(&self) -> usize {
-        self.shared.table.with(|t| t.calls.len())
+        self.conn().table.with(|t| t.calls.len())
     }
 
     /// Sends a request for `method` and returns the pending call.
@@ -329,9 +424,10 @@ impl Client {
         req: &Req,
     ) -> Call<Resp, E> {
         let (deadline, budget) = self.budget.start();
-        match self.start(method, req, deadline, budget, Slot::Unary(None)) {
+        let shared = self.conn();
+        match Self::start(&shared, method, req, deadline, budget, Slot::Unary(None)) {
             Ok(id) => Call {
-                shared: Some(self.shared.clone()),
+                shared: Some(shared),
                 id,
                 deadline,
                 failed: None,
@@ -358,8 +454,9 @@ impl Client {
             items: VecDeque::new(),
             end: None,
         };
-        let (shared, id, failed) = match self.start(method, req, deadline, budget, slot) {
-            Ok(id) => (Some(self.shared.clone()), id, None),
+        let conn = self.conn();
+        let (shared, id, failed) = match Self::start(&conn, method, req, deadline, budget, slot) {
+            Ok(id) => (Some(conn), id, None),
             Err(e) => (None, 0, Some(e)),
         };
         CallStream {
@@ -374,14 +471,13 @@ impl Client {
     }
 
     fn start<Req: Serialize>(
-        &self,
+        s: &Shared,
         method: u64,
         req: &Req,
         deadline: Option<Instant>,
         budget: u64,
         slot: Slot,
     ) -> Result<u64, RpcError<()>> {
-        let s = &*self.shared;
         let id = s.next_id.fetch_add(1, Ordering::Relaxed);
         // Registered before the request leaves, so the answer always has a slot.
         s.table.with(|t| match &t.dead {

@@ -171,3 +171,66 @@ fn a_client_waits_for_its_server_and_a_one_client_server_stops_with_it() {
         assert!(t0.elapsed() < Duration::from_secs(5), "{tr:?}");
     }
 }
+
+/// With `reconnect`, a client outlives its server: a call in flight when the server
+/// stops fails with a typed error, and once a server listens at the URL again the
+/// next calls go to it, on the same client (and its clones).
+#[test]
+#[cfg_attr(miri, ignore = "opens sockets")]
+fn a_reconnecting_client_outlives_a_server_restart() {
+    use crate::support::kv::Slow;
+    use shmlink::rpc::{ClientOptions, RpcError};
+    for tr in [Tr::Shm, Tr::Unix, Tr::Tcp] {
+        let url = future_url(tr);
+        let serve = |url: &str| {
+            Server::new(KvServer(Svc(Arc::new(State::default()))))
+                .serve(url)
+                .expect("serve")
+        };
+        let first = serve(&url);
+        let opts = ClientOptions {
+            reconnect: true,
+            ..copts()
+        };
+        let client = KvClient::connect_with(&url, &opts).expect("connect");
+        let clone = client.clone();
+        assert_eq!(client.add((1, 1)).wait(), Ok(2), "{tr:?}");
+        let in_flight = client.slow(Slow {
+            tag: 1,
+            ms: 10_000,
+            gated: false,
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        first.shutdown(Duration::ZERO);
+        let failed = in_flight.wait();
+        assert!(
+            matches!(
+                failed,
+                Err(RpcError::ServerGone | RpcError::Unavailable | RpcError::Transport(_))
+            ),
+            "{tr:?}: {failed:?}"
+        );
+        // Away: calls fail at once, typed.
+        let away = client.add((2, 2)).wait();
+        assert!(away.is_err(), "{tr:?}: {away:?}");
+
+        let _second = serve(&url);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let answer = loop {
+            match clone.add((3, 4)).wait() {
+                Ok(v) => break v,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("{tr:?}: no reconnection: {e:?}"),
+            }
+        };
+        assert_eq!(answer, 7, "{tr:?}");
+        assert_eq!(
+            client.add((5, 5)).wait(),
+            Ok(10),
+            "{tr:?}: the other clone too"
+        );
+    }
+}

@@ -100,6 +100,7 @@ fn copts() -> ClientOptions {
     ClientOptions {
         transport: topts(),
         timeout: Duration::from_secs(20),
+        reconnect: false,
     }
 }
 

@@ -122,6 +122,7 @@ fn start(r: &mut Runner, via: Via, workers: u64) -> Result<(std::process::Child,
             ..TransportOptions::default()
         },
         timeout: LIMIT,
+        reconnect: false,
     };
     let started = Instant::now();
     loop {
