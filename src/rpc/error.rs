@@ -159,3 +159,46 @@ impl From<transport::ConnectError> for ConnectError {
         ConnectError::Transport(e)
     }
 }
+
+/// The error type of a service declared without an `error` line in
+/// [`service!`](crate::service): its handlers never fail with an error of their own
+/// (calls still fail with the other [`RpcError`]s). It has no values.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::rpc::{Context, NoError, Server};
+///
+/// shmlink::service! {
+///     pub trait Clock {
+///         client ClockClient;
+///         server ClockServer;
+///         fn now() -> u64;
+///         fn add(a: u64, b: u64) -> u64;
+///     }
+/// }
+/// struct Fixed;
+/// impl Clock for Fixed {
+///     fn now(&self, _: &Context) -> Result<u64, NoError> {
+///         Ok(42)
+///     }
+///     fn add(&self, _: &Context, a: u64, b: u64) -> Result<u64, NoError> {
+///         Ok(a + b)
+///     }
+/// }
+/// let server = Server::new(ClockServer(Fixed)).serve("tcp://127.0.0.1:0")?;
+/// let clock = ClockClient::connect(server.url().unwrap())?;
+/// assert_eq!(clock.now().wait()?, 42);
+/// assert_eq!(clock.add(2, 3).wait()?, 5);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum NoError {}
+
+impl fmt::Display for NoError {
+    fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {}
+    }
+}
+
+impl std::error::Error for NoError {}

@@ -88,7 +88,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use client::{Call, CallStream, Client, ClientOptions};
-pub use error::{ConnectError, RpcError, TransportFailure};
+pub use error::{ConnectError, NoError, RpcError, TransportFailure};
 pub use server::{
     Responder, Server, ServerHandle, ServerStats, Sink, StreamClosed, StreamSender, TryStreamError,
 };
@@ -261,12 +261,17 @@ pub mod __private {
 ///     pub trait NAME {
 ///         client CLIENT;       // the client stub type to generate
 ///         server SERVER;       // the server adapter type to generate: SERVER(impl NAME)
-///         error ERROR;         // the service's error type (serde)
+///         error ERROR;         // the service's error type (serde); optional
 ///         fn method(arg: Request) -> Response;        // a call
 ///         stream fn method2(arg: Request) -> Item;    // a server-streaming call
+///         fn method3(a: A, b: B) -> Response;         // zero or several arguments
 ///     }
 /// }
 /// ```
+///
+/// Without an `error` line the error type is [`NoError`], which has no values.
+/// Arguments travel as one value: itself for one argument, a tuple for several, `()`
+/// for none.
 ///
 /// The trait gets `fn method(&self, ctx: &Context, arg: Request) -> Result<Response,
 /// ERROR>` and `fn method2(&self, ctx: &Context, arg: Request, sink: &mut Sink<'_,
@@ -309,41 +314,56 @@ macro_rules! service {
             $($body)*
         );
     };
+    // No `error` line: the service's handlers never fail with an error of their own.
+    (
+        $(#[$attr:meta])*
+        $vis:vis trait $svc:ident {
+            client $client:ident;
+            server $server:ident;
+            $($body:tt)*
+        }
+    ) => {
+        $crate::service!(@munch
+            [$(#[$attr])*] [$vis] [$svc] [$client] [$server] [$crate::rpc::NoError]
+            [] []
+            $($body)*
+        );
+    };
     // A call.
     (@munch $a:tt $v:tt $s:tt $c:tt $sv:tt $e:tt [$($calls:tt)*] $streams:tt
-        $(#[$m:meta])* fn $name:ident($arg:ident : $req:ty) -> $resp:ty;
+        $(#[$m:meta])* fn $name:ident($($arg:ident : $req:ty),* $(,)?) -> $resp:ty;
         $($rest:tt)*
     ) => {
         $crate::service!(@munch $a $v $s $c $sv $e
-            [$($calls)* { [$(#[$m])*] $name $arg [$req] [$resp] }] $streams
+            [$($calls)* { [$(#[$m])*] $name [$($arg),*] [$($req),*] [$resp] }] $streams
             $($rest)*
         );
     };
     // A server-streaming call.
     (@munch $a:tt $v:tt $s:tt $c:tt $sv:tt $e:tt $calls:tt [$($streams:tt)*]
-        $(#[$m:meta])* stream fn $name:ident($arg:ident : $req:ty) -> $item:ty;
+        $(#[$m:meta])* stream fn $name:ident($($arg:ident : $req:ty),* $(,)?) -> $item:ty;
         $($rest:tt)*
     ) => {
         $crate::service!(@munch $a $v $s $c $sv $e
-            $calls [$($streams)* { [$(#[$m])*] $name $arg [$req] [$item] }]
+            $calls [$($streams)* { [$(#[$m])*] $name [$($arg),*] [$($req),*] [$item] }]
             $($rest)*
         );
     };
     // Everything collected: generate.
     (@munch [$(#[$attr:meta])*] [$vis:vis] [$svc:ident] [$client:ident] [$server:ident] [$err:ty]
-        [$({ [$(#[$cm:meta])*] $cname:ident $carg:ident [$creq:ty] [$cresp:ty] })*]
-        [$({ [$(#[$sm:meta])*] $sname:ident $sarg:ident [$sreq:ty] [$sitem:ty] })*]
+        [$({ [$(#[$cm:meta])*] $cname:ident [$($carg:ident),*] [$($creq:ty),*] [$cresp:ty] })*]
+        [$({ [$(#[$sm:meta])*] $sname:ident [$($sarg:ident),*] [$($sreq:ty),*] [$sitem:ty] })*]
     ) => {
         $(#[$attr])*
         $vis trait $svc: ::core::marker::Send + ::core::marker::Sync + 'static {
             $(
                 $(#[$cm])*
-                fn $cname(&self, ctx: &$crate::rpc::Context, $carg: $creq)
+                fn $cname(&self, ctx: &$crate::rpc::Context $(, $carg: $creq)*)
                     -> ::core::result::Result<$cresp, $err>;
             )*
             $(
                 $(#[$sm])*
-                fn $sname(&self, ctx: &$crate::rpc::Context, $sarg: $sreq,
+                fn $sname(&self, ctx: &$crate::rpc::Context, $($sarg: $sreq,)*
                     sink: &mut $crate::rpc::Sink<'_, $sitem>)
                     -> ::core::result::Result<(), $err>;
             )*
@@ -361,8 +381,8 @@ macro_rules! service {
             /// and types.
             pub const SERVICE_ID: u64 = $crate::rpc::__private::hash(&[
                 stringify!($svc), stringify!($err),
-                $(stringify!($cname), stringify!($creq), stringify!($cresp),)*
-                $("stream", stringify!($sname), stringify!($sreq), stringify!($sitem),)*
+                $(stringify!($cname), stringify!($($creq),*), stringify!($cresp),)*
+                $("stream", stringify!($sname), stringify!($($sreq),*), stringify!($sitem),)*
             ]);
 
             /// Connects to a server at `url` (`shm://NAME`, `unix:///PATH`,
@@ -429,18 +449,20 @@ macro_rules! service {
 
             $(
                 $(#[$cm])*
-                pub fn $cname(&self, $carg: $creq) -> $crate::rpc::Call<$cresp, $err> {
+                pub fn $cname(&self $(, $carg: $creq)*) -> $crate::rpc::Call<$cresp, $err> {
                     const ID: u64 = $crate::rpc::__private::method_id(&[
-                        stringify!($svc), stringify!($cname), stringify!($creq), stringify!($cresp)]);
-                    self.inner.call(ID, &$carg)
+                        stringify!($svc), stringify!($cname), stringify!($($creq),*), stringify!($cresp)]);
+                    // One argument goes on the wire as itself (postcard encodes a
+                    // 1-tuple as its field), several as a tuple, none as `()`.
+                    self.inner.call(ID, &($($carg,)*))
                 }
             )*
             $(
                 $(#[$sm])*
-                pub fn $sname(&self, $sarg: $sreq) -> $crate::rpc::CallStream<$sitem, $err> {
+                pub fn $sname(&self $(, $sarg: $sreq)*) -> $crate::rpc::CallStream<$sitem, $err> {
                     const ID: u64 = $crate::rpc::__private::method_id(&[
-                        stringify!($svc), "stream", stringify!($sname), stringify!($sreq), stringify!($sitem)]);
-                    self.inner.call_stream(ID, &$sarg)
+                        stringify!($svc), "stream", stringify!($sname), stringify!($($sreq),*), stringify!($sitem)]);
+                    self.inner.call_stream(ID, &($($sarg,)*))
                 }
             )*
         }
@@ -453,9 +475,9 @@ macro_rules! service {
         const _: () = assert!(
             $crate::rpc::__private::all_distinct(&[
                 $($crate::rpc::__private::method_id(&[
-                    stringify!($svc), stringify!($cname), stringify!($creq), stringify!($cresp)]),)*
+                    stringify!($svc), stringify!($cname), stringify!($($creq),*), stringify!($cresp)]),)*
                 $($crate::rpc::__private::method_id(&[
-                    stringify!($svc), "stream", stringify!($sname), stringify!($sreq), stringify!($sitem)]),)*
+                    stringify!($svc), "stream", stringify!($sname), stringify!($($sreq),*), stringify!($sitem)]),)*
             ]),
             "two methods of this service hash to the same id: rename one"
         );
@@ -479,11 +501,11 @@ macro_rules! service {
             ) {
                 $(
                     if method == const { $crate::rpc::__private::method_id(&[
-                        stringify!($svc), stringify!($cname), stringify!($creq), stringify!($cresp)]) }
+                        stringify!($svc), stringify!($cname), stringify!($($creq),*), stringify!($cresp)]) }
                     {
-                        match $crate::rpc::__private::decode::<$creq>(request) {
-                            Some(arg) => {
-                                let result = self.0.$cname(ctx, arg);
+                        match $crate::rpc::__private::decode::<($($creq,)*)>(request) {
+                            Some(($($carg,)*)) => {
+                                let result = self.0.$cname(ctx $(, $carg)*);
                                 reply.finish(result);
                             }
                             None => reply.bad_request(),
@@ -493,13 +515,13 @@ macro_rules! service {
                 )*
                 $(
                     if method == const { $crate::rpc::__private::method_id(&[
-                        stringify!($svc), "stream", stringify!($sname), stringify!($sreq), stringify!($sitem)]) }
+                        stringify!($svc), "stream", stringify!($sname), stringify!($($sreq),*), stringify!($sitem)]) }
                     {
-                        match $crate::rpc::__private::decode::<$sreq>(request) {
-                            Some(arg) => {
+                        match $crate::rpc::__private::decode::<($($sreq,)*)>(request) {
+                            Some(($($sarg,)*)) => {
                                 let result = {
                                     let mut sink = reply.sink::<$sitem>();
-                                    self.0.$sname(ctx, arg, &mut sink)
+                                    self.0.$sname(ctx, $($sarg,)* &mut sink)
                                 };
                                 reply.finish_stream(result);
                             }
@@ -513,7 +535,7 @@ macro_rules! service {
 
             fn is_unary(&self, method: u64) -> bool {
                 false $(|| method == const { $crate::rpc::__private::method_id(&[
-                    stringify!($svc), stringify!($cname), stringify!($creq), stringify!($cresp)]) })*
+                    stringify!($svc), stringify!($cname), stringify!($($creq),*), stringify!($cresp)]) })*
             }
         }
     };
