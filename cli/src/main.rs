@@ -175,12 +175,13 @@ fn segments() -> Result {
         "{:<32} {:>6} {:<12} {:>12} {:>8} {:>8}  STATUS",
         "NAME", "OWNER", "KIND", "BYTES", "CREATOR", "ATTACHED"
     );
+    let holders = flock_holders();
     for info in all {
         let (kind, creator, attached) = match &info.header {
             Some(h) => (
-                Kind::from_code(h.kind).map_or_else(|| format!("#{}", h.kind), |k| k.to_string()),
+                kind_label(h.kind, h.fingerprint),
                 h.creator.pid.to_string(),
-                h.attached.to_string(),
+                attached_label(h.attached, live_attached(&holders, info.name.path())),
             ),
             None => ("-".into(), "-".into(), "-".into()),
         };
@@ -214,12 +215,94 @@ fn segments() -> Result {
     Ok(())
 }
 
-/// One line on a Bakery lock: holder and participants by pid.
+/// The KIND column: the segment kind, or `listener` for a shared-memory RPC or
+/// transport listener (an MPMC accept queue with the listener's fingerprint).
+fn kind_label(kind: u32, fingerprint: u64) -> String {
+    match Kind::from_code(kind) {
+        Some(Kind::MpmcRing) if fingerprint == shmlink::transport::shm::listener_fingerprint() => {
+            "listener".to_owned()
+        }
+        Some(k) => k.to_string(),
+        None => format!("#{kind}"),
+    }
+}
+
+/// The ATTACHED column: the header's count of processes attached and not cleanly
+/// detached, and how many of them are gone, when that is known (`live`: processes
+/// holding the segment's lock, from `/proc/locks`).
+fn attached_label(counted: u32, live: Option<usize>) -> String {
+    match live {
+        Some(live) if (counted as usize) > live => {
+            format!("{counted} ({} dead)", counted as usize - live)
+        }
+        _ => counted.to_string(),
+    }
+}
+
+/// The `flock` holders of every file: (device, inode) -> pids, from `/proc/locks`
+/// (empty if it cannot be read).
+fn flock_holders() -> std::collections::HashMap<(u64, u64), std::collections::BTreeSet<u32>> {
+    let mut out: std::collections::HashMap<_, std::collections::BTreeSet<u32>> =
+        std::collections::HashMap::new();
+    let Ok(text) = std::fs::read_to_string("/proc/locks") else {
+        return out;
+    };
+    for line in text.lines() {
+        // "1: FLOCK  ADVISORY  READ  1234 00:19:5678 0 EOF" (a blocked waiter has
+        // "->" after the number: it holds nothing yet).
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) != Some(&"FLOCK") {
+            continue;
+        }
+        let (Some(pid), Some(place)) = (fields.get(4), fields.get(5)) else {
+            continue;
+        };
+        let mut parts = place.split(':');
+        let (Some(major), Some(minor), Some(ino)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let (Ok(major), Ok(minor), Ok(ino), Ok(pid)) = (
+            u64::from_str_radix(major, 16),
+            u64::from_str_radix(minor, 16),
+            ino.parse::<u64>(),
+            pid.parse::<u32>(),
+        ) else {
+            continue;
+        };
+        out.entry((nix::sys::stat::makedev(major, minor), ino))
+            .or_default()
+            .insert(pid);
+    }
+    out
+}
+
+/// How many live processes hold the segment at `path` (`None` if unknown).
+fn live_attached(
+    holders: &std::collections::HashMap<(u64, u64), std::collections::BTreeSet<u32>>,
+    path: std::path::PathBuf,
+) -> Option<usize> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some(
+        holders
+            .get(&(meta.dev(), meta.ino()))
+            .map_or(0, std::collections::BTreeSet::len),
+    )
+}
+
+/// One line on a Bakery lock: holder and participants by pid, dead ones marked.
 fn describe_lock(lock: &shmlink::lock::BakeryStatus) -> String {
-    let holder = lock.holder.map_or_else(
-        || "lock free".to_owned(),
-        |pid| format!("lock held by pid {pid}"),
-    );
+    let dead = |p: &shmlink::lock::Participant| {
+        if p.liveness.is_dead() { " (dead)" } else { "" }
+    };
+    let holder = match lock.participants.iter().find(|p| p.holding) {
+        Some(p) => format!("lock held by pid {}{}", p.pid, dead(p)),
+        None => lock.holder.map_or_else(
+            || "lock free".to_owned(),
+            |pid| format!("lock held by pid {pid}"),
+        ),
+    };
     let parts: Vec<String> = lock
         .participants
         .iter()
@@ -231,7 +314,7 @@ fn describe_lock(lock: &shmlink::lock::BakeryStatus) -> String {
             } else {
                 "idle"
             };
-            format!("slot {} pid {} {state}", p.slot, p.pid)
+            format!("slot {} pid {} {state}{}", p.slot, p.pid, dead(p))
         })
         .collect();
     format!("{holder}; participants: {}", parts.join(", "))

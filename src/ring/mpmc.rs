@@ -405,16 +405,22 @@ fn configure_tagged<T: Pod>(
     builder: crate::segment::SegmentBuilder,
     tag: u64,
 ) -> crate::segment::SegmentBuilder {
+    builder
+        .kind(crate::segment::Kind::MpmcRing)
+        .fingerprint(tagged_fingerprint::<T>(tag))
+}
+
+/// The segment fingerprint of a ring of `T` with fingerprint tag `tag` (0: none).
+pub(crate) fn tagged_fingerprint<T: Pod>(tag: u64) -> u64 {
     let fp = crate::region::combine_fingerprints(
         crate::region::fingerprint::<MpmcHeader>(),
         T::FINGERPRINT,
     );
-    let fp = if tag == 0 {
+    if tag == 0 {
         fp
     } else {
         crate::region::combine_fingerprints(fp, tag)
-    };
-    builder.kind(crate::segment::Kind::MpmcRing).fingerprint(fp)
+    }
 }
 
 #[cfg(not(shmlink_loom))]

@@ -50,6 +50,26 @@ use crate::sync::atomic::{AtomicU32, Ordering};
 
 /// Fingerprint tag of an accept queue (`b"SHMLISTN"`).
 const LISTENER_TAG: u64 = 0x4e54_5349_4c4d_4853;
+
+/// The segment fingerprint of a shared-memory listener's accept queue (an MPMC ring
+/// of `u64`s tagged as a listener's): how `shmlink ls` tells a listener from a ring.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment;
+/// use shmlink::transport::{self, TransportOptions, shm::listener_fingerprint};
+/// # let name = format!("doc-listener-fp-{}", std::process::id());
+///
+/// let _listener = transport::listen(&format!("shm://{name}"), &TransportOptions::default())?;
+/// let info = segment::inspect(&name)?;
+/// assert_eq!(info.header.unwrap().fingerprint, listener_fingerprint());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use]
+pub fn listener_fingerprint() -> u64 {
+    crate::ring::mpmc::tagged_fingerprint::<u64>(LISTENER_TAG)
+}
 /// Slots of the accept queue.
 const BACKLOG: usize = 64;
 /// How often a connecting client checks that the listener's process lives.

@@ -262,6 +262,9 @@ pub struct Participant {
     pub ticket: u64,
     /// Whether this participant holds the lock.
     pub holding: bool,
+    /// Whether its process lives (a dead one's slot is reclaimed by the next waiter
+    /// that finds it in the way, or by an `open` that finds the table full).
+    pub liveness: crate::process::Liveness,
 }
 
 /// Shared access to the control block and slots of one lock.
@@ -1017,6 +1020,7 @@ pub(crate) fn participants(ctl: &BakeryControl, area: RawArea) -> Vec<Participan
                 generation: t.word(j, GENERATION).load(Ordering::Relaxed),
                 ticket: t.word(j, TICKET).load(Ordering::Relaxed),
                 holding: holding == j + 1,
+                liveness: crate::process::liveness(owner),
             })
         })
         .collect()
@@ -1098,6 +1102,7 @@ impl<R: Region<Shared = BakeryControl>> BakeryGuard<'_, R> {
             generation: self.lock.generation,
             ticket: t.word(j, TICKET).load(Ordering::Relaxed),
             holding: true,
+            liveness: crate::process::Liveness::Alive, // this process
         }
     }
 
