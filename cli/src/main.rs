@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod inspect;
 mod lockd;
 
 use std::path::PathBuf;
@@ -64,6 +65,15 @@ enum Command {
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+    /// One object's state: ring positions, depth, role holders and their liveness;
+    /// a lock's holder and waiters; a semaphore's value; a seqlock's version.
+    Inspect {
+        /// The segment name.
+        name: String,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Remove a segment by name (processes attached keep their mapping).
     Rm {
@@ -138,6 +148,7 @@ fn main() -> ExitCode {
             };
         }
         Command::Rm { names, stale } => rm(&names, stale),
+        Command::Inspect { name, json } => inspect::inspect(&name, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -217,7 +228,7 @@ fn segments() -> Result {
 
 /// The KIND column: the segment kind, or `listener` for a shared-memory RPC or
 /// transport listener (an MPMC accept queue with the listener's fingerprint).
-fn kind_label(kind: u32, fingerprint: u64) -> String {
+pub(crate) fn kind_label(kind: u32, fingerprint: u64) -> String {
     match Kind::from_code(kind) {
         Some(Kind::MpmcRing) if fingerprint == shmlink::transport::shm::listener_fingerprint() => {
             "listener".to_owned()
@@ -241,7 +252,8 @@ fn attached_label(counted: u32, live: Option<usize>) -> String {
 
 /// The `flock` holders of every file: (device, inode) -> pids, from `/proc/locks`
 /// (empty if it cannot be read).
-fn flock_holders() -> std::collections::HashMap<(u64, u64), std::collections::BTreeSet<u32>> {
+pub(crate) fn flock_holders()
+-> std::collections::HashMap<(u64, u64), std::collections::BTreeSet<u32>> {
     let mut out: std::collections::HashMap<_, std::collections::BTreeSet<u32>> =
         std::collections::HashMap::new();
     let Ok(text) = std::fs::read_to_string("/proc/locks") else {
@@ -278,7 +290,7 @@ fn flock_holders() -> std::collections::HashMap<(u64, u64), std::collections::BT
 }
 
 /// How many live processes hold the segment at `path` (`None` if unknown).
-fn live_attached(
+pub(crate) fn live_attached(
     holders: &std::collections::HashMap<(u64, u64), std::collections::BTreeSet<u32>>,
     path: std::path::PathBuf,
 ) -> Option<usize> {

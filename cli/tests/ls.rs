@@ -72,3 +72,67 @@ fn ls_marks_dead_holders_dead_attachments_and_listeners() {
         .unwrap_or_else(|| panic!("no row for {listener_name}:\n{text}"));
     assert!(listener.contains("listener"), "{listener}");
 }
+
+/// `shmlink inspect` shows a ring's depth and role holders, a semaphore's value and
+/// a seqlock's version, as text and as JSON.
+#[test]
+fn inspect_shows_each_kinds_state() {
+    use shmlink::lock::{Semaphore, SeqLock};
+    use shmlink::ring::Spsc;
+    use shmlink::sync::WaitMode;
+    let me = std::process::id();
+    let ring_name = format!("cli-inspect-ring-{me}");
+    let ring = Spsc::<u64, _>::create(
+        Segment::builder(&ring_name).unlink_on_drop(true),
+        64,
+        WaitMode::Blocking,
+    )
+    .unwrap();
+    let mut tx = ring.producer().unwrap();
+    for i in 0..3 {
+        tx.push(i).unwrap();
+    }
+    let sem_name = format!("cli-inspect-sem-{me}");
+    let sem = Semaphore::create(Segment::builder(&sem_name).unlink_on_drop(true), 3, 5).unwrap();
+    sem.acquire();
+    let seq_name = format!("cli-inspect-seq-{me}");
+    let seq = SeqLock::create(Segment::builder(&seq_name).unlink_on_drop(true), 0u64).unwrap();
+    let mut writer = seq.writer().unwrap();
+    writer.write(9);
+
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = run(&["inspect", &ring_name]);
+    for want in [
+        "kind: spsc",
+        "capacity: 64",
+        "depth: 3",
+        &format!("pid {me}, alive yes"),
+        "consumers: none",
+    ] {
+        assert!(text.contains(want), "{want:?} in:\n{text}");
+    }
+    let json = run(&["inspect", &ring_name, "--json"]);
+    assert!(
+        json.starts_with('{') && json.trim_end().ends_with('}'),
+        "{json}"
+    );
+    assert!(json.contains("\"depth\": 3"), "{json}");
+    let text = run(&["inspect", &sem_name]);
+    assert!(
+        text.contains("value: 2") && text.contains("max: 5"),
+        "{text}"
+    );
+    let text = run(&["inspect", &seq_name]);
+    assert!(
+        text.contains("version: 2") && text.contains(&format!("writer_pid: {me}")),
+        "{text}"
+    );
+}

@@ -42,6 +42,10 @@ pub use error::ObjectError;
 #[cfg(not(shmlink_loom))]
 pub(crate) use error::open_or_create_in;
 pub use semaphore::{AcquireError, ReleaseError, Semaphore, SemaphoreConfigError, SemaphoreState};
+#[cfg(not(shmlink_loom))]
+pub use semaphore::{SemaphoreStatus, semaphore_status};
 pub use seqlock::{
     READ_TRIES, ReadError, SeqLock, SeqLockConfigError, SeqLockControl, SeqWriter, WriterTaken,
 };
+#[cfg(not(shmlink_loom))]
+pub use seqlock::{SeqLockStatus, seqlock_status};

@@ -774,3 +774,49 @@ mod tests {
         assert_eq!((sem.value(), sem.waiters()), (2, 0));
     }
 }
+
+/// A named semaphore's state, read without acquiring anything (what `shmlink
+/// inspect` shows); a snapshot, stale as soon as it is read.
+#[cfg(not(shmlink_loom))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SemaphoreStatus {
+    /// Permits available.
+    pub value: u32,
+    /// The most permits it may hold.
+    pub max: u32,
+    /// Waiters registered (a waiter that died stays counted).
+    pub waiters: u32,
+}
+
+/// Reads the state of the semaphore named `name`.
+///
+/// # Errors
+///
+/// As [`Semaphore::open`]'s segment errors (`WrongKind` for another object).
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::lock::{Semaphore, semaphore_status};
+/// use shmlink::segment::Segment;
+/// # let name = format!("doc-sem-status-{}", std::process::id());
+///
+/// let sem = Semaphore::create(Segment::builder(&name).unlink_on_drop(true), 3, 4)?;
+/// sem.acquire();
+/// let status = semaphore_status(&name)?;
+/// assert_eq!((status.value, status.max, status.waiters), (2, 4, 0));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[cfg(not(shmlink_loom))]
+pub fn semaphore_status(name: &str) -> Result<SemaphoreStatus, crate::segment::OpenError> {
+    let region = ShmRegion::<SemaphoreState>::open(
+        Semaphore::<ShmRegion<SemaphoreState>>::configure(crate::segment::Segment::builder(name)),
+    )?;
+    let st = region.shared();
+    let word = st.word.load(Ordering::Relaxed);
+    Ok(SemaphoreStatus {
+        value: word as u32,
+        max: st.max.load(Ordering::Relaxed),
+        waiters: (word >> 32) as u32,
+    })
+}

@@ -1114,3 +1114,64 @@ mod tests {
         reader.join().unwrap();
     }
 }
+
+/// A named seqlock's state, read without reading the value (what `shmlink inspect`
+/// shows); a snapshot.
+#[cfg(not(shmlink_loom))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqLockStatus {
+    /// The sequence number: twice the writes completed, plus one during a write.
+    pub seq: u64,
+    /// The writer's pid and liveness, if a process holds the writer role (a write
+    /// in progress whose writer is dead is reported to readers as `WriterDied`).
+    pub writer: Option<(u32, crate::process::Liveness)>,
+    /// Size of the protected value in bytes.
+    pub size: u64,
+}
+
+/// Reads the state of the seqlock named `name`, whatever the type it protects.
+///
+/// # Errors
+///
+/// As [`crate::segment::inspect`] and the segment's open (`WrongKind` for another
+/// object).
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::lock::{SeqLock, seqlock_status};
+/// use shmlink::segment::Segment;
+/// # let name = format!("doc-seqlock-status-{}", std::process::id());
+///
+/// let lock = SeqLock::create(Segment::builder(&name).unlink_on_drop(true), 0u64)?;
+/// let mut writer = lock.writer()?;
+/// writer.write(5);
+/// let status = seqlock_status(&name)?;
+/// assert_eq!(status.seq, 2); // one write
+/// assert_eq!(status.writer.map(|(pid, _)| pid), Some(std::process::id()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[cfg(not(shmlink_loom))]
+pub fn seqlock_status(name: &str) -> Result<SeqLockStatus, crate::segment::OpenError> {
+    use crate::segment::{Kind, OpenError, Segment};
+    let info = crate::segment::inspect(name)?;
+    let header = info.header.ok_or(OpenError::NotInitialized {
+        waited: std::time::Duration::ZERO,
+    })?;
+    let builder = Segment::builder(name)
+        .kind(Kind::SeqLock)
+        .fingerprint(header.fingerprint);
+    let region = ShmRegion::<SeqLockControl>::open(builder)?;
+    let ctl = region.shared();
+    let writer = ctl.meta.writer.load(Ordering::Relaxed);
+    Ok(SeqLockStatus {
+        seq: ctl.seq.load(Ordering::Relaxed),
+        writer: (writer != 0).then(|| {
+            (
+                crate::process::token_pid(writer),
+                crate::process::liveness(writer),
+            )
+        }),
+        size: ctl.meta.size.load(Ordering::Relaxed),
+    })
+}

@@ -77,3 +77,103 @@ pub use error::{
 pub use frame::{FrameConsumer, FrameProducer, FrameRing};
 pub use mpmc::{Mpmc, MpmcConsumer, MpmcHeader, MpmcProducer, RepairStats};
 pub use spsc::{Consumer, Producer, ReadChunk, Spsc, SpscHeader, WriteChunk};
+
+/// A process holding a ring role, and whether it lives.
+#[cfg(not(shmlink_loom))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoleHolder {
+    /// Its pid.
+    pub pid: u32,
+    /// Whether it lives (a dead one's role can be taken over).
+    pub liveness: crate::process::Liveness,
+}
+
+/// A named ring's state, read without claiming a role (what `shmlink inspect` shows).
+/// Every field is a snapshot, stale as soon as it is read.
+#[cfg(not(shmlink_loom))]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RingStatus {
+    /// Slots (for a frame ring: 8-byte words).
+    pub capacity: u64,
+    /// Positions popped so far.
+    pub head: u64,
+    /// Positions pushed so far.
+    pub tail: u64,
+    /// The wait mode chosen at creation (`None`: not a valid one).
+    pub mode: Option<WaitMode>,
+    /// Processes holding the producer role (SPSC: at most one).
+    pub producers: Vec<RoleHolder>,
+    /// Processes holding the consumer role.
+    pub consumers: Vec<RoleHolder>,
+    /// Receivers asleep waiting for data.
+    pub waiting_for_data: u32,
+    /// Senders asleep waiting for room.
+    pub waiting_for_space: u32,
+    /// MPMC: pushes a dead producer claimed, turned into holes.
+    pub holes: u64,
+    /// MPMC: values a dead consumer had taken.
+    pub lost: u64,
+}
+
+#[cfg(not(shmlink_loom))]
+impl RingStatus {
+    /// Values pushed and not yet popped.
+    #[must_use]
+    pub fn depth(&self) -> u64 {
+        self.tail.saturating_sub(self.head).min(self.capacity)
+    }
+}
+
+/// Reads the state of the ring (SPSC, MPMC or frame ring, listeners' accept queues
+/// included) named `name`, without claiming a role: the segment is attached for the
+/// duration of the call.
+///
+/// # Errors
+///
+/// As [`inspect`](crate::segment::inspect) and
+/// [`SegmentBuilder::open`](crate::segment::SegmentBuilder::open); `WrongKind` for a
+/// segment that is not one of these rings.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::ring::{Spsc, ring_status};
+/// use shmlink::segment::Segment;
+/// use shmlink::sync::WaitMode;
+/// # let name = format!("doc-ring-status-{}", std::process::id());
+///
+/// let ring = Spsc::<u64, _>::create(Segment::builder(&name).unlink_on_drop(true), 64, WaitMode::Blocking)?;
+/// let mut tx = ring.producer()?;
+/// tx.push(1)?;
+/// tx.push(2)?;
+/// let status = ring_status(&name)?;
+/// assert_eq!((status.capacity, status.depth()), (64, 2));
+/// assert_eq!(status.producers[0].pid, std::process::id());
+/// assert!(status.consumers.is_empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[cfg(not(shmlink_loom))]
+pub fn ring_status(name: &str) -> Result<RingStatus, crate::segment::OpenError> {
+    use crate::segment::{Kind, OpenError, Segment, ShmRegion};
+    let info = crate::segment::inspect(name)?;
+    let header = info.header.ok_or(OpenError::NotInitialized {
+        waited: std::time::Duration::ZERO,
+    })?;
+    let kind = Kind::from_code(header.kind);
+    let builder = Segment::builder(name).fingerprint(header.fingerprint);
+    match kind {
+        Some(k @ (Kind::SpscRing | Kind::FrameRing)) => {
+            let region = ShmRegion::<SpscHeader>::open(builder.kind(k))?;
+            Ok(spsc::status_of(crate::region::Region::shared(&region)))
+        }
+        Some(k @ Kind::MpmcRing) => {
+            let region = ShmRegion::<MpmcHeader>::open(builder.kind(k))?;
+            Ok(mpmc::status_of(crate::region::Region::shared(&region)))
+        }
+        _ => Err(OpenError::WrongKind {
+            expected: Kind::SpscRing,
+            found: header.kind,
+        }),
+    }
+}

@@ -1801,3 +1801,40 @@ fn _assert_send() {
     is_send::<MpmcProducer<u64, HeapRegion<MpmcHeader>>>();
     let _ = token_pid(0);
 }
+
+/// What `shmlink inspect` shows of an MPMC ring (see
+/// [`ring_status`](super::ring_status)): registered participants by role, with
+/// their processes' liveness.
+#[cfg(not(shmlink_loom))]
+pub(crate) fn status_of(h: &MpmcHeader) -> super::RingStatus {
+    let (mut producers, mut consumers) = (Vec::new(), Vec::new());
+    for p in &h.participants {
+        let token = p.token.load(Ordering::Relaxed);
+        if token == 0 {
+            continue;
+        }
+        let holder = super::RoleHolder {
+            pid: token_pid(token),
+            liveness: crate::process::liveness(token),
+        };
+        let role = p.role.load(Ordering::Relaxed);
+        if role & ROLE_PRODUCER != 0 {
+            producers.push(holder);
+        }
+        if role & ROLE_CONSUMER != 0 {
+            consumers.push(holder);
+        }
+    }
+    super::RingStatus {
+        capacity: h.config.capacity.load(Ordering::Relaxed),
+        head: h.head.load(Ordering::Relaxed),
+        tail: h.tail.load(Ordering::Relaxed),
+        mode: WaitMode::from_code(h.config.mode.load(Ordering::Relaxed)),
+        producers,
+        consumers,
+        waiting_for_data: h.not_empty.sleepers(),
+        waiting_for_space: h.not_full.sleepers(),
+        holes: h.repairs.holes.load(Ordering::Relaxed),
+        lost: h.repairs.lost.load(Ordering::Relaxed),
+    }
+}

@@ -159,6 +159,11 @@ impl WaitWord {
 
     /// Wakes every sleeper unconditionally (after a disconnect, say).
     #[cold]
+    /// Waiters announced now (a statistic for inspection: stale at once).
+    pub(crate) fn sleepers(&self) -> u32 {
+        self.sleepers.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn wake_all(&self) {
         // SYNC: Release orders our publication before the new seq a sleeper's futex
         // check compares against.

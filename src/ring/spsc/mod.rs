@@ -1101,3 +1101,28 @@ fn unclaimed_and_orphaned(role: &AtomicU64, creator: u64) -> bool {
     // Re-read after the liveness check (a `/proc` read): a claim made meanwhile wins.
     creator != 0 && token_dead(creator) && role.load(Ordering::Acquire) == 0
 }
+
+/// What `shmlink inspect` shows of an SPSC or frame ring (see
+/// [`ring_status`](super::ring_status)).
+#[cfg(not(shmlink_loom))]
+pub(crate) fn status_of(h: &SpscHeader) -> super::RingStatus {
+    let role = |w: &AtomicU64| {
+        let t = w.load(Ordering::Relaxed);
+        (t != 0 && t != CLOSED).then(|| super::RoleHolder {
+            pid: token_pid(t),
+            liveness: crate::process::liveness(t),
+        })
+    };
+    super::RingStatus {
+        capacity: h.config.capacity.load(Ordering::Relaxed),
+        head: h.head.load(Ordering::Relaxed),
+        tail: h.tail.load(Ordering::Relaxed),
+        mode: WaitMode::from_code(h.config.mode.load(Ordering::Relaxed)),
+        producers: role(&h.roles.producer).into_iter().collect(),
+        consumers: role(&h.roles.consumer).into_iter().collect(),
+        waiting_for_data: h.data.sleepers(),
+        waiting_for_space: h.space.sleepers(),
+        holes: 0,
+        lost: 0,
+    }
+}
