@@ -1260,6 +1260,11 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
             {
                 crash::point("mpmc.repair", 1);
                 h.repairs.holes.fetch_add(1, Ordering::Relaxed);
+                crate::sync::slow_path!(
+                    INFO,
+                    pos,
+                    "mpmc: a dead producer's push repaired into a hole"
+                );
                 h.not_empty.wake_all();
                 repaired = true;
             }
@@ -1303,6 +1308,10 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Core<T, R> {
                     crash::point("mpmc.repair", 3);
                     if stamp & HOLE == 0 {
                         h.repairs.lost.fetch_add(1, Ordering::Relaxed);
+                        crate::sync::slow_path!(
+                            WARN,
+                            "mpmc: a value a dead consumer had taken is lost"
+                        );
                     }
                     h.not_full.wake_all();
                     repaired = true;

@@ -190,11 +190,13 @@ impl Redial {
         };
         match Client::connect(&self.url, self.service_id, &opts) {
             Ok(c) => {
+                crate::sync::slow_path!(INFO, url = %self.url, "rpc: reconnected");
                 st.current = c.shared;
                 st.next_try = None;
                 st.pause = REDIAL_FIRST;
             }
-            Err(_) => {
+            Err(_e) => {
+                crate::sync::slow_path!(WARN, url = %self.url, error = %_e, "rpc: reconnect failed");
                 st.next_try = Some(now + st.pause);
                 st.pause = (st.pause * 2).min(REDIAL_MAX);
             }
@@ -614,7 +616,13 @@ impl Shared {
                 Err(e)
             }
             // The deadline passed; the answer may still have come meanwhile.
-            None => take(&mut t.calls, None).ok_or(RpcError::DeadlineExceeded),
+            None => match take(&mut t.calls, None) {
+                Some(r) => Ok(r),
+                None => {
+                    crate::sync::slow_path!(DEBUG, call = id, "rpc: a call passed its deadline");
+                    Err(RpcError::DeadlineExceeded)
+                }
+            },
         })
     }
 

@@ -553,6 +553,7 @@ impl SegmentBuilder {
             }
             match open_validated(&name, &self.expect(), deadline, resume) {
                 Ok(mut segment) if segment.is_pending_resume() => {
+                    crate::sync::slow_path!(INFO, name = %name, "segment: resuming a stale segment");
                     segment.unlink_on_drop = self.unlink_on_drop;
                     return Ok((segment, Disposition::Resumed));
                 }
@@ -561,6 +562,7 @@ impl SegmentBuilder {
                 Err(OpenError::NotFound) if Instant::now() < deadline => {}
                 Err(OpenError::Stale(_)) if Instant::now() < deadline => {
                     if remove_stale_named(&name)? {
+                        crate::sync::slow_path!(INFO, name = %name, "segment: replacing a stale segment");
                         replaced = true;
                     } else {
                         backoff.sleep();
@@ -601,7 +603,13 @@ pub(crate) fn resume_or_replace<O, E: From<OpenError>>(
                 };
                 return Ok((object, how));
             }
-            Err((_, Disposition::Resumed)) if Instant::now() < deadline => replaced = true,
+            Err((_, Disposition::Resumed)) if Instant::now() < deadline => {
+                crate::sync::slow_path!(
+                    INFO,
+                    "segment: a resumed object refused its contents: replacing it"
+                );
+                replaced = true;
+            }
             Err((e, _)) => return Err(e),
         }
     }

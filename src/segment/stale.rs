@@ -382,7 +382,10 @@ fn remove_named_if(name: &SegmentName, remove: fn(&Status) -> bool) -> Result<bo
         return Ok(false);
     }
     match sys::unlink(name) {
-        Ok(()) | Err(Errno::ENOENT) => Ok(true),
+        Ok(()) | Err(Errno::ENOENT) => {
+            crate::sync::slow_path!(INFO, name = %name, "segment: removed a stale or idle segment");
+            Ok(true)
+        }
         Err(e) => Err(name_error(name, "shm_unlink", e)),
     }
 }

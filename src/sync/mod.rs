@@ -47,6 +47,22 @@ pub(crate) fn coarse_now_ns() -> u64 {
     }
 }
 pub(crate) use wait::WaitError;
+
+/// A `tracing` event (target `shmlink`) on a slow or rare path, with the `tracing`
+/// feature; without it, nothing at all (the arguments are not even evaluated). Its
+/// arguments are those of `tracing::event!` after the level: `slow_path!(DEBUG,
+/// name = %n, "resumed")`.
+#[cfg(feature = "tracing")]
+macro_rules! slow_path {
+    ($level:ident, $($arg:tt)+) => {
+        ::tracing::event!(target: "shmlink", ::tracing::Level::$level, $($arg)+)
+    };
+}
+#[cfg(not(feature = "tracing"))]
+macro_rules! slow_path {
+    ($level:ident, $($arg:tt)+) => {};
+}
+pub(crate) use slow_path;
 pub use wait::{SPIN_FOR, WaitMode, WaitWord};
 
 /// Atomics and fences: thin `#[repr(transparent)]` wrappers over `core::sync::atomic`,

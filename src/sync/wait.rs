@@ -165,6 +165,7 @@ impl WaitWord {
     }
 
     pub(crate) fn wake_all(&self) {
+        crate::sync::slow_path!(TRACE, "wake: a futex wake-up system call");
         // SYNC: Release orders our publication before the new seq a sleeper's futex
         // check compares against.
         self.seq.fetch_add(1, Ordering::Release);
@@ -273,6 +274,7 @@ impl WaitWord {
             // is noticed even if nobody wakes us.
             let slice_end = Instant::now() + SLEEP_SLICE;
             let until = deadline.map_or(slice_end, |d| d.min(slice_end));
+            crate::sync::slow_path!(TRACE, "wait: asleep on the futex");
             futex::wait_until(&self.seq, seq, Some(until));
             self.sleepers.fetch_sub(1, Ordering::Relaxed);
         }

@@ -776,6 +776,11 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
             match word.compare_exchange(current, me, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {
                     let protocol = if takeover {
+                        crate::sync::slow_path!(
+                            INFO,
+                            dead_pid = token_pid(current),
+                            "spsc: took over the role of a dead process"
+                        );
                         "spsc.takeover"
                     } else {
                         "spsc.claim"
