@@ -3,7 +3,14 @@
 //! segment).
 //!
 //! - **Flavours** ([`Flavor`]): SPSC (one sender, one receiver: the fastest) or MPMC
-//!   (up to 32 handles, any mix), chosen at creation.
+//!   (up to 32 handles, any mix), chosen at creation. An MPMC channel **shares the
+//!   work**: each message goes to exactly one of its receivers (whichever takes it
+//!   first), never to all of them; for every receiver to see every message, use one
+//!   channel per receiver (publish-subscribe is a later layer). An SPSC channel's two
+//!   ends are unique (`sender`/`receiver` refuse a second one while the first lives):
+//!   its ring has one producer and one consumer position, each written by one owner
+//!   with no atomic read-modify-write, which is what makes it the fastest; a second
+//!   sender would race the first on the same position.
 //! - **Messages** ([`Codec`]): [`Raw`] copies a plain-old-data `T` into the ring;
 //!   [`Postcard`] encodes any serde type into a frame ring (SPSC) or fixed-size cells
 //!   (MPMC), up to a maximum size
@@ -949,6 +956,62 @@ impl<T, C: Codec<T>> std::fmt::Debug for Receiver<T, C> {
         f.debug_struct("Receiver")
             .field("len", &self.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// `for msg in &mut rx`: as [`Receiver::iter`].
+impl<'a, T, C: Codec<T>> IntoIterator for &'a mut Receiver<T, C> {
+    type Item = T;
+    type IntoIter = Iter<'a, T, C>;
+
+    fn into_iter(self) -> Iter<'a, T, C> {
+        self.iter()
+    }
+}
+
+/// `for msg in rx`: blocks for each message and ends once the channel is
+/// disconnected and drained (or on any other receive error), consuming the receiver.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::channel;
+///
+/// let (mut tx, rx) = channel::bounded::<u64>(8)?;
+/// let producer = std::thread::spawn(move || {
+///     for i in 0..5 {
+///         tx.send(i).unwrap();
+///     }
+/// });
+/// let got: Vec<u64> = rx.into_iter().collect();
+/// assert_eq!(got, [0, 1, 2, 3, 4]);
+/// producer.join().unwrap();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl<T, C: Codec<T>> IntoIterator for Receiver<T, C> {
+    type Item = T;
+    type IntoIter = IntoIter<T, C>;
+
+    fn into_iter(self) -> IntoIter<T, C> {
+        IntoIter { rx: self }
+    }
+}
+
+/// The iterator of an owned [`Receiver`] (see its `IntoIterator`).
+pub struct IntoIter<T, C: Codec<T> = Raw> {
+    rx: Receiver<T, C>,
+}
+
+impl<T, C: Codec<T>> Iterator for IntoIter<T, C> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        self.rx.recv().ok()
+    }
+}
+
+impl<T, C: Codec<T>> std::fmt::Debug for IntoIter<T, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntoIter").finish_non_exhaustive()
     }
 }
 
