@@ -180,13 +180,76 @@ fn json(rec: &Rec) -> String {
 
 /// Prints the report on `name`, as text or JSON.
 pub fn inspect(name: &str, as_json: bool) -> Result {
-    let rec = report(name)?;
+    let rec = report(name).map_err(|e| format!("{name}: {e}"))?;
     if as_json {
         println!("{}", json(&rec));
     } else {
         let mut out = String::new();
         text(&rec, 0, &mut out);
         print!("{out}");
+    }
+    Ok(())
+}
+
+/// `shmlink watch NAME`: the ring's rates, refreshed every `every` until interrupted
+/// (or `rounds` times): messages per second pushed and popped, depth, and the lag
+/// (depth over the pop rate: how long the newest message waits).
+pub fn watch(name: &str, every: std::time::Duration, rounds: Option<u64>) -> Result {
+    use std::time::Instant;
+    let mut last = shmlink::ring::ring_status(name).map_err(|e| format!("{name}: {e}"))?;
+    let mut at = Instant::now();
+    println!(
+        "{:>12} {:>12} {:>8} {:>8} {:>10}  HOLDERS (producers | consumers)",
+        "PUSHED/s", "POPPED/s", "DEPTH", "CAP", "LAG"
+    );
+    let mut round = 0u64;
+    while rounds.is_none_or(|n| round < n) {
+        round += 1;
+        std::thread::sleep(every);
+        let now = match shmlink::ring::ring_status(name) {
+            Ok(now) => now,
+            Err(segment::OpenError::NotFound) => {
+                println!("{name}: removed");
+                return Ok(());
+            }
+            Err(e) => return Err(format!("{name}: {e}").into()),
+        };
+        let secs = at.elapsed().as_secs_f64().max(1e-9);
+        at = Instant::now();
+        let pushed = now.tail.saturating_sub(last.tail) as f64 / secs;
+        let popped = now.head.saturating_sub(last.head) as f64 / secs;
+        let lag = if popped > 0.0 {
+            format!("{:.1} ms", now.depth() as f64 / popped * 1e3)
+        } else if now.depth() > 0 {
+            "stalled".to_owned()
+        } else {
+            "-".to_owned()
+        };
+        let who = |l: &[shmlink::ring::RoleHolder]| {
+            let v: Vec<String> = l
+                .iter()
+                .map(|h| {
+                    let dead = if h.liveness.is_dead() { " dead" } else { "" };
+                    format!("{}{dead}", h.pid)
+                })
+                .collect();
+            if v.is_empty() {
+                "-".to_owned()
+            } else {
+                v.join(",")
+            }
+        };
+        println!(
+            "{:>12.0} {:>12.0} {:>8} {:>8} {:>10}  {} | {}",
+            pushed,
+            popped,
+            now.depth(),
+            now.capacity,
+            lag,
+            who(&now.producers),
+            who(&now.consumers)
+        );
+        last = now;
     }
     Ok(())
 }

@@ -75,6 +75,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A ring's rates, refreshed every second until interrupted, like `top`:
+    /// messages per second pushed and popped, depth, lag, role holders.
+    Watch {
+        /// The ring's segment name.
+        name: String,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        every: f64,
+        /// Stop after this many refreshes (default: until interrupted).
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Remove a segment by name (processes attached keep their mapping).
     Rm {
         /// Segment names.
@@ -149,6 +161,12 @@ fn main() -> ExitCode {
         }
         Command::Rm { names, stale } => rm(&names, stale),
         Command::Inspect { name, json } => inspect::inspect(&name, json),
+        Command::Watch { name, every, count } => {
+            match std::time::Duration::try_from_secs_f64(every) {
+                Ok(every) if !every.is_zero() => inspect::watch(&name, every, count),
+                _ => Err(format!("--every {every}: not a positive number of seconds").into()),
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

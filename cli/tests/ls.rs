@@ -136,3 +136,43 @@ fn inspect_shows_each_kinds_state() {
         "{text}"
     );
 }
+
+/// `shmlink watch` prints a ring's rates, and says so when the ring is removed.
+#[test]
+fn watch_prints_a_rings_rates() {
+    use shmlink::ring::Spsc;
+    use shmlink::sync::WaitMode;
+    let name = format!("cli-watch-ring-{}", std::process::id());
+    let ring = Spsc::<u64, _>::create(
+        Segment::builder(&name).unlink_on_drop(true),
+        1024,
+        WaitMode::Blocking,
+    )
+    .unwrap();
+    let mut tx = ring.producer().unwrap();
+    for i in 0..100 {
+        tx.push(i).unwrap();
+    }
+    let out = Command::new(BIN)
+        .args(["watch", &name, "--every", "0.05", "--count", "2"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "a header and two rows:\n{text}");
+    assert!(
+        lines[0].contains("PUSHED/s") && lines[1].contains("100"),
+        "{text}"
+    );
+    let missing = Command::new(BIN)
+        .args(["watch", "cli-watch-nothing-here"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.contains("cli-watch-nothing-here"),
+        "the error names the ring: {err}"
+    );
+}
