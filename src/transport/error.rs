@@ -184,6 +184,15 @@ pub enum ConnectError {
     Shm(BuildError),
     /// The OS refused.
     Io(IoFailure),
+    /// The shared-memory name holds another kind of object (a ring, a lock), not a
+    /// listener: a wrong name, most likely.
+    NotAListener {
+        /// The name.
+        name: String,
+        /// What it holds (a segment kind, e.g. `spsc`; `another type` for a ring
+        /// of another element type).
+        found: String,
+    },
 }
 
 impl fmt::Display for ConnectError {
@@ -195,6 +204,9 @@ impl fmt::Display for ConnectError {
             ConnectError::Handshake(e) => write!(f, "handshake failed: {e}"),
             ConnectError::Shm(e) => write!(f, "shared-memory connection: {e}"),
             ConnectError::Io(e) => write!(f, "{e}"),
+            ConnectError::NotAListener { name, found } => {
+                write!(f, "shm://{name} holds a {found}, not a listener")
+            }
         }
     }
 }

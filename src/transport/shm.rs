@@ -488,13 +488,19 @@ fn map_listen(e: BuildError) -> ListenError {
     }
 }
 
-fn map_open(e: BuildError) -> ConnectError {
+fn map_open(name: &str, e: BuildError) -> ConnectError {
     match e {
         BuildError::Open(OpenError::NotFound | OpenError::Stale(_)) => ConnectError::NoListener,
-        // A segment of that name that is not an accept queue: nobody listens there.
-        BuildError::Open(OpenError::WrongKind { .. } | OpenError::TypeMismatch { .. }) => {
-            ConnectError::NoListener
-        }
+        // A segment of that name that is not an accept queue: say what it is.
+        BuildError::Open(OpenError::WrongKind { found, .. }) => ConnectError::NotAListener {
+            name: name.to_owned(),
+            found: crate::segment::Kind::from_code(found)
+                .map_or_else(|| format!("segment of kind #{found}"), |k| k.to_string()),
+        },
+        BuildError::Open(OpenError::TypeMismatch { .. }) => ConnectError::NotAListener {
+            name: name.to_owned(),
+            found: "ring of another type".to_owned(),
+        },
         e => ConnectError::Shm(e),
     }
 }
@@ -505,8 +511,8 @@ pub(crate) fn connect(
     opts: &TransportOptions,
     deadline: Option<Instant>,
 ) -> Result<ShmConnection, ConnectError> {
-    let queue =
-        Mpmc::<u64, _>::open_tagged(Segment::builder(name), LISTENER_TAG).map_err(map_open)?;
+    let queue = Mpmc::<u64, _>::open_tagged(Segment::builder(name), LISTENER_TAG)
+        .map_err(|e| map_open(name, e))?;
     let creator = queue.segment().creator();
     let server = token_of(creator.pid, creator.start_ticks);
     if !token_alive(server) {

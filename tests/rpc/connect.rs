@@ -234,3 +234,38 @@ fn a_reconnecting_client_outlives_a_server_restart() {
         );
     }
 }
+
+/// A shared-memory name that holds a ring, not a listener: the error says so and
+/// names both, at once (a client waiting for a server does not wait on it).
+#[test]
+#[cfg_attr(miri, ignore = "maps a shared file")]
+fn connecting_to_a_name_that_holds_a_ring_says_so() {
+    use shmlink::ring::Spsc;
+    use shmlink::segment::Segment;
+    use shmlink::sync::WaitMode;
+    let name = crate::support::unique_name("not-a-listener");
+    let _ring = Spsc::<u64, _>::create(
+        Segment::builder(&name).unlink_on_drop(true),
+        8,
+        WaitMode::Spin,
+    )
+    .expect("ring");
+    let url = format!("shm://{name}");
+    let want = ConnectError::Transport(transport::ConnectError::NotAListener {
+        name: name.clone(),
+        found: "spsc".to_owned(),
+    });
+    let err = KvClient::connect(&url).unwrap_err();
+    assert_eq!(err, want);
+    let text = err.to_string();
+    assert!(text.contains(&name) && text.contains("spsc"), "{text}");
+    let t0 = Instant::now();
+    assert_eq!(
+        KvClient::connect_timeout(&url, Duration::from_secs(10)).unwrap_err(),
+        want
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "no waiting on a ring"
+    );
+}
