@@ -85,6 +85,48 @@ fn spsc_disconnect_wakes_the_consumer_after_delivery() {
     });
 }
 
+/// `close` from another thread wakes a consumer blocked on an empty ring (its producer
+/// alive and silent) with `Closed`, and a producer blocked on a full one with
+/// `Closed` and its value, whatever the interleaving: a wake-up lost between the
+/// waiter's last check and its sleep is a loom deadlock.
+#[test]
+fn spsc_close_wakes_blocked_callers() {
+    loom::model(|| {
+        let ring = Spsc::<u64, _>::new(1, WaitMode::Blocking).unwrap();
+        let mut tx = ring.producer().unwrap();
+        let mut rx = ring.consumer().unwrap();
+        let closer = {
+            let ring = ring.clone();
+            thread::spawn(move || ring.close())
+        };
+        assert_eq!(rx.pop(), Err(PopError::Closed));
+        closer.join().unwrap();
+        // Already closed: a call that would wait returns at once.
+        tx.try_push(1).unwrap();
+        assert_eq!(tx.push(2), Err(PushError::Closed(2)));
+        assert_eq!(rx.try_pop(), Ok(1), "what is there can still be drained");
+        std::mem::forget((tx, rx));
+    });
+}
+
+/// A producer blocked on a full ring is woken by `close`.
+#[test]
+fn spsc_close_wakes_a_blocked_producer() {
+    loom::model(|| {
+        let ring = Spsc::<u64, _>::new(1, WaitMode::Blocking).unwrap();
+        let mut tx = ring.producer().unwrap();
+        let rx = ring.consumer().unwrap();
+        tx.try_push(1).unwrap();
+        let closer = {
+            let ring = ring.clone();
+            thread::spawn(move || ring.close())
+        };
+        assert_eq!(tx.push(2), Err(PushError::Closed(2)));
+        closer.join().unwrap();
+        std::mem::forget((tx, rx));
+    });
+}
+
 /// Frames of several words through a frame ring of 8 words (16 bytes of payload at
 /// most): the consumer polls the slots' stamps before `tail`, and must still see every
 /// frame whole, in order, with its bytes (a frame published halfway, or read before

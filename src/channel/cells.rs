@@ -140,6 +140,7 @@ fn forget<X>(e: PushError<X>) -> PushError<()> {
         PushError::Timeout(_) => PushError::Timeout(()),
         PushError::Disconnected(_) => PushError::Disconnected(()),
         PushError::Corrupted(_, c) => PushError::Corrupted((), c),
+        PushError::Closed(_) => PushError::Closed(()),
     }
 }
 

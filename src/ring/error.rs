@@ -227,6 +227,8 @@ pub enum PushError<T> {
     Disconnected(T),
     /// The consumer's position is impossible.
     Corrupted(T, Corruption),
+    /// The ring was closed in this process ([`Spsc::close`](super::Spsc::close)).
+    Closed(T),
 }
 
 impl<T> PushError<T> {
@@ -249,6 +251,7 @@ impl<T> PushError<T> {
             PushError::Full(v)
             | PushError::Timeout(v)
             | PushError::Disconnected(v)
+            | PushError::Closed(v)
             | PushError::Corrupted(v, _) => v,
         }
     }
@@ -261,6 +264,7 @@ impl<T> fmt::Debug for PushError<T> {
             PushError::Timeout(_) => f.write_str("Timeout(..)"),
             PushError::Disconnected(_) => f.write_str("Disconnected(..)"),
             PushError::Corrupted(_, c) => write!(f, "Corrupted(.., {c:?})"),
+            PushError::Closed(_) => f.write_str("Closed(..)"),
         }
     }
 }
@@ -272,6 +276,7 @@ impl<T> fmt::Display for PushError<T> {
             PushError::Timeout(_) => f.write_str("ring stayed full until the deadline"),
             PushError::Disconnected(_) => f.write_str("consumer disconnected"),
             PushError::Corrupted(_, c) => write!(f, "{c}"),
+            PushError::Closed(_) => f.write_str("ring closed in this process"),
         }
     }
 }
@@ -303,6 +308,8 @@ pub enum PopError {
     Disconnected,
     /// The producer's position is impossible.
     Corrupted(Corruption),
+    /// The ring was closed in this process ([`Spsc::close`](super::Spsc::close)).
+    Closed,
 }
 
 impl fmt::Display for PopError {
@@ -312,6 +319,7 @@ impl fmt::Display for PopError {
             PopError::Timeout => f.write_str("ring stayed empty until the deadline"),
             PopError::Disconnected => f.write_str("ring is empty and the producer is gone"),
             PopError::Corrupted(c) => write!(f, "{c}"),
+            PopError::Closed => f.write_str("ring closed in this process"),
         }
     }
 }
@@ -384,6 +392,9 @@ pub enum SendError {
     Disconnected,
     /// The consumer's position is impossible.
     Corrupted(Corruption),
+    /// The ring was closed in this process ([`Spsc::close`](super::Spsc::close),
+    /// [`FrameRing::close`](super::FrameRing::close)).
+    Closed,
 }
 
 impl fmt::Display for SendError {
@@ -396,6 +407,7 @@ impl fmt::Display for SendError {
             SendError::Timeout => f.write_str("frame ring stayed full until the deadline"),
             SendError::Disconnected => f.write_str("consumer disconnected"),
             SendError::Corrupted(c) => write!(f, "{c}"),
+            SendError::Closed => f.write_str("frame ring closed in this process"),
         }
     }
 }
@@ -429,6 +441,8 @@ pub enum RecvError {
     Disconnected,
     /// A header or position no correct producer writes.
     Corrupted(Corruption),
+    /// The ring was closed in this process ([`FrameRing::close`](super::FrameRing::close)).
+    Closed,
 }
 
 impl fmt::Display for RecvError {
@@ -438,6 +452,7 @@ impl fmt::Display for RecvError {
             RecvError::Timeout => f.write_str("no frame until the deadline"),
             RecvError::Disconnected => f.write_str("no frame, and the producer is gone"),
             RecvError::Corrupted(c) => write!(f, "{c}"),
+            RecvError::Closed => f.write_str("frame ring closed in this process"),
         }
     }
 }

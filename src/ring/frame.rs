@@ -358,6 +358,25 @@ impl<R: Region<Shared = SpscHeader>> FrameRing<R> {
         Ok(Self { words, max_frame })
     }
 
+    /// Closes the ring in this process: sends and receives that wait, or would have
+    /// to, return `Closed` (see [`Spsc::close`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::{FrameRing, RecvError};
+    /// use shmlink::sync::WaitMode;
+    ///
+    /// let ring = FrameRing::new(4096, 256, WaitMode::Blocking)?;
+    /// let (_tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    /// ring.close();
+    /// assert_eq!(rx.recv(&mut Vec::new()), Err(RecvError::Closed));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn close(&self) {
+        self.words.close();
+    }
+
     /// Longest frame, in bytes.
     ///
     /// # Examples
@@ -644,6 +663,7 @@ impl<R: Region<Shared = SpscHeader>> FrameProducer<R> {
                 .inner
                 .wait_for_space(words(frame.len()) as u64, deadline)
             {
+                Ok(()) if self.inner.is_closed() => return Err(SendError::Closed),
                 Ok(()) => {}
                 Err(WaitError::Timeout) => return Err(SendError::Timeout),
                 Err(WaitError::Disconnected) => return Err(SendError::Disconnected),
@@ -834,6 +854,7 @@ impl<R: Region<Shared = SpscHeader>> FrameConsumer<R> {
                 other => return other,
             }
             match self.inner.wait_for_data(1, deadline) {
+                Ok(()) if self.inner.is_closed() => return Err(RecvError::Closed),
                 Ok(()) => {}
                 Err(WaitError::Timeout) => return Err(RecvError::Timeout),
                 Err(WaitError::Disconnected) => return Err(RecvError::Disconnected),

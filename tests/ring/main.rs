@@ -15,6 +15,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod close;
 mod frame;
 mod mpmc;
 mod spsc;

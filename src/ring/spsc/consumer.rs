@@ -42,6 +42,11 @@ pub struct Consumer<T: Pod, R: Region<Shared = SpscHeader>> {
 }
 
 impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
+    /// Whether the ring was closed in this process ([`Spsc::close`](super::Spsc::close)).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.raw.is_closed()
+    }
+
     /// Re-reads `tail`, validating it (`tail <= head + capacity`; a stale, smaller
     /// value keeps the cached one).
     #[cold]
@@ -115,6 +120,9 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
     /// before the producer left), else why not.
     #[cold]
     fn empty_error(&mut self) -> Result<(), PopError> {
+        if self.raw.is_closed() {
+            return Err(PopError::Closed);
+        }
         if self.raw.peer_gone(&self.raw.header().roles.producer, false) {
             // Take anything committed before the producer left.
             self.refresh_tail().map_err(PopError::Corrupted)?;
@@ -242,6 +250,10 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Consumer<T, R> {
             let this = &*self;
             let mut polls = 0u32;
             let ready = || -> Option<()> {
+                // Closed in this process: stop waiting (the caller's retry reports it).
+                if this.raw.is_closed() {
+                    return Some(());
+                }
                 // One element: poll the slot's stamp (stamp and value share a line), and
                 // `tail` only every 8th poll: the producer stores `tail` on every push,
                 // so reading it on every poll would bounce its line between the cores

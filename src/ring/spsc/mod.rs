@@ -41,7 +41,7 @@ use crate::process::crash;
 use crate::process::{current_token, token_alive, token_dead, token_pid};
 use crate::region::Pod;
 use crate::region::{AREA_ALIGN, CacheLine, HeapRegion, RawArea, Region, ShmSafe};
-use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crate::sync::{WaitMode, WaitWord};
 
 mod consumer;
@@ -294,6 +294,9 @@ pub struct Spsc<T: Pod, R: Region<Shared = SpscHeader>> {
     /// header, read once when created or opened by name), or 0 when unknown (heap
     /// rings: their creator is the process using them). See [`unclaimed_and_orphaned`].
     creator: u64,
+    /// Set by [`close`](Spsc::close): shared by this handle, its clones and every
+    /// producer and consumer made from them (this process only).
+    closed: Arc<AtomicBool>,
     _elem: PhantomData<fn() -> T>,
 }
 
@@ -304,6 +307,7 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Clone for Spsc<T, R> {
             capacity: self.capacity,
             mode: self.mode,
             creator: self.creator,
+            closed: self.closed.clone(),
             _elem: PhantomData,
         }
     }
@@ -673,8 +677,54 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
             capacity,
             mode,
             creator: 0,
+            closed: Arc::new(AtomicBool::new(false)),
             _elem: PhantomData,
         })
+    }
+
+    /// Closes the ring **in this process**, for a clean shutdown: every push and pop
+    /// of a producer or consumer made from this handle or its clones that waits, or
+    /// would have to wait, returns `Closed` ([`PushError::Closed`](super::PushError::Closed) with the value,
+    /// [`PopError::Closed`](super::PopError::Closed)) at once, and calls blocked in other threads wake up and
+    /// return it too. A call that can complete at once still does (values already
+    /// pushed can be drained with `try_pop`). Other processes, and handles opened
+    /// separately by name, are not affected: for them the ring goes on. Closing is
+    /// final for these handles. A wait for an acknowledgement (the consumer's
+    /// progress past a pushed value, as a channel's `send_acked` waits) is not ended
+    /// by `close`: ending it would have to report an acknowledgement that did not
+    /// come; it ends at its deadline or when the consumer moves on or leaves.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shmlink::ring::{PopError, Spsc};
+    /// use shmlink::sync::WaitMode;
+    ///
+    /// let ring = Spsc::<u64, _>::new(8, WaitMode::Blocking)?;
+    /// let (_tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    /// let waiter = std::thread::spawn(move || rx.pop()); // blocks: nothing comes
+    /// std::thread::sleep(Duration::from_millis(20));
+    /// ring.close(); // e.g. from a Ctrl-C handler
+    /// assert_eq!(waiter.join().unwrap(), Err(PopError::Closed));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn close(&self) {
+        // SYNC: SeqCst store, then the waits' words are bumped (Release) and woken: a
+        // waiter that announced itself and did not see the flag in its last check
+        // read the word's old value before it, so its futex wait returns (see
+        // `WaitWord::wait_until`). loom: `spsc_close_wakes_blocked_callers` and
+        // `spsc_close_wakes_a_blocked_producer` (loom-tests/ring.rs).
+        self.closed.store(true, Ordering::SeqCst);
+        let h = self.region.shared();
+        h.data.wake_all();
+        h.space.wake_all();
+    }
+
+    /// Whether [`close`](Self::close) was called on this handle or a clone.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Number of slots.
@@ -977,12 +1027,20 @@ struct RawHandle {
     creator: u64,
     /// Empty/full polls seen, to space out liveness checks.
     polls: Cell<u32>,
+    /// The ring's [`close`](Spsc::close) flag.
+    closed: Arc<AtomicBool>,
 }
 
 /// A polling handle checks its peer's process once per this many empty/full polls.
 const LIVENESS_POLLS: u32 = 1 << 16;
 
 impl RawHandle {
+    /// Whether the ring was closed in this process (Acquire: pairs with the store in
+    /// [`Spsc::close`]).
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     fn new<T: Pod, R: Region<Shared = SpscHeader>>(ring: &Spsc<T, R>, token: u64) -> Self {
         Self {
             header: NonNull::from(ring.region.shared()),
@@ -994,6 +1052,7 @@ impl RawHandle {
             token,
             creator: ring.creator,
             polls: Cell::new(0),
+            closed: ring.closed.clone(),
         }
     }
 

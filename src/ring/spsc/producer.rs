@@ -43,6 +43,11 @@ pub struct Producer<T: Pod, R: Region<Shared = SpscHeader>> {
 }
 
 impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
+    /// Whether the ring was closed in this process ([`Spsc::close`](super::Spsc::close)).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.raw.is_closed()
+    }
+
     /// Re-reads `head`, validating it: `cached_head <= head <= tail`.
     #[cold]
     fn refresh_head(&mut self) -> Result<(), Corruption> {
@@ -66,6 +71,9 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
 
     #[cold]
     fn full_error(&mut self, value: T) -> PushError<T> {
+        if self.raw.is_closed() {
+            return PushError::Closed(value);
+        }
         if self.raw.peer_gone(&self.raw.header().roles.consumer, false) {
             PushError::Disconnected(value)
         } else {
@@ -244,6 +252,10 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Producer<T, R> {
         let result = {
             let this = &*self;
             let ready = || -> Option<()> {
+                // Closed in this process: stop waiting (the caller's retry reports it).
+                if this.raw.is_closed() {
+                    return Some(());
+                }
                 // Re-read head through the raw pointer; validation as in refresh_head.
                 let head = h.head.load(Ordering::Acquire);
                 if head < this.cached_head.get() || head > this.tail {
