@@ -91,3 +91,26 @@ fn mpmc_laps_deliver_in_order() {
         producer.join().unwrap();
     });
 }
+
+/// `close` from another thread wakes a consumer blocked on an empty MPMC ring and a
+/// producer blocked on a full one with `Closed`, whatever the interleaving: a lost
+/// wake-up is a loom deadlock (as it is with the wake-ups left out of `close`).
+#[test]
+fn mpmc_close_wakes_blocked_callers() {
+    loom::model(|| {
+        let ring = Mpmc::<u64, _>::new(2, WaitMode::Blocking).unwrap();
+        let mut tx = ring.producer().unwrap();
+        let mut rx = ring.consumer().unwrap();
+        let closer = {
+            let ring = ring.clone();
+            thread::spawn(move || ring.close())
+        };
+        assert_eq!(rx.pop(), Err(PopError::Closed));
+        closer.join().unwrap();
+        tx.try_push(1).unwrap();
+        tx.try_push(2).unwrap();
+        assert_eq!(tx.push(3), Err(PushError::Closed(3)));
+        assert_eq!(rx.try_pop(), Ok(1), "what is there can still be drained");
+        std::mem::forget((tx, rx));
+    });
+}

@@ -1204,3 +1204,58 @@ fn errors_display_and_hand_back() {
         Channel::<Note, Postcard>::new(Options::new().flavor(Flavor::Mpmc).max_message(1 << 20));
     assert!(unsupported.unwrap_err().to_string().contains("MPMC"));
 }
+
+/// `close` (on the channel or a receiver) wakes every blocked call of the process with
+/// `Closed`, for both flavours and both codecs: a receive on an empty channel, a send
+/// on a full one (the message comes back), and a `select` over the channel.
+#[test]
+#[cfg_attr(miri, ignore = "real-time sleeps")]
+fn close_wakes_blocked_sends_receives_and_selects() {
+    for flavor in [Flavor::Spsc, Flavor::Mpmc] {
+        let opts = Options::new().capacity(2).flavor(flavor);
+        // Raw: a blocked receive, then a send on a full channel.
+        let ch = Channel::<u64>::new(opts).unwrap();
+        let (mut tx, mut rx) = (ch.sender().unwrap(), ch.receiver().unwrap());
+        let waiter = thread::spawn(move || (rx.recv(), rx));
+        thread::sleep(Duration::from_millis(30));
+        ch.close();
+        let (got, mut rx) = waiter.join().unwrap();
+        assert_eq!(got, Err(RecvError::Closed), "{flavor:?}");
+        while tx.try_send(1).is_ok() {}
+        assert_eq!(tx.send(9), Err(SendError::Closed(9)), "{flavor:?}");
+        assert_eq!(
+            rx.try_recv(),
+            Ok(1),
+            "{flavor:?}: what is there still comes out"
+        );
+
+        // Postcard: a blocked send on a full channel, closed through a receiver.
+        let ch = Channel::<String, Postcard>::new(opts).unwrap();
+        let (mut tx, rx) = (ch.sender().unwrap(), ch.receiver().unwrap());
+        while tx.try_send("x".to_owned()).is_ok() {}
+        let sender = thread::spawn(move || tx.send("late".to_owned()));
+        thread::sleep(Duration::from_millis(30));
+        rx.close();
+        let err = sender.join().unwrap().unwrap_err();
+        assert!(
+            matches!(&err, SendError::Closed(m) if m == "late"),
+            "{flavor:?}: {err:?}"
+        );
+
+        // A select blocked on two channels wakes when one closes.
+        let a = Channel::<u64>::new(opts).unwrap();
+        let b = Channel::<u64>::new(opts).unwrap();
+        let (_ta, ra) = (a.sender().unwrap(), a.receiver().unwrap());
+        let (_tb, mut rb) = (b.sender().unwrap(), b.receiver().unwrap());
+        let closer = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(30));
+            b.close();
+        });
+        let t0 = Instant::now();
+        let ready = channel::select(&[&ra, &rb], Some(Duration::from_secs(10)));
+        assert_eq!(ready, Ok(1), "{flavor:?}");
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        assert_eq!(rb.try_recv(), Err(RecvError::Closed), "{flavor:?}");
+        closer.join().unwrap();
+    }
+}

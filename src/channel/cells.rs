@@ -291,6 +291,16 @@ impl Cells {
         by_size!(self, Cells, r => r.capacity())
     }
 
+    /// [`Mpmc::close`].
+    pub(crate) fn close(&self) {
+        by_size!(self, Cells, r => r.close());
+    }
+
+    /// [`Mpmc::is_closed`].
+    pub(crate) fn is_closed(&self) -> bool {
+        by_size!(self, Cells, r => r.is_closed())
+    }
+
     pub(crate) fn len(&self) -> usize {
         by_size!(self, Cells, r => r.len())
     }

@@ -178,9 +178,7 @@ fn push_error<T>(e: PushError<T>) -> SendError<T> {
         PushError::Timeout(v) => SendError::Timeout(v),
         PushError::Disconnected(v) => SendError::Disconnected(v),
         PushError::Corrupted(v, c) => SendError::Corrupted(v, c),
-        // A channel never closes its ring (only `Spsc::close` and `FrameRing::close`
-        // do, on rings of their own): unreachable, and reported as the nearest thing.
-        PushError::Closed(v) => SendError::Disconnected(v),
+        PushError::Closed(v) => SendError::Closed(v),
     }
 }
 
@@ -190,7 +188,7 @@ fn pop_error(e: PopError) -> RecvError {
         PopError::Timeout => RecvError::Timeout,
         PopError::Disconnected => RecvError::Disconnected,
         PopError::Corrupted(c) => RecvError::Corrupted(c),
-        PopError::Closed => RecvError::Disconnected, // unreachable: see `push_error`
+        PopError::Closed => RecvError::Closed,
     }
 }
 
@@ -337,7 +335,7 @@ fn frame_send_error<T>(e: ring::SendError, msg: T, max: usize) -> SendError<T> {
         ring::SendError::Disconnected => SendError::Disconnected(msg),
         ring::SendError::TooLarge { .. } => SendError::TooLarge { msg, max },
         ring::SendError::Corrupted(c) => SendError::Corrupted(msg, c),
-        ring::SendError::Closed => SendError::Disconnected(msg), // unreachable: see `push_error`
+        ring::SendError::Closed => SendError::Closed(msg),
     }
 }
 
@@ -347,7 +345,7 @@ fn cell_push_error<T>(e: PushError<()>, msg: T) -> SendError<T> {
         PushError::Timeout(()) => SendError::Timeout(msg),
         PushError::Disconnected(()) => SendError::Disconnected(msg),
         PushError::Corrupted((), c) => SendError::Corrupted(msg, c),
-        PushError::Closed(()) => SendError::Disconnected(msg), // unreachable: see `push_error`
+        PushError::Closed(()) => SendError::Closed(msg),
     }
 }
 
@@ -377,7 +375,7 @@ fn frame_recv_error(e: ring::RecvError) -> RecvError {
         ring::RecvError::Timeout => RecvError::Timeout,
         ring::RecvError::Disconnected => RecvError::Disconnected,
         ring::RecvError::Corrupted(c) => RecvError::Corrupted(c),
-        ring::RecvError::Closed => RecvError::Disconnected, // unreachable: see `push_error`
+        ring::RecvError::Closed => RecvError::Closed,
     }
 }
 

@@ -43,6 +43,9 @@ pub enum SendError<T> {
     },
     /// The ring's shared state is impossible (a corrupt or hostile peer).
     Corrupted(T, Corruption),
+    /// The channel was closed in this process ([`Channel::close`](super::Channel::close)):
+    /// a send that would wait gives the message back.
+    Closed(T),
 }
 
 impl<T> SendError<T> {
@@ -62,6 +65,7 @@ impl<T> SendError<T> {
             | Self::Disconnected(m)
             | Self::TooLarge { msg: m, .. }
             | Self::Encode { msg: m, .. }
+            | Self::Closed(m)
             | Self::Corrupted(m, _) => m,
         }
     }
@@ -91,6 +95,7 @@ impl<T> fmt::Debug for SendError<T> {
             Self::TooLarge { max, .. } => write!(f, "TooLarge {{ max: {max}, .. }}"),
             Self::Encode { reason, .. } => write!(f, "Encode {{ reason: {reason:?}, .. }}"),
             Self::Corrupted(_, c) => write!(f, "Corrupted(.., {c:?})"),
+            Self::Closed(_) => f.write_str("Closed(..)"),
         }
     }
 }
@@ -109,6 +114,7 @@ impl<T> fmt::Display for SendError<T> {
             }
             Self::Encode { reason, .. } => write!(f, "cannot encode the message: {reason}"),
             Self::Corrupted(_, c) => write!(f, "corrupted channel: {c}"),
+            Self::Closed(_) => f.write_str("the channel was closed in this process"),
         }
     }
 }
@@ -210,6 +216,9 @@ pub enum RecvError {
     Decode(String),
     /// The ring's shared state is impossible (a corrupt or hostile peer).
     Corrupted(Corruption),
+    /// The channel was closed in this process ([`Channel::close`](super::Channel::close)):
+    /// a receive that would wait returns this.
+    Closed,
 }
 
 impl fmt::Display for RecvError {
@@ -220,6 +229,7 @@ impl fmt::Display for RecvError {
             Self::Disconnected => f.write_str("every sender is gone and the channel is drained"),
             Self::Decode(e) => write!(f, "cannot decode a message: {e}"),
             Self::Corrupted(c) => write!(f, "corrupted channel: {c}"),
+            Self::Closed => f.write_str("the channel was closed in this process"),
         }
     }
 }

@@ -94,6 +94,16 @@ impl<U: Pod> RingFlavor<U> {
         })
     }
 
+    /// Closes the ring in this process (see [`Spsc::close`], [`Mpmc::close`]).
+    pub(crate) fn close(&self) {
+        match self {
+            Self::Spsc(r) => r.close(),
+            Self::Mpmc(r) => r.close(),
+            Self::Frames(r) => r.close(),
+            Self::Cells(r) => r.close(),
+        }
+    }
+
     pub(crate) fn flavor(&self) -> Flavor {
         match self {
             Self::Spsc(_) | Self::Frames(_) => Flavor::Spsc,
@@ -153,7 +163,17 @@ impl<U: Pod> RingFlavor<U> {
 
     /// A message is waiting, or the senders are gone.
     pub(crate) fn ready(&self, thorough: bool) -> bool {
-        !self.is_empty() || self.producers_gone(thorough)
+        !self.is_empty() || self.is_closed() || self.producers_gone(thorough)
+    }
+
+    /// Whether the ring was closed in this process.
+    pub(crate) fn is_closed(&self) -> bool {
+        match self {
+            Self::Spsc(r) => r.is_closed(),
+            Self::Mpmc(r) => r.is_closed(),
+            Self::Frames(r) => r.words().is_closed(),
+            Self::Cells(r) => r.is_closed(),
+        }
     }
 
     /// The word receivers sleep on, if senders notify it (blocking mode).

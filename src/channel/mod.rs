@@ -404,6 +404,36 @@ impl<T, C: Codec<T>> Channel<T, C> {
         ))
     }
 
+    /// Closes the channel **in this process**, for a clean shutdown: every send and
+    /// receive of its senders and receivers that waits, or would have to wait,
+    /// returns `Closed` ([`SendError::Closed`] with the message, [`RecvError::Closed`])
+    /// at once, blocked calls in other threads included. A call that can complete at
+    /// once still does (what was sent can be drained with `try_recv`). Other
+    /// processes, and channels opened separately by name, are not affected. A
+    /// `send_acked` already waiting for its acknowledgement is not ended (that would
+    /// report an acknowledgement that did not come); it ends at its deadline, or when
+    /// a receiver takes the message or leaves. [`Receiver::close`] does the same.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shmlink::channel::{Channel, Flavor, Options, RecvError};
+    ///
+    /// for flavor in [Flavor::Spsc, Flavor::Mpmc] {
+    ///     let ch = Channel::<u64>::new(Options::new().flavor(flavor))?;
+    ///     let (_tx, mut rx) = (ch.sender()?, ch.receiver()?);
+    ///     let waiter = std::thread::spawn(move || rx.recv());
+    ///     std::thread::sleep(Duration::from_millis(20));
+    ///     ch.close(); // e.g. on SIGTERM
+    ///     assert_eq!(waiter.join().unwrap(), Err(RecvError::Closed));
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn close(&self) {
+        self.ring.close();
+    }
+
     /// A sending handle.
     ///
     /// # Errors
@@ -948,6 +978,26 @@ impl<T, C: Codec<T>> Receiver<T, C> {
     /// ```
     pub fn capacity(&self) -> usize {
         self.ring.capacity()
+    }
+
+    /// Closes this receiver's channel in this process (see [`Channel::close`]): for
+    /// channels made by [`bounded`], which hand out no `Channel`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::channel::{self, RecvError, SendError};
+    ///
+    /// let (mut tx, mut rx) = channel::bounded::<u64>(1)?;
+    /// tx.send(1)?;
+    /// rx.close();
+    /// assert_eq!(tx.send(2), Err(SendError::Closed(2))); // full: it would wait
+    /// assert_eq!(rx.try_recv(), Ok(1)); // what is there still comes out
+    /// assert_eq!(rx.recv(), Err(RecvError::Closed));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn close(&self) {
+        self.ring.close();
     }
 }
 

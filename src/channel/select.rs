@@ -18,8 +18,8 @@ use crate::sync::atomic::{Ordering, fence};
 
 /// A receiver that [`select`] can wait on. Implemented by [`Receiver`]; sealed.
 pub trait Selectable: sealed::Sealed {
-    /// Whether a message waits or every sender is gone (`thorough`: also checks that
-    /// their processes live).
+    /// Whether a message waits, every sender is gone (`thorough`: also checks that
+    /// their processes live), or the channel was closed in this process.
     #[doc(hidden)]
     fn is_ready(&self, thorough: bool) -> bool;
     /// The futex word its senders notify, if they do (blocking mode).

@@ -227,7 +227,8 @@ pub enum PushError<T> {
     Disconnected(T),
     /// The consumer's position is impossible.
     Corrupted(T, Corruption),
-    /// The ring was closed in this process ([`Spsc::close`](super::Spsc::close)).
+    /// The ring was closed in this process ([`Spsc::close`](super::Spsc::close),
+    /// [`Mpmc::close`](super::Mpmc::close)).
     Closed(T),
 }
 
@@ -308,7 +309,8 @@ pub enum PopError {
     Disconnected,
     /// The producer's position is impossible.
     Corrupted(Corruption),
-    /// The ring was closed in this process ([`Spsc::close`](super::Spsc::close)).
+    /// The ring was closed in this process ([`Spsc::close`](super::Spsc::close),
+    /// [`Mpmc::close`](super::Mpmc::close)).
     Closed,
 }
 

@@ -358,6 +358,9 @@ pub struct Mpmc<T: Pod, R: Region<Shared = MpmcHeader>> {
     region: Arc<R>,
     capacity: u64,
     mode: WaitMode,
+    /// Set by [`close`](Mpmc::close): shared by this handle, its clones and every
+    /// producer and consumer made from them (this process only).
+    closed: Arc<crate::sync::atomic::AtomicBool>,
     _elem: PhantomData<fn() -> T>,
 }
 
@@ -367,6 +370,7 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Clone for Mpmc<T, R> {
             region: self.region.clone(),
             capacity: self.capacity,
             mode: self.mode,
+            closed: self.closed.clone(),
             _elem: PhantomData,
         }
     }
@@ -685,8 +689,47 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Mpmc<T, R> {
             region,
             capacity,
             mode,
+            closed: Arc::new(crate::sync::atomic::AtomicBool::new(false)),
             _elem: PhantomData,
         })
+    }
+
+    /// Closes the ring **in this process**, for a clean shutdown: every push and pop
+    /// of the producers and consumers made from this handle or its clones that waits,
+    /// or would have to wait, returns `Closed` ([`PushError::Closed`] with the value,
+    /// [`PopError::Closed`]) at once, and calls blocked in other threads wake up and
+    /// return it. A call that can complete at once still does. Other processes, and
+    /// handles opened separately by name, are not affected. A wait for an
+    /// acknowledgement is not ended (see [`Spsc::close`](super::Spsc::close)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shmlink::ring::{Mpmc, PopError};
+    /// use shmlink::sync::WaitMode;
+    ///
+    /// let ring = Mpmc::<u64, _>::new(8, WaitMode::Blocking)?;
+    /// let (_tx, mut rx) = (ring.producer()?, ring.consumer()?);
+    /// let waiter = std::thread::spawn(move || rx.pop());
+    /// std::thread::sleep(Duration::from_millis(20));
+    /// ring.close();
+    /// assert_eq!(waiter.join().unwrap(), Err(PopError::Closed));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn close(&self) {
+        // SYNC: as `Spsc::close`: SeqCst flag, then both wait words bumped and woken.
+        // loom: `mpmc_close_wakes_blocked_callers` (loom-tests/mpmc.rs).
+        self.closed.store(true, Ordering::SeqCst);
+        let h = self.region.shared();
+        h.not_empty.wake_all();
+        h.not_full.wake_all();
+    }
+
+    /// Whether [`close`](Self::close) was called on this handle or a clone.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Number of slots.
@@ -1418,6 +1461,9 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcProducer<T, R> {
                     }
                     return Ok(pos);
                 }
+                TryPush::Full if self.core.ring.is_closed() => {
+                    return Err(PushError::Closed(value));
+                }
                 TryPush::Full => return Err(PushError::Full(value)),
                 TryPush::Stuck(pos) => {
                     if !self.core.repair_position(pos, true) {
@@ -1497,14 +1543,16 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcProducer<T, R> {
     ) -> Result<u64, PushError<T>> {
         let mode = self.core.ring.mode;
         let core = &self.core;
+        // `Err(None)`: closed in this process.
         let mut attempt = || match core.try_push_once(value) {
             TryPush::Done(pos) => Some(Ok(pos)),
+            TryPush::Full if core.ring.is_closed() => Some(Err(None)),
             TryPush::Full => None,
             TryPush::Stuck(pos) => {
                 core.repair_position(pos, true);
                 None
             }
-            TryPush::Corrupted(pos, found) => Some(Err(corrupted_stamp(pos, found))),
+            TryPush::Corrupted(pos, found) => Some(Err(Some(corrupted_stamp(pos, found)))),
         };
         let result = core
             .header()
@@ -1519,7 +1567,8 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcProducer<T, R> {
                 }
                 Ok(pos)
             }
-            Ok(Err(c)) => Err(PushError::Corrupted(value, c)),
+            Ok(Err(Some(c))) => Err(PushError::Corrupted(value, c)),
+            Ok(Err(None)) => Err(PushError::Closed(value)),
             Err(WaitError::Timeout) => Err(PushError::Timeout(value)),
             Err(WaitError::Disconnected) => Err(PushError::Disconnected(value)),
         }
@@ -1662,6 +1711,7 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcConsumer<T, R> {
                     }
                     return Ok(v);
                 }
+                TryPop::Empty if self.core.ring.is_closed() => return Err(PopError::Closed),
                 TryPop::Empty => {
                     // Every producer dropped its handle: one more look for anything
                     // published just before, then report the disconnect.
@@ -1737,14 +1787,16 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcConsumer<T, R> {
     pub(crate) fn pop_until(&mut self, deadline: Option<Instant>) -> Result<T, PopError> {
         let mode = self.core.ring.mode;
         let core = &self.core;
+        // `Err(None)`: closed in this process.
         let mut attempt = || match core.try_pop_once() {
             TryPop::Value(v) => Some(Ok(v)),
+            TryPop::Empty if core.ring.is_closed() => Some(Err(None)),
             TryPop::Empty => None,
             TryPop::Stuck(pos) => {
                 core.repair_position(pos, false);
                 None
             }
-            TryPop::Corrupted(pos, found) => Some(Err(corrupted_stamp(pos, found))),
+            TryPop::Corrupted(pos, found) => Some(Err(Some(corrupted_stamp(pos, found)))),
         };
         let result = core
             .header()
@@ -1759,7 +1811,8 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> MpmcConsumer<T, R> {
                 }
                 Ok(v)
             }
-            Ok(Err(c)) => Err(PopError::Corrupted(c)),
+            Ok(Err(Some(c))) => Err(PopError::Corrupted(c)),
+            Ok(Err(None)) => Err(PopError::Closed),
             Err(WaitError::Timeout) => Err(PopError::Timeout),
             Err(WaitError::Disconnected) => Err(PopError::Disconnected),
         }
