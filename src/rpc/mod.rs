@@ -292,6 +292,7 @@ pub mod __private {
 /// | `CLIENT::connect(url)` | connects with [`ClientOptions::default`] |
 /// | `CLIENT::connect_with(url, &opts)` | connects with options (timeouts, transport) |
 /// | `CLIENT::connect_timeout(url, timeout)` | waits up to `timeout` for a server to listen at `url` ([`Client::connect_timeout`]) |
+/// | `CLIENT::connect_timeout_with(url, &opts, timeout)` | the same, with options |
 /// | `CLIENT::from_connection(conn, &opts)` | a client over a [`Connection`](crate::transport::Connection) already made |
 /// | `client.with_timeout(t)`, `client.with_deadline(d)` | a handle on the same connection whose calls get that budget |
 /// | `client.raw()` | the untyped [`Client`] |
@@ -415,9 +416,22 @@ macro_rules! service {
             pub fn connect_timeout(url: &str, timeout: ::std::time::Duration)
                 -> ::core::result::Result<Self, $crate::rpc::ConnectError>
             {
-                let opts = $crate::rpc::ClientOptions::default();
+                Self::connect_timeout_with(url, &$crate::rpc::ClientOptions::default(), timeout)
+            }
+
+            /// [`connect_timeout`](Self::connect_timeout) with `opts` (e.g.
+            /// [`ClientOptions::reconnect`]($crate::rpc::ClientOptions::reconnect)).
+            ///
+            /// # Errors
+            ///
+            /// As `connect_timeout`.
+            pub fn connect_timeout_with(
+                url: &str,
+                opts: &$crate::rpc::ClientOptions,
+                timeout: ::std::time::Duration,
+            ) -> ::core::result::Result<Self, $crate::rpc::ConnectError> {
                 Ok(Self {
-                    inner: $crate::rpc::Client::connect_timeout(url, Self::SERVICE_ID, &opts, timeout)?,
+                    inner: $crate::rpc::Client::connect_timeout(url, Self::SERVICE_ID, opts, timeout)?,
                 })
             }
 
