@@ -78,6 +78,19 @@ struct Pair(u32, u32);
 #[repr(transparent)]
 struct Price(u64);
 
+/// Other `repr` hints are taken along: a raised alignment that adds no padding, and
+/// packing.
+#[derive(Clone, Copy, Debug, PartialEq, Pod)]
+#[repr(C, align(16))]
+struct Aligned([u64; 2]);
+
+#[derive(Clone, Copy, Debug, PartialEq, Pod)]
+#[repr(C, packed(2))]
+struct Packed {
+    a: u16,
+    b: u32,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Pod)]
 #[repr(C)]
 struct Book {
@@ -103,6 +116,19 @@ fn derived_types_travel_through_a_ring() {
     let pairs = Spsc::<Pair, _>::new(8, WaitMode::Spin).unwrap();
     pairs.producer().unwrap().push(Pair(1, 2)).unwrap();
     assert_eq!(pairs.consumer().unwrap().try_pop(), Ok(Pair(1, 2)));
+    let aligned = Spsc::<Aligned, _>::new(8, WaitMode::Spin).unwrap();
+    aligned.producer().unwrap().push(Aligned([3, 4])).unwrap();
+    assert_eq!(aligned.consumer().unwrap().try_pop(), Ok(Aligned([3, 4])));
+    let packed = Spsc::<Packed, _>::new(8, WaitMode::Spin).unwrap();
+    packed
+        .producer()
+        .unwrap()
+        .push(Packed { a: 5, b: 6 })
+        .unwrap();
+    assert_eq!(
+        packed.consumer().unwrap().try_pop(),
+        Ok(Packed { a: 5, b: 6 })
+    );
 }
 
 #[test]

@@ -90,13 +90,7 @@ fn report(name: &str) -> Result<Rec> {
                 .participants
                 .iter()
                 .map(|p| {
-                    let state = if p.holding {
-                        "holding"
-                    } else if p.ticket != 0 {
-                        "waiting"
-                    } else {
-                        "idle"
-                    };
+                    let state = crate::participant_state(p);
                     vec![
                         ("slot", V::N(p.slot as u64)),
                         ("pid", V::N(u64::from(p.pid))),

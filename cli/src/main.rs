@@ -321,6 +321,18 @@ pub(crate) fn live_attached(
     )
 }
 
+/// What a Bakery participant is doing: `holding`, `waiting` (it has a ticket) or
+/// `idle`.
+pub(crate) fn participant_state(p: &shmlink::lock::Participant) -> &'static str {
+    if p.holding {
+        "holding"
+    } else if p.ticket != 0 {
+        "waiting"
+    } else {
+        "idle"
+    }
+}
+
 /// One line on a Bakery lock: holder and participants by pid, dead ones marked.
 fn describe_lock(lock: &shmlink::lock::BakeryStatus) -> String {
     let dead = |p: &shmlink::lock::Participant| {
@@ -337,13 +349,7 @@ fn describe_lock(lock: &shmlink::lock::BakeryStatus) -> String {
         .participants
         .iter()
         .map(|p| {
-            let state = if p.holding {
-                "holding"
-            } else if p.ticket != 0 {
-                "waiting"
-            } else {
-                "idle"
-            };
+            let state = participant_state(p);
             format!("slot {} pid {} {state}{}", p.slot, p.pid, dead(p))
         })
         .collect();

@@ -94,6 +94,10 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
         "derive(Pod): `{type_name}` has padding (its size is more than the sum of its \
          fields'): add explicit fields for it"
     );
+    let align = format!(
+        "derive(Pod): `{type_name}` is aligned above 128 bytes, more than a ring slot \
+         guarantees"
+    );
     Ok(quote! {
         const _: () = {
             #[allow(dead_code)]
@@ -106,11 +110,16 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
                 ::core::mem::size_of::<#name>() == 0 #(+ #sizes)*,
                 #padding
             );
+            assert!(
+                ::core::mem::align_of::<#name>() <= 128,
+                #align
+            );
         };
         // SAFETY: checked above at compile time: repr(C), no generics, every field Pod
-        // (so every bit pattern of each is valid and none holds a pointer), and no
-        // padding (the size is the sum of the fields'), so every bit pattern of the
-        // whole is valid; the alignment is the largest field's, at most 128 (Pod).
+        // (so every bit pattern of each is valid and none holds a pointer), no padding
+        // (the size is the sum of the fields'), so every bit pattern of the whole is
+        // valid, and an alignment of at most 128 (asserted, since `repr(align)` could
+        // raise it).
         unsafe impl #pod for #name {
             const FINGERPRINT: u64 = {
                 let mut fp = ::shmlink::region::layout_fingerprint(
@@ -137,8 +146,9 @@ fn has_c_repr(input: &DeriveInput) -> syn::Result<bool> {
             // Other hints (align(N), packed) are allowed alongside: the padding and
             // field checks still hold.
             if meta.input.peek(syn::token::Paren) {
-                let _content;
-                syn::parenthesized!(_content in meta.input);
+                let content;
+                syn::parenthesized!(content in meta.input);
+                let _: Tokens = content.parse()?; // align(N), packed(N): taken as they are
             }
             Ok(())
         })?;

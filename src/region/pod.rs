@@ -17,8 +17,8 @@ use crate::region::{combine_fingerprints, layout_fingerprint};
 ///
 /// `#[derive(Pod)]` implements it without `unsafe`, after checking at compile time
 /// that the type is a struct with `#[repr(C)]` (or `#[repr(transparent)]`), has no
-/// generic parameters, no padding (its size is the sum of its fields') and only `Pod`
-/// fields. Its fingerprint comes from the type's name, a layout version
+/// generic parameters, no padding (its size is the sum of its fields'), only `Pod`
+/// fields and an alignment of at most 128. Its fingerprint comes from the type's name, a layout version
 /// (`#[pod(version = N)]`, default 1), its size and alignment, and each field's name
 /// and fingerprint: renaming, retyping or reordering a field changes it, so a program
 /// built with the old layout fails to open a ring of the new one (`TypeMismatch`).
@@ -74,6 +74,13 @@ use crate::region::{combine_fingerprints, layout_fingerprint};
 /// #[derive(Clone, Copy, Pod)]
 /// #[repr(C)]
 /// struct Ptr { p: &'static u64 } // a pointer means nothing in another process
+/// ```
+///
+/// ```compile_fail
+/// # use shmlink::region::Pod;
+/// #[derive(Clone, Copy, Pod)]
+/// #[repr(C, align(256))]
+/// struct Wide { x: [u64; 32] } // no padding, but aligned above a ring slot's 128
 /// ```
 ///
 /// ```compile_fail
