@@ -51,7 +51,7 @@ fn locks(c: &mut Criterion) {
 
 fn semaphore(c: &mut Criterion) {
     let sem = Semaphore::new(1, 1).unwrap();
-    sem.acquire();
+    sem.acquire().unwrap();
     assert!(sem.try_acquire().is_err());
     sem.release(1).unwrap();
     assert!(sem.release(1).is_err(), "the maximum is 1");
@@ -59,7 +59,7 @@ fn semaphore(c: &mut Criterion) {
     let mut g = group(c, "semaphore acquire+release, uncontended");
     g.bench_function("Semaphore", |b| {
         b.iter(|| {
-            sem.acquire();
+            sem.acquire().unwrap();
             sem.release(black_box(1)).unwrap();
         })
     });

@@ -169,7 +169,7 @@ fn semaphore_releases_wake_every_sleeper() {
             .map(|_| {
                 let (sem, balance) = (sem.clone(), balance.clone());
                 thread::spawn(move || {
-                    sem.acquire();
+                    sem.acquire().unwrap();
                     let before = balance.fetch_sub(1, Ordering::Relaxed);
                     assert_ne!(before, 0, "a permit was taken before it was released");
                 })
@@ -213,7 +213,7 @@ fn semaphore_one_permit_excludes() {
             let (sem, shared, inside) = (sem.clone(), shared.clone(), inside.clone());
             move || {
                 for _ in 0..2 {
-                    sem.acquire();
+                    sem.acquire().unwrap();
                     let others = inside.fetch_add(1, Ordering::Relaxed);
                     assert_eq!(others, 0, "two holders of one permit");
                     // SAFETY: we hold the only permit (checked just above and by

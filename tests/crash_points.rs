@@ -33,7 +33,7 @@ use std::rc::Rc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use shmlink::lock::{AcquireError, BakeryMutex, LockError, ReadError, Semaphore, SeqLock};
+use shmlink::lock::{BakeryMutex, LockError, ReadError, Semaphore, SeqLock};
 use shmlink::region::{Region, ShmSafe};
 use shmlink::ring::{FrameRing, Mpmc, PopError, RecvError, Spsc};
 use shmlink::segment::{Disposition, OpenError, Segment, ShmRegion};
@@ -61,6 +61,7 @@ const SLICE: Duration = Duration::from_millis(25);
 const MAX_STEP: u32 = 32;
 const CRASH_ENV: &str = "SHMLINK_CRASH_AT";
 const TRIALS_ENV: &str = "SHMLINK_CRASH_TRIALS";
+const ONLY_ENV: &str = "SHMLINK_CRASH_ONLY";
 
 /// One protocol: the armed child runs `child` (and dies at the chosen step); the parent
 /// runs `survivor`, which spawns that child ([`Trial::spawn_armed`]) when it is ready
@@ -158,6 +159,21 @@ const PROTOCOLS: &[Protocol] = &[
         survivor: semaphore_releaser_dies,
     },
     Protocol {
+        name: "semaphore.permit",
+        child: semaphore_holder,
+        survivor: semaphore_holder_dies,
+    },
+    Protocol {
+        name: "semaphore.return",
+        child: semaphore_holder,
+        survivor: semaphore_holder_dies,
+    },
+    Protocol {
+        name: "semaphore.repair",
+        child: semaphore_repairer,
+        survivor: semaphore_repairer_dies,
+    },
+    Protocol {
         name: "seqlock.write",
         child: seqlock_writer,
         survivor: seqlock_writer_dies,
@@ -179,6 +195,7 @@ const PROTOCOLS: &[Protocol] = &[
 const HELPERS: &[(&str, fn())] = &[
     ("spsc_victim", spsc_victim),
     ("bakery_holder", bakery_holder),
+    ("semaphore_victim", semaphore_victim),
 ];
 
 /// Defects found by this driver and not fixed yet: `(protocol, step, what happens)`.
@@ -794,10 +811,15 @@ fn run(only_known: bool) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(if cfg!(debug_assertions) { 1 } else { 3 })
         .max(1);
+    // `SHMLINK_CRASH_ONLY=semaphore.` explores the protocols named so only.
+    let only = std::env::var(ONLY_ENV).unwrap_or_default();
     let started = Instant::now();
     let mut rows: Vec<(&str, Row)> = PROTOCOLS.iter().map(|p| (p.name, Row::default())).collect();
     for _ in 0..trials {
         for (i, p) in PROTOCOLS.iter().enumerate() {
+            if !p.name.starts_with(&only) {
+                continue;
+            }
             let row = &mut rows[i].1;
             if only_known {
                 for (_, step, _) in KNOWN_DEFECTS.iter().filter(|(n, _, _)| *n == p.name) {
@@ -1563,6 +1585,90 @@ fn semaphore_releaser() {
     report("released");
 }
 
+// Owned permits: a holder dies taking or giving back its permit, or a repairer dies
+// giving back a dead holder's. The semaphore starts with 1 permit of at most 2, so a
+// permit given back twice shows (the value would end at 2), and so does one lost (0).
+
+fn semaphore_holder() {
+    let sem = Semaphore::open(builder(&arg("name"))).expect("open");
+    let permit = sem.permit_timeout(WAIT).expect("permit");
+    report("took");
+    drop(permit);
+    report("returned");
+}
+
+fn semaphore_victim() {
+    let sem = Semaphore::open(builder(&arg("name"))).expect("open");
+    let _permit = sem.permit_timeout(WAIT).expect("permit");
+    report("holding");
+    std::thread::sleep(CHILD_LIMIT);
+}
+
+fn semaphore_repairer() {
+    let sem = Semaphore::open(builder(&arg("name"))).expect("open");
+    let mut back = 0;
+    assert!(
+        wait_until(WAIT, || {
+            back += sem.reclaim_dead();
+            back > 0
+        }),
+        "no dead holder to repair"
+    );
+    report(format!("reclaimed={back}"));
+}
+
+/// After the child's death: the parent gets the permit within [`RECOVERY`], and once
+/// it gave it back, the semaphore holds exactly its 1 permit and no dead holder.
+fn semaphore_owned_outcome(
+    t: &mut Trial,
+    sem: &Semaphore<ShmRegion<shmlink::lock::SemaphoreState>>,
+    died: Instant,
+) -> Result<(), String> {
+    let permit = sem
+        .permit_timeout(WAIT)
+        .map_err(|e| format!("no permit after the death: {e} (value {})", sem.value()))?;
+    t.recovered(died, Instant::now(), "permit taken")?;
+    drop(permit);
+    sem.reclaim_dead();
+    if sem.value() != 1 {
+        return Err(format!(
+            "value {} after every holder is gone; 1 permit was out (0: lost, 2: given back twice)",
+            sem.value()
+        ));
+    }
+    let status = shmlink::lock::semaphore_status(&t.name).map_err(|e| e.to_string())?;
+    let me = std::process::id();
+    if let Some(h) = status
+        .holders
+        .iter()
+        .find(|h| h.pid != me || h.permits != 0)
+    {
+        return Err(format!("a holder slot is left: {h:?}"));
+    }
+    Ok(())
+}
+
+fn semaphore_holder_dies(t: &mut Trial) -> Result<(), String> {
+    let sem = Semaphore::create(builder(&t.name).unlink_on_drop(true), 1, 2)
+        .map_err(|e| format!("create: {e}"))?;
+    let peer = t.spawn_armed(&[]);
+    let ended = t.end(peer)?;
+    semaphore_owned_outcome(t, &sem, ended.at)
+}
+
+fn semaphore_repairer_dies(t: &mut Trial) -> Result<(), String> {
+    let sem = Semaphore::create(builder(&t.name).unlink_on_drop(true), 1, 2)
+        .map_err(|e| format!("create: {e}"))?;
+    let mut victim = t.spawn("semaphore_victim", None, &[]);
+    if victim.report("holding", WAIT).is_none() {
+        return Err("the victim never took its permit".into());
+    }
+    t.kill(victim);
+    let peer = t.spawn_armed(&[]);
+    let ended = t.end(peer)?;
+    semaphore_owned_outcome(t, &sem, ended.at)
+}
+
 /// How long the parent's sleeping waiter waits for the dying releaser's permit.
 const SLEEPER_WAIT: Duration = Duration::from_secs(1);
 
@@ -1582,7 +1688,7 @@ fn semaphore_releaser_dies(t: &mut Trial) -> Result<(), String> {
     // Every step of the release comes after the permit was added.
     match got {
         Ok(()) => {}
-        Err(AcquireError::Timeout | AcquireError::WouldBlock) => {
+        Err(_) => {
             return Err(format!(
                 "the waiter got no permit in {SLEEPER_WAIT:?} (value now {})",
                 sem.value()

@@ -27,6 +27,7 @@ scenarios!(
     bakery_wait_then_add,
     bakery_lock_once,
     semaphore_take_turns,
+    semaphore_hold_permits,
     seqlock_write_for,
     seqlock_read_until_done,
 );
@@ -341,7 +342,7 @@ fn semaphore_take_turns() {
     report("ready");
     let (mut max, mut full) = (0, 0u64);
     for i in 0..rounds {
-        sem.acquire();
+        sem.acquire().unwrap();
         // Relaxed: the semaphore's Acquire/Release keep these inside the permit.
         let now = g.inside.fetch_add(1, Ordering::Relaxed) + 1;
         g.max_inside.fetch_max(now, Ordering::Relaxed);
@@ -409,6 +410,81 @@ fn semaphore_never_admits_more_processes_than_permits() {
         "semaphore: {rounds} rounds in {elapsed:?}, max inside {shared_max} of {PERMITS} \
          (per process {maxes:?}), full {full} times"
     );
+}
+
+/// Child: takes `permits` owned permits and holds them until killed.
+fn semaphore_hold_permits() {
+    let sem = Semaphore::open(builder(&arg("sem"))).expect("open semaphore");
+    let n: usize = arg("permits").parse().unwrap();
+    let held: Vec<_> = (0..n)
+        .map(|_| sem.permit_timeout(CHILD_TIMEOUT).expect("permit"))
+        .collect();
+    report(format!("holding={}", held.len()));
+    std::thread::sleep(CHILD_TIMEOUT);
+}
+
+/// Three processes take all 5 permits of a named semaphore through [`Permit`]s and
+/// are killed with SIGKILL while a waiter of the parent sleeps for a permit: the
+/// permits of the dead come back (the waiter gets one within [`AFTER_DEATH`]), no
+/// more than were taken, and the holder slots are freed.
+///
+/// [`Permit`]: shmlink::lock::Permit
+#[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
+fn permits_of_killed_holders_are_returned() {
+    let name = unique_name("sem-killed");
+    let sem = Semaphore::create(builder(&name).unlink_on_drop(true), 5, 5).unwrap();
+    let mut children: Vec<_> = [2, 2, 1]
+        .iter()
+        .map(|n| {
+            let mut c = Scenario::new("semaphore_hold_permits")
+                .arg("sem", &name)
+                .arg("permits", n)
+                .spawn();
+            c.wait_for("holding=", CHILD_TIMEOUT);
+            c
+        })
+        .collect();
+    assert_eq!(sem.value(), 0);
+    let status = shmlink::lock::semaphore_status(&name).unwrap();
+    let mut held: Vec<u32> = status.holders.iter().map(|h| h.permits).collect();
+    held.sort_unstable();
+    assert_eq!(held, [1, 2, 2], "{status:?}");
+
+    // A waiter asleep for a permit when the first holder dies.
+    let waiter = {
+        let sem = sem.clone();
+        std::thread::spawn(move || {
+            let got = sem.permit_timeout(CHILD_TIMEOUT).map(|p| p.forget());
+            (got, Instant::now())
+        })
+    };
+    poll_until("the waiter sleeps", || sem.waiters() == 1);
+    let killed_at = Instant::now();
+    children.remove(0).kill();
+    let (got, at) = waiter.join().unwrap();
+    assert_eq!(got, Ok(()));
+    assert!(
+        at - killed_at < AFTER_DEATH,
+        "the waiter got the dead holder's permit after {:?}",
+        at - killed_at
+    );
+    sem.release(1).unwrap(); // the permit the waiter kept (forgotten)
+
+    for c in children {
+        c.kill();
+    }
+    // Nobody waits now: the explicit call returns the rest at once.
+    let back = sem.reclaim_dead();
+    assert_eq!(back, 3, "the two later victims held 3 permits");
+    assert_eq!(sem.value(), 5, "every permit back, none twice");
+    let status = shmlink::lock::semaphore_status(&name).unwrap();
+    assert!(
+        status.holders.iter().all(|h| h.pid == std::process::id()),
+        "dead holders' slots are freed: {status:?}"
+    );
+    let all: Vec<_> = (0..5).map(|_| sem.try_permit().unwrap()).collect();
+    assert_eq!((all.len(), sem.value()), (5, 0));
 }
 
 // ---- 4. a seqlock written in one process and read in others ----

@@ -266,7 +266,7 @@ fn of_racing_restarts_exactly_one_resumes() {
 fn locks_use_and_hang() {
     let name = arg("name");
     let (sem, _) = Semaphore::open_or_create(builder(&format!("{name}-sem")), 3, 3).unwrap();
-    sem.acquire();
+    sem.acquire().unwrap();
     let (seq, _) = SeqLock::open_or_create(builder(&format!("{name}-seq")), 0u64).unwrap();
     seq.writer().expect("writer").write(42);
     let (mut m, _) =

@@ -107,6 +107,18 @@ fn report(name: &str) -> Result<Rec> {
             rec.push(("value", V::N(u64::from(s.value))));
             rec.push(("max", V::N(u64::from(s.max))));
             rec.push(("waiters", V::N(u64::from(s.waiters))));
+            let holders = s
+                .holders
+                .iter()
+                .map(|h| {
+                    vec![
+                        ("pid", V::N(u64::from(h.pid))),
+                        ("permits", V::N(u64::from(h.permits))),
+                        ("alive", alive(h.liveness)),
+                    ]
+                })
+                .collect();
+            rec.push(("permit_holders", V::L(holders)));
         }
         Some(Kind::SeqLock) => {
             let s = shmlink::lock::seqlock_status(name)?;

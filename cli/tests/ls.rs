@@ -94,7 +94,7 @@ fn inspect_shows_each_kinds_state() {
     }
     let sem_name = format!("cli-inspect-sem-{me}");
     let sem = Semaphore::create(Segment::builder(&sem_name).unlink_on_drop(true), 3, 5).unwrap();
-    sem.acquire();
+    let _permit = sem.permit().unwrap();
     let seq_name = format!("cli-inspect-seq-{me}");
     let seq = SeqLock::create(Segment::builder(&seq_name).unlink_on_drop(true), 0u64).unwrap();
     let mut writer = seq.writer().unwrap();
@@ -127,7 +127,9 @@ fn inspect_shows_each_kinds_state() {
     assert!(json.contains("\"depth\": 3"), "{json}");
     let text = run(&["inspect", &sem_name]);
     assert!(
-        text.contains("value: 2") && text.contains("max: 5"),
+        text.contains("value: 2")
+            && text.contains("max: 5")
+            && text.contains(&format!("pid {me}, permits 1, alive yes")),
         "{text}"
     );
     let text = run(&["inspect", &seq_name]);

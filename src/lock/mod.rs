@@ -41,9 +41,12 @@ pub use bakery::{BakeryStatus, bakery_status};
 pub use error::ObjectError;
 #[cfg(not(shmlink_loom))]
 pub(crate) use error::open_or_create_in;
-pub use semaphore::{AcquireError, ReleaseError, Semaphore, SemaphoreConfigError, SemaphoreState};
+pub use semaphore::{
+    AcquireError, HOLDER_SLOTS, Permit, ReleaseError, Semaphore, SemaphoreConfigError,
+    SemaphoreState,
+};
 #[cfg(not(shmlink_loom))]
-pub use semaphore::{SemaphoreStatus, semaphore_status};
+pub use semaphore::{PermitHolder, SemaphoreStatus, semaphore_status};
 pub use seqlock::{
     READ_TRIES, ReadError, SeqLock, SeqLockConfigError, SeqLockControl, SeqWriter, WriterTaken,
 };

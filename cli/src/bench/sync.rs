@@ -376,7 +376,7 @@ fn semaphores(r: &mut Runner, p: &Plan) -> Result<[f64; 2]> {
         }),
         Box::new(|n| {
             per_call(n, || {
-                sem.acquire();
+                sem.acquire().unwrap();
                 Ok(sem.release(1)?)
             })
         }),

@@ -2,3 +2,4 @@
 //! use the crate-private death controls, so they run from inside the crate.
 
 mod loom_bakery_recovery;
+mod loom_semaphore_recovery;

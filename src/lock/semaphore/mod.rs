@@ -1,10 +1,11 @@
 //! A counting semaphore for threads and processes: [`Semaphore`].
 //!
-//! The permit count and the number of registered waiters share one 64-bit word (after
-//! glibc's `new_sem`): the value in the low 32 bits, the waiters in the high 32. A
-//! release and a waiter's registration are read-modify-writes of that one word, so
-//! they are totally ordered and a release can never miss a waiter that registered
-//! before it (splitting them into two words is the store-buffering bug musl had).
+//! The permit count, the number of registered waiters and a *ledger tag* share one
+//! 64-bit word (after glibc's `new_sem`): the value in the low 32 bits, the waiters in
+//! the next 16 and the tag in the high 16. A release and a waiter's registration are
+//! read-modify-writes of that one word, so they are totally ordered and a release can
+//! never miss a waiter that registered before it (splitting them into two words is the
+//! store-buffering bug musl had).
 //!
 //! Unlike glibc, sleepers do not wait on the value half of that word: a futex on half
 //! of a 64-bit atomic is a mixed-size access that the Rust memory model does not
@@ -18,21 +19,52 @@
 //! |------|-----------|----------|------------|
 //! | take a permit | CAS `word` (value − 1) | Acquire | the release CAS |
 //! | release | CAS `word` (value + n) | Release | the taking CAS |
-//! | register / deregister a waiter | RMW `word` (± 1 << 32) | Relaxed | (same word: the release's RMW sees it) |
+//! | register / deregister a waiter | CAS `word` (waiters ± 1) | Relaxed | (same word: the release's RMW sees it) |
 //! | before sleeping | load `wake_seq` | Acquire | the `wake_seq` bump |
 //! | release with waiters | `wake_seq.fetch_add(1)` | Release | the sleeper's load |
 //!
-//! Nothing else is kept: a semaphore has no owner, so permits taken by a process that
-//! dies are gone (release them from a supervisor if that matters), and a waiter that
-//! dies leaves the waiter count one too high, which costs later releases a wake system
-//! call that finds nobody.
+//! # Owned permits
+//!
+//! [`Semaphore::acquire`] and [`Semaphore::release`] count permits that have no owner
+//! (a semaphore used as a signal). A [`Permit`] ([`Semaphore::permit`]) is owned: the
+//! process that holds it is recorded in one of [`HOLDER_SLOTS`] holder slots, with how
+//! many permits it holds, and when that process dies its permits are returned to the
+//! semaphore (by a waiter that notices within a 10 ms sleep slice, or by
+//! [`Semaphore::reclaim_dead`]).
+//!
+//! Moving a permit between the value and a holder's count touches two words, so a
+//! process killed between the two stores must leave enough behind to tell which side
+//! the permit is on. The holder writes its intent in its slot's *ledger* first
+//! (`TAKING`, or `RETURNING n`), then moves the permit with a CAS of `word` that also
+//! sets the tag to its slot, then writes the ledger's outcome, then clears the tag:
+//!
+//! | step | what a repairer finds after a death there | it concludes |
+//! |------|-------------------------------------------|--------------|
+//! | 1: ledger says `TAKING` / `RETURNING n` | tag is not this slot | the permit did not move |
+//! | 2: CAS `word` (value ∓ n, tag = slot) | tag is this slot, ledger still pending | it moved: apply it to the count |
+//! | 3: ledger holds the new count | tag is this slot, ledger settled | clear the tag |
+//! | 4: tag cleared | nothing pending | - |
+//!
+//! The tag is set only by a CAS that finds it clear, and only its setter (or the
+//! repairer that took over the dead setter's slot) clears it, so at most one owned
+//! transfer is between steps 2 and 4 at a time: a few instructions, during which other
+//! owned transfers wait (a dead tag holder is repaired, never waited for). Unowned
+//! `acquire`/`release` ignore the tag. The repairer takes a dead holder's slot over by
+//! a CAS of its token, so exactly one repairer acts, finishes the dead process's step,
+//! and returns its permits with the same four steps: a repairer that dies in turn
+//! leaves the slot to the next. The loom models in `lock/tests/loom_semaphore_recovery.rs`
+//! kill a holder after each step, with a repairer racing a live holder.
+//!
+//! A waiter that dies leaves the waiter count one too high, which costs later releases
+//! a wake system call that finds nobody.
 
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::region::{HeapRegion, Region, ShmSafe};
-use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use crate::sync::mutex::Mutex;
 use crate::sync::{Backoff, futex};
 
 #[cfg(not(shmlink_loom))]
@@ -42,46 +74,149 @@ use crate::region::fingerprint;
 #[cfg(not(shmlink_loom))]
 use crate::segment::{Kind, SegmentBuilder, ShmRegion};
 
+mod permit;
+pub use permit::Permit;
+
 /// Longest sleep of a waiting `acquire` before it looks at the value again: a
-/// releaser that died between adding its permit and waking the sleepers costs a
-/// waiter at most this long.
+/// releaser that died between adding its permit and waking the sleepers, or a holder
+/// that died holding permits, costs a waiter at most this long.
 const SLEEP_SLICE: Duration = Duration::from_millis(10);
 
-const WAITER: u64 = 1 << 32;
-const VALUE: u64 = WAITER - 1;
-
-/// The shared state of a [`Semaphore`]: 128 bytes, all atomics.
+/// How many processes may hold [`Permit`]s of one semaphore at a time.
 ///
 /// # Examples
 ///
 /// ```
-/// use shmlink::lock::SemaphoreState;
+/// assert_eq!(shmlink::lock::HOLDER_SLOTS, 64);
+/// ```
+#[cfg(not(shmlink_loom))]
+pub const HOLDER_SLOTS: usize = 64;
+/// How many processes may hold [`Permit`]s of one semaphore at a time (few under
+/// loom, to keep models small).
+#[cfg(shmlink_loom)]
+pub const HOLDER_SLOTS: usize = 3;
+
+/// Polls of a tag held by another holder between looks at that holder's liveness.
+const BUSY_POLLS: u32 = if cfg!(shmlink_loom) { 1 } else { 64 };
+
+const VALUE: u64 = 0xffff_ffff;
+const WAITER: u64 = 1 << 32;
+const WAITERS: u64 = 0xffff << 32;
+const TAG_SHIFT: u32 = 48;
+
+/// Permits available in a state word.
+#[inline(always)]
+const fn value_of(s: u64) -> u32 {
+    (s & VALUE) as u32
+}
+
+/// Waiters registered in a state word.
+#[inline(always)]
+const fn waiters_of(s: u64) -> u32 {
+    ((s & WAITERS) >> 32) as u32
+}
+
+/// The ledger tag of a state word: 0, or the holder slot + 1 mid-transfer.
+#[inline(always)]
+const fn tag_of(s: u64) -> usize {
+    (s >> TAG_SHIFT) as usize
+}
+
+/// `s` with the tag replaced.
+#[inline(always)]
+const fn with_tag(s: u64, tag: usize) -> u64 {
+    (s & !(u64::MAX << TAG_SHIFT)) | ((tag as u64) << TAG_SHIFT)
+}
+
+/// `s` with one waiter less (never borrowing from the tag, whatever a peer wrote).
+#[inline(always)]
+const fn less_one_waiter(s: u64) -> u64 {
+    if s & WAITERS == 0 { s } else { s - WAITER }
+}
+
+/// One process's record of the permits it holds: its token and its ledger.
+#[repr(C)]
+#[derive(Debug)]
+struct Holder {
+    /// The holding process's token (`process`), 0 for a free slot.
+    token: AtomicU64,
+    /// Low 32 bits: permits held. Bits 32..62: the amount of a pending transfer.
+    /// Bits 62..64: the pending transfer (`NONE`, `TAKING`, `RETURNING`).
+    ledger: AtomicU64,
+}
+
+impl Holder {
+    fn new() -> Self {
+        Self {
+            token: AtomicU64::new(0),
+            ledger: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A ledger's pending transfer.
+const NONE: u64 = 0;
+const TAKING: u64 = 1;
+const RETURNING: u64 = 2;
+/// The most permits one ledger step moves.
+const AMOUNT_MAX: u32 = (1 << 30) - 1;
+
+const fn ledger(held: u32, op: u64, amount: u32) -> u64 {
+    (op << 62) | (((amount & AMOUNT_MAX) as u64) << 32) | held as u64
+}
+
+/// `(held, op, amount)` of a ledger word.
+const fn ledger_parts(l: u64) -> (u32, u64, u32) {
+    (l as u32, l >> 62, ((l >> 32) as u32) & AMOUNT_MAX)
+}
+
+/// The holder slots, on cache lines of their own.
+#[repr(C, align(128))]
+#[derive(Debug)]
+struct Holders([Holder; HOLDER_SLOTS]);
+
+/// The shared state of a [`Semaphore`]: all atomics, 128 bytes of counters and then
+/// [`HOLDER_SLOTS`] holder slots of 16 bytes.
 ///
-/// assert_eq!(size_of::<SemaphoreState>(), 128);
+/// # Examples
+///
+/// ```
+/// use shmlink::lock::{HOLDER_SLOTS, SemaphoreState};
+///
+/// assert_eq!(size_of::<SemaphoreState>(), 128 + 16 * HOLDER_SLOTS);
 /// ```
 #[repr(C, align(128))]
 #[derive(Debug)]
 pub struct SemaphoreState {
-    /// Low 32 bits: permits available. High 32 bits: waiters registered.
+    /// Low 32 bits: permits available. Next 16: waiters registered. High 16: the
+    /// ledger tag (holder slot + 1 of an owned transfer in progress, or 0).
     word: AtomicU64,
     /// The futex word sleepers wait on; a release that sees waiters bumps it.
     wake_seq: AtomicU32,
     /// The most permits the semaphore may hold; fixed at creation.
     max: AtomicU32,
+    /// Who holds owned permits.
+    holders: Holders,
 }
 
 #[cfg(not(shmlink_loom))]
-const _: () = assert!(size_of::<SemaphoreState>() == 128 && align_of::<SemaphoreState>() == 128);
+const _: () = assert!(
+    size_of::<SemaphoreState>() == 128 + 16 * HOLDER_SLOTS
+        && align_of::<SemaphoreState>() == 128
+        && HOLDER_SLOTS < 0xffff
+);
 
 // SAFETY: repr(C) of integer atomics and padding, no pointers; every bit pattern is a
 // valid (if perhaps nonsensical) state, and every operation copes with any.
 unsafe impl ShmSafe for SemaphoreState {
     const TYPE_NAME: &'static str = "shmlink::lock::SemaphoreState";
+    const VERSION: u32 = 2;
     fn new_zeroed() -> Self {
         Self {
             word: AtomicU64::new(0),
             wake_seq: AtomicU32::new(0),
             max: AtomicU32::new(0),
+            holders: Holders(std::array::from_fn(|_| Holder::new())),
         }
     }
 }
@@ -178,14 +313,24 @@ pub enum AcquireError {
     WouldBlock,
     /// No permit before the deadline.
     Timeout,
+    /// The handle was closed ([`Semaphore::close`]), before or while waiting.
+    Closed,
+    /// An owned permit was asked for, and [`HOLDER_SLOTS`] live processes already
+    /// hold permits of this semaphore.
+    NoHolderSlot,
 }
 
 impl std::fmt::Display for AcquireError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::WouldBlock => "no permit available",
-            Self::Timeout => "no permit before the deadline",
-        })
+        match self {
+            Self::WouldBlock => f.write_str("no permit available"),
+            Self::Timeout => f.write_str("no permit before the deadline"),
+            Self::Closed => f.write_str("the semaphore handle was closed"),
+            Self::NoHolderSlot => write!(
+                f,
+                "all {HOLDER_SLOTS} holder slots are taken by live processes"
+            ),
+        }
     }
 }
 
@@ -231,8 +376,18 @@ impl std::error::Error for ReleaseError {}
 ///
 /// Acquiring takes one permit, waiting for one if none is left: a short spin, then a
 /// sleep on a process-shared futex. Releasing adds permits, up to the maximum fixed at
-/// creation, and makes a system call only if someone sleeps. Permits have no owner:
-/// any handle may release.
+/// creation, and makes a system call only if someone sleeps.
+///
+/// Permits come two ways:
+///
+/// - [`permit`](Self::permit) returns a [`Permit`] that gives the permit back when
+///   dropped; the process is recorded as its holder, so if it dies holding it the
+///   permit is returned to the semaphore;
+/// - [`acquire`](Self::acquire) and [`release`](Self::release) count permits that
+///   have no owner (any handle may release; a semaphore used as a signal).
+///
+/// [`close`](Self::close) wakes every call of this handle (and its clones) waiting in
+/// other threads with [`AcquireError::Closed`].
 ///
 /// # Examples
 ///
@@ -240,31 +395,70 @@ impl std::error::Error for ReleaseError {}
 /// use shmlink::lock::Semaphore;
 ///
 /// let pool = Semaphore::new(2, 2)?; // two permits, at most two
-/// pool.acquire();
-/// pool.acquire();
-/// assert!(pool.try_acquire().is_err());
-/// pool.release(1)?;
+/// let a = pool.permit()?;
+/// let b = pool.permit()?;
+/// assert!(pool.try_permit().is_err());
+/// drop(a); // given back
 /// assert_eq!(pool.value(), 1);
+/// # drop(b);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Semaphore<R: Region<Shared = SemaphoreState> = HeapRegion<SemaphoreState>> {
+    inner: Arc<Inner<R>>,
+}
+
+/// What the clones of one handle share.
+struct Inner<R: Region<Shared = SemaphoreState>> {
     region: Arc<R>,
     /// The state, cached: the region lives as long as `region`.
     state: NonNull<SemaphoreState>,
+    /// Set by `close`: waits of these handles end with `Closed`.
+    closed: AtomicBool,
+    /// The holder slot these handles record owned permits in, once they took one.
+    /// Held across each ledger transfer, so the threads of a process take turns on
+    /// their slot's ledger.
+    holder: Mutex<Option<usize>>,
 }
 
 // SAFETY: `state` points into the region that `region` (an Arc) keeps alive; the state
 // is all atomics (ShmSafe), so sending and sharing it is as safe as the region, which
-// `R: Send + Sync` allows.
-unsafe impl<R: Region<Shared = SemaphoreState> + Send + Sync> Send for Semaphore<R> {}
+// `R: Send + Sync` allows; the other fields are Send + Sync.
+unsafe impl<R: Region<Shared = SemaphoreState> + Send + Sync> Send for Inner<R> {}
 // SAFETY: as for Send.
-unsafe impl<R: Region<Shared = SemaphoreState> + Send + Sync> Sync for Semaphore<R> {}
+unsafe impl<R: Region<Shared = SemaphoreState> + Send + Sync> Sync for Inner<R> {}
 
 impl<R: Region<Shared = SemaphoreState>> Clone for Semaphore<R> {
     fn clone(&self) -> Self {
         Self {
-            region: self.region.clone(),
-            state: self.state,
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<R: Region<Shared = SemaphoreState>> Drop for Inner<R> {
+    fn drop(&mut self) {
+        // A process that dies keeps its slot until a repairer frees it; one that
+        // unwinds from a crash point in a model does the same.
+        if crate::process::crash::dying() {
+            return;
+        }
+        let slot = *self
+            .holder
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(i) = slot {
+            // SAFETY: `state` points into `region`, alive until this drop returns.
+            let hd = &unsafe { self.state.as_ref() }.holders.0[i];
+            // Free the slot if it holds nothing (permits leaked with `mem::forget`
+            // stay recorded, and are returned when this process dies).
+            if hd.ledger.load(Ordering::Relaxed) == 0 {
+                let _ = hd.token.compare_exchange(
+                    crate::process::current_token(),
+                    0,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                );
+            }
         }
     }
 }
@@ -292,6 +486,16 @@ impl Semaphore<HeapRegion<SemaphoreState>> {
     }
 }
 
+/// What one attempt at taking a permit found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    Taken,
+    /// No permit.
+    Empty,
+    /// A permit, but another holder's owned transfer is between its steps 2 and 4.
+    Busy,
+}
+
 impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
     /// Wraps a region whose state was initialised, checking it.
     ///
@@ -315,23 +519,28 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
             return Err(SemaphoreConfigError::Corrupt);
         }
         Ok(Self {
-            state: NonNull::from(region.shared()),
-            region,
+            inner: Arc::new(Inner {
+                state: NonNull::from(region.shared()),
+                region,
+                closed: AtomicBool::new(false),
+                holder: Mutex::new(None),
+            }),
         })
     }
 
     #[inline(always)]
     fn state(&self) -> &SemaphoreState {
-        // SAFETY: points into the region, which `self.region` keeps alive as long as
-        // `self`; the state is ShmSafe (atomics only).
-        unsafe { self.state.as_ref() }
+        // SAFETY: points into the region, which `self.inner.region` keeps alive as
+        // long as `self`; the state is ShmSafe (atomics only).
+        unsafe { self.inner.state.as_ref() }
     }
 
     /// Takes a permit if one is available, without waiting.
     ///
     /// # Errors
     ///
-    /// [`AcquireError::WouldBlock`] if none is.
+    /// [`AcquireError::WouldBlock`] if none is ([`AcquireError::Closed`] if none is
+    /// and the handle was closed).
     ///
     /// # Examples
     ///
@@ -345,24 +554,59 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
     /// ```
     #[inline]
     pub fn try_acquire(&self) -> Result<(), AcquireError> {
+        match self.attempt(None, false) {
+            Attempt::Taken => Ok(()),
+            _ => Err(self.would_block()),
+        }
+    }
+
+    /// `WouldBlock`, or `Closed` once the handle is closed.
+    fn would_block(&self) -> AcquireError {
+        if self.is_closed() {
+            AcquireError::Closed
+        } else {
+            AcquireError::WouldBlock
+        }
+    }
+
+    /// One CAS loop at taking a permit: unowned (`slot` None), or for holder `slot`,
+    /// setting the tag (step 2 of an owned transfer). `registered`: deregister the
+    /// waiter in the same step.
+    #[inline]
+    fn attempt(&self, slot: Option<usize>, registered: bool) -> Attempt {
         let word = &self.state().word;
         let mut s = word.load(Ordering::Relaxed);
-        while s & VALUE != 0 {
-            // SYNC: Acquire pairs with the Release CAS of `release`: what the releaser
+        loop {
+            if value_of(s) == 0 {
+                return Attempt::Empty;
+            }
+            let mut next = s - 1;
+            if registered {
+                next = less_one_waiter(next);
+            }
+            if let Some(i) = slot {
+                if tag_of(s) != 0 {
+                    return Attempt::Busy;
+                }
+                next = with_tag(next, i + 1);
+            }
+            // SYNC: Acquire pairs with the Release CAS of a release: what the releaser
             // did before releasing is visible to the acquirer.
-            match word.compare_exchange_weak(s, s - 1, Ordering::Acquire, Ordering::Relaxed) {
-                Ok(_) => return Ok(()),
+            match word.compare_exchange_weak(s, next, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return Attempt::Taken,
                 Err(now) => s = now,
             }
         }
-        Err(AcquireError::WouldBlock)
     }
 
-    /// Takes a permit, waiting as long as it takes.
+    /// Takes an unowned permit, waiting as long as it takes (or until the handle is
+    /// closed). Give it back with [`release`](Self::release); prefer
+    /// [`permit`](Self::permit), which gives it back when dropped and when the
+    /// process dies.
     ///
-    /// A semaphore has no owner, so there is no peer whose death could end the wait:
-    /// use [`acquire_timeout`](Self::acquire_timeout) when the releasing process may
-    /// die.
+    /// # Errors
+    ///
+    /// [`AcquireError::Closed`] if the handle is closed before a permit comes.
     ///
     /// # Examples
     ///
@@ -372,20 +616,19 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
     /// let sem = Semaphore::new(0, 1)?;
     /// let other = sem.clone();
     /// let t = std::thread::spawn(move || other.release(1));
-    /// sem.acquire(); // sleeps until the other thread releases
+    /// sem.acquire()?; // sleeps until the other thread releases
     /// t.join().unwrap()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn acquire(&self) {
-        // Without a deadline the only way out is a permit.
-        let _ = self.acquire_until(None);
+    pub fn acquire(&self) -> Result<(), AcquireError> {
+        self.acquire_until(None)
     }
 
-    /// Takes a permit, waiting at most `timeout`.
+    /// Takes an unowned permit, waiting at most `timeout`.
     ///
     /// # Errors
     ///
-    /// [`AcquireError::Timeout`].
+    /// [`AcquireError::Timeout`], or [`AcquireError::Closed`].
     ///
     /// # Examples
     ///
@@ -402,11 +645,11 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
         self.acquire_until(Instant::now().checked_add(timeout))
     }
 
-    /// Takes a permit, waiting until `deadline` (`None`: forever).
+    /// Takes an unowned permit, waiting until `deadline` (`None`: forever).
     ///
     /// # Errors
     ///
-    /// [`AcquireError::Timeout`].
+    /// [`AcquireError::Timeout`], or [`AcquireError::Closed`].
     ///
     /// # Examples
     ///
@@ -420,72 +663,140 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn acquire_until(&self, deadline: Option<Instant>) -> Result<(), AcquireError> {
-        if self.try_acquire().is_ok() {
+        self.take_until(deadline, &mut |registered| self.attempt(None, registered))
+    }
+
+    /// Waits for `attempt` to take a permit: a spin, then sleeps on the futex (each
+    /// at most [`SLEEP_SLICE`], after which dead holders are looked for).
+    fn take_until(
+        &self,
+        deadline: Option<Instant>,
+        attempt: &mut dyn FnMut(bool) -> Attempt,
+    ) -> Result<(), AcquireError> {
+        if attempt(false) == Attempt::Taken {
             return Ok(());
         }
         let mut backoff = Backoff::new();
         while !backoff.is_completed() {
             backoff.snooze();
-            if self.try_acquire().is_ok() {
+            if attempt(false) == Attempt::Taken {
                 return Ok(());
             }
         }
-        self.acquire_slow(deadline)
+        if self.is_closed() {
+            return Err(AcquireError::Closed);
+        }
+        self.take_slow(deadline, attempt)
     }
 
     #[cold]
-    fn acquire_slow(&self, deadline: Option<Instant>) -> Result<(), AcquireError> {
+    fn take_slow(
+        &self,
+        deadline: Option<Instant>,
+        attempt: &mut dyn FnMut(bool) -> Attempt,
+    ) -> Result<(), AcquireError> {
         let st = self.state();
-        // Register: from here on every release sees us and bumps `wake_seq`.
-        // Relaxed: ordering against releases comes from this being an RMW of `word`.
-        st.word.fetch_add(WAITER, Ordering::Relaxed);
+        // Register: from here on every release sees us and bumps `wake_seq`. With
+        // the count full (a hostile peer, or 65535 waiters) wait unregistered, looking
+        // every slice. Relaxed: ordering against releases comes from this being an RMW
+        // of `word`.
+        let mut s = st.word.load(Ordering::Relaxed);
+        let registered = loop {
+            if s & WAITERS == WAITERS {
+                break false;
+            }
+            match st
+                .word
+                .compare_exchange_weak(s, s + WAITER, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => break true,
+                Err(now) => s = now,
+            }
+        };
         crate::process::crash::point("semaphore.acquire", 1);
+        let mut busy = 0u32;
         loop {
-            let s = st.word.load(Ordering::Relaxed);
             let expired = deadline.is_some_and(|d| Instant::now() >= d);
-            if s & VALUE != 0 || expired {
-                // Take a permit and deregister in one step; or, past the deadline with
-                // none left, just deregister. Either way a release in between is
-                // seen: a timed-out waiter never leaves a permit behind unclaimed.
-                let (next, taken) = if s & VALUE != 0 {
-                    (s.wrapping_sub(1 + WAITER), true)
-                } else {
-                    (s.wrapping_sub(WAITER), false)
-                };
-                // SYNC: Acquire pairs with the release's Release CAS.
-                if st
-                    .word
-                    .compare_exchange_weak(s, next, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-                {
+            let closed = self.is_closed();
+            match attempt(registered) {
+                Attempt::Taken => {
                     crate::process::crash::point("semaphore.acquire", 2);
-                    return if taken {
-                        Ok(())
+                    return Ok(());
+                }
+                Attempt::Busy if !expired && !closed => {
+                    // Another holder's transfer, a few instructions long unless its
+                    // process died there: look at it now and then.
+                    busy += 1;
+                    if busy.is_multiple_of(BUSY_POLLS) {
+                        self.repair_tag_holder(0);
+                    }
+                    crate::sync::yield_now();
+                    continue;
+                }
+                _ => {}
+            }
+            if expired || closed {
+                // Deregister, unless a permit came in between (then take it: a
+                // leaving waiter never leaves a permit behind unclaimed).
+                if self.deregister_if_empty(registered) {
+                    let why = if closed {
+                        AcquireError::Closed
                     } else {
-                        Err(AcquireError::Timeout)
+                        AcquireError::Timeout
                     };
+                    crate::sync::slow_path!(DEBUG, why = %why, "semaphore: a wait ended without a permit");
+                    return Err(why);
                 }
                 continue;
             }
             // SYNC: Acquire pairs with the release's Release bump of `wake_seq`: if we
             // read the bumped value, the permit it announced is visible below.
             let seq = st.wake_seq.load(Ordering::Acquire);
-            if st.word.load(Ordering::Relaxed) & VALUE != 0 {
+            if value_of(st.word.load(Ordering::Relaxed)) != 0 || self.is_closed() {
                 continue;
             }
             // A release after our `seq` read bumps `wake_seq`, so the kernel either
             // sees the change and returns at once, or queues us before the wake. A
             // releaser killed after adding its permit but before the bump or the wake
-            // wakes nobody, so sleep at most one slice and look again: the permit is
-            // found within `SLEEP_SLICE` (crash points `semaphore.release:1` and `:2`).
+            // wakes nobody, and a holder killed holding permits returns none, so sleep
+            // at most one slice and look again: the permit is found within
+            // `SLEEP_SLICE` (crash points `semaphore.release:1` and `:2`).
             let slice_end = Instant::now() + SLEEP_SLICE;
             let until = deadline.map_or(slice_end, |d| d.min(slice_end));
-            futex::wait_until(&st.wake_seq, seq, Some(until));
+            if futex::wait_until(&st.wake_seq, seq, Some(until)) == futex::WaitResult::TimedOut
+                && until == slice_end
+            {
+                self.reclaim(false);
+            }
         }
     }
 
-    /// Adds `n` permits, waking up to `n` sleepers. No system call unless someone
-    /// sleeps.
+    /// Deregisters a leaving waiter if no permit is available (or every available
+    /// one is mid-transfer); `false` if one is, to be taken instead.
+    fn deregister_if_empty(&self, registered: bool) -> bool {
+        let word = &self.state().word;
+        let mut s = word.load(Ordering::Relaxed);
+        loop {
+            if value_of(s) != 0 && tag_of(s) == 0 {
+                return false;
+            }
+            if !registered {
+                return true;
+            }
+            match word.compare_exchange_weak(
+                s,
+                less_one_waiter(s),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => s = now,
+            }
+        }
+    }
+
+    /// Adds `n` unowned permits, waking up to `n` sleepers. No system call unless
+    /// someone sleeps.
     ///
     /// # Errors
     ///
@@ -507,7 +818,7 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
         let max = st.max.load(Ordering::Relaxed);
         let mut s = st.word.load(Ordering::Relaxed);
         loop {
-            let value = (s & VALUE) as u32;
+            let value = value_of(s);
             if u64::from(value) + u64::from(n) > u64::from(max) {
                 return Err(ReleaseError { value, n, max });
             }
@@ -523,15 +834,65 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
             }
         }
         crate::process::crash::point("semaphore.release", 1);
-        let waiters = (s >> 32) as u32;
+        self.wake(waiters_of(s), n, "semaphore.release", 2);
+        Ok(())
+    }
+
+    /// Wakes up to `n` of `waiters` sleepers (none if either is 0); its two steps are
+    /// crash points `step` and `step + 1` of `protocol`.
+    fn wake(&self, waiters: u32, n: u32, protocol: &'static str, step: u32) {
         if waiters != 0 && n != 0 {
+            let st = self.state();
             // SYNC: Release pairs with the sleeper's Acquire load of `wake_seq`.
             st.wake_seq.fetch_add(1, Ordering::Release);
-            crate::process::crash::point("semaphore.release", 2);
+            crate::process::crash::point(protocol, step);
             futex::wake(&st.wake_seq, n.min(waiters));
-            crate::process::crash::point("semaphore.release", 3);
+            crate::process::crash::point(protocol, step + 1);
         }
-        Ok(())
+    }
+
+    /// Closes this handle and its clones: every call of theirs waiting for a permit in
+    /// another thread wakes with [`AcquireError::Closed`], and so does every later
+    /// call that would wait. Other handles (other processes, other `open`s) are not
+    /// affected; permits held stay held until their [`Permit`]s drop.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::lock::{AcquireError, Semaphore};
+    ///
+    /// let sem = Semaphore::new(0, 1)?;
+    /// let waiter = {
+    ///     let sem = sem.clone();
+    ///     std::thread::spawn(move || sem.permit().map(drop))
+    /// };
+    /// sem.close();
+    /// assert_eq!(waiter.join().unwrap(), Err(AcquireError::Closed));
+    /// assert!(sem.is_closed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn close(&self) {
+        // SYNC: SeqCst store, then the bump: a waiter that read `wake_seq` before the
+        // bump is woken by it; one that reads it after sees the flag on its next look.
+        self.inner.closed.store(true, Ordering::SeqCst);
+        let st = self.state();
+        st.wake_seq.fetch_add(1, Ordering::SeqCst);
+        futex::wake(&st.wake_seq, u32::MAX);
+    }
+
+    /// Whether [`close`](Self::close) was called on this handle or a clone.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::lock::Semaphore;
+    ///
+    /// let sem = Semaphore::new(1, 1)?;
+    /// assert!(!sem.is_closed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::SeqCst)
     }
 
     /// Permits available right now.
@@ -545,7 +906,7 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn value(&self) -> u32 {
-        (self.state().word.load(Ordering::Relaxed) & VALUE) as u32
+        value_of(self.state().word.load(Ordering::Relaxed))
     }
 
     /// The most permits the semaphore may hold.
@@ -574,7 +935,7 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn waiters(&self) -> u32 {
-        (self.state().word.load(Ordering::Relaxed) >> 32) as u32
+        waiters_of(self.state().word.load(Ordering::Relaxed))
     }
 
     /// The region the semaphore lives in.
@@ -590,7 +951,7 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn region(&self) -> &R {
-        &self.region
+        &self.inner.region
     }
 }
 
@@ -626,8 +987,9 @@ impl Semaphore<ShmRegion<SemaphoreState>> {
     ///
     /// let sem = Semaphore::create(Segment::builder(&name).unlink_on_drop(true), 2, 4)?;
     /// let other = Semaphore::open(Segment::builder(&name))?; // usually another process
-    /// sem.acquire();
+    /// let permit = sem.permit()?;
     /// assert_eq!(other.value(), 1);
+    /// # drop(permit);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn create(
@@ -672,8 +1034,9 @@ impl Semaphore<ShmRegion<SemaphoreState>> {
     /// Opens the named semaphore, or creates it with `initial` permits, at most `max`,
     /// if the name holds none. One left stale by a crash is resumed with its count
     /// when its maximum is `max`, and replaced otherwise; a live one with another
-    /// maximum is [`SemaphoreConfigError::MaxMismatch`]. (Permits a dead process held
-    /// are not returned by resuming.)
+    /// maximum is [`SemaphoreConfigError::MaxMismatch`]. The [`Permit`]s of holders
+    /// that died are returned ([`reclaim_dead`](Self::reclaim_dead)); unowned permits
+    /// taken with `acquire` stay taken.
     ///
     /// # Errors
     ///
@@ -689,7 +1052,7 @@ impl Semaphore<ShmRegion<SemaphoreState>> {
     /// let builder = Segment::builder(&name).unlink_on_drop(true);
     /// let (a, how) = Semaphore::open_or_create(builder.clone(), 2, 4)?;
     /// assert_eq!(how, Disposition::Created);
-    /// a.acquire();
+    /// a.acquire()?;
     /// let (b, how) = Semaphore::open_or_create(builder, 2, 4)?; // `initial` is not applied
     /// assert_eq!((how, b.value()), (Disposition::Opened, 1));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -708,6 +1071,7 @@ impl Semaphore<ShmRegion<SemaphoreState>> {
             },
             |region| {
                 let sem = Self::from_region(region)?;
+                sem.reclaim_dead();
                 if sem.max() == max {
                     Ok(sem)
                 } else {
@@ -717,7 +1081,7 @@ impl Semaphore<ShmRegion<SemaphoreState>> {
                     })
                 }
             },
-            |sem| sem.region.segment(),
+            |sem| sem.inner.region.segment(),
         )
     }
 }
@@ -758,12 +1122,12 @@ mod tests {
                 let (sem, inside) = (sem.clone(), inside.clone());
                 std::thread::spawn(move || {
                     for _ in 0..if cfg!(miri) { 10 } else { 2_000 } {
-                        sem.acquire();
+                        let permit = sem.permit().unwrap();
                         let now = inside.fetch_add(1, Ordering::Relaxed) + 1;
                         assert!(now <= 2, "{now} holders of 2 permits");
                         std::hint::spin_loop();
                         inside.fetch_sub(1, Ordering::Relaxed);
-                        sem.release(1).unwrap();
+                        drop(permit);
                     }
                 })
             })
@@ -778,7 +1142,7 @@ mod tests {
 /// A named semaphore's state, read without acquiring anything (what `shmlink
 /// inspect` shows); a snapshot, stale as soon as it is read.
 #[cfg(not(shmlink_loom))]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SemaphoreStatus {
     /// Permits available.
     pub value: u32,
@@ -786,6 +1150,21 @@ pub struct SemaphoreStatus {
     pub max: u32,
     /// Waiters registered (a waiter that died stays counted).
     pub waiters: u32,
+    /// The processes recorded as holding [`Permit`]s (a process that took its slot
+    /// and holds none right now is listed with 0).
+    pub holders: Vec<PermitHolder>,
+}
+
+/// A process recorded as a holder of a semaphore's [`Permit`]s.
+#[cfg(not(shmlink_loom))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PermitHolder {
+    /// Its pid.
+    pub pid: u32,
+    /// The permits it holds.
+    pub permits: u32,
+    /// Whether it still runs (a dead one's permits are returned by the next waiter).
+    pub liveness: crate::process::Liveness,
 }
 
 /// Reads the state of the semaphore named `name`.
@@ -802,9 +1181,12 @@ pub struct SemaphoreStatus {
 /// # let name = format!("doc-sem-status-{}", std::process::id());
 ///
 /// let sem = Semaphore::create(Segment::builder(&name).unlink_on_drop(true), 3, 4)?;
-/// sem.acquire();
+/// let permit = sem.permit()?;
 /// let status = semaphore_status(&name)?;
 /// assert_eq!((status.value, status.max, status.waiters), (2, 4, 0));
+/// assert_eq!(status.holders[0].pid, std::process::id());
+/// assert_eq!(status.holders[0].permits, 1);
+/// # drop(permit);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[cfg(not(shmlink_loom))]
@@ -814,9 +1196,18 @@ pub fn semaphore_status(name: &str) -> Result<SemaphoreStatus, crate::segment::O
     )?;
     let st = region.shared();
     let word = st.word.load(Ordering::Relaxed);
+    let holders = Semaphore::<ShmRegion<SemaphoreState>>::holders_of(st)
+        .into_iter()
+        .map(|(pid, permits, token)| PermitHolder {
+            pid,
+            permits,
+            liveness: crate::process::liveness(token),
+        })
+        .collect();
     Ok(SemaphoreStatus {
-        value: word as u32,
+        value: value_of(word),
         max: st.max.load(Ordering::Relaxed),
-        waiters: (word >> 32) as u32,
+        waiters: waiters_of(word),
+        holders,
     })
 }
