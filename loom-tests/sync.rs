@@ -267,3 +267,41 @@ fn seqlock_readers_never_accept_a_torn_value() {
         assert_eq!(lock.try_read(), Ok([2, 2]));
     });
 }
+
+/// A Bakery participant waits behind the holder; a closer in the holder's thread
+/// closes the lock: the waiter returns `Closed`, whether it was about to sleep, asleep
+/// or not yet waiting. A close that leaves out the notify deadlocks here (the sleeper
+/// is never woken), and so does a wait whose `gone` check ignores the flag.
+#[test]
+fn bakery_close_wakes_a_blocked_locker() {
+    loom::model(|| {
+        let mut holder = BakeryMutex::new(2, 0u64).unwrap();
+        let mut waiter = holder.join().unwrap();
+        let closer = holder.closer();
+        let guard = holder.lock().unwrap();
+        let t = thread::spawn(move || {
+            let got = waiter.lock().map(drop).map_err(LockError::without_guard);
+            assert!(matches!(got, Err(LockError::Closed)), "{got:?}");
+        });
+        closer.close();
+        t.join().unwrap();
+        drop(guard);
+    });
+}
+
+/// A semaphore waiter with no permit coming is woken by `close` with `Closed`, asleep
+/// or not: a close that only sets the flag (no `wake_seq` bump and wake) deadlocks.
+#[test]
+fn semaphore_close_wakes_a_sleeper() {
+    loom::model(|| {
+        let sem = Semaphore::new(0, 1).unwrap();
+        let t = {
+            let sem = sem.clone();
+            thread::spawn(move || {
+                assert_eq!(sem.acquire(), Err(shmlink::lock::AcquireError::Closed));
+            })
+        };
+        sem.close();
+        t.join().unwrap();
+    });
+}

@@ -32,8 +32,8 @@ mod seqlock;
 mod tests;
 
 pub use bakery::{
-    BakeryConfigError, BakeryControl, BakeryGuard, BakeryLock, BakeryMutex, LockError,
-    MAX_PARTICIPANTS, MutexGuard, Participant, SLOT_SIZE,
+    BakeryCloser, BakeryConfigError, BakeryControl, BakeryGuard, BakeryLock, BakeryMutex,
+    LockError, MAX_PARTICIPANTS, MutexGuard, Participant, SLOT_SIZE,
 };
 #[cfg(not(shmlink_loom))]
 pub use bakery::{BakeryStatus, bakery_status};

@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 use crate::process::{current_token, token_dead, token_pid};
 use crate::region::Pod;
 use crate::region::{CacheLine, HeapRegion, RawArea, Region, ShmSafe};
-use crate::sync::atomic::{AtomicU64, Ordering, fence};
+use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 
 #[cfg(not(shmlink_loom))]
 use super::ObjectError;
@@ -209,6 +209,9 @@ pub enum ReadError {
         /// The dead writer's pid.
         pid: u32,
     },
+    /// The seqlock was closed in this process ([`SeqLock::close`]) while this read
+    /// waited for a write to end.
+    Closed,
 }
 
 impl std::fmt::Display for ReadError {
@@ -219,6 +222,7 @@ impl std::fmt::Display for ReadError {
             Self::WriterDied { pid } => {
                 write!(f, "writer process {pid} died in the middle of a write")
             }
+            Self::Closed => f.write_str("the seqlock was closed in this process"),
         }
     }
 }
@@ -273,6 +277,8 @@ pub struct SeqLock<T: Pod, R: Region<Shared = SeqLockControl> = HeapRegion<SeqLo
     ctl: NonNull<SeqLockControl>,
     area: RawArea,
     _value: PhantomData<fn(T) -> T>,
+    /// Set by `close`: shared by this handle's clones.
+    closed: Arc<AtomicBool>,
 }
 
 // SAFETY: `ctl` points into the region that `region` (an Arc) keeps alive; the control
@@ -289,6 +295,7 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> Clone for SeqLock<T, R> {
             ctl: self.ctl,
             area: self.area,
             _value: PhantomData,
+            closed: self.closed.clone(),
         }
     }
 }
@@ -413,6 +420,7 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqLock<T, R> {
             region,
             area,
             _value: PhantomData,
+            closed: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -577,6 +585,9 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqLock<T, R> {
         #[cfg(shmlink_loom)]
         {
             let _ = deadline;
+            if self.is_closed() {
+                return Err(ReadError::Closed);
+            }
             crate::sync::spin_loop();
             Ok(())
         }
@@ -591,6 +602,9 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqLock<T, R> {
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
                 return Err(ReadError::Timeout);
+            }
+            if self.is_closed() {
+                return Err(ReadError::Closed);
             }
             // Liveness only once stuck: a writer that gets on is alive.
             let stuck = retry.stuck > READ_TRIES;
@@ -613,6 +627,38 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> SeqLock<T, R> {
             }
             Ok(())
         }
+    }
+
+    /// Closes this handle and its clones: a `read` of theirs waiting for a write to
+    /// end, in any thread, returns [`ReadError::Closed`] within a nap (1 ms). Reads
+    /// that need not wait, other handles and other processes are not affected.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::lock::{ReadError, SeqLock};
+    ///
+    /// let lock = SeqLock::new(7u64);
+    /// lock.close();
+    /// assert!(lock.is_closed());
+    /// assert_eq!(lock.read(), Ok(7)); // no write in progress: no wait
+    /// # let _ = ReadError::Closed;
+    /// ```
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`close`](Self::close) was called on this handle or a clone.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::lock::SeqLock;
+    ///
+    /// assert!(!SeqLock::new(0u8).is_closed());
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// For a reader that found a write in progress: `WriterDied` if its writer is gone
@@ -996,6 +1042,37 @@ impl<T: Pod> SeqLock<T, ShmRegion<SeqLockControl>> {
 #[cfg(all(test, not(shmlink_loom)))]
 mod tests {
     use super::*;
+
+    /// A read waiting for a write to end (a live writer stuck mid-write: `seq` odd,
+    /// writer token ours) returns `Closed` once the lock is closed from another
+    /// thread, with and without a deadline; a read that need not wait still reads.
+    #[test]
+    #[cfg_attr(miri, ignore = "sleeps")]
+    fn close_ends_a_read_waiting_for_a_write() {
+        let lock = SeqLock::new(3u64);
+        let writer = lock.writer().unwrap();
+        lock.ctl().seq.fetch_add(1, Ordering::Relaxed); // a write begun, never ended
+        let t0 = Instant::now();
+        let readers: Vec<_> = [None, Some(Duration::from_secs(60))]
+            .into_iter()
+            .map(|timeout| {
+                let lock = lock.clone();
+                std::thread::spawn(move || match timeout {
+                    None => lock.read(),
+                    Some(t) => lock.read_timeout(t),
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(30));
+        lock.clone().close(); // through a clone: the same handle
+        for r in readers {
+            assert_eq!(r.join().unwrap(), Err(ReadError::Closed));
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        lock.ctl().seq.fetch_add(1, Ordering::Relaxed); // the write ends
+        assert_eq!(lock.read(), Ok(3));
+        drop(writer);
+    }
 
     #[test]
     fn odd_sizes_round_trip() {

@@ -76,6 +76,11 @@ pub enum LockError<G> {
     /// This handle's slot was taken from it (its process was taken for dead, or the
     /// shared memory was overwritten); the handle cannot lock any more.
     SlotLost,
+    /// The lock was closed in this process ([`BakeryCloser::close`]) before or while
+    /// this call waited.
+    ///
+    /// [`BakeryCloser::close`]: crate::lock::BakeryCloser::close
+    Closed,
     /// A value in shared memory is impossible (e.g. a ticket above 2^62).
     Corrupt {
         /// Which value.
@@ -120,6 +125,7 @@ impl<G> LockError<G> {
             Self::WouldBlock => LockError::WouldBlock,
             Self::Timeout => LockError::Timeout,
             Self::SlotLost => LockError::SlotLost,
+            Self::Closed => LockError::Closed,
             Self::Corrupt { what, found } => LockError::Corrupt { what, found },
         }
     }
@@ -132,6 +138,7 @@ impl<G> std::fmt::Display for LockError<G> {
             Self::WouldBlock => f.write_str("the lock is held"),
             Self::Timeout => f.write_str("timed out waiting for the lock"),
             Self::SlotLost => f.write_str("this participant's slot was taken from it"),
+            Self::Closed => f.write_str("the lock was closed in this process"),
             Self::Corrupt { what, found } => write!(f, "corrupt lock: {what} = {found}"),
         }
     }

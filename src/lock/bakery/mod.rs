@@ -55,7 +55,7 @@ use std::time::{Duration, Instant};
 use crate::process::crash;
 use crate::process::{current_token, token_dead, token_pid};
 use crate::region::{CacheLine, HeapRegion, RawArea, Region, ShmSafe};
-use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
 use crate::sync::{WaitError, WaitMode, WaitWord};
 
 #[cfg(not(shmlink_loom))]
@@ -69,6 +69,7 @@ mod error;
 mod mutex;
 
 pub use error::{BakeryConfigError, LockError};
+
 pub use mutex::{BakeryMutex, MutexGuard};
 
 /// The most participants a Bakery lock can have.
@@ -481,6 +482,86 @@ pub struct BakeryLock<R: Region<Shared = BakeryControl> = HeapRegion<BakeryContr
     token: u64,
     generation: u64,
     mode: WaitMode,
+    /// Set by a [`BakeryCloser`]: shared by the participants joined from this one.
+    closed: Arc<AtomicBool>,
+}
+
+/// Closes a Bakery lock in this process, from any thread: every `lock` of its
+/// participants (the handle it came from and those joined from it) that waits, or
+/// would wait, ends with [`LockError::Closed`]. Other processes are not affected; a
+/// holder keeps its guard until it drops it.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::lock::{BakeryLock, LockError};
+///
+/// let mut a = BakeryLock::new(2)?;
+/// let mut b = a.join()?;
+/// let closer = b.closer();
+/// let held = a.lock().map_err(LockError::without_guard)?;
+/// let waiter = std::thread::spawn(move || b.lock().map(drop).map_err(LockError::without_guard));
+/// closer.close();
+/// assert!(matches!(waiter.join().unwrap(), Err(LockError::Closed)));
+/// # drop(held);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct BakeryCloser<R: Region<Shared = BakeryControl> = HeapRegion<BakeryControl>> {
+    region: Arc<R>,
+    closed: Arc<AtomicBool>,
+}
+
+impl<R: Region<Shared = BakeryControl>> Clone for BakeryCloser<R> {
+    fn clone(&self) -> Self {
+        Self {
+            region: self.region.clone(),
+            closed: self.closed.clone(),
+        }
+    }
+}
+
+impl<R: Region<Shared = BakeryControl>> std::fmt::Debug for BakeryCloser<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BakeryCloser")
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+impl<R: Region<Shared = BakeryControl>> BakeryCloser<R> {
+    /// Closes the lock in this process and wakes its waiters here (see the type).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::lock::{BakeryLock, LockError};
+    ///
+    /// let mut lock = BakeryLock::new(1)?;
+    /// lock.closer().close();
+    /// assert!(lock.closer().is_closed());
+    /// assert!(lock.try_lock().is_ok()); // a call that need not wait still succeeds
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn close(&self) {
+        // SYNC: SeqCst store, then `notify`'s SeqCst fence: a sleeper that announced
+        // itself before our fence is woken; one after it sees the flag in `gone`.
+        self.closed.store(true, Ordering::SeqCst);
+        self.region.shared().wake.notify();
+    }
+
+    /// Whether the lock was closed in this process.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::lock::BakeryLock;
+    ///
+    /// assert!(!BakeryLock::new(1)?.closer().is_closed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
 }
 
 impl BakeryLock<HeapRegion<BakeryControl>> {
@@ -588,7 +669,28 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
             token,
             generation,
             mode,
+            closed: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// A handle that closes this lock in this process from another thread (see
+    /// [`BakeryCloser`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::lock::BakeryLock;
+    ///
+    /// let lock = BakeryLock::new(1)?;
+    /// let closer = lock.closer();
+    /// closer.close();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn closer(&self) -> BakeryCloser<R> {
+        BakeryCloser {
+            region: self.region.clone(),
+            closed: self.closed.clone(),
+        }
     }
 
     fn table(&self) -> Table<'_> {
@@ -628,6 +730,7 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
             token: self.token,
             generation,
             mode: self.mode,
+            closed: self.closed.clone(),
         })
     }
 
@@ -834,9 +937,18 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
             Wait::Forever => None,
             Wait::Until(d) => Some(d),
         };
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(LockError::Closed);
+        }
         let token = self.token;
         let owner = t.word(j, OWNER);
+        let closed = &*self.closed;
         let gone = |thorough: bool| {
+            // Closed ends the wait (the only "gone" reported: a dead slot is cleared
+            // and waited past).
+            if closed.load(Ordering::SeqCst) {
+                return true;
+            }
             // Under loom a liveness check is a lookup and the model has no clock: check
             // at every poll, so a death is noticed within the model.
             if thorough || cfg!(shmlink_loom) {
@@ -855,8 +967,8 @@ impl<R: Region<Shared = BakeryControl>> BakeryLock<R> {
             }),
             (Ok(()), None) => Ok(()),
             (Err(WaitError::Timeout), None) => Err(LockError::Timeout),
-            // `gone` never reports a disconnect: a dead slot is cleared and waited past.
-            (Err(WaitError::Disconnected), None) => Err(LockError::Timeout),
+            // `gone` reports only a close: a dead slot is cleared and waited past.
+            (Err(WaitError::Disconnected), None) => Err(LockError::Closed),
         }
     }
 

@@ -163,6 +163,28 @@ impl<T: Pod, R: Region<Shared = BakeryControl>> BakeryMutex<T, R> {
         })
     }
 
+    /// A handle that closes this mutex in this process from another thread: waiting
+    /// `lock`s end with [`LockError::Closed`] (see [`BakeryCloser`](crate::lock::BakeryCloser)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::lock::{BakeryMutex, LockError};
+    ///
+    /// let mut a = BakeryMutex::new(2, 0u64)?;
+    /// let mut b = a.join()?;
+    /// let closer = b.closer();
+    /// let held = a.lock().map_err(LockError::without_guard)?;
+    /// let waiter = std::thread::spawn(move || b.lock().map(drop).map_err(LockError::without_guard));
+    /// closer.close();
+    /// assert!(matches!(waiter.join().unwrap(), Err(LockError::Closed)));
+    /// # drop(held);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn closer(&self) -> super::BakeryCloser<R> {
+        self.lock.closer()
+    }
+
     /// Locks (see [`BakeryLock::lock`]).
     ///
     /// # Errors
