@@ -102,13 +102,14 @@ fn already_exists_not_found_invalid_name() {
 fn wrong_fingerprint_kind_or_size_is_refused() {
     let name = unique_name("fp");
     let _a = builder(&name).unlink_on_drop(true).create().unwrap();
-    assert_eq!(
+    assert!(matches!(
         builder(&name).fingerprint(0x1234).open().unwrap_err(),
         OpenError::TypeMismatch {
             expected: 0x1234,
-            found: 0xabcd
+            found: 0xabcd,
+            ..
         }
-    );
+    ));
     assert_eq!(
         builder(&name).kind(Kind::Typed).open().unwrap_err(),
         OpenError::WrongKind {
@@ -129,13 +130,26 @@ fn wrong_fingerprint_kind_or_size_is_refused() {
     let _r =
         ShmRegion::<AtomicU64>::create(Segment::builder(&typed).unlink_on_drop(true), 0).unwrap();
     let err = ShmRegion::<[AtomicU64; 2]>::open(Segment::builder(&typed)).unwrap_err();
+    let OpenError::TypeMismatch {
+        expected,
+        found,
+        expected_type,
+        found_type,
+    } = err
+    else {
+        panic!("{err:?}");
+    };
     assert_eq!(
-        err,
-        OpenError::TypeMismatch {
-            expected: fingerprint::<[AtomicU64; 2]>(),
-            found: fingerprint::<AtomicU64>()
-        }
+        (expected, found),
+        (fingerprint::<[AtomicU64; 2]>(), fingerprint::<AtomicU64>())
     );
+    // Both names are told: the one asked for and the one the creator recorded.
+    assert_eq!(found_type.as_str(), "AtomicU64");
+    assert!(
+        expected_type.as_str().contains("AtomicU64"),
+        "{expected_type}"
+    );
+    assert!(err.to_string().contains("holds `AtomicU64`"), "{err}");
 }
 
 #[test]

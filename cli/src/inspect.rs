@@ -51,6 +51,9 @@ fn report(name: &str) -> Result<Rec> {
         return Ok(rec);
     };
     rec.push(("kind", V::S(crate::kind_label(h.kind, h.fingerprint))));
+    if !h.type_name.is_empty() {
+        rec.push(("type", V::S(h.type_name.to_string())));
+    }
     let creator = token_of(h.creator.pid, h.creator.start_ticks);
     rec.push(("creator_pid", V::N(u64::from(h.creator.pid))));
     rec.push(("creator_alive", alive(liveness(creator))));

@@ -129,6 +129,7 @@ fn inspect_shows_each_kinds_state() {
     assert!(
         text.contains("value: 2")
             && text.contains("max: 5")
+            && text.contains("type: shmlink::lock::SemaphoreState")
             && text.contains(&format!("pid {me}, permits 1, alive yes")),
         "{text}"
     );

@@ -327,7 +327,10 @@ impl<T, C: Codec<T>> Channel<T, C> {
     #[cfg(not(shmlink_loom))]
     pub fn create(builder: SegmentBuilder, options: Options) -> Result<Self, ChannelError> {
         Ok(Self {
-            ring: C::create(builder, options.spec)?,
+            ring: C::create(
+                builder.type_name_default(std::any::type_name::<T>()),
+                options.spec,
+            )?,
             _msg: PhantomData,
         })
     }
@@ -354,7 +357,7 @@ impl<T, C: Codec<T>> Channel<T, C> {
     #[cfg(not(shmlink_loom))]
     pub fn open(builder: SegmentBuilder) -> Result<Self, ChannelError> {
         Ok(Self {
-            ring: C::open(builder)?,
+            ring: C::open(builder.type_name_default(std::any::type_name::<T>()))?,
             _msg: PhantomData,
         })
     }
@@ -394,6 +397,7 @@ impl<T, C: Codec<T>> Channel<T, C> {
         builder: SegmentBuilder,
         options: Options,
     ) -> Result<(Self, crate::segment::Disposition), ChannelError> {
+        let builder = builder.type_name_default(std::any::type_name::<T>());
         let (ring, how) = C::open_or_create(builder, options.spec)?;
         Ok((
             Self {

@@ -940,10 +940,12 @@ impl<T: Pod, R: Region<Shared = SeqLockControl>> std::fmt::Debug for SeqWriter<T
 #[cfg(not(shmlink_loom))]
 impl<T: Pod> SeqLock<T, ShmRegion<SeqLockControl>> {
     fn configure(builder: SegmentBuilder) -> SegmentBuilder {
-        builder.typed_defaults(
-            Kind::SeqLock,
-            combine_fingerprints(fingerprint::<SeqLockControl>(), T::FINGERPRINT),
-        )
+        builder
+            .typed_defaults(
+                Kind::SeqLock,
+                combine_fingerprints(fingerprint::<SeqLockControl>(), T::FINGERPRINT),
+            )
+            .type_name_default(std::any::type_name::<T>())
     }
 
     /// Creates a named seqlock holding `value`.

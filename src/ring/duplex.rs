@@ -194,6 +194,7 @@ impl Duplex<HeapRegion<DuplexHeader>> {
 fn configure(builder: crate::segment::SegmentBuilder) -> crate::segment::SegmentBuilder {
     builder
         .kind(crate::segment::Kind::Duplex)
+        .type_name_default(<DuplexHeader as crate::region::ShmSafe>::TYPE_NAME)
         .fingerprint(crate::region::fingerprint::<DuplexHeader>())
 }
 

@@ -411,6 +411,7 @@ fn configure_tagged<T: Pod>(
 ) -> crate::segment::SegmentBuilder {
     builder
         .kind(crate::segment::Kind::MpmcRing)
+        .type_name_default(std::any::type_name::<T>())
         .fingerprint(tagged_fingerprint::<T>(tag))
 }
 

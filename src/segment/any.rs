@@ -34,6 +34,9 @@ use super::ShmRegion;
 /// assert!(named.is_named() && !heap.is_named());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+// A region is built once and kept (in an Arc, by every object); boxing the segment
+// would add a pointer chase to every access for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum AnyRegion<T: ShmSafe> {
     /// On the heap: in-process use, loom, Miri.
     Heap(HeapRegion<T>),

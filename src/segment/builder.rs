@@ -8,7 +8,7 @@ use nix::errno::Errno;
 use super::create::create_once;
 use super::error::{CreateError, NameError, OpenError, OsError};
 use super::handle::Segment;
-use super::header::{Expect, HEADER_SIZE, HeaderSpec, Kind};
+use super::header::{Expect, HEADER_SIZE, HeaderSpec, Kind, TypeName};
 use super::name::SegmentName;
 use super::open::{Backoff, open_error, open_validated};
 use super::stale::remove_stale_named;
@@ -127,6 +127,7 @@ pub struct SegmentBuilder {
     name: String,
     kind: Option<Kind>,
     fingerprint: Option<u64>,
+    type_name: Option<TypeName>,
     payload_len: Option<u64>,
     timeout: Duration,
     unlink_on_drop: bool,
@@ -155,6 +156,7 @@ impl SegmentBuilder {
             name: name.to_owned(),
             kind: None,
             fingerprint: None,
+            type_name: None,
             payload_len: None,
             timeout: DEFAULT_OPEN_TIMEOUT,
             unlink_on_drop: false,
@@ -191,11 +193,32 @@ impl SegmentBuilder {
     /// # let name = format!("doc-seg-builder-fingerprint-{}", std::process::id());
     /// let _seg = Segment::builder(&name).fingerprint(0xfeed).unlink_on_drop(true).create()?;
     /// let err = Segment::builder(&name).fingerprint(0xbeef).open().unwrap_err();
-    /// assert_eq!(err, OpenError::TypeMismatch { expected: 0xbeef, found: 0xfeed });
+    /// assert!(matches!(err, OpenError::TypeMismatch { expected: 0xbeef, found: 0xfeed, .. }));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn fingerprint(mut self, fingerprint: u64) -> Self {
         self.fingerprint = Some(fingerprint);
+        self
+    }
+
+    /// The payload type's name, recorded at creation and named in a fingerprint
+    /// mismatch (the typed objects set their own).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::{OpenError, Segment};
+    ///
+    /// # let name = format!("doc-seg-builder-type-name-{}", std::process::id());
+    /// let b = Segment::builder(&name);
+    /// let _seg = b.clone().fingerprint(1).type_name("app::Old").unlink_on_drop(true).create()?;
+    /// let err = b.fingerprint(2).type_name("app::New").open().unwrap_err();
+    /// assert!(err.to_string().contains("holds `app::Old`"), "{err}");
+    /// assert!(err.to_string().contains("expected `app::New`"), "{err}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn type_name(mut self, name: &str) -> Self {
+        self.type_name = Some(TypeName::new(name));
         self
     }
 
@@ -352,11 +375,23 @@ impl SegmentBuilder {
         self
     }
 
+    /// Sets the type name where the user did not.
+    pub(crate) fn type_name_default(mut self, name: &str) -> Self {
+        self.type_name.get_or_insert_with(|| TypeName::new(name));
+        self
+    }
+
+    /// The type name recorded at creation.
+    pub(crate) fn recorded_type_name(&self) -> TypeName {
+        self.type_name.unwrap_or_default()
+    }
+
     fn expect(&self) -> Expect {
         Expect {
             kind: Some(self.kind.unwrap_or(Kind::Raw)),
             fingerprint: Some(self.fingerprint.unwrap_or(0)),
             payload_len: self.payload_len,
+            type_name: self.recorded_type_name(),
         }
     }
 
@@ -427,6 +462,7 @@ impl SegmentBuilder {
             fingerprint: self.fingerprint.unwrap_or(0),
             payload_len,
             created_unix_ns: sys::unix_now_ns(),
+            type_name: self.recorded_type_name(),
         };
         let deadline = Instant::now() + self.timeout;
         loop {

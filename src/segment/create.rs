@@ -79,6 +79,7 @@ pub(super) fn create_once(
         creator,
         created_unix_ns: spec.created_unix_ns,
         attached: 1,
+        type_name: spec.type_name,
     };
     Ok(Some(Segment {
         map,

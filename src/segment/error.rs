@@ -391,6 +391,10 @@ pub enum OpenError {
         expected: u64,
         /// Fingerprint found.
         found: u64,
+        /// The type asked for.
+        expected_type: super::header::TypeName,
+        /// The type the creator recorded (empty if it recorded none).
+        found_type: super::header::TypeName,
     },
     /// A size disagrees: the file against the header, or the payload against what the
     /// opener asked for.
@@ -470,10 +474,31 @@ impl fmt::Display for OpenError {
                 Some(k) => write!(f, "holds a {k} object, expected {expected}"),
                 None => write!(f, "holds unknown kind {found}, expected {expected}"),
             },
-            OpenError::TypeMismatch { expected, found } => write!(
-                f,
-                "type fingerprint {found:#018x} differs from expected {expected:#018x}"
-            ),
+            OpenError::TypeMismatch {
+                expected,
+                found,
+                expected_type,
+                found_type,
+            } => {
+                let name = |t: &super::header::TypeName| {
+                    if t.is_empty() {
+                        "a type of unrecorded name".to_owned()
+                    } else {
+                        format!("`{t}`")
+                    }
+                };
+                write!(
+                    f,
+                    "holds {} (fingerprint {found:#018x}), expected {} \
+                     (fingerprint {expected:#018x})",
+                    name(found_type),
+                    name(expected_type)
+                )?;
+                if expected_type == found_type && !found_type.is_empty() {
+                    f.write_str(": same name, another layout or version")?;
+                }
+                Ok(())
+            }
             OpenError::SizeMismatch {
                 what,
                 expected,

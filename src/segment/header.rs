@@ -19,7 +19,9 @@
 //! | 64     | 8    | `creator_start`  | creator's start time, clock ticks after boot         |
 //! | 72     | 8    | `created_unix_ns`| creation wall-clock time                             |
 //! | 80     | 4    | `attached`       | processes attached and not yet cleanly detached      |
-//! | 84     | 44   | reserved         | zero                                                 |
+//! | 84     | 4    | reserved         | zero                                                 |
+//! | 88     | 32   | `type_name`      | the payload type's name (its last 32 bytes, UTF-8, zero-padded), for messages only |
+//! | 120    | 8    | reserved         | zero                                                 |
 //!
 //! Protocol: the creator writes `creator_uid` and `creator_start` (Relaxed), then
 //! `creator_pid` with a **Release** store (an opener that loads a non-zero pid with
@@ -232,7 +234,13 @@ pub struct ProcessId {
 /// use shmlink::segment::Kind;
 /// use shmlink::region::ShmSafe;
 ///
-/// let spec = HeaderSpec { kind: Kind::Raw, fingerprint: 0, payload_len: 64, created_unix_ns: 0 };
+/// let spec = HeaderSpec {
+///     kind: Kind::Raw,
+///     fingerprint: 0,
+///     payload_len: 64,
+///     created_unix_ns: 0,
+///     type_name: Default::default(),
+/// };
 /// let header = SegmentHeader::new_zeroed();
 /// header.write_layout(&spec);
 /// assert_eq!(header.snapshot().payload_len, 64);
@@ -247,6 +255,8 @@ pub struct HeaderSpec {
     pub payload_len: u64,
     /// Creation time, nanoseconds since the Unix epoch.
     pub created_unix_ns: u64,
+    /// The payload type's name (for messages).
+    pub type_name: TypeName,
 }
 
 impl HeaderSpec {
@@ -259,7 +269,13 @@ impl HeaderSpec {
     /// use shmlink::segment::header::{HEADER_SIZE, HeaderSpec};
     ///
     /// let mut spec =
-    ///     HeaderSpec { kind: Kind::Raw, fingerprint: 0, payload_len: 64, created_unix_ns: 0 };
+    ///     HeaderSpec {
+    ///     kind: Kind::Raw,
+    ///     fingerprint: 0,
+    ///     payload_len: 64,
+    ///     created_unix_ns: 0,
+    ///     type_name: Default::default(),
+    /// };
     /// assert_eq!(spec.total_size(), Some(HEADER_SIZE as u64 + 64));
     /// spec.payload_len = u64::MAX;
     /// assert_eq!(spec.total_size(), None);
@@ -283,7 +299,13 @@ impl HeaderSpec {
 ///
 /// let header = SegmentHeader::new_zeroed();
 /// header.write_creator(&ProcessId { pid: 42, uid: 1000, start_ticks: 7 });
-/// let spec = HeaderSpec { kind: Kind::Raw, fingerprint: 0, payload_len: 64, created_unix_ns: 0 };
+/// let spec = HeaderSpec {
+///     kind: Kind::Raw,
+///     fingerprint: 0,
+///     payload_len: 64,
+///     created_unix_ns: 0,
+///     type_name: Default::default(),
+/// };
 /// header.write_layout(&spec);
 /// assert_eq!(header.state()?, HeaderState::Creating);
 /// header.publish();
@@ -307,7 +329,8 @@ pub struct SegmentHeader {
     created_unix_ns: AtomicU64,
     attached: AtomicU32,
     _reserved0: AtomicU32,
-    _reserved: [AtomicU64; 5],
+    type_name: [AtomicU64; 4],
+    _reserved: AtomicU64,
 }
 
 #[cfg(not(shmlink_loom))]
@@ -317,6 +340,7 @@ const _: () = {
     assert!(core::mem::offset_of!(SegmentHeader, state) == 12);
     assert!(core::mem::offset_of!(SegmentHeader, creator_pid) == 56);
     assert!(core::mem::offset_of!(SegmentHeader, attached) == 80);
+    assert!(core::mem::offset_of!(SegmentHeader, type_name) == 88);
 };
 
 // SAFETY: repr(C), only integer atomics (any bit pattern valid, interior-mutable), no
@@ -341,7 +365,8 @@ unsafe impl ShmSafe for SegmentHeader {
             created_unix_ns: AtomicU64::new(0),
             attached: AtomicU32::new(0),
             _reserved0: AtomicU32::new(0),
-            _reserved: core::array::from_fn(|_| AtomicU64::new(0)),
+            type_name: core::array::from_fn(|_| AtomicU64::new(0)),
+            _reserved: AtomicU64::new(0),
         }
     }
 }
@@ -410,7 +435,13 @@ impl SegmentHeader {
     ///
     /// let header = SegmentHeader::new_zeroed();
     /// let spec =
-    ///     HeaderSpec { kind: Kind::Typed, fingerprint: 0xab, payload_len: 64, created_unix_ns: 1 };
+    ///     HeaderSpec {
+    ///         kind: Kind::Typed,
+    ///         fingerprint: 0xab,
+    ///         payload_len: 64,
+    ///         created_unix_ns: 1,
+    ///         type_name: Default::default(),
+    ///     };
     /// header.write_layout(&spec);
     /// let snap = header.snapshot();
     /// assert_eq!((snap.kind, snap.fingerprint), (Kind::Typed.code(), 0xab));
@@ -431,8 +462,30 @@ impl SegmentHeader {
         self.payload_len.store(spec.payload_len, Ordering::Relaxed);
         self.created_unix_ns
             .store(spec.created_unix_ns, Ordering::Relaxed);
+        self.write_type_name(&spec.type_name);
         // The creator counts as attached from the start.
         self.attached.store(1, Ordering::Relaxed);
+    }
+
+    /// Creator, with the layout: records the payload type's name (for error messages
+    /// and `shmlink ls`; the fingerprint is what is checked).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::header::{SegmentHeader, TypeName};
+    /// use shmlink::region::ShmSafe;
+    ///
+    /// let header = SegmentHeader::new_zeroed();
+    /// header.write_type_name(&TypeName::new("my_app::Quote"));
+    /// assert_eq!(header.snapshot().type_name.as_str(), "my_app::Quote");
+    /// ```
+    pub fn write_type_name(&self, name: &TypeName) {
+        for (i, word) in self.type_name.iter().enumerate() {
+            let mut chunk = [0u8; 8];
+            chunk.copy_from_slice(&name.bytes[i * 8..i * 8 + 8]);
+            word.store(u64::from_le_bytes(chunk), Ordering::Relaxed);
+        }
     }
 
     /// Creator, last step: publishes the header and everything the creator wrote into
@@ -556,6 +609,14 @@ impl SegmentHeader {
             },
             created_unix_ns: self.created_unix_ns.load(Ordering::Relaxed),
             attached: self.attached.load(Ordering::Relaxed),
+            type_name: {
+                let mut bytes = [0u8; TypeName::MAX];
+                for (i, word) in self.type_name.iter().enumerate() {
+                    bytes[i * 8..i * 8 + 8]
+                        .copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+                }
+                TypeName::from_bytes(bytes)
+            },
         }
     }
 
@@ -669,6 +730,133 @@ pub struct HeaderSnapshot {
     pub created_unix_ns: u64,
     /// Attached processes that have not detached cleanly.
     pub attached: u32,
+    /// The payload type's name, as the creator recorded it (empty if it did not).
+    pub type_name: TypeName,
+}
+
+/// A type's name as a segment header records it: its last [`TypeName::MAX`] bytes
+/// (the end of a path names the type; the start is its crate and modules), cut at a
+/// character boundary. For messages only: a segment's type is checked by fingerprint.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::segment::header::TypeName;
+///
+/// assert_eq!(TypeName::new("my_app::Quote").to_string(), "my_app::Quote");
+/// let long = TypeName::new("a_very_long_crate_name::with::many::modules::Quote");
+/// assert!(long.is_truncated());
+/// assert_eq!(long.to_string(), "…name::with::many::modules::Quote");
+/// assert!(TypeName::default().is_empty());
+/// ```
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct TypeName {
+    /// UTF-8, zero-padded.
+    bytes: [u8; TypeName::MAX],
+    truncated: bool,
+}
+
+impl TypeName {
+    /// The most bytes recorded.
+    pub const MAX: usize = 32;
+
+    /// The last [`MAX`](Self::MAX) bytes of `name`.
+    pub fn new(name: &str) -> Self {
+        let mut start = name.len().saturating_sub(Self::MAX);
+        while !name.is_char_boundary(start) {
+            start += 1;
+        }
+        let tail = &name.as_bytes()[start..];
+        let mut bytes = [0u8; Self::MAX];
+        bytes[..tail.len()].copy_from_slice(tail);
+        Self {
+            bytes,
+            truncated: start > 0,
+        }
+    }
+
+    /// The name of `T` (`std::any::type_name`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::header::TypeName;
+    ///
+    /// assert_eq!(TypeName::of::<u64>().as_str(), "u64");
+    /// ```
+    pub fn of<T: ?Sized>() -> Self {
+        Self::new(std::any::type_name::<T>())
+    }
+
+    /// From a header's bytes: up to the first zero, and only if UTF-8 (anything else
+    /// a peer wrote reads as empty). A full field may be a cut name.
+    fn from_bytes(raw: [u8; Self::MAX]) -> Self {
+        let len = raw.iter().position(|&b| b == 0).unwrap_or(Self::MAX);
+        if std::str::from_utf8(&raw[..len]).is_err() {
+            return Self::default();
+        }
+        let mut bytes = [0u8; Self::MAX];
+        bytes[..len].copy_from_slice(&raw[..len]);
+        Self {
+            bytes,
+            truncated: len == Self::MAX,
+        }
+    }
+
+    /// The recorded bytes as text.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::header::TypeName;
+    ///
+    /// assert_eq!(TypeName::new("Quote").as_str(), "Quote");
+    /// ```
+    pub fn as_str(&self) -> &str {
+        let len = self.bytes.iter().position(|&b| b == 0).unwrap_or(Self::MAX);
+        std::str::from_utf8(&self.bytes[..len]).unwrap_or_default()
+    }
+
+    /// Whether no name was recorded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::header::TypeName;
+    ///
+    /// assert!(!TypeName::new("Quote").is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.bytes[0] == 0
+    }
+
+    /// Whether the start of the name was cut off (or may have been).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::header::TypeName;
+    ///
+    /// assert!(!TypeName::new("Quote").is_truncated());
+    /// ```
+    pub fn is_truncated(&self) -> bool {
+        self.truncated
+    }
+}
+
+impl fmt::Display for TypeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.truncated {
+            f.write_str("…")?;
+        }
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for TypeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.to_string())
+    }
 }
 
 /// What an opener requires of a segment; `None` accepts anything.
@@ -696,6 +884,8 @@ pub struct Expect {
     pub fingerprint: Option<u64>,
     /// Required payload length.
     pub payload_len: Option<u64>,
+    /// The payload type's name, for the message of a fingerprint mismatch.
+    pub type_name: TypeName,
 }
 
 impl HeaderSnapshot {
@@ -782,6 +972,8 @@ impl HeaderSnapshot {
             return Err(OpenError::TypeMismatch {
                 expected: fp,
                 found: self.fingerprint,
+                expected_type: expect.type_name,
+                found_type: self.type_name,
             });
         }
         if let Some(len) = expect.payload_len
@@ -818,7 +1010,28 @@ mod tests {
         fingerprint: 0xfeed,
         payload_len: 4096,
         created_unix_ns: 1,
+        type_name: TypeName {
+            bytes: [0; TypeName::MAX],
+            truncated: false,
+        },
     };
+
+    /// A type name is recorded and read back; garbage (not UTF-8) reads as empty,
+    /// and a full field as possibly cut.
+    #[test]
+    fn type_names_round_trip_and_garbage_reads_empty() {
+        let h = published(&SPEC);
+        h.write_type_name(&TypeName::new("app::Quote"));
+        assert_eq!(h.snapshot().type_name.as_str(), "app::Quote");
+        assert!(!h.snapshot().type_name.is_truncated());
+        h.type_name[0].store(u64::MAX, Ordering::Relaxed); // 0xff bytes: not UTF-8
+        assert!(h.snapshot().type_name.is_empty());
+        let full = TypeName::new(&"é".repeat(40)); // cut at a character boundary
+        assert_eq!(full.as_str(), "é".repeat(16));
+        assert!(full.is_truncated());
+        h.write_type_name(&full);
+        assert_eq!(h.snapshot().type_name, full);
+    }
 
     #[test]
     fn round_trip() {
@@ -829,6 +1042,7 @@ mod tests {
             kind: Some(Kind::Typed),
             fingerprint: Some(0xfeed),
             payload_len: Some(4096),
+            type_name: TypeName::default(),
         };
         s.validate(&expect, 4096 + 128).unwrap();
         assert_eq!(s.creator.pid, 42);
@@ -869,7 +1083,8 @@ mod tests {
             ),
             OpenError::TypeMismatch {
                 expected: 1,
-                found: 0xfeed
+                found: 0xfeed,
+                ..
             }
         ));
         let mut bad = s;

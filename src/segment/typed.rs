@@ -39,7 +39,9 @@ impl<T: ShmSafe> ShmRegion<T> {
     /// Fills in kind ([`Kind::Typed`] unless the builder set another) and fingerprint
     /// (of `T` unless set).
     fn configure(builder: SegmentBuilder, area_len: Option<usize>) -> SegmentBuilder {
-        let mut b = builder.typed_defaults(Kind::Typed, fingerprint::<T>());
+        let mut b = builder
+            .typed_defaults(Kind::Typed, fingerprint::<T>())
+            .type_name_default(T::TYPE_NAME);
         if let Some(len) = area_len {
             b = b.payload_len((area_offset::<T>() as u64).saturating_add(len as u64));
         }

@@ -1023,9 +1023,24 @@ fn named_ring_open_checks_type_and_existence() {
         .unwrap()
         .fingerprint;
     match err {
-        BuildError::Open(OpenError::TypeMismatch { expected, found }) => {
+        BuildError::Open(OpenError::TypeMismatch {
+            expected,
+            found,
+            expected_type,
+            found_type,
+        }) => {
             assert_eq!(found, recorded);
             assert_ne!(expected, found);
+            // Both type names, not only fingerprints.
+            assert_eq!(
+                (found_type.as_str(), expected_type.as_str()),
+                ("u64", "u32")
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains("holds `u64`") && text.contains("expected `u32`"),
+                "{text}"
+            );
         }
         other => panic!("{other:?}"),
     }

@@ -418,10 +418,12 @@ impl<T: Pod + std::fmt::Debug, R: Region<Shared = BakeryControl>> std::fmt::Debu
 #[cfg(not(shmlink_loom))]
 impl<T: Pod> BakeryMutex<T, ShmRegion<BakeryControl>> {
     fn configure(builder: SegmentBuilder) -> SegmentBuilder {
-        builder.typed_defaults(
-            Kind::BakeryMutex,
-            combine_fingerprints(fingerprint::<BakeryControl>(), T::FINGERPRINT),
-        )
+        builder
+            .typed_defaults(
+                Kind::BakeryMutex,
+                combine_fingerprints(fingerprint::<BakeryControl>(), T::FINGERPRINT),
+            )
+            .type_name_default(std::any::type_name::<T>())
     }
 
     /// Creates a named Bakery mutex holding `value`, for up to `participants`

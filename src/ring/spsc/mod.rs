@@ -359,6 +359,7 @@ fn configure<T: Pod>(
 ) -> crate::segment::SegmentBuilder {
     builder
         .kind(kind)
+        .type_name_default(std::any::type_name::<T>())
         .fingerprint(crate::region::combine_fingerprints(
             crate::region::combine_fingerprints(
                 crate::region::fingerprint::<SpscHeader>(),
