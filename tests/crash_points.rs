@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use shmlink::lock::{BakeryMutex, LockError, ReadError, Semaphore, SeqLock};
 use shmlink::region::{Region, ShmSafe};
-use shmlink::ring::{FrameRing, Mpmc, PopError, RecvError, Spsc};
+use shmlink::ring::{FrameRecvError, FrameRing, Mpmc, PopError, Spsc};
 use shmlink::segment::{Disposition, OpenError, Segment, ShmRegion};
 use shmlink::sync::WaitMode;
 use shmlink::sync::atomic::{AtomicU64, Ordering};
@@ -1345,8 +1345,8 @@ fn frame_sender_dies(t: &mut Trial) -> Result<(), String> {
                 }
                 Got::Item(i)
             }
-            Err(RecvError::Timeout | RecvError::Empty) => Got::Nothing,
-            Err(RecvError::Disconnected) => Got::Disconnected,
+            Err(FrameRecvError::Timeout | FrameRecvError::Empty) => Got::Nothing,
+            Err(FrameRecvError::Disconnected) => Got::Disconnected,
             Err(e) => Got::Broken(e.to_string()),
         }
     });
@@ -1819,12 +1819,12 @@ fn serve_one(conn: transport::Connection) -> Result<Option<Instant>, String> {
                 .map_err(|e| format!("answer: {e}"))?;
         }
         Ok(()) => return Err(format!("unexpected frame {buf:?}")),
-        Err(transport::RecvError::Disconnected) => return Ok(Some(Instant::now())),
+        Err(transport::TransportRecvError::Disconnected) => return Ok(Some(Instant::now())),
         Err(e) => return Err(format!("no ping and no disconnect: {e}")),
     }
     match rx.recv(&mut buf, deadline()) {
-        Err(transport::RecvError::Disconnected) => Ok(Some(Instant::now())),
-        Err(transport::RecvError::Timeout) => Ok(None),
+        Err(transport::TransportRecvError::Disconnected) => Ok(Some(Instant::now())),
+        Err(transport::TransportRecvError::Timeout) => Ok(None),
         other => Err(format!("after the answer: {other:?}")),
     }
 }
@@ -1908,7 +1908,7 @@ fn shm_server_dies(t: &mut Trial) -> Result<(), String> {
             let sent = tx.send(b"ping", deadline());
             match (sent, rx.recv(&mut buf, deadline())) {
                 (Ok(()), Ok(())) if buf == b"pong" => "answered".to_owned(),
-                (_, Err(transport::RecvError::Disconnected)) => {
+                (_, Err(transport::TransportRecvError::Disconnected)) => {
                     "connected, then Disconnected".to_owned()
                 }
                 (s, r) => return Err(format!("connected, then send {s:?}, recv {r:?}")),

@@ -10,7 +10,7 @@ mod support;
 use std::time::Duration;
 
 use shmlink::region::Region;
-use shmlink::ring::{FrameRing, Mpmc, PopError, RecvError, Spsc};
+use shmlink::ring::{FrameRecvError, FrameRing, Mpmc, PopError, Spsc};
 use shmlink::segment::ShmRegion;
 use shmlink::sync::WaitMode;
 use shmlink::sync::atomic::{AtomicU64, Ordering};
@@ -377,6 +377,6 @@ fn frame_ring_carries_random_sized_messages_with_checksums() {
     child.success(CHILD_TIMEOUT);
     assert_eq!(
         rx.recv_timeout(&mut buf, Duration::from_secs(20)),
-        Err(RecvError::Disconnected)
+        Err(FrameRecvError::Disconnected)
     );
 }

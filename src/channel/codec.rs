@@ -328,14 +328,14 @@ fn frame_spec(spec: &Spec) -> Result<(usize, u32), ChannelError> {
     Ok((frame_words(spec)? * 8, max))
 }
 
-fn frame_send_error<T>(e: ring::SendError, msg: T, max: usize) -> SendError<T> {
+fn frame_send_error<T>(e: ring::FrameSendError, msg: T, max: usize) -> SendError<T> {
     match e {
-        ring::SendError::Full => SendError::Full(msg),
-        ring::SendError::Timeout => SendError::Timeout(msg),
-        ring::SendError::Disconnected => SendError::Disconnected(msg),
-        ring::SendError::TooLarge { .. } => SendError::TooLarge { msg, max },
-        ring::SendError::Corrupted(c) => SendError::Corrupted(msg, c),
-        ring::SendError::Closed => SendError::Closed(msg),
+        ring::FrameSendError::Full => SendError::Full(msg),
+        ring::FrameSendError::Timeout => SendError::Timeout(msg),
+        ring::FrameSendError::Disconnected => SendError::Disconnected(msg),
+        ring::FrameSendError::TooLarge { .. } => SendError::TooLarge { msg, max },
+        ring::FrameSendError::Corrupted(c) => SendError::Corrupted(msg, c),
+        ring::FrameSendError::Closed => SendError::Closed(msg),
     }
 }
 
@@ -369,13 +369,13 @@ fn cells_spec(spec: &Spec) -> Result<(), ChannelError> {
     Ok(())
 }
 
-fn frame_recv_error(e: ring::RecvError) -> RecvError {
+fn frame_recv_error(e: ring::FrameRecvError) -> RecvError {
     match e {
-        ring::RecvError::Empty => RecvError::Empty,
-        ring::RecvError::Timeout => RecvError::Timeout,
-        ring::RecvError::Disconnected => RecvError::Disconnected,
-        ring::RecvError::Corrupted(c) => RecvError::Corrupted(c),
-        ring::RecvError::Closed => RecvError::Closed,
+        ring::FrameRecvError::Empty => RecvError::Empty,
+        ring::FrameRecvError::Timeout => RecvError::Timeout,
+        ring::FrameRecvError::Disconnected => RecvError::Disconnected,
+        ring::FrameRecvError::Corrupted(c) => RecvError::Corrupted(c),
+        ring::FrameRecvError::Closed => RecvError::Closed,
     }
 }
 

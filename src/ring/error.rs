@@ -1,6 +1,6 @@
 //! Errors of the ring operations, all ring kinds together (SPSC and MPMC share
 //! `PushError`, `PopError`, `ClaimError`, `ChunkError`; the frame ring adds
-//! `SendError` and `RecvError`).
+//! `FrameSendError` and `FrameRecvError`).
 
 use core::fmt;
 
@@ -366,19 +366,19 @@ impl std::error::Error for ChunkError {}
 /// # Examples
 ///
 /// ```
-/// use shmlink::ring::{FrameRing, SendError};
+/// use shmlink::ring::{FrameRing, FrameSendError};
 /// use shmlink::sync::WaitMode;
 ///
 /// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
 /// # let mut tx = ring.producer()?;
 /// let err = tx.try_send(&[0; 300]).unwrap_err();
-/// assert_eq!(err, SendError::TooLarge { len: 300, max: 256 });
+/// assert_eq!(err, FrameSendError::TooLarge { len: 300, max: 256 });
 /// assert_eq!(err.to_string(), "frame of 300 bytes exceeds the maximum of 256");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum SendError {
+pub enum FrameSendError {
     /// The frame is longer than the ring's maximum.
     TooLarge {
         /// Its length.
@@ -399,42 +399,42 @@ pub enum SendError {
     Closed,
 }
 
-impl fmt::Display for SendError {
+impl fmt::Display for FrameSendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SendError::TooLarge { len, max } => {
+            FrameSendError::TooLarge { len, max } => {
                 write!(f, "frame of {len} bytes exceeds the maximum of {max}")
             }
-            SendError::Full => f.write_str("frame ring is full"),
-            SendError::Timeout => f.write_str("frame ring stayed full until the deadline"),
-            SendError::Disconnected => f.write_str("consumer disconnected"),
-            SendError::Corrupted(c) => write!(f, "{c}"),
-            SendError::Closed => f.write_str("frame ring closed in this process"),
+            FrameSendError::Full => f.write_str("frame ring is full"),
+            FrameSendError::Timeout => f.write_str("frame ring stayed full until the deadline"),
+            FrameSendError::Disconnected => f.write_str("consumer disconnected"),
+            FrameSendError::Corrupted(c) => write!(f, "{c}"),
+            FrameSendError::Closed => f.write_str("frame ring closed in this process"),
         }
     }
 }
 
-impl std::error::Error for SendError {}
+impl std::error::Error for FrameSendError {}
 
 /// Errors of receiving a frame.
 ///
 /// # Examples
 ///
 /// ```
-/// use shmlink::ring::{FrameRing, RecvError};
+/// use shmlink::ring::{FrameRing, FrameRecvError};
 /// use shmlink::sync::WaitMode;
 ///
 /// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
 /// # let (tx, mut rx) = (ring.producer()?, ring.consumer()?);
 /// let mut buf = Vec::new();
-/// assert_eq!(rx.try_recv(&mut buf), Err(RecvError::Empty));
+/// assert_eq!(rx.try_recv(&mut buf), Err(FrameRecvError::Empty));
 /// drop(tx);
-/// assert_eq!(rx.try_recv(&mut buf), Err(RecvError::Disconnected));
+/// assert_eq!(rx.try_recv(&mut buf), Err(FrameRecvError::Disconnected));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum RecvError {
+pub enum FrameRecvError {
     /// No frame right now.
     Empty,
     /// Still no frame at the deadline.
@@ -447,16 +447,16 @@ pub enum RecvError {
     Closed,
 }
 
-impl fmt::Display for RecvError {
+impl fmt::Display for FrameRecvError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RecvError::Empty => f.write_str("no frame"),
-            RecvError::Timeout => f.write_str("no frame until the deadline"),
-            RecvError::Disconnected => f.write_str("no frame, and the producer is gone"),
-            RecvError::Corrupted(c) => write!(f, "{c}"),
-            RecvError::Closed => f.write_str("frame ring closed in this process"),
+            FrameRecvError::Empty => f.write_str("no frame"),
+            FrameRecvError::Timeout => f.write_str("no frame until the deadline"),
+            FrameRecvError::Disconnected => f.write_str("no frame, and the producer is gone"),
+            FrameRecvError::Corrupted(c) => write!(f, "{c}"),
+            FrameRecvError::Closed => f.write_str("frame ring closed in this process"),
         }
     }
 }
 
-impl std::error::Error for RecvError {}
+impl std::error::Error for FrameRecvError {}

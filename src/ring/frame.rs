@@ -12,7 +12,9 @@
 use core::fmt;
 use std::time::{Duration, Instant};
 
-use super::error::{BuildError, ChunkError, ClaimError, Corruption, RecvError, SendError};
+use super::error::{
+    BuildError, ChunkError, ClaimError, Corruption, FrameRecvError, FrameSendError,
+};
 use super::spsc::{Consumer, Producer, Spsc, SpscHeader};
 use crate::region::{HeapRegion, Region};
 use crate::sync::{WaitError, WaitMode};
@@ -364,13 +366,13 @@ impl<R: Region<Shared = SpscHeader>> FrameRing<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{FrameRing, RecvError};
+    /// use shmlink::ring::{FrameRing, FrameRecvError};
     /// use shmlink::sync::WaitMode;
     ///
     /// let ring = FrameRing::new(4096, 256, WaitMode::Blocking)?;
     /// let (_tx, mut rx) = (ring.producer()?, ring.consumer()?);
     /// ring.close();
-    /// assert_eq!(rx.recv(&mut Vec::new()), Err(RecvError::Closed));
+    /// assert_eq!(rx.recv(&mut Vec::new()), Err(FrameRecvError::Closed));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn close(&self) {
@@ -521,7 +523,7 @@ impl<R: Region<Shared = SpscHeader>> FrameProducer<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{FrameRing, SendError};
+    /// use shmlink::ring::{FrameRing, FrameSendError};
     /// use shmlink::sync::WaitMode;
     ///
     /// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
@@ -530,12 +532,12 @@ impl<R: Region<Shared = SpscHeader>> FrameProducer<R> {
     /// for _ in 0..15 {
     ///     tx.try_send(&[0; 256])?;
     /// }
-    /// assert_eq!(tx.try_send(&[0; 256]), Err(SendError::Full));
+    /// assert_eq!(tx.try_send(&[0; 256]), Err(FrameSendError::Full));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn try_send(&mut self, frame: &[u8]) -> Result<(), SendError> {
+    pub fn try_send(&mut self, frame: &[u8]) -> Result<(), FrameSendError> {
         if frame.len() > self.max_frame {
-            return Err(SendError::TooLarge {
+            return Err(FrameSendError::TooLarge {
                 len: frame.len(),
                 max: self.max_frame,
             });
@@ -543,12 +545,12 @@ impl<R: Region<Shared = SpscHeader>> FrameProducer<R> {
         let n = words(frame.len());
         let mut chunk = match self.inner.write_chunk(n) {
             Ok(c) => c,
-            Err(ChunkError::Corrupted(c)) => return Err(SendError::Corrupted(c)),
+            Err(ChunkError::Corrupted(c)) => return Err(FrameSendError::Corrupted(c)),
             Err(ChunkError::TooFewSlots(_)) => {
                 return Err(if self.inner.peer_left() {
-                    SendError::Disconnected
+                    FrameSendError::Disconnected
                 } else {
-                    SendError::Full
+                    FrameSendError::Full
                 });
             }
         };
@@ -583,7 +585,7 @@ impl<R: Region<Shared = SpscHeader>> FrameProducer<R> {
     /// [`try_send`](Self::try_send), returning the word position an acknowledgement
     /// waits for with [`wait_taken`](Self::wait_taken).
     #[inline]
-    pub(crate) fn try_send_at(&mut self, frame: &[u8]) -> Result<u64, SendError> {
+    pub(crate) fn try_send_at(&mut self, frame: &[u8]) -> Result<u64, FrameSendError> {
         self.try_send(frame)?;
         Ok(self.inner.position())
     }
@@ -593,7 +595,7 @@ impl<R: Region<Shared = SpscHeader>> FrameProducer<R> {
         &mut self,
         frame: &[u8],
         deadline: Option<Instant>,
-    ) -> Result<u64, SendError> {
+    ) -> Result<u64, FrameSendError> {
         self.send_until(frame, deadline)?;
         Ok(self.inner.position())
     }
@@ -607,7 +609,7 @@ impl<R: Region<Shared = SpscHeader>> FrameProducer<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{FrameRing, SendError};
+    /// use shmlink::ring::{FrameRing, FrameSendError};
     /// use shmlink::sync::WaitMode;
     /// use std::time::Duration;
     ///
@@ -617,10 +619,10 @@ impl<R: Region<Shared = SpscHeader>> FrameProducer<R> {
     /// for _ in 0..15 {
     ///     tx.send_timeout(&[0; 256], wait)?;
     /// }
-    /// assert_eq!(tx.send_timeout(&[0; 256], wait), Err(SendError::Timeout));
+    /// assert_eq!(tx.send_timeout(&[0; 256], wait), Err(FrameSendError::Timeout));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn send_timeout(&mut self, frame: &[u8], timeout: Duration) -> Result<(), SendError> {
+    pub fn send_timeout(&mut self, frame: &[u8], timeout: Duration) -> Result<(), FrameSendError> {
         self.send_until(frame, deadline_after(timeout))
     }
 
@@ -633,7 +635,7 @@ impl<R: Region<Shared = SpscHeader>> FrameProducer<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{FrameRing, SendError};
+    /// use shmlink::ring::{FrameRing, FrameSendError};
     /// use shmlink::sync::WaitMode;
     ///
     /// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
@@ -642,10 +644,10 @@ impl<R: Region<Shared = SpscHeader>> FrameProducer<R> {
     /// drop(rx);
     /// while tx.try_send(&[0; 256]).is_ok() {}
     /// // Full, and the consumer is gone: waiting would never end.
-    /// assert_eq!(tx.send(&[0; 256]), Err(SendError::Disconnected));
+    /// assert_eq!(tx.send(&[0; 256]), Err(FrameSendError::Disconnected));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
+    pub fn send(&mut self, frame: &[u8]) -> Result<(), FrameSendError> {
         self.send_until(frame, None)
     }
 
@@ -653,20 +655,20 @@ impl<R: Region<Shared = SpscHeader>> FrameProducer<R> {
         &mut self,
         frame: &[u8],
         deadline: Option<Instant>,
-    ) -> Result<(), SendError> {
+    ) -> Result<(), FrameSendError> {
         loop {
             match self.try_send(frame) {
-                Err(SendError::Full) => {}
+                Err(FrameSendError::Full) => {}
                 other => return other,
             }
             match self
                 .inner
                 .wait_for_space(words(frame.len()) as u64, deadline)
             {
-                Ok(()) if self.inner.is_closed() => return Err(SendError::Closed),
+                Ok(()) if self.inner.is_closed() => return Err(FrameSendError::Closed),
                 Ok(()) => {}
-                Err(WaitError::Timeout) => return Err(SendError::Timeout),
-                Err(WaitError::Disconnected) => return Err(SendError::Disconnected),
+                Err(WaitError::Timeout) => return Err(FrameSendError::Timeout),
+                Err(WaitError::Disconnected) => return Err(FrameSendError::Disconnected),
             }
         }
     }
@@ -735,32 +737,32 @@ impl<R: Region<Shared = SpscHeader>> FrameConsumer<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{FrameRing, RecvError};
+    /// use shmlink::ring::{FrameRing, FrameRecvError};
     /// use shmlink::sync::WaitMode;
     ///
     /// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
     /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
     /// let mut buf = Vec::new();
-    /// assert_eq!(rx.try_recv(&mut buf), Err(RecvError::Empty));
+    /// assert_eq!(rx.try_recv(&mut buf), Err(FrameRecvError::Empty));
     /// tx.try_send(b"ping")?;
     /// assert_eq!(rx.try_recv(&mut buf), Ok(4));
     /// assert_eq!(buf, b"ping");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
+    pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<usize, FrameRecvError> {
         let header = match self.inner.read_chunk(1) {
             Ok(chunk) => chunk.get(0),
-            Err(ChunkError::Corrupted(c)) => return Err(RecvError::Corrupted(c)),
+            Err(ChunkError::Corrupted(c)) => return Err(FrameRecvError::Corrupted(c)),
             Err(ChunkError::TooFewSlots(_)) => {
                 return Err(if self.inner.peer_left() && self.inner.slots() == 0 {
-                    RecvError::Disconnected
+                    FrameRecvError::Disconnected
                 } else {
-                    RecvError::Empty
+                    FrameRecvError::Empty
                 });
             }
         };
         // Read once, validate, then use only the local copy.
-        let corrupt = |what, found| RecvError::Corrupted(Corruption { what, found });
+        let corrupt = |what, found| FrameRecvError::Corrupted(Corruption { what, found });
         if header >> 32 != FRAME_TAG {
             return Err(corrupt("frame header tag", header >> 32));
         }
@@ -771,7 +773,7 @@ impl<R: Region<Shared = SpscHeader>> FrameConsumer<R> {
         let n = words(len);
         let chunk = match self.inner.read_chunk(n) {
             Ok(chunk) => chunk,
-            Err(ChunkError::Corrupted(c)) => return Err(RecvError::Corrupted(c)),
+            Err(ChunkError::Corrupted(c)) => return Err(FrameRecvError::Corrupted(c)),
             // Producers publish whole frames: a partial one is corruption.
             Err(ChunkError::TooFewSlots(have)) => {
                 return Err(corrupt("published words of a frame", have as u64));
@@ -797,7 +799,7 @@ impl<R: Region<Shared = SpscHeader>> FrameConsumer<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{FrameRing, RecvError};
+    /// use shmlink::ring::{FrameRing, FrameRecvError};
     /// use shmlink::sync::WaitMode;
     /// use std::time::Duration;
     ///
@@ -805,7 +807,7 @@ impl<R: Region<Shared = SpscHeader>> FrameConsumer<R> {
     /// # let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
     /// let mut buf = Vec::new();
     /// let wait = Duration::from_millis(1);
-    /// assert_eq!(rx.recv_timeout(&mut buf, wait), Err(RecvError::Timeout));
+    /// assert_eq!(rx.recv_timeout(&mut buf, wait), Err(FrameRecvError::Timeout));
     /// tx.try_send(b"ping")?;
     /// assert_eq!(rx.recv_timeout(&mut buf, wait), Ok(4));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -814,7 +816,7 @@ impl<R: Region<Shared = SpscHeader>> FrameConsumer<R> {
         &mut self,
         buf: &mut Vec<u8>,
         timeout: Duration,
-    ) -> Result<usize, RecvError> {
+    ) -> Result<usize, FrameRecvError> {
         self.recv_until(buf, deadline_after(timeout))
     }
 
@@ -827,7 +829,7 @@ impl<R: Region<Shared = SpscHeader>> FrameConsumer<R> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::ring::{FrameRing, RecvError};
+    /// use shmlink::ring::{FrameRing, FrameRecvError};
     /// use shmlink::sync::WaitMode;
     ///
     /// # let ring = FrameRing::new(4096, 256, WaitMode::Spin)?;
@@ -836,10 +838,10 @@ impl<R: Region<Shared = SpscHeader>> FrameConsumer<R> {
     /// drop(tx);
     /// let mut buf = Vec::new();
     /// assert_eq!(rx.recv(&mut buf), Ok(4)); // sent before the producer left
-    /// assert_eq!(rx.recv(&mut buf), Err(RecvError::Disconnected));
+    /// assert_eq!(rx.recv(&mut buf), Err(FrameRecvError::Disconnected));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn recv(&mut self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
+    pub fn recv(&mut self, buf: &mut Vec<u8>) -> Result<usize, FrameRecvError> {
         self.recv_until(buf, None)
     }
 
@@ -847,17 +849,17 @@ impl<R: Region<Shared = SpscHeader>> FrameConsumer<R> {
         &mut self,
         buf: &mut Vec<u8>,
         deadline: Option<Instant>,
-    ) -> Result<usize, RecvError> {
+    ) -> Result<usize, FrameRecvError> {
         loop {
             match self.try_recv(buf) {
-                Err(RecvError::Empty) => {}
+                Err(FrameRecvError::Empty) => {}
                 other => return other,
             }
             match self.inner.wait_for_data(1, deadline) {
-                Ok(()) if self.inner.is_closed() => return Err(RecvError::Closed),
+                Ok(()) if self.inner.is_closed() => return Err(FrameRecvError::Closed),
                 Ok(()) => {}
-                Err(WaitError::Timeout) => return Err(RecvError::Timeout),
-                Err(WaitError::Disconnected) => return Err(RecvError::Disconnected),
+                Err(WaitError::Timeout) => return Err(FrameRecvError::Timeout),
+                Err(WaitError::Disconnected) => return Err(FrameRecvError::Disconnected),
             }
         }
     }

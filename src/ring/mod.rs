@@ -72,7 +72,8 @@ pub(crate) use crate::sync::WaitMode;
 #[cfg(not(shmlink_loom))]
 pub use duplex::{Duplex, DuplexHeader, End, EndPair, Half};
 pub use error::{
-    BuildError, ChunkError, ClaimError, Corruption, PopError, PushError, RecvError, SendError,
+    BuildError, ChunkError, ClaimError, Corruption, FrameRecvError, FrameSendError, PopError,
+    PushError,
 };
 pub use frame::{FrameConsumer, FrameProducer, FrameRing};
 pub use mpmc::{Mpmc, MpmcConsumer, MpmcHeader, MpmcProducer, RepairStats};

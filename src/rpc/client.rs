@@ -24,7 +24,7 @@ use super::{DEFAULT_CALL_TIMEOUT, IdMap, STREAM_WINDOW};
 use crate::rpc::handoff::{Handoff, Reader, Turn};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::transport::{
-    self, ConnectError as TransportConnectError, Connection, RecvError, SendError,
+    self, ConnectError as TransportConnectError, Connection, TransportRecvError, TransportSendError,
 };
 
 /// Settings of an RPC client.
@@ -217,11 +217,11 @@ impl fmt::Debug for Client {
     }
 }
 
-fn send_failure<E>(e: SendError) -> RpcError<E> {
+fn send_failure<E>(e: TransportSendError) -> RpcError<E> {
     match e {
-        SendError::TooLarge { .. } => RpcError::TooLarge,
-        SendError::Timeout => RpcError::DeadlineExceeded,
-        SendError::Disconnected => RpcError::ServerGone,
+        TransportSendError::TooLarge { .. } => RpcError::TooLarge,
+        TransportSendError::Timeout => RpcError::DeadlineExceeded,
+        TransportSendError::Disconnected => RpcError::ServerGone,
         e => RpcError::Transport(TransportFailure::Send(e)),
     }
 }
@@ -345,12 +345,12 @@ impl Client {
         let mut buf = Vec::with_capacity(64);
         wire::encode_header(&mut buf, Kind::Hello, Code::Ok, 0, service_id, 0);
         tx.send(&buf, deadline).map_err(|e| match e {
-            SendError::Timeout => ConnectError::Timeout,
+            TransportSendError::Timeout => ConnectError::Timeout,
             _ => ConnectError::ServerGone,
         })?;
         rx.recv(&mut buf, deadline).map_err(|e| match e {
-            RecvError::Timeout => ConnectError::Timeout,
-            RecvError::Disconnected => ConnectError::ServerGone,
+            TransportRecvError::Timeout => ConnectError::Timeout,
+            TransportRecvError::Disconnected => ConnectError::ServerGone,
             _ => ConnectError::Protocol("transport failed during the hello"),
         })?;
         let f =
@@ -551,8 +551,8 @@ impl Shared {
         let failure: Option<RpcError<()>> = loop {
             match rx.recv(buf, deadline) {
                 Ok(()) => {}
-                Err(RecvError::Timeout) => break None,
-                Err(RecvError::Disconnected) => break Some(RpcError::ServerGone),
+                Err(TransportRecvError::Timeout) => break None,
+                Err(TransportRecvError::Disconnected) => break Some(RpcError::ServerGone),
                 Err(e) => break Some(RpcError::Transport(TransportFailure::Recv(e))),
             }
             let f = match wire::decode(buf) {

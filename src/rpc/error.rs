@@ -8,9 +8,9 @@ use crate::transport;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransportFailure {
     /// Sending the request (or a cancel) failed.
-    Send(transport::SendError),
+    Send(transport::TransportSendError),
     /// Receiving failed for a reason other than the server going away.
-    Recv(transport::RecvError),
+    Recv(transport::TransportRecvError),
 }
 
 impl fmt::Display for TransportFailure {

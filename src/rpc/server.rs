@@ -394,17 +394,17 @@ impl Conn {
             buf,
             deadline.or_else(|| Instant::now().checked_add(ANSWER_LIMIT)),
         );
-        if r == Err(transport::SendError::Timeout) {
+        if r == Err(transport::TransportSendError::Timeout) {
             r = tx.send(buf, Instant::now().checked_add(ANSWER_GRACE));
         }
-        if let Err(transport::SendError::TooLarge { .. }) = r {
+        if let Err(transport::TransportSendError::TooLarge { .. }) = r {
             wire::encode_header(buf, Kind::Reply, Code::ResponseTooLarge, id, 0, 0);
             r = tx.send(buf, Instant::now().checked_add(ANSWER_GRACE));
         }
         match r {
             Ok(()) => true,
             // A client that stopped reading loses this answer, not the connection.
-            Err(transport::SendError::Timeout) => false,
+            Err(transport::TransportSendError::Timeout) => false,
             Err(_) => {
                 self.gone.store(true, Ordering::Relaxed);
                 false
@@ -638,7 +638,7 @@ fn serve_conn(shared: &Arc<ServerShared>, conn: Connection) {
         } else {
             match rx.recv(&mut buf, poll_until) {
                 Ok(()) => {}
-                Err(transport::RecvError::Timeout) => {
+                Err(transport::TransportRecvError::Timeout) => {
                     poll_until = Instant::now().checked_add(POLL);
                     continue;
                 }

@@ -252,17 +252,17 @@ impl std::error::Error for AcceptError {}
 /// # Examples
 ///
 /// ```
-/// use shmlink::transport::{self, TransportOptions, SendError};
+/// use shmlink::transport::{self, TransportOptions, TransportSendError};
 ///
 /// let opts = TransportOptions { max_frame: 1024, ..TransportOptions::default() };
 /// let (a, _b) = transport::pair(&opts)?;
 /// let (mut tx, _rx) = a.split();
-/// assert_eq!(tx.send(&[0; 2000], None), Err(SendError::TooLarge { len: 2000, max: 1024 }));
+/// assert_eq!(tx.send(&[0; 2000], None), Err(TransportSendError::TooLarge { len: 2000, max: 1024 }));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum SendError {
+pub enum TransportSendError {
     /// The frame is longer than the agreed maximum (nothing was sent).
     TooLarge {
         /// Its length.
@@ -281,26 +281,26 @@ pub enum SendError {
     Io(IoFailure),
 }
 
-impl fmt::Display for SendError {
+impl fmt::Display for TransportSendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SendError::TooLarge { len, max } => {
+            TransportSendError::TooLarge { len, max } => {
                 write!(f, "frame of {len} bytes exceeds the maximum of {max}")
             }
-            SendError::Timeout => f.write_str("no room to send until the deadline"),
-            SendError::Disconnected => f.write_str("peer disconnected"),
-            SendError::Broken => f.write_str("connection broken by an earlier failure"),
-            SendError::Io(e) => write!(f, "{e}"),
+            TransportSendError::Timeout => f.write_str("no room to send until the deadline"),
+            TransportSendError::Disconnected => f.write_str("peer disconnected"),
+            TransportSendError::Broken => f.write_str("connection broken by an earlier failure"),
+            TransportSendError::Io(e) => write!(f, "{e}"),
         }
     }
 }
 
-impl std::error::Error for SendError {}
+impl std::error::Error for TransportSendError {}
 
 /// Errors of [`FrameRecv::recv`](super::FrameRecv::recv).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum RecvError {
+pub enum TransportRecvError {
     /// No whole frame until the deadline (a partly read frame is kept for the next
     /// call).
     Timeout,
@@ -322,22 +322,24 @@ pub enum RecvError {
     Io(IoFailure),
 }
 
-impl fmt::Display for RecvError {
+impl fmt::Display for TransportRecvError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RecvError::Timeout => f.write_str("no frame until the deadline"),
-            RecvError::Disconnected => f.write_str("peer disconnected"),
-            RecvError::TooLarge { len, max } => {
+            TransportRecvError::Timeout => f.write_str("no frame until the deadline"),
+            TransportRecvError::Disconnected => f.write_str("peer disconnected"),
+            TransportRecvError::TooLarge { len, max } => {
                 write!(
                     f,
                     "peer announced a frame of {len} bytes, over the maximum of {max}"
                 )
             }
-            RecvError::Malformed(what) => write!(f, "malformed data from the peer: {what}"),
-            RecvError::Broken => f.write_str("connection broken by an earlier failure"),
-            RecvError::Io(e) => write!(f, "{e}"),
+            TransportRecvError::Malformed(what) => {
+                write!(f, "malformed data from the peer: {what}")
+            }
+            TransportRecvError::Broken => f.write_str("connection broken by an earlier failure"),
+            TransportRecvError::Io(e) => write!(f, "{e}"),
         }
     }
 }
 
-impl std::error::Error for RecvError {}
+impl std::error::Error for TransportRecvError {}

@@ -12,7 +12,7 @@
 //! [`listen`] and [`connect`] take the URL; the [`Connection`] they yield is split into
 //! a [`Sender`] and a [`Receiver`] that work from different threads. Every operation
 //! takes a deadline (`None`: wait as long as it takes, but a dead peer still ends the
-//! wait with [`RecvError::Disconnected`]).
+//! wait with [`TransportRecvError::Disconnected`]).
 //!
 //! # Handshake
 //!
@@ -20,8 +20,8 @@
 //! (u16 LE, [`PROTOCOL_VERSION`]), flags (u16, zero) and the largest frame it accepts
 //! (u32 LE). A peer that is not shmlink, speaks another version or offers a maximum of
 //! 0 is refused with a typed [`HandshakeError`]. Both sides then use the smaller of the
-//! two maxima: a longer frame is refused on send ([`SendError::TooLarge`]) and on
-//! receive ([`RecvError::TooLarge`], read from the length prefix before anything is
+//! two maxima: a longer frame is refused on send ([`TransportSendError::TooLarge`]) and on
+//! receive ([`TransportRecvError::TooLarge`], read from the length prefix before anything is
 //! allocated).
 //!
 //! # Examples
@@ -60,8 +60,8 @@ mod url;
 use std::time::{Duration, Instant};
 
 pub use error::{
-    AcceptError, AddressError, ConnectError, HandshakeError, IoFailure, ListenError, RecvError,
-    SendError,
+    AcceptError, AddressError, ConnectError, HandshakeError, IoFailure, ListenError,
+    TransportRecvError, TransportSendError,
 };
 pub use url::Address;
 
@@ -179,8 +179,8 @@ pub trait FrameSend: Send + 'static {
     ///
     /// # Errors
     ///
-    /// [`SendError`]: too large, timed out, peer gone, or the connection broke.
-    fn send(&mut self, frame: &[u8], deadline: Option<Instant>) -> Result<(), SendError>;
+    /// [`TransportSendError`]: too large, timed out, peer gone, or the connection broke.
+    fn send(&mut self, frame: &[u8], deadline: Option<Instant>) -> Result<(), TransportSendError>;
 
     /// Largest frame both ends agreed on.
     fn max_frame(&self) -> usize;
@@ -196,9 +196,13 @@ pub trait FrameRecv: Send + 'static {
     ///
     /// # Errors
     ///
-    /// [`RecvError`]: timed out, peer gone, a frame over the maximum or malformed, or
+    /// [`TransportRecvError`]: timed out, peer gone, a frame over the maximum or malformed, or
     /// the connection broke.
-    fn recv(&mut self, buf: &mut Vec<u8>, deadline: Option<Instant>) -> Result<(), RecvError>;
+    fn recv(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> Result<(), TransportRecvError>;
 
     /// Largest frame both ends agreed on.
     fn max_frame(&self) -> usize;
@@ -313,14 +317,18 @@ impl Sender {
     /// # Errors
     ///
     /// As [`FrameSend::send`].
-    pub fn send(&mut self, frame: &[u8], deadline: Option<Instant>) -> Result<(), SendError> {
+    pub fn send(
+        &mut self,
+        frame: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<(), TransportSendError> {
         FrameSend::send(self, frame, deadline)
     }
 }
 
 impl FrameSend for Sender {
     #[inline]
-    fn send(&mut self, frame: &[u8], deadline: Option<Instant>) -> Result<(), SendError> {
+    fn send(&mut self, frame: &[u8], deadline: Option<Instant>) -> Result<(), TransportSendError> {
         match self {
             Sender::Shm(s) => s.send(frame, deadline),
             Sender::Socket(s) => s.send(frame, deadline),
@@ -341,7 +349,11 @@ impl Receiver {
     /// # Errors
     ///
     /// As [`FrameRecv::recv`].
-    pub fn recv(&mut self, buf: &mut Vec<u8>, deadline: Option<Instant>) -> Result<(), RecvError> {
+    pub fn recv(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> Result<(), TransportRecvError> {
         FrameRecv::recv(self, buf, deadline)
     }
 
@@ -350,24 +362,24 @@ impl Receiver {
     ///
     /// # Errors
     ///
-    /// [`RecvError::Timeout`] if no whole frame is there; otherwise as
+    /// [`TransportRecvError::Timeout`] if no whole frame is there; otherwise as
     /// [`FrameRecv::recv`].
     ///
     /// # Examples
     ///
     /// ```
-    /// use shmlink::transport::{self, TransportOptions, RecvError};
+    /// use shmlink::transport::{self, TransportOptions, TransportRecvError};
     ///
     /// let (a, b) = transport::pair(&TransportOptions::default())?;
     /// let ((mut tx, _), (_, mut rx)) = (a.split(), b.split());
     /// let mut buf = Vec::new();
-    /// assert_eq!(rx.try_recv(&mut buf), Err(RecvError::Timeout));
+    /// assert_eq!(rx.try_recv(&mut buf), Err(TransportRecvError::Timeout));
     /// tx.send(b"now", None)?;
     /// rx.try_recv(&mut buf)?;
     /// assert_eq!(buf, b"now");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<(), RecvError> {
+    pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<(), TransportRecvError> {
         match self {
             Receiver::Shm(r) => r.try_recv(buf),
             Receiver::Socket(r) => r.recv(buf, Some(Instant::now())),
@@ -377,7 +389,11 @@ impl Receiver {
 
 impl FrameRecv for Receiver {
     #[inline]
-    fn recv(&mut self, buf: &mut Vec<u8>, deadline: Option<Instant>) -> Result<(), RecvError> {
+    fn recv(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> Result<(), TransportRecvError> {
         match self {
             Receiver::Shm(r) => r.recv(buf, deadline),
             Receiver::Socket(r) => r.recv(buf, deadline),

@@ -27,7 +27,7 @@
 //! `shmlink rm --stale` clears them at any time.
 //!
 //! A peer that dies is seen through the rings' role words: its end's roles name a dead
-//! process, so a receive reports [`RecvError::Disconnected`] once everything it sent
+//! process, so a receive reports [`TransportRecvError::Disconnected`] once everything it sent
 //! was taken.
 
 use core::fmt;
@@ -35,7 +35,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::error::{
-    AcceptError, ConnectError, HandshakeError, IoFailure, ListenError, RecvError, SendError,
+    AcceptError, ConnectError, HandshakeError, IoFailure, ListenError, TransportRecvError,
+    TransportSendError,
 };
 use super::{Hello, TransportOptions, remaining};
 
@@ -159,24 +160,32 @@ impl ShmSender {
     ///
     /// As [`FrameSend::send`](super::FrameSend::send).
     #[inline]
-    pub fn send(&mut self, frame: &[u8], deadline: Option<Instant>) -> Result<(), SendError> {
+    pub fn send(
+        &mut self,
+        frame: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<(), TransportSendError> {
         if self.broken {
-            return Err(SendError::Broken);
+            return Err(TransportSendError::Broken);
         }
         if frame.len() > self.max {
-            return Err(SendError::TooLarge {
+            return Err(TransportSendError::TooLarge {
                 len: frame.len(),
                 max: self.max,
             });
         }
         // Tries first and reads the clock only if it has to wait.
         self.tx.send_until(frame, deadline).map_err(|e| match e {
-            ring::SendError::TooLarge { len, max } => SendError::TooLarge { len, max },
-            ring::SendError::Full | ring::SendError::Timeout => SendError::Timeout,
-            ring::SendError::Disconnected => SendError::Disconnected,
+            ring::FrameSendError::TooLarge { len, max } => {
+                TransportSendError::TooLarge { len, max }
+            }
+            ring::FrameSendError::Full | ring::FrameSendError::Timeout => {
+                TransportSendError::Timeout
+            }
+            ring::FrameSendError::Disconnected => TransportSendError::Disconnected,
             _ => {
                 self.broken = true;
-                SendError::Broken
+                TransportSendError::Broken
             }
         })
     }
@@ -202,9 +211,13 @@ impl ShmReceiver {
     ///
     /// As [`FrameRecv::recv`](super::FrameRecv::recv).
     #[inline]
-    pub fn recv(&mut self, buf: &mut Vec<u8>, deadline: Option<Instant>) -> Result<(), RecvError> {
+    pub fn recv(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> Result<(), TransportRecvError> {
         if self.broken {
-            return Err(RecvError::Broken);
+            return Err(TransportRecvError::Broken);
         }
         let r = self.rx.recv_until(buf, deadline);
         self.settle(r, buf)
@@ -220,9 +233,9 @@ impl ShmReceiver {
     /// # Errors
     ///
     /// As [`recv`](Self::recv).
-    pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<(), RecvError> {
+    pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<(), TransportRecvError> {
         if self.broken {
-            return Err(RecvError::Broken);
+            return Err(TransportRecvError::Broken);
         }
         let r = self.rx.try_recv(buf);
         self.settle(r, buf)
@@ -230,23 +243,27 @@ impl ShmReceiver {
 
     fn settle(
         &mut self,
-        r: Result<usize, ring::RecvError>,
+        r: Result<usize, ring::FrameRecvError>,
         buf: &mut Vec<u8>,
-    ) -> Result<(), RecvError> {
+    ) -> Result<(), TransportRecvError> {
         match r {
             Ok(len) if len > self.max => {
                 // The ring allows up to its own maximum, which may exceed the agreed
                 // one: a peer that ignores the agreement is broken.
                 self.broken = true;
                 buf.clear();
-                Err(RecvError::TooLarge { len, max: self.max })
+                Err(TransportRecvError::TooLarge { len, max: self.max })
             }
             Ok(_) => Ok(()),
-            Err(ring::RecvError::Empty | ring::RecvError::Timeout) => Err(RecvError::Timeout),
-            Err(ring::RecvError::Disconnected) => Err(RecvError::Disconnected),
+            Err(ring::FrameRecvError::Empty | ring::FrameRecvError::Timeout) => {
+                Err(TransportRecvError::Timeout)
+            }
+            Err(ring::FrameRecvError::Disconnected) => Err(TransportRecvError::Disconnected),
             Err(_) => {
                 self.broken = true;
-                Err(RecvError::Malformed("shared-memory ring corrupted"))
+                Err(TransportRecvError::Malformed(
+                    "shared-memory ring corrupted",
+                ))
             }
         }
     }
@@ -254,7 +271,7 @@ impl ShmReceiver {
 
 impl super::FrameSend for ShmSender {
     #[inline]
-    fn send(&mut self, frame: &[u8], deadline: Option<Instant>) -> Result<(), SendError> {
+    fn send(&mut self, frame: &[u8], deadline: Option<Instant>) -> Result<(), TransportSendError> {
         ShmSender::send(self, frame, deadline)
     }
     fn max_frame(&self) -> usize {
@@ -264,7 +281,11 @@ impl super::FrameSend for ShmSender {
 
 impl super::FrameRecv for ShmReceiver {
     #[inline]
-    fn recv(&mut self, buf: &mut Vec<u8>, deadline: Option<Instant>) -> Result<(), RecvError> {
+    fn recv(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> Result<(), TransportRecvError> {
         ShmReceiver::recv(self, buf, deadline)
     }
     fn max_frame(&self) -> usize {
@@ -453,8 +474,10 @@ impl ShmListener {
         let deadline = Instant::now().checked_add(self.opts.handshake_timeout);
         let theirs = match rx.recv_until(&mut hello, deadline) {
             Ok(_) => Hello::decode(&hello),
-            Err(ring::RecvError::Disconnected) => Err(HandshakeError::Disconnected),
-            Err(ring::RecvError::Timeout | ring::RecvError::Empty) => Err(HandshakeError::Timeout),
+            Err(ring::FrameRecvError::Disconnected) => Err(HandshakeError::Disconnected),
+            Err(ring::FrameRecvError::Timeout | ring::FrameRecvError::Empty) => {
+                Err(HandshakeError::Timeout)
+            }
             Err(_) => Err(HandshakeError::NotShmlink),
         };
         crate::process::crash::point("shm.accept", 3);
@@ -564,7 +587,7 @@ pub(crate) fn connect(
         };
         match rx.recv_until(&mut hello, Some(until)) {
             Ok(_) => break,
-            Err(ring::RecvError::Timeout | ring::RecvError::Empty) => {
+            Err(ring::FrameRecvError::Timeout | ring::FrameRecvError::Empty) => {
                 if !token_alive(server) {
                     return Err(ConnectError::NoListener);
                 }
@@ -572,7 +595,7 @@ pub(crate) fn connect(
                     return Err(ConnectError::Timeout);
                 }
             }
-            Err(ring::RecvError::Disconnected) => {
+            Err(ring::FrameRecvError::Disconnected) => {
                 return Err(ConnectError::Handshake(HandshakeError::Disconnected));
             }
             Err(_) => return Err(ConnectError::Handshake(HandshakeError::NotShmlink)),

@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{MsgFlags, UnixAddr, sendmsg};
 
 use super::error::{
-    AcceptError, ConnectError, HandshakeError, IoFailure, ListenError, RecvError, SendError,
+    AcceptError, ConnectError, HandshakeError, IoFailure, ListenError, TransportRecvError,
+    TransportSendError,
 };
 use super::{Address, HELLO_LEN, Hello, TransportOptions, remaining};
 
@@ -220,12 +221,16 @@ impl SocketSender {
     /// # Errors
     ///
     /// As [`FrameSend::send`](super::FrameSend::send).
-    pub fn send(&mut self, frame: &[u8], deadline: Option<Instant>) -> Result<(), SendError> {
+    pub fn send(
+        &mut self,
+        frame: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<(), TransportSendError> {
         if self.broken {
-            return Err(SendError::Broken);
+            return Err(TransportSendError::Broken);
         }
         if frame.len() > self.max {
-            return Err(SendError::TooLarge {
+            return Err(TransportSendError::TooLarge {
                 len: frame.len(),
                 max: self.max,
             });
@@ -246,7 +251,7 @@ impl SocketSender {
             } else {
                 match self.arm(deadline) {
                     Ok(()) => false,
-                    Err(SendError::Timeout) if !tried_nowait => true,
+                    Err(TransportSendError::Timeout) if !tried_nowait => true,
                     Err(e) => return Err(self.fail_partial(done, e)),
                 }
             };
@@ -261,23 +266,24 @@ impl SocketSender {
                     .send_vectored(&[IoSlice::new(&frame[done - PREFIX..])], nowait)
             };
             match r {
-                Ok(0) => return Err(self.fail_partial(done, SendError::Disconnected)),
+                Ok(0) => return Err(self.fail_partial(done, TransportSendError::Disconnected)),
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // No room now: wait for it, until the deadline.
                 Err(e) if is_timeout(&e) && optimistic => optimistic = false,
                 Err(e) if is_timeout(&e) => {
                     if nowait || deadline.is_some_and(|d| Instant::now() >= d) {
-                        return Err(self.fail_partial(done, SendError::Timeout));
+                        return Err(self.fail_partial(done, TransportSendError::Timeout));
                     }
                 }
                 Err(e) if is_gone(&e) => {
-                    return Err(self.fail_partial(done, SendError::Disconnected));
+                    return Err(self.fail_partial(done, TransportSendError::Disconnected));
                 }
                 Err(e) => {
-                    return Err(
-                        self.fail_partial(done, SendError::Io(IoFailure::new("sendmsg", &e)))
-                    );
+                    return Err(self.fail_partial(
+                        done,
+                        TransportSendError::Io(IoFailure::new("sendmsg", &e)),
+                    ));
                 }
             }
         }
@@ -286,8 +292,8 @@ impl SocketSender {
 
     /// A failure after `done` bytes of a frame went out: a half-sent frame cannot be
     /// taken back, so the connection is closed for writing (the peer sees the stream
-    /// end mid-frame) and every later send reports [`SendError::Broken`].
-    fn fail_partial(&mut self, done: usize, err: SendError) -> SendError {
+    /// end mid-frame) and every later send reports [`TransportSendError::Broken`].
+    fn fail_partial(&mut self, done: usize, err: TransportSendError) -> TransportSendError {
         if done > 0 {
             self.broken = true;
             self.stream.shutdown(Shutdown::Write);
@@ -295,14 +301,14 @@ impl SocketSender {
         err
     }
 
-    fn arm(&mut self, deadline: Option<Instant>) -> Result<(), SendError> {
+    fn arm(&mut self, deadline: Option<Instant>) -> Result<(), TransportSendError> {
         match plan_timeout(deadline, self.timeout) {
-            Err(()) => Err(SendError::Timeout),
+            Err(()) => Err(TransportSendError::Timeout),
             Ok(None) => Ok(()),
             Ok(Some(t)) => {
-                self.stream
-                    .set_write_timeout(t)
-                    .map_err(|e| SendError::Io(IoFailure::new("setsockopt(SO_SNDTIMEO)", &e)))?;
+                self.stream.set_write_timeout(t).map_err(|e| {
+                    TransportSendError::Io(IoFailure::new("setsockopt(SO_SNDTIMEO)", &e))
+                })?;
                 self.timeout = t;
                 Ok(())
             }
@@ -346,9 +352,13 @@ impl SocketReceiver {
     /// # Errors
     ///
     /// As [`FrameRecv::recv`](super::FrameRecv::recv).
-    pub fn recv(&mut self, out: &mut Vec<u8>, deadline: Option<Instant>) -> Result<(), RecvError> {
+    pub fn recv(
+        &mut self,
+        out: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> Result<(), TransportRecvError> {
         if self.broken {
-            return Err(RecvError::Broken);
+            return Err(TransportRecvError::Broken);
         }
         let mut tried_nowait = false;
         loop {
@@ -357,7 +367,7 @@ impl SocketReceiver {
                 let len = u32::from_le_bytes([p[0], p[1], p[2], p[3]]) as usize;
                 if len > self.max {
                     self.broken = true;
-                    return Err(RecvError::TooLarge { len, max: self.max });
+                    return Err(TransportRecvError::TooLarge { len, max: self.max });
                 }
                 self.start += PREFIX;
                 self.body.clear();
@@ -386,7 +396,7 @@ impl SocketReceiver {
             // A deadline that already passed still gets one read that does not wait.
             let nowait = match self.arm(deadline) {
                 Ok(()) => false,
-                Err(RecvError::Timeout) if !tried_nowait => true,
+                Err(TransportRecvError::Timeout) if !tried_nowait => true,
                 Err(e) => return Err(e),
             };
             tried_nowait |= nowait;
@@ -400,42 +410,42 @@ impl SocketReceiver {
                 Ok(0) => {
                     if self.want.is_some() || self.start < self.end {
                         self.broken = true;
-                        return Err(RecvError::Malformed(
+                        return Err(TransportRecvError::Malformed(
                             "stream ended in the middle of a frame",
                         ));
                     }
-                    return Err(RecvError::Disconnected);
+                    return Err(TransportRecvError::Disconnected);
                 }
                 Ok(n) => self.end += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_timeout(&e) => {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
-                        return Err(RecvError::Timeout);
+                        return Err(TransportRecvError::Timeout);
                     }
                 }
                 Err(e) if is_gone(&e) => {
                     if self.want.is_some() || self.start < self.end {
                         // Reset in the middle of a frame: it was cut short.
                         self.broken = true;
-                        return Err(RecvError::Malformed(
+                        return Err(TransportRecvError::Malformed(
                             "stream ended in the middle of a frame",
                         ));
                     }
-                    return Err(RecvError::Disconnected);
+                    return Err(TransportRecvError::Disconnected);
                 }
-                Err(e) => return Err(RecvError::Io(IoFailure::new("read", &e))),
+                Err(e) => return Err(TransportRecvError::Io(IoFailure::new("read", &e))),
             }
         }
     }
 
-    fn arm(&mut self, deadline: Option<Instant>) -> Result<(), RecvError> {
+    fn arm(&mut self, deadline: Option<Instant>) -> Result<(), TransportRecvError> {
         match plan_timeout(deadline, self.timeout) {
-            Err(()) => Err(RecvError::Timeout),
+            Err(()) => Err(TransportRecvError::Timeout),
             Ok(None) => Ok(()),
             Ok(Some(t)) => {
-                self.stream
-                    .set_read_timeout(t)
-                    .map_err(|e| RecvError::Io(IoFailure::new("setsockopt(SO_RCVTIMEO)", &e)))?;
+                self.stream.set_read_timeout(t).map_err(|e| {
+                    TransportRecvError::Io(IoFailure::new("setsockopt(SO_RCVTIMEO)", &e))
+                })?;
                 self.timeout = t;
                 Ok(())
             }
@@ -457,7 +467,7 @@ impl Drop for SocketSender {
 }
 
 impl super::FrameSend for SocketSender {
-    fn send(&mut self, frame: &[u8], deadline: Option<Instant>) -> Result<(), SendError> {
+    fn send(&mut self, frame: &[u8], deadline: Option<Instant>) -> Result<(), TransportSendError> {
         SocketSender::send(self, frame, deadline)
     }
     fn max_frame(&self) -> usize {
@@ -466,7 +476,11 @@ impl super::FrameSend for SocketSender {
 }
 
 impl super::FrameRecv for SocketReceiver {
-    fn recv(&mut self, buf: &mut Vec<u8>, deadline: Option<Instant>) -> Result<(), RecvError> {
+    fn recv(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> Result<(), TransportRecvError> {
         SocketReceiver::recv(self, buf, deadline)
     }
     fn max_frame(&self) -> usize {

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use shmlink::ring::{FrameRing, PopError, PushError, RecvError, SendError, Spsc};
+use shmlink::ring::{FrameRecvError, FrameRing, FrameSendError, PopError, PushError, Spsc};
 use shmlink::sync::WaitMode;
 
 #[test]
@@ -52,7 +52,7 @@ fn close_wakes_a_blocked_frame_receive_and_send() {
     std::thread::sleep(Duration::from_millis(30));
     ring.close();
     let (got, _rx) = receiver.join().unwrap(); // kept: a gone consumer is another error
-    assert_eq!(got, Err(RecvError::Closed));
+    assert_eq!(got, Err(FrameRecvError::Closed));
     while tx.try_send(&[7; 24]).is_ok() {}
-    assert_eq!(tx.send(&[7; 24]), Err(SendError::Closed));
+    assert_eq!(tx.send(&[7; 24]), Err(FrameSendError::Closed));
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use shmlink::ring::{BuildError, FrameRing, RecvError, SendError};
+use shmlink::ring::{BuildError, FrameRecvError, FrameRing, FrameSendError};
 use shmlink::segment::Segment;
 use shmlink::sync::WaitMode;
 
@@ -41,17 +41,17 @@ fn sizes_and_limits() {
     let mut rx = ring.consumer().unwrap();
     assert_eq!(
         tx.try_send(&[0; 101]),
-        Err(SendError::TooLarge { len: 101, max: 100 })
+        Err(FrameSendError::TooLarge { len: 101, max: 100 })
     );
     let mut buf = vec![1, 2, 3];
-    assert_eq!(rx.try_recv(&mut buf), Err(RecvError::Empty));
+    assert_eq!(rx.try_recv(&mut buf), Err(FrameRecvError::Empty));
     tx.try_send(&[]).unwrap();
     assert_eq!(rx.try_recv(&mut buf), Ok(0));
     assert!(buf.is_empty());
     // Fill: each 100-byte frame takes 8 + 104 bytes; two fit in 256.
     tx.try_send(&[9; 100]).unwrap();
     tx.try_send(&[8; 100]).unwrap();
-    assert_eq!(tx.try_send(&[7; 100]), Err(SendError::Full));
+    assert_eq!(tx.try_send(&[7; 100]), Err(FrameSendError::Full));
     assert_eq!(rx.try_recv(&mut buf), Ok(100));
     assert_eq!(buf, vec![9; 100]);
 }
@@ -101,7 +101,7 @@ fn threads_stream_random_frames_with_checksums() {
             }
             assert_eq!(
                 rx.recv_timeout(&mut buf, Duration::from_secs(20)),
-                Err(RecvError::Disconnected)
+                Err(FrameRecvError::Disconnected)
             );
         });
     });
@@ -143,7 +143,7 @@ fn corrupted_headers_are_typed_errors() {
         let k = cases.iter().position(|c| c.1 == what).unwrap() as u64;
         poke_u64(&n, word_offset(2 * k), header);
         match rx.try_recv(&mut buf) {
-            Err(RecvError::Corrupted(c)) => assert_eq!(c.what, what),
+            Err(FrameRecvError::Corrupted(c)) => assert_eq!(c.what, what),
             other => panic!("{what}: expected Corrupted, got {other:?}"),
         }
         // Repair and drain, so the next case starts clean.

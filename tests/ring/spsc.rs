@@ -1686,7 +1686,7 @@ fn waits_end_when_the_creator_dies_before_the_peer_claims_its_role() {
         assert_eq!(a, Err(PopError::Disconnected), "pop, {mode}");
         assert_eq!(
             b,
-            Err(shmlink::ring::RecvError::Disconnected),
+            Err(shmlink::ring::FrameRecvError::Disconnected),
             "recv, {mode}"
         );
         assert_eq!(c, Err(PushError::Disconnected(3)), "push, {mode}");

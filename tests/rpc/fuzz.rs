@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
 use shmlink::rpc::wire::{self, Code, DecodeError, Kind, decode, encode_header};
 use shmlink::rpc::{Server, ServerHandle};
-use shmlink::transport::{self, RecvError};
+use shmlink::transport::{self, TransportRecvError};
 
 use crate::support::kv::{ADD_ID, CHECK_ID, COUNT_ID, ECHO_ID, KvClient, KvServer, State, Svc};
 use crate::{Mode, copts};
@@ -227,7 +227,7 @@ fn feed_random_frames(server: &ServerHandle, frames: &[Vec<u8>]) -> Result<(), T
         }
         match rx.recv(&mut buf, Some(end)) {
             Ok(()) => {}
-            Err(RecvError::Disconnected) => {
+            Err(TransportRecvError::Disconnected) => {
                 closed = true;
                 break;
             }

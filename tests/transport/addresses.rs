@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use shmlink::transport::{
-    self, AcceptError, ConnectError, ListenError, RecvError, TransportOptions,
+    self, AcceptError, ConnectError, ListenError, TransportOptions, TransportRecvError,
 };
 
 use crate::support::unique_name;
@@ -132,7 +132,7 @@ fn accept_and_connect_time_out(kind: Kind) {
         let (_tx, mut rx) = conn.split();
         assert_eq!(
             rx.recv(&mut Vec::new(), soon()),
-            Err(RecvError::Disconnected),
+            Err(TransportRecvError::Disconnected),
             "{kind:?}: connection of the client that gave up"
         );
     }

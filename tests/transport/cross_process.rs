@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use shmlink::transport::{self, Listener, Receiver, RecvError, TransportOptions};
+use shmlink::transport::{self, Listener, Receiver, TransportOptions, TransportRecvError};
 
 use crate::support::{Child, Scenario, arg, report};
 use crate::{
@@ -178,7 +178,11 @@ fn recv_while_peer_killed(kind: Kind, rx: &mut Receiver, child: Child, who: &str
         "{kind:?}: recv noticed the killed {who} {:?} after the SIGKILL",
         Instant::now().saturating_duration_since(killed_at)
     );
-    assert_eq!(got, Err(RecvError::Disconnected), "{kind:?}: {who} killed");
+    assert_eq!(
+        got,
+        Err(TransportRecvError::Disconnected),
+        "{kind:?}: {who} killed"
+    );
     assert!(
         took < KILL_NOTICED_WITHIN,
         "{kind:?}: recv took {took:?} to notice the killed {who}"
@@ -237,7 +241,7 @@ fn killed_peer_frames_are_drained(kind: Kind) {
     }
     assert_eq!(
         rx.recv(&mut buf, soon()),
-        Err(RecvError::Disconnected),
+        Err(TransportRecvError::Disconnected),
         "{kind:?}"
     );
 }

@@ -5,7 +5,7 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use shmlink::transport::{Receiver, RecvError};
+use shmlink::transport::{Receiver, TransportRecvError};
 
 use crate::{Kind, LONG, after, assert_frame, connect_pair, listen, opts, pattern, soon};
 
@@ -26,7 +26,7 @@ fn recv_timeout_loses_nothing(kind: Kind) {
     for _ in 0..3 {
         assert_eq!(
             s_rx.recv(&mut buf, after(Duration::from_millis(30))),
-            Err(RecvError::Timeout),
+            Err(TransportRecvError::Timeout),
             "{kind:?}: no data yet"
         );
     }
@@ -37,7 +37,7 @@ fn recv_timeout_loses_nothing(kind: Kind) {
     // The other direction too.
     assert_eq!(
         c_rx.recv(&mut buf, after(Duration::from_millis(30))),
-        Err(RecvError::Timeout)
+        Err(TransportRecvError::Timeout)
     );
     let frame = pattern(2, 3);
     s_tx.send(&frame, soon()).unwrap();
@@ -69,7 +69,7 @@ fn recv_timeouts_inside_a_large_frame_lose_nothing(kind: Kind) {
         loop {
             match s_rx.recv(&mut buf, after(Duration::from_millis(1))) {
                 Ok(()) => break,
-                Err(RecvError::Timeout) => timeouts += 1,
+                Err(TransportRecvError::Timeout) => timeouts += 1,
                 Err(e) => panic!("{kind:?}: frame {seq}: {e}"),
             }
             assert!(started.elapsed() < LONG, "{kind:?}: stalled at frame {seq}");
@@ -82,10 +82,13 @@ fn recv_timeouts_inside_a_large_frame_lose_nothing(kind: Kind) {
 
 /// Receives with a deadline that already passed, retrying (with pauses) until the frame
 /// that was sent is taken; `None` if it never is.
-fn recv_with_past_deadline(rx: &mut Receiver, buf: &mut Vec<u8>) -> Option<Result<(), RecvError>> {
+fn recv_with_past_deadline(
+    rx: &mut Receiver,
+    buf: &mut Vec<u8>,
+) -> Option<Result<(), TransportRecvError>> {
     for _ in 0..200 {
         match rx.recv(buf, Some(Instant::now())) {
-            Err(RecvError::Timeout) => thread::sleep(Duration::from_millis(10)),
+            Err(TransportRecvError::Timeout) => thread::sleep(Duration::from_millis(10)),
             other => return Some(other),
         }
     }
@@ -101,7 +104,7 @@ fn past_deadline_still_takes_an_arrived_frame(kind: Kind) {
     let mut buf = Vec::new();
     assert_eq!(
         s_rx.recv(&mut buf, Some(Instant::now())),
-        Err(RecvError::Timeout),
+        Err(TransportRecvError::Timeout),
         "{kind:?}: nothing sent yet"
     );
     let frame = pattern(7, 100);

@@ -5,7 +5,7 @@
 use std::thread;
 use std::time::Duration;
 
-use shmlink::transport::{RecvError, SendError};
+use shmlink::transport::{TransportRecvError, TransportSendError};
 
 use crate::{Kind, after, assert_frame, connect_pair, listen, opts, pattern, soon, varied_len};
 
@@ -44,12 +44,12 @@ fn peer_drop_is_drained_then_disconnected(kind: Kind) {
         leaver.join().unwrap();
         assert_eq!(
             rx.recv(&mut buf, soon()),
-            Err(RecvError::Disconnected),
+            Err(TransportRecvError::Disconnected),
             "{case}"
         );
         assert_eq!(
             rx.recv(&mut buf, soon()),
-            Err(RecvError::Disconnected),
+            Err(TransportRecvError::Disconnected),
             "{case}: again"
         );
         // Sends fail too, once buffers (socket buffers, the shared-memory ring) are
@@ -66,7 +66,11 @@ fn peer_drop_is_drained_then_disconnected(kind: Kind) {
                 "{case}: 2000 sends to a departed peer succeeded"
             );
         };
-        assert_eq!(err, SendError::Disconnected, "{case}: after {sent} sends");
+        assert_eq!(
+            err,
+            TransportSendError::Disconnected,
+            "{case}: after {sent} sends"
+        );
     }
 }
 
@@ -85,7 +89,7 @@ fn dropping_the_sender_half_ends_the_peers_stream(kind: Kind) {
     // Nothing more can come: the wait ends (it must not last until the deadline).
     assert_eq!(
         s_rx.recv(&mut buf, after(Duration::from_secs(3))),
-        Err(RecvError::Disconnected),
+        Err(TransportRecvError::Disconnected),
         "{kind:?}: the peer dropped its sending half"
     );
     // The other direction still works.

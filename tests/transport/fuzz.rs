@@ -8,7 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use shmlink::transport::{HELLO_LEN, RecvError};
+use shmlink::transport::{HELLO_LEN, TransportRecvError};
 
 use crate::{Kind, LONG, after, frame_bytes, good_hello, listen, opts_max, soon};
 
@@ -100,12 +100,12 @@ fn feed_uds(
                 );
                 frames.push(buf.clone());
             }
-            Err(RecvError::Timeout) => {
+            Err(TransportRecvError::Timeout) => {
                 assert!(began.elapsed() < LONG, "receiver stalled");
             }
-            Err(RecvError::Disconnected) => break End::Disconnected,
-            Err(RecvError::TooLarge { len, max }) => break End::TooLarge { len, max },
-            Err(RecvError::Malformed(_)) => break End::Malformed,
+            Err(TransportRecvError::Disconnected) => break End::Disconnected,
+            Err(TransportRecvError::TooLarge { len, max }) => break End::TooLarge { len, max },
+            Err(TransportRecvError::Malformed(_)) => break End::Malformed,
             Err(e) => panic!("unexpected error {e:?}"),
         }
     };

@@ -32,8 +32,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use shmlink::transport::{
-    self, Connection, HELLO_LEN, Listener, PROTOCOL_VERSION, Receiver, RecvError, Sender,
-    TransportOptions,
+    self, Connection, HELLO_LEN, Listener, PROTOCOL_VERSION, Receiver, Sender, TransportOptions,
+    TransportRecvError,
 };
 use support::unique_name;
 
@@ -253,7 +253,7 @@ fn echo_loop(conn: Connection) -> Result<u64, String> {
                     .map_err(|e| format!("echo send after {n}: {e}"))?;
                 n += 1;
             }
-            Err(RecvError::Disconnected) => return Ok(n),
+            Err(TransportRecvError::Disconnected) => return Ok(n),
             Err(e) => return Err(format!("echo recv after {n}: {e}")),
         }
     }

@@ -1,7 +1,7 @@
 //! The maximum frame: a frame over the agreed maximum is refused on send; both ends agree
 //! on the smaller maximum (1000 vs 1 MiB either way, and a tiny maximum of 1 byte).
 
-use shmlink::transport::{FrameRecv, FrameSend, SendError};
+use shmlink::transport::{FrameRecv, FrameSend, TransportSendError};
 
 use crate::{Kind, assert_frame, connect_pair, listen, opts, opts_max, pattern, soon};
 
@@ -19,7 +19,7 @@ fn over_max_send_is_too_large(kind: Kind) {
     let (mut s_tx, mut s_rx) = server.split();
     let (mut c_tx, mut c_rx) = client.split();
     let big = vec![0xAB; max + 1];
-    let too_large = Err(SendError::TooLarge { len: max + 1, max });
+    let too_large = Err(TransportSendError::TooLarge { len: max + 1, max });
     assert_eq!(c_tx.send(&big, soon()), too_large, "{kind:?}: client");
     assert_eq!(s_tx.send(&big, soon()), too_large, "{kind:?}: server");
     // Nothing was sent: the connection carries on.
@@ -51,7 +51,7 @@ fn check_agreement(kind: Kind, server_max: usize, client_max: usize, want: usize
         assert_eq!(m, want, "{case}: halves");
     }
     let over = vec![1u8; want + 1];
-    let refused = Err(SendError::TooLarge {
+    let refused = Err(TransportSendError::TooLarge {
         len: want + 1,
         max: want,
     });

@@ -5,7 +5,7 @@
 use std::thread;
 use std::time::Duration;
 
-use shmlink::transport::{self, FrameRecv, FrameSend, Receiver, RecvError, Sender};
+use shmlink::transport::{self, FrameRecv, FrameSend, Receiver, Sender, TransportRecvError};
 
 use crate::{
     Kind, after, assert_frame, connect_pair, echo, listen, opts, pattern, round_trip, soon,
@@ -106,8 +106,8 @@ fn many_frames_keep_order_both_ways(kind: Kind) {
     // Nothing extra arrived.
     let mut buf = Vec::new();
     let short = after(Duration::from_millis(50));
-    assert_eq!(s_rx.recv(&mut buf, short), Err(RecvError::Timeout));
-    assert_eq!(c_rx.recv(&mut buf, short), Err(RecvError::Timeout));
+    assert_eq!(s_rx.recv(&mut buf, short), Err(TransportRecvError::Timeout));
+    assert_eq!(c_rx.recv(&mut buf, short), Err(TransportRecvError::Timeout));
     drop((c_tx, s_tx));
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use shmlink::transport::{
     self, AcceptError, ConnectError, Connection, HELLO_LEN, HandshakeError, Listener,
-    PROTOCOL_VERSION, RecvError, TransportOptions,
+    PROTOCOL_VERSION, TransportOptions, TransportRecvError,
 };
 
 use crate::support::Scenario;
@@ -307,7 +307,7 @@ fn oversized_length_prefix_is_too_large_at_once(kind: Kind) {
     let (got, largest) = largest_alloc_during(|| rx.recv(&mut buf, soon()));
     assert_eq!(
         got,
-        Err(RecvError::TooLarge {
+        Err(TransportRecvError::TooLarge {
             len: HUGE as usize,
             max
         }),
@@ -319,7 +319,7 @@ fn oversized_length_prefix_is_too_large_at_once(kind: Kind) {
     );
     assert_eq!(
         rx.recv(&mut buf, soon()),
-        Err(RecvError::Broken),
+        Err(TransportRecvError::Broken),
         "{kind:?}"
     );
     // A raw server doing the same to a client, with the maximum as the prefix plus one.
@@ -337,7 +337,7 @@ fn oversized_length_prefix_is_too_large_at_once(kind: Kind) {
     let (_tx, mut rx) = conn.split();
     assert_eq!(
         rx.recv(&mut buf, soon()),
-        Err(RecvError::TooLarge {
+        Err(TransportRecvError::TooLarge {
             len: 1001,
             max: 1000
         }),
@@ -368,10 +368,14 @@ fn half_frame_then_close_is_malformed(kind: Kind) {
             .expect("the whole frame before the cut");
         assert_frame(&buf, &body, what);
         match rx.recv(&mut buf, soon()) {
-            Err(RecvError::Malformed(_)) => {}
+            Err(TransportRecvError::Malformed(_)) => {}
             other => panic!("{kind:?}: {what} then close: {other:?}"),
         }
-        assert_eq!(rx.recv(&mut buf, soon()), Err(RecvError::Broken), "{what}");
+        assert_eq!(
+            rx.recv(&mut buf, soon()),
+            Err(TransportRecvError::Broken),
+            "{what}"
+        );
     }
 }
 
@@ -393,7 +397,7 @@ fn half_frame_then_reset_is_malformed(kind: Kind) {
         .expect("the whole frame before the cut");
     assert_frame(&buf, &body, "whole frame");
     match rx.recv(&mut buf, soon()) {
-        Err(RecvError::Malformed(_)) => {}
+        Err(TransportRecvError::Malformed(_)) => {}
         other => panic!("{kind:?}: half a frame then a reset: {other:?}"),
     }
 }
@@ -427,7 +431,7 @@ fn partial_frame_survives_a_timeout(kind: Kind) {
         loop {
             match rx.recv(&mut buf, after(Duration::from_millis(30))) {
                 Ok(()) => got.push(buf.clone()),
-                Err(RecvError::Timeout) => {
+                Err(TransportRecvError::Timeout) => {
                     timeouts += 1;
                     break;
                 }
@@ -444,7 +448,10 @@ fn partial_frame_survives_a_timeout(kind: Kind) {
     assert_frame(&got[0], &pattern(1, 10), "first");
     assert_frame(&got[1], &pattern(2, 70_000), "second");
     raw.shutdown_write();
-    assert_eq!(rx.recv(&mut buf, soon()), Err(RecvError::Disconnected));
+    assert_eq!(
+        rx.recv(&mut buf, soon()),
+        Err(TransportRecvError::Disconnected)
+    );
 }
 
 #[test]
