@@ -63,6 +63,9 @@ fn semaphore(c: &mut Criterion) {
             sem.release(black_box(1)).unwrap();
         })
     });
+    g.bench_function("Semaphore permit (owned), taken and dropped", |b| {
+        b.iter(|| drop(black_box(sem.permit().unwrap())))
+    });
     g.finish();
 }
 

@@ -133,7 +133,7 @@ fn spsc_close_wakes_a_blocked_producer() {
 /// its stamps, is a loom data race or a wrong byte). The second frame wraps around.
 #[test]
 fn frames_arrive_whole_in_order() {
-    use shmlink::ring::{FrameRing, RecvError, SendError};
+    use shmlink::ring::{FrameRecvError, FrameRing, FrameSendError};
     loom::model(|| {
         let ring = FrameRing::new(64, 16, WaitMode::Spin).unwrap();
         let mut tx = ring.producer().unwrap();
@@ -144,7 +144,7 @@ fn frames_arrive_whole_in_order() {
                 loop {
                     match tx.try_send(f) {
                         Ok(()) => break,
-                        Err(SendError::Full) => thread::yield_now(),
+                        Err(FrameSendError::Full) => thread::yield_now(),
                         Err(e) => panic!("send: {e:?}"),
                     }
                 }
@@ -158,7 +158,7 @@ fn frames_arrive_whole_in_order() {
                     assert_eq!(&buf[..len], frames[next]);
                     next += 1;
                 }
-                Err(RecvError::Empty) => thread::yield_now(),
+                Err(FrameRecvError::Empty) => thread::yield_now(),
                 Err(e) => panic!("recv: {e:?}"),
             }
         }

@@ -8,7 +8,7 @@ use loom::sync::Arc;
 use loom::thread;
 use shmlink::region::{HeapRegion, Region};
 use shmlink::segment::header::{
-    Expect, HEADER_SIZE, HeaderSpec, HeaderState, Kind, ProcessId, SegmentHeader,
+    Expect, HEADER_SIZE, HeaderSpec, HeaderState, Kind, ProcessId, SegmentHeader, TypeName,
 };
 
 const CREATOR: ProcessId = ProcessId {
@@ -22,12 +22,14 @@ const SPEC: HeaderSpec = HeaderSpec {
     fingerprint: 0x5eed,
     payload_len: 64,
     created_unix_ns: 1,
+    type_name: TypeName::EMPTY,
 };
 
 const EXPECT: Expect = Expect {
     kind: Some(Kind::Typed),
     fingerprint: Some(0x5eed),
     payload_len: Some(64),
+    type_name: TypeName::EMPTY,
 };
 
 /// An opener that sees the ready flag sees the whole header the creator wrote before

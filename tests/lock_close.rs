@@ -20,6 +20,7 @@ const WOKEN_WITHIN: Duration = Duration::from_secs(5);
 const LONG: Duration = Duration::from_secs(60);
 
 #[test]
+#[cfg_attr(miri, ignore = "maps a named segment; real-time sleeps")]
 fn close_wakes_every_blocked_semaphore_call() {
     let name = format!("lock-close-sem-{}", std::process::id());
     let named = Semaphore::create(Segment::builder(&name).unlink_on_drop(true), 0, 4).unwrap();
@@ -71,6 +72,7 @@ fn close_wakes_every_blocked_semaphore_call() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "real-time sleeps")]
 fn close_wakes_blocked_bakery_locks_in_both_wait_modes() {
     for mode in [WaitMode::Blocking, WaitMode::Spin] {
         let mut holder = BakeryLock::with_mode(3, mode).unwrap();
@@ -105,6 +107,7 @@ fn close_wakes_blocked_bakery_locks_in_both_wait_modes() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "real-time sleeps")]
 fn close_wakes_a_blocked_bakery_mutex() {
     let mut m = BakeryMutex::new(2, 5u64).unwrap();
     let mut other = m.join().unwrap();

@@ -11,6 +11,10 @@
 //!   its ring has one producer and one consumer position, each written by one owner
 //!   with no atomic read-modify-write, which is what makes it the fastest; a second
 //!   sender would race the first on the same position.
+//! - **Shared ends** ([`SharedSender`], [`SharedReceiver`], [`bounded_mpmc`]): an
+//!   MPMC channel's ends shaped like crossbeam-channel's, `Clone + Send + Sync` with
+//!   `&self` operations (each keeps a small pool of the channel's handles); `Sender`
+//!   and `Receiver` take `&mut self` and work for both flavours.
 //! - **Messages** ([`Codec`]): [`Raw`] copies a plain-old-data `T` into the ring;
 //!   [`Postcard`] encodes any serde type into a frame ring (SPSC) or fixed-size cells
 //!   (MPMC), up to a maximum size
@@ -78,10 +82,12 @@ mod codec;
 mod error;
 mod flavor;
 mod select;
+mod shared;
 
 pub use codec::{Codec, Postcard, Raw};
 pub use error::{AckError, ChannelError, RecvError, SendError};
 pub use select::{SelectError, Selectable, select, select_until};
+pub use shared::{SharedIntoIter, SharedIter, SharedReceiver, SharedSender, bounded_mpmc};
 
 use crate::region::Pod;
 use crate::sync::WaitMode;

@@ -760,6 +760,20 @@ impl TypeName {
     /// The most bytes recorded.
     pub const MAX: usize = 32;
 
+    /// No name (what a segment made before names were recorded holds).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::segment::header::TypeName;
+    ///
+    /// assert!(TypeName::EMPTY.is_empty());
+    /// ```
+    pub const EMPTY: TypeName = TypeName {
+        bytes: [0; TypeName::MAX],
+        truncated: false,
+    };
+
     /// The last [`MAX`](Self::MAX) bytes of `name`.
     pub fn new(name: &str) -> Self {
         let mut start = name.len().saturating_sub(Self::MAX);
@@ -1010,10 +1024,7 @@ mod tests {
         fingerprint: 0xfeed,
         payload_len: 4096,
         created_unix_ns: 1,
-        type_name: TypeName {
-            bytes: [0; TypeName::MAX],
-            truncated: false,
-        },
+        type_name: TypeName::EMPTY,
     };
 
     /// A type name is recorded and read back; garbage (not UTF-8) reads as empty,

@@ -9,7 +9,8 @@
 //! - a [`BakeryMutex`] counter incremented by two processes at once, against the same
 //!   with a process-shared `pthread_mutex_t`: ns per acquisition, acquisitions/s, and
 //!   how often the lock changed hands (the final count is checked);
-//! - acquire+release of a [`Semaphore`] against glibc's process-shared `sem_t`;
+//! - acquire+release of a [`Semaphore`], and an owned permit taken and dropped,
+//!   against glibc's process-shared `sem_t`;
 //! - a 64 B [`SeqLock`] read against a plain 64 B copy and a `std::sync::RwLock` read,
 //!   and the same read while a writer process writes back to back (with the writer's
 //!   rate alone and during the reads; the values read are checked for tearing).
@@ -363,11 +364,12 @@ fn locks_uncontended(r: &mut Runner, p: &Plan) -> Result<[f64; 5]> {
     Ok([m[0], m[1], m[2], m[3], m[4]])
 }
 
-/// Uncontended acquire+release, ns per pair: `[sem_t, Semaphore]`.
-fn semaphores(r: &mut Runner, p: &Plan) -> Result<[f64; 2]> {
+/// Uncontended acquire+release, ns per pair: `[sem_t, Semaphore, Semaphore permit
+/// taken and dropped (owned)]`.
+fn semaphores(r: &mut Runner, p: &Plan) -> Result<[f64; 3]> {
     let posix = PosixSem::create(&r.name("psem"), 1)?;
     let sem = Semaphore::create(builder(&r.name("sem")).unlink_on_drop(true), 1, 1)?;
-    let mut cases: [Case<'_>; 2] = [
+    let mut cases: [Case<'_>; 3] = [
         Box::new(|n| {
             per_call(n, || {
                 posix.wait()?;
@@ -376,13 +378,19 @@ fn semaphores(r: &mut Runner, p: &Plan) -> Result<[f64; 2]> {
         }),
         Box::new(|n| {
             per_call(n, || {
-                sem.acquire().unwrap();
+                sem.acquire()?;
                 Ok(sem.release(1)?)
+            })
+        }),
+        Box::new(|n| {
+            per_call(n, || {
+                drop(sem.permit()?);
+                Ok(())
             })
         }),
     ];
     let m = interleaved(p.rounds, p.lock_iters, &mut cases)?;
-    Ok([m[0], m[1]])
+    Ok([m[0], m[1], m[2]])
 }
 
 /// 64 B reads with no writer, ns per read: `[plain copy, RwLock read, SeqLock read,
@@ -644,10 +652,16 @@ pub fn sync(json: bool, quick: bool) -> Result {
         (bakery_h, None),
     ]);
 
-    let [posix, sem] = semaphores(&mut r, &p)?;
+    let [posix, sem, permit] = semaphores(&mut r, &p)?;
     let posix = Measurement::new("sem_t pshared sem_wait+sem_post (baseline)", "ns", posix);
     let sem = Measurement::new("Semaphore acquire+release", "ns", sem).against(&posix);
-    out.extend([(posix, None), (sem, Some(1.0))]);
+    let permit = Measurement::new(
+        "Semaphore permit taken and dropped (owned, returned if its process dies)",
+        "ns",
+        permit,
+    )
+    .against(&posix);
+    out.extend([(posix, None), (sem, Some(1.0)), (permit, None)]);
 
     let [plain, rw, seq, seq_try] = reads(&mut r, &p)?;
     let [seq_w, alone, writes] = reads_with_writer(&mut r, &p)?;
