@@ -127,26 +127,53 @@ pub fn token_dead(token: u64) -> bool {
 #[cfg(not(shmlink_loom))]
 mod os {
     use super::{Liveness, token_of, token_pid};
-    use std::sync::Mutex;
+    use crate::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Mutex, Once};
     use std::time::{Duration, Instant};
 
-    /// `(pid, token)` of the last token computed, so a forked child computes its own.
-    static CACHE: Mutex<(u32, u64)> = Mutex::new((0, 0));
+    /// The calling process's token once computed with a known start time (0: not
+    /// yet). A forked child's copy is reset by [`forget_token`], so it computes its
+    /// own; no `getpid` on the way (a permit's take and give-back each ask).
+    static TOKEN: AtomicU64 = AtomicU64::new(0);
 
-    /// The calling process's token (never 0). Cached per pid; if the start time cannot
-    /// be read (no file descriptor left, say), the token carries start time 0, which
-    /// [`liveness`] reads as "identity unknown": such a token is only ever found dead
-    /// when its pid is gone.
+    /// `pthread_atfork` child handler: the child is another process.
+    extern "C" fn forget_token() {
+        TOKEN.store(0, Ordering::Relaxed);
+    }
+
+    /// The calling process's token (never 0). Cached until a fork; if the start time
+    /// cannot be read (no file descriptor left, say), the token carries start time 0,
+    /// which [`liveness`] reads as "identity unknown" (such a token is only ever found
+    /// dead when its pid is gone), and is computed again at the next call.
     pub fn current_token() -> u64 {
-        let pid = std::process::id();
-        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.0 == pid && cache.1 >> 32 != 0 {
-            return cache.1;
+        match TOKEN.load(Ordering::Relaxed) {
+            0 => compute_token(),
+            token => token,
         }
+    }
+
+    #[cold]
+    fn compute_token() -> u64 {
+        static AT_FORK: Once = Once::new();
+        AT_FORK.call_once(|| {
+            // SAFETY: registers a handler that only stores to an atomic, which is
+            // async-signal-safe, as a forked child's handlers must be. Registered
+            // before the first store below, so no child keeps a parent's token.
+            // A failure (ENOMEM) leaves the cache off: tokens are computed each time.
+            if unsafe { libc::pthread_atfork(None, None, Some(forget_token)) } != 0 {
+                NO_CACHE.store(1, Ordering::Relaxed);
+            }
+        });
+        let pid = std::process::id();
         let token = token_of(pid, start_ticks_of(pid).unwrap_or(0));
-        *cache = (pid, token);
+        if token >> 32 != 0 && NO_CACHE.load(Ordering::Relaxed) == 0 {
+            TOKEN.store(token, Ordering::Relaxed);
+        }
         token
     }
+
+    /// 1 if the fork handler could not be registered.
+    static NO_CACHE: AtomicU64 = AtomicU64::new(0);
 
     /// How long a full check that found a process alive stands in for the next
     /// ones, as long as its pid still exists (see [`liveness`]).
@@ -370,6 +397,39 @@ mod tests {
         assert!(token_alive(t));
         assert!(!token_alive(t ^ (1 << 40)), "other start time: pid reused");
         assert!(!token_alive(0));
+    }
+
+    /// The token is cached without `getpid`: a forked child must still compute its
+    /// own (else it would act as its parent, and its parent's death would not be
+    /// seen in what it holds).
+    #[test]
+    #[cfg_attr(miri, ignore = "forks and reads /proc")]
+    fn a_forked_child_has_its_own_token() {
+        let parent = current_token();
+        // SAFETY: fork in a test; the child computes its token (reads /proc) and
+        // leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let child = current_token();
+            let code = if child == parent {
+                1
+            } else if token_pid(child) != std::process::id() {
+                2
+            } else if current_token() != child {
+                3
+            } else {
+                0
+            };
+            // SAFETY: leave the forked child without running the harness's atexit.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status));
+        assert_eq!(libc::WEXITSTATUS(status), 0, "1: the parent's token");
+        assert_eq!(current_token(), parent);
     }
 
     /// Defect: with file descriptors exhausted, `/proc` cannot be read, and liveness

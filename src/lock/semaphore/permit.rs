@@ -104,6 +104,9 @@ impl<R: Region<Shared = SemaphoreState>> Drop for Permit<'_, R> {
     }
 }
 
+/// This process's turn at its holder slot (the slot's index, once claimed).
+type Turn<'a> = crate::sync::mutex::MutexGuard<'a, Option<usize>>;
+
 /// A dead holder's slot that this thread took over, freed (token 0) when dropped:
 /// on every path out of a repair, including a repairer's own death under loom.
 struct Repairing<'a> {
@@ -169,10 +172,12 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_permit(&self) -> Result<Permit<'_, R>, AcquireError> {
-        let slot = self.own_slot()?;
+        let (slot, turn) = self.own_slot()?;
+        let mut got = self.take_owned(slot, false, &turn);
+        drop(turn);
         let mut backoff = Backoff::new();
         loop {
-            match self.take_owned(slot, false) {
+            match got {
                 Attempt::Taken => return Ok(Permit { sem: self, slot }),
                 Attempt::Empty => return Err(self.would_block()),
                 // A transfer of another holder's is in progress: a few instructions.
@@ -182,6 +187,7 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
                     yield_now();
                 }
             }
+            got = self.take_owned(slot, false, &self.turn());
         }
     }
 
@@ -228,10 +234,14 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn permit_until(&self, deadline: Option<Instant>) -> Result<Permit<'_, R>, AcquireError> {
-        let slot = self.own_slot()?;
-        self.take_until(deadline, &mut |registered| {
-            self.take_owned(slot, registered)
-        })?;
+        let (slot, turn) = self.own_slot()?;
+        // The first attempt in the same turn as the slot's look-up: one lock less.
+        if self.take_owned(slot, false, &turn) != Attempt::Taken {
+            drop(turn);
+            self.take_until(deadline, &mut |registered| {
+                self.take_owned(slot, registered, &self.turn())
+            })?;
+        }
         Ok(Permit { sem: self, slot })
     }
 
@@ -277,21 +287,21 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
     }
 
     /// This process's turn at its slot's ledger.
-    fn turn(&self) -> crate::sync::mutex::MutexGuard<'_, Option<usize>> {
+    fn turn(&self) -> Turn<'_> {
         self.inner
             .holder
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// This handle's holder slot, claimed on first use.
-    fn own_slot(&self) -> Result<usize, AcquireError> {
+    /// This handle's holder slot, claimed on first use, and the turn at it.
+    fn own_slot(&self) -> Result<(usize, Turn<'_>), AcquireError> {
         let mut slot = self.turn();
         let me = current_token();
         if let Some(i) = *slot
             && self.holder(i).token.load(Ordering::Relaxed) == me
         {
-            return Ok(i);
+            return Ok((i, slot));
         }
         for pass in 0..2 {
             for (i, hd) in self.state().holders.0.iter().enumerate() {
@@ -304,7 +314,7 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
                     // A free slot's ledger is 0; clear whatever a peer wrote there.
                     hd.ledger.store(0, Ordering::Relaxed);
                     *slot = Some(i);
-                    return Ok(i);
+                    return Ok((i, slot));
                 }
             }
             if pass == 0 {
@@ -316,8 +326,7 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
 
     /// An owned take for slot `i` (steps 1 to 4 of the module docs), or nothing
     /// changed if there is no permit or the tag is busy.
-    fn take_owned(&self, i: usize, registered: bool) -> Attempt {
-        let _turn = self.turn();
+    fn take_owned(&self, i: usize, registered: bool, _turn: &Turn<'_>) -> Attempt {
         let hd = self.holder(i);
         let (held, _, _) = ledger_parts(hd.ledger.load(Ordering::Relaxed));
         hd.ledger.store(ledger(held, TAKING, 1), Ordering::Relaxed);
