@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Control, ControlServer, Quote, now_ns, quotes};
-use shmlink::channel::SendError;
+use shmlink::channel::TrySendError;
 use shmlink::rpc::{Context, NoError, Server};
 use shmlink::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -68,7 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for tx in &mut senders {
             match tx.try_send(q) {
                 Ok(()) => {}
-                Err(SendError::Full(_) | SendError::Disconnected(_)) => {
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                     stats.dropped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }

@@ -19,7 +19,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use shmlink::channel::{AckError, Channel, ChannelError, Options, RecvError};
+use shmlink::channel::{AckError, Channel, ChannelError, Options, RecvTimeoutError};
 use shmlink::region::Pod;
 use shmlink::segment::{Disposition, Segment};
 
@@ -129,7 +129,7 @@ fn consume() -> Result<(), Box<dyn std::error::Error>> {
                     std::hint::spin_loop();
                 }
             }
-            Err(RecvError::Disconnected) => {
+            Err(RecvTimeoutError::Disconnected) => {
                 println!("[consumer] the producer is gone and everything it sent was read");
                 return Ok(());
             }

@@ -13,7 +13,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{ControlClient, quotes};
-use shmlink::channel::RecvError;
+use shmlink::channel::RecvTimeoutError;
 use shmlink::lock::{BakeryMutex, LockError};
 use shmlink::rpc::ClientOptions;
 use shmlink::segment::Segment;
@@ -49,8 +49,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     {
         let q = match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(q) => q,
-            Err(RecvError::Timeout | RecvError::Disconnected) => continue, // feed away
-            Err(RecvError::Closed) => break,
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => continue, // feed away
+            Err(RecvTimeoutError::Closed) => break,
             Err(e) => return Err(format!("receive: {e}").into()),
         };
         if q.sent_ns < last_ns {

@@ -29,7 +29,7 @@
 
 use loom::sync::Arc;
 use loom::thread;
-use shmlink::channel::{AckError, Channel, Flavor, Options, RecvError, SendError};
+use shmlink::channel::{AckError, Channel, Flavor, Options, SendTimeoutError, TryRecvError};
 use shmlink::sync::WaitMode;
 use shmlink::sync::cell::UnsafeCell;
 
@@ -115,10 +115,10 @@ fn acked_pair(flavor: Flavor, mode: WaitMode, take: Take) {
     for k in 1..=2u64 {
         notes.write(k);
         let got = match take {
-            Take::Recv => rx.recv(),
+            Take::Recv => rx.recv().map_err(TryRecvError::from),
             Take::Poll => loop {
                 match rx.try_recv() {
-                    Err(RecvError::Empty) => thread::yield_now(),
+                    Err(TryRecvError::Empty) => thread::yield_now(),
                     other => break other,
                 }
             },
@@ -172,7 +172,7 @@ fn receiver_leaves(flavor: Flavor, leave: Leave) {
             Leave::AfterEnqueue | Leave::Racing,
             Err(AckError::Unacknowledged { disconnected: true }),
         ) => {}
-        (Leave::Racing, Err(AckError::NotSent(SendError::Disconnected(1)))) => {}
+        (Leave::Racing, Err(AckError::NotSent(SendTimeoutError::Disconnected(1)))) => {}
         (_, other) => panic!("send_acked to a receiver that left: {other:?}"),
     }
     receiver.join().unwrap();

@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use shmlink::channel::{
-    self, AckError, Channel, ChannelError, Flavor, Options, Postcard, RecvError, SendError,
+    self, AckError, Channel, ChannelError, Flavor, Options, Postcard, RecvError, RecvTimeoutError, SendError,
+    SendTimeoutError, TryRecvError, TrySendError,
 };
 use shmlink::ring::FrameRing;
 use shmlink::segment::{self, OpenError, Segment};
@@ -179,7 +180,7 @@ fn fifo_across_threads<M: Msg>(flavor: Flavor) {
 }
 
 /// Fills the channel with `try_send`; returns how many fit and the refused message.
-fn fill<M: Msg>(tx: &mut channel::Sender<M, M::C>, case: &str) -> (u64, SendError<M>) {
+fn fill<M: Msg>(tx: &mut channel::Sender<M, M::C>, case: &str) -> (u64, TrySendError<M>) {
     let mut n = 0;
     loop {
         match tx.try_send(M::make(n)) {
@@ -201,7 +202,7 @@ fn try_send_when_full_hands_the_message_back<M: Msg>(flavor: Flavor) {
         } else {
             assert_eq!(n, 8, "{case}: exactly the capacity fits");
         }
-        assert_eq!(err, SendError::Full(M::make(n)), "{case}");
+        assert_eq!(err, TrySendError::Full(M::make(n)), "{case}");
         assert!(!err.is_disconnected(), "{case}");
         assert_eq!(err.into_inner(), M::make(n), "{case}: handed back intact");
         // Room for one more after one receive.
@@ -210,7 +211,7 @@ fn try_send_when_full_hands_the_message_back<M: Msg>(flavor: Flavor) {
         for i in 1..=n {
             assert_eq!(rx.try_recv().map(|v| v.seq()), Ok(i), "{case}");
         }
-        assert_eq!(rx.try_recv(), Err(RecvError::Empty), "{case}");
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty), "{case}");
     }
 }
 
@@ -255,7 +256,7 @@ fn send_timeout_times_out_with_the_message<M: Msg>(flavor: Flavor) {
             let t0 = Instant::now();
             let r = tx.send_timeout(M::make(n), Duration::from_millis(30));
             let took = t0.elapsed();
-            assert_eq!(r, Err(SendError::Timeout(M::make(n))), "{case}");
+            assert_eq!(r, Err(SendTimeoutError::Timeout(M::make(n))), "{case}");
             assert!(took >= Duration::from_millis(30), "{case}: {took:?}");
             assert!(took < Duration::from_secs(2), "{case}: {took:?}");
             // With room, it returns at once.
@@ -272,11 +273,11 @@ fn recv_timeout_times_out_then_delivers<M: Msg>(flavor: Flavor) {
             let case = label::<M>(flavor, backing, mode);
             let ch = make_channel::<M>(backing, options(flavor, mode, 8));
             let (mut tx, mut rx) = (ch.sender().unwrap(), ch.receiver().unwrap());
-            assert_eq!(rx.try_recv(), Err(RecvError::Empty), "{case}");
+            assert_eq!(rx.try_recv(), Err(TryRecvError::Empty), "{case}");
             let t0 = Instant::now();
             assert_eq!(
                 rx.recv_timeout(Duration::from_millis(30)),
-                Err(RecvError::Timeout),
+                Err(RecvTimeoutError::Timeout),
                 "{case}"
             );
             let took = t0.elapsed();
@@ -395,7 +396,7 @@ fn dropped_sender_is_drained_then_disconnected<M: Msg>(flavor: Flavor) {
         assert_eq!(rx.recv(), Err(RecvError::Disconnected), "{case}");
         assert_eq!(
             rx.recv_timeout(Duration::from_secs(10)),
-            Err(RecvError::Disconnected),
+            Err(RecvTimeoutError::Disconnected),
             "{case}"
         );
         assert!(t0.elapsed() < Duration::from_secs(1), "{case}: at once");
@@ -410,7 +411,7 @@ fn try_recv_reports_disconnected_after_draining<M: Msg>(flavor: Flavor) {
         tx.send(M::make(0)).unwrap();
         drop(tx);
         assert_eq!(rx.try_recv().map(|v| v.seq()), Ok(0), "{case}");
-        assert_eq!(rx.try_recv(), Err(RecvError::Disconnected), "{case}");
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected), "{case}");
     }
 }
 
@@ -481,17 +482,17 @@ fn dropped_receiver_fails_every_send_with_the_message<M: Msg>(flavor: Flavor) {
         assert_eq!(tx.send(m()), Err(SendError::Disconnected(m())), "{case}");
         assert_eq!(
             tx.send_timeout(m(), Duration::from_secs(10)),
-            Err(SendError::Disconnected(m())),
+            Err(SendTimeoutError::Disconnected(m())),
             "{case}"
         );
         assert_eq!(
             tx.send_acked(m()),
-            Err(AckError::NotSent(SendError::Disconnected(m()))),
+            Err(AckError::NotSent(SendTimeoutError::Disconnected(m()))),
             "{case}"
         );
         assert_eq!(
             tx.send_acked_timeout(m(), Duration::from_secs(10)),
-            Err(AckError::NotSent(SendError::Disconnected(m()))),
+            Err(AckError::NotSent(SendTimeoutError::Disconnected(m()))),
             "{case}"
         );
         assert!(t0.elapsed() < Duration::from_secs(1), "{case}: at once");
@@ -625,7 +626,7 @@ fn send_acked_timeout_without_a_taker_is_unacknowledged<M: Msg>(flavor: Flavor) 
             let (n, _) = fill(&mut tx, &case);
             assert_eq!(
                 tx.send_acked_timeout(M::make(n), Duration::from_millis(20)),
-                Err(AckError::NotSent(SendError::Timeout(M::make(n)))),
+                Err(AckError::NotSent(SendTimeoutError::Timeout(M::make(n)))),
                 "{case}"
             );
         }
@@ -714,7 +715,7 @@ fn mpmc_threads<M: Msg>(backing: Backing, mode: WaitMode, senders: u64, receiver
                             last[s] = Some(seq);
                             got.push(seq);
                         }
-                        Err(RecvError::Disconnected) => break,
+                        Err(RecvTimeoutError::Disconnected) => break,
                         Err(e) => panic!("{case}: {e}"),
                     }
                 }
@@ -906,7 +907,7 @@ fn bounded_is_a_heap_spsc_channel() {
     }
     assert_eq!(
         tx.try_send(Tick::make(4)),
-        Err(SendError::Full(Tick::make(4)))
+        Err(TrySendError::Full(Tick::make(4)))
     );
     assert_eq!(rx.capacity(), 4);
     drop(tx);
@@ -1016,7 +1017,7 @@ fn postcard_too_large_hands_the_message_back_unchanged() {
         big.text = "x".repeat(200);
         let err = tx.try_send(big.clone()).unwrap_err();
         assert!(
-            matches!(&err, SendError::TooLarge { msg, max: 64 } if *msg == big),
+            matches!(&err, TrySendError::TooLarge { msg, max: 64 } if *msg == big),
             "{backing:?}: {err:?}"
         );
         assert_eq!(err.into_inner(), big, "{backing:?}");
@@ -1028,7 +1029,7 @@ fn postcard_too_large_hands_the_message_back_unchanged() {
         }
         assert!(matches!(
             tx.send_timeout(big.clone(), Duration::from_secs(1)),
-            Err(SendError::TooLarge { max: 64, .. })
+            Err(SendTimeoutError::TooLarge { max: 64, .. })
         ));
         match tx.send_acked(big.clone()) {
             Err(AckError::NotSent(e)) => assert_eq!(e.into_inner(), big, "{backing:?}"),
@@ -1058,7 +1059,7 @@ fn postcard_maximum_is_inclusive() {
     let over = "z".repeat(16);
     assert_eq!(
         tx.try_send(over.clone()),
-        Err(SendError::TooLarge { msg: over, max: 16 })
+        Err(TrySendError::TooLarge { msg: over, max: 16 })
     );
 }
 
@@ -1169,7 +1170,7 @@ fn postcard_garbage_bytes_are_a_decode_error_not_a_panic() {
     for bytes in garbage {
         raw.send(bytes);
         match rx.try_recv() {
-            Err(RecvError::Decode(reason)) => assert!(!reason.is_empty()),
+            Err(TryRecvError::Decode(reason)) => assert!(!reason.is_empty()),
             other => panic!("{bytes:?}: expected Decode, got {other:?}"),
         }
     }
@@ -1192,8 +1193,34 @@ fn errors_display_and_hand_back() {
     assert!(e.to_string().contains("1-byte"));
     assert_eq!(format!("{e:?}"), "TooLarge { max: 1, .. }");
     assert_eq!(e.into_inner(), [1, 2]);
-    let ack: AckError<u8> = SendError::Full(3).into();
-    assert_eq!(ack, AckError::NotSent(SendError::Full(3)));
+    let ack = AckError::NotSent(SendTimeoutError::Timeout(3u8));
+    assert!(ack.to_string().contains("stayed full"), "{ack}");
+    // As crossbeam-channel's: a blocking operation's error converts into those of
+    // the non-blocking and timed ones, and each names what failed.
+    assert_eq!(
+        TrySendError::from(SendError::Disconnected(1)),
+        TrySendError::Disconnected(1)
+    );
+    assert_eq!(
+        SendTimeoutError::from(SendError::Closed(2)),
+        SendTimeoutError::Closed(2)
+    );
+    assert_eq!(TryRecvError::from(RecvError::Closed), TryRecvError::Closed);
+    assert_eq!(
+        RecvTimeoutError::from(RecvError::Disconnected),
+        RecvTimeoutError::Disconnected
+    );
+    for shown in [
+        TrySendError::Full(0).to_string(),
+        SendTimeoutError::Timeout(0).to_string(),
+        SendError::Disconnected(0).to_string(),
+        TryRecvError::Empty.to_string(),
+        RecvTimeoutError::Timeout.to_string(),
+        RecvError::Closed.to_string(),
+    ] {
+        assert!(shown.starts_with("channel "), "{shown}");
+    }
+    assert_eq!(format!("{:?}", TrySendError::Full(vec![0u8])), "Full(..)");
     assert!(
         AckError::<u8>::Unacknowledged { disconnected: true }
             .to_string()
@@ -1255,7 +1282,7 @@ fn close_wakes_blocked_sends_receives_and_selects() {
         let ready = channel::select(&[&ra, &rb], Some(Duration::from_secs(10)));
         assert_eq!(ready, Ok(1), "{flavor:?}");
         assert!(t0.elapsed() < Duration::from_secs(5));
-        assert_eq!(rb.try_recv(), Err(RecvError::Closed), "{flavor:?}");
+        assert_eq!(rb.try_recv(), Err(TryRecvError::Closed), "{flavor:?}");
         closer.join().unwrap();
     }
 }

@@ -22,7 +22,8 @@ mod support;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use shmlink::channel::{AckError, Channel, Flavor, Options, RecvError, SendError};
+use shmlink::channel::{AckError, Channel, Flavor, Options, RecvError, RecvTimeoutError, SendError,
+    SendTimeoutError, TrySendError};
 use shmlink::region::Region;
 use shmlink::segment::ShmRegion;
 use shmlink::sync::WaitMode;
@@ -220,7 +221,7 @@ fn recv_into_bitmap() {
                     assert_eq!(word.fetch_or(bit, Ordering::AcqRel) & bit, 0, "{seq} twice");
                     got += 1;
                 }
-                Err(RecvError::Disconnected) => break,
+                Err(RecvTimeoutError::Disconnected) => break,
                 Err(e) => panic!("recv: {e}"),
             }
         }
@@ -335,7 +336,7 @@ fn stream_arrives_in_order_exactly_once<M: Msg>(flavor: Flavor, mode: WaitMode) 
     sender.success(CHILD_TIMEOUT);
     assert_eq!(
         rx.recv_timeout(Duration::from_secs(5)),
-        Err(RecvError::Disconnected),
+        Err(RecvTimeoutError::Disconnected),
         "{case}"
     );
 }
@@ -503,12 +504,12 @@ fn receiver_exit_fails_sends_at_once<M: Msg>(flavor: Flavor, mode: WaitMode) {
     );
     assert_eq!(
         tx.try_send(M::make(4)),
-        Err(SendError::Disconnected(M::make(4))),
+        Err(TrySendError::Disconnected(M::make(4))),
         "{case}"
     );
     assert_eq!(
         tx.send_acked(M::make(5)),
-        Err(AckError::NotSent(SendError::Disconnected(M::make(5)))),
+        Err(AckError::NotSent(SendTimeoutError::Disconnected(M::make(5)))),
         "{case}"
     );
     assert!(t0.elapsed() < DETECT_WITHIN, "{case}: {:?}", t0.elapsed());
@@ -520,7 +521,7 @@ fn fill<M: Msg>(tx: &mut shmlink::channel::Sender<M, M::C>, case: &str) -> u64 {
     loop {
         match tx.try_send(M::make(n)) {
             Ok(()) => n += 1,
-            Err(SendError::Full(m)) => {
+            Err(TrySendError::Full(m)) => {
                 assert_eq!(m, M::make(n), "{case}: handed back");
                 return n;
             }

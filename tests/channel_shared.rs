@@ -6,8 +6,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use shmlink::channel::{
-    self, Channel, ChannelError, Flavor, Options, Postcard, RecvError, SendError, SharedReceiver,
-    SharedSender,
+    self, Channel, ChannelError, Flavor, Options, Postcard, RecvError, RecvTimeoutError, SendError,
+    SendTimeoutError, SharedReceiver, SharedSender, TryRecvError, TrySendError,
 };
 use shmlink::segment::Segment;
 
@@ -92,17 +92,17 @@ fn more_threads_than_handle_slots_take_turns() {
 #[cfg_attr(miri, ignore = "real-time deadlines")]
 fn disconnection_timeouts_and_full() {
     let (tx, rx) = channel::bounded_mpmc::<u64>(2).unwrap();
-    assert_eq!(rx.try_recv(), Err(RecvError::Empty));
+    assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
     assert_eq!(
         rx.recv_timeout(Duration::from_millis(2)),
-        Err(RecvError::Timeout)
+        Err(RecvTimeoutError::Timeout)
     );
     tx.try_send(1).unwrap();
     tx.send(2).unwrap();
-    assert_eq!(tx.try_send(3), Err(SendError::Full(3)));
+    assert_eq!(tx.try_send(3), Err(TrySendError::Full(3)));
     assert_eq!(
         tx.send_timeout(3, Duration::from_millis(2)),
-        Err(SendError::Timeout(3))
+        Err(SendTimeoutError::Timeout(3))
     );
     let tx2 = tx.clone();
     drop(tx);

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::Flavor;
 use super::cells::{CellPopError, Cells, MAX_CELL_MESSAGE};
-use super::error::{ChannelError, RecvError, SendError};
+use super::error::{ChannelError, RecvFailure, SendFailure};
 use super::flavor::{ReceiverFlavor, RingFlavor, SenderFlavor};
 use crate::region::Pod;
 use crate::ring::{self, FrameRing, Mpmc, PopError, PushError, Spsc};
@@ -105,7 +105,7 @@ pub trait Codec<T>: sealed::Sealed + Sized + 'static {
         buf: &mut [u8],
         msg: T,
         wait: Wait,
-    ) -> Result<u64, SendError<T>>;
+    ) -> Result<u64, SendFailure<T>>;
 
     /// Takes a message (receiving it into `buf` first, if the codec decodes).
     #[doc(hidden)]
@@ -113,7 +113,7 @@ pub trait Codec<T>: sealed::Sealed + Sized + 'static {
         rx: &mut ReceiverFlavor<Self::Unit>,
         buf: &mut Vec<u8>,
         wait: Wait,
-    ) -> Result<T, RecvError>;
+    ) -> Result<T, RecvFailure>;
 }
 
 /// Plain-old-data messages, copied as they are into a ring of `T` (the default
@@ -172,23 +172,23 @@ pub struct Postcard;
 
 impl sealed::Sealed for Postcard {}
 
-fn push_error<T>(e: PushError<T>) -> SendError<T> {
+fn push_error<T>(e: PushError<T>) -> SendFailure<T> {
     match e {
-        PushError::Full(v) => SendError::Full(v),
-        PushError::Timeout(v) => SendError::Timeout(v),
-        PushError::Disconnected(v) => SendError::Disconnected(v),
-        PushError::Corrupted(v, c) => SendError::Corrupted(v, c),
-        PushError::Closed(v) => SendError::Closed(v),
+        PushError::Full(v) => SendFailure::Full(v),
+        PushError::Timeout(v) => SendFailure::Timeout(v),
+        PushError::Disconnected(v) => SendFailure::Disconnected(v),
+        PushError::Corrupted(v, c) => SendFailure::Corrupted(v, c),
+        PushError::Closed(v) => SendFailure::Closed(v),
     }
 }
 
-fn pop_error(e: PopError) -> RecvError {
+fn pop_error(e: PopError) -> RecvFailure {
     match e {
-        PopError::Empty => RecvError::Empty,
-        PopError::Timeout => RecvError::Timeout,
-        PopError::Disconnected => RecvError::Disconnected,
-        PopError::Corrupted(c) => RecvError::Corrupted(c),
-        PopError::Closed => RecvError::Closed,
+        PopError::Empty => RecvFailure::Empty,
+        PopError::Timeout => RecvFailure::Timeout,
+        PopError::Disconnected => RecvFailure::Disconnected,
+        PopError::Corrupted(c) => RecvFailure::Corrupted(c),
+        PopError::Closed => RecvFailure::Closed,
     }
 }
 
@@ -278,14 +278,14 @@ impl<T: Pod> Codec<T> for Raw {
         _buf: &mut [u8],
         msg: T,
         wait: Wait,
-    ) -> Result<u64, SendError<T>> {
+    ) -> Result<u64, SendFailure<T>> {
         match (tx, wait) {
             (SenderFlavor::Spsc(p), Wait::No) => p.try_push_at(msg),
             (SenderFlavor::Spsc(p), Wait::Until(d)) => p.push_until_at(msg, d),
             (SenderFlavor::Mpmc(p), Wait::No) => p.try_push_at(msg),
             (SenderFlavor::Mpmc(p), Wait::Until(d)) => p.push_until_at(msg, d),
             (SenderFlavor::Frames(_) | SenderFlavor::Cells(_), _) => {
-                return Err(SendError::Encode {
+                return Err(SendFailure::Encode {
                     msg,
                     reason: OTHER_CODEC.into(),
                 });
@@ -295,14 +295,14 @@ impl<T: Pod> Codec<T> for Raw {
     }
 
     #[inline]
-    fn recv(rx: &mut ReceiverFlavor<T>, _buf: &mut Vec<u8>, wait: Wait) -> Result<T, RecvError> {
+    fn recv(rx: &mut ReceiverFlavor<T>, _buf: &mut Vec<u8>, wait: Wait) -> Result<T, RecvFailure> {
         match (rx, wait) {
             (ReceiverFlavor::Spsc(c), Wait::No) => c.try_pop(),
             (ReceiverFlavor::Spsc(c), Wait::Until(d)) => c.pop_until(d),
             (ReceiverFlavor::Mpmc(c), Wait::No) => c.try_pop(),
             (ReceiverFlavor::Mpmc(c), Wait::Until(d)) => c.pop_until(d),
             (ReceiverFlavor::Frames(_) | ReceiverFlavor::Cells(_), _) => {
-                return Err(RecvError::Decode(OTHER_CODEC.into()));
+                return Err(RecvFailure::Decode(OTHER_CODEC.into()));
             }
         }
         .map_err(pop_error)
@@ -328,32 +328,32 @@ fn frame_spec(spec: &Spec) -> Result<(usize, u32), ChannelError> {
     Ok((frame_words(spec)? * 8, max))
 }
 
-fn frame_send_error<T>(e: ring::FrameSendError, msg: T, max: usize) -> SendError<T> {
+fn frame_send_error<T>(e: ring::FrameSendError, msg: T, max: usize) -> SendFailure<T> {
     match e {
-        ring::FrameSendError::Full => SendError::Full(msg),
-        ring::FrameSendError::Timeout => SendError::Timeout(msg),
-        ring::FrameSendError::Disconnected => SendError::Disconnected(msg),
-        ring::FrameSendError::TooLarge { .. } => SendError::TooLarge { msg, max },
-        ring::FrameSendError::Corrupted(c) => SendError::Corrupted(msg, c),
-        ring::FrameSendError::Closed => SendError::Closed(msg),
+        ring::FrameSendError::Full => SendFailure::Full(msg),
+        ring::FrameSendError::Timeout => SendFailure::Timeout(msg),
+        ring::FrameSendError::Disconnected => SendFailure::Disconnected(msg),
+        ring::FrameSendError::TooLarge { .. } => SendFailure::TooLarge { msg, max },
+        ring::FrameSendError::Corrupted(c) => SendFailure::Corrupted(msg, c),
+        ring::FrameSendError::Closed => SendFailure::Closed(msg),
     }
 }
 
-fn cell_push_error<T>(e: PushError<()>, msg: T) -> SendError<T> {
+fn cell_push_error<T>(e: PushError<()>, msg: T) -> SendFailure<T> {
     match e {
-        PushError::Full(()) => SendError::Full(msg),
-        PushError::Timeout(()) => SendError::Timeout(msg),
-        PushError::Disconnected(()) => SendError::Disconnected(msg),
-        PushError::Corrupted((), c) => SendError::Corrupted(msg, c),
-        PushError::Closed(()) => SendError::Closed(msg),
+        PushError::Full(()) => SendFailure::Full(msg),
+        PushError::Timeout(()) => SendFailure::Timeout(msg),
+        PushError::Disconnected(()) => SendFailure::Disconnected(msg),
+        PushError::Corrupted((), c) => SendFailure::Corrupted(msg, c),
+        PushError::Closed(()) => SendFailure::Closed(msg),
     }
 }
 
-fn cell_pop_error(e: CellPopError) -> RecvError {
+fn cell_pop_error(e: CellPopError) -> RecvFailure {
     match e {
         CellPopError::Pop(e) => pop_error(e),
         CellPopError::BadLength(n) => {
-            RecvError::Decode(format!("cell length {n} is beyond the cell"))
+            RecvFailure::Decode(format!("cell length {n} is beyond the cell"))
         }
     }
 }
@@ -369,26 +369,26 @@ fn cells_spec(spec: &Spec) -> Result<(), ChannelError> {
     Ok(())
 }
 
-fn frame_recv_error(e: ring::FrameRecvError) -> RecvError {
+fn frame_recv_error(e: ring::FrameRecvError) -> RecvFailure {
     match e {
-        ring::FrameRecvError::Empty => RecvError::Empty,
-        ring::FrameRecvError::Timeout => RecvError::Timeout,
-        ring::FrameRecvError::Disconnected => RecvError::Disconnected,
-        ring::FrameRecvError::Corrupted(c) => RecvError::Corrupted(c),
-        ring::FrameRecvError::Closed => RecvError::Closed,
+        ring::FrameRecvError::Empty => RecvFailure::Empty,
+        ring::FrameRecvError::Timeout => RecvFailure::Timeout,
+        ring::FrameRecvError::Disconnected => RecvFailure::Disconnected,
+        ring::FrameRecvError::Corrupted(c) => RecvFailure::Corrupted(c),
+        ring::FrameRecvError::Closed => RecvFailure::Closed,
     }
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RecvError> {
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RecvFailure> {
     match postcard::take_from_bytes(bytes) {
         // A frame holds exactly one message: bytes left over mean it was not one of
         // ours.
         Ok((v, [])) => Ok(v),
-        Ok((_, rest)) => Err(RecvError::Decode(format!(
+        Ok((_, rest)) => Err(RecvFailure::Decode(format!(
             "{} bytes left after the message",
             rest.len()
         ))),
-        Err(e) => Err(RecvError::Decode(e.to_string())),
+        Err(e) => Err(RecvFailure::Decode(e.to_string())),
     }
 }
 
@@ -477,15 +477,15 @@ impl<T: Serialize + DeserializeOwned + 'static> Codec<T> for Postcard {
         buf: &mut [u8],
         msg: T,
         wait: Wait,
-    ) -> Result<u64, SendError<T>> {
+    ) -> Result<u64, SendFailure<T>> {
         let max = buf.len();
         let len = match postcard::to_slice(&msg, buf) {
             Ok(bytes) => bytes.len(),
             Err(postcard::Error::SerializeBufferFull) => {
-                return Err(SendError::TooLarge { msg, max });
+                return Err(SendFailure::TooLarge { msg, max });
             }
             Err(e) => {
-                return Err(SendError::Encode {
+                return Err(SendFailure::Encode {
                     msg,
                     reason: e.to_string(),
                 });
@@ -503,14 +503,14 @@ impl<T: Serialize + DeserializeOwned + 'static> Codec<T> for Postcard {
                 Wait::Until(d) => c.push_until_at(frame, d),
             }
             .map_err(|e| cell_push_error(e, msg)),
-            SenderFlavor::Spsc(_) | SenderFlavor::Mpmc(_) => Err(SendError::Encode {
+            SenderFlavor::Spsc(_) | SenderFlavor::Mpmc(_) => Err(SendFailure::Encode {
                 msg,
                 reason: OTHER_CODEC.into(),
             }),
         }
     }
 
-    fn recv(rx: &mut ReceiverFlavor<u64>, buf: &mut Vec<u8>, wait: Wait) -> Result<T, RecvError> {
+    fn recv(rx: &mut ReceiverFlavor<u64>, buf: &mut Vec<u8>, wait: Wait) -> Result<T, RecvFailure> {
         let n = match rx {
             ReceiverFlavor::Frames(c) => match wait {
                 Wait::No => c.try_recv(buf),
@@ -526,7 +526,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Codec<T> for Postcard {
                 buf.len()
             }
             ReceiverFlavor::Spsc(_) | ReceiverFlavor::Mpmc(_) => {
-                return Err(RecvError::Decode(OTHER_CODEC.into()));
+                return Err(RecvFailure::Decode(OTHER_CODEC.into()));
             }
         };
         decode(&buf[..n])

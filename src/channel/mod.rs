@@ -34,6 +34,13 @@
 //!   back. A dropped handle is seen at once; a killed process within about 10 ms,
 //!   by a blocked call and by a non-blocking one alike (a liveness check on its pid and
 //!   start time, at most every 10 ms, rate-limited with a coarse clock read per call).
+//! - **Errors**, one type per operation as in crossbeam-channel: [`TrySendError`]
+//!   (`Full`), [`SendError`], [`SendTimeoutError`] (`Timeout`), [`TryRecvError`]
+//!   (`Empty`), [`RecvError`], [`RecvTimeoutError`] (`Timeout`). Each also has
+//!   `Disconnected` and what a shared-memory channel adds (`Closed`, `Corrupted`,
+//!   and for serde messages `TooLarge`/`Encode` or `Decode`); a send's error hands
+//!   the message back (`into_inner`), and a blocking operation's error converts
+//!   into those of the non-blocking and timed ones with `From`.
 //!
 //! # Examples
 //!
@@ -85,7 +92,11 @@ mod select;
 mod shared;
 
 pub use codec::{Codec, Postcard, Raw};
-pub use error::{AckError, ChannelError, RecvError, SendError};
+pub use error::{
+    AckError, ChannelError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
+    TrySendError,
+};
+use error::{RecvFailure, SendFailure};
 pub use select::{SelectError, Selectable, select, select_until};
 pub use shared::{SharedIntoIter, SharedIter, SharedReceiver, SharedSender, bounded_mpmc};
 
@@ -222,13 +233,13 @@ impl Options {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::channel::{Channel, Options, Postcard, SendError};
+    /// use shmlink::channel::{Channel, Options, Postcard, TrySendError};
     ///
     /// let ch = Channel::<String, Postcard>::new(Options::new().max_message(16))?;
     /// let mut tx = ch.sender()?;
     /// let long = "x".repeat(100);
     /// let err = tx.try_send(long.clone()).unwrap_err();
-    /// assert!(matches!(err, SendError::TooLarge { max: 16, .. }));
+    /// assert!(matches!(err, TrySendError::TooLarge { max: 16, .. }));
     /// assert_eq!(err.into_inner(), long); // handed back
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -621,29 +632,29 @@ impl<T, C: Codec<T>> Sender<T, C> {
     ///
     /// # Errors
     ///
-    /// [`SendError::Full`], [`SendError::Disconnected`], `TooLarge`, `Encode`,
+    /// [`TrySendError::Full`], [`TrySendError::Disconnected`], `TooLarge`, `Encode`,
     /// `Corrupted`: each with the message.
     ///
     /// # Examples
     ///
     /// ```
-    /// use shmlink::channel::{self, SendError};
+    /// use shmlink::channel::{self, TrySendError};
     ///
     /// let (mut tx, _rx) = channel::bounded::<u64>(1)?;
     /// tx.try_send(1)?;
-    /// assert_eq!(tx.try_send(2), Err(SendError::Full(2)));
+    /// assert_eq!(tx.try_send(2), Err(TrySendError::Full(2)));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
-    pub fn try_send(&mut self, msg: T) -> Result<(), SendError<T>> {
-        self.try_enqueue(msg).map(drop)
+    pub fn try_send(&mut self, msg: T) -> Result<(), TrySendError<T>> {
+        self.try_enqueue(msg).map(drop).map_err(Into::into)
     }
 
     /// `try_send`, after the periodic liveness check of the receivers.
     #[inline]
-    fn try_enqueue(&mut self, msg: T) -> Result<u64, SendError<T>> {
+    fn try_enqueue(&mut self, msg: T) -> Result<u64, SendFailure<T>> {
         if self.liveness.due() && self.tx.consumers_gone(true) {
-            return Err(SendError::Disconnected(msg));
+            return Err(SendFailure::Disconnected(msg));
         }
         self.push(msg, Wait::No)
     }
@@ -651,9 +662,9 @@ impl<T, C: Codec<T>> Sender<T, C> {
     /// Hands `msg` to the codec, unless the receivers left (seen at once: a role
     /// word; dead ones are found by the periodic check above and by waits).
     #[inline]
-    fn push(&mut self, msg: T, wait: Wait) -> Result<u64, SendError<T>> {
+    fn push(&mut self, msg: T, wait: Wait) -> Result<u64, SendFailure<T>> {
         if self.tx.consumers_gone(false) {
-            return Err(SendError::Disconnected(msg));
+            return Err(SendFailure::Disconnected(msg));
         }
         C::send(&mut self.tx, &mut self.buf, msg, wait)
     }
@@ -680,14 +691,14 @@ impl<T, C: Codec<T>> Sender<T, C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn send(&mut self, msg: T) -> Result<(), SendError<T>> {
-        self.enqueue(msg, None).map(drop)
+        self.enqueue(msg, None).map(drop).map_err(Into::into)
     }
 
     /// The fast path first (no clock read), then the wait.
     #[inline]
-    fn enqueue(&mut self, msg: T, timeout: Option<Duration>) -> Result<u64, SendError<T>> {
+    fn enqueue(&mut self, msg: T, timeout: Option<Duration>) -> Result<u64, SendFailure<T>> {
         match self.try_enqueue(msg) {
-            Err(SendError::Full(msg)) => {
+            Err(SendFailure::Full(msg)) => {
                 self.push(msg, Wait::Until(timeout.and_then(deadline_after)))
             }
             other => other,
@@ -698,22 +709,22 @@ impl<T, C: Codec<T>> Sender<T, C> {
     ///
     /// # Errors
     ///
-    /// [`SendError::Timeout`] with the message, or as [`send`](Self::send).
+    /// [`SendTimeoutError::Timeout`] with the message, or as [`send`](Self::send).
     ///
     /// # Examples
     ///
     /// ```
-    /// use shmlink::channel::{self, SendError};
+    /// use shmlink::channel::{self, SendTimeoutError};
     /// use std::time::Duration;
     ///
     /// let (mut tx, _rx) = channel::bounded::<u64>(1)?;
     /// tx.send(1)?;
     /// let err = tx.send_timeout(2, Duration::from_millis(2));
-    /// assert_eq!(err, Err(SendError::Timeout(2)));
+    /// assert_eq!(err, Err(SendTimeoutError::Timeout(2)));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn send_timeout(&mut self, msg: T, timeout: Duration) -> Result<(), SendError<T>> {
-        self.enqueue(msg, Some(timeout)).map(drop)
+    pub fn send_timeout(&mut self, msg: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
+        self.enqueue(msg, Some(timeout)).map(drop).map_err(Into::into)
     }
 
     /// Synchronous send: enqueues `msg` and returns once a receiver has taken it.
@@ -769,7 +780,7 @@ impl<T, C: Codec<T>> Sender<T, C> {
         // One deadline for both steps, read from the clock once.
         let deadline = deadline_after(timeout);
         let pos = match self.try_enqueue(msg) {
-            Err(SendError::Full(msg)) => self.push(msg, Wait::Until(deadline))?,
+            Err(SendFailure::Full(msg)) => self.push(msg, Wait::Until(deadline))?,
             other => other?,
         };
         self.await_ack(pos, deadline)
@@ -820,38 +831,39 @@ impl<T, C: Codec<T>> Receiver<T, C> {
     ///
     /// # Errors
     ///
-    /// [`RecvError::Empty`]; [`RecvError::Disconnected`] once every sender is gone and
-    /// everything is received; `Decode`, `Corrupted`.
+    /// [`TryRecvError::Empty`]; [`TryRecvError::Disconnected`] once every sender is
+    /// gone and everything is received; `Decode`, `Corrupted`.
     ///
     /// # Examples
     ///
     /// ```
-    /// use shmlink::channel::{self, RecvError};
+    /// use shmlink::channel::{self, TryRecvError};
     ///
     /// let (mut tx, mut rx) = channel::bounded::<u64>(4)?;
-    /// assert_eq!(rx.try_recv(), Err(RecvError::Empty));
+    /// assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
     /// tx.send(1)?;
     /// assert_eq!(rx.try_recv(), Ok(1));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
-    pub fn try_recv(&mut self) -> Result<T, RecvError> {
+    pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
         match C::recv(&mut self.rx, &mut self.buf, Wait::No) {
-            Err(RecvError::Empty) if self.liveness.due() => self.empty_or_disconnected(),
+            Err(RecvFailure::Empty) if self.liveness.due() => self.empty_or_disconnected(),
             other => other,
         }
+        .map_err(Into::into)
     }
 
     /// Empty, and the periodic liveness check is due: if every sender is gone (its
     /// process died), take anything left, else report the disconnect. (Only the
     /// senders' state decides: another receiver may take a message between our looks.)
     #[cold]
-    fn empty_or_disconnected(&mut self) -> Result<T, RecvError> {
+    fn empty_or_disconnected(&mut self) -> Result<T, RecvFailure> {
         if !self.ring.producers_gone(true) {
-            return Err(RecvError::Empty);
+            return Err(RecvFailure::Empty);
         }
         match C::recv(&mut self.rx, &mut self.buf, Wait::No) {
-            Err(RecvError::Empty) => Err(RecvError::Disconnected),
+            Err(RecvFailure::Empty) => Err(RecvFailure::Disconnected),
             other => other,
         }
     }
@@ -877,36 +889,39 @@ impl<T, C: Codec<T>> Receiver<T, C> {
     /// ```
     pub fn recv(&mut self) -> Result<T, RecvError> {
         match C::recv(&mut self.rx, &mut self.buf, Wait::No) {
-            Err(RecvError::Empty) => C::recv(&mut self.rx, &mut self.buf, Wait::Until(None)),
+            Err(RecvFailure::Empty) => C::recv(&mut self.rx, &mut self.buf, Wait::Until(None)),
             other => other,
         }
+        .map_err(Into::into)
     }
 
     /// Takes a message, waiting at most `timeout`.
     ///
     /// # Errors
     ///
-    /// [`RecvError::Timeout`], or as [`recv`](Self::recv).
+    /// [`RecvTimeoutError::Timeout`], or as [`recv`](Self::recv).
     ///
     /// # Examples
     ///
     /// ```
-    /// use shmlink::channel::{self, RecvError};
+    /// use shmlink::channel::{self, RecvTimeoutError};
     /// use std::time::Duration;
     ///
     /// let (_tx, mut rx) = channel::bounded::<u64>(4)?;
-    /// assert_eq!(rx.recv_timeout(Duration::from_millis(2)), Err(RecvError::Timeout));
+    /// let err = rx.recv_timeout(Duration::from_millis(2));
+    /// assert_eq!(err, Err(RecvTimeoutError::Timeout));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<T, RecvError> {
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<T, RecvTimeoutError> {
         match C::recv(&mut self.rx, &mut self.buf, Wait::No) {
-            Err(RecvError::Empty) => C::recv(
+            Err(RecvFailure::Empty) => C::recv(
                 &mut self.rx,
                 &mut self.buf,
                 Wait::Until(deadline_after(timeout)),
             ),
             other => other,
         }
+        .map_err(Into::into)
     }
 
     /// A blocking iterator: messages until every sender is gone (or an error).

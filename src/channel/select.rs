@@ -248,7 +248,7 @@ mod tests {
             select(&[&rx_a, &rx_b], Some(Duration::from_secs(10))),
             Ok(1)
         );
-        assert_eq!(rx_b.try_recv(), Err(channel::RecvError::Disconnected));
+        assert_eq!(rx_b.try_recv(), Err(channel::TryRecvError::Disconnected));
         t.join().unwrap();
     }
 

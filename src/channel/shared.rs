@@ -12,7 +12,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{AckError, Channel, ChannelError, Codec, Flavor, Raw, RecvError, SendError};
+use super::{
+    AckError, Channel, ChannelError, Codec, Flavor, Raw, RecvError, RecvTimeoutError, SendError,
+    SendTimeoutError, TryRecvError, TrySendError,
+};
 use super::{Receiver, Sender};
 use crate::region::Pod;
 use crate::sync::mutex::{Condvar, Mutex};
@@ -171,28 +174,28 @@ impl<T, C: Codec<T>> SharedSender<T, C> {
     ///
     /// # Errors
     ///
-    /// As [`Sender::try_send`]; also [`SendError::Full`] when every handle slot of
+    /// As [`Sender::try_send`]; also [`TrySendError::Full`] when every handle slot of
     /// the channel is taken and this end's participants are all busy.
     ///
     /// # Examples
     ///
     /// ```
-    /// use shmlink::channel::{self, SendError};
+    /// use shmlink::channel::{self, TrySendError};
     ///
     /// let (tx, _rx) = channel::bounded_mpmc::<u64>(2)?;
     /// tx.try_send(1)?;
     /// tx.try_send(2)?;
-    /// assert_eq!(tx.try_send(3), Err(SendError::Full(3)));
+    /// assert_eq!(tx.try_send(3), Err(TrySendError::Full(3)));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn try_send(&self, msg: T) -> Result<(), SendError<T>> {
+    pub fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
         match self.pool.try_take() {
             Some(mut tx) => {
                 let r = tx.try_send(msg);
                 self.pool.put(tx);
                 r
             }
-            None => Err(SendError::Full(msg)),
+            None => Err(TrySendError::Full(msg)),
         }
     }
 
@@ -225,17 +228,17 @@ impl<T, C: Codec<T>> SharedSender<T, C> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::channel::{self, SendError};
+    /// use shmlink::channel::{self, SendTimeoutError};
     /// use std::time::Duration;
     ///
     /// let (tx, _rx) = channel::bounded_mpmc::<u64>(2)?;
     /// tx.send(1)?;
     /// tx.send(2)?;
     /// let late = tx.send_timeout(3, Duration::from_millis(5));
-    /// assert_eq!(late, Err(SendError::Timeout(3)));
+    /// assert_eq!(late, Err(SendTimeoutError::Timeout(3)));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn send_timeout(&self, msg: T, timeout: Duration) -> Result<(), SendError<T>> {
+    pub fn send_timeout(&self, msg: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
         self.with(|tx| tx.send_timeout(msg, timeout))
     }
 
@@ -368,28 +371,28 @@ impl<T, C: Codec<T>> SharedReceiver<T, C> {
     ///
     /// # Errors
     ///
-    /// As [`Receiver::try_recv`]; also [`RecvError::Empty`] when every handle slot of
+    /// As [`Receiver::try_recv`]; also [`TryRecvError::Empty`] when every handle slot of
     /// the channel is taken and this end's participants are all busy.
     ///
     /// # Examples
     ///
     /// ```
-    /// use shmlink::channel::{self, RecvError};
+    /// use shmlink::channel::{self, TryRecvError};
     ///
     /// let (tx, rx) = channel::bounded_mpmc::<u64>(8)?;
-    /// assert_eq!(rx.try_recv(), Err(RecvError::Empty));
+    /// assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
     /// tx.send(1)?;
     /// assert_eq!(rx.try_recv(), Ok(1));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn try_recv(&self) -> Result<T, RecvError> {
+    pub fn try_recv(&self) -> Result<T, TryRecvError> {
         match self.pool.try_take() {
             Some(mut rx) => {
                 let r = rx.try_recv();
                 self.pool.put(rx);
                 r
             }
-            None => Err(RecvError::Empty),
+            None => Err(TryRecvError::Empty),
         }
     }
 
@@ -422,14 +425,15 @@ impl<T, C: Codec<T>> SharedReceiver<T, C> {
     /// # Examples
     ///
     /// ```
-    /// use shmlink::channel::{self, RecvError};
+    /// use shmlink::channel::{self, RecvTimeoutError};
     /// use std::time::Duration;
     ///
     /// let (_tx, rx) = channel::bounded_mpmc::<u64>(8)?;
-    /// assert_eq!(rx.recv_timeout(Duration::from_millis(5)), Err(RecvError::Timeout));
+    /// let err = rx.recv_timeout(Duration::from_millis(5));
+    /// assert_eq!(err, Err(RecvTimeoutError::Timeout));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvError> {
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
         self.with(|rx| rx.recv_timeout(timeout))
     }
 

@@ -26,7 +26,7 @@ use std::time::Instant;
 use ipc_channel::ipc::{self, IpcOneShotServer, IpcReceiver, IpcSender};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use shmlink::channel::{Channel, Codec, Flavor, Options, Postcard, Raw, Receiver, RecvError};
+use shmlink::channel::{Channel, Codec, Flavor, Options, Postcard, Raw, Receiver, TryRecvError};
 use shmlink::sync::WaitMode;
 
 use super::rings::{crossbeam_run, ring_round_trips};
@@ -125,7 +125,7 @@ type Chan<M> = Channel<M, <M as Message>::Wire>;
 fn take<M: Message>(rx: &mut Receiver<M, M::Wire>) -> Result<M> {
     match rx.try_recv() {
         Ok(v) => Ok(v),
-        Err(RecvError::Empty) => Ok(rx.recv_timeout(LIMIT)?),
+        Err(TryRecvError::Empty) => Ok(rx.recv_timeout(LIMIT)?),
         Err(e) => Err(e.into()),
     }
 }
