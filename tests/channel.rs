@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use shmlink::channel::{
-    self, AckError, Channel, ChannelError, Flavor, Options, Postcard, RecvError, RecvTimeoutError, SendError,
-    SendTimeoutError, TryRecvError, TrySendError,
+    self, AckError, Channel, ChannelError, Flavor, Options, Postcard, RecvError, RecvTimeoutError,
+    SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
 use shmlink::ring::FrameRing;
 use shmlink::segment::{self, OpenError, Segment};

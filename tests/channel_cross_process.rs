@@ -22,8 +22,10 @@ mod support;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use shmlink::channel::{AckError, Channel, Flavor, Options, RecvError, RecvTimeoutError, SendError,
-    SendTimeoutError, TrySendError};
+use shmlink::channel::{
+    AckError, Channel, Flavor, Options, RecvError, RecvTimeoutError, SendError, SendTimeoutError,
+    TrySendError,
+};
 use shmlink::region::Region;
 use shmlink::segment::ShmRegion;
 use shmlink::sync::WaitMode;
@@ -509,7 +511,9 @@ fn receiver_exit_fails_sends_at_once<M: Msg>(flavor: Flavor, mode: WaitMode) {
     );
     assert_eq!(
         tx.send_acked(M::make(5)),
-        Err(AckError::NotSent(SendTimeoutError::Disconnected(M::make(5)))),
+        Err(AckError::NotSent(SendTimeoutError::Disconnected(M::make(
+            5
+        )))),
         "{case}"
     );
     assert!(t0.elapsed() < DETECT_WITHIN, "{case}: {:?}", t0.elapsed());

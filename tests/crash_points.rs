@@ -1860,7 +1860,7 @@ fn shm_client_dies(t: &mut Trial) -> Result<(), String> {
         let conn = transport::connect(&url(&name), &transport_opts())?;
         let (mut tx, _rx) = conn.split();
         tx.send(b"ping", deadline())
-            .map_err(|_| transport::ConnectError::Timeout)?;
+            .map_err(|_| transport::ConnectError::Timeout { url: url(&name) })?;
         Ok::<_, transport::ConnectError>(())
     });
     let conn = listener

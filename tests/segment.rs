@@ -494,7 +494,10 @@ fn sparse_spsc_ring_claiming_2_pow_32_slots_is_refused_at_open() {
     let res = Spsc::<u64, _>::open(Segment::builder(&name));
     let took = began.elapsed();
     match res {
-        Err(BuildError::Open(OpenError::NotBacked { len, allocated })) => {
+        Err(BuildError::Open {
+            error: OpenError::NotBacked { len, allocated },
+            ..
+        }) => {
             assert_eq!(len, total);
             assert!(allocated < len, "{allocated} of {len}");
         }
@@ -528,7 +531,7 @@ fn header_claiming_more_than_max_payload_is_refused() {
         max: segment::MAX_PAYLOAD + 128,
     };
     match Spsc::<[u64; 64], _>::open(Segment::builder(&name)) {
-        Err(BuildError::Open(e)) => assert_eq!(e, too_large),
+        Err(BuildError::Open { error: e, .. }) => assert_eq!(e, too_large),
         Err(e) => panic!("refused for another reason: {e:?}"),
         Ok(ring) => panic!("a ring of {} slots was opened", ring.capacity()),
     }

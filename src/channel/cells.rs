@@ -270,9 +270,12 @@ impl Cells {
         for words in CELL_WORDS {
             match for_size!(words, open_ring(builder.clone(), tag)) {
                 // Another cell size (or message type): try the next size.
-                Err(BuildError::Open(e @ OpenError::TypeMismatch { .. })) => {
-                    last = BuildError::Open(e);
-                }
+                Err(
+                    e @ BuildError::Open {
+                        error: OpenError::TypeMismatch { .. },
+                        ..
+                    },
+                ) => last = e,
                 other => return other,
             }
         }

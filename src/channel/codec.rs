@@ -265,9 +265,10 @@ impl<T: Pod> Codec<T> for Raw {
         // The segment's kind says the flavour.
         match Spsc::open_tagged(builder.clone(), crate::segment::Kind::SpscRing, 0) {
             Ok(r) => Ok(RingFlavor::Spsc(r)),
-            Err(ring::BuildError::Open(OpenError::WrongKind { .. })) => {
-                Ok(RingFlavor::Mpmc(Mpmc::open_tagged(builder, 0)?))
-            }
+            Err(ring::BuildError::Open {
+                error: OpenError::WrongKind { .. },
+                ..
+            }) => Ok(RingFlavor::Mpmc(Mpmc::open_tagged(builder, 0)?)),
             Err(e) => Err(e.into()),
         }
     }
@@ -465,9 +466,10 @@ impl<T: Serialize + DeserializeOwned + 'static> Codec<T> for Postcard {
         // The segment's kind says the flavour: frames (SPSC) or cells (MPMC).
         match FrameRing::open_typed(builder.clone(), type_tag::<T>()) {
             Ok(r) => Ok(RingFlavor::Frames(r)),
-            Err(ring::BuildError::Open(OpenError::WrongKind { .. })) => {
-                Ok(RingFlavor::Cells(Cells::open(builder, type_tag::<T>())?))
-            }
+            Err(ring::BuildError::Open {
+                error: OpenError::WrongKind { .. },
+                ..
+            }) => Ok(RingFlavor::Cells(Cells::open(builder, type_tag::<T>())?)),
             Err(e) => Err(e.into()),
         }
     }

@@ -724,7 +724,9 @@ impl<T, C: Codec<T>> Sender<T, C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn send_timeout(&mut self, msg: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
-        self.enqueue(msg, Some(timeout)).map(drop).map_err(Into::into)
+        self.enqueue(msg, Some(timeout))
+            .map(drop)
+            .map_err(Into::into)
     }
 
     /// Synchronous send: enqueues `msg` and returns once a receiver has taken it.

@@ -30,10 +30,8 @@ pub const HOST_PARTICIPANTS: usize = 64;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum DistLockError {
-    /// The host's node could not be reached.
+    /// The host's node could not be reached (the error names its URL).
     Connect {
-        /// The node's local URL.
-        url: String,
         /// Why.
         source: ConnectError,
     },
@@ -70,7 +68,7 @@ pub enum DistLockError {
 impl fmt::Display for DistLockError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Connect { url, source } => write!(f, "lock node at {url}: {source}"),
+            Self::Connect { source } => write!(f, "lock node: {source}"),
             Self::Host { lock, reason } => write!(f, "host lock of {lock}: {reason}"),
             Self::Node { lock, source } => write!(f, "lock {lock}: {source}"),
             Self::Rpc { lock, source } => write!(f, "lock {lock}: the node call failed: {source}"),
@@ -154,10 +152,8 @@ impl DistLock {
     ///
     /// [`DistLockError::Connect`], [`DistLockError::Host`].
     pub fn open(node_url: &str, name: &str) -> Result<DistLock, DistLockError> {
-        let client = LocalClient::connect(node_url).map_err(|source| DistLockError::Connect {
-            url: node_url.to_owned(),
-            source,
-        })?;
+        let client =
+            LocalClient::connect(node_url).map_err(|source| DistLockError::Connect { source })?;
         let host = host_lock(node_url, name)?;
         let segment = host_segment(node_url, name);
         let seed = u64::from(std::process::id()) << 32 ^ monotonic_now().0;

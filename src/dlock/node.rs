@@ -126,10 +126,8 @@ pub enum StartError {
     },
     /// A thread could not be started.
     Thread(std::io::Error),
-    /// Listening failed.
+    /// Listening failed (the error names the URL).
     Listen {
-        /// The URL.
-        url: String,
         /// Why.
         source: ListenError,
     },
@@ -144,7 +142,7 @@ impl fmt::Display for StartError {
                 f,
                 "lock node: {given} member URLs for a quorum system of {nodes} nodes"
             ),
-            Self::Listen { url, source } => write!(f, "lock node: listen at {url}: {source}"),
+            Self::Listen { source } => write!(f, "lock node: {source}"),
             Self::Thread(e) => write!(f, "lock node: start a thread: {e}"),
         }
     }
@@ -1011,10 +1009,7 @@ impl LockNode {
         let peer_server = Server::new(PeerServer(PeerSide(shared.clone())))
             .workers(0)
             .serve(&opts.listen)
-            .map_err(|source| StartError::Listen {
-                url: opts.listen.clone(),
-                source,
-            })?;
+            .map_err(|source| StartError::Listen { source })?;
         let mut started = LockNode {
             peer_url: peer_server.url().unwrap_or(&opts.listen).to_owned(),
             shared: shared.clone(),
@@ -1029,10 +1024,7 @@ impl LockNode {
             let local = Server::new(LocalServer(LocalSide(shared.clone())))
                 .workers(0)
                 .serve(url)
-                .map_err(|source| StartError::Listen {
-                    url: url.clone(),
-                    source,
-                })?;
+                .map_err(|source| StartError::Listen { source })?;
             started.local_url = Some(local.url().unwrap_or(url).to_owned());
             started.local_server = Some(local);
         }

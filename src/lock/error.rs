@@ -12,14 +12,28 @@ use crate::segment::{CreateError, OpenError};
 /// use shmlink::lock::Semaphore;
 ///
 /// let err = Semaphore::open(Segment::builder("no-such-semaphore")).unwrap_err();
-/// assert!(matches!(err, ObjectError::Open(OpenError::NotFound)));
+/// assert_eq!(err.open_error(), Some(&OpenError::NotFound));
+/// assert_eq!(
+///     err.to_string(),
+///     "cannot open segment `no-such-semaphore`: no such segment"
+/// );
 /// ```
 #[derive(Debug)]
 pub enum ObjectError<C> {
     /// Creating the segment failed.
-    Create(CreateError),
+    Create {
+        /// The segment's name.
+        name: String,
+        /// Why.
+        error: CreateError,
+    },
     /// Opening the segment failed (including a wrong kind or protected type).
-    Open(OpenError),
+    Open {
+        /// The segment's name.
+        name: String,
+        /// Why.
+        error: OpenError,
+    },
     /// The configuration was refused, or the shared state is not a valid one.
     Config(C),
 }
@@ -27,8 +41,8 @@ pub enum ObjectError<C> {
 impl<C: std::fmt::Display> std::fmt::Display for ObjectError<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Create(e) => write!(f, "create: {e}"),
-            Self::Open(e) => write!(f, "open: {e}"),
+            Self::Create { name, error } => error.fmt_for(name, f),
+            Self::Open { name, error } => error.fmt_for(name, f),
             Self::Config(e) => write!(f, "{e}"),
         }
     }
@@ -37,22 +51,37 @@ impl<C: std::fmt::Display> std::fmt::Display for ObjectError<C> {
 impl<C: std::error::Error + 'static> std::error::Error for ObjectError<C> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Create(e) => Some(e),
-            Self::Open(e) => Some(e),
+            Self::Create { error, .. } => Some(error),
+            Self::Open { error, .. } => Some(error),
             Self::Config(e) => Some(e),
         }
     }
 }
 
-impl<C> From<CreateError> for ObjectError<C> {
-    fn from(e: CreateError) -> Self {
-        Self::Create(e)
+impl<C> ObjectError<C> {
+    /// `error` of creating the segment `builder` names.
+    pub(crate) fn create(builder: &crate::segment::SegmentBuilder, error: CreateError) -> Self {
+        Self::Create {
+            name: builder.raw_name().to_owned(),
+            error,
+        }
     }
-}
 
-impl<C> From<OpenError> for ObjectError<C> {
-    fn from(e: OpenError) -> Self {
-        Self::Open(e)
+    /// `error` of opening the segment `builder` names.
+    pub(crate) fn open(builder: &crate::segment::SegmentBuilder, error: OpenError) -> Self {
+        Self::Open {
+            name: builder.raw_name().to_owned(),
+            error,
+        }
+    }
+
+    /// The segment-layer error of opening, if that is what failed (to match on its
+    /// kind); see the type's example.
+    pub fn open_error(&self) -> Option<&OpenError> {
+        match self {
+            Self::Open { error, .. } => Some(error),
+            _ => None,
+        }
     }
 }
 
@@ -72,11 +101,12 @@ pub(crate) fn open_or_create_in<C: crate::region::ShmSafe, O, E>(
         || {
             let (region, how) =
                 ShmRegion::<C>::open_or_create_staged(builder.clone(), area_len, &mut init)
-                    .map_err(|e| (ObjectError::Open(e), Disposition::Opened))?;
+                    .map_err(|e| (ObjectError::open(builder, e), Disposition::Opened))?;
             build(std::sync::Arc::new(region))
                 .map(|o| (o, how))
                 .map_err(|e| (ObjectError::Config(e), how))
         },
         |o: &O| Some(segment_of(o)),
+        |e| ObjectError::open(builder, e),
     )
 }

@@ -972,10 +972,11 @@ impl<T: Pod> SeqLock<T, ShmRegion<SeqLockControl>> {
         value: T,
     ) -> Result<Self, ObjectError<SeqLockConfigError>> {
         let region = ShmRegion::<SeqLockControl>::create_with(
-            Self::configure(builder),
+            Self::configure(builder.clone()),
             super::seqlock::area_len::<T>(),
             |ctl, area| super::seqlock::init(ctl, area, value),
-        )?;
+        )
+        .map_err(|e| ObjectError::create(&builder, e))?;
         Self::from_region(Arc::new(region)).map_err(ObjectError::Config)
     }
 
@@ -995,11 +996,12 @@ impl<T: Pod> SeqLock<T, ShmRegion<SeqLockControl>> {
     /// let _a = SeqLock::create(Segment::builder(&name).unlink_on_drop(true), 0u64)?;
     ///
     /// let wrong = SeqLock::<u32, _>::open(Segment::builder(&name)).unwrap_err();
-    /// assert!(matches!(wrong, ObjectError::Open(OpenError::TypeMismatch { .. })));
+    /// assert!(matches!(wrong, ObjectError::Open { error: OpenError::TypeMismatch { .. }, .. }));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open(builder: SegmentBuilder) -> Result<Self, ObjectError<SeqLockConfigError>> {
-        let region = ShmRegion::<SeqLockControl>::open(Self::configure(builder))?;
+        let region = ShmRegion::<SeqLockControl>::open(Self::configure(builder.clone()))
+            .map_err(|e| ObjectError::open(&builder, e))?;
         Self::from_region(Arc::new(region)).map_err(ObjectError::Config)
     }
 

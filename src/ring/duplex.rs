@@ -253,7 +253,7 @@ impl Duplex<crate::segment::ShmRegion<DuplexHeader>> {
     ///
     /// let _ring = FrameRing::create(Segment::builder(&name).unlink_on_drop(true), 4096, 256, WaitMode::Spin)?;
     /// // A frame ring is not a duplex link.
-    /// assert!(matches!(Duplex::open(Segment::builder(&name)), Err(BuildError::Open(_))));
+    /// assert!(matches!(Duplex::open(Segment::builder(&name)), Err(BuildError::Open { error: _, .. })));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open(builder: crate::segment::SegmentBuilder) -> Result<Self, BuildError> {
@@ -306,7 +306,12 @@ impl Duplex<crate::segment::ShmRegion<DuplexHeader>> {
                             }
                         },
                     )
-                    .map_err(|e| (BuildError::from(e), crate::segment::Disposition::Opened))?;
+                    .map_err(|e| {
+                        (
+                            BuildError::open(&builder, e),
+                            crate::segment::Disposition::Opened,
+                        )
+                    })?;
                 match Self::from_region(Arc::new(region)) {
                     Ok(d) if d.max_frame() == max_frame => Ok((d, how)),
                     Ok(d) => Err((
@@ -321,6 +326,7 @@ impl Duplex<crate::segment::ShmRegion<DuplexHeader>> {
                 }
             },
             |d: &Self| Some(d.segment()),
+            |e| BuildError::open(&builder, e),
         )
     }
 
@@ -385,15 +391,17 @@ impl<R: Region<Shared = DuplexHeader>> Duplex<R> {
         R: From<crate::segment::ShmRegion<DuplexHeader>>,
     {
         let slots = check_frame_sizes(capacity_bytes, max_frame)?;
+        let builder = configure(builder);
         let region = crate::segment::ShmRegion::<DuplexHeader>::create_with(
-            configure(builder),
+            builder.clone(),
             2 * half_len(slots),
             |h, _| {
                 for side in &h.sides {
                     init_frame_header(side, capacity_bytes, max_frame, mode);
                 }
             },
-        )?;
+        )
+        .map_err(|e| BuildError::create(&builder, e))?;
         Self::from_region(Arc::new(R::from(region)))
     }
 
@@ -403,7 +411,9 @@ impl<R: Region<Shared = DuplexHeader>> Duplex<R> {
     where
         R: From<crate::segment::ShmRegion<DuplexHeader>>,
     {
-        let region = crate::segment::ShmRegion::<DuplexHeader>::open(configure(builder))?;
+        let builder = configure(builder);
+        let region = crate::segment::ShmRegion::<DuplexHeader>::open(builder.clone())
+            .map_err(|e| BuildError::open(&builder, e))?;
         Self::from_region(Arc::new(R::from(region)))
     }
 }

@@ -44,15 +44,25 @@ impl std::error::Error for Corruption {}
 /// let err = Spsc::<u64, _>::new(100, WaitMode::Spin).unwrap_err();
 /// assert_eq!(err, BuildError::InvalidCapacity(100));
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum BuildError {
     /// Capacity must be a power of two from 1 (2 for MPMC rings) to 2^32.
     InvalidCapacity(u64),
     /// The ring's segment could not be created.
-    Create(CreateError),
+    Create {
+        /// The segment's name.
+        name: String,
+        /// Why.
+        error: CreateError,
+    },
     /// The ring's segment could not be opened.
-    Open(OpenError),
+    Open {
+        /// The segment's name.
+        name: String,
+        /// Why.
+        error: OpenError,
+    },
     /// The ring's configuration in shared memory is invalid or does not match the
     /// element type.
     BadConfig(Corruption),
@@ -102,8 +112,8 @@ impl fmt::Display for BuildError {
                 f,
                 "ring capacity {c} is not a power of two between 1 and 2^32"
             ),
-            BuildError::Create(e) => write!(f, "{e}"),
-            BuildError::Open(e) => write!(f, "{e}"),
+            BuildError::Create { name, error } => error.fmt_for(name, f),
+            BuildError::Open { name, error } => error.fmt_for(name, f),
             BuildError::BadConfig(c) => write!(f, "bad ring configuration: {c}"),
             BuildError::OutOfMemory { bytes } => {
                 write!(f, "cannot allocate {bytes} bytes for the ring")
@@ -126,8 +136,8 @@ impl fmt::Display for BuildError {
 impl std::error::Error for BuildError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            BuildError::Create(e) => Some(e),
-            BuildError::Open(e) => Some(e),
+            BuildError::Create { error, .. } => Some(error),
+            BuildError::Open { error, .. } => Some(error),
             BuildError::BadConfig(e) => Some(e),
             BuildError::InvalidCapacity(_)
             | BuildError::OutOfMemory { .. }
@@ -137,15 +147,43 @@ impl std::error::Error for BuildError {
     }
 }
 
-impl From<CreateError> for BuildError {
-    fn from(e: CreateError) -> Self {
-        BuildError::Create(e)
+impl BuildError {
+    /// `error` of creating the segment `builder` names.
+    pub(crate) fn create(builder: &crate::segment::SegmentBuilder, error: CreateError) -> Self {
+        BuildError::Create {
+            name: builder.raw_name().to_owned(),
+            error,
+        }
     }
-}
 
-impl From<OpenError> for BuildError {
-    fn from(e: OpenError) -> Self {
-        BuildError::Open(e)
+    /// `error` of opening the segment `builder` names.
+    pub(crate) fn open(builder: &crate::segment::SegmentBuilder, error: OpenError) -> Self {
+        BuildError::Open {
+            name: builder.raw_name().to_owned(),
+            error,
+        }
+    }
+
+    /// The segment-layer error underneath, if any (to match on its kind).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmlink::ring::Spsc;
+    /// use shmlink::segment::{OpenError, Segment};
+    ///
+    /// let err = Spsc::<u64, _>::open(Segment::builder("no-such-ring")).unwrap_err();
+    /// assert_eq!(err.open_error(), Some(&OpenError::NotFound));
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "cannot open segment `no-such-ring`: no such segment"
+    /// );
+    /// ```
+    pub fn open_error(&self) -> Option<&OpenError> {
+        match self {
+            BuildError::Open { error, .. } => Some(error),
+            _ => None,
+        }
     }
 }
 

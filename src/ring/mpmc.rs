@@ -480,7 +480,7 @@ impl<T: Pod> Mpmc<T, crate::segment::ShmRegion<MpmcHeader>> {
     /// assert_eq!(ring.consumer()?.try_pop(), Ok(5));
     /// // The element type is checked.
     /// let wrong = Mpmc::<u32, _>::open(Segment::builder(&name));
-    /// assert!(matches!(wrong, Err(BuildError::Open(_))));
+    /// assert!(matches!(wrong, Err(BuildError::Open { error: _, .. })));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open(builder: crate::segment::SegmentBuilder) -> Result<Self, BuildError> {
@@ -598,11 +598,13 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Mpmc<T, R> {
         let capacity = capacity as u64;
         check_capacity(capacity)?;
         let bytes = area_len::<T>(capacity)?;
+        let builder = configure_tagged::<T>(builder, tag);
         let region = crate::segment::ShmRegion::<MpmcHeader>::create_with(
-            configure_tagged::<T>(builder, tag),
+            builder.clone(),
             bytes,
             |h, area| init::<T>(h, area, capacity, mode),
-        )?;
+        )
+        .map_err(|e| BuildError::create(&builder, e))?;
         Self::from_region(Arc::new(R::from(region)))
     }
 
@@ -630,12 +632,18 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Mpmc<T, R> {
                     bytes,
                     |h, area| init::<T>(h, area, capacity, mode),
                 )
-                .map_err(|e| (BuildError::from(e), crate::segment::Disposition::Opened))?;
+                .map_err(|e| {
+                    (
+                        BuildError::open(&builder, e),
+                        crate::segment::Disposition::Opened,
+                    )
+                })?;
                 Self::from_region(Arc::new(R::from(region)))
                     .map(|ring| (ring, how))
                     .map_err(|e| (e, how))
             },
             |ring: &Self| ring.region.named_segment(),
+            |e| BuildError::open(&builder, e),
         )
     }
 
@@ -649,8 +657,9 @@ impl<T: Pod, R: Region<Shared = MpmcHeader>> Mpmc<T, R> {
         R: From<crate::segment::ShmRegion<MpmcHeader>>,
     {
         const { assert!(align_of::<T>() <= 128) };
-        let region =
-            crate::segment::ShmRegion::<MpmcHeader>::open(configure_tagged::<T>(builder, tag))?;
+        let builder = configure_tagged::<T>(builder, tag);
+        let region = crate::segment::ShmRegion::<MpmcHeader>::open(builder.clone())
+            .map_err(|e| BuildError::open(&builder, e))?;
         Self::from_region(Arc::new(R::from(region)))
     }
 }

@@ -238,7 +238,9 @@ impl Client {
         opts: &ClientOptions,
     ) -> Result<Client, ConnectError> {
         let conn = transport::connect(url, &opts.transport)?;
-        Self::new(conn, service_id, opts).map(|c| c.redialing(url, service_id, opts))
+        Self::new(conn, service_id, opts)
+            .map(|c| c.redialing(url, service_id, opts))
+            .map_err(|e| e.at(url))
     }
 
     /// With [`ClientOptions::reconnect`], makes this client dial `url` again after
@@ -292,7 +294,7 @@ impl Client {
     ///     &ClientOptions::default(),
     ///     Duration::from_millis(30),
     /// );
-    /// assert!(matches!(err, Err(ConnectError::Timeout)));
+    /// assert!(matches!(err, Err(ConnectError::Timeout { .. })));
     /// assert!(started.elapsed() >= Duration::from_millis(30));
     /// ```
     pub fn connect_timeout(
@@ -307,17 +309,18 @@ impl Client {
             match transport::connect(url, &opts.transport) {
                 Ok(conn) => {
                     return Self::new(conn, service_id, opts)
-                        .map(|c| c.redialing(url, service_id, opts));
+                        .map(|c| c.redialing(url, service_id, opts))
+                        .map_err(|e| e.at(url));
                 }
-                Err(TransportConnectError::NoListener) => {
+                Err(TransportConnectError::NoListener { .. }) => {
                     let now = Instant::now();
                     let Some(left) =
                         deadline.map_or(Some(pause), |d| d.checked_duration_since(now))
                     else {
-                        return Err(ConnectError::Timeout);
+                        return Err(ConnectError::timeout().at(url));
                     };
                     if left.is_zero() {
-                        return Err(ConnectError::Timeout);
+                        return Err(ConnectError::timeout().at(url));
                     }
                     std::thread::sleep(pause.min(left));
                     pause = (pause * 2).min(Duration::from_millis(50));
@@ -345,28 +348,29 @@ impl Client {
         let mut buf = Vec::with_capacity(64);
         wire::encode_header(&mut buf, Kind::Hello, Code::Ok, 0, service_id, 0);
         tx.send(&buf, deadline).map_err(|e| match e {
-            TransportSendError::Timeout => ConnectError::Timeout,
-            _ => ConnectError::ServerGone,
+            TransportSendError::Timeout => ConnectError::timeout(),
+            _ => ConnectError::server_gone(),
         })?;
         rx.recv(&mut buf, deadline).map_err(|e| match e {
-            TransportRecvError::Timeout => ConnectError::Timeout,
-            TransportRecvError::Disconnected => ConnectError::ServerGone,
-            _ => ConnectError::Protocol("transport failed during the hello"),
+            TransportRecvError::Timeout => ConnectError::timeout(),
+            TransportRecvError::Disconnected => ConnectError::server_gone(),
+            _ => ConnectError::protocol("transport failed during the hello"),
         })?;
         let f =
-            wire::decode(&buf).map_err(|_| ConnectError::Protocol("undecodable hello reply"))?;
+            wire::decode(&buf).map_err(|_| ConnectError::protocol("undecodable hello reply"))?;
         if f.kind != Kind::HelloReply {
-            return Err(ConnectError::Protocol("expected a hello reply"));
+            return Err(ConnectError::protocol("expected a hello reply"));
         }
         match f.code {
             Code::Ok if f.method == service_id => {}
             Code::Ok | Code::WrongService => {
                 return Err(ConnectError::WrongService {
+                    url: String::new(),
                     ours: service_id,
                     theirs: f.method,
                 });
             }
-            _ => return Err(ConnectError::Protocol("unexpected hello reply code")),
+            _ => return Err(ConnectError::protocol("unexpected hello reply code")),
         }
         Ok(Client {
             shared: Arc::new(Shared {

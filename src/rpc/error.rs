@@ -116,43 +116,122 @@ impl<E: fmt::Debug + fmt::Display> std::error::Error for RpcError<E> {}
 ///
 /// let err = Client::connect("shm://nobody-serves-this", 1, &ClientOptions::default()).unwrap_err();
 /// assert!(matches!(err, ConnectError::Transport(_)));
+/// assert_eq!(err.to_string(), "cannot connect to shm://nobody-serves-this: nothing listens there");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConnectError {
-    /// The transport connection failed.
+    /// The transport connection failed (its error names the URL).
     Transport(transport::ConnectError),
     /// The server runs another service (or another version of it).
     WrongService {
+        /// The server's URL (empty for a connection made by hand: [`Client::new`]).
+        ///
+        /// [`Client::new`]: super::Client::new
+        url: String,
         /// The id the client asked for.
         ours: u64,
         /// The id the server runs.
         theirs: u64,
     },
-    /// The server did not answer the hello in time.
-    Timeout,
+    /// The server did not answer the hello in time (or, for
+    /// [`connect_timeout`](super::Client::connect_timeout), nothing listened in time).
+    Timeout {
+        /// The server's URL (empty for a connection made by hand).
+        url: String,
+    },
     /// The server went away during the hello.
-    ServerGone,
+    ServerGone {
+        /// The server's URL (empty for a connection made by hand).
+        url: String,
+    },
     /// The server answered the hello with something else.
-    Protocol(&'static str),
+    Protocol {
+        /// The server's URL (empty for a connection made by hand).
+        url: String,
+        /// What was wrong.
+        what: &'static str,
+    },
+}
+
+impl ConnectError {
+    /// [`Timeout`](Self::Timeout), its URL filled in by [`at`](Self::at).
+    pub(crate) fn timeout() -> Self {
+        Self::Timeout { url: String::new() }
+    }
+
+    /// [`ServerGone`](Self::ServerGone), its URL filled in by [`at`](Self::at).
+    pub(crate) fn server_gone() -> Self {
+        Self::ServerGone { url: String::new() }
+    }
+
+    /// [`Protocol`](Self::Protocol), its URL filled in by [`at`](Self::at).
+    pub(crate) fn protocol(what: &'static str) -> Self {
+        Self::Protocol {
+            url: String::new(),
+            what,
+        }
+    }
+
+    /// The error of connecting to `to`: fills in the URL where it is not yet set.
+    pub(crate) fn at(mut self, to: &str) -> Self {
+        if let Self::WrongService { url, .. }
+        | Self::Timeout { url }
+        | Self::ServerGone { url }
+        | Self::Protocol { url, .. } = &mut self
+            && url.is_empty()
+        {
+            to.clone_into(url);
+        }
+        self
+    }
+}
+
+/// "cannot connect to URL: " (or "cannot connect: " without one).
+fn connect_prefix(f: &mut fmt::Formatter<'_>, url: &str) -> fmt::Result {
+    if url.is_empty() {
+        f.write_str("cannot connect: ")
+    } else {
+        write!(f, "cannot connect to {url}: ")
+    }
 }
 
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConnectError::Transport(e) => write!(f, "{e}"),
-            ConnectError::WrongService { ours, theirs } => write!(
-                f,
-                "server runs service {theirs:#018x}, not {ours:#018x} (another service or version)"
-            ),
-            ConnectError::Timeout => f.write_str("server did not answer the hello in time"),
-            ConnectError::ServerGone => f.write_str("server left during the hello"),
-            ConnectError::Protocol(p) => write!(f, "protocol violation in the hello: {p}"),
+            ConnectError::WrongService { url, ours, theirs } => {
+                connect_prefix(f, url)?;
+                write!(
+                    f,
+                    "the server runs service {theirs:#018x}, not {ours:#018x} \
+                     (another service or version)"
+                )
+            }
+            ConnectError::Timeout { url } => {
+                connect_prefix(f, url)?;
+                f.write_str("no answer to the hello in time")
+            }
+            ConnectError::ServerGone { url } => {
+                connect_prefix(f, url)?;
+                f.write_str("the server left during the hello")
+            }
+            ConnectError::Protocol { url, what } => {
+                connect_prefix(f, url)?;
+                write!(f, "protocol violation in the hello: {what}")
+            }
         }
     }
 }
 
-impl std::error::Error for ConnectError {}
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConnectError::Transport(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl From<transport::ConnectError> for ConnectError {
     fn from(e: transport::ConnectError) -> Self {

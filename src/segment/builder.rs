@@ -136,6 +136,11 @@ pub struct SegmentBuilder {
 }
 
 impl SegmentBuilder {
+    /// The name as given (not yet validated), for errors that name the segment.
+    pub(crate) fn raw_name(&self) -> &str {
+        &self.name
+    }
+
     /// A builder for the segment `name` (validated when used, see [`SegmentName`]).
     /// Defaults: kind [`Kind::Raw`], fingerprint 0, payload 0 bytes, timeout
     /// [`DEFAULT_OPEN_TIMEOUT`], no unlink on drop.
@@ -615,11 +620,13 @@ impl SegmentBuilder {
 /// object refuses the contents of a segment it was resuming, that segment was removed
 /// as it dropped (it was stale, and nobody else could reach it): the next attempt
 /// creates a fresh one, reported as [`Disposition::Replaced`]. `segment_of` gives the
-/// object's segment, whose resumption is then finished.
-pub(crate) fn resume_or_replace<O, E: From<OpenError>>(
+/// object's segment, whose resumption is then finished; `open_error` wraps an error
+/// of that step.
+pub(crate) fn resume_or_replace<O, E>(
     timeout: Duration,
     mut attempt: impl FnMut() -> Result<(O, Disposition), (E, Disposition)>,
     segment_of: impl Fn(&O) -> Option<&Segment>,
+    open_error: impl Fn(OpenError) -> E,
 ) -> Result<(O, Disposition), E> {
     let mut replaced = false;
     let deadline = Instant::now() + timeout;
@@ -631,7 +638,7 @@ pub(crate) fn resume_or_replace<O, E: From<OpenError>>(
                     Ok(()) => {}
                     // Removed by a cleanup while we resumed it: start over.
                     Err(OpenError::NotFound) if Instant::now() < deadline => continue,
-                    Err(e) => return Err(e.into()),
+                    Err(e) => return Err(open_error(e)),
                 }
                 let how = match how {
                     Disposition::Created if replaced => Disposition::Replaced,

@@ -261,34 +261,38 @@ pub enum CreateError {
 
 impl fmt::Display for CreateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("")?;
+        self.fmt_reason(f)
+    }
+}
+
+impl CreateError {
+    /// The error, naming the segment `name`: "cannot create segment `name`: why".
+    pub(crate) fn fmt_for(&self, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot create segment `{name}`: ")?;
+        self.fmt_reason(f)
+    }
+
+    /// Why, without the prefix.
+    fn fmt_reason(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CreateError::InvalidName(e) => write!(f, "cannot create segment: {e}"),
-            CreateError::AlreadyExists => f.write_str("cannot create segment: it already exists"),
+            CreateError::InvalidName(e) => write!(f, "{e}"),
+            CreateError::AlreadyExists => f.write_str("it already exists"),
             CreateError::ForeignOwner {
                 owner_uid,
                 expected_uid,
-            } => write!(
-                f,
-                "cannot create segment: {}",
-                ForeignOwnerText(*owner_uid, *expected_uid)
-            ),
-            CreateError::DirectoryNotPrivate { owner_uid, mode } => write!(
-                f,
-                "cannot create segment: {}",
-                DirectoryText(*owner_uid, *mode)
-            ),
-            CreateError::PermissionDenied => {
-                f.write_str("cannot create segment: permission denied")
+            } => write!(f, "{}", ForeignOwnerText(*owner_uid, *expected_uid)),
+            CreateError::DirectoryNotPrivate { owner_uid, mode } => {
+                write!(f, "{}", DirectoryText(*owner_uid, *mode))
             }
-            CreateError::NoSpace { requested } => write!(
-                f,
-                "cannot create segment: no room for {requested} bytes in /dev/shm"
-            ),
-            CreateError::TooLarge { requested, max } => write!(
-                f,
-                "cannot create segment: payload of {requested} bytes exceeds the limit of {max}"
-            ),
-            CreateError::Os(e) => write!(f, "cannot create segment: {e}"),
+            CreateError::PermissionDenied => f.write_str("permission denied"),
+            CreateError::NoSpace { requested } => {
+                write!(f, "no room for {requested} bytes in /dev/shm")
+            }
+            CreateError::TooLarge { requested, max } => {
+                write!(f, "payload of {requested} bytes exceeds the limit of {max}")
+            }
+            CreateError::Os(e) => write!(f, "{e}"),
         }
     }
 }
@@ -440,7 +444,27 @@ pub enum OpenError {
 
 impl fmt::Display for OpenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let OpenError::Create(e) = self {
+            // open_or_create's create step: say that, not "open".
+            return write!(f, "{e}");
+        }
         f.write_str("cannot open segment: ")?;
+        self.fmt_reason(f)
+    }
+}
+
+impl OpenError {
+    /// The error, naming the segment `name`: "cannot open segment `name`: why".
+    pub(crate) fn fmt_for(&self, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let OpenError::Create(e) = self {
+            return e.fmt_for(name, f);
+        }
+        write!(f, "cannot open segment `{name}`: ")?;
+        self.fmt_reason(f)
+    }
+
+    /// Why, without the prefix.
+    fn fmt_reason(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             OpenError::InvalidName(e) => write!(f, "{e}"),
             OpenError::NotFound => f.write_str("no such segment"),

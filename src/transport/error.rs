@@ -131,20 +131,55 @@ pub enum ListenError {
     /// The URL is not a transport address.
     BadAddress(AddressError),
     /// A live listener already has the address.
-    InUse,
+    InUse {
+        /// The URL.
+        url: String,
+    },
     /// Building the shared-memory accept queue failed.
     Shm(BuildError),
     /// The OS refused.
-    Io(IoFailure),
+    Io {
+        /// The URL.
+        url: String,
+        /// The failure.
+        error: IoFailure,
+    },
+}
+
+impl ListenError {
+    /// [`InUse`](Self::InUse), its URL filled in by [`at`](Self::at).
+    pub(crate) fn in_use() -> Self {
+        Self::InUse { url: String::new() }
+    }
+
+    /// [`Io`](Self::Io), its URL filled in by [`at`](Self::at).
+    pub(crate) fn io(error: IoFailure) -> Self {
+        Self::Io {
+            url: String::new(),
+            error,
+        }
+    }
+
+    /// The error of listening at `at`: fills in the URL where it is not yet set.
+    pub(crate) fn at(mut self, at: &str) -> Self {
+        if let Self::InUse { url } | Self::Io { url, .. } = &mut self
+            && url.is_empty()
+        {
+            at.clone_into(url);
+        }
+        self
+    }
 }
 
 impl fmt::Display for ListenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ListenError::BadAddress(e) => write!(f, "{e}"),
-            ListenError::InUse => f.write_str("address in use by a live listener"),
+            ListenError::InUse { url } => {
+                write!(f, "cannot listen at {url}: in use by a live listener")
+            }
             ListenError::Shm(e) => write!(f, "shared-memory listener: {e}"),
-            ListenError::Io(e) => write!(f, "{e}"),
+            ListenError::Io { url, error } => write!(f, "cannot listen at {url}: {error}"),
         }
     }
 }
@@ -157,7 +192,8 @@ impl From<AddressError> for ListenError {
     }
 }
 
-/// Errors of [`connect`](super::connect).
+/// Errors of [`connect`](super::connect). Each names what it failed to reach: the
+/// URL, or the segment.
 ///
 /// # Examples
 ///
@@ -165,8 +201,8 @@ impl From<AddressError> for ListenError {
 /// use shmlink::transport::{self, ConnectError, TransportOptions};
 ///
 /// let err = transport::connect("tcp://127.0.0.1:1", &TransportOptions::default()).unwrap_err();
-/// assert_eq!(err, ConnectError::NoListener);
-/// assert_eq!(err.to_string(), "nothing listens at the address");
+/// assert!(matches!(err, ConnectError::NoListener { .. }));
+/// assert_eq!(err.to_string(), "cannot connect to tcp://127.0.0.1:1: nothing listens there");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -175,15 +211,31 @@ pub enum ConnectError {
     BadAddress(AddressError),
     /// Nothing listens at the address (no socket, connection refused, no listener
     /// segment, or the listener's process died).
-    NoListener,
+    NoListener {
+        /// The URL.
+        url: String,
+    },
     /// The connection or its handshake did not complete in time.
-    Timeout,
+    Timeout {
+        /// The URL.
+        url: String,
+    },
     /// The peer failed the hello.
-    Handshake(HandshakeError),
+    Handshake {
+        /// The URL.
+        url: String,
+        /// How.
+        error: HandshakeError,
+    },
     /// Building or opening the shared-memory connection failed.
     Shm(BuildError),
     /// The OS refused.
-    Io(IoFailure),
+    Io {
+        /// The URL.
+        url: String,
+        /// The failure.
+        error: IoFailure,
+    },
     /// The shared-memory name holds another kind of object (a ring, a lock), not a
     /// listener: a wrong name, most likely.
     NotAListener {
@@ -195,15 +247,60 @@ pub enum ConnectError {
     },
 }
 
+impl ConnectError {
+    /// [`NoListener`](Self::NoListener), its URL filled in by [`at`](Self::at).
+    pub(crate) fn no_listener() -> Self {
+        Self::NoListener { url: String::new() }
+    }
+
+    /// [`Timeout`](Self::Timeout), its URL filled in by [`at`](Self::at).
+    pub(crate) fn timeout() -> Self {
+        Self::Timeout { url: String::new() }
+    }
+
+    /// [`Handshake`](Self::Handshake), its URL filled in by [`at`](Self::at).
+    pub(crate) fn handshake(error: HandshakeError) -> Self {
+        Self::Handshake {
+            url: String::new(),
+            error,
+        }
+    }
+
+    /// [`Io`](Self::Io), its URL filled in by [`at`](Self::at).
+    pub(crate) fn io(error: IoFailure) -> Self {
+        Self::Io {
+            url: String::new(),
+            error,
+        }
+    }
+
+    /// The error of connecting to `to`: fills in the URL where it is not yet set.
+    pub(crate) fn at(mut self, to: &str) -> Self {
+        if let Self::NoListener { url }
+        | Self::Timeout { url }
+        | Self::Handshake { url, .. }
+        | Self::Io { url, .. } = &mut self
+            && url.is_empty()
+        {
+            to.clone_into(url);
+        }
+        self
+    }
+}
+
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConnectError::BadAddress(e) => write!(f, "{e}"),
-            ConnectError::NoListener => f.write_str("nothing listens at the address"),
-            ConnectError::Timeout => f.write_str("connect timed out"),
-            ConnectError::Handshake(e) => write!(f, "handshake failed: {e}"),
+            ConnectError::NoListener { url } => {
+                write!(f, "cannot connect to {url}: nothing listens there")
+            }
+            ConnectError::Timeout { url } => write!(f, "cannot connect to {url}: timed out"),
+            ConnectError::Handshake { url, error } => {
+                write!(f, "cannot connect to {url}: handshake failed: {error}")
+            }
             ConnectError::Shm(e) => write!(f, "shared-memory connection: {e}"),
-            ConnectError::Io(e) => write!(f, "{e}"),
+            ConnectError::Io { url, error } => write!(f, "cannot connect to {url}: {error}"),
             ConnectError::NotAListener { name, found } => {
                 write!(f, "shm://{name} holds a {found}, not a listener")
             }

@@ -519,7 +519,7 @@ impl Incoming {
 ///
 /// # let url = format!("shm://doc-listen-{}", std::process::id());
 /// let first = transport::listen(&url, &TransportOptions::default())?;
-/// assert!(matches!(transport::listen(&url, &TransportOptions::default()), Err(ListenError::InUse)));
+/// assert!(matches!(transport::listen(&url, &TransportOptions::default()), Err(ListenError::InUse { .. })));
 /// assert!(matches!(transport::listen("http://x", &TransportOptions::default()), Err(ListenError::BadAddress(_))));
 /// # drop(first);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -529,6 +529,7 @@ pub fn listen(url: &str, opts: &TransportOptions) -> Result<Listener, ListenErro
         Address::Shm(name) => shm::ShmListener::bind(&name, opts).map(Listener::Shm),
         addr => socket::SocketListener::bind(&addr, opts).map(Listener::Socket),
     }
+    .map_err(|e| e.at(url))
 }
 
 /// Connects to `url`, waiting at most [`TransportOptions::connect_timeout`].
@@ -544,9 +545,9 @@ pub fn listen(url: &str, opts: &TransportOptions) -> Result<Listener, ListenErro
 /// use shmlink::transport::{self, ConnectError, TransportOptions};
 ///
 /// let err = transport::connect("shm://nobody-listens-here", &TransportOptions::default()).unwrap_err();
-/// assert!(matches!(err, ConnectError::NoListener));
+/// assert!(matches!(err, ConnectError::NoListener { .. }));
 /// let err = transport::connect("unix:///nonexistent/sock", &TransportOptions::default()).unwrap_err();
-/// assert!(matches!(err, ConnectError::NoListener));
+/// assert!(matches!(err, ConnectError::NoListener { .. }));
 /// ```
 pub fn connect(url: &str, opts: &TransportOptions) -> Result<Connection, ConnectError> {
     let deadline = Instant::now().checked_add(opts.connect_timeout);
@@ -554,6 +555,7 @@ pub fn connect(url: &str, opts: &TransportOptions) -> Result<Connection, Connect
         Address::Shm(name) => shm::connect(&name, opts, deadline).map(Connection::Shm),
         addr => socket::connect(&addr, opts, deadline).map(Connection::Socket),
     }
+    .map_err(|e| e.at(url))
 }
 
 /// Two connected in-process endpoints over a heap [`Duplex`](crate::ring::Duplex) (for

@@ -385,12 +385,15 @@ impl ShmListener {
         };
         let queue = match create() {
             Ok(q) => q,
-            Err(BuildError::Create(CreateError::AlreadyExists)) => {
+            Err(BuildError::Create {
+                error: CreateError::AlreadyExists,
+                ..
+            }) => {
                 // A listener killed without cleaning up leaves a stale queue: take
                 // the name over. A live (or merely idle) one keeps it.
                 match crate::segment::remove_stale(name) {
                     Ok(true) => create().map_err(map_listen)?,
-                    _ => return Err(ListenError::InUse),
+                    _ => return Err(ListenError::in_use()),
                 }
             }
             Err(e) => return Err(map_listen(e)),
@@ -457,10 +460,16 @@ impl ShmListener {
             Segment::builder(&name).timeout(self.opts.handshake_timeout),
         ) {
             Ok(link) => link,
-            Err(BuildError::Open(OpenError::NotFound | OpenError::InvalidName(_))) => {
+            Err(BuildError::Open {
+                error: OpenError::NotFound | OpenError::InvalidName(_),
+                ..
+            }) => {
                 return Ok(None);
             }
-            Err(BuildError::Open(OpenError::Stale(_))) => {
+            Err(BuildError::Open {
+                error: OpenError::Stale(_),
+                ..
+            }) => {
                 let _ = crate::segment::remove_stale(&name);
                 return Ok(None);
             }
@@ -506,21 +515,33 @@ fn sweep_stale(name: &str) {
 
 fn map_listen(e: BuildError) -> ListenError {
     match e {
-        BuildError::Create(CreateError::AlreadyExists) => ListenError::InUse,
+        BuildError::Create {
+            error: CreateError::AlreadyExists,
+            ..
+        } => ListenError::in_use(),
         e => ListenError::Shm(e),
     }
 }
 
 fn map_open(name: &str, e: BuildError) -> ConnectError {
     match e {
-        BuildError::Open(OpenError::NotFound | OpenError::Stale(_)) => ConnectError::NoListener,
+        BuildError::Open {
+            error: OpenError::NotFound | OpenError::Stale(_),
+            ..
+        } => ConnectError::no_listener(),
         // A segment of that name that is not an accept queue: say what it is.
-        BuildError::Open(OpenError::WrongKind { found, .. }) => ConnectError::NotAListener {
+        BuildError::Open {
+            error: OpenError::WrongKind { found, .. },
+            ..
+        } => ConnectError::NotAListener {
             name: name.to_owned(),
             found: crate::segment::Kind::from_code(found)
                 .map_or_else(|| format!("segment of kind #{found}"), |k| k.to_string()),
         },
-        BuildError::Open(OpenError::TypeMismatch { .. }) => ConnectError::NotAListener {
+        BuildError::Open {
+            error: OpenError::TypeMismatch { .. },
+            ..
+        } => ConnectError::NotAListener {
             name: name.to_owned(),
             found: "ring of another type".to_owned(),
         },
@@ -539,7 +560,7 @@ pub(crate) fn connect(
     let creator = queue.segment().creator();
     let server = token_of(creator.pid, creator.start_ticks);
     if !token_alive(server) {
-        return Err(ConnectError::NoListener);
+        return Err(ConnectError::no_listener());
     }
     crate::process::crash::point("shm.connect", 1);
     let seq = NEXT_SEQ.fetch_add(1, Ordering::Relaxed);
@@ -572,8 +593,8 @@ pub(crate) fn connect(
     };
     match pushed {
         Ok(()) => {}
-        Err(PushError::Disconnected(_)) => return Err(ConnectError::NoListener),
-        Err(_) => return Err(ConnectError::Timeout),
+        Err(PushError::Disconnected(_)) => return Err(ConnectError::no_listener()),
+        Err(_) => return Err(ConnectError::timeout()),
     }
     crate::process::crash::point("shm.connect", 3);
     drop(producer);
@@ -589,24 +610,24 @@ pub(crate) fn connect(
             Ok(_) => break,
             Err(ring::FrameRecvError::Timeout | ring::FrameRecvError::Empty) => {
                 if !token_alive(server) {
-                    return Err(ConnectError::NoListener);
+                    return Err(ConnectError::no_listener());
                 }
                 if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Err(ConnectError::Timeout);
+                    return Err(ConnectError::timeout());
                 }
             }
             Err(ring::FrameRecvError::Disconnected) => {
-                return Err(ConnectError::Handshake(HandshakeError::Disconnected));
+                return Err(ConnectError::handshake(HandshakeError::Disconnected));
             }
-            Err(_) => return Err(ConnectError::Handshake(HandshakeError::NotShmlink)),
+            Err(_) => return Err(ConnectError::handshake(HandshakeError::NotShmlink)),
         }
     }
-    let theirs = Hello::decode(&hello).map_err(ConnectError::Handshake)?;
+    let theirs = Hello::decode(&hello).map_err(ConnectError::handshake)?;
     crate::process::crash::point("shm.connect", 4);
     // Both ends have it mapped: the name is no longer needed by anyone.
     if let Some(segment) = link.segment() {
         segment.unlink().map_err(|e| {
-            ConnectError::Io(IoFailure::new(
+            ConnectError::io(IoFailure::new(
                 "shm_unlink",
                 &std::io::Error::other(e.to_string()),
             ))

@@ -519,24 +519,24 @@ impl SocketListener {
                         // A socket file left by a dead server refuses connections:
                         // take it over. A live one keeps it.
                         match UnixStream::connect(path) {
-                            Ok(_) => return Err(ListenError::InUse),
+                            Ok(_) => return Err(ListenError::in_use()),
                             Err(c) if c.kind() == io::ErrorKind::ConnectionRefused => {
                                 std::fs::remove_file(path)
-                                    .map_err(|e| ListenError::Io(IoFailure::new("unlink", &e)))?;
+                                    .map_err(|e| ListenError::io(IoFailure::new("unlink", &e)))?;
                                 bind_private(path)
-                                    .map_err(|e| ListenError::Io(IoFailure::new("bind", &e)))?
+                                    .map_err(|e| ListenError::io(IoFailure::new("bind", &e)))?
                             }
-                            Err(_) => return Err(ListenError::InUse),
+                            Err(_) => return Err(ListenError::in_use()),
                         }
                     }
-                    Err(e) => return Err(ListenError::Io(IoFailure::new("bind", &e))),
+                    Err(e) => return Err(ListenError::io(IoFailure::new("bind", &e))),
                 };
                 Inner::Unix(listener, path.clone())
             }
             Address::Tcp(hp) => match TcpListener::bind(hp.as_str()) {
                 Ok(l) => Inner::Tcp(l),
-                Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(ListenError::InUse),
-                Err(e) => return Err(ListenError::Io(IoFailure::new("bind", &e))),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(ListenError::in_use()),
+                Err(e) => return Err(ListenError::io(IoFailure::new("bind", &e))),
             },
             Address::Shm(_) => unreachable!("shm addresses go to the shm transport"),
         };
@@ -800,9 +800,9 @@ pub(crate) fn connect(
     deadline: Option<Instant>,
 ) -> Result<SocketConnection, ConnectError> {
     let refused = |e: &io::Error, op| match e.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ConnectError::NoListener,
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => ConnectError::Timeout,
-        _ => ConnectError::Io(IoFailure::new(op, e)),
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ConnectError::no_listener(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => ConnectError::timeout(),
+        _ => ConnectError::io(IoFailure::new(op, e)),
     };
     let mut stream = match addr {
         Address::Unix(path) => {
@@ -811,14 +811,14 @@ pub(crate) fn connect(
         Address::Tcp(hp) => {
             let addrs: Vec<_> = hp
                 .to_socket_addrs()
-                .map_err(|e| ConnectError::Io(IoFailure::new("resolve", &e)))?
+                .map_err(|e| ConnectError::io(IoFailure::new("resolve", &e)))?
                 .collect();
-            let mut last = ConnectError::NoListener;
+            let mut last = ConnectError::no_listener();
             let mut found = None;
             for a in addrs {
                 let left = remaining(deadline).unwrap_or(Duration::from_secs(3600));
                 if left.is_zero() {
-                    last = ConnectError::Timeout;
+                    last = ConnectError::timeout();
                     break;
                 }
                 match TcpStream::connect_timeout(&a, left) {
@@ -831,7 +831,7 @@ pub(crate) fn connect(
             }
             let s = found.ok_or(last)?;
             s.set_nodelay(true)
-                .map_err(|e| ConnectError::Io(IoFailure::new("setsockopt(TCP_NODELAY)", &e)))?;
+                .map_err(|e| ConnectError::io(IoFailure::new("setsockopt(TCP_NODELAY)", &e)))?;
             Stream::Tcp(s)
         }
         Address::Shm(_) => unreachable!("shm addresses go to the shm transport"),
@@ -840,17 +840,17 @@ pub(crate) fn connect(
         .write_all(&Hello::ours(opts.max_frame).encode())
         .map_err(|e| {
             if is_gone(&e) {
-                ConnectError::Handshake(HandshakeError::Disconnected)
+                ConnectError::handshake(HandshakeError::Disconnected)
             } else {
-                ConnectError::Io(IoFailure::new("write", &e))
+                ConnectError::io(IoFailure::new("write", &e))
             }
         })?;
     let theirs = read_hello(&mut stream, deadline).map_err(|e| match e {
-        HandshakeError::Timeout => ConnectError::Timeout,
-        e => ConnectError::Handshake(e),
+        HandshakeError::Timeout => ConnectError::timeout(),
+        e => ConnectError::handshake(e),
     })?;
     let max = Hello::agree(opts.max_frame, theirs);
-    SocketConnection::new(stream, max).map_err(|e| ConnectError::Io(IoFailure::new("dup", &e)))
+    SocketConnection::new(stream, max).map_err(|e| ConnectError::io(IoFailure::new("dup", &e)))
 }
 
 #[cfg(test)]

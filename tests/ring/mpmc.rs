@@ -253,9 +253,10 @@ fn named_ring_checks_the_element_type() {
             .unwrap();
     assert!(matches!(
         Mpmc::<u32, _>::open(Segment::builder(&n)),
-        Err(BuildError::Open(
-            shmlink::segment::OpenError::TypeMismatch { .. }
-        ))
+        Err(BuildError::Open {
+            error: shmlink::segment::OpenError::TypeMismatch { .. },
+            ..
+        })
     ));
     let other = Mpmc::<u64, _>::open(Segment::builder(&n)).unwrap();
     assert_eq!(other.capacity(), 8);

@@ -140,10 +140,13 @@ fn invalid_capacities_are_rejected() {
             WaitMode::Blocking
         )
         .unwrap_err(),
-        BuildError::Create(CreateError::TooLarge {
-            requested: 768 + (1 << 32) * (1024 + 8),
-            max: MAX_PAYLOAD
-        })
+        BuildError::Create {
+            name: n.clone(),
+            error: CreateError::TooLarge {
+                requested: 768 + (1 << 32) * (1024 + 8),
+                max: MAX_PAYLOAD
+            }
+        }
     );
     assert!(!SegmentName::new(&n).unwrap().path().exists());
 }
@@ -1013,7 +1016,13 @@ fn named_ring_open_checks_type_and_existence() {
     .unwrap();
     let err = Spsc::<u32, _>::open(Segment::builder(&n)).unwrap_err();
     assert!(
-        matches!(err, BuildError::Open(OpenError::TypeMismatch { .. })),
+        matches!(
+            err,
+            BuildError::Open {
+                error: OpenError::TypeMismatch { .. },
+                ..
+            }
+        ),
         "{err:?}"
     );
     // The fingerprint found is the one the creator recorded, and differs from u32's.
@@ -1023,12 +1032,16 @@ fn named_ring_open_checks_type_and_existence() {
         .unwrap()
         .fingerprint;
     match err {
-        BuildError::Open(OpenError::TypeMismatch {
-            expected,
-            found,
-            expected_type,
-            found_type,
-        }) => {
+        BuildError::Open {
+            error:
+                OpenError::TypeMismatch {
+                    expected,
+                    found,
+                    expected_type,
+                    found_type,
+                },
+            ..
+        } => {
             assert_eq!(found, recorded);
             assert_ne!(expected, found);
             // Both type names, not only fingerprints.
@@ -1047,13 +1060,20 @@ fn named_ring_open_checks_type_and_existence() {
     // Same size, other type: refused too.
     assert!(matches!(
         Spsc::<f64, _>::open(Segment::builder(&n)).unwrap_err(),
-        BuildError::Open(OpenError::TypeMismatch { .. })
+        BuildError::Open {
+            error: OpenError::TypeMismatch { .. },
+            ..
+        }
     ));
     let ok = Spsc::<u64, _>::open(Segment::builder(&n)).unwrap();
     assert_eq!(ok.wait_mode(), WaitMode::Spin);
+    let missing = name("missing");
+    let err = Spsc::<u64, _>::open(Segment::builder(&missing)).unwrap_err();
+    assert_eq!(err.open_error(), Some(&OpenError::NotFound));
+    // The error names the segment.
     assert_eq!(
-        Spsc::<u64, _>::open(Segment::builder(&name("missing"))).unwrap_err(),
-        BuildError::Open(OpenError::NotFound)
+        err.to_string(),
+        format!("cannot open segment `{missing}`: no such segment")
     );
 }
 
@@ -1498,7 +1518,7 @@ fn takeover_of_a_forged_huge_ring_touches_a_bounded_number_of_slots() {
     let forged = match Spsc::<u64, _>::open(Segment::builder(&n)) {
         Ok(r) => r,
         // Refused by a check of the file's backing: as good.
-        Err(BuildError::Open(_) | BuildError::BadConfig(_)) => return,
+        Err(BuildError::Open { error: _, .. } | BuildError::BadConfig(_)) => return,
         Err(e) => panic!("unexpected {e:?}"),
     };
     let start = Instant::now();

@@ -54,6 +54,7 @@ fn wrong_service_is_refused(tr: Tr, mode: Mode) {
     assert_eq!(
         err,
         ConnectError::WrongService {
+            url: String::new(), // a connection made by hand
             ours: other::OtherClient::SERVICE_ID,
             theirs: KvClient::SERVICE_ID
         },
@@ -63,6 +64,7 @@ fn wrong_service_is_refused(tr: Tr, mode: Mode) {
     assert_eq!(
         err,
         ConnectError::WrongService {
+            url: String::new(), // a connection made by hand
             ours: v2::KvClient::SERVICE_ID,
             theirs: KvClient::SERVICE_ID
         },
@@ -167,7 +169,8 @@ fn a_client_waits_for_its_server_and_a_one_client_server_stops_with_it() {
         // And nobody, ever: a typed timeout, not a hang.
         let t0 = Instant::now();
         let err = KvClient::connect_timeout(&url, Duration::from_millis(50)).unwrap_err();
-        assert_eq!(err, ConnectError::Timeout, "{tr:?}");
+        assert_eq!(err, ConnectError::Timeout { url: url.clone() }, "{tr:?}");
+        assert!(err.to_string().contains(&url), "{err}");
         assert!(t0.elapsed() < Duration::from_secs(5), "{tr:?}");
     }
 }

@@ -214,7 +214,7 @@ fn sigkilled_server_fails_waiting_callers(tr: Tr) {
     let err = KvClient::connect_with(&url, &copts()).expect_err("connect to a dead server");
     assert_eq!(
         err,
-        ConnectError::Transport(transport::ConnectError::NoListener),
+        ConnectError::Transport(transport::ConnectError::NoListener { url: url.clone() }),
         "{case}"
     );
     // What the killed server left behind.

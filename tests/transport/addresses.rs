@@ -22,7 +22,7 @@ fn listen_twice_is_in_use(kind: Kind) {
     let url = first.url();
     assert_eq!(
         transport::listen(&url, &opts).unwrap_err(),
-        ListenError::InUse,
+        ListenError::InUse { url: url.clone() },
         "{url}"
     );
     // The first listener is unharmed.
@@ -51,7 +51,7 @@ fn connect_to_nothing_is_no_listener(kind: Kind) {
         let url = kind.listen_url();
         assert_eq!(
             transport::connect(&url, &opts).unwrap_err(),
-            ConnectError::NoListener,
+            ConnectError::NoListener { url: url.clone() },
             "{url}"
         );
     }
@@ -61,7 +61,7 @@ fn connect_to_nothing_is_no_listener(kind: Kind) {
     drop(listener);
     assert_eq!(
         transport::connect(&url, &opts).unwrap_err(),
-        ConnectError::NoListener,
+        ConnectError::NoListener { url: url.clone() },
         "{url} after its listener was dropped"
     );
 }
@@ -123,7 +123,9 @@ fn accept_and_connect_time_out(kind: Kind) {
     };
     assert_eq!(
         transport::connect(&listener.url(), &impatient).unwrap_err(),
-        ConnectError::Timeout,
+        ConnectError::Timeout {
+            url: listener.url()
+        },
         "{kind:?}: nobody accepts"
     );
     // The listener survives the client that gave up: accept either skips it or hands

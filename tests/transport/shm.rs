@@ -37,14 +37,14 @@ fn shm_killed_listener_is_no_listener_and_taken_over() {
     // While it lives, the name is taken.
     assert_eq!(
         transport::listen(&url, &opts()).unwrap_err(),
-        ListenError::InUse
+        ListenError::InUse { url: url.clone() }
     );
     let status = child.kill();
     assert_eq!(status.signal(), Some(Signal::SIGKILL as i32));
     assert!(segment_exists(&name), "the queue is left behind");
     assert_eq!(
         transport::connect(&url, &opts()).unwrap_err(),
-        ConnectError::NoListener,
+        ConnectError::NoListener { url: url.clone() },
         "connect to a killed listener"
     );
     let listener = transport::listen(&url, &opts()).expect("take over the stale name");
@@ -201,7 +201,10 @@ fn shm_accept_refuses_a_sparse_connection_segment() {
 
     let began = Instant::now();
     match listener.accept(after(Duration::from_secs(5))) {
-        Err(AcceptError::Shm(BuildError::Open(OpenError::NotBacked { len: l, allocated }))) => {
+        Err(AcceptError::Shm(BuildError::Open {
+            error: OpenError::NotBacked { len: l, allocated },
+            ..
+        })) => {
             assert_eq!(l, len);
             assert!(allocated < len, "{allocated} of {len}");
         }

@@ -253,34 +253,38 @@ fn bad_hellos_are_typed_and_the_listener_survives(kind: Kind) {
 
 fn client_refuses_a_bad_server_hello(kind: Kind) {
     let other_version = PROTOCOL_VERSION.wrapping_add(1);
-    let cases: Vec<(&str, Vec<u8>, ConnectError)> = vec![
+    let cases: Vec<(&str, Vec<u8>, HandshakeError)> = vec![
         (
             "http",
             b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec(),
-            ConnectError::Handshake(HandshakeError::NotShmlink),
+            HandshakeError::NotShmlink,
         ),
         (
             "version",
             hello_bytes(other_version, 0, 4096).to_vec(),
-            ConnectError::Handshake(HandshakeError::Version {
+            HandshakeError::Version {
                 ours: PROTOCOL_VERSION,
                 theirs: other_version,
-            }),
+            },
         ),
         (
             "zero max",
             hello_bytes(PROTOCOL_VERSION, 0, 0).to_vec(),
-            ConnectError::Handshake(HandshakeError::ZeroMaxFrame),
+            HandshakeError::ZeroMaxFrame,
         ),
         (
             "short then close",
             good_hello(64)[..5].to_vec(),
-            ConnectError::Handshake(HandshakeError::Disconnected),
+            HandshakeError::Disconnected,
         ),
     ];
     let raw_server = RawListener::bind(kind);
     for (what, answer, want) in cases {
         let url = raw_server.url();
+        let want = ConnectError::Handshake {
+            url: url.clone(),
+            error: want,
+        };
         let client = thread::spawn(move || transport::connect(&url, &opts_max(5000)));
         let mut raw = raw_server.accept();
         raw.expect_hello(5000);
@@ -464,7 +468,7 @@ fn unix_stale_socket_file_is_no_listener_and_taken_over() {
     assert!(path.exists());
     assert_eq!(
         transport::connect(&url, &opts()).unwrap_err(),
-        ConnectError::NoListener
+        ConnectError::NoListener { url: url.clone() }
     );
     let listener = transport::listen(&url, &opts()).expect("take over the stale file");
     let (server, client) = connect_pair(&listener, &opts());

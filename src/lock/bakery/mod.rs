@@ -1361,12 +1361,13 @@ impl BakeryLock<ShmRegion<BakeryControl>> {
     ) -> Result<Self, ObjectError<BakeryConfigError>> {
         BakeryLock::new(participants).map_err(ObjectError::Config)?; // validate first
         let region = ShmRegion::<BakeryControl>::create_with(
-            Self::configure(builder),
+            Self::configure(builder.clone()),
             BakeryControl::area_len(participants, 0),
             |ctl, _| {
                 let _ = ctl.init(participants, 0, 0, mode);
             },
-        )?;
+        )
+        .map_err(|e| ObjectError::create(&builder, e))?;
         Self::from_region(Arc::new(region), 0, 0).map_err(ObjectError::Config)
     }
 
@@ -1391,7 +1392,8 @@ impl BakeryLock<ShmRegion<BakeryControl>> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open(builder: SegmentBuilder) -> Result<Self, ObjectError<BakeryConfigError>> {
-        let region = ShmRegion::<BakeryControl>::open(Self::configure(builder))?;
+        let region = ShmRegion::<BakeryControl>::open(Self::configure(builder.clone()))
+            .map_err(|e| ObjectError::open(&builder, e))?;
         Self::from_region(Arc::new(region), 0, 0).map_err(ObjectError::Config)
     }
 

@@ -484,7 +484,7 @@ impl<T: Pod> BakeryMutex<T, ShmRegion<BakeryControl>> {
         BakeryLock::new(participants).map_err(ObjectError::Config)?; // validate first
         let mut failed = None;
         let region = ShmRegion::<BakeryControl>::create_with(
-            Self::configure(builder),
+            Self::configure(builder.clone()),
             BakeryControl::area_len(participants, size_of::<T>()),
             |ctl, area| {
                 failed = BakeryMutex::<T, ShmRegion<BakeryControl>>::init_parts(
@@ -496,7 +496,8 @@ impl<T: Pod> BakeryMutex<T, ShmRegion<BakeryControl>> {
                 )
                 .err();
             },
-        )?;
+        )
+        .map_err(|e| ObjectError::create(&builder, e))?;
         if let Some(e) = failed {
             return Err(ObjectError::Config(e));
         }
@@ -519,11 +520,12 @@ impl<T: Pod> BakeryMutex<T, ShmRegion<BakeryControl>> {
     /// let _a = BakeryMutex::create(Segment::builder(&name).unlink_on_drop(true), 2, 0u64)?;
     ///
     /// let wrong = BakeryMutex::<u32, _>::open(Segment::builder(&name)).unwrap_err();
-    /// assert!(matches!(wrong, ObjectError::Open(OpenError::TypeMismatch { .. })));
+    /// assert!(matches!(wrong, ObjectError::Open { error: OpenError::TypeMismatch { .. }, .. }));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open(builder: SegmentBuilder) -> Result<Self, ObjectError<BakeryConfigError>> {
-        let region = ShmRegion::<BakeryControl>::open(Self::configure(builder))?;
+        let region = ShmRegion::<BakeryControl>::open(Self::configure(builder.clone()))
+            .map_err(|e| ObjectError::open(&builder, e))?;
         Self::from_region(Arc::new(region)).map_err(ObjectError::Config)
     }
 

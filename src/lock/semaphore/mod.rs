@@ -998,11 +998,15 @@ impl Semaphore<ShmRegion<SemaphoreState>> {
         max: u32,
     ) -> Result<Self, ObjectError<SemaphoreConfigError>> {
         Semaphore::new(initial, max).map_err(ObjectError::Config)?; // validate first
-        let region =
-            ShmRegion::<SemaphoreState>::create_with(Self::configure(builder), 0, |s, _| {
+        let region = ShmRegion::<SemaphoreState>::create_with(
+            Self::configure(builder.clone()),
+            0,
+            |s, _| {
                 // Validated above; cannot fail.
                 let _ = s.init(initial, max);
-            })?;
+            },
+        )
+        .map_err(|e| ObjectError::create(&builder, e))?;
         Self::from_region(Arc::new(region)).map_err(ObjectError::Config)
     }
 
@@ -1027,7 +1031,8 @@ impl Semaphore<ShmRegion<SemaphoreState>> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open(builder: SegmentBuilder) -> Result<Self, ObjectError<SemaphoreConfigError>> {
-        let region = ShmRegion::<SemaphoreState>::open(Self::configure(builder))?;
+        let region = ShmRegion::<SemaphoreState>::open(Self::configure(builder.clone()))
+            .map_err(|e| ObjectError::open(&builder, e))?;
         Self::from_region(Arc::new(region)).map_err(ObjectError::Config)
     }
 

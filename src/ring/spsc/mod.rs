@@ -428,7 +428,7 @@ impl<T: Pod> Spsc<T, crate::segment::ShmRegion<SpscHeader>> {
     /// assert_eq!(ring.capacity(), 64);
     /// // The element type is checked.
     /// let wrong = Spsc::<u32, _>::open(Segment::builder(&name));
-    /// assert!(matches!(wrong, Err(BuildError::Open(_))));
+    /// assert!(matches!(wrong, Err(BuildError::Open { error: _, .. })));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn open(builder: crate::segment::SegmentBuilder) -> Result<Self, BuildError> {
@@ -556,11 +556,12 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
         R: From<crate::segment::ShmRegion<SpscHeader>>,
     {
         let (capacity, area) = area_for::<T>(capacity)?;
-        let region = crate::segment::ShmRegion::<SpscHeader>::create_with(
-            configure::<T>(builder, kind, tag),
-            area,
-            |h, _| init_header::<T>(h, capacity, mode, aux),
-        )?;
+        let builder = configure::<T>(builder, kind, tag);
+        let region =
+            crate::segment::ShmRegion::<SpscHeader>::create_with(builder.clone(), area, |h, _| {
+                init_header::<T>(h, capacity, mode, aux)
+            })
+            .map_err(|e| BuildError::create(&builder, e))?;
         Self::with_creator(region)
     }
 
@@ -605,7 +606,12 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
                     area,
                     |h, _| init_header::<T>(h, capacity, mode, aux),
                 )
-                .map_err(|e| (BuildError::from(e), crate::segment::Disposition::Opened))?;
+                .map_err(|e| {
+                    (
+                        BuildError::open(&builder, e),
+                        crate::segment::Disposition::Opened,
+                    )
+                })?;
                 match Self::with_creator(region) {
                     Ok(ring) if ring.aux() == aux => Ok((ring, how)),
                     Ok(ring) => Err((
@@ -620,6 +626,7 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
                 }
             },
             |ring: &Self| ring.region.named_segment(),
+            |e| BuildError::open(&builder, e),
         )
     }
 
@@ -634,8 +641,9 @@ impl<T: Pod, R: Region<Shared = SpscHeader>> Spsc<T, R> {
         R: From<crate::segment::ShmRegion<SpscHeader>>,
     {
         check_align::<T>()?;
-        let region =
-            crate::segment::ShmRegion::<SpscHeader>::open(configure::<T>(builder, kind, tag))?;
+        let builder = configure::<T>(builder, kind, tag);
+        let region = crate::segment::ShmRegion::<SpscHeader>::open(builder.clone())
+            .map_err(|e| BuildError::open(&builder, e))?;
         Self::with_creator(region)
     }
 }
