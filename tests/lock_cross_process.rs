@@ -24,6 +24,7 @@ use support::{Scenario, arg, builder, now_ns, report, unique_name};
 scenarios!(
     bakery_count,
     bakery_hold_forever,
+    bakery_create_and_hold,
     bakery_wait_then_add,
     bakery_lock_once,
     semaphore_take_turns,
@@ -173,6 +174,56 @@ fn bakery_hold_forever() {
     report("locked");
     std::thread::sleep(Duration::from_secs(60));
     panic!("the holder was never killed");
+}
+
+/// Child: creates the mutex (so its death leaves the segment stale), locks it, and
+/// sleeps holding it until it is killed.
+fn bakery_create_and_hold() {
+    let (mut mutex, _) =
+        BakeryMutex::open_or_create(builder(&arg("name")), 4, 0u64).expect("open_or_create mutex");
+    let mut guard = mutex.lock().expect("lock");
+    guard.set(DIRTY);
+    report("locked");
+    std::thread::sleep(Duration::from_secs(60));
+    panic!("the holder was never killed");
+}
+
+/// Defect: `shmlink ls` and `inspect` showed "(lock state unreadable)" for a lock whose
+/// every user died, exactly when its state matters: the status readers opened it
+/// like any user, and `open` refuses a stale segment. They now read a stale segment
+/// as the crash left it (held exclusively meanwhile, never attached or changed), so
+/// the dead holder shows, and a restart still resumes it afterwards.
+#[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
+fn a_stale_lock_shows_its_dead_holder_and_is_left_as_it_was() {
+    use shmlink::process::Liveness;
+    use shmlink::segment::{Disposition, Status, inspect};
+    let name = unique_name("bakery-stale-status");
+    let mut holder = Scenario::new("bakery_create_and_hold")
+        .arg("name", &name)
+        .spawn();
+    holder.wait_for("locked", CHILD_TIMEOUT);
+    let pid = holder.pid();
+    holder.kill();
+    let before = inspect(&name).unwrap();
+    assert!(matches!(before.status, Status::Stale(_)), "{before:?}");
+    let status = shmlink::lock::bakery_status(&name).expect("the state a crash left");
+    assert_eq!(status.holder, Some(pid));
+    let slot = status.participants.iter().find(|p| p.pid == pid).unwrap();
+    assert!(slot.holding, "{status:?}");
+    assert_eq!(slot.liveness, Liveness::Dead, "{status:?}");
+    // Read, not touched: still stale, with the same header.
+    let after = inspect(&name).unwrap();
+    assert!(matches!(after.status, Status::Stale(_)), "{after:?}");
+    assert_eq!(after.header, before.header);
+    // A restart resumes it, and the next locker is told its holder died.
+    let (mut mutex, how) =
+        BakeryMutex::<u64, _>::open_or_create(builder(&name).unlink_on_drop(true), 4, 0).unwrap();
+    assert_eq!(how, Disposition::Resumed);
+    match mutex.lock() {
+        Err(LockError::OwnerDied(guard)) => assert_eq!(guard.get(), DIRTY),
+        other => panic!("expected OwnerDied, got {:?}", other.map(|g| g.get())),
+    }
 }
 
 /// Child: waits for the lock; repairs the value if told its holder died, then adds 1.

@@ -62,9 +62,11 @@ fn report(name: &str) -> Result<Rec> {
     if let Some(live) = crate::live_attached(&holders_map, info.name.path()) {
         rec.push(("attached_alive", V::N(live as u64)));
     }
-    if !matches!(info.status, Status::Alive | Status::Idle) {
-        return Ok(rec); // not opened: a stale object is left as it is
+    if !matches!(info.status, Status::Alive | Status::Idle | Status::Stale(_)) {
+        return Ok(rec); // being created, or not a valid segment
     }
+    // A stale object is read as the crash left it (held exclusively meanwhile, never
+    // attached or changed): who held what when its processes died.
     match Kind::from_code(h.kind) {
         Some(Kind::SpscRing | Kind::FrameRing | Kind::MpmcRing) => {
             let r = shmlink::ring::ring_status(name)?;

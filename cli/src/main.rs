@@ -234,7 +234,8 @@ fn segments() -> Result {
                 Some(Kind::BakeryLock | Kind::BakeryMutex)
             )
         });
-        if is_lock && matches!(info.status, Status::Alive | Status::Idle) {
+        // A stale lock too: read as the crash left it, never changed.
+        if is_lock && matches!(info.status, Status::Alive | Status::Idle | Status::Stale(_)) {
             match shmlink::lock::bakery_status(info.name.as_str()) {
                 Ok(lock) => println!("    {}", describe_lock(&lock)),
                 Err(e) => println!("    (lock state unreadable: {e})"),

@@ -1242,7 +1242,7 @@ pub fn seqlock_status(name: &str) -> Result<SeqLockStatus, crate::segment::OpenE
     let builder = Segment::builder(name)
         .kind(Kind::SeqLock)
         .fingerprint(header.fingerprint);
-    let region = ShmRegion::<SeqLockControl>::open(builder)?;
+    let region = ShmRegion::<SeqLockControl>::open_inspecting(builder)?;
     let ctl = region.shared();
     let writer = ctl.meta.writer.load(Ordering::Relaxed);
     Ok(SeqLockStatus {

@@ -165,11 +165,11 @@ pub fn ring_status(name: &str) -> Result<RingStatus, crate::segment::OpenError> 
     let builder = Segment::builder(name).fingerprint(header.fingerprint);
     match kind {
         Some(k @ (Kind::SpscRing | Kind::FrameRing)) => {
-            let region = ShmRegion::<SpscHeader>::open(builder.kind(k))?;
+            let region = ShmRegion::<SpscHeader>::open_inspecting(builder.kind(k))?;
             Ok(spsc::status_of(crate::region::Region::shared(&region)))
         }
         Some(k @ Kind::MpmcRing) => {
-            let region = ShmRegion::<MpmcHeader>::open(builder.kind(k))?;
+            let region = ShmRegion::<MpmcHeader>::open_inspecting(builder.kind(k))?;
             Ok(mpmc::status_of(crate::region::Region::shared(&region)))
         }
         _ => Err(OpenError::WrongKind {

@@ -10,7 +10,7 @@ use super::error::{CreateError, NameError, OpenError, OsError};
 use super::handle::Segment;
 use super::header::{Expect, HEADER_SIZE, HeaderSpec, Kind, TypeName};
 use super::name::SegmentName;
-use super::open::{Backoff, open_error, open_validated};
+use super::open::{Backoff, IfStale, open_error, open_validated};
 use super::stale::remove_stale_named;
 use super::sys;
 
@@ -525,7 +525,26 @@ impl SegmentBuilder {
     /// ```
     pub fn open(&self) -> Result<Segment, OpenError> {
         let name = self.place()?;
-        open_validated(&name, &self.expect(), Instant::now() + self.timeout, false)
+        open_validated(
+            &name,
+            &self.expect(),
+            Instant::now() + self.timeout,
+            IfStale::Refuse,
+        )
+    }
+
+    /// [`open`](Self::open) for reading what the segment holds, stale or not: a live
+    /// segment is attached as usual; a stale one that matches is held exclusively
+    /// while the handle lives and left exactly as it was (status readers: `shmlink
+    /// ls` and `inspect` show the state a crash left).
+    pub(crate) fn open_inspecting(&self) -> Result<Segment, OpenError> {
+        let name = self.place()?;
+        open_validated(
+            &name,
+            &self.expect(),
+            Instant::now() + self.timeout,
+            IfStale::Inspect,
+        )
     }
 
     /// Opens the segment, or creates it if it does not exist. When several processes
@@ -583,7 +602,11 @@ impl SegmentBuilder {
         let name = self.place()?;
         let deadline = Instant::now() + self.timeout;
         let mut backoff = Backoff::new();
-        let resume = self.on_stale == OnStale::Resume;
+        let if_stale = if self.on_stale == OnStale::Resume {
+            IfStale::Resume
+        } else {
+            IfStale::Refuse
+        };
         let mut replaced = false;
         loop {
             match self.create_with(&mut *init) {
@@ -592,7 +615,7 @@ impl SegmentBuilder {
                 Err(CreateError::AlreadyExists) => {}
                 Err(e) => return Err(e.into()),
             }
-            match open_validated(&name, &self.expect(), deadline, resume) {
+            match open_validated(&name, &self.expect(), deadline, if_stale) {
                 Ok(mut segment) if segment.is_pending_resume() => {
                     crate::sync::slow_path!(INFO, name = %name, "segment: resuming a stale segment");
                     segment.unlink_on_drop = self.unlink_on_drop;

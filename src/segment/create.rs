@@ -90,5 +90,6 @@ pub(super) fn create_once(
         unlink_on_drop,
         created: true,
         pending_resume: crate::sync::atomic::AtomicBool::new(false),
+        inspecting: false,
     }))
 }

@@ -58,6 +58,9 @@ pub struct Segment {
     /// [`finish_resume`](Self::finish_resume); dropped before that, the segment is
     /// removed (its object refused its contents).
     pub(super) pending_resume: AtomicBool,
+    /// A stale segment opened only to be read: held exclusively while this handle
+    /// lives, and left as it was when dropped (no detach, no unlink).
+    pub(super) inspecting: bool,
 }
 
 impl Segment {
@@ -351,6 +354,10 @@ impl Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
+        if self.inspecting {
+            // Never attached: the lock's release is all there is to undo.
+            return;
+        }
         if self.pending_resume.load(Ordering::Relaxed) {
             // A stale segment whose object refused its contents, still held
             // exclusively: nobody else is attached, so it can go.

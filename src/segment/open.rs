@@ -188,17 +188,30 @@ pub(super) fn header_of(map: &MmapRaw) -> &SegmentHeader {
     unsafe { &*map.as_ptr().cast::<SegmentHeader>() }
 }
 
+/// What [`open_validated`] does with a stale segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum IfStale {
+    /// Refuse it: `OpenError::Stale`.
+    Refuse,
+    /// Take it over when it matches: see [`open_validated`].
+    Resume,
+    /// Read it as it is, when it matches: it comes back held exclusively for as long
+    /// as the handle lives (nobody attaches or cleans it meanwhile), and is left
+    /// exactly as it was (no attach, no creator written): for status readers.
+    Inspect,
+}
+
 /// Opens and attaches the published segment `name`, checked against `expect`.
 ///
 /// A stale segment (a process died attached to it) is `OpenError::Stale`, unless
-/// `resume` is set and its header matches `expect`: then it comes back still held
-/// exclusively, marked pending ([`Segment::finish_resume`]), with this process as its
-/// creator of record.
+/// `if_stale` says otherwise and its header matches `expect`: to resume, it comes back
+/// still held exclusively, marked pending ([`Segment::finish_resume`]), with this
+/// process as its creator of record; to inspect, see [`IfStale::Inspect`].
 pub(super) fn open_validated(
     name: &SegmentName,
     expect: &Expect,
     deadline: Instant,
-    resume: bool,
+    if_stale: IfStale,
 ) -> Result<Segment, OpenError> {
     let started = Instant::now();
     loop {
@@ -216,10 +229,11 @@ pub(super) fn open_validated(
                             attached: snap.attached,
                         },
                     });
-                    if !resume {
-                        return Err(stale);
-                    }
-                    return resume_stale(name, expect, map, lock, stale);
+                    return match if_stale {
+                        IfStale::Refuse => Err(stale),
+                        IfStale::Resume => resume_stale(name, expect, map, lock, stale, true),
+                        IfStale::Inspect => resume_stale(name, expect, map, lock, stale, false),
+                    };
                 }
                 match lock.relock(FlockArg::LockSharedNonblock) {
                     Ok(()) => lock,
@@ -233,14 +247,22 @@ pub(super) fn open_validated(
                     Err(e) => return Err(OpenError::Os(OsError::new("flock", e))),
                 }
             }
-            Err((file, Errno::EWOULDBLOCK)) => match lock_shared(file, deadline) {
+            // Others hold it: live users (shared), or someone judging it (exclusive:
+            // a cleanup, a resumer, a status reader). Join live users at once; after
+            // waiting out an exclusive holder, judge again, since a status reader
+            // leaves a stale segment stale.
+            Err((file, Errno::EWOULDBLOCK)) => match sys::try_lock(file, false) {
                 Ok(lock) => lock,
-                Err(Errno::EWOULDBLOCK) => {
-                    return Err(OpenError::Busy {
-                        waited: started.elapsed(),
-                    });
-                }
-                Err(e) => return Err(OpenError::Os(OsError::new("flock", e))),
+                Err((file, Errno::EWOULDBLOCK)) => match lock_shared(file, deadline) {
+                    Ok(_waited_out) => continue,
+                    Err(Errno::EWOULDBLOCK) => {
+                        return Err(OpenError::Busy {
+                            waited: started.elapsed(),
+                        });
+                    }
+                    Err(e) => return Err(OpenError::Os(OsError::new("flock", e))),
+                },
+                Err((_, e)) => return Err(OpenError::Os(OsError::new("flock", e))),
             },
             Err((_, e)) => return Err(OpenError::Os(OsError::new("flock", e))),
         };
@@ -266,20 +288,23 @@ pub(super) fn open_validated(
             unlink_on_drop: false,
             created: false,
             pending_resume: AtomicBool::new(false),
+            inspecting: false,
         });
     }
 }
 
 /// A stale segment held under our exclusive lock (nobody else holds it: every process
 /// that was attached is dead): checked like any opened segment and, if it matches,
-/// handed back pending, with this process written in as its creator. `stale` is
-/// returned when it does not match, for the caller to replace it.
+/// handed back pending, with this process written in as its creator (`resume`), or
+/// untouched for reading ([`IfStale::Inspect`]). `stale` is returned when it does not
+/// match, for the caller to replace it.
 fn resume_stale(
     name: &SegmentName,
     expect: &Expect,
     map: MmapRaw,
     lock: Flock<File>,
     stale: OpenError,
+    resume: bool,
 ) -> Result<Segment, OpenError> {
     let info = sys::file_info(&lock).map_err(|e| open_error("fstat", e))?;
     if info.nlink == 0 {
@@ -292,7 +317,9 @@ fn resume_stale(
     {
         return Err(stale);
     }
-    header.write_creator(&sys::current_process());
+    if resume {
+        header.write_creator(&sys::current_process());
+    }
     Ok(Segment {
         snapshot: header.snapshot(),
         map,
@@ -300,7 +327,51 @@ fn resume_stale(
         name: name.clone(),
         identity: (info.dev, info.ino),
         unlink_on_drop: false,
-        created: true,
-        pending_resume: AtomicBool::new(true),
+        created: resume,
+        pending_resume: AtomicBool::new(resume),
+        inspecting: !resume,
     })
+}
+
+#[cfg(all(test, not(shmlink_loom)))]
+mod tests {
+    use super::super::{OpenError, Segment};
+    use std::time::Duration;
+
+    /// A segment left stale: one attachment counted, nobody holding its lock (as a
+    /// process that died attached leaves it).
+    fn stale(name: &str) {
+        let seg = Segment::builder(name).payload_len(64).create().unwrap();
+        seg.header().attach(); // the "dead" attachment
+        drop(seg);
+    }
+
+    /// Defect: an opener that found the segment held exclusively waited for a shared
+    /// lock and then attached without judging it; when the exclusive holder was a
+    /// status reader (which leaves a stale segment stale), it attached to a stale
+    /// segment as if it were live. It now judges again after waiting.
+    #[test]
+    #[cfg_attr(miri, ignore = "named segments")]
+    fn an_opener_that_waited_out_a_status_reader_still_finds_the_segment_stale() {
+        let name = format!("test-open-after-inspect-{}", std::process::id());
+        stale(&name);
+        let builder = Segment::builder(&name).payload_len(64);
+        let reader = builder.open_inspecting().expect("read the stale segment");
+        let opener = {
+            let builder = builder.clone();
+            std::thread::spawn(move || builder.open().map(drop))
+        };
+        std::thread::sleep(Duration::from_millis(50)); // the opener waits on the lock
+        drop(reader);
+        let got = opener.join().unwrap();
+        assert!(matches!(got, Err(OpenError::Stale(_))), "{got:?}");
+        // Left as it was: stale, its one (dead) attachment still counted.
+        let info = super::super::inspect(&name).unwrap();
+        assert!(
+            matches!(info.status, super::super::Status::Stale(_)),
+            "{info:?}"
+        );
+        assert_eq!(info.header.map(|h| h.attached), Some(1));
+        super::super::unlink(&name).unwrap();
+    }
 }

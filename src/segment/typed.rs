@@ -139,6 +139,12 @@ impl<T: ShmSafe> ShmRegion<T> {
         Self::from_segment(Self::configure(builder, None).open()?)
     }
 
+    /// [`open`](Self::open) for status readers: a stale segment is read as the crash
+    /// left it (see [`SegmentBuilder::open_inspecting`]).
+    pub(crate) fn open_inspecting(builder: SegmentBuilder) -> Result<Self, OpenError> {
+        Self::from_segment(Self::configure(builder, None).open_inspecting()?)
+    }
+
     /// Opens the segment, or creates it with an area of `area_len` bytes.
     ///
     /// # Errors

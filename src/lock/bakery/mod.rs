@@ -1466,7 +1466,8 @@ pub struct BakeryStatus {
 }
 
 /// Reads the holder and participants of the Bakery lock or mutex `name`, without
-/// claiming a slot (the segment is attached for the duration of the call).
+/// claiming a slot (the segment is attached for the duration of the call; a stale one
+/// is read as the crash left it, held exclusively meanwhile and never changed).
 ///
 /// # Errors
 ///
@@ -1503,7 +1504,7 @@ pub fn bakery_status(name: &str) -> Result<BakeryStatus, OpenError> {
     let builder = crate::segment::Segment::builder(name)
         .kind(kind)
         .fingerprint(header.fingerprint);
-    let region = ShmRegion::<BakeryControl>::open(builder)?;
+    let region = ShmRegion::<BakeryControl>::open_inspecting(builder)?;
     Ok(BakeryStatus {
         holder: super::bakery::holder_pid(region.shared()),
         participants: super::bakery::participants(region.shared(), region.area()),

@@ -1196,9 +1196,11 @@ pub struct PermitHolder {
 /// ```
 #[cfg(not(shmlink_loom))]
 pub fn semaphore_status(name: &str) -> Result<SemaphoreStatus, crate::segment::OpenError> {
-    let region = ShmRegion::<SemaphoreState>::open(
-        Semaphore::<ShmRegion<SemaphoreState>>::configure(crate::segment::Segment::builder(name)),
-    )?;
+    let region = ShmRegion::<SemaphoreState>::open_inspecting(Semaphore::<
+        ShmRegion<SemaphoreState>,
+    >::configure(
+        crate::segment::Segment::builder(name),
+    ))?;
     let st = region.shared();
     let word = st.word.load(Ordering::Relaxed);
     let holders = Semaphore::<ShmRegion<SemaphoreState>>::holders_of(st)
