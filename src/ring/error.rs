@@ -149,6 +149,7 @@ impl std::error::Error for BuildError {
 
 impl BuildError {
     /// `error` of creating the segment `builder` names.
+    #[cfg(not(shmlink_loom))]
     pub(crate) fn create(builder: &crate::segment::SegmentBuilder, error: CreateError) -> Self {
         BuildError::Create {
             name: builder.raw_name().to_owned(),
@@ -157,6 +158,7 @@ impl BuildError {
     }
 
     /// `error` of opening the segment `builder` names.
+    #[cfg(not(shmlink_loom))]
     pub(crate) fn open(builder: &crate::segment::SegmentBuilder, error: OpenError) -> Self {
         BuildError::Open {
             name: builder.raw_name().to_owned(),
