@@ -354,6 +354,9 @@ fn describe_lock(lock: &shmlink::lock::BakeryStatus) -> String {
             format!("slot {} pid {} {state}{}", p.slot, p.pid, dead(p))
         })
         .collect();
+    if parts.is_empty() {
+        return format!("{holder}; no participants");
+    }
     format!("{holder}; participants: {}", parts.join(", "))
 }
 
