@@ -690,6 +690,7 @@ impl<T, C: Codec<T>> Sender<T, C> {
     /// assert_eq!(rx.recv()?, 2);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[inline]
     pub fn send(&mut self, msg: T) -> Result<(), SendError<T>> {
         self.enqueue(msg, None).map(drop).map_err(Into::into)
     }

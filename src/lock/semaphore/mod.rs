@@ -663,6 +663,10 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn acquire_until(&self, deadline: Option<Instant>) -> Result<(), AcquireError> {
+        // The fast path inlined here, not behind `take_until`'s `dyn` call.
+        if self.attempt(None, false) == Attempt::Taken {
+            return Ok(());
+        }
         self.take_until(deadline, &mut |registered| self.attempt(None, registered))
     }
 
