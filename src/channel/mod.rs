@@ -851,10 +851,11 @@ impl<T, C: Codec<T>> Receiver<T, C> {
     #[inline]
     pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
         match C::recv(&mut self.rx, &mut self.buf, Wait::No) {
-            Err(RecvFailure::Empty) if self.liveness.due() => self.empty_or_disconnected(),
-            other => other,
+            Ok(v) => Ok(v),
+            Err(RecvFailure::Empty) if !self.liveness.due() => Err(TryRecvError::Empty),
+            Err(RecvFailure::Empty) => self.empty_or_disconnected().map_err(Into::into),
+            Err(e) => Err(e.into()),
         }
-        .map_err(Into::into)
     }
 
     /// Empty, and the periodic liveness check is due: if every sender is gone (its
@@ -891,11 +892,14 @@ impl<T, C: Codec<T>> Receiver<T, C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn recv(&mut self) -> Result<T, RecvError> {
+        // A message is returned as the codec hands it over; only errors are converted.
         match C::recv(&mut self.rx, &mut self.buf, Wait::No) {
-            Err(RecvFailure::Empty) => C::recv(&mut self.rx, &mut self.buf, Wait::Until(None)),
-            other => other,
+            Ok(v) => Ok(v),
+            Err(RecvFailure::Empty) => {
+                C::recv(&mut self.rx, &mut self.buf, Wait::Until(None)).map_err(Into::into)
+            }
+            Err(e) => Err(e.into()),
         }
-        .map_err(Into::into)
     }
 
     /// Takes a message, waiting at most `timeout`.
@@ -917,14 +921,15 @@ impl<T, C: Codec<T>> Receiver<T, C> {
     /// ```
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<T, RecvTimeoutError> {
         match C::recv(&mut self.rx, &mut self.buf, Wait::No) {
+            Ok(v) => Ok(v),
             Err(RecvFailure::Empty) => C::recv(
                 &mut self.rx,
                 &mut self.buf,
                 Wait::Until(deadline_after(timeout)),
-            ),
-            other => other,
+            )
+            .map_err(Into::into),
+            Err(e) => Err(e.into()),
         }
-        .map_err(Into::into)
     }
 
     /// A blocking iterator: messages until every sender is gone (or an error).
