@@ -54,6 +54,8 @@ pub use handle::Segment;
 pub use header::{Kind, ProcessId, SegmentHeader};
 pub use name::{MAX_NAME_LEN, PREFIX, SegmentName};
 #[cfg(not(shmlink_loom))]
+pub(crate) use stale::remove_stale_prefixed;
+#[cfg(not(shmlink_loom))]
 pub use stale::{SegmentInfo, Status, inspect, list, remove_idle, remove_stale, unlink};
 #[cfg(not(shmlink_loom))]
 pub use typed::ShmRegion;

@@ -45,7 +45,7 @@ use crate::ring::{
     self, BuildError, Duplex, DuplexHeader, End, FrameConsumer, FrameProducer, Half, Mpmc,
     MpmcConsumer, MpmcHeader, MpmcProducer, PopError, PushError,
 };
-use crate::segment::{AnyRegion, CreateError, OpenError, Segment, ShmRegion, Status};
+use crate::segment::{AnyRegion, CreateError, OpenError, Segment, ShmRegion};
 use crate::sync::WaitMode;
 use crate::sync::atomic::{AtomicU32, Ordering};
 
@@ -501,16 +501,9 @@ impl ShmListener {
 }
 
 /// Removes stale `NAME.*` connection segments (left by clients killed before they
-/// were accepted, or by a killed server).
+/// were accepted, or by a killed server). Other segments are not looked at.
 fn sweep_stale(name: &str) {
-    let prefix = format!("{name}.");
-    if let Ok(all) = crate::segment::list() {
-        for info in all {
-            if info.name.as_str().starts_with(&prefix) && matches!(info.status, Status::Stale(_)) {
-                let _ = crate::segment::remove_stale(info.name.as_str());
-            }
-        }
-    }
+    crate::segment::remove_stale_prefixed(&format!("{name}."));
 }
 
 fn map_listen(e: BuildError) -> ListenError {
