@@ -814,6 +814,7 @@ fn run_call(
         id,
         ctx: &ctx,
         ended: false,
+        answered: false,
         detached: Cell::new(false),
     };
     let run = catch_unwind(AssertUnwindSafe(|| {
@@ -822,6 +823,7 @@ fn run_call(
             .dispatch(method, &ctx, payload, &mut responder);
     }));
     let ended = responder.ended;
+    let answered = responder.answered;
     let detached = responder.detached.get();
     if run.is_err() {
         Counters::bump(&shared.stats.panicked);
@@ -838,11 +840,17 @@ fn run_call(
     if !ended {
         conn.reply_code(id, Code::Internal);
     }
-    // (After the answer went out: the clock read is off the caller's path.)
+    // (After the answer went out: the clock read is off the caller's path.) A call
+    // answered before its caller left (or before the shutdown) was served, whatever
+    // happened next.
     match ctx.check() {
-        Err(Stop::Cancelled | Stop::ShuttingDown) => Counters::bump(&shared.stats.cancelled),
+        Err(Stop::Cancelled | Stop::ShuttingDown) if !answered => {
+            Counters::bump(&shared.stats.cancelled);
+        }
         Err(Stop::DeadlineExceeded) => Counters::bump(&shared.stats.deadline_exceeded),
-        Ok(()) => Counters::bump(&shared.stats.completed),
+        Ok(()) | Err(Stop::Cancelled | Stop::ShuttingDown) => {
+            Counters::bump(&shared.stats.completed);
+        }
     }
     false
 }
@@ -854,6 +862,8 @@ pub struct Responder<'a> {
     id: u64,
     ctx: &'a Context,
     ended: bool,
+    /// The answer went out (the call was not cancelled when it ended).
+    answered: bool,
     /// Set by [`Sink::detach`]: the stream ends when its [`StreamSender`] does.
     detached: Cell<bool>,
 }
@@ -891,6 +901,7 @@ impl Responder<'_> {
         }
         self.conn
             .send(Kind::Reply, code, self.id, self.ctx.deadline(), body);
+        self.answered = true;
     }
 
     /// Sends a unary call's result.

@@ -152,14 +152,13 @@ fn cross_process_calls_and_streams(tr: Tr) {
     let done = child.success(CHILD_TIMEOUT);
     let _ = std::fs::remove_file(quit);
     let values = done.values();
-    // A call answered and then hung up on (the second client's last, say) may be
-    // counted cancelled: the server classifies a call after its answer went out, and
-    // under load that can be after the caller left.
+    // Every call answered counts as served, also one hung up on right after its
+    // answer (the second client's last, say).
     let served: u64 = values["completed"].parse().unwrap();
-    let cancelled: u64 = values["cancelled"].parse().unwrap();
     assert!(
-        served + cancelled >= completed && served + 2 >= completed,
-        "{case}: the child completed {served} calls ({cancelled} cancelled), we made {completed}"
+        served >= completed,
+        "{case}: the child completed {served} calls (cancelled: {}), we made {completed}",
+        values["cancelled"]
     );
     assert_eq!(values["panicked"], "1", "{case}");
     assert_eq!(c.add((1, 1)).wait(), Err(RpcError::ServerGone), "{case}");
