@@ -29,6 +29,7 @@ scenarios!(
     bakery_lock_once,
     semaphore_take_turns,
     semaphore_hold_permits,
+    semaphore_wait_forever,
     seqlock_write_for,
     seqlock_read_until_done,
 );
@@ -536,6 +537,53 @@ fn permits_of_killed_holders_are_returned() {
     );
     let all: Vec<_> = (0..5).map(|_| sem.try_permit().unwrap()).collect();
     assert_eq!((all.len(), sem.value()), (5, 0));
+}
+
+/// Child: `threads` threads wait for an unowned permit until the process is killed.
+fn semaphore_wait_forever() {
+    let sem = Semaphore::open(builder(&arg("sem"))).expect("open semaphore");
+    let n: usize = arg("threads").parse().unwrap();
+    let waiters: Vec<_> = (0..n)
+        .map(|_| {
+            let sem = sem.clone();
+            std::thread::spawn(move || sem.acquire_timeout(CHILD_TIMEOUT))
+        })
+        .collect();
+    for w in waiters {
+        let _ = w.join();
+    }
+}
+
+/// Defect: a process killed while its threads waited for a permit left them counted
+/// as registered waiters for good, so every later release made a futex wake system
+/// call that found nobody. Its waiters are now counted in its holder slot and taken
+/// off the count when the slot is repaired (here by the parent's own sleeper, after
+/// one sleep slice); the parent's live waiter stays counted and is woken.
+#[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
+fn waiters_of_killed_processes_are_forgotten() {
+    let name = unique_name("sem-dead-waiters");
+    let sem = Semaphore::create(builder(&name).unlink_on_drop(true), 0, 4).unwrap();
+    let live = {
+        let sem = sem.clone();
+        std::thread::spawn(move || sem.acquire_timeout(CHILD_TIMEOUT))
+    };
+    poll_until("our waiter sleeps", || sem.waiters() == 1);
+    let child = Scenario::new("semaphore_wait_forever")
+        .arg("sem", &name)
+        .arg("threads", 2)
+        .spawn();
+    poll_until("the child's two waiters sleep", || sem.waiters() == 3);
+    child.kill();
+    poll_until("the dead waiters are forgotten", || sem.waiters() == 1);
+    sem.release(1).unwrap();
+    assert_eq!(live.join().unwrap(), Ok(()), "the live waiter was woken");
+    assert_eq!((sem.value(), sem.waiters()), (0, 0));
+    let status = shmlink::lock::semaphore_status(&name).unwrap();
+    assert!(
+        status.holders.iter().all(|h| h.pid == std::process::id()),
+        "the dead process's slot is freed: {status:?}"
+    );
 }
 
 // ---- 4. a seqlock written in one process and read in others ----

@@ -55,8 +55,16 @@
 //! leaves the slot to the next. The loom models in `lock/tests/loom_semaphore_recovery.rs`
 //! kill a holder after each step, with a repairer racing a live holder.
 //!
-//! A waiter that dies leaves the waiter count one too high, which costs later releases
-//! a wake system call that finds nobody.
+//! A waiter that dies must not stay counted, or every later release makes a wake
+//! system call that finds nobody. So a registered waiter is also counted in its
+//! process's holder slot, and a repairer takes a dead process's count off `word`
+//! (clearing the slot first). The slot never counts more than is registered: it is
+//! counted after the registering CAS and uncounted before each attempt that would
+//! deregister (counted again if the attempt fails). A repair therefore never takes a
+//! live waiter off (which could leave it asleep until its slice ends); a process
+//! killed between the two steps, a few instructions, stays counted. A waiter without
+//! a slot (every one held by live processes) is not counted in one. The loom model
+//! `a_waiter_dies_at_each_step_while_another_sleeps` kills a waiter after each step.
 
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -134,7 +142,8 @@ const fn less_one_waiter(s: u64) -> u64 {
     if s & WAITERS == 0 { s } else { s - WAITER }
 }
 
-/// One process's record of the permits it holds: its token and its ledger.
+/// One process's record of the permits it holds (its token and its ledger) and of
+/// its threads registered as waiters.
 #[repr(C)]
 #[derive(Debug)]
 struct Holder {
@@ -143,6 +152,11 @@ struct Holder {
     /// Low 32 bits: permits held. Bits 32..62: the amount of a pending transfer.
     /// Bits 62..64: the pending transfer (`NONE`, `TAKING`, `RETURNING`).
     ledger: AtomicU64,
+    /// How many of the waiters registered in `word` are this process's threads, or
+    /// fewer: counted after registering and uncounted before deregistering, so that a
+    /// repairer that takes them off `word` never takes off a live process's waiter.
+    waiters: AtomicU32,
+    _reserved: AtomicU32,
 }
 
 impl Holder {
@@ -150,6 +164,25 @@ impl Holder {
         Self {
             token: AtomicU64::new(0),
             ledger: AtomicU64::new(0),
+            waiters: AtomicU32::new(0),
+            _reserved: AtomicU32::new(0),
+        }
+    }
+}
+
+/// A registered waiter's count in its process's holder slot (none without a slot).
+struct WaiterMark<'a>(Option<&'a Holder>);
+
+impl WaiterMark<'_> {
+    fn count(&self) {
+        if let Some(hd) = self.0 {
+            hd.waiters.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn uncount(&self) {
+        if let Some(hd) = self.0 {
+            hd.waiters.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -176,14 +209,14 @@ const fn ledger_parts(l: u64) -> (u32, u64, u32) {
 struct Holders([Holder; HOLDER_SLOTS]);
 
 /// The shared state of a [`Semaphore`]: all atomics, 128 bytes of counters and then
-/// [`HOLDER_SLOTS`] holder slots of 16 bytes.
+/// [`HOLDER_SLOTS`] holder slots of 24 bytes.
 ///
 /// # Examples
 ///
 /// ```
 /// use shmlink::lock::{HOLDER_SLOTS, SemaphoreState};
 ///
-/// assert_eq!(size_of::<SemaphoreState>(), 128 + 16 * HOLDER_SLOTS);
+/// assert_eq!(size_of::<SemaphoreState>(), 128 + 24 * HOLDER_SLOTS);
 /// ```
 #[repr(C, align(128))]
 #[derive(Debug)]
@@ -201,7 +234,7 @@ pub struct SemaphoreState {
 
 #[cfg(not(shmlink_loom))]
 const _: () = assert!(
-    size_of::<SemaphoreState>() == 128 + 16 * HOLDER_SLOTS
+    size_of::<SemaphoreState>() == 128 + 24 * HOLDER_SLOTS
         && align_of::<SemaphoreState>() == 128
         && HOLDER_SLOTS < 0xffff
 );
@@ -210,7 +243,7 @@ const _: () = assert!(
 // valid (if perhaps nonsensical) state, and every operation copes with any.
 unsafe impl ShmSafe for SemaphoreState {
     const TYPE_NAME: &'static str = "shmlink::lock::SemaphoreState";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     fn new_zeroed() -> Self {
         Self {
             word: AtomicU64::new(0),
@@ -451,7 +484,7 @@ impl<R: Region<Shared = SemaphoreState>> Drop for Inner<R> {
             let hd = &unsafe { self.state.as_ref() }.holders.0[i];
             // Free the slot if it holds nothing (permits leaked with `mem::forget`
             // stay recorded, and are returned when this process dies).
-            if hd.ledger.load(Ordering::Relaxed) == 0 {
+            if hd.ledger.load(Ordering::Relaxed) == 0 && hd.waiters.load(Ordering::Relaxed) == 0 {
                 let _ = hd.token.compare_exchange(
                     crate::process::current_token(),
                     0,
@@ -700,6 +733,9 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
         attempt: &mut dyn FnMut(bool) -> Attempt,
     ) -> Result<(), AcquireError> {
         let st = self.state();
+        // This process's holder slot, where its registered waiters are counted for a
+        // repairer should it die (without one, a dead waiter stays counted).
+        let mark = WaiterMark(self.waiter_slot());
         // Register: from here on every release sees us and bumps `wake_seq`. With
         // the count full (a hostile peer, or 65535 waiters) wait unregistered, looking
         // every slice. Relaxed: ordering against releases comes from this being an RMW
@@ -718,13 +754,23 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
             }
         };
         crate::process::crash::point("semaphore.acquire", 1);
+        let mark = if registered { mark } else { WaiterMark(None) };
+        mark.count();
+        crate::process::crash::point("semaphore.acquire", 2);
         let mut busy = 0u32;
         loop {
             let expired = deadline.is_some_and(|d| Instant::now() >= d);
             let closed = self.is_closed();
-            match attempt(registered) {
+            // A taking attempt deregisters in its CAS: uncount first.
+            mark.uncount();
+            crate::process::crash::point("semaphore.acquire", 3);
+            let got = attempt(registered);
+            if got != Attempt::Taken {
+                mark.count();
+            }
+            match got {
                 Attempt::Taken => {
-                    crate::process::crash::point("semaphore.acquire", 2);
+                    crate::process::crash::point("semaphore.acquire", 4);
                     return Ok(());
                 }
                 Attempt::Busy if !expired && !closed => {
@@ -742,6 +788,7 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
             if expired || closed {
                 // Deregister, unless a permit came in between (then take it: a
                 // leaving waiter never leaves a permit behind unclaimed).
+                mark.uncount();
                 if self.deregister_if_empty(registered) {
                     let why = if closed {
                         AcquireError::Closed
@@ -751,6 +798,7 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
                     crate::sync::slow_path!(DEBUG, why = %why, "semaphore: a wait ended without a permit");
                     return Err(why);
                 }
+                mark.count();
                 continue;
             }
             // SYNC: Acquire pairs with the release's Release bump of `wake_seq`: if we

@@ -274,7 +274,11 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
             if token == 0 || token == me {
                 continue;
             }
-            if all || hd.ledger.load(Ordering::Relaxed) != 0 || tag == i + 1 {
+            if all
+                || hd.ledger.load(Ordering::Relaxed) != 0
+                || hd.waiters.load(Ordering::Relaxed) != 0
+                || tag == i + 1
+            {
                 returned = returned.saturating_add(self.repair(i, 0));
             }
         }
@@ -292,6 +296,12 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
             .holder
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// This process's holder slot, to count its registered waiters in; `None` if
+    /// live processes hold every slot.
+    pub(super) fn waiter_slot(&self) -> Option<&Holder> {
+        self.own_slot().ok().map(|(i, _turn)| self.holder(i))
     }
 
     /// This handle's holder slot, claimed on first use, and the turn at it.
@@ -313,6 +323,7 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
                 {
                     // A free slot's ledger is 0; clear whatever a peer wrote there.
                     hd.ledger.store(0, Ordering::Relaxed);
+                    hd.waiters.store(0, Ordering::Relaxed);
                     *slot = Some(i);
                     return Ok((i, slot));
                 }
@@ -456,6 +467,7 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
             return 0;
         }
         let slot = Repairing { holder: hd };
+        self.forget_waiters(hd);
         crate::process::crash::point("semaphore.repair", 1);
         // Settle the pending step: the tag says whether its CAS happened.
         let (held, op, n) = ledger_parts(hd.ledger.load(Ordering::Relaxed));
@@ -493,6 +505,37 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
         );
         drop(slot);
         held
+    }
+
+    /// Takes a dead process's registered waiters off the waiter count. Those counted
+    /// in its slot are all registered (see [`Holder::waiters`]), so no live waiter is
+    /// taken off; the slot is cleared first, so a repairer that dies here leaves the
+    /// count too high (a wake system call too many per release), never too low.
+    fn forget_waiters(&self, hd: &Holder) {
+        let dead = hd.waiters.swap(0, Ordering::Relaxed);
+        if dead == 0 {
+            return;
+        }
+        let word = &self.state().word;
+        let mut s = word.load(Ordering::Relaxed);
+        loop {
+            let n = u64::from(dead.min(waiters_of(s)));
+            // Relaxed: an RMW of `word`, ordered against releases as registration is.
+            match word.compare_exchange_weak(
+                s,
+                s - n * super::WAITER,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => s = now,
+            }
+        }
+        crate::sync::slow_path!(
+            INFO,
+            waiters = dead,
+            "semaphore: forgot the waiters of a dead process"
+        );
     }
 
     /// `(pid, permits held, token)` of every holder slot in use (for models).
