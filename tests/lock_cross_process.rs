@@ -574,6 +574,10 @@ fn waiters_of_killed_processes_are_forgotten() {
         .arg("threads", 2)
         .spawn();
     poll_until("the child's two waiters sleep", || sem.waiters() == 3);
+    let status = shmlink::lock::semaphore_status(&name).unwrap();
+    let mut waiting: Vec<u32> = status.holders.iter().map(|h| h.waiting).collect();
+    waiting.sort_unstable();
+    assert_eq!(waiting, [1, 2], "counted per process: {status:?}");
     child.kill();
     poll_until("the dead waiters are forgotten", || sem.waiters() == 1);
     sem.release(1).unwrap();

@@ -119,6 +119,7 @@ fn report(name: &str) -> Result<Rec> {
                     vec![
                         ("pid", V::N(u64::from(h.pid))),
                         ("permits", V::N(u64::from(h.permits))),
+                        ("waiting", V::N(u64::from(h.waiting))),
                         ("alive", alive(h.liveness)),
                     ]
                 })

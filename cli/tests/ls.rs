@@ -130,7 +130,7 @@ fn inspect_shows_each_kinds_state() {
         text.contains("value: 2")
             && text.contains("max: 5")
             && text.contains("type: shmlink::lock::SemaphoreState")
-            && text.contains(&format!("pid {me}, permits 1, alive yes")),
+            && text.contains(&format!("pid {me}, permits 1, waiting 0, alive yes")),
         "{text}"
     );
     let text = run(&["inspect", &seq_name]);

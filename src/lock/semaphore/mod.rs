@@ -1205,10 +1205,11 @@ pub struct SemaphoreStatus {
     pub value: u32,
     /// The most permits it may hold.
     pub max: u32,
-    /// Waiters registered (a waiter that died stays counted).
+    /// Waiters registered (a dead process's waiters are taken off when its slot is
+    /// repaired).
     pub waiters: u32,
-    /// The processes recorded as holding [`Permit`]s (a process that took its slot
-    /// and holds none right now is listed with 0).
+    /// The processes with a holder slot: those holding [`Permit`]s or waiting (a
+    /// process that took its slot and holds none right now is listed with 0).
     pub holders: Vec<PermitHolder>,
 }
 
@@ -1220,6 +1221,8 @@ pub struct PermitHolder {
     pub pid: u32,
     /// The permits it holds.
     pub permits: u32,
+    /// Its threads counted as waiting for a permit.
+    pub waiting: u32,
     /// Whether it still runs (a dead one's permits are returned by the next waiter).
     pub liveness: crate::process::Liveness,
 }
@@ -1257,9 +1260,10 @@ pub fn semaphore_status(name: &str) -> Result<SemaphoreStatus, crate::segment::O
     let word = st.word.load(Ordering::Relaxed);
     let holders = Semaphore::<ShmRegion<SemaphoreState>>::holders_of(st)
         .into_iter()
-        .map(|(pid, permits, token)| PermitHolder {
+        .map(|(pid, permits, waiting, token)| PermitHolder {
             pid,
             permits,
+            waiting,
             liveness: crate::process::liveness(token),
         })
         .collect();

@@ -542,6 +542,9 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
     #[cfg(all(test, shmlink_loom))]
     pub(crate) fn holder_slots(&self) -> Vec<(u32, u32, u64)> {
         Self::holders_of(self.state())
+            .into_iter()
+            .map(|(pid, held, _, token)| (pid, held, token))
+            .collect()
     }
 
     /// The region, shared (for models: another "process" builds its own handle).
@@ -550,8 +553,8 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
         self.inner.region.clone()
     }
 
-    /// `(pid, permits held, token)` of every holder slot in use.
-    pub(super) fn holders_of(state: &SemaphoreState) -> Vec<(u32, u32, u64)> {
+    /// `(pid, permits held, waiters counted, token)` of every holder slot in use.
+    pub(super) fn holders_of(state: &SemaphoreState) -> Vec<(u32, u32, u32, u64)> {
         state
             .holders
             .0
@@ -559,7 +562,8 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
             .filter_map(|hd| {
                 let token = hd.token.load(Ordering::Relaxed);
                 let (held, _, _) = ledger_parts(hd.ledger.load(Ordering::Relaxed));
-                (token != 0).then(|| (crate::process::token_pid(token), held, token))
+                let waiting = hd.waiters.load(Ordering::Relaxed);
+                (token != 0).then(|| (crate::process::token_pid(token), held, waiting, token))
             })
             .collect()
     }
