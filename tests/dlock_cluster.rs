@@ -638,10 +638,8 @@ impl Net {
 }
 
 fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
+    shmlink::transport::unused_tcp_port(std::net::Ipv4Addr::LOCALHOST.into())
         .expect("a free port on 127.0.0.1")
-        .port()
 }
 
 /// A scratch directory (state files, the stop file), removed on drop.

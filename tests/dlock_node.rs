@@ -3,7 +3,6 @@
 //! service, the host's Bakery lock first, fencing tokens checked by a fenced resource.
 
 use shmlink::sync::atomic::{AtomicUsize, Ordering};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -37,11 +36,7 @@ impl Drop for Dir {
 }
 
 fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    shmlink::transport::unused_tcp_port(std::net::Ipv4Addr::LOCALHOST.into()).unwrap()
 }
 
 /// Member URLs of an `n`-node cluster: shm or TCP on loopback.

@@ -2,7 +2,6 @@
 //! processes on loopback TCP, commands run under the lock with the fencing token in
 //! their environment.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -44,13 +43,7 @@ fn start(n: usize) -> Cluster {
     let dir = std::env::temp_dir().join(format!("shmlink-cli-lockd-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let ports: Vec<u16> = (0..n)
-        .map(|_| {
-            TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
+        .map(|_| shmlink::transport::unused_tcp_port(std::net::Ipv4Addr::LOCALHOST.into()).unwrap())
         .collect();
     let members: Vec<String> = ports
         .iter()

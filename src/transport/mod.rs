@@ -569,6 +569,69 @@ pub fn pair(opts: &TransportOptions) -> Result<(Connection, Connection), Connect
     Ok((Connection::Shm(a), Connection::Shm(b)))
 }
 
+/// A TCP port on `ip` that nothing listens on now and that the kernel does not hand
+/// out to `bind(port 0)` or `connect`: it is taken below the ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`). For configurations that must name
+/// every address before anything listens (a [`dlock`](crate::dlock) cluster's
+/// members in a test or a demo). A port picked with `bind(port 0)` and released is in
+/// the ephemeral range, so the next listener or outgoing connection of the same
+/// process can take it first.
+///
+/// Calls in one process return distinct ports (up to 16384 of them); another
+/// process may still bind the port first, which only a listener that holds it rules
+/// out.
+///
+/// # Errors
+///
+/// The OS error of the last bind tried, if 64 candidates were all in use.
+///
+/// # Examples
+///
+/// ```
+/// use shmlink::transport::unused_tcp_port;
+/// use std::net::{Ipv4Addr, TcpListener};
+///
+/// let port = unused_tcp_port(Ipv4Addr::LOCALHOST.into())?;
+/// let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))?;
+/// assert_ne!(unused_tcp_port(Ipv4Addr::LOCALHOST.into())?, port);
+/// # drop(listener);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn unused_tcp_port(ip: std::net::IpAddr) -> std::io::Result<u16> {
+    use crate::sync::atomic::{AtomicU32, Ordering};
+    /// Ports handed out by this process so far (a stride apart, from a random start).
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const SPAN: u32 = 1 << 14;
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    if low < 1024 + SPAN {
+        // No room below the ephemeral range: the kernel's pick is the best there is.
+        return Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?.port());
+    }
+    /// Where this process's sequence starts: differs between processes.
+    static START: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        (std::process::id() ^ nanos).wrapping_mul(2_654_435_761)
+    });
+    let mut last = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+    for _ in 0..64 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        // 7919 is odd, so the stride visits all SPAN offsets before repeating.
+        let port = low - SPAN + start.wrapping_add(n.wrapping_mul(7919)) % SPAN;
+        let port = u16::try_from(port).unwrap_or(u16::MAX);
+        match std::net::TcpListener::bind((ip, port)) {
+            Ok(_) => return Ok(port),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 /// Time left until `deadline`, `None` for no deadline; `Some(ZERO)` once it passed.
 pub(crate) fn remaining(deadline: Option<Instant>) -> Option<Duration> {
     deadline.map(|d| d.saturating_duration_since(Instant::now()))

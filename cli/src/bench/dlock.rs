@@ -47,7 +47,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hint::black_box;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -237,10 +236,12 @@ impl Central for CentralLocks {
     }
 }
 
-/// A free TCP port on loopback (bound, read, released: a race with another process is
-/// unlikely and only fails the run).
+/// A free TCP port on loopback, outside the ephemeral range (a port picked with
+/// `bind(0)` and released could be taken by a node's own local listener first).
 fn free_tcp_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(shmlink::transport::unused_tcp_port(
+        std::net::Ipv4Addr::LOCALHOST.into(),
+    )?)
 }
 
 /// Client options of the bench's own RPC clients.

@@ -124,9 +124,9 @@ fn namespaces(setup: &mut Setup, tag: &str) -> Result<Vec<String>> {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(shmlink::transport::unused_tcp_port(
+        std::net::Ipv4Addr::LOCALHOST.into(),
+    )?)
 }
 
 pub fn parent_phase(base: &str) -> Result {
