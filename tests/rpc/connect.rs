@@ -121,12 +121,14 @@ fn silent_socket_client_does_not_hold_up_others() {
 }
 
 /// A fresh URL that nothing listens at yet, on any socket or shm transport (a TCP
-/// port bound and released: a race with another process is unlikely).
+/// port outside the ephemeral range, so that the client's own connection attempts
+/// cannot take it as their source port).
 fn future_url(tr: Tr) -> String {
     match tr {
         Tr::Tcp => {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            format!("tcp://{}", l.local_addr().expect("addr"))
+            let port = shmlink::transport::unused_tcp_port(std::net::Ipv4Addr::LOCALHOST.into())
+                .expect("a free port");
+            format!("tcp://127.0.0.1:{port}")
         }
         tr => listen_url(tr),
     }

@@ -18,7 +18,7 @@
 //! of the repetitions is reported, so a slow spell of the machine hits every case alike.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use shmlink::rpc::{ClientOptions, Context, Server};
@@ -100,11 +100,10 @@ impl Via {
                     .join(format!("{}.sock", r.name("rpc")))
                     .display()
             ),
-            // The child binds port 0 and reports nothing back, so pick a free port
-            // here (bind, read, release); a race with another process is unlikely
-            // and only fails the run.
-            Via::Tcp => match TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
-                Ok(a) => format!("tcp://{a}"),
+            // The child reports nothing back, so pick a free port here (outside the
+            // ephemeral range, where this process's own connections cannot take it).
+            Via::Tcp => match shmlink::transport::unused_tcp_port(Ipv4Addr::LOCALHOST.into()) {
+                Ok(port) => format!("tcp://127.0.0.1:{port}"),
                 Err(_) => "tcp://127.0.0.1:7878".to_string(),
             },
         }
