@@ -590,6 +590,52 @@ fn waiters_of_killed_processes_are_forgotten() {
     );
 }
 
+/// Defect: waiters looked for dead holders only when a 10 ms sleep slice ran out. A
+/// process killed holding one of two permits, while two threads kept passing the other
+/// one between them (each woken by the other's release well within a slice), kept
+/// its permit for good, and its dead waiters stayed counted. A woken waiter now looks
+/// once per slice as well.
+#[test]
+#[cfg_attr(miri, ignore = "spawns a process")]
+fn a_dead_holders_permit_comes_back_while_the_others_keep_the_semaphore_busy() {
+    let name = unique_name("sem-busy-dead");
+    let sem = Semaphore::create(builder(&name).unlink_on_drop(true), 2, 2).unwrap();
+    let mut child = Scenario::new("semaphore_hold_permits")
+        .arg("sem", &name)
+        .arg("permits", 1)
+        .spawn();
+    child.wait_for("holding=", CHILD_TIMEOUT);
+    let stop = std::sync::Arc::new(shmlink::sync::atomic::AtomicBool::new(false));
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let (sem, stop) = (sem.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let permit = sem.permit_timeout(CHILD_TIMEOUT).expect("permit");
+                    std::thread::sleep(Duration::from_millis(1));
+                    drop(permit);
+                }
+            })
+        })
+        .collect();
+    poll_until("one of ours waits", || sem.waiters() >= 1);
+    child.kill();
+    // The busy threads never time out a slice, yet one of them repairs.
+    poll_until("the dead holder's permit is back", || {
+        shmlink::lock::semaphore_status(&name)
+            .is_ok_and(|s| s.holders.iter().all(|h| h.pid == std::process::id()))
+    });
+    stop.store(true, Ordering::Relaxed);
+    for t in busy {
+        t.join().unwrap();
+    }
+    assert_eq!(
+        (sem.value(), sem.waiters()),
+        (2, 0),
+        "both permits back, no waiter left"
+    );
+}
+
 // ---- 4. a seqlock written in one process and read in others ----
 
 /// The seqlock's value: `[counter, 5 words derived from it, done flag, checksum]`.

@@ -29,7 +29,8 @@
 //! (a semaphore used as a signal). A [`Permit`] ([`Semaphore::permit`]) is owned: the
 //! process that holds it is recorded in one of [`HOLDER_SLOTS`] holder slots, with how
 //! many permits it holds, and when that process dies its permits are returned to the
-//! semaphore (by a waiter that notices within a 10 ms sleep slice, or by
+//! semaphore (by a waiter, which looks for dead holders when a 10 ms sleep slice runs
+//! out and, at most once per slice, when a release wakes it; or by
 //! [`Semaphore::reclaim_dead`]).
 //!
 //! Moving a permit between the value and a holder's count touches two words, so a
@@ -89,6 +90,9 @@ pub use permit::Permit;
 /// releaser that died between adding its permit and waking the sleepers, or a holder
 /// that died holding permits, costs a waiter at most this long.
 const SLEEP_SLICE: Duration = Duration::from_millis(10);
+
+/// [`SLEEP_SLICE`] in nanoseconds.
+const SLICE_NS: u64 = SLEEP_SLICE.as_nanos() as u64;
 
 /// How many processes may hold [`Permit`]s of one semaphore at a time.
 ///
@@ -451,6 +455,11 @@ struct Inner<R: Region<Shared = SemaphoreState>> {
     /// Held across each ledger transfer, so the threads of a process take turns on
     /// their slot's ledger.
     holder: Mutex<Option<usize>>,
+    /// When these handles' waiters next look for dead holders after a wake-up (ns
+    /// since `epoch`): waiters woken again and again by releases never see a sleep
+    /// slice run out.
+    sweep_at: AtomicU64,
+    epoch: Instant,
 }
 
 // SAFETY: `state` points into the region that `region` (an Arc) keeps alive; the state
@@ -557,6 +566,8 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
                 region,
                 closed: AtomicBool::new(false),
                 holder: Mutex::new(None),
+                sweep_at: AtomicU64::new(SLICE_NS),
+                epoch: Instant::now(),
             }),
         })
     }
@@ -815,12 +826,32 @@ impl<R: Region<Shared = SemaphoreState>> Semaphore<R> {
             // `SLEEP_SLICE` (crash points `semaphore.release:1` and `:2`).
             let slice_end = Instant::now() + SLEEP_SLICE;
             let until = deadline.map_or(slice_end, |d| d.min(slice_end));
-            if futex::wait_until(&st.wake_seq, seq, Some(until)) == futex::WaitResult::TimedOut
-                && until == slice_end
-            {
+            let woke = futex::wait_until(&st.wake_seq, seq, Some(until));
+            if (woke == futex::WaitResult::TimedOut && until == slice_end) || self.sweep_due() {
                 self.reclaim(false);
             }
         }
+    }
+
+    /// Whether a waiter of these handles, just woken, should look for dead holders:
+    /// once per [`SLEEP_SLICE`] at most. Without it, a holder that died holding a
+    /// permit while the others kept the semaphore busy would keep it for good (every
+    /// waiter is woken by a release before its slice runs out), and so would a dead
+    /// waiter's count.
+    fn sweep_due(&self) -> bool {
+        let inner = &self.inner;
+        let now = u64::try_from(inner.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let at = inner.sweep_at.load(Ordering::Relaxed);
+        now >= at
+            && inner
+                .sweep_at
+                .compare_exchange(
+                    at,
+                    now.saturating_add(SLICE_NS),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
     }
 
     /// Deregisters a leaving waiter if no permit is available (or every available
