@@ -269,12 +269,11 @@ fn attached_label(counted: u32, live: Option<usize>) -> String {
     }
 }
 
-/// The `flock` holders of every file: (device, inode) -> pids, from `/proc/locks`
-/// (empty if it cannot be read).
-pub(crate) fn flock_holders()
--> std::collections::HashMap<(u64, u64), std::collections::BTreeSet<u32>> {
-    let mut out: std::collections::HashMap<_, std::collections::BTreeSet<u32>> =
-        std::collections::HashMap::new();
+/// The `flock` locks held on every file: (device, inode) -> the holding pid of each,
+/// from `/proc/locks` (empty if it cannot be read). One lock per attachment: a process
+/// attached twice (two handles) holds two, and is listed twice.
+pub(crate) fn flock_holders() -> std::collections::HashMap<(u64, u64), Vec<u32>> {
+    let mut out: std::collections::HashMap<_, Vec<u32>> = std::collections::HashMap::new();
     let Ok(text) = std::fs::read_to_string("/proc/locks") else {
         return out;
     };
@@ -303,23 +302,21 @@ pub(crate) fn flock_holders()
         };
         out.entry((nix::sys::stat::makedev(major, minor), ino))
             .or_default()
-            .insert(pid);
+            .push(pid);
     }
     out
 }
 
-/// How many live processes hold the segment at `path` (`None` if unknown).
+/// How many live attachments the segment at `path` has (`None` if unknown): the
+/// file locks held on it, one per attachment, so that it compares with the header's
+/// count (a process attached twice is two, not one).
 pub(crate) fn live_attached(
-    holders: &std::collections::HashMap<(u64, u64), std::collections::BTreeSet<u32>>,
+    holders: &std::collections::HashMap<(u64, u64), Vec<u32>>,
     path: std::path::PathBuf,
 ) -> Option<usize> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
-    Some(
-        holders
-            .get(&(meta.dev(), meta.ino()))
-            .map_or(0, std::collections::BTreeSet::len),
-    )
+    Some(holders.get(&(meta.dev(), meta.ino())).map_or(0, Vec::len))
 }
 
 /// What a Bakery participant is doing: `holding`, `waiting` (it has a ticket) or

@@ -92,6 +92,9 @@ fn inspect_shows_each_kinds_state() {
     for i in 0..3 {
         tx.push(i).unwrap();
     }
+    // A second handle in the same process: a second live attachment, not a dead one
+    // (the defect: live attachments were counted by process).
+    let _again = Spsc::<u64, _>::open(Segment::builder(&ring_name)).unwrap();
     let sem_name = format!("cli-inspect-sem-{me}");
     let sem = Semaphore::create(Segment::builder(&sem_name).unlink_on_drop(true), 3, 5).unwrap();
     let _permit = sem.permit().unwrap();
@@ -111,6 +114,8 @@ fn inspect_shows_each_kinds_state() {
     };
     let text = run(&["inspect", &ring_name]);
     for want in [
+        "attached: 2\n",
+        "attached_alive: 2\n",
         "kind: spsc",
         "capacity: 64",
         "depth: 3",
